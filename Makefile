@@ -1,0 +1,36 @@
+# Two entry points: `make rehearse` and `make test`. Both bootstrap .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-unit test-integration rehearse lab benchmark clean-reports
+
+venv: $(STAMP)
+
+# Re-install only when the dependency list changes; the package itself is editable.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest -m "integration or notebooks" $(PYTEST_ARGS)
+
+rehearse: venv
+	$(BIN)/runbook rehearse --with-rollback
+
+lab: venv
+	$(BIN)/python -m pip install -q -e '.[test,lab]'
+	$(BIN)/runbook lab
+
+benchmark: venv
+	$(BIN)/python benchmarks/api_paging.py

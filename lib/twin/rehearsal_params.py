@@ -1,0 +1,73 @@
+"""Write ``<state_dir>/params.yaml``: the runbook's params for this twin.
+
+It is ``params/minicloud.yaml`` with every endpoint pointed at the twin: the kubeconfig,
+the SSH ports on 127.0.0.1 with the twin's known_hosts and client key, the chart
+repository URL, and the ingress checks resolved to the twin's HTTPS endpoint with its
+CA. The target is marked ``kind: twin`` so that the library refuses anything that is not
+loopback.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params"
+
+
+def source_params(rt: Any) -> Path:
+    return Path(rt.options.get("params_source") or REPO_PARAMS / "minicloud.yaml")
+
+
+def build_params(rt: Any) -> dict:
+    src = source_params(rt)
+    data = yaml.safe_load(src.read_text()) if src.exists() else {}
+    sd = Path(rt.state_dir)
+    ep = rt.endpoints
+    cluster = getattr(rt.fixture, "cluster", {}) or {}
+    data["target"] = {
+        "name": cluster.get("name", data.get("target", {}).get("name", "minicloud")),
+        "kind": "twin",
+        "kubeconfig": str(sd / "kubeconfig"),
+        "context": None,
+    }
+    ssh = dict(data.get("ssh") or {})
+    ssh.update({"user": "ubuntu", "key_path": str(sd / "ssh" / "id_ed25519"),
+                "known_hosts": str(sd / "ssh" / "known_hosts"), "trust_on_first_use": False})
+    data["ssh"] = ssh
+    ports = ep.get("ssh", {})
+    roles = {n.name: n.role for n in getattr(rt.fixture, "nodes", [])}
+    data["nodes"] = [{"name": name, "role": roles.get(name, "agent"), "address": "127.0.0.1",
+                      "port": int(port)} for name, port in ports.items()]
+    cil = dict(data.get("cilium") or {})
+    if "charts" in ep:
+        cil["chart_repo_url"] = ep["charts"]
+        cil["chart_repo_name"] = "twin"
+    values = cil.get("values_file", "cilium-values.yaml")
+    if not os.path.isabs(values):
+        cil["values_file"] = str((src.parent / values).resolve())
+    data["cilium"] = cil
+    checks = dict(data.get("checks") or {})
+    if "ingress" in ep and checks.get("ingress"):
+        ca = str(sd / "pki" / "ca.crt")
+        checks["ingress"] = [dict(c, ca_file=ca, resolve_to=f"127.0.0.1:{ep['ingress_port']}")
+                             for c in checks["ingress"]]
+    data["checks"] = checks
+    twin = {"state_dir": str(sd)}
+    if "admin" in ep:
+        twin["admin_url"] = ep["admin"]
+    data["twin"] = twin
+    return data
+
+
+def write_params(rt: Any) -> Path:
+    path = Path(rt.state_dir) / "params.yaml"
+    header = ("# Written by `runbook twin up`: params/minicloud.yaml pointed at this twin.\n"
+              "# kind: twin makes the runbook refuse every non-loopback address.\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + yaml.safe_dump(build_params(rt), sort_keys=False))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path

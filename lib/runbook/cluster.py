@@ -1,0 +1,510 @@
+"""The Kubernetes API, through one client holder.
+
+Every call goes through :meth:`Cluster.request`, the one choke point (kr8s'
+``Api.call_api``): it refuses non-loopback servers for a twin target, retries
+connection errors, 429 and 5xx with backoff for as long as a control-plane restart
+takes (recording how long the API was away), and translates the client's exceptions
+into :class:`~runbook.errors.ClusterError`.
+
+Bulk reads return raw JSON dicts, paged with ``limit``/``continue``: typed model
+deserialisation costs about 0.2 ms per pod, four times the raw cost at scale.
+
+Example:
+    >>> from runbook import cluster, params
+    >>> c = cluster.Cluster.from_params(params.load("params/twin.yaml"))   # doctest: +SKIP
+    >>> c.snapshot("pods").groupby("namespace").size()                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote, urlsplit
+
+import pandas as pd
+
+from .errors import ClusterError, WaitTimeout
+from .safety import require_loopback_url
+
+# (apiVersion, plural, namespaced) of what the runbook reads and writes.
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "namespaces": ("v1", "namespaces", False),
+    "nodes": ("v1", "nodes", False),
+    "pods": ("v1", "pods", True),
+    "services": ("v1", "services", True),
+    "configmaps": ("v1", "configmaps", True),
+    "secrets": ("v1", "secrets", True),
+    "persistentvolumeclaims": ("v1", "persistentvolumeclaims", True),
+    "persistentvolumes": ("v1", "persistentvolumes", False),
+    "events": ("v1", "events", True),
+    "deployments": ("apps/v1", "deployments", True),
+    "replicasets": ("apps/v1", "replicasets", True),
+    "daemonsets": ("apps/v1", "daemonsets", True),
+    "statefulsets": ("apps/v1", "statefulsets", True),
+    "ingresses": ("networking.k8s.io/v1", "ingresses", True),
+    "networkpolicies": ("networking.k8s.io/v1", "networkpolicies", True),
+    "leases": ("coordination.k8s.io/v1", "leases", True),
+    "customresourcedefinitions": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "applications": ("argoproj.io/v1alpha1", "applications", True),
+    "applicationsets": ("argoproj.io/v1alpha1", "applicationsets", True),
+    "backups": ("velero.io/v1", "backups", True),
+    "restores": ("velero.io/v1", "restores", True),
+    "ipaddresspools": ("metallb.io/v1beta1", "ipaddresspools", True),
+    "ciliumnodes": ("cilium.io/v2", "ciliumnodes", False),
+    "ciliumendpoints": ("cilium.io/v2", "ciliumendpoints", True),
+}
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None = None,
+                  name: str | None = None, subresource: str | None = None) -> str:
+    """The REST path of a collection or an object.
+
+    >>> resource_path("apps/v1", "deployments", "argocd", "argocd-server")
+    '/apis/apps/v1/namespaces/argocd/deployments/argocd-server'
+    """
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{quote(name, safe='')}"
+    if subresource:
+        base += f"/{subresource}"
+    return base
+
+
+@dataclass
+class Outage:
+    """A period during which the API server did not answer."""
+
+    started: float
+    ended: float | None = None
+    attempts: int = 0
+    last_error: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.time()) - self.started
+
+
+@dataclass
+class Cluster:
+    """A connection to one cluster's API server.
+
+    Args:
+        kubeconfig: path of the kubeconfig file.
+        context: context name (None = current-context).
+        kind: ``twin`` or ``real``; a twin must be on loopback.
+        retry_for: seconds a call keeps retrying while the API is unreachable.
+    """
+
+    kubeconfig: str
+    context: str | None = None
+    kind: str = "real"
+    retry_for: float = 120.0
+    request_timeout: float = 30.0
+    outages: list[Outage] = field(default_factory=list)
+    _api: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_params(cls, params: Any) -> "Cluster":
+        """Connect as the params say (``target.kubeconfig``, ``target.context``, ``target.kind``)."""
+        timeouts = getattr(getattr(params, "limits", None), "timeouts", None)
+        retry_for = float(getattr(timeouts, "api_ready", 120) or 120)
+        kubeconfig = getattr(params, "kubeconfig_path", None) or params.target.kubeconfig
+        return cls(str(Path(str(kubeconfig)).expanduser()), params.target.context,
+                   kind=params.target.kind, retry_for=retry_for)
+
+    # -- connection -------------------------------------------------------------------
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = self._connect()
+        return self._api
+
+    def _connect(self) -> Any:
+        from kubernetes import config as kconfig
+        from kubernetes.client import Configuration
+
+        if not Path(self.kubeconfig).is_file():
+            raise ClusterError(f"kubeconfig not found: {self.kubeconfig}",
+                               hint="check target.kubeconfig in the params file")
+        cfg = Configuration()
+        try:
+            kconfig.load_kube_config(config_file=self.kubeconfig, context=self.context,
+                                     client_configuration=cfg, persist_config=False)
+        except Exception as e:  # the loader raises ConfigException, KeyError, yaml errors ...
+            raise ClusterError(f"cannot load kubeconfig {self.kubeconfig}: {e}") from e
+        require_loopback_url(cfg.host, kind=self.kind, what="Kubernetes API server")
+        token = (cfg.api_key or {}).get("authorization", "")
+        if token:
+            _register_secret(token.removeprefix("Bearer ").strip())
+        cfg.retries = False  # our choke point retries, with an outage record
+        from kubernetes.client import ApiClient
+
+        return ApiClient(cfg)
+
+    @property
+    def server(self) -> str:
+        """The API server URL (no credentials)."""
+        return self.api.configuration.host
+
+    # -- the choke point ------------------------------------------------------------------
+    def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+                body: Any = None, content_type: str | None = None,
+                ok_missing: bool = False) -> Any:
+        """One API call, returning parsed JSON (None for 404 when ``ok_missing``).
+
+        Retries connection failures, 429 and 5xx with exponential backoff for up to
+        ``retry_for`` seconds, recording the outage; other errors raise ClusterError.
+        """
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+        q = [(k, v) for k, v in (query or {}).items() if v is not None]
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.2
+        outage: Outage | None = None
+        while True:
+            err: str
+            try:
+                req = self.api.param_serialize(method=method, resource_path=path, query_params=q,
+                                               header_params=dict(headers), body=body,
+                                               auth_settings=["BearerToken"])
+                resp = self.api.call_api(*req, _request_timeout=self.request_timeout)
+                data = resp.read()
+                status = resp.status
+                if outage is not None:
+                    outage.ended = time.time()
+                if 200 <= status < 300:
+                    return json.loads(data) if data else None
+                if status == 404 and ok_missing:
+                    return None
+                msg = _status_message(data)
+                if status not in _RETRY_STATUS:
+                    raise ClusterError(f"{method} {path} failed: {status} {msg}", status=status,
+                                       reason=_status_reason(data),
+                                       hint=_hint_for(status))
+                err = f"HTTP {status} {msg}"
+            except (Urllib3Error, ApiException, OSError) as e:
+                err = f"{type(e).__name__}: {e}"
+            if outage is None:
+                outage = Outage(started=time.time())
+                self.outages.append(outage)
+            outage.attempts += 1
+            outage.last_error = err[:300]
+            if time.monotonic() >= deadline:
+                outage.ended = time.time()
+                raise ClusterError(
+                    f"API server unreachable for {outage.seconds:.0f}s "
+                    f"({outage.attempts} attempts): {outage.last_error}",
+                    hint="check that k3s is running on the server node (systemctl status k3s)")
+            time.sleep(delay)
+            delay = min(delay * 1.6, 2.0)
+
+    # -- convenience ----------------------------------------------------------------------
+    def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
+        """One object (raw dict), or None when absent."""
+        api_version, plural, _ = RESOURCES[resource]
+        return self.request("GET", resource_path(api_version, plural, namespace, name), ok_missing=True)
+
+    def iter_list(self, resource: str, namespace: str | None = None, *,
+                  label_selector: str | None = None, field_selector: str | None = None,
+                  limit: int = 500) -> Iterator[dict]:
+        """Every object of a resource, page by page (``limit``/``continue``)."""
+        api_version, plural, _ = RESOURCES[resource]
+        path = resource_path(api_version, plural, namespace)
+        token: str | None = None
+        while True:
+            page = self.request("GET", path, query={"limit": limit, "continue": token,
+                                                    "labelSelector": label_selector,
+                                                    "fieldSelector": field_selector},
+                                ok_missing=True)
+            if page is None:  # the resource type does not exist (e.g. no cilium.io CRDs yet)
+                return
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        """All objects of a resource as raw dicts (paged)."""
+        return list(self.iter_list(resource, namespace, **kw))
+
+    def has_resource(self, resource: str) -> bool:
+        """True when the server serves the resource type (e.g. cilium.io CRDs registered)."""
+        api_version, plural, _ = RESOURCES[resource]
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        doc = self.request("GET", base, ok_missing=True)
+        return bool(doc) and any(r.get("name") == plural for r in doc.get("resources", []))
+
+    def patch(self, resource: str, name: str, patch: Any, namespace: str | None = None, *,
+              patch_type: str = "merge") -> dict:
+        """Patch an object: ``merge`` (RFC 7386, ``None`` deletes a key), ``json`` or ``strategic``."""
+        api_version, plural, _ = RESOURCES[resource]
+        ctype = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
+                 "strategic": "application/strategic-merge-patch+json"}[patch_type]
+        return self.request("PATCH", resource_path(api_version, plural, namespace, name),
+                            body=patch, content_type=ctype, query={"fieldManager": "phase22-runbook"})
+
+    def create(self, resource: str, obj: dict, namespace: str | None = None) -> dict:
+        api_version, plural, _ = RESOURCES[resource]
+        return self.request("POST", resource_path(api_version, plural, namespace), body=obj,
+                            query={"fieldManager": "phase22-runbook"})
+
+    def replace(self, resource: str, obj: dict) -> dict:
+        api_version, plural, _ = RESOURCES[resource]
+        md = obj["metadata"]
+        return self.request("PUT", resource_path(api_version, plural, md.get("namespace"), md["name"]),
+                            body=obj)
+
+    def delete(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
+        """Delete an object; absent is fine (returns None)."""
+        api_version, plural, _ = RESOURCES[resource]
+        return self.request("DELETE", resource_path(api_version, plural, namespace, name),
+                            ok_missing=True)
+
+    def identity(self) -> str:
+        """The cluster's identity for provenance: the kube-system namespace UID."""
+        ns = self.get("namespaces", "kube-system")
+        if not ns:
+            raise ClusterError("namespace kube-system not found: is this a Kubernetes cluster?")
+        return ns["metadata"]["uid"]
+
+    def version(self) -> dict:
+        return self.request("GET", "/version")
+
+    def ping(self) -> bool:
+        """True when the API answers right now (no retries)."""
+        saved, self.retry_for = self.retry_for, 0.0
+        try:
+            self.request("GET", "/version")
+            return True
+        except ClusterError:
+            return False
+        finally:
+            self.retry_for = saved
+
+    # -- waits ----------------------------------------------------------------------------
+    def wait_for(self, check: Callable[[], tuple[bool, list[str]]], *, timeout: float,
+                 what: str, interval: float = 1.0,
+                 progress: Callable[[str], None] | None = None) -> float:
+        """Poll ``check`` until it returns ``(True, [])``; returns the seconds waited.
+
+        ``check`` returns ``(done, pending)`` where ``pending`` lists, in words, what is
+        not there yet. On timeout raises WaitTimeout with that list.
+        """
+        t0 = time.monotonic()
+        pending: list[str] = []
+        last_report = 0.0
+        while True:
+            done, pending = check()
+            waited = time.monotonic() - t0
+            if done:
+                return waited
+            if waited >= timeout:
+                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}",
+                                  pending=pending)
+            if progress and waited - last_report >= 10:
+                progress(f"still waiting for {what} ({waited:.0f}s): {len(pending)} pending")
+                last_report = waited
+            time.sleep(interval)
+
+    # -- snapshots --------------------------------------------------------------------------
+    def snapshot(self, kind: str) -> pd.DataFrame:
+        """A table of the cluster's ``kind``: pods, services, ingresses, pvcs, nodes,
+        daemonsets, deployments, statefulsets (see the ``_rows_*`` functions for columns)."""
+        if kind == "pods":
+            rs_owner = {(r["metadata"]["namespace"], r["metadata"]["name"]): _controller(r)
+                        for r in self.iter_list("replicasets")}
+            rows = [_row_pod(p, rs_owner) for p in self.iter_list("pods")]
+        elif kind == "pvcs":
+            rows = [_row_pvc(p) for p in self.iter_list("persistentvolumeclaims")]
+        else:
+            fn = _ROWS.get(kind)
+            if fn is None:
+                raise ValueError(f"unknown snapshot kind {kind!r}; known: pods, pvcs, {', '.join(_ROWS)}")
+            resource = {"daemonsets": "daemonsets", "deployments": "deployments",
+                        "statefulsets": "statefulsets"}.get(kind, kind)
+            rows = [fn(o) for o in self.iter_list(resource)]
+        df = pd.DataFrame(rows, columns=_COLUMNS[kind])
+        sort = [c for c in ("namespace", "name") if c in df.columns]
+        return df.sort_values(sort).reset_index(drop=True) if len(df) else df
+
+
+def _register_secret(value: str) -> None:
+    try:
+        from .redact import register_secret
+    except ImportError:  # pragma: no cover - redact lands with the params module
+        return
+    register_secret(value)
+
+
+def _status_message(data: bytes | None) -> str:
+    try:
+        doc = json.loads(data or b"{}")
+        return str(doc.get("message") or doc.get("reason") or "")[:500]
+    except ValueError:
+        return (data or b"")[:200].decode("utf-8", "replace")
+
+
+def _status_reason(data: bytes | None) -> str | None:
+    try:
+        return json.loads(data or b"{}").get("reason")
+    except ValueError:
+        return None
+
+
+def _hint_for(status: int) -> str | None:
+    return {401: "the kubeconfig's credentials were refused: is it the right cluster's kubeconfig?",
+            403: "the kubeconfig's user lacks RBAC permission for this call",
+            409: "the object changed meanwhile; re-run the step (it is idempotent)"}.get(status)
+
+
+def _controller(obj: dict) -> tuple[str, str]:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("kind", ""), ref.get("name", "")
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return (refs[0].get("kind", ""), refs[0].get("name", "")) if refs else ("", "")
+
+
+def pod_display_status(pod: dict) -> str:
+    """The STATUS column kubectl shows for a pod (waiting reason, Terminating, phase)."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return "Terminating"
+    st = pod.get("status") or {}
+    for cs in st.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            return waiting["reason"]
+    return st.get("phase") or "Unknown"
+
+
+def pod_ready(pod: dict) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+def node_ready(node: dict) -> bool:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+_COLUMNS = {
+    "pods": ["namespace", "name", "node", "phase", "status", "ready", "ip", "host_network",
+             "owner_kind", "owner_name", "workload", "restarts", "cni", "uid"],
+    "services": ["namespace", "name", "type", "cluster_ip", "lb_ips", "ports"],
+    "ingresses": ["namespace", "name", "class", "hosts", "address"],
+    "pvcs": ["namespace", "name", "phase", "volume", "storage_class", "capacity"],
+    "nodes": ["name", "ready", "roles", "internal_ip", "kernel", "version", "pod_cidr", "taints",
+              "unschedulable"],
+    "daemonsets": ["namespace", "name", "desired", "ready", "updated", "available"],
+    "deployments": ["namespace", "name", "replicas", "ready", "updated", "available"],
+    "statefulsets": ["namespace", "name", "replicas", "ready"],
+}
+
+
+def _row_pod(p: dict, rs_owner: dict[tuple[str, str], tuple[str, str]]) -> dict:
+    md, spec, st = p["metadata"], p.get("spec") or {}, p.get("status") or {}
+    kind, name = _controller(p)
+    workload = f"{kind}/{name}" if kind else f"Pod/{md['name']}"
+    if kind == "ReplicaSet":
+        top = rs_owner.get((md.get("namespace", ""), name))
+        if top and top[0]:
+            workload = f"{top[0]}/{top[1]}"
+    return {
+        "namespace": md.get("namespace", ""), "name": md["name"], "node": spec.get("nodeName", ""),
+        "phase": st.get("phase", ""), "status": pod_display_status(p), "ready": pod_ready(p),
+        "ip": st.get("podIP", ""), "host_network": bool(spec.get("hostNetwork")),
+        "owner_kind": kind, "owner_name": name, "workload": workload,
+        "restarts": sum(int(c.get("restartCount", 0)) for c in st.get("containerStatuses") or []),
+        "cni": (md.get("annotations") or {}).get("twin.phase22.io/sandbox-cni", ""),
+        "uid": md.get("uid", ""),
+    }
+
+
+def _row_service(s: dict) -> dict:
+    md, spec, st = s["metadata"], s.get("spec") or {}, s.get("status") or {}
+    ips = [i.get("ip") or i.get("hostname") for i in (st.get("loadBalancer") or {}).get("ingress") or []]
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
+    return {"namespace": md.get("namespace", ""), "name": md["name"], "type": spec.get("type", "ClusterIP"),
+            "cluster_ip": spec.get("clusterIP", ""), "lb_ips": ",".join(i for i in ips if i), "ports": ports}
+
+
+def _row_ingress(i: dict) -> dict:
+    md, spec, st = i["metadata"], i.get("spec") or {}, i.get("status") or {}
+    hosts = ",".join(r.get("host", "*") for r in spec.get("rules") or [])
+    addr = ",".join(x.get("ip") or x.get("hostname", "") for x in (st.get("loadBalancer") or {}).get("ingress") or [])
+    return {"namespace": md.get("namespace", ""), "name": md["name"],
+            "class": spec.get("ingressClassName", ""), "hosts": hosts, "address": addr}
+
+
+def _row_pvc(p: dict) -> dict:
+    md, spec, st = p["metadata"], p.get("spec") or {}, p.get("status") or {}
+    return {"namespace": md.get("namespace", ""), "name": md["name"], "phase": st.get("phase", ""),
+            "volume": spec.get("volumeName", ""), "storage_class": spec.get("storageClassName", ""),
+            "capacity": (st.get("capacity") or {}).get("storage", "")}
+
+
+def _row_node(n: dict) -> dict:
+    md, spec, st = n["metadata"], n.get("spec") or {}, n.get("status") or {}
+    roles = sorted(k.split("/", 1)[1] for k in (md.get("labels") or {})
+                   if k.startswith("node-role.kubernetes.io/"))
+    ip = next((a["address"] for a in st.get("addresses") or [] if a.get("type") == "InternalIP"), "")
+    info = st.get("nodeInfo") or {}
+    taints = ",".join(f"{t['key']}:{t.get('effect', '')}" for t in spec.get("taints") or [])
+    return {"name": md["name"], "ready": node_ready(n), "roles": ",".join(roles) or "<none>",
+            "internal_ip": ip, "kernel": info.get("kernelVersion", ""),
+            "version": info.get("kubeletVersion", ""), "pod_cidr": spec.get("podCIDR", ""),
+            "taints": taints, "unschedulable": bool(spec.get("unschedulable"))}
+
+
+def _row_ds(d: dict) -> dict:
+    md, st = d["metadata"], d.get("status") or {}
+    return {"namespace": md.get("namespace", ""), "name": md["name"],
+            "desired": st.get("desiredNumberScheduled", 0), "ready": st.get("numberReady", 0),
+            "updated": st.get("updatedNumberScheduled", 0), "available": st.get("numberAvailable", 0)}
+
+
+def _row_deploy(d: dict) -> dict:
+    md, spec, st = d["metadata"], d.get("spec") or {}, d.get("status") or {}
+    return {"namespace": md.get("namespace", ""), "name": md["name"], "replicas": spec.get("replicas", 1),
+            "ready": st.get("readyReplicas", 0), "updated": st.get("updatedReplicas", 0),
+            "available": st.get("availableReplicas", 0)}
+
+
+def _row_sts(d: dict) -> dict:
+    md, spec, st = d["metadata"], d.get("spec") or {}, d.get("status") or {}
+    return {"namespace": md.get("namespace", ""), "name": md["name"], "replicas": spec.get("replicas", 1),
+            "ready": st.get("readyReplicas", 0)}
+
+
+_ROWS: dict[str, Callable[[dict], dict]] = {
+    "services": _row_service, "ingresses": _row_ingress, "nodes": _row_node,
+    "daemonsets": _row_ds, "deployments": _row_deploy, "statefulsets": _row_sts,
+}
+
+
+def server_host(kubeconfig: str) -> str:
+    """The host of the kubeconfig's current server (for messages; no connection)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    ctx_name = doc.get("current-context")
+    ctx = next((c["context"] for c in doc.get("contexts", []) if c["name"] == ctx_name), {})
+    cl = next((c["cluster"] for c in doc.get("clusters", []) if c["name"] == ctx.get("cluster")), {})
+    return urlsplit(cl.get("server", "")).hostname or ""

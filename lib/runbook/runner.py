@@ -1,0 +1,243 @@
+"""Run the phase notebooks headless with papermill, into ``reports/<run-id>/``.
+
+Each phase notebook is executed with its parameters (``params_file``, ``run_dir``,
+``execute``, ``confirm`` ...) into the run folder, where the executed notebook is the
+evidence. The run stops at the first failing phase and always renders the report
+(``report.render_run``) in a ``finally``, so a failed run still leaves a readable
+artifact that shows where and why it stopped.
+
+Example:
+    >>> from runbook import runner
+    >>> result = runner.run("params/twin.yaml", phases=["preflight"])   # doctest: +SKIP
+    >>> result.index_html                                              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ParamsError, RunIdError
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS_DIR = REPO / "notebooks"
+REPORTS_DIR = REPO / "reports"
+
+PHASES: dict[str, str] = {
+    "preflight": "01-preflight.ipynb",
+    "reconfigure": "02-reconfigure.ipynb",
+    "install": "03-install.ipynb",
+    "verify": "04-verify.ipynb",
+    "rollback": "05-rollback.ipynb",
+}
+MIGRATION = ["preflight", "reconfigure", "install", "verify"]
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class PhaseResult:
+    """The outcome of one phase notebook."""
+
+    phase: str
+    notebook: Path
+    status: str = "not-run"        # passed | failed | not-run
+    seconds: float = 0.0
+    error: str | None = None       # "GateFailed: ..." for a failed phase
+    failed_cell: int | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    phases: list[PhaseResult] = field(default_factory=list)
+    index_html: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status == "passed" for p in self.phases if p.status != "not-run") and \
+            any(p.status == "passed" for p in self.phases)
+
+    @property
+    def failed(self) -> PhaseResult | None:
+        return next((p for p in self.phases if p.status == "failed"), None)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261126-051200-a1b2``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse a run id that is not a plain folder name."""
+    if not run_id or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise RunIdError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only "
+                         "(no path separators, no '..')", field="--run-id")
+    return run_id
+
+
+def parse_phases(text: str | list[str] | None) -> list[str]:
+    """``"preflight,install"`` -> phase names in canonical order; unknown names are errors."""
+    if text is None:
+        return list(MIGRATION)
+    names = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    unknown = [n for n in names if n not in PHASES]
+    if unknown:
+        raise ParamsError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(PHASES)}",
+                          field="--phases")
+    return [p for p in PHASES if p in names]
+
+
+def make_run_dir(run_id: str, reports_dir: Path | None = None) -> Path:
+    """Create ``reports/<run-id>`` owner-only (it holds cluster state)."""
+    root = Path(reports_dir or REPORTS_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = root / check_run_id(run_id)
+    run_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(run_dir, 0o700)
+    return run_dir
+
+
+def _cell_label(cell: Any) -> str:
+    src = cell.get("source", "")
+    m = re.search(r"#\s*papermill_description=(.+)", src)
+    if m:
+        return m.group(1).strip()
+    first = next((ln.strip() for ln in src.splitlines() if ln.strip() and not ln.startswith("#")), "")
+    return first[:70]
+
+
+def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
+                  progress: Callable[[str], None] = print, notebooks_dir: Path | None = None,
+                  cell_timeout: float | None = 1800) -> PhaseResult:
+    """Execute one phase notebook into ``run_dir``; never raises for a failed cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = Path(notebooks_dir or NOTEBOOKS_DIR) / PHASES[phase]
+    out = run_dir / PHASES[phase]
+    result = PhaseResult(phase=phase, notebook=out)
+    n_cells = 0
+
+    def on_start(cell: Any = None, cell_index: int = 0, **_: Any) -> None:
+        if cell is not None and cell.get("cell_type") == "code":
+            progress(f"  [{phase}] cell {cell_index}/{n_cells}: {_cell_label(cell)}")
+
+    try:
+        import nbformat
+
+        n_cells = len(nbformat.read(src, as_version=4).cells)
+    except Exception:  # the executor reports an unreadable notebook itself
+        pass
+    progress(f"phase {phase}: running {src.name}")
+    t0 = time.monotonic()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
+                            progress_bar=False, cwd=str(src.parent), execution_timeout=cell_timeout,
+                            on_cell_start=on_start)
+        result.status = "passed"
+    except PapermillExecutionError as e:
+        result.status = "failed"
+        result.error = f"{e.ename}: {_first_line(e.evalue)}"
+        result.failed_cell = e.exec_count
+    except Exception as e:  # kernel death, missing notebook ...
+        result.status = "failed"
+        result.error = f"{type(e).__name__}: {_first_line(str(e))}"
+    finally:
+        result.seconds = time.monotonic() - t0
+        if out.exists():
+            os.chmod(out, 0o600)
+    progress(f"phase {phase}: {result.status.upper()} in {result.seconds:.1f}s"
+             + (f" — {result.error}" if result.error else ""))
+    return result
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None,
+        execute: bool = False, confirm: str = "", run_id: str | None = None,
+        reports_dir: str | os.PathLike | None = None, extra: dict[str, Any] | None = None,
+        progress: Callable[[str], None] = print, sample_timeline: bool = True) -> RunResult:
+    """Validate the params, then run ``phases`` in order, stopping at the first failure.
+
+    Args:
+        params_file: the params YAML (validated before anything is contacted).
+        phases: names or a comma-separated string (default: the four migration phases).
+        execute: apply changes (default is a dry run).
+        confirm: the cluster name; required with ``execute`` on a real target.
+        run_id: resume or name a run (default: a new id).
+        extra: more notebook parameters (e.g. ``{"proceed_despite_deferral": True}``).
+
+    Returns:
+        RunResult with each phase's status and the path of ``index.html``.
+    """
+    from . import params as params_mod
+    from . import report
+
+    params_path = Path(params_file).resolve()
+    p = params_mod.load(params_path)
+    params_mod.validate(p)
+    params_mod.require_confirmation(p, execute, confirm)
+    names = parse_phases(phases)
+    run_id = check_run_id(run_id) if run_id else new_run_id()
+    run_dir = make_run_dir(run_id, Path(reports_dir) if reports_dir else None)
+    result = RunResult(run_id=run_id, run_dir=run_dir,
+                       phases=[PhaseResult(ph, run_dir / PHASES[ph]) for ph in names])
+    parameters = {"params_file": str(params_path), "run_dir": str(run_dir),
+                  "execute": bool(execute), "confirm": confirm, **(extra or {})}
+    sampler = None
+    if sample_timeline:
+        from .timeline import Sampler
+
+        sampler = Sampler(p, run_dir)
+        sampler.start()
+    progress(f"run {run_id}: {', '.join(names)} ({'EXECUTE' if execute else 'dry run'}) "
+             f"against {p.target.name} ({p.target.kind})")
+    try:
+        for i, ph in enumerate(names):
+            res = execute_phase(ph, run_dir, parameters, progress=progress)
+            result.phases[i] = res
+            report.record_phase(run_dir, res)
+            if res.status != "passed":
+                break
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        try:
+            result.index_html = report.render_run(run_dir)
+            progress(f"report: {result.index_html}")
+        except Exception as e:  # the report must never hide the run's own outcome
+            progress(f"report rendering failed: {type(e).__name__}: {e}")
+    return result
+
+
+class Heartbeat:
+    """Prints a line every ``every`` seconds while a long step runs (progress output)."""
+
+    def __init__(self, label: str, progress: Callable[[str], None] = print, every: float = 15.0):
+        self.label, self.progress, self.every = label, progress, every
+        self._stop = threading.Event()
+        self._t: threading.Thread | None = None
+
+    def __enter__(self) -> "Heartbeat":
+        t0 = time.monotonic()
+
+        def beat() -> None:
+            while not self._stop.wait(self.every):
+                self.progress(f"  ... {self.label}: {time.monotonic() - t0:.0f}s")
+
+        self._t = threading.Thread(target=beat, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()

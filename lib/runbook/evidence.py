@@ -1,0 +1,218 @@
+"""Evidence: named results recorded in the executed notebook, and snapshot files.
+
+A notebook cell calls :func:`record` with a JSON-serialisable value. The value is
+displayed with the custom mimetype ``application/vnd.phase22.evidence+json`` (plus a
+``text/plain`` line for people), so the report index reads it back from the executed
+``.ipynb`` with :func:`read_records` without executing anything. Snapshots (pods,
+services ... as DataFrames) are saved under ``<run_dir>/snapshots/<phase>/`` with
+owner-only permissions, because they hold cluster state. Everything written here goes
+through ``redact()`` first.
+
+Example:
+    >>> from runbook import evidence
+    >>> evidence.record("pods_total", 42)                      # doctest: +SKIP
+    >>> evidence.read_records("reports/r1/01-preflight.ipynb")  # doctest: +SKIP
+    {'pods_total': 42}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+MIMETYPE = "application/vnd.phase22.evidence+json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Used only until runbook.redact lands (and if it is ever missing): masks the obvious
+# shapes of secrets so a half-built tree still never writes one.
+_FALLBACK_PATTERNS = [
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+     "***REDACTED PRIVATE KEY***"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+    (re.compile(r"(?im)^(\s*(?:token|agent-token|password|secret)\s*:\s*).+$"), r"\1***"),
+    (re.compile(r"K10[0-9a-f]{20,}::[A-Za-z0-9.:_-]+"), "***"),
+]
+
+
+def redact_text(text: str) -> str:
+    """Redact ``text`` with :func:`runbook.redact.redact` (imported lazily).
+
+    The import is lazy because redact.py is owned by another module author; when it is
+    absent a conservative built-in masking is applied instead of none.
+    """
+    if not text:
+        return text
+    try:
+        from . import redact as _r  # noqa: PLC0415
+        return _r.redact(text)
+    except ImportError:
+        for pat, repl in _FALLBACK_PATTERNS:
+            text = pat.sub(repl, text)
+        return text
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    try:
+        import pandas as pd  # noqa: PLC0415
+        if isinstance(value, pd.DataFrame):
+            return json.loads(value.to_json(orient="records", date_format="iso"))
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return _jsonable(value.to_dict())
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return _jsonable(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def redact_value(value: Any) -> Any:
+    """JSON-normalise ``value`` and redact every string in it (round trip via JSON)."""
+    text = json.dumps(_jsonable(value), sort_keys=False, default=str)
+    return json.loads(redact_text(text))
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def record(name: str, value: Any) -> Any:
+    """Record a named, JSON-serialisable result in the running notebook.
+
+    Args:
+        name: a stable key the report index looks up (``pods_total``, ``gate/no-kube-svc``).
+        value: any JSON-able value (dataclasses and DataFrames are converted).
+
+    Returns:
+        the redacted value that was recorded.
+
+    Example:
+        >>> record("unmanaged_pods", 0)   # doctest: +SKIP
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"evidence name {name!r} must be a plain key")
+    clean = redact_value(value)
+    bundle = {MIMETYPE: clean, "text/plain": f"[evidence] {name} = {_short(clean)}"}
+    try:
+        from IPython.display import display  # noqa: PLC0415
+        display(bundle, raw=True, metadata={"name": name})
+    except ImportError:  # pragma: no cover - IPython is a dependency of ipykernel
+        pass
+    return clean
+
+
+def record_gate(result: Any) -> Any:
+    """Record a :class:`runbook.checks.GateResult` under ``gate/<name>``."""
+    data = _jsonable(result)
+    return record(f"gate/{data.get('name', 'unnamed')}", data)
+
+
+def read_records(notebook_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the evidence recorded in an executed notebook (later records win).
+
+    Args:
+        notebook_path: the ``.ipynb`` written by papermill.
+
+    Returns:
+        name -> value, in the order first recorded.
+    """
+    import nbformat  # noqa: PLC0415
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        for o in cell.get("outputs", []):
+            data = o.get("data") or {}
+            if MIMETYPE not in data:
+                continue
+            meta = o.get("metadata") or {}
+            name = meta.get("name") or (meta.get(MIMETYPE) or {}).get("name")
+            if name:
+                out[name] = data[MIMETYPE]
+    return out
+
+
+def gates(records: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gate results among ``records`` (as returned by :func:`read_records`)."""
+    return [v for k, v in records.items() if k.startswith("gate/")]
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def snapshot_dir(run_dir: str | os.PathLike[str], phase: str) -> Path:
+    """``<run_dir>/snapshots/<phase>``, created owner-only."""
+    if not _FILE_RE.match(phase):
+        raise ValueError(f"phase {phase!r} must be a plain folder name")
+    run = Path(run_dir)
+    _private_dir(run / "snapshots")
+    return _private_dir(run / "snapshots" / phase)
+
+
+def save_snapshot(run_dir: str | os.PathLike[str], phase: str, name: str, obj: Any) -> Path:
+    """Save a snapshot as JSON (and CSV for a DataFrame) under ``snapshots/<phase>/``.
+
+    Args:
+        run_dir: the run folder; phase: e.g. ``preflight``; name: e.g. ``pods``.
+        obj: a pandas DataFrame or any JSON-able value.
+
+    Returns:
+        the path of the JSON file. Files are mode 0600, folders 0700.
+
+    Example:
+        >>> save_snapshot("reports/r1", "preflight", "pods", pods_df)   # doctest: +SKIP
+        PosixPath('reports/r1/snapshots/preflight/pods.json')
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    if not _FILE_RE.match(name):
+        raise ValueError(f"snapshot name {name!r} must be a plain file name")
+    folder = snapshot_dir(run_dir, phase)
+    path = folder / f"{name}.json"
+    if isinstance(obj, pd.DataFrame):
+        payload = {"type": "dataframe", "columns": [str(c) for c in obj.columns],
+                   "records": json.loads(obj.to_json(orient="records", date_format="iso"))}
+        _write_private(folder / f"{name}.csv", redact_text(obj.to_csv(index=False)))
+    else:
+        payload = {"type": "object", "data": _jsonable(obj)}
+    _write_private(path, redact_text(json.dumps(payload, indent=1, default=str)) + "\n")
+    return path
+
+
+def load_snapshot(run_dir: str | os.PathLike[str], phase: str, name: str) -> Any:
+    """Load what :func:`save_snapshot` wrote: a DataFrame, or the JSON value."""
+    import pandas as pd  # noqa: PLC0415
+
+    path = Path(run_dir) / "snapshots" / phase / f"{name}.json"
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    if payload.get("type") == "dataframe":
+        return pd.DataFrame(payload["records"], columns=payload["columns"])
+    return payload.get("data")

@@ -1,23 +1,64 @@
-"""The ``runbook`` command: parse arguments, call one library function, map errors to exit codes."""
+"""The ``runbook`` command: parse arguments, call one library function, map errors to exit codes.
+
+Commands:
+    runbook twin up       start a rehearsal cluster in the foreground
+    runbook run           execute phase notebooks into reports/<run-id>/
+    runbook rehearse      twin + whole migration (+ rollback) + report
+    runbook lab           JupyterLab on loopback next to a twin
+
+Exit codes: 0 success; 1 a phase failed; the ``exit_code`` of the RunbookError
+subclass for bad input (2 params, 3 values mismatch, 4 run id, 5 confirmation, 6
+loopback); 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import RunbookError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runbook", description=__doc__)
+    p = argparse.ArgumentParser(prog="runbook", description="Phase 22: k3s Flannel -> Cilium + Hubble runbook",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
     twin = sub.add_parser("twin", help="the rehearsal cluster")
     tsub = twin.add_subparsers(dest="twin_command", required=True)
-    up = tsub.add_parser("up", help="start a twin in the foreground")
-    up.add_argument("--fixture", default="minicloud")
-    up.add_argument("--scale", default=None, help="nodes=N,pods=M")
-    up.add_argument("--state-dir", default=".twin")
-    up.add_argument("--cilium-chart", default=None)
-    up.add_argument("--speed", type=float, default=None)
+    up = tsub.add_parser("up", help="start a twin in the foreground (Ctrl-C stops it)")
+    up.add_argument("--fixture", default="minicloud", help="fixture name or YAML path (default: minicloud)")
+    up.add_argument("--scale", default=None, metavar="nodes=N,pods=M",
+                    help="generate a cluster of the same shape at this size instead")
+    up.add_argument("--state-dir", default=".twin", help="where kubeconfig, keys and params.yaml go")
+    up.add_argument("--cilium-chart", default=None, metavar="ARCHIVE",
+                    help="official cilium chart archive to serve (default: the stand-in chart)")
+    up.add_argument("--speed", type=float, default=None, help="clock speed factor (default 0.05)")
+
+    run = sub.add_parser("run", help="execute phase notebooks with papermill")
+    run.add_argument("--params", required=True, help="params YAML file")
+    run.add_argument("--phases", default=None,
+                     help="comma-separated: preflight,reconfigure,install,verify,rollback "
+                          "(default: the four migration phases)")
+    run.add_argument("--execute", action="store_true", help="apply changes (default: dry run)")
+    run.add_argument("--confirm", default="", help="cluster name; required with --execute on a real target")
+    run.add_argument("--run-id", default=None, help="name or resume a run (default: new id)")
+    run.add_argument("--reports-dir", default=None, help="default: reports/")
+    run.add_argument("--proceed-despite-deferral", action="store_true",
+                     help="go on when preflight's verdict is DEFER (rehearsals)")
+
+    reh = sub.add_parser("rehearse", help="twin + whole migration on it + report")
+    reh.add_argument("--with-rollback", action="store_true",
+                     help="then run 05-rollback and verify flannel is back with identical configs")
+    reh.add_argument("--cilium-chart", default=None, metavar="ARCHIVE",
+                     help="serve this official chart archive from the twin (else the stand-in)")
+    reh.add_argument("--run-id", default=None)
+    reh.add_argument("--reports-dir", default=None)
+    reh.add_argument("--state-dir", default=None, help="twin state (default: a temporary folder)")
+
+    lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 with a twin to step through")
+    lab.add_argument("--state-dir", default=".twin-lab")
+    lab.add_argument("--port", type=int, default=8888)
     return p
 
 
@@ -26,11 +67,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "twin" and args.twin_command == "up":
             from twin.api import serve_forever  # the CLI is the one place that starts a twin
+
             return serve_forever(args)
+        if args.command == "run":
+            from . import runner
+
+            extra = {"proceed_despite_deferral": True} if args.proceed_despite_deferral else None
+            result = runner.run(args.params, phases=args.phases, execute=args.execute,
+                                confirm=args.confirm, run_id=args.run_id,
+                                reports_dir=args.reports_dir, extra=extra)
+            print(f"\nreport: {result.index_html}")
+            return 0 if result.ok else 1
+        if args.command == "rehearse":
+            from .rehearse import rehearse
+
+            outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
+                               run_id=args.run_id, reports_dir=args.reports_dir,
+                               state_dir=args.state_dir)
+            print(f"\nreport: {outcome.index_html}")
+            return 0 if outcome.ok else 1
+        if args.command == "lab":
+            from .rehearse import lab
+
+            return lab(Path(args.state_dir), port=args.port)
     except RunbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
 

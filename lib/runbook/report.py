@@ -281,6 +281,15 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
                    f"<td>{dur}</td><td><ul class='gates'>{glist}</ul></td><td>{figs}</td>"
                    f"<td>{' · '.join(links)}</td></tr>")
     out.append("</table>")
+    reh = run_dir / "rehearsal.json"
+    if reh.exists():
+        data = json.loads(reh.read_text())
+        out.append("<h2>Rehearsal: back on flannel after the rollback?</h2><table>"
+                   "<tr><th>check (made from the twin's side)</th><th>result</th><th>detail</th></tr>")
+        for name, c in data.get("checks", {}).items():
+            out.append(f"<tr><td>{html.escape(name)}</td><td class='{'passed' if c['ok'] else 'failed'}'>"
+                       f"{'OK' if c['ok'] else 'FAILED'}</td><td>{_fmt(c['detail'])}</td></tr>")
+        out.append("</table>")
     out.append("<h2>Timeline</h2>")
     if png:
         out.append(f"<img alt='node and pod readiness over the run' src='data:image/png;base64,{png}'>")

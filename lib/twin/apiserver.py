@@ -196,6 +196,7 @@ class APIServer:
         self._outage_task: asyncio.Task | None = None
         self.listening = False
         self.requests = 0
+        self.protobuf_bodies = 0   # decoded protobuf request bodies (helm's release Secrets)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -528,7 +529,9 @@ class APIServer:
             return None
         if ctype == protobuf.CONTENT_TYPE:
             try:
-                return protobuf.decode_body(raw)
+                obj = protobuf.decode_body(raw)
+                self.protobuf_bodies += 1
+                return obj
             except protobuf.ProtobufError as e:
                 if "not supported" in str(e):
                     raise HTTPError(415, "UnsupportedMediaType", str(e)) from e
@@ -577,6 +580,43 @@ class APIServer:
         if nst is not None and self.rt.store.try_get(nst, None, ns) is None:
             raise HTTPError(404, "NotFound", f'namespaces "{ns}" not found',
                             {"name": ns, "kind": "namespaces"})
+
+    def _allocate_service(self, svc: dict) -> None:
+        """Allocate a cluster IP (k3s' 10.43.0.0/16) and node ports, as the real service
+        registry does on create; values the client chose are kept."""
+        spec = svc.setdefault("spec", {})
+        stype = spec.setdefault("type", "ClusterIP")
+        if stype == "ExternalName":
+            return
+        t = self.rt.store.lookup("", "v1", "services")
+        used_ips: set[str] = set()
+        used_ports: set[int] = set()
+        for o in self.rt.store.iter_objects(t):
+            ospec = o.get("spec") or {}
+            used_ips.add(ospec.get("clusterIP", ""))
+            used_ports.update(int(p.get("nodePort") or 0) for p in ospec.get("ports") or [])
+        if not spec.get("clusterIP"):
+            n = 10 + len(used_ips)
+            while True:
+                ip = f"10.43.{(n >> 8) & 0xFF}.{n & 0xFF or 1}"
+                if ip not in used_ips and ip != "10.43.0.1":
+                    break
+                n += 7
+            spec["clusterIP"] = ip
+        if spec["clusterIP"] != "None":
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("sessionAffinity", "None")
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+            if stype in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
+                np = 30000 + (len(used_ports) * 37) % 2768
+                while np in used_ports:
+                    np = 30000 + (np - 30000 + 1) % 2768
+                port["nodePort"] = np
+                used_ports.add(np)
 
     @staticmethod
     def _dry_run(request: web.Request) -> bool:
@@ -652,6 +692,8 @@ class APIServer:
                             {"kind": t.kind, "group": t.group})
         body["metadata"].pop("resourceVersion", None)
         self._require_namespace(ns)
+        if (t.group, t.plural) == ("", "services"):
+            self._allocate_service(body)
         if self._dry_run(request):
             name = body["metadata"].get("name")
             if name and self.rt.store.try_get(t, ns, name) is not None:
@@ -704,22 +746,18 @@ class APIServer:
                 raise NotFound(f'{t.plural}{"." + t.group if t.group else ""} "{name}" not found',
                                details={"name": name, "group": t.group, "kind": t.plural})
             # Server-side apply creates the object when it is absent.
-            obj = self._check_object(copy.deepcopy(patch_body), t)
+            obj = self._check_object(self._patched("apply", None, patch_body, request), t)
             self._check_namespace(t, ns, obj)
             if obj["metadata"].get("name", name) != name:
                 raise HTTPError(400, "BadRequest", "the name of the object does not match the name on the URL")
             obj["metadata"]["name"] = name
             self._require_namespace(ns)
+            if (t.group, t.plural) == ("", "services"):
+                self._allocate_service(obj)
             if dry:
                 return _json_response(self._fake_create(obj), 201)
             return _json_response(self.rt.store.create(obj, rtype=t), 201)
-        try:
-            result = _apply_patch(kind, current, patch_body,
-                                  manager=request.query.get("fieldManager", ""),
-                                  force=request.query.get("force") == "true")
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            code, reason = (422, "Invalid") if kind == "json" else (400, "BadRequest")
-            raise HTTPError(code, reason, f"the patch could not be applied: {e}") from e
+        result = self._patched(kind, current, patch_body, request)
         if not isinstance(result, dict):
             raise HTTPError(422, "Invalid", "the patch produced something that is not an object")
         result = self._check_object(result, t)
@@ -736,6 +774,18 @@ class APIServer:
         return _json_response(self.rt.store.update(result, rtype=t, subresource=sub,
                                                    check_version=bool(patched_rv),
                                                    preserve_status=sub is None))
+
+    @staticmethod
+    def _patched(kind: str, current: dict | None, patch_body: Any, request: web.Request) -> dict:
+        from .patch import PatchError
+        try:
+            return _apply_patch(kind, current, patch_body,
+                                manager=request.query.get("fieldManager", ""),
+                                force=request.query.get("force") == "true")
+        except PatchError as e:
+            raise HTTPError(e.code, "BadRequest" if e.code == 400 else "Invalid", e.message) from e
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise HTTPError(422, "Invalid", f"the patch could not be applied: {e}") from e
 
     async def _delete_options(self, request: web.Request) -> dict:
         opts: dict[str, Any] = {}
@@ -957,8 +1007,9 @@ class APIServer:
 
 
 # --- patches ----------------------------------------------------------------------------------
-def _apply_patch(kind: str, current: dict, patch_body: Any, *, manager: str = "", force: bool = False) -> dict:
-    """Apply one PATCH flavour with the store's pure patch functions (``twin.patch``)."""
+def _apply_patch(kind: str, current: dict | None, patch_body: Any, *, manager: str = "",
+                 force: bool = False) -> dict:
+    """Apply one PATCH flavour with the pure patch functions of :mod:`twin.patch`."""
     from . import patch as p
     if kind == "merge":
         return p.merge_patch(current, patch_body)
@@ -967,5 +1018,6 @@ def _apply_patch(kind: str, current: dict, patch_body: Any, *, manager: str = ""
     if kind == "strategic":
         return p.strategic_merge_patch(current, patch_body)
     if kind == "apply":
-        return p.apply_patch(current, patch_body, manager=manager, force=force)
+        return p.server_side_apply(current, patch_body, field_manager=manager or "unknown",
+                                   now=_now_rfc3339(), force=force)
     raise ValueError(f"unknown patch kind {kind}")

@@ -51,6 +51,7 @@ def _pod(ns: str, name: str, node: str, ip: str, phase: str = "Running", ready: 
             "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox:1.36"}]},
             "status": {"phase": phase, "podIP": ip, "hostIP": "10.0.0.2",
                        "containerStatuses": [{"name": "main", "ready": ready, "restartCount": 0,
+                                              "image": "busybox:1.36", "imageID": "",
                                               "state": state}]}}
 
 

@@ -561,7 +561,7 @@ class Store:
         if bucket.rtype is rtype and others:
             bucket.rtype = others[0]
         for w in list(bucket.watchers):
-            if w.rtype is rtype:
+            if w.rtype.version == version:
                 w.close()
 
     def resource_types(self) -> list[ResourceType]:
@@ -737,11 +737,16 @@ class Store:
     def dependents(self, uid: str) -> list[dict]:
         """Stored objects whose ownerReferences name ``uid`` (read-only)."""
         out = []
-        for dep in sorted(self._dependents.get(uid, ())):
+        for dep in self._sorted_dependents(uid):
             obj = self._by_uid(dep)
             if obj is not None:
                 out.append(obj)
         return out
+
+    def _sorted_dependents(self, uid: str) -> list[str]:
+        """Dependent uids of ``uid`` in a stable (resource, namespace, name) order."""
+        deps = self._dependents.get(uid, ())
+        return sorted(deps, key=lambda d: self._uids.get(d) or (("", ""), "", d))
 
     def _by_uid(self, uid: str) -> dict | None:
         loc = self._uids.get(uid)
@@ -1112,7 +1117,7 @@ class Store:
         """Garbage-collect the dependents of a removed (or foreground-deleted) owner."""
         if not uid:
             return
-        for dep_uid in sorted(self._dependents.get(uid, ())):
+        for dep_uid in self._sorted_dependents(uid):
             loc = self._uids.get(dep_uid)
             if loc is None:
                 continue
@@ -1134,7 +1139,7 @@ class Store:
     def _orphan(self, uid: str | None) -> None:
         if not uid:
             return
-        for dep_uid in sorted(self._dependents.get(uid, ())):
+        for dep_uid in self._sorted_dependents(uid):
             loc = self._uids.get(dep_uid)
             bucket = self._buckets.get(loc[0]) if loc else None
             if bucket is not None and bucket.get(loc[1], loc[2]) is not None:
@@ -1266,30 +1271,42 @@ class Store:
         return types
 
     def _crd_register(self, name: str, types: list[ResourceType]) -> None:
-        self._crd_unregister(name, drop=False)
+        # Only versions that stop being served go away: watches on the others stay open.
+        keep = {(t.group, t.version, t.plural) for t in types}
+        for rt in self._crd_types.get(name, []):
+            if (rt.group, rt.version, rt.plural) not in keep:
+                self.unregister(rt.group, rt.version, rt.plural)
         for rt in types:
             self.register(rt)
         self._crd_types[name] = list(types)
 
     def _crd_unregister(self, name: str, *, drop: bool) -> None:
-        types = self._crd_types.pop(name, [])
+        types = self._crd_types.get(name, [])
+        if drop and types:
+            # Objects go first, while their type is still served, so watchers see them go.
+            self.drop_resource(types[0].group, types[0].plural, forget=False)
+        self._crd_types.pop(name, None)
         for rt in types:
             self.unregister(rt.group, rt.version, rt.plural)
         if drop and types:
-            self.drop_resource(types[0].group, types[0].plural)
+            bucket = self._buckets.pop((types[0].group, types[0].plural), None)
+            for w in list(bucket.watchers if bucket else ()):
+                w.close()
 
-    def drop_resource(self, group: str, plural: str) -> None:
-        """Delete every object of (group, plural) (DELETED events) and forget the storage."""
+    def drop_resource(self, group: str, plural: str, *, forget: bool = True) -> None:
+        """Delete every object of (group, plural) (DELETED events, no finalizers honoured);
+        with ``forget``, also close its watches and drop the storage if nothing serves it."""
         bucket = self._buckets.get((group, plural))
         if bucket is None:
             return
         for ns, name in list(bucket.all_keys.view()):
             if bucket.get(ns, name) is not None:
                 self._remove(bucket, ns, name, "Background")
-        for w in list(bucket.watchers):
-            w.close()
-        if not any(t.key == (group, plural) for t in self._types.values()):
-            del self._buckets[(group, plural)]
+        if forget:
+            for w in list(bucket.watchers):
+                w.close()
+            if not any(t.key == (group, plural) for t in self._types.values()):
+                del self._buckets[(group, plural)]
 
     # -- events -------------------------------------------------------------------
     def watch(self, rtype: ResourceType, namespace: str | None = None, *,

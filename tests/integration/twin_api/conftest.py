@@ -124,6 +124,10 @@ class ApiHarness:
         """Run a coroutine on the twin's loop and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def run_async(self, coro: Any) -> Any:
+        """Start a coroutine on the twin's loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
 
 def start_harness(state_dir: Path, *, seed_fn: Callable[[Store], None] = seed,
                   bookmark_interval: float = 1.0) -> tuple[ApiHarness, threading.Thread]:

@@ -1,0 +1,47 @@
+"""The chart repository harness: ChartRepo alone on an asyncio loop in a thread, with
+a minimal stand-in for twin.runtime.Runtime (state_dir, options, endpoints)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.chartrepo import ChartRepo
+
+
+@dataclass
+class FakeRuntime:
+    """The three things ChartRepo uses from twin.runtime.Runtime."""
+
+    state_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+
+class RepoHarness:
+    """Runs one ChartRepo on its own event loop thread until ``stop()``."""
+
+    def __init__(self, rt: FakeRuntime) -> None:
+        self.rt = rt
+        self.repo = ChartRepo()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="chartrepo", daemon=True)
+
+    def start(self) -> "RepoHarness":
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.repo.start(self.rt), self.loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.repo.stop(), self.loop).result(timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return self.rt.endpoints["charts"]

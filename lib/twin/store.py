@@ -78,6 +78,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from twin.selectors import _check_key as _check_label_key
+from twin.selectors import _check_value as _check_label_value
 from twin.selectors import (
     FieldSelector,
     LabelSelector,
@@ -852,6 +854,7 @@ class Store:
                           details={"name": name, "kind": rtype.kind, "causes": [
                               {"reason": "FieldValueInvalid", "field": "metadata.name",
                                "message": why}]})
+        self._validate_meta(rtype, name, meta)
         if bucket.get(ns, name) is not None:
             raise AlreadyExists(f'{rtype.qualified} "{name}" already exists',
                                 details={"name": name, "group": rtype.group,
@@ -872,6 +875,32 @@ class Store:
             self._crd_register(name, crd_types)
         self._emit(bucket, "ADDED", new, None)
         return self._render(new, rtype)
+
+    @staticmethod
+    def _validate_meta(rtype: ResourceType, name: str, meta: dict) -> None:
+        """Labels must be valid (a real server answers 422 otherwise); annotations and
+        labels must map strings to strings."""
+        problems = []
+        for field_name in ("labels", "annotations"):
+            values = meta.get(field_name)
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                problems.append(f"metadata.{field_name}: must be a map of strings")
+                continue
+            for k, v in values.items():
+                if not isinstance(k, str) or not isinstance(v, str):
+                    problems.append(f"metadata.{field_name}[{k!r}]: must be a string")
+                    continue
+                if field_name == "labels":
+                    try:
+                        _check_label_key(k)
+                        _check_label_value(v)
+                    except SelectorError as e:
+                        problems.append(f"metadata.labels: Invalid value: {e}")
+        if problems:
+            raise Invalid(f'{rtype.kind} "{name}" is invalid: ' + "; ".join(problems),
+                          details={"name": name, "kind": rtype.kind})
 
     def _defaults(self, key: tuple[str, str], obj: dict) -> None:
         """The few defaults a real API server adds that clients look at."""
@@ -963,6 +992,9 @@ class Store:
                                 f"finalizers may be added ({sorted(added)})")
         if new == stored:
             return self._render(stored, rtype)
+        if nmeta.get("labels") != smeta.get("labels") or (
+                nmeta.get("annotations") != smeta.get("annotations")):
+            self._validate_meta(rtype, name, nmeta)
         if _spec_part(new) != _spec_part(stored):
             nmeta["generation"] = int(smeta.get("generation") or 0) + 1
         crd_types = self._crd_prepare(new) if rtype.key == CRD_KEY else None

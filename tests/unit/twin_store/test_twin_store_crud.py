@@ -318,3 +318,20 @@ def test_store_without_builtins_accepts_registration():
         s.register(rt)
         s.register(rt)   # idempotent
     assert len(s.resource_types()) == len(builtin_types())
+
+
+@pytest.mark.parametrize("labels", [{"bad key": "x"}, {"app": "has space"}, {"app": 3},
+                                    {"a": "x" * 64}, {"-a": "1"}])
+def test_invalid_labels_are_rejected(store, pods, labels):
+    with pytest.raises(Invalid):
+        store.create(pod("web", labels=labels))
+    store.create(pod("web", labels={"ok": "1"}))
+    with pytest.raises(Invalid):
+        store.mutate(pods, "default", "web", lambda o: o["metadata"].update(labels=labels))
+    assert store.get(pods, "default", "web")["metadata"]["labels"] == {"ok": "1"}
+
+
+def test_annotations_must_be_strings(store):
+    with pytest.raises(Invalid):
+        store.create(pod("web", annotations={"a": 1}))
+    store.create(pod("web", annotations={"a": "any text / with : symbols"}))

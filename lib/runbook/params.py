@@ -491,10 +491,15 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+_UNION_TAGS = {"bool", "int", "float", "str", "list", "dict", "none", "is-instance"}
+
+
 def _describe(err: dict[str, Any]) -> tuple[str, str]:
     loc = tuple(err.get("loc", ()))
     # pydantic adds the validator's function name for model-level errors: drop it
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    # and, for Union fields, the member tags ("literal['auto']", "bool")
+    loc = tuple(p for p in loc if not (isinstance(p, str) and (
+        p.startswith("function-") or "[" in p or p in _UNION_TAGS)))
     field = ".".join(str(p) for p in loc) or "(top level)"
     typ = err.get("type", "")
     if typ == "extra_forbidden":
@@ -519,11 +524,17 @@ def from_dict(data: Any, *, source: str | Path | None = None) -> Params:
     try:
         p = Params.model_validate(data)
     except ValidationError as e:
-        errs = e.errors(include_url=False)
-        field, msg = _describe(errs[0])
-        more = [f"field '{f}': {m}" for f, m in (_describe(x) for x in errs[1:4])]
-        if len(errs) > 4:
-            more.append(f"... {len(errs) - 4} more")
+        # one message per field: a Union field reports one error per member
+        grouped: dict[str, list[str]] = {}
+        for err in e.errors(include_url=False):
+            f, m = _describe(err)
+            if m not in grouped.setdefault(f, []):
+                grouped[f].append(m)
+        items = [(f, " or ".join(ms)) for f, ms in grouped.items()]
+        field, msg = items[0]
+        more = [f"field '{f}': {m}" for f, m in items[1:4]]
+        if len(items) > 4:
+            more.append(f"... {len(items) - 4} more")
         text = msg + (f" (also {'; '.join(more)})" if more else "")
         raise ParamsError(text, file=where, field=field) from None
     if source is not None:

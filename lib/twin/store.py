@@ -382,6 +382,7 @@ class _StoreWatch(Watch):
         self._fsel = fsel
         self._queue: asyncio.Queue = asyncio.Queue()
         self._closed = False
+        self._drained = False       # the close sentinel has been read
         self.last_rv = start_rv
 
     # -- feeding (store side, synchronous) ----------------------------------------------
@@ -436,11 +437,13 @@ class _StoreWatch(Watch):
     # -- reading (API server side) ------------------------------------------------------
     @property
     def closed(self) -> bool:
-        return self._closed and self._queue.empty()
+        """True once the watch is closed and every queued event has been read."""
+        return self._closed and (self._drained or self._queue.qsize() <= 1)
 
     def pending(self) -> int:
         """Events queued and not yet read."""
-        return self._queue.qsize()
+        n = self._queue.qsize()
+        return n - 1 if self._closed and not self._drained and n else n
 
     async def next(self, timeout: float | None = None) -> WatchEvent | None:
         """The next matching event, or None on timeout or once the watch is closed."""
@@ -454,8 +457,7 @@ class _StoreWatch(Watch):
         else:
             item = self._queue.get_nowait()
         if item is _CLOSED:
-            # Keep the sentinel for any later reader.
-            self._queue.put_nowait(_CLOSED)
+            self._drained = True
             return None
         etype, obj, rv = item
         if etype in ("BOOKMARK", "ERROR"):
@@ -809,11 +811,16 @@ class Store:
                               _meta(obj).get("name"))
 
     # -- writes -------------------------------------------------------------------
-    def create(self, obj: dict, *, rtype: ResourceType | None = None) -> dict:
+    def create(self, obj: dict, *, rtype: ResourceType | None = None,
+               reset_status: bool = False) -> dict:
         """Store a new object and return it as stored (a copy).
 
-        Raises AlreadyExists, Invalid (bad or missing name), NotFound (namespace absent)
-        or Forbidden (namespace terminating).
+        ``reset_status=True`` drops the ``status`` sent by the client for types with a
+        status subresource, as a real server's create does (the API server passes it;
+        fixtures and controllers keep the default and may seed a status).
+
+        Raises AlreadyExists, Invalid (bad or missing name or labels), NotFound
+        (namespace absent) or Forbidden (namespace terminating).
         """
         rtype = rtype or self._rtype_for(obj)
         bucket = self._bucket(rtype)
@@ -861,6 +868,8 @@ class Store:
                                          "kind": rtype.plural})
         new["apiVersion"] = rtype.api_version
         new["kind"] = rtype.kind
+        if reset_status and rtype.status_subresource:
+            new.pop("status", None)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
         meta["uid"] = str(uuid.uuid4())

@@ -335,3 +335,12 @@ def test_annotations_must_be_strings(store):
     with pytest.raises(Invalid):
         store.create(pod("web", annotations={"a": 1}))
     store.create(pod("web", annotations={"a": "any text / with : symbols"}))
+
+
+def test_reset_status_on_create(store, pods):
+    out = store.create(pod("web", phase="Running"), reset_status=True)
+    assert out["status"] == {"phase": "Pending"}       # client status dropped, default set
+    cm = store.create({"apiVersion": "v1", "kind": "ConfigMap", "status": {"x": "y"},
+                       "metadata": {"name": "c", "namespace": "default"}}, reset_status=True)
+    assert cm["status"] == {"x": "y"}                  # no status subresource: kept
+    assert store.create(pod("seeded", phase="Running"))["status"]["phase"] == "Running"

@@ -226,3 +226,16 @@ def test_waiting_reader_is_woken_by_writes(store, pods):
         await task
         assert ev is not None and ev.object["metadata"]["name"] == "late"
     asyncio.run(main())
+
+
+def test_closed_and_pending_after_close(store, pods):
+    async def main():
+        w = store.watch(pods)
+        store.create(pod("a"))
+        assert w.pending() == 1 and not w.closed
+        w.close()
+        assert w.pending() == 1 and not w.closed    # one event still to read
+        assert (await w.next(0)).type == "ADDED"
+        assert w.pending() == 0 and w.closed
+        assert await w.next(0) is None and await w.next(0.01) is None
+    asyncio.run(main())

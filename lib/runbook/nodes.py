@@ -273,6 +273,7 @@ class Node:
     # ------------------------------------------------------------------ connection
     def _connect(self) -> paramiko.SSHClient:
         require_loopback(self.address, kind=self.kind, what=f"SSH {self.name}")
+        pkey = self._load_key()
         attempts: list[str] = []
         delay = self.retry_backoff
         for attempt in range(1, self.connect_attempts + 1):
@@ -287,7 +288,7 @@ class Node:
             try:
                 client.connect(
                     hostname=self.address, port=self.port, username=self.user,
-                    key_filename=self.key_path, timeout=self.connect_timeout,
+                    pkey=pkey, timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
                     allow_agent=False, look_for_keys=False)
                 return client
@@ -329,6 +330,21 @@ class Node:
                 raise NodeError(f"cannot connect to {self.address}:{self.port}: {e}",
                                 node=self.name) from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _load_key(self) -> paramiko.PKey | None:
+        # Loading the key ourselves gives a clear error; paramiko's key_filename path
+        # tries every key class and may report the last parse error instead of the
+        # authentication failure.
+        if not self.key_path:
+            return None
+        try:
+            return paramiko.PKey.from_path(self.key_path)
+        except paramiko.PasswordRequiredException as e:
+            raise NodeError(f"SSH key {self.key_path} is passphrase-protected", node=self.name,
+                            hint="use an unencrypted deploy key or an agent-less key file") from e
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            raise NodeError(f"cannot load SSH key {self.key_path}: {type(e).__name__}",
+                            node=self.name, hint="check ssh.key_path in the params") from e
 
     def client(self) -> paramiko.SSHClient:
         """The connected SSH client (connects lazily, reconnects after a drop)."""

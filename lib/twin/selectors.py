@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # A qualified label key: optional DNS subdomain prefix + "/" + name (63 chars max).

@@ -256,12 +256,14 @@ class Node:
         timeouts = getattr(getattr(params, "limits", None), "timeouts", None)
         cmd_timeout = getattr(timeouts, "ssh_command", None) if timeouts is not None else None
         backup_dir = getattr(getattr(params, "paths", None), "backup_dir", None) or "/var/backups/phase22"
+        resolve = getattr(params, "resolve_path", None) or (lambda v: os.path.expanduser(v))
         out = []
         for spec in params.nodes:
+            key = getattr(spec, "key_path", None) or getattr(ssh, "key_path", None)
             out.append(cls(
                 spec.name, spec.role, spec.address, getattr(spec, "port", 22) or 22,
                 getattr(spec, "user", None) or ssh.user,
-                getattr(ssh, "key_path", None), ssh.known_hosts, kind=kind,
+                str(resolve(key)) if key else None, str(resolve(ssh.known_hosts)), kind=kind,
                 trust_on_first_use=bool(getattr(ssh, "trust_on_first_use", False)),
                 journal=journal, connect_timeout=getattr(ssh, "connect_timeout", 10) or 10,
                 sudo=bool(getattr(ssh, "sudo", True)), backup_dir=str(backup_dir),
@@ -532,9 +534,37 @@ class Node:
         if before == want and mode is None:
             return WriteResult(self.name, path, None, before, want, changed=False)
         bpath = self.backup_path(path) if (backup and before is not None) else None
-        if self.journal is not None:
-            self.journal.record("file", "write", node=self.name, data={
-                "path": path, "backup": bpath, "sha256_before": before, "sha256_after": want})
+        entry = self._journal("write-file", f"write {path}", {
+            "path": path, "backup": bpath, "sha256_before": before, "sha256_after": want})
+        try:
+            self._write(path, data, bpath, before, mode)
+            after = self.sha256(path)
+            if after != want:
+                raise NodeError(f"{path} has sha256 {after} after the write, expected {want}",
+                                node=self.name,
+                                hint=f"the previous content is in {bpath}" if bpath else None)
+        except Exception as e:
+            self._journal_done(entry, error=e)
+            raise
+        self._journal_done(entry, result={"sha256_after": want})
+        return WriteResult(self.name, path, bpath, before, want, changed=True)
+
+    def _journal(self, step: str, action: str, data: dict[str, Any]) -> Any:
+        if self.journal is None:
+            return None
+        return self.journal.record(step, action, node=self.name, data=data)
+
+    def _journal_done(self, entry: Any, *, result: Any = None, error: BaseException | None = None) -> None:
+        # runbook.journal.Journal marks entries done/failed; a duck-typed journal may not.
+        if entry is None or self.journal is None:
+            return
+        if error is not None and hasattr(self.journal, "fail"):
+            self.journal.fail(entry, error)
+        elif error is None and hasattr(self.journal, "complete"):
+            self.journal.complete(entry, result)
+
+    def _write(self, path: str, data: bytes, bpath: str | None, before: str | None,
+               mode: str | None) -> None:
         if bpath:
             self.run("mkdir -p %s", self.backup_dir, sudo=True).check_output()
             self.run("cp -p %s %s", path, bpath, sudo=True).check_output()
@@ -548,12 +578,6 @@ class Node:
         if mode:
             self.run("chmod %s %s", mode, tmp, sudo=True).check_output()
         self.run("mv -f %s %s", tmp, path, sudo=True).check_output()
-        after = self.sha256(path)
-        if after != want:
-            raise NodeError(f"{path} has sha256 {after} after the write, expected {want}",
-                            node=self.name,
-                            hint=f"the previous content is in {bpath}" if bpath else None)
-        return WriteResult(self.name, path, bpath, before, want, changed=True)
 
     def restore_file(self, path: str, backup_path: str) -> WriteResult:
         """Restore ``path`` byte-for-byte from ``backup_path`` (copy, then atomic ``mv``).
@@ -568,17 +592,20 @@ class Node:
         before = self.sha256(path)
         if before == want:
             return WriteResult(self.name, path, backup_path, before, want, changed=False)
-        if self.journal is not None:
-            self.journal.record("file", "restore", node=self.name, data={
-                "path": path, "backup": backup_path, "sha256_before": before,
-                "sha256_after": want})
-        tmp = path + TMP_SUFFIX
-        self.run("cp -p %s %s", backup_path, tmp, sudo=True).check_output()
-        self.run("mv -f %s %s", tmp, path, sudo=True).check_output()
-        after = self.sha256(path)
-        if after != want:
-            raise NodeError(f"{path} has sha256 {after} after restore, backup has {want}",
-                            node=self.name)
+        entry = self._journal("restore-file", f"restore {path} from {backup_path}", {
+            "path": path, "backup": backup_path, "sha256_before": before, "sha256_after": want})
+        try:
+            tmp = path + TMP_SUFFIX
+            self.run("cp -p %s %s", backup_path, tmp, sudo=True).check_output()
+            self.run("mv -f %s %s", tmp, path, sudo=True).check_output()
+            after = self.sha256(path)
+            if after != want:
+                raise NodeError(f"{path} has sha256 {after} after restore, backup has {want}",
+                                node=self.name)
+        except Exception as e:
+            self._journal_done(entry, error=e)
+            raise
+        self._journal_done(entry, result={"sha256_after": want})
         return WriteResult(self.name, path, backup_path, before, want, changed=True)
 
     def remove_file(self, path: str) -> bool:

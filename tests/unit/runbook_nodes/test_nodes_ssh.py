@@ -163,7 +163,8 @@ def test_loopback_guard_for_twin(tmp_path):
 def test_write_file_backup_atomic_and_restore(server, tmp_path):
     host = server.host
     host.files["/etc/rancher/k3s/config.yaml"] = b"token: K10abc::server:xyz\n"
-    j = Journal()
+    from runbook.journal import Journal as RealJournal
+    j = RealJournal.open(tmp_path / "run", params_hash="p" * 64, cluster_uid="uid-1", run_id="r1")
     node = make_node(server, tmp_path, journal=j, run_id="r1", backup_dir="/var/backups/p22")
     new = "token: K10abc::server:xyz\nflannel-backend: none\n"
     w = node.write_file("/etc/rancher/k3s/config.yaml", new)
@@ -172,9 +173,11 @@ def test_write_file_backup_atomic_and_restore(server, tmp_path):
     assert host.files[w.backup_path] == b"token: K10abc::server:xyz\n"
     assert w.sha256_after == hashlib.sha256(new.encode()).hexdigest()
     assert "/etc/rancher/k3s/config.yaml.phase22.tmp" not in host.files
-    # intent journalled before the first mutating command
-    assert j.entries[0]["action"] == "write"
-    assert j.entries[0]["data"]["sha256_before"] == hashlib.sha256(b"token: K10abc::server:xyz\n").hexdigest()
+    # intent journalled (and then completed) around the change
+    (e,) = j.entries(step="write-file")
+    assert e.node == "set-hog" and e.status == "done"
+    assert e.data["sha256_before"] == hashlib.sha256(b"token: K10abc::server:xyz\n").hexdigest()
+    assert e.data["backup"] == w.backup_path
     cmds = [a[0] for a in host.argvs]
     assert cmds.index("cp") < cmds.index("tee") < cmds.index("mv")
     tee = next(a for a in host.argvs if a[0] == "tee")
@@ -184,6 +187,7 @@ def test_write_file_backup_atomic_and_restore(server, tmp_path):
     # restore byte for byte
     r = node.restore_file("/etc/rancher/k3s/config.yaml", w.backup_path)
     assert r.changed and host.files["/etc/rancher/k3s/config.yaml"] == b"token: K10abc::server:xyz\n"
+    assert [x.status for x in j.entries(step="restore-file")] == ["done"]
     with pytest.raises(NodeError):
         node.restore_file("/etc/rancher/k3s/config.yaml", "/nope.bak")
 

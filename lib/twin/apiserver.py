@@ -551,7 +551,7 @@ class APIServer:
         if kind and kind != t.kind:
             raise HTTPError(400, "BadRequest",
                             f"the kind of the provided object ({kind}) does not match the resource ({t.kind})")
-        if av and av.split("/")[0] != (t.group or av.split("/")[0]) and t.group:
+        if av and (av.split("/")[0] if "/" in av else "") != t.group:
             raise HTTPError(400, "BadRequest", f"the API version in the data ({av}) does not match "
                                                f"the expected API version ({t.api_version})")
         body["kind"] = t.kind
@@ -854,6 +854,12 @@ class APIServer:
                 return await self._update(request, t, ns, name, "status")
             if m == "PATCH":
                 return await self._patch(request, t, ns, name, "status")
+        elif sub == "finalize" and (t.group, t.plural) == ("", "namespaces") and m == "PUT":
+            # What operators use to unstick a Terminating namespace: replace spec.finalizers.
+            body = self._check_object(await self._read_body(request), t)
+            fins = list((body.get("spec") or {}).get("finalizers") or [])
+            return _json_response(self.rt.store.mutate(
+                t, None, name, lambda o: o.setdefault("spec", {}).__setitem__("finalizers", fins)))
         elif sub == "scale" and t.scale_subresource:
             return await self._scale(request, t, ns, name)
         elif sub == "eviction" and (t.group, t.plural) == ("", "pods") and m == "POST":

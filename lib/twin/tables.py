@@ -613,8 +613,9 @@ def _crd_cell(col: dict) -> CellFn:
         if ctype == "boolean":
             return bool(v)
         if ctype == "date":
-            # The real server sends the timestamp; kubectl turns date columns into ages.
-            return v
+            # kubectl prints cells as they come: the server turns dates into ages.
+            t = parse_time(str(v))
+            return "<unknown>" if t is None else human_duration(_now - t)
         if isinstance(v, (dict, list)):
             import json
             return json.dumps(v, separators=(",", ":"))
@@ -628,8 +629,7 @@ def crd_columns(printer_columns: list[dict] | tuple[dict, ...]) -> tuple[Column,
     Without printer columns a custom resource shows NAME and AGE, as on a real server.
     """
     if not printer_columns:
-        return (DEFAULT_COLUMNS[0],
-                Column("Age", "date", lambda o, n: _get(o, "metadata", "creationTimestamp", default="")))
+        return (DEFAULT_COLUMNS[0], Column("Age", "date", age))
     cols = [DEFAULT_COLUMNS[0]]
     for c in printer_columns:
         cols.append(Column(c.get("name", ""), c.get("type", "string"), _crd_cell(c),

@@ -252,3 +252,27 @@ def test_outage_refuses_connections_then_listens_again(api, http):
     time.sleep(1.5)
     assert _connect(port) == "open"
     api.rt.faults.api_down_seconds = 0
+
+
+def test_namespace_finalize_and_eviction(api, http):
+    http.post("/api/v1/namespaces", json={"metadata": {"name": "fin"}})
+    ns = http.get("/api/v1/namespaces/fin").json()
+    ns["spec"]["finalizers"] = []
+    out = http.put("/api/v1/namespaces/fin/finalize", json=ns)
+    assert out.status_code == 200 and out.json()["spec"]["finalizers"] == []
+    http.post("/api/v1/namespaces/fin/pods", json={"metadata": {"name": "evictme"},
+                                                   "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    r = http.post("/api/v1/namespaces/fin/pods/evictme/eviction",
+                  json={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "evictme"}})
+    assert r.status_code == 201
+    assert http.get("/api/v1/namespaces/fin/pods/evictme").status_code == 404
+
+
+def test_requests_are_logged_without_credentials(api, http, caplog):
+    import logging
+    with caplog.at_level(logging.DEBUG, logger="twin.apiserver"):
+        http.get("/api/v1/namespaces/default/configmaps?limit=1")
+        time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "twin.apiserver"]
+    assert any(m.startswith("GET /api/v1/namespaces/default/configmaps?limit=1 200 ") for m in lines)
+    assert not any(api.token in m for m in lines)

@@ -127,12 +127,16 @@ def test_jsonpath_and_crd_printer_columns():
     assert tables.eval_jsonpath(obj, "{.status.conditions[0].type}") == "Ready"
     assert tables.eval_jsonpath(obj, ".metadata.labels['a/b']") == "x"
     assert tables.eval_jsonpath(obj, ".status.missing") is None
+    obj["metadata"]["creationTimestamp"] = "2026-01-01T23:00:00Z"
     cols = [{"name": "Sync Status", "type": "string", "jsonPath": ".status.sync.status"},
-            {"name": "Project", "type": "string", "jsonPath": ".spec.project", "priority": 1}]
+            {"name": "Project", "type": "string", "jsonPath": ".spec.project", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
     t = tables.render_table("argoproj.io", "applications", [obj], printer_columns=cols, now=NOW)
     assert [(c["name"], c["priority"]) for c in t["columnDefinitions"]] == \
-        [("Name", 0), ("Sync Status", 0), ("Project", 1)]
-    assert t["rows"][0]["cells"] == ["app", "Synced", "default"]
+        [("Name", 0), ("Sync Status", 0), ("Project", 1), ("Age", 0)]
+    assert t["rows"][0]["cells"] == ["app", "Synced", "default", "60m"]
+    t = tables.render_table("velero.io", "backups", [obj], now=NOW)
+    assert t["rows"][0]["cells"] == ["app", "60m"]
 
 
 def test_default_columns_and_include_object():

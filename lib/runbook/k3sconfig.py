@@ -406,7 +406,7 @@ def plan_node(node: str, role: str, text: str | None, params: Params,
             if wanted["disable-kube-proxy"] is None:
                 reason += " and no disable-kube-proxy (kube-proxy replacement is off)"
             return NodePlan(node, role, old, old, "", [], True, reason, path)
-        reason = f"server: {len(changes)} server-only option(s) to set"
+        reason = f"server: {len(changes)} change(s) to the server-only options"
     else:
         for key in SERVER_ONLY_KEYS:
             if key in data:

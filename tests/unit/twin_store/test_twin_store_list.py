@@ -160,3 +160,18 @@ def test_many_keys_batch_and_incremental_index(store, pods):
     assert names == sorted(names) and "b0300" not in names and "b0300x" in names
     all_keys = _names(store.list(pods))
     assert all_keys == sorted(all_keys) and len(all_keys) == 600
+
+
+def test_batch_deletions_keep_the_index_right(store, pods):
+    store.create(ns_obj("bulk"))
+    for i in range(600):
+        store.create(pod(f"b{i:04d}", "bulk"))
+    assert len(store.list(pods, "bulk", limit=1).items) == 1     # index folded
+    for i in range(0, 600, 3):
+        store.delete(pods, "bulk", f"b{i:04d}")
+    store.create(pod("b0000", "bulk"))                           # re-added after removal
+    names = [o["metadata"]["name"] for o in store.list(pods, "bulk").items]
+    expected = sorted({f"b{i:04d}" for i in range(600) if i % 3} | {"b0000"})
+    assert names == expected
+    pages, _ = _page_all(store, pods, "bulk", limit=97)
+    assert [k[1] for p in pages for k in _names(p)] == expected

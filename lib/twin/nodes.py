@@ -236,8 +236,13 @@ class Iptables:
     def ensure_rule(self, table: str, rule: str, *, first: bool = False) -> bool:
         """Add ``-A CHAIN ...`` unless present; ``first`` inserts at the chain's head."""
         t = self._table(table)
-        chain = rule.split()[1]
+        parts = rule.split()
+        chain = parts[1]
         self.ensure_chain(table, chain)
+        # A jump needs its target chain, as with the real iptables.
+        for opt in ("-j", "-g"):
+            if opt in parts and parts[parts.index(opt) + 1] not in BUILTIN_TARGETS:
+                self.ensure_chain(table, parts[parts.index(opt) + 1])
         if rule in t.rules:
             return False
         if first:

@@ -4,7 +4,6 @@ Secrets are re-used on upgrade through `lookup` (keys compared by hash, never sh
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 

@@ -220,3 +220,14 @@ def test_schema_rejects_wrong_types(helm_bin, module_env):
     p = helm_template(helm_bin, module_env, STANDIN, extra=["--set-json", "k8sServicePort=[1]"],
                       check=False)
     assert p.returncode != 0 and "k8sServicePort" in p.stderr
+
+
+def test_helm_lint_passes(helm_bin, module_env):
+    import subprocess
+
+    from twin_charts_helpers import PHASE22_VALUES
+
+    p = subprocess.run([helm_bin, "lint", str(STANDIN), "-f", str(PHASE22_VALUES)], env=module_env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 chart(s) failed" in p.stdout

@@ -66,6 +66,9 @@ _PEM_KEY = re.compile(
 _B64_PEM = re.compile(r"(?:LS0tLS1CRUdJT|TFMwdExTMUNSVWRKT)[A-Za-z0-9+/=\\n]{20,}")
 # helm v3/v4 release payload: base64(gzip) starts "H4sI"; in Secret data it is encoded
 # once more and starts "SDRzSU".
+# command lines: k3s --token X / --agent-token=X, kubectl --token X, curl -u user:pass
+_CLI_FLAG = re.compile(r"(?P<pre>(?<![\w-])--(?:agent-token|token|password)(?:=|[ \t]+))"
+                       r"(?P<val>[^\s'\"]+)")
 _HELM_BLOB = re.compile(r"(?:H4sI|SDRzSU)[A-Za-z0-9+/=]{24,}")
 # any long base64 value of a "release" key (helm's Secret/ConfigMap storage), whatever
 # its prefix; "release: cilium" (a name) is left alone.
@@ -160,6 +163,7 @@ def redact(text: str, extra_secrets: Iterable[str] = ()) -> str:
     text = _K3S_SHORT.sub(MASK, text)
     text = _HELM_BLOB.sub(MASK, text)
     text = _RELEASE_FIELD.sub(lambda m: m.group("pre") + MASK, text)
+    text = _CLI_FLAG.sub(lambda m: m.group("pre") + MASK, text)
     text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
     text = _KEY_VALUE.sub(_mask_value, text)
     return text

@@ -672,9 +672,11 @@ class APIServer:
                                "metadata": meta, "items": res.items})
 
     # -- writes ----------------------------------------------------------------------------
-    def _fake_create(self, obj: dict) -> dict:
+    def _fake_create(self, obj: dict, t: ResourceType) -> dict:
         """What a create would return, without storing anything (dryRun=All)."""
         meta = obj["metadata"]
+        if t.status_subresource:
+            obj.pop("status", None)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
         meta.setdefault("uid", str(uuid.uuid4()))
@@ -699,8 +701,8 @@ class APIServer:
             if name and self.rt.store.try_get(t, ns, name) is not None:
                 raise HTTPError(409, "AlreadyExists", f'{t.plural} "{name}" already exists',
                                 {"name": name, "group": t.group, "kind": t.plural})
-            return _json_response(self._fake_create(body), 201)
-        return _json_response(self.rt.store.create(body, rtype=t), 201)
+            return _json_response(self._fake_create(body, t), 201)
+        return _json_response(self.rt.store.create(body, rtype=t, reset_status=True), 201)
 
     async def _update(self, request: web.Request, t: ResourceType, ns: str | None, name: str,
                       sub: str | None) -> web.Response:
@@ -755,8 +757,8 @@ class APIServer:
             if (t.group, t.plural) == ("", "services"):
                 self._allocate_service(obj)
             if dry:
-                return _json_response(self._fake_create(obj), 201)
-            return _json_response(self.rt.store.create(obj, rtype=t), 201)
+                return _json_response(self._fake_create(obj, t), 201)
+            return _json_response(self.rt.store.create(obj, rtype=t, reset_status=True), 201)
         result = self._patched(kind, current, patch_body, request)
         if not isinstance(result, dict):
             raise HTTPError(422, "Invalid", "the patch produced something that is not an object")
@@ -937,45 +939,11 @@ class APIServer:
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        deadline = time.monotonic() + timeout
-        next_bookmark = time.monotonic() + self.bookmark_interval
         try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    break
-                # Drain what is queued without waiting, in batches (initial events).
-                buf: list[bytes] = []
-                ev = await w.next(timeout=0) if w.pending() else None
-                while ev is not None and len(buf) < 500:
-                    buf.append(self._event_bytes(ev, t, table_v, bookmarks))
-                    if ev.type == "ERROR":
-                        break
-                    ev = await w.next(timeout=0) if w.pending() else None
-                if buf:
-                    await resp.write(b"".join(buf))
-                    if buf[-1].startswith(b'{"type":"ERROR"'):
-                        break
-                    continue
-                wait = min(deadline - now, 1.0)
-                if bookmarks:
-                    wait = max(0.0, min(wait, next_bookmark - now))
-                ev = await w.next(timeout=wait)
-                if ev is not None:
-                    await resp.write(self._event_bytes(ev, t, table_v, bookmarks))
-                    if ev.type == "ERROR":
-                        break
-                    continue
-                if getattr(w, "closed", False):
-                    break
-                if bookmarks and time.monotonic() >= next_bookmark:
-                    # The watch's bookmark names a version it is current with, so a
-                    # client resuming from it misses nothing.
-                    await resp.write(self._event_bytes(w.bookmark(), t, table_v, True))
-                    next_bookmark = time.monotonic() + self.bookmark_interval
+            await self._pump(request, resp, w, t, timeout, bookmarks, table_v)
+        except ConnectionResetError:
+            # The client went away (helm ends its --wait watches by closing them).
+            return resp
         finally:
             w.close()
         try:
@@ -983,6 +951,51 @@ class APIServer:
         except ConnectionResetError:
             pass
         return resp
+
+    async def _pump(self, request: web.Request, resp: web.StreamResponse, w: Any, t: ResourceType,
+                    timeout: float, bookmarks: bool, table_v: str | None) -> None:
+        """Copy watch events to the response until the timeout, an error or a disconnect."""
+        deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + self.bookmark_interval
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            # Send what is already queued in one write (initial events come in bulk).
+            buf: list[bytes] = []
+            error = False
+            while w.pending() and len(buf) < 500:
+                ev = await w.next(timeout=0)
+                if ev is None:
+                    break
+                buf.append(self._event_bytes(ev, t, table_v, bookmarks))
+                if ev.type == "ERROR":
+                    error = True
+                    break
+            if buf:
+                await resp.write(b"".join(buf))
+                if error:
+                    return
+                continue
+            wait = min(deadline - now, 1.0)
+            if bookmarks:
+                wait = max(0.0, min(wait, next_bookmark - now))
+            ev = await w.next(timeout=wait)
+            if ev is not None:
+                await resp.write(self._event_bytes(ev, t, table_v, bookmarks))
+                if ev.type == "ERROR":
+                    return
+                continue
+            if getattr(w, "closed", False):
+                return
+            if bookmarks and time.monotonic() >= next_bookmark:
+                # The watch's bookmark names a version it is current with, so a client
+                # resuming from it misses nothing.
+                await resp.write(self._event_bytes(w.bookmark(), t, table_v, True))
+                next_bookmark = time.monotonic() + self.bookmark_interval
 
     @staticmethod
     def _event_bytes(ev: Any, t: ResourceType, table_v: str | None, bookmarks: bool) -> bytes:

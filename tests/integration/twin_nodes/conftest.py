@@ -1,73 +1,11 @@
-"""A twin made of the nodes and SSH components only, its loop in a background thread."""
+"""Fixtures of the twin_nodes integration tests (helpers live in twin_nodes_harness)."""
 from __future__ import annotations
 
-import asyncio
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
-import paramiko
 import pytest
 
-from twin.clock import Clock
-from twin.faults import Faults
-from twin.nodes import NodesComponent
-from twin.runtime import Runtime
-from twin.ssh import SSHServers
-
-CLUSTER = {"name": "minicloud", "k3s_version": "v1.30.6+k3s1", "cluster_cidr": "10.42.0.0/16",
-           "service_cidr": "10.43.0.0/16", "server_url": "https://10.0.0.2:6443"}
-
-
-@dataclass
-class Spec:
-    name: str
-    role: str
-    ip: str
-    pod_cidr: str
-    kernel: str = "5.15.0-105-generic"
-    os_image: str = "Ubuntu 22.04.4 LTS"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    labels: dict = field(default_factory=dict)
-
-
-class NodesTwin:
-    """Runtime with NodesComponent + SSHServers on a loop in a daemon thread."""
-
-    def __init__(self, state_dir: Path) -> None:
-        fixture = SimpleNamespace(cluster=dict(CLUSTER), nodes=[
-            Spec("server-1", "server", "10.0.0.2", "10.42.0.0/24"),
-            Spec("agent-1", "agent", "10.0.0.3", "10.42.1.0/24")])
-        self.rt = Runtime(state_dir=state_dir, clock=Clock(speed=0.01), faults=Faults(),
-                          fixture=fixture)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.call(self.rt.start_all([NodesComponent(), SSHServers()]))
-        self.ssh: SSHServers = self.rt.component("ssh")
-
-    def call(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def connect(self, node: str, **kw) -> paramiko.SSHClient:
-        """A paramiko client as the runbook builds it: known_hosts + RejectPolicy."""
-        c = paramiko.SSHClient()
-        c.load_host_keys(str(self.ssh.known_hosts))
-        c.set_missing_host_key_policy(paramiko.RejectPolicy())
-        args = dict(username="ubuntu", key_filename=str(self.ssh.client_key),
-                    look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10,
-                    auth_timeout=10)
-        args.update(kw)
-        c.connect("127.0.0.1", port=self.rt.endpoints["ssh"][node], **args)
-        return c
-
-    def close(self) -> None:
-        self.call(self.rt.stop_all())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+from twin_nodes_harness import NodesTwin
 
 
 @pytest.fixture
@@ -75,14 +13,3 @@ def nodes_twin(tmp_path: Path):
     t = NodesTwin(tmp_path / "twin")
     yield t
     t.close()
-
-
-def run_cmd(client: paramiko.SSHClient, command: str, stdin: bytes | None = None,
-            timeout: float = 20) -> tuple[int, bytes, bytes]:
-    """exec_command with optional stdin (closed after writing), as the runbook does."""
-    i, o, e = client.exec_command(command, timeout=timeout)
-    if stdin is not None:
-        i.write(stdin)
-        i.channel.shutdown_write()
-    out, err = o.read(), e.read()
-    return o.channel.recv_exit_status(), out, err

@@ -31,11 +31,15 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import os
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +55,17 @@ JOURNAL_NAME = "journal.json"
 FORMAT_VERSION = 1
 _TMP_PREFIX = ".journal."
 _TMP_SUFFIX = ".tmp"
+_LOCK_NAME = ".journal.lock"
+
+# One lock per journal path inside this process (fleet helpers may record from threads);
+# fcntl.flock on a lock file orders writers across processes.
+_thread_locks: dict[str, threading.RLock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.RLock:
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(str(path), threading.RLock())
 
 
 def utcnow() -> str:
@@ -129,6 +144,9 @@ class Journal:
         self.run_dir = run_dir
         self.path = run_dir / JOURNAL_NAME
         self._state = state
+        self._tlock = _thread_lock(self.path)
+        self._depth = 0
+        self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ open / load
     @classmethod
@@ -154,35 +172,38 @@ class Journal:
         rd.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(rd, 0o700)  # also tighten a folder made earlier with a wider umask
         j = cls(rd, _State())
-        j._clean_temp_files()
-        if j.path.exists():
-            j._reload()
-            doc = j._state.doc
-            problems = []
-            if doc.get("cluster_uid") != cluster_uid:
-                problems.append(f"cluster uid {doc.get('cluster_uid')!r} (journal) != "
-                                f"{cluster_uid!r} (this cluster): it records another cluster")
-            if doc.get("params_hash") != params_hash:
-                problems.append(f"params hash {str(doc.get('params_hash'))[:12]}... (journal) "
-                                f"!= {params_hash[:12]}... (now): the params or the values "
-                                "file changed since the run started")
-            if doc.get("run_id") != run_id:
-                problems.append(f"run id {doc.get('run_id')!r} (journal) != {run_id!r}")
-            if problems:
-                raise JournalError(
-                    f"refusing the journal {j.path}: " + "; ".join(problems),
-                    hint="continue this run with the params and cluster it started with, "
-                         "or start a new run with a new --run-id (roll back the old run "
-                         "first if it changed anything)")
-            os.chmod(j.path, 0o600)
-        else:
-            now = utcnow()
-            j._state.doc = {
-                "format": FORMAT_VERSION, "run_id": run_id, "cluster_uid": cluster_uid,
-                "params_hash": params_hash, "created_at": now, "updated_at": now,
-                "phases": {}, "entries": [], "facts": {},
-            }
-            j._save()
+        # under the lock: a writer in another process may be between its temp write and
+        # its rename, and two first opens must not both create the journal
+        with j._locked():
+            j._clean_temp_files()
+            if j.path.exists():
+                j._reload()
+                doc = j._state.doc
+                problems = []
+                if doc.get("cluster_uid") != cluster_uid:
+                    problems.append(f"cluster uid {doc.get('cluster_uid')!r} (journal) != "
+                                    f"{cluster_uid!r} (this cluster): it records another cluster")
+                if doc.get("params_hash") != params_hash:
+                    problems.append(f"params hash {str(doc.get('params_hash'))[:12]}... (journal) "
+                                    f"!= {params_hash[:12]}... (now): the params or the values "
+                                    "file changed since the run started")
+                if doc.get("run_id") != run_id:
+                    problems.append(f"run id {doc.get('run_id')!r} (journal) != {run_id!r}")
+                if problems:
+                    raise JournalError(
+                        f"refusing the journal {j.path}: " + "; ".join(problems),
+                        hint="continue this run with the params and cluster it started with, "
+                             "or start a new run with a new --run-id (roll back the old run "
+                             "first if it changed anything)")
+                os.chmod(j.path, 0o600)
+            else:
+                now = utcnow()
+                j._state.doc = {
+                    "format": FORMAT_VERSION, "run_id": run_id, "cluster_uid": cluster_uid,
+                    "params_hash": params_hash, "created_at": now, "updated_at": now,
+                    "phases": {}, "entries": [], "facts": {},
+                }
+                j._save()
         return j
 
     @classmethod
@@ -261,9 +282,31 @@ class Journal:
             pass
         self._state.ident = self._ident()
 
-    def _mutate(self) -> dict[str, Any]:
-        self._refresh()
-        return self._state.doc
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive access to the journal file (threads and processes); re-entrant."""
+        with self._tlock:
+            if self._depth == 0:
+                fd = os.open(self.run_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._lock_fd = fd
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write under the lock; saved atomically when the block succeeds."""
+        with self._locked():
+            self._refresh()
+            yield self._state.doc
+            self._save()
 
     # ------------------------------------------------------------------ provenance
     @property
@@ -282,37 +325,33 @@ class Journal:
         return self._state.doc["params_hash"]
 
     def begin_phase(self, name: str, notebook_hash: str | None = None) -> None:
-        """Record that phase ``name`` starts, with its provenance (idempotent on rerun)."""
-        doc = self._mutate()
-        ph = doc["phases"].get(name)
-        now = utcnow()
-        if ph is None:
-            ph = doc["phases"][name] = {"attempts": 0, "history": []}
-        elif ph.get("started_at"):
-            ph.setdefault("history", []).append(
-                {k: ph.get(k) for k in ("started_at", "ended_at", "status", "notebook_hash")})
-        ph.update({"started_at": now, "ended_at": None, "status": "running",
-                   "notebook_hash": notebook_hash, "params_hash": doc["params_hash"],
-                   "cluster_uid": doc["cluster_uid"], "attempts": ph.get("attempts", 0) + 1})
-        doc["current_phase"] = name
-        self._save()
+        """Record that phase ``name`` starts, with its provenance (a rerun keeps history)."""
+        with self._write() as doc:
+            ph = doc["phases"].get(name)
+            if ph is None:
+                ph = doc["phases"][name] = {"attempts": 0, "history": []}
+            elif ph.get("started_at"):
+                ph.setdefault("history", []).append(
+                    {k: ph.get(k) for k in ("started_at", "ended_at", "status", "notebook_hash")})
+            ph.update({"started_at": utcnow(), "ended_at": None, "status": "running",
+                       "notebook_hash": notebook_hash, "params_hash": doc["params_hash"],
+                       "cluster_uid": doc["cluster_uid"], "attempts": ph.get("attempts", 0) + 1})
+            doc["current_phase"] = name
 
     def end_phase(self, name: str, status: str) -> None:
         """Record the end of phase ``name`` (``passed``, ``failed``, ``skipped`` ...)."""
-        doc = self._mutate()
-        ph = doc["phases"].setdefault(name, {"attempts": 0, "history": []})
-        now = utcnow()
-        ph["ended_at"] = now
-        ph["status"] = status
-        if ph.get("started_at"):
-            start = datetime.fromisoformat(ph["started_at"].replace("Z", "+00:00"))
-            ph["duration_s"] = round((datetime.now(timezone.utc) - start).total_seconds(), 3)
-        if doc.get("current_phase") == name:
-            doc["current_phase"] = None
-        self._save()
+        with self._write() as doc:
+            ph = doc["phases"].setdefault(name, {"attempts": 0, "history": []})
+            ph["ended_at"] = utcnow()
+            ph["status"] = status
+            if ph.get("started_at"):
+                start = datetime.fromisoformat(ph["started_at"].replace("Z", "+00:00"))
+                ph["duration_s"] = round((datetime.now(timezone.utc) - start).total_seconds(), 3)
+            if doc.get("current_phase") == name:
+                doc["current_phase"] = None
 
     def phases(self) -> dict[str, dict[str, Any]]:
-        """Each phase's record: started_at, ended_at, status, hashes, attempts."""
+        """Each phase's record: started_at, ended_at, status, hashes, attempts, history."""
         self._refresh()
         return copy.deepcopy(self._state.doc["phases"])
 
@@ -330,38 +369,52 @@ class Journal:
         Returns:
             The entry; pass it to :meth:`complete` (or :meth:`fail`) afterwards.
         """
-        doc = self._mutate()
-        entries = doc["entries"]
-        e = JournalEntry(id=uuid.uuid4().hex[:12], seq=len(entries) + 1, step=step,
-                         action=redact(action), node=node, phase=doc.get("current_phase"),
-                         before=_scrub(before), after=_scrub(after), data=_scrub(data),
-                         recorded_at=utcnow())
-        entries.append(asdict(e))
-        self._save()
+        with self._write() as doc:
+            entries = doc["entries"]
+            e = JournalEntry(id=uuid.uuid4().hex[:12], seq=len(entries) + 1, step=step,
+                             action=redact(action), node=node, phase=doc.get("current_phase"),
+                             before=_scrub(before), after=_scrub(after), data=_scrub(data),
+                             recorded_at=utcnow())
+            entries.append(asdict(e))
         return e
 
-    def _find(self, entry: JournalEntry | str) -> dict[str, Any]:
+    def _find(self, doc: dict[str, Any], entry: JournalEntry | str) -> dict[str, Any]:
         eid = entry.id if isinstance(entry, JournalEntry) else entry
-        for d in self._state.doc["entries"]:
+        for d in doc["entries"]:
             if d["id"] == eid:
                 return d
         raise JournalError(f"no journal entry {eid!r} in {self.path}")
 
     def complete(self, entry: JournalEntry | str, result: Any = None) -> JournalEntry:
         """Mark ``entry`` done, with an optional ``result`` (redacted)."""
-        self._mutate()
-        d = self._find(entry)
-        d.update(status="done", result=_scrub(result), completed_at=utcnow(), error=None)
-        self._save()
-        return JournalEntry.from_dict(d)
+        with self._write() as doc:
+            d = self._find(doc, entry)
+            d.update(status="done", result=_scrub(result), completed_at=utcnow(), error=None)
+        return JournalEntry.from_dict(copy.deepcopy(d))
 
     def fail(self, entry: JournalEntry | str, error: str | BaseException) -> JournalEntry:
         """Mark ``entry`` failed with the error text (redacted)."""
-        self._mutate()
-        d = self._find(entry)
-        d.update(status="failed", error=redact(str(error)), completed_at=utcnow())
-        self._save()
-        return JournalEntry.from_dict(d)
+        with self._write() as doc:
+            d = self._find(doc, entry)
+            d.update(status="failed", error=redact(str(error)), completed_at=utcnow())
+        return JournalEntry.from_dict(copy.deepcopy(d))
+
+    @contextlib.contextmanager
+    def step(self, step: str, action: str, *, node: str | None = None, before: Any = None,
+             data: Any = None) -> Iterator[JournalEntry]:
+        """Record an intent, run the block, then mark it done (or failed, re-raising).
+
+        Example:
+            >>> with journal.step("restart-k3s", "restart k3s", node="set-hog"):  # doctest: +SKIP
+            ...     node.systemctl("restart", "k3s")
+        """
+        e = self.record(step, action, node=node, before=before, data=data)
+        try:
+            yield e
+        except BaseException as exc:
+            self.fail(e, exc)
+            raise
+        self.complete(e)
 
     def entries(self, step: str | None = None, node: str | None = None,
                 status: str | None = None) -> list[JournalEntry]:
@@ -389,9 +442,8 @@ class Journal:
     # ------------------------------------------------------------------ facts
     def set(self, key: str, value: Any) -> None:
         """Store a fact (JSON-able; strings redacted), e.g. ``no_cni_window_opened_at``."""
-        doc = self._mutate()
-        doc["facts"][key] = _scrub(value)
-        self._save()
+        with self._write() as doc:
+            doc["facts"][key] = _scrub(value)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A stored fact, or ``default``."""
@@ -404,26 +456,29 @@ class Journal:
         Use it for facts that must keep their FIRST value across reruns, such as each
         Argo CD app's policy before the first pause.
         """
-        doc = self._mutate()
-        if key not in doc["facts"]:
-            doc["facts"][key] = _scrub(value)
-            self._save()
-        return copy.deepcopy(doc["facts"][key])
+        with self._locked():
+            self._refresh()
+            facts = self._state.doc["facts"]
+            if key not in facts:
+                facts[key] = _scrub(value)
+                self._save()
+            return copy.deepcopy(facts[key])
 
     def add_backup(self, node: str, path: str, backup_path: str, sha256: str, *,
                    step: str | None = None) -> BackupRecord:
         """Record a file backup. The FIRST backup of (node, path) wins: on a rerun the
         file already holds the new content, and the rollback must restore the original."""
-        doc = self._mutate()
-        backups = doc["facts"].setdefault("backups", [])
-        for b in backups:
-            if b["node"] == node and b["path"] == path:
-                return BackupRecord(**b)
-        rec = BackupRecord(node=node, path=path, backup_path=backup_path, sha256=sha256,
-                           recorded_at=utcnow(), run_step=step)
-        backups.append(asdict(rec))
-        self._save()
-        return rec
+        with self._locked():
+            self._refresh()
+            backups = self._state.doc["facts"].setdefault("backups", [])
+            for b in backups:
+                if b["node"] == node and b["path"] == path:
+                    return BackupRecord(**b)
+            rec = BackupRecord(node=node, path=path, backup_path=backup_path, sha256=sha256,
+                               recorded_at=utcnow(), run_step=step)
+            backups.append(asdict(rec))
+            self._save()
+            return rec
 
     def backups(self, node: str | None = None) -> list[BackupRecord]:
         """The file backups (node, path, backup_path, sha256), in the order taken."""

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from ruamel.yaml import YAML
@@ -387,9 +388,12 @@ class Params(_Model):
         where = f"{self._source}: " if self._source else ""
         for i, n in enumerate(self.nodes):
             require_loopback(n.address, kind=kind, what=f"{where}field nodes.{i}.address")
-        require_loopback_url(self.cilium.chart_repo_url if not (
-            self.twin and self.twin.chart_repo_url) else self.twin.chart_repo_url,
-            kind=kind, what=f"{where}field cilium.chart_repo_url")
+        repo = self.chart_repo_url
+        # a local chart (file:// or a path) opens no connection; anything else must be loopback
+        if urlsplit(repo).scheme not in ("", "file"):
+            field = "twin.chart_repo_url" if repo != self.cilium.chart_repo_url else \
+                "cilium.chart_repo_url"
+            require_loopback_url(repo, kind=kind, what=f"{where}field {field}")
         if self.twin and self.twin.admin_url:
             require_loopback_url(self.twin.admin_url, kind=kind, what=f"{where}field twin.admin_url")
         for i, c in enumerate(self.checks.ingress):

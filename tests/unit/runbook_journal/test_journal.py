@@ -225,3 +225,52 @@ def test_corrupt_or_missing_journal(tmp_path: Path) -> None:
     (tmp_path / "journal.json").write_text("[]")
     with pytest.raises(JournalError, match="not a runbook journal"):
         Journal.read(tmp_path)
+
+
+def test_step_context_manager(tmp_path: Path) -> None:
+    j = _open(tmp_path)
+    with j.step("restart-k3s", "restart k3s", node="set-hog") as e:
+        assert j.entries(step="restart-k3s")[0].status == "intent"
+    assert j.is_done("restart-k3s", node="set-hog") and e.step == "restart-k3s"
+    with pytest.raises(RuntimeError, match="boom"):
+        with j.step("restart-k3s", "restart k3s", node="fast-skunk"):
+            raise RuntimeError("boom")
+    failed = j.entries(node="fast-skunk")[0]
+    assert failed.status == "failed" and "boom" in failed.error
+    assert not j.is_done("restart-k3s", node="fast-skunk")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    """Threads of one process and two other processes append at the same time."""
+    import threading
+    j = _open(tmp_path)
+    child = textwrap.dedent(f"""
+        import sys
+        from runbook.journal import Journal
+        j = Journal.open({str(tmp_path)!r}, params_hash={PH!r}, cluster_uid={UID!r}, run_id="run-1")
+        for i in range(15):
+            j.record("proc", f"p{{sys.argv[1]}}-{{i}}")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", child, str(k)]) for k in range(2)]
+
+    def worker(k: int) -> None:
+        for i in range(15):
+            j.record("thread", f"t{k}-{i}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    entries = _open(tmp_path).entries()
+    assert len(entries) == 3 * 15 + 2 * 15
+    assert sorted(e.seq for e in entries) == list(range(1, 76))
+    assert len({e.action for e in entries}) == 75
+
+
+def test_docstring_examples() -> None:
+    import doctest
+    from runbook import k3sconfig, params, redact
+    for mod in (params, k3sconfig, redact, J):
+        assert doctest.testmod(mod).failed == 0, mod.__name__

@@ -331,6 +331,20 @@ def test_twin_refuses_non_loopback_endpoints(tmp_path: Path, mutate: Callable, f
     assert field in str(ei.value) and "twin-bad.yaml" in str(ei.value)
 
 
+def test_twin_chart_repo_override_and_local_charts(tmp_path: Path) -> None:
+    d = _twin()
+    d["cilium"]["chart_repo_url"] = "https://helm.cilium.io/"
+    d["twin"]["chart_repo_url"] = "http://127.0.0.1:9999/"
+    p = P.load(_write(tmp_path, d))
+    assert p.chart_repo_url == "http://127.0.0.1:9999/"
+    d["twin"]["chart_repo_url"] = "http://10.1.1.1:9999/"
+    with pytest.raises(LoopbackViolation, match="twin.chart_repo_url"):
+        P.load(_write(tmp_path, d))
+    for local in ("file:///srv/charts", "../shared/charts"):
+        d["twin"]["chart_repo_url"] = local
+        assert P.load(_write(tmp_path, d)).chart_repo_url == local
+
+
 def _kubeconfig(server: str) -> str:
     return yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "twin",

@@ -44,8 +44,6 @@ K8S_VERSION = {
     "buildDate": "2024-12-13T00:00:00Z", "goVersion": "go1.22.9", "compiler": "gc",
     "platform": "linux/amd64",
 }
-#: Endpoints a default kube-apiserver serves to anonymous clients (system:public-info-viewer).
-PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 JSON = "application/json"
 TABLE_VERSIONS = ("v1", "v1beta1")
 DEFAULT_WATCH_TIMEOUT = 1800.0
@@ -331,8 +329,9 @@ class APIServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
-        if not self._authorized(request) and path not in PUBLIC_PATHS and \
-                not path.startswith(("/healthz/", "/livez/", "/readyz/")):
+        # k3s runs its API server with --anonymous-auth=false: even /version and
+        # /healthz need the token.
+        if not self._authorized(request):
             raise HTTPError(401, "Unauthorized", "Unauthorized")
         if path == "/version":
             return _json_response(K8S_VERSION)

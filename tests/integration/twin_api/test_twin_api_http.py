@@ -38,11 +38,13 @@ def assert_status(r: requests.Response, code: int, reason: str) -> dict:
     return body
 
 
-def test_version_health_and_public_paths(api, http):
-    v = requests.get(api.url + "/version", verify=str(api.ca_path), timeout=10).json()
+def test_version_and_health_need_the_token_as_on_k3s(api, http):
+    v = http.get("/version").json()
     assert v["gitVersion"].endswith("+k3s1") and v["major"] == "1"
     for p in ("/healthz", "/readyz", "/livez"):
         assert http.get(p).text == "ok"
+        anon = requests.get(api.url + p, verify=str(api.ca_path), timeout=10)
+        assert_status(anon, 401, "Unauthorized")
 
 
 def test_discovery_documents(api, http):
@@ -276,3 +278,19 @@ def test_requests_are_logged_without_credentials(api, http, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "twin.apiserver"]
     assert any(m.startswith("GET /api/v1/namespaces/default/configmaps?limit=1 200 ") for m in lines)
     assert not any(api.token in m for m in lines)
+
+
+def test_many_initial_events_arrive_in_order_before_the_bookmark(api, http):
+    def bulk() -> None:
+        store = api.rt.store
+        store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}})
+        for i in range(1203):
+            store.create({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": f"cm-{i:05d}", "namespace": "bulk"}})
+    api.call(bulk)
+    r = http.get("/api/v1/namespaces/bulk/configmaps?watch=true&sendInitialEvents=true"
+                 "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=10", stream=True)
+    evs = read_events(r, lambda e: e[-1]["type"] == "BOOKMARK")
+    names = [e["object"]["metadata"]["name"] for e in evs if e["type"] == "ADDED"]
+    assert names == [f"cm-{i:05d}" for i in range(1203)]
+    assert evs[-1]["type"] == "BOOKMARK" and len(evs) == 1204

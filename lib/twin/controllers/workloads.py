@@ -180,6 +180,46 @@ def daemonset_node_decision(pod_spec: dict, node: dict) -> tuple[bool, bool]:
     return True, True
 
 
+def workload_defaults(kind: str, obj: dict) -> bool:
+    """Fill the apps/v1 spec defaults a real API server adds; True when something changed.
+
+    kubectl (``rollout status``) and helm (``--wait``) read ``updateStrategy.type``: a
+    DaemonSet or StatefulSet without it is "not RollingUpdate" to them. The controllers
+    apply this as a fallback on objects created without the defaults; the API server
+    can call it at create time so ``generation`` stays 1. The pod template is never
+    touched (it feeds the template hash).
+    """
+    spec = obj.setdefault("spec", {})
+    before = canonical(spec)
+    if kind in ("Deployment", "ReplicaSet", "StatefulSet"):
+        spec.setdefault("replicas", 1)
+    if kind == "Deployment":
+        strat = spec.setdefault("strategy", {})
+        strat.setdefault("type", "RollingUpdate")
+        if strat["type"] == "RollingUpdate":
+            ru = strat.setdefault("rollingUpdate", {})
+            ru.setdefault("maxUnavailable", "25%")
+            ru.setdefault("maxSurge", "25%")
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+    elif kind == "DaemonSet":
+        strat = spec.setdefault("updateStrategy", {})
+        strat.setdefault("type", "RollingUpdate")
+        if strat["type"] == "RollingUpdate":
+            ru = strat.setdefault("rollingUpdate", {})
+            ru.setdefault("maxUnavailable", 1)
+            ru.setdefault("maxSurge", 0)
+        spec.setdefault("revisionHistoryLimit", 10)
+    elif kind == "StatefulSet":
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        strat = spec.setdefault("updateStrategy", {})
+        strat.setdefault("type", "RollingUpdate")
+        if strat["type"] == "RollingUpdate":
+            strat.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+        spec.setdefault("revisionHistoryLimit", 10)
+    return canonical(spec) != before
+
+
 def default_tolerations(tolerations: list[dict] | None) -> list[dict]:
     """Add the DefaultTolerationSeconds admission tolerations (300 s) when absent."""
     tols = list(tolerations or [])
@@ -427,8 +467,16 @@ class _Workload(Controller):
             pass
 
     def _live(self, key: ObjKey) -> dict | None:
+        """The live object, or None when gone/deleting or just defaulted (requeued)."""
         obj = self.cache.get(self.kind_key, *key)
         if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        probe = {"spec": copy.deepcopy(obj.get("spec") or {})}
+        if workload_defaults(obj.get("kind") or "", probe):
+            # Created without the API server's defaults: add them (the MODIFIED event
+            # brings the object back through the queue).
+            self.store.mutate(self._rt(self.kind_key), key[0] or None, key[1],
+                              lambda o: workload_defaults(o.get("kind") or "", o))
             return None
         return obj
 

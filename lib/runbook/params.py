@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -85,6 +86,9 @@ class NodeParams(_Model):
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
     user: str | None = Field(None, description="Override of ssh.user for this node.")
     key_path: str | None = Field(None, description="Override of ssh.key_path for this node.")
+    node_ip: str | None = Field(None, description="The node's InternalIP when it differs from "
+                                                  "the SSH address (checked against "
+                                                  "k8sServiceHost).")
 
 
 class Paths(_Model):
@@ -615,6 +619,14 @@ def _get(values: dict[str, Any], dotted: str, default: Any = None) -> Any:
     return cur
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def kpr_enabled(values: dict[str, Any]) -> bool:
     """True when the values turn kube-proxy replacement on (``true`` or ``"true"``)."""
     v = values.get("kubeProxyReplacement")
@@ -669,7 +681,9 @@ def check_values(params: Params, values: dict[str, Any]) -> list[Finding]:
                     "k8sServiceHost: 127.0.0.1 with k8sServicePort: 6444"))
     if host:
         host_s = str(host).strip()
-        servers = [n.address for n in params.servers]
+        servers = list(dict.fromkeys(a for n in params.servers for a in (n.address, n.node_ip) if a))
+        # a server reached by host name, without node_ip, cannot be compared with an IP
+        unverifiable = [n.name for n in params.servers if not n.node_ip and not _is_ip(n.address)]
         try:
             port_i = int(port) if port is not None else None
         except (TypeError, ValueError):
@@ -691,6 +705,11 @@ def check_values(params: Params, values: dict[str, Any]) -> list[Finding]:
                             f"{host_s} is a single server: Cilium loses the API when that "
                             "server is down (defect 13)",
                             "k8sServiceHost: 127.0.0.1 with k8sServicePort: 6444"))
+        elif unverifiable:
+            add(Finding("warning", "k8sServiceHost",
+                        f"cannot tell whether {host_s} is a server: "
+                        f"{', '.join(unverifiable)} is addressed by name",
+                        "set nodes[].node_ip, or use k8sServiceHost: 127.0.0.1 with port 6444"))
         else:
             add(Finding("error", "k8sServiceHost",
                         f"{host_s} is neither a server node's address "

@@ -301,6 +301,24 @@ def test_tunnel_8472_is_only_a_warning_when_flannel_goes_away(tmp_path: Path) ->
     assert P.validate(p) is p
 
 
+def test_service_host_against_node_ip_and_host_names(tmp_path: Path) -> None:
+    d = _base()
+    d["nodes"][0]["address"] = "set-hog.lan"              # SSH by name
+    p = _mismatch(tmp_path, {"k8sServiceHost": "10.0.0.2", "k8sServicePort": 6443},
+                  lambda x: x.update(nodes=d["nodes"]))
+    f = [x for x in P.check_values(p, p.values()) if x.field == "k8sServiceHost"]
+    assert [x.severity for x in f] == ["warning"] and "addressed by name" in f[0].message
+    d["nodes"][0]["node_ip"] = "10.0.0.2"
+    p = _mismatch(tmp_path, {"k8sServiceHost": "10.0.0.2", "k8sServicePort": 6443},
+                  lambda x: x.update(nodes=d["nodes"]))
+    f = [x for x in P.check_values(p, p.values()) if x.field == "k8sServiceHost"]
+    assert [x.severity for x in f] == ["warning"] and "single server" in f[0].message
+    p = _mismatch(tmp_path, {"k8sServiceHost": "10.0.0.3", "k8sServicePort": 6443},
+                  lambda x: x.update(nodes=d["nodes"]))
+    with pytest.raises(ValuesMismatch, match="neither a server"):
+        P.validate(p)
+
+
 def test_disable_kube_proxy_follows_kpr_when_auto(tmp_path: Path) -> None:
     p = _mismatch(tmp_path, {"kubeProxyReplacement": "false"})
     assert p.disable_kube_proxy() is False

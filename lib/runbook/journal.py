@@ -47,7 +47,7 @@ from typing import Any
 
 from .errors import JournalError
 from .params import validate_run_id
-from .redact import redact
+from .redact import MASK, SECRET_KEYS, redact
 
 __all__ = ["Journal", "JournalEntry", "BackupRecord", "JOURNAL_NAME", "utcnow"]
 
@@ -78,7 +78,9 @@ def _scrub(obj: Any) -> Any:
     if isinstance(obj, str):
         return redact(obj)
     if isinstance(obj, dict):
-        return {str(k): _scrub(v) for k, v in obj.items()}
+        # a value stored under a secret-looking key is masked whatever it looks like
+        return {str(k): (MASK if str(k).lower() in SECRET_KEYS and v not in (None, "")
+                         else _scrub(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_scrub(v) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float)):

@@ -207,10 +207,11 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
                  before={"text": f"server: https://10.0.0.2:6443\ntoken: {join}\n"},
                  data={"headers": {"Authorization": f"Bearer {bearer}"}, "list": [bearer]})
     j.complete(e, result=f"ok {bearer}")
-    j.set("note", {"kubeconfig_token": bearer})
+    j.set("note", {"kubeconfig_token": bearer, "token": "plain-value-42", "password": 1234567})
     j.fail(j.record("x", "y"), RuntimeError(f"401 with {bearer}"))
     raw = (tmp_path / "journal.json").read_text()
     assert join not in raw and bearer not in raw and "9f1c2e7a4b3d" not in raw
+    assert "plain-value-42" not in raw and "1234567" not in raw
     assert "********" in raw
     json.loads(raw)
     clear_registered()

@@ -108,10 +108,13 @@ def record(name: str, value: Any) -> Any:
     clean = redact_value(value)
     bundle = {MIMETYPE: clean, "text/plain": f"[evidence] {name} = {_short(clean)}"}
     try:
+        from IPython import get_ipython  # noqa: PLC0415
         from IPython.display import display  # noqa: PLC0415
-        display(bundle, raw=True, metadata={"name": name})
     except ImportError:  # pragma: no cover - IPython is a dependency of ipykernel
-        pass
+        return clean
+    # Outside IPython (CLI, plain scripts) display() would print the raw bundle: skip.
+    if get_ipython() is not None:
+        display(bundle, raw=True, metadata={"name": name})
     return clean
 
 

@@ -185,9 +185,10 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             fh.write(entry)
         client.get_host_keys().add(hostname, key.get_name(), key)
         if n.journal is not None:
-            n.journal.record("ssh", "trust-on-first-use", node=n.name, data={
+            entry = n.journal.record("ssh", "trust-on-first-use", node=n.name, data={
                 "host": hostname, "key_type": key.get_name(), "fingerprint": fingerprint(key),
                 "known_hosts": str(path)})
+            n._journal_done(entry, result={"accepted": True})
 
 
 # --------------------------------------------------------------------------- the node

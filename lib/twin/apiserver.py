@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ import yaml
 from aiohttp import web
 
 from . import protobuf, tables
-from .store import BadRequest, Gone, NotFound, ResourceType, StoreError
+from .store import Gone, NotFound, ResourceType, StoreError
 
 log = logging.getLogger("twin.apiserver")
 
@@ -193,6 +192,7 @@ class APIServer:
         self._watches: set[asyncio.Task] = set()
         self._outage_task: asyncio.Task | None = None
         self.listening = False
+        self._stopping = False
         self.requests = 0
         self.protobuf_bodies = 0   # decoded protobuf request bodies (helm's release Secrets)
 
@@ -205,6 +205,7 @@ class APIServer:
         """Create PKI, token and kubeconfig; start listening."""
         from .pki import PKI
         self.rt = rt
+        self._stopping = False
         state = Path(rt.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         if rt.pki is None:
@@ -248,6 +249,7 @@ class APIServer:
                 conn.force_close()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._outage_task is not None:
             self._outage_task.cancel()
         await self._unlisten()
@@ -285,8 +287,10 @@ class APIServer:
         try:
             await asyncio.sleep(self.rt.clock.real(cluster_seconds))
         finally:
-            await self._listen()
-            log.info("API server listening again on port %d", self.port)
+            # Also when the outage is cancelled, except while the server is stopping.
+            if not self._stopping and self._runner is not None and not self.listening:
+                await self._listen()
+                log.info("API server listening again on port %d", self.port)
 
     def trigger_fault_outage(self) -> asyncio.Task | None:
         """Start an outage of ``rt.faults.api_down_seconds`` in the background (if set)."""
@@ -521,7 +525,7 @@ class APIServer:
         raise HTTPError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     # -- bodies ----------------------------------------------------------------------------
-    async def _read_body(self, request: web.Request, *, patch: bool = False) -> Any:
+    async def _read_body(self, request: web.Request) -> Any:
         raw = await request.read()
         ctype = (request.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
         if not raw:
@@ -733,7 +737,7 @@ class APIServer:
             raise HTTPError(415, "UnsupportedMediaType",
                             f"the body of the request was in an unknown format - accepted media types include: "
                             f"{', '.join(kinds)}")
-        patch_body = await self._read_body(request, patch=True)
+        patch_body = await self._read_body(request)
         if patch_body is None:
             raise HTTPError(400, "BadRequest", "the body of the request was empty")
         if kind == "json" and not isinstance(patch_body, list):

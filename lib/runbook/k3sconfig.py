@@ -54,7 +54,7 @@ from .redact import MASK, redact, register_secret
 if TYPE_CHECKING:  # pragma: no cover
     from .params import Params
 
-__all__ = ["NodePlan", "K3sConfigError", "plan", "plan_node", "rollback_plan", "parse",
+__all__ = ["NodePlan", "K3sConfigError", "plan", "plan_node", "rollback_plan", "parse", "to_frame",
            "wanted_server_settings", "mask_config_text", "SERVER_ONLY_KEYS"]
 
 #: k3s options that only servers accept; agents get them from the server.
@@ -449,6 +449,19 @@ def plan(nodes_configs: dict[str, str | None], params: Params,
         values = params.values()
     order = [n for n in params.servers + params.agents if n.name in nodes_configs]
     return [plan_node(n.name, n.role, nodes_configs[n.name], params, values) for n in order]
+
+
+def to_frame(plans: list[NodePlan]) -> Any:
+    """The plans as a pandas DataFrame (node, role, path, noop, changes, reason), masked.
+
+    Example:
+        >>> to_frame(plan(configs, p))        # doctest: +SKIP
+    """
+    import pandas as pd  # local: pandas is heavy and only notebooks need the table
+
+    return pd.DataFrame([{"node": pl.node, "role": pl.role, "path": pl.path, "noop": pl.noop,
+                          "changes": "; ".join(pl.changes) or "-", "reason": pl.reason}
+                         for pl in plans])
 
 
 def rollback_plan(current_text: str | None, backup_text: str, *, node: str = "",

@@ -162,3 +162,13 @@ def test_crlf_file_keeps_its_line_endings() -> None:
     pl = K.plan({"set-hog": text}, params)[0]
     assert pl.new_text.startswith("# windows editor\r\nnode-name: set-hog\r\nflannel-backend: none\r\n")
     assert pl.new_text.count("\n") == pl.new_text.count("\r\n")
+
+
+def test_to_frame_is_masked_and_complete() -> None:
+    case = CASES_DIR / "naive-phase22"
+    params = P.load(case / "params.yaml")
+    plans = K.plan(_inputs(case), params)
+    df = K.to_frame(plans)
+    assert list(df["node"]) == ["set-hog", "fast-skunk", "fast-heron"]
+    assert list(df["noop"]) == [False, False, False]
+    assert "K10" not in df.to_string()

@@ -412,6 +412,9 @@ class _Workload(Controller):
         self.cache = cache
         self.types = types
 
+    def first_sight(self, obj: dict) -> None:
+        """Hook run before defaulting (revision bookkeeping of converged objects)."""
+
     def _rt(self, kind: tuple[str, str]) -> Any:
         return self.types[kind[1]]
 
@@ -471,6 +474,7 @@ class _Workload(Controller):
         obj = self.cache.get(self.kind_key, *key)
         if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
+        self.first_sight(obj)
         probe = {"spec": copy.deepcopy(obj.get("spec") or {})}
         if workload_defaults(obj.get("kind") or "", probe):
             # Created without the API server's defaults: add them (the MODIFIED event
@@ -683,12 +687,18 @@ class DaemonSetController(_Workload):
         if known is not None and known[0] == fp:
             return known[1]
         h = pod_template_hash(template)
-        if known is None and (ds.get("status") or {}).get("observedGeneration") == md.get("generation"):
+        observed = (ds.get("status") or {}).get("observedGeneration")
+        if known is None and observed in (None, md.get("generation")):
             seen = {((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH_LABEL) for p in pods}
             if len(seen) == 1 and None not in seen:
                 h = seen.pop()
         self._revisions[md["uid"]] = (fp, h)
         return h
+
+    def first_sight(self, obj: dict) -> None:
+        if obj["metadata"]["uid"] not in self._revisions:
+            pods = [p for p in self.cache.owned(POD, obj["metadata"]["uid"]) if pod_active(p)]
+            self.current_hash(obj, pods)
 
     def reconcile(self, key: ObjKey) -> None:
         ds = self._live(key)
@@ -813,10 +823,15 @@ class StatefulSetController(_Workload):
             return known[1]
         rev = f"{md['name']}-{pod_template_hash(template)}"
         st = sts.get("status") or {}
-        if known is None and st.get("updateRevision") and st.get("observedGeneration") == md.get("generation"):
+        if known is None and st.get("updateRevision") and \
+                st.get("observedGeneration") in (None, md.get("generation")):
             rev = st["updateRevision"]
         self._revisions[md["uid"]] = (fp, rev)
         return rev
+
+    def first_sight(self, obj: dict) -> None:
+        if obj["metadata"]["uid"] not in self._revisions:
+            self.update_revision(obj)
 
     def reconcile(self, key: ObjKey) -> None:
         sts = self._live(key)

@@ -50,7 +50,9 @@ def test_deployment_scale_up_and_down(tmp_path):
             assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
             rs_st = env.get("replicasets", "default", rs["metadata"]["name"], "apps")["status"]
             assert rs_st["replicas"] == rs_st["readyReplicas"] == rs_st["availableReplicas"] == 3
-            assert rs_st["fullyLabeledReplicas"] == 3 and rs_st["observedGeneration"] == 1
+            assert rs_st["fullyLabeledReplicas"] == 3
+            assert rs_st["observedGeneration"] == env.get("replicasets", "default", rs["metadata"]["name"],
+                                                          "apps")["metadata"]["generation"]
 
             def scale(n):
                 env.store.mutate(env.rtype("deployments", "apps"), "default", "web",
@@ -61,8 +63,9 @@ def test_deployment_scale_up_and_down(tmp_path):
             scale(2)
             await env.until(lambda: len(env.pods()) == 2
                             and _status(env, "deployments", "web").get("replicas") == 2, what="2 pods")
-            st = _status(env, "deployments", "web")
-            assert st["observedGeneration"] == 3 and st["availableReplicas"] == 2
+            d = env.get("deployments", "default", "web", "apps")
+            st = d["status"]
+            assert st["observedGeneration"] == d["metadata"]["generation"] and st["availableReplicas"] == 2
             # still one ReplicaSet: scaling is not a rollout
             assert len(env.store.list(env.rtype("replicasets", "apps"), "default").items) == 1
     run(main())
@@ -174,7 +177,8 @@ def test_daemonset_node_selector_tolerations_and_update(tmp_path):
             st = _status(env, "daemonsets", "everywhere", "kube-system")
             assert st["desiredNumberScheduled"] == st["currentNumberScheduled"] == 3
             assert st["numberAvailable"] == st["updatedNumberScheduled"] == 3
-            assert st["numberMisscheduled"] == 0 and st["observedGeneration"] == 1
+            gen = env.get("daemonsets", "kube-system", "everywhere", "apps")["metadata"]["generation"]
+            assert st["numberMisscheduled"] == 0 and st["observedGeneration"] == gen
             for p in env.pods("kube-system", "app=everywhere"):
                 assert p["metadata"]["name"].startswith("everywhere-")
                 assert p["metadata"]["annotations"]["twin.phase22.io/sandbox-cni"] == "host"
@@ -197,7 +201,7 @@ def test_daemonset_node_selector_tolerations_and_update(tmp_path):
             def updated():
                 st = _status(env, "daemonsets", "everywhere", "kube-system")
                 pods = env.pods("kube-system", "app=everywhere")
-                return (st.get("observedGeneration") == 2 and st.get("updatedNumberScheduled") == 3
+                return (st.get("observedGeneration") == gen + 1 and st.get("updatedNumberScheduled") == 3
                         and st.get("numberReady") == 3 and len(pods) == 3
                         and all(p["spec"]["containers"][0]["image"] == "e:2" for p in pods))
             await env.until(updated, what="ds rolled")
@@ -241,7 +245,8 @@ def test_statefulset_ordered_pods_and_claims(tmp_path):
             st = _status(env, "statefulsets", "db")
             assert st["replicas"] == st["currentReplicas"] == st["updatedReplicas"] == st["availableReplicas"] == 3
             assert st["currentRevision"] == st["updateRevision"] and st["updateRevision"].startswith("db-")
-            assert st["observedGeneration"] == 1
+            gen = env.get("statefulsets", "default", "db", "apps")["metadata"]["generation"]
+            assert st["observedGeneration"] == gen
             for i in range(3):
                 pvc = env.get("persistentvolumeclaims", "default", f"data-db-{i}")
                 assert pvc["status"]["phase"] == "Bound"
@@ -258,7 +263,7 @@ def test_statefulset_ordered_pods_and_claims(tmp_path):
                 s = _status(env, "statefulsets", "db")
                 return (s.get("updatedReplicas") == 3 and s.get("readyReplicas") == 3
                         and s.get("currentRevision") == s.get("updateRevision")
-                        and s.get("observedGeneration") == 2)
+                        and s.get("observedGeneration") == gen + 1)
             await env.until(rolled, what="sts rolled")
             assert all(env.get("pods", "default", f"db-{i}")["spec"]["containers"][0]["image"] == "postgres:17"
                        for i in range(3))

@@ -265,3 +265,21 @@ def test_replicaset_and_deployment_status():
     assert cond["Progressing"]["reason"] == "NewReplicaSetAvailable"
     assert 'ReplicaSet "web-abc" has successfully progressed.' == cond["Progressing"]["message"]
     assert "unavailableReplicas" not in ds
+
+
+def test_workload_defaults_fill_only_missing_fields():
+    from twin.controllers.workloads import workload_defaults
+    ds = {"spec": {"template": {"spec": {}}}}
+    assert workload_defaults("DaemonSet", ds)
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert ds["spec"]["template"] == {"spec": {}}        # the template is never touched
+    assert not workload_defaults("DaemonSet", ds)         # idempotent
+    sts = {"spec": {"updateStrategy": {"type": "OnDelete"}}}
+    workload_defaults("StatefulSet", sts)
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["spec"]["podManagementPolicy"] == "OrderedReady" and sts["spec"]["replicas"] == 1
+    d = {"spec": {"replicas": 4, "strategy": {"type": "Recreate"}}}
+    workload_defaults("Deployment", d)
+    assert d["spec"]["strategy"] == {"type": "Recreate"} and d["spec"]["replicas"] == 4
+    assert d["spec"]["progressDeadlineSeconds"] == 600

@@ -259,7 +259,8 @@ class Helm:
         return ["history", release, "--namespace", namespace or self.namespace, "-o", "json"]
 
     def _list_args(self, *, namespace: str | None = None) -> list[str]:
-        return ["list", "--namespace", namespace or self.namespace, "-o", "json", "--all"]
+        # helm v4 lists releases in every status by default (v3 needed --all).
+        return ["list", "--namespace", namespace or self.namespace, "-o", "json"]
 
     def _uninstall_args(self, release: str, *, namespace: str | None = None,
                         wait: bool | str = True, timeout: str = "5m",
@@ -314,7 +315,7 @@ class Helm:
         return json.loads(self._run(self._history_args(release, namespace=namespace)).stdout or "[]")
 
     def releases(self, *, namespace: str | None = None) -> list[dict[str, Any]]:
-        """``helm list --all -o json`` in the namespace."""
+        """``helm list -o json`` in the namespace (every status)."""
         return json.loads(self._run(self._list_args(namespace=namespace)).stdout or "[]")
 
     def is_installed(self, release: str, *, namespace: str | None = None) -> bool:

@@ -156,3 +156,12 @@ def test_watch_from_an_expired_version_gives_410(api, k8s):
                                       timeout_seconds=2):
             pass
     assert e.value.status == 410
+
+
+def test_watch_bookmarks_reach_the_python_client(api, k8s):
+    v1 = client.CoreV1Api(k8s)
+    rv = v1.list_namespaced_secret("default").metadata.resource_version
+    types = [ev["type"] for ev in watch.Watch().stream(
+        v1.list_namespaced_secret, "default", resource_version=rv, allow_watch_bookmarks=True,
+        timeout_seconds=3)]
+    assert types and set(types) == {"BOOKMARK"}

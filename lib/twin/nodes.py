@@ -544,7 +544,8 @@ class NodeModel:
     """
 
     def __init__(self, spec: Any, cluster: dict, root: Path, peers: dict[str, "NodeModel"],
-                 clock: Any, *, join_token: str | None = None) -> None:
+                 clock: Any, *, join_token: str | None = None,
+                 pod_ips: list[tuple[str, str]] | None = None) -> None:
         self.spec = spec
         self.name: str = spec.name
         self.role: str = spec.role
@@ -553,6 +554,7 @@ class NodeModel:
         self.peers = peers
         self.clock = clock
         self.join_token = join_token
+        self._seed_pods = pod_ips
         self.on_server_restart: Callable[[float], Any] | None = None
         self.up = True
         self.boot_count = 1
@@ -581,7 +583,7 @@ class NodeModel:
             log.warning("%s: k3s did not start: %s", self.name, err)
         elif "cni0" in self.interfaces:
             # The pods holding the seeded leases have their veth on cni0.
-            for i, ip in enumerate(sorted(self.leases())):
+            for ip in sorted(self.leases()):
                 h = hashlib.sha256(f"{self.name}/{ip}".encode()).hexdigest()
                 self._add_iface(f"veth{h[:8]}", "veth", self.interfaces["cni0"].mtu, master="cni0",
                                 peer="if2", netns=f"cni-{h[8:16]}-{h[16:20]}-{h[20:24]}-{h[24:28]}-{h[28:40]}")
@@ -784,9 +786,11 @@ class NodeModel:
                 "# k3s server configuration: each key is a `k3s server` flag without the\n"
                 "# leading dashes (https://docs.k3s.io/installation/configuration).\n"
                 "write-kubeconfig-mode: \"0644\"\n"
-                "# Traefik and ServiceLB are replaced by ingress-nginx and MetalLB.\n"
-                "disable:\n  - traefik\n  - servicelb\n"
-                f"tls-san:\n  - {spec.ip}\n  - {self.name}\n"
+                + "# Traefik and ServiceLB are replaced by ingress-nginx and MetalLB.\n"
+                + "".join(f"{k}: {v}\n" for k, v in (("flannel-backend", c.get("flannel_backend")),)
+                          if v and v != "vxlan")
+                + "disable:\n" + "".join(f"  - {d}\n" for d in c.get("disable", ["traefik", "servicelb"]))
+                + f"tls-san:\n  - {spec.ip}\n  - {self.name}\n"
                 f"node-ip: {spec.ip}\n")
             exec_start = "server"
         else:
@@ -805,19 +809,23 @@ class NodeModel:
             f"Delegate=yes\nRestart=always\nRestartSec=5s\n"
             f"ExecStart=/usr/local/bin/k3s \\\n    {exec_start} \\\n"))
         self.write(f"/etc/systemd/system/{self.unit}.service.env", "", 0o600)
-        # A few pods already hold addresses from flannel's host-local IPAM.
+        # The pods of the fixture (or a few) hold addresses from flannel's host-local IPAM.
         net = ipaddress.ip_network(spec.pod_cidr, strict=False)
-        hosts = list(net.hosts())[1:4]   # .1 is cni0's gateway
-        for ip in hosts:
-            self.write(f"{CNI_LEASES}/{ip}", f"{secrets.token_hex(32)}\r\neth0")
-        self.write(f"{CNI_LEASES}/last_reserved_ip.0", str(hosts[-1]))
+        pods = self._seed_pods
+        if pods is None:   # .1 is cni0's gateway
+            pods = [(str(ip), secrets.token_hex(32)) for ip in list(net.hosts())[1:4]]
+        for ip, sandbox in pods:
+            self.write(f"{CNI_LEASES}/{ip}", f"{sandbox}\r\neth0")
+        if pods:
+            last = max(ipaddress.ip_address(ip) for ip, _ in pods)
+            self.write(f"{CNI_LEASES}/last_reserved_ip.0", str(last))
         self.write(f"{CNI_LEASES}/lock", "")
 
     def _default_services(self) -> list[KubeService]:
         svc = ipaddress.ip_network(self.cluster.get("service_cidr", "10.43.0.0/16"), strict=False)
         server_ip = str(self.cluster.get("server_url", "https://10.0.0.2:6443")).split("//")[-1]
         server_ip = server_ip.rsplit(":", 1)[0]
-        dns = str(svc.network_address + 10)
+        dns = str(self.cluster.get("cluster_dns") or svc.network_address + 10)
         coredns = ""
         for n in self.peers.values() if self.peers else []:
             if n.role == "server":
@@ -1175,9 +1183,17 @@ class NodeModel:
                          not (r.split()[1] in ("KUBE-SERVICES", "KUBE-NODEPORTS"))]
             for c in drop:
                 nat.chains.pop(c, None)
+            flt = self.iptables.tables["filter"]
+            flt.rules = [r for r in flt.rules if r.split()[1] not in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")]
         ipt = self.iptables
         for s in self.kube_services:
             proto = s.protocol.lower()
+            if not s.endpoints:
+                # No endpoint: kube-proxy rejects in the filter table, no KUBE-SVC chain.
+                ipt.ensure_rule("filter", f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {proto} -m comment "
+                                          f'--comment "{s.port_id} has no endpoints" -m {proto} '
+                                          f"--dport {s.port} -j REJECT --reject-with icmp-port-unreachable")
+                continue
             svc = "KUBE-SVC-" + _proto_hash(s.port_id, proto)
             ext = "KUBE-EXT-" + _proto_hash(s.port_id, proto)
             cm = f'-m comment --comment "{s.port_id} cluster IP"'
@@ -1910,18 +1926,79 @@ class NodeModel:
 
 
 # ------------------------------------------------------------------- building nodes
+def _matches(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def fixture_pods(objects: Iterable[dict]) -> dict[str, list[tuple[str, str]]]:
+    """Per node, the (pod IP, sandbox id) of each non-hostNetwork pod of the fixture."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for o in objects:
+        if o.get("kind") != "Pod" or (o.get("spec") or {}).get("hostNetwork"):
+            continue
+        node, ip = (o.get("spec") or {}).get("nodeName"), (o.get("status") or {}).get("podIP")
+        if node and ip:
+            md = o.get("metadata") or {}
+            sandbox = hashlib.sha256(f"{md.get('namespace')}/{md.get('name')}".encode()).hexdigest()
+            out.setdefault(node, []).append((ip, sandbox))
+    return out
+
+
+def fixture_services(objects: Iterable[dict]) -> list[KubeService]:
+    """The Service ports of the fixture with their Running pods as endpoints."""
+    objects = list(objects)
+    pods = [o for o in objects if o.get("kind") == "Pod" and
+            (o.get("status") or {}).get("phase") == "Running" and (o.get("status") or {}).get("podIP")]
+    out: list[KubeService] = []
+    for svc in (o for o in objects if o.get("kind") == "Service"):
+        spec, md = svc.get("spec") or {}, svc.get("metadata") or {}
+        cip = spec.get("clusterIP")
+        if not cip or cip == "None":
+            continue
+        backends = [p for p in pods if (p.get("metadata") or {}).get("namespace") == md.get("namespace")
+                    and _matches(spec.get("selector") or {}, (p.get("metadata") or {}).get("labels") or {})]
+        lb = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+              if i.get("ip")]
+        for port in spec.get("ports") or []:
+            eps = []
+            for p in backends:
+                target = port.get("targetPort", port.get("port"))
+                if isinstance(target, str):   # a named port: look it up in the pod
+                    named = [cp.get("containerPort") for c in (p.get("spec") or {}).get("containers", [])
+                             for cp in c.get("ports") or [] if cp.get("name") == target]
+                    target = named[0] if named else port.get("port")
+                eps.append(f"{p['status']['podIP']}:{target}")
+            out.append(KubeService(md.get("namespace", "default"), md.get("name", ""),
+                                   port.get("name", ""), cip, int(port.get("port", 0)), sorted(eps),
+                                   str(port.get("protocol", "TCP")), port.get("nodePort"), lb))
+    return out
+
+
 def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any,
-                join_token: str | None = None) -> dict[str, NodeModel]:
+                join_token: str | None = None, *,
+                pods: dict[str, list[tuple[str, str]]] | None = None,
+                services: list[KubeService] | None = None) -> dict[str, NodeModel]:
     """One NodeModel per spec under ``nodes_dir/<name>``, servers first (agents read
-    the server's settings when they start). All agents share one join token."""
+    the server's settings when they start). All agents share one join token.
+
+    Args:
+        pods: per node, the (IP, sandbox id) of pods holding flannel leases; default a few.
+        services: what kube-proxy programs; default ``kubernetes`` and ``kube-dns``.
+    """
     specs = sorted(specs, key=lambda s: 0 if s.role == "server" else 1)
     token = join_token or new_join_token()
     peers: dict[str, NodeModel] = {}
     for spec in specs:
         peers[spec.name] = NodeModel(spec, cluster, Path(nodes_dir) / spec.name, peers, clock,
-                                     join_token=token)
+                                     join_token=token,
+                                     pod_ips=None if pods is None else pods.get(spec.name, []))
+    api = str(cluster.get("server_url", "https://10.0.0.2:6443")).split("//")[-1]
+    for svc in services or []:
+        # default/kubernetes has no selector: its endpoint is the API server itself.
+        if (svc.namespace, svc.name) == ("default", "kubernetes") and not svc.endpoints:
+            svc.endpoints = [api.rsplit(":", 1)[0] + ":6443"]
     for n in peers.values():   # kube-dns endpoints point at the server's coredns pod
-        n.kube_services = n._default_services()
+        n.kube_services = list(services) if services else n._default_services()
         if n.running.get("kube_proxy"):
             n._sync_kube_proxy(full=True)
     return peers
@@ -1943,7 +2020,10 @@ class NodesComponent:
     async def start(self, rt: Any) -> None:
         self.rt = rt
         fx = rt.fixture
-        self.nodes = build_nodes(fx.nodes, dict(fx.cluster), Path(rt.state_dir) / "nodes", rt.clock)
+        objects = list(getattr(fx, "objects", None) or [])
+        self.nodes = build_nodes(fx.nodes, dict(fx.cluster), Path(rt.state_dir) / "nodes", rt.clock,
+                                 pods=fixture_pods(objects) if objects else None,
+                                 services=fixture_services(objects) or None)
         for n in self.nodes.values():
             n.on_server_restart = self._api_outage
         rt.nodes.update(self.nodes)

@@ -1,45 +1,16 @@
 """Small clusters of NodeModels on a fast clock, without sockets."""
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from twin.clock import Clock
 from twin.nodes import NodeModel, build_nodes
-
-CLUSTER = {"name": "minicloud", "k3s_version": "v1.30.6+k3s1", "cluster_cidr": "10.42.0.0/16",
-           "service_cidr": "10.43.0.0/16", "server_url": "https://10.0.0.2:6443"}
-
-
-@dataclass
-class Spec:
-    """Duck-typed twin.fixtures.NodeSpec."""
-
-    name: str
-    role: str
-    ip: str
-    pod_cidr: str
-    kernel: str = "5.15.0-105-generic"
-    os_image: str = "Ubuntu 22.04.4 LTS"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    labels: dict = field(default_factory=dict)
-
-
-SPECS = [Spec("server-1", "server", "10.0.0.2", "10.42.0.0/24"),
-         Spec("agent-1", "agent", "10.0.0.3", "10.42.1.0/24"),
-         Spec("agent-2", "agent", "10.0.0.4", "10.42.2.0/24", kernel="6.8.0-45-generic")]
+from twin_nodes_cases import CLUSTER, SPECS
 
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> dict[str, NodeModel]:
     # speed 0.001: a 20 s reboot takes 20 ms of wall time.
     return build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001))
-
-
-def run(coro):
-    """Run one coroutine on a fresh loop (the tests need no event-loop plugin)."""
-    return asyncio.run(coro)

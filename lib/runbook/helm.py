@@ -103,6 +103,8 @@ class Helm:
         use_user_config: use the operator's own ``~/.config/helm`` (off by default).
         kind: target kind; ``twin`` refuses non-loopback repository URLs.
         timeout: seconds before a helm process is killed (default 900).
+        op_timeout: helm's own ``--timeout`` when a call does not give one
+            (``from_params`` uses ``limits.timeouts.helm``).
     """
 
     binary: str | None = None
@@ -113,6 +115,7 @@ class Helm:
     use_user_config: bool = False
     kind: str = "real"
     timeout: float = 900
+    op_timeout: str = "10m"
     results: list[HelmResult] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,7 +136,8 @@ class Helm:
                    context=getattr(params.target, "context", None), namespace=c.namespace,
                    env_home=Path(run_dir) / "helm" if run_dir else None,
                    kind=params.target.kind,
-                   timeout=(float(helm_timeout) + 60) if helm_timeout else 900)
+                   timeout=(float(helm_timeout) + 60) if helm_timeout else 900,
+                   op_timeout=f"{int(helm_timeout)}s" if helm_timeout else "10m")
 
     # ------------------------------------------------------------------ the runner
     def env(self) -> dict[str, str]:
@@ -215,7 +219,7 @@ class Helm:
     def _upgrade_install_args(self, release: str, chart: str, *, version: str | None = None,
                               values_file: str | os.PathLike[str] | None = None,
                               namespace: str | None = None, wait: bool | str = True,
-                              timeout: str = "10m", reuse_values: bool = False,
+                              timeout: str | None = None, reuse_values: bool = False,
                               set_values: Mapping[str, Any] | None = None,
                               dry_run: bool | str = False) -> list[str]:
         args = ["upgrade", "--install", release, chart]
@@ -228,7 +232,7 @@ class Helm:
             args.append("--reuse-values")
         args += _set_args(set_values)
         args += _wait_args(wait)
-        args += ["--timeout", timeout]
+        args += ["--timeout", timeout or self.op_timeout]
         if dry_run:
             args.append(f"--dry-run={dry_run if isinstance(dry_run, str) else 'server'}")
         return args
@@ -286,7 +290,7 @@ class Helm:
 
         Keyword Args:
             version, values_file, namespace, wait (True, False or a helm v4 strategy such
-            as ``"legacy"``), timeout (``"10m"``), reuse_values, set_values (dict),
+            as ``"legacy"``), timeout (``"10m"``; default ``op_timeout``), reuse_values, set_values (dict),
             dry_run (True = ``--dry-run=server``, or ``"client"``).
 
         Raises:

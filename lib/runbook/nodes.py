@@ -24,6 +24,7 @@ import concurrent.futures as cf
 import hashlib
 import html
 import json
+import logging
 import os
 import shlex
 import socket
@@ -42,6 +43,7 @@ from .evidence import redact_text
 from .safety import require_loopback
 
 T = TypeVar("T")
+log = logging.getLogger("runbook.nodes")
 
 #: Suffix of the temporary file written next to the target before the atomic ``mv``.
 TMP_SUFFIX = ".phase22.tmp"
@@ -457,6 +459,7 @@ class Node:
             chan.close()
 
     def _log(self, r: CommandResult) -> None:
+        log.debug("[%s] $ %s -> rc=%s (%.2fs)", r.node, redact_text(r.command), r.rc, r.duration)
         if self.command_log is None:
             return
         entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -517,7 +520,8 @@ class Node:
         """Replace a remote file atomically, after a backup, and verify it.
 
         Steps: journal the intent (node, path, backup, sha256 before/after); ``sudo cp
-        -p`` the current file to :meth:`backup_path`; ``sudo cp -p`` it to
+        -p`` the current file to :meth:`backup_path` (unless that backup already exists:
+        the first backup of a run, the pre-run state, is never overwritten); ``sudo cp -p`` it to
         ``<path>.phase22.tmp`` too (so the new file keeps owner and mode), write the
         content with ``sudo tee`` from stdin, ``sudo mv`` it onto ``path``; check the
         sha256. A file that already has the content is left alone (``changed=False``).
@@ -566,7 +570,9 @@ class Node:
 
     def _write(self, path: str, data: bytes, bpath: str | None, before: str | None,
                mode: str | None) -> None:
-        if bpath:
+        # The first backup of a run is the pre-run state the rollback needs: a second
+        # write in the same run must not overwrite it with an intermediate version.
+        if bpath and not self.exists(bpath):
             self.run("mkdir -p %s", self.backup_dir, sudo=True).check_output()
             self.run("cp -p %s %s", path, bpath, sudo=True).check_output()
         tmp = path + TMP_SUFFIX
@@ -759,6 +765,11 @@ class FleetResult(Generic[T]):
     def values(self) -> dict[str, T | None]:
         """node -> value for the nodes that succeeded."""
         return {o.node: o.value for o in self.outcomes if o.status == "ok"}
+
+    @property
+    def df(self):  # -> pandas.DataFrame
+        """Alias of :meth:`frame`."""
+        return self.frame()
 
     def frame(self):  # -> pandas.DataFrame
         """The outcomes as a pandas DataFrame (columns documented on the class)."""

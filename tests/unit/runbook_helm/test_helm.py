@@ -118,6 +118,7 @@ def test_from_params(tmp_path):
     h = Helm.from_params(params, run_dir=tmp_path / "run")
     assert h.kind == "twin" and h.timeout == 180 and str(h.kubeconfig) == str(tmp_path / "kc")
     assert Path(h.env_home) == tmp_path / "run" / "helm"
+    assert "--timeout 120s" in h.command_line("upgrade_install", "cilium", "c/cilium")
 
 
 @pytest.mark.timeout(60)

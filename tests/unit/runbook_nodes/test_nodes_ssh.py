@@ -184,6 +184,10 @@ def test_write_file_backup_atomic_and_restore(server, tmp_path):
     assert tee == ["tee", "/etc/rancher/k3s/config.yaml.phase22.tmp"]
     # same content again: a no-op
     assert not node.write_file("/etc/rancher/k3s/config.yaml", new).changed
+    # a second change in the same run keeps the FIRST backup (the pre-run state)
+    w2 = node.write_file("/etc/rancher/k3s/config.yaml", new + "x: 1\n")
+    assert w2.backup_path == w.backup_path
+    assert host.files[w.backup_path] == b"token: K10abc::server:xyz\n"
     # restore byte for byte
     r = node.restore_file("/etc/rancher/k3s/config.yaml", w.backup_path)
     assert r.changed and host.files["/etc/rancher/k3s/config.yaml"] == b"token: K10abc::server:xyz\n"

@@ -66,6 +66,8 @@ TOKEN_FILE = "/var/lib/rancher/k3s/server/token"
 FLANNEL_CONFLIST = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist"
 FLANNEL_NETCONF = "/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"
 CNI_LEASES = "/var/lib/cni/networks/cbr0"
+K3S_CNI_CONF_DIR = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+K3S_CNI_BIN_DIR = "/var/lib/rancher/k3s/data/current/bin"
 FLANNEL_VXLAN_PORT = 8472
 IPTABLES_VERSION = "v1.8.7"
 
@@ -923,6 +925,17 @@ class NodeModel:
         """``flannel`` when this node's k3s runs flannel now, else None."""
         return "flannel" if self.running.get("flannel") else None
 
+    def cni_config(self) -> str | None:
+        """The CNI config file the container runtime uses now, like containerd: the
+        first ``*.conflist``/``*.conf`` (by name) in the running k3s's CNI conf dir.
+        None when k3s is stopped or the directory holds none ("cni plugin not
+        initialized")."""
+        d = self.running.get("cni_conf_dir")
+        if not d or not self.is_dir(d):
+            return None
+        names = [n for n in self.listdir(d) if n.endswith((".conflist", ".conf", ".json"))]
+        return f"{d}/{names[0]}" if names else None
+
     # ------------------------------------------------------------- k3s config
     def _read_config(self) -> tuple[dict[str, Any], str | None]:
         """The merged k3s config (config.yaml then config.yaml.d/*.yaml, ``key+`` appends)."""
@@ -990,8 +1003,12 @@ class NodeModel:
             net = {k: base[k] for k in ("flannel_backend", "flannel", "network_policy",
                                         "kube_proxy", "cluster_cidr", "service_cidr", "disable")}
             net["source"] = server.name if server else "defaults"
+        # With flannel disabled, k3s points containerd at the standard CNI directories,
+        # where another CNI (Cilium) installs its config and binaries.
         net.update(node_ip=str(cfg.get("node-ip", self.spec.ip)), ignored_keys=ignored,
-                   config_error=error)
+                   config_error=error,
+                   cni_conf_dir=K3S_CNI_CONF_DIR if net["flannel"] else "/etc/cni/net.d",
+                   cni_bin_dir=K3S_CNI_BIN_DIR if net["flannel"] else "/opt/cni/bin")
         return net
 
     @staticmethod

@@ -231,8 +231,9 @@ class SSHServers:
         self._host_keys: dict[str, asyncssh.SSHKey] = {}
         self._client_public: asyncssh.SSHKey | None = None
         self._conns: dict[str, set[asyncssh.SSHServerConnection]] = {}
-        self._down: set[str] = set()
         self._unsubscribe: list[Any] = []
+        self._watch: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def known_hosts(self) -> Path:
@@ -265,6 +266,31 @@ class SSHServers:
             self._unsubscribe.append(node.subscribe(self._on_node_event))
         self._write_known_hosts()
         rt.endpoints["ssh"] = dict(self.ports)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_faults())
+
+    async def _watch_faults(self) -> None:
+        # rt.faults.ssh_down is the source of truth (the admin endpoint sets it directly):
+        # keep each listener and its sessions in step with it.
+        while True:
+            try:
+                await self._reconcile()
+            except Exception:  # pragma: no cover - keep watching whatever happens
+                log.exception("ssh: reconciling ssh_down failed")
+            await asyncio.sleep(0.05)
+
+    async def _reconcile(self) -> None:
+        async with self._lock:
+            down = set(getattr(self.rt.faults, "ssh_down", set()) or set())
+            for name in self.ports:
+                if name in down and name in self._servers:
+                    server = self._servers.pop(name)
+                    server.close()
+                    await server.wait_closed()
+                    self._drop(name)
+                    log.info("ssh: %s is down (connections refused)", name)
+                elif name not in down and name not in self._servers:
+                    await self._listen(name, self.ports[name])
+                    log.info("ssh: %s is up again on port %d", name, self.ports[name])
 
     def _write_known_hosts(self) -> None:
         lines = ["# twin SSH host keys: one server per node on 127.0.0.1"]
@@ -295,7 +321,7 @@ class SSHServers:
         """Whether ``name``'s SSH refuses connections (fault, set_down, or rebooting)."""
         faults = getattr(self.rt, "faults", None)
         node = self.rt.nodes.get(name) if self.rt else None
-        return (name in self._down or (faults is not None and name in faults.ssh_down) or
+        return ((faults is not None and name in faults.ssh_down) or
                 (node is not None and not node.up))
 
     async def _handle(self, name: str, proc: asyncssh.SSHServerProcess) -> None:
@@ -314,7 +340,8 @@ class SSHServers:
         try:
             res = await node.exec(proc.command, stdin=read_stdin)
         except Exception as e:  # a model bug must reach the client, not kill the server
-            log.exception("%s: exec %r failed", name, proc.command)
+            # Only the program name: a command line may carry data that must not be logged.
+            log.exception("%s: exec of %s failed", name, (proc.command.split() or ["?"])[0])
             proc.stderr.write(f"twin: internal error: {type(e).__name__}: {e}\n".encode())
             proc.exit(1)
             return
@@ -337,28 +364,25 @@ class SSHServers:
     async def set_down(self, name: str, down: bool = True) -> None:
         """Take a node's SSH down (connections refused, sessions closed) or back up.
 
-        Keeps ``rt.faults.ssh_down`` in step, and re-listens on the same port when up.
+        Sets ``rt.faults.ssh_down`` (which a watcher also follows when it is changed
+        directly) and applies it now; back up, the server listens on the same port.
         """
         if name not in self.ports:
             raise KeyError(f"no SSH server for node {name!r}; known: {', '.join(self.ports)}")
-        faults = getattr(self.rt, "faults", None)
         if down:
-            self._down.add(name)
-            if faults is not None:
-                faults.ssh_down.add(name)
-            server = self._servers.pop(name, None)
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-            self._drop(name)
+            self.rt.faults.ssh_down.add(name)
         else:
-            self._down.discard(name)
-            if faults is not None:
-                faults.ssh_down.discard(name)
-            if name not in self._servers:
-                await self._listen(name, self.ports[name])
+            self.rt.faults.ssh_down.discard(name)
+        await self._reconcile()
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                pass
+            self._watch = None
         for un in self._unsubscribe:
             un()
         self._unsubscribe.clear()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import subprocess
 import shutil
 
@@ -148,7 +149,11 @@ def test_ssh_down_fault_and_set_down(nodes_twin):
     with pytest.raises((paramiko.SSHException, EOFError, OSError)):
         t.connect("agent-1")
     assert _fails(live, "hostname")        # the open session's next command fails
-    t.rt.faults.ssh_down.discard("agent-1")
+    time.sleep(0.3)                         # the watcher then closes the listener
+    with pytest.raises(paramiko.ssh_exception.NoValidConnectionsError):
+        t.connect("agent-1")
+    t.rt.faults.set("ssh_down", [])         # as the admin endpoint clears it
+    time.sleep(0.3)
     again = t.connect("agent-1")
     assert run_cmd(again, "hostname")[0] == 0
     # set_down: connection refused at TCP level, sessions dropped; then back on the same port
@@ -172,7 +177,6 @@ def test_reboot_drops_the_session(nodes_twin):
     run_cmd(c, "sudo ip link delete flannel.1")
     rc, _, _ = run_cmd(c, "sudo reboot")
     assert rc == 0
-    import time
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:   # down for REBOOT_SECONDS (scaled), then back
         try:

@@ -286,3 +286,18 @@ def test_iptables_restore_over_exec_reports_errors(nodes):
     assert "KUBE-ROUTER" not in a.iptables_save(v6=True)
     assert "KUBE-ROUTER" in a.iptables_save()                     # v4 untouched
     assert sh(a, "sudo iptables-save -t nat").stdout.decode().count("*") == 1
+
+
+def test_cni_config_follows_the_running_conf_dir(nodes):
+    s, a = nodes["server-1"], nodes["agent-1"]
+    assert a.cni_config() == FLANNEL_CONFLIST
+    append_cfg(s, "flannel-backend: none\n")
+    restart(s)
+    restart(a)
+    # flannel is off: containerd looks in /etc/cni/net.d, which is empty -> no CNI
+    assert a.running["cni_conf_dir"] == "/etc/cni/net.d" and a.cni_config() is None
+    assert a.exists(FLANNEL_CONFLIST)              # the old file is still there, unused
+    sh(a, "sudo tee /etc/cni/net.d/05-cilium.conflist", b"{}")
+    assert a.cni_config() == "/etc/cni/net.d/05-cilium.conflist"
+    sh(a, "sudo systemctl stop k3s-agent")
+    assert a.cni_config() is None

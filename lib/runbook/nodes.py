@@ -172,6 +172,15 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         n = self.node
+        known = client.get_host_keys().lookup(hostname)
+        if known:
+            # The host is known with another key type: accepting this one, even under
+            # trust-on-first-use, would let a key-type switch bypass the check.
+            raise HostKeyError(
+                f"SSH host key MISMATCH for {hostname}: got {key.get_name()} "
+                f"{fingerprint(key)}, but known_hosts ({n.known_hosts}) only has "
+                f"{', '.join(sorted(known.keys()))} for it; refusing to touch this node",
+                node=n.name, hint=_update_hint(n.address, n.port, n.known_hosts))
         if not n.trust_on_first_use:
             raise HostKeyError(
                 f"unknown SSH host key for {hostname} ({key.get_name()} {fingerprint(key)}): "

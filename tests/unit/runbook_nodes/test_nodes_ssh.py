@@ -245,3 +245,15 @@ def test_from_params_orders_servers_first(tmp_path):
     assert nodes[1].port == 2202 and nodes[1].backup_dir == "/var/backups/x"
     assert nodes[1].command_timeout == 33 and nodes[0].kind == "twin"
     shlex.split(Node.quote("x %s", "a b"))
+
+
+def test_other_key_type_known_is_refused_even_with_tofu(server, tmp_path):
+    rsa = paramiko.RSAKey.generate(1024)
+    node = make_node(server, tmp_path, known=False, trust_on_first_use=True)
+    line = f"[127.0.0.1]:{server.port} ssh-rsa {rsa.get_base64()}\n"
+    (tmp_path / "known_hosts").write_text(line)
+    with pytest.raises(HostKeyError) as ei:
+        node.run("uname -r")
+    assert "MISMATCH" in str(ei.value) and "ssh-keygen -R" in str(ei.value)
+    assert (tmp_path / "known_hosts").read_text() == line     # nothing appended
+    assert server.host.lines == []

@@ -54,6 +54,9 @@ def build_params(rt: Any) -> dict:
         ca = str(sd / "pki" / "ca.crt")
         checks["ingress"] = [dict(c, ca_file=ca, resolve_to=f"127.0.0.1:{ep['ingress_port']}")
                              for c in checks["ingress"]]
+    elif checks.get("ingress"):
+        # a twin without its ingress endpoint cannot answer these hosts on loopback
+        checks["ingress"] = []
     data["checks"] = checks
     twin = {"state_dir": str(sd)}
     if "admin" in ep:

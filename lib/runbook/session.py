@@ -1,0 +1,204 @@
+"""One phase's session: params, cluster, nodes, journal, lock, gates and figures.
+
+The first code cell of every phase notebook is::
+
+    s = session.start("preflight", params_file, run_dir, execute=execute, confirm=confirm)
+
+which validates the params (before anything is contacted), refuses ``execute`` on a
+real target without ``confirm`` equal to the cluster name, connects to the API,
+opens the run journal and checks its provenance (same cluster UID, same params hash),
+and, when executing, takes the migration lock. The last cell is ``s.finish(...)``,
+which records the summary (gates and key figures) that the report index reads back.
+
+Example:
+    >>> s = session.start("preflight", "params/minicloud.yaml", "")   # doctest: +SKIP
+    >>> s                                                             # doctest: +SKIP
+    preflight on minicloud (real) — DRY RUN — run 20261126-051200-a1b2
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import checks, evidence, lock
+from . import params as params_mod
+from .cluster import Cluster
+from .errors import ParamsError
+from .journal import Journal
+from .runner import NOTEBOOKS_DIR, PHASES, REPORTS_DIR, make_run_dir, new_run_id
+
+
+def _notebook_hash(phase: str) -> str | None:
+    path = NOTEBOOKS_DIR / PHASES[phase]
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+
+
+@dataclass
+class Session:
+    """Everything a phase notebook works with. Create it with :func:`start`."""
+
+    phase: str
+    params: Any
+    values: dict
+    run_dir: Path
+    run_id: str
+    execute: bool
+    cluster: Cluster
+    journal: Journal
+    cluster_uid: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    _nodes: list[Any] | None = None
+
+    # -- nodes ---------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Any]:
+        """One :class:`runbook.nodes.Node` per node in the params (servers first)."""
+        if self._nodes is None:
+            from .nodes import Node
+
+            nodes = Node.from_params(self.params, journal=self.journal, run_id=self.run_id,
+                                     command_log=self.run_dir / "commands.jsonl")
+            self._nodes = sorted(nodes, key=lambda n: 0 if n.role == "server" else 1)
+        return self._nodes
+
+    def node(self, name: str) -> Any:
+        return next(n for n in self.nodes if n.name == name)
+
+    def fleet(self) -> Any:
+        """Servers first one at a time, then agents in batches of ``limits.agent_batch_size``."""
+        from .nodes import Fleet
+
+        return Fleet(self.nodes, batch_size=self.params.limits.agent_batch_size)
+
+    @property
+    def timeouts(self) -> Any:
+        return self.params.limits.timeouts
+
+    # -- gates and figures -------------------------------------------------------------------
+    def gate(self, condition: bool, message: str, **kw: Any) -> "GateView":
+        """Require ``condition`` (see :func:`runbook.checks.gate`): the phase stops here if not.
+
+        Returns a view that shows ``GATE PASSED: <message>`` in the notebook.
+        """
+        return GateView(checks.gate(condition, message, **kw))
+
+    def figure(self, name: str, value: Any) -> Any:
+        """Keep a key figure for the summary and the report index."""
+        self.figures[name] = value
+        return value
+
+    def progress(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def save(self, name: str, obj: Any) -> Path:
+        """Save a snapshot (DataFrame or JSON-able) under ``snapshots/<phase>/``."""
+        return evidence.save_snapshot(self.run_dir, self.phase, name, obj)
+
+    def snapshot(self, *kinds: str) -> dict[str, Any]:
+        """Snapshot cluster tables (pods, services, ingresses, pvcs, nodes ...) and save them."""
+        out = {}
+        for kind in kinds or ("pods", "services", "ingresses", "pvcs", "nodes", "daemonsets"):
+            df = self.cluster.snapshot(kind)
+            self.save(kind, df)
+            out[kind] = df
+        return out
+
+    def require_execute(self, what: str) -> bool:
+        """True when executing; otherwise prints that ``what`` is only planned."""
+        if not self.execute:
+            print(f"DRY RUN: {what} is shown, not done. Re-run with execute=True to apply it.")
+        return self.execute
+
+    def finish(self, verdict: str | None = None) -> Any:
+        """Record the phase summary for the index and return it as a table."""
+        import pandas as pd
+
+        gates = [g.to_dict() for g in checks.GATES]
+        summary = {"phase": self.phase, "verdict": verdict, "execute": self.execute,
+                   "seconds": round(time.time() - self.started, 1),
+                   "gates": [{"name": g["name"], "passed": g["passed"], "message": g["message"]}
+                             for g in gates], "figures": self.figures}
+        evidence.record("summary", summary)
+        self.journal.end_phase(self.phase, "passed")
+        rows = [{"item": f"gate: {g['message']}", "result": "PASSED" if g["passed"] else "FAILED"}
+                for g in gates]
+        rows += [{"item": k, "result": v} for k, v in self.figures.items()]
+        if verdict and self.figures.get("verdict") != verdict:
+            rows.append({"item": "verdict", "result": verdict})
+        return pd.DataFrame(rows, columns=["item", "result"])
+
+    def __repr__(self) -> str:
+        mode = "EXECUTE" if self.execute else "DRY RUN"
+        return (f"{self.phase} on {self.params.target.name} ({self.params.target.kind}) — {mode} — "
+                f"run {self.run_id}")
+
+    def _repr_html_(self) -> str:
+        mode = ("<b style='color:#b00020'>EXECUTE</b>" if self.execute
+                else "<b>DRY RUN</b> (nothing is changed)")
+        rows = [("phase", self.phase), ("target", f"{self.params.target.name} ({self.params.target.kind})"),
+                ("API server", self.cluster.server), ("cluster UID", self.cluster_uid),
+                ("nodes", ", ".join(f"{n.name} ({n.role})" for n in self.params.nodes)),
+                ("run", f"{self.run_id} → {self.run_dir}"),
+                ("journal", f"{len(self.journal.entries())} entries")]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows)
+        return f"<p>Mode: {mode}</p><table>{body}</table>"
+
+
+@dataclass
+class GateView:
+    """How a passed gate reads in a notebook (a failed gate raises instead)."""
+
+    result: checks.GateResult
+
+    def __repr__(self) -> str:
+        return f"GATE PASSED: {self.result.message}"
+
+    def _repr_html_(self) -> str:
+        return (f"<p style='color:#116611'><b>✔ GATE PASSED</b>: {html.escape(self.result.message)}</p>")
+
+
+def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool = False,
+          confirm: str = "", take_lock: bool = True) -> Session:
+    """Validate, connect, open the journal (provenance-checked) and take the lock.
+
+    Args:
+        phase: preflight | reconfigure | install | verify | rollback.
+        params_file: the params YAML; empty means ``$RUNBOOK_PARAMS`` (set by ``make lab``).
+        run_dir: ``reports/<run-id>``; empty starts a new run folder.
+        execute: apply changes; confirm: the cluster name (real targets, with execute).
+
+    Raises:
+        ParamsError: bad params/values (names the file and field), before any connection.
+        JournalError: the run folder belongs to another cluster or other params.
+        LockHeld: another run is migrating this cluster.
+    """
+    if phase not in PHASES:
+        raise ParamsError(f"unknown phase {phase!r}", field="phase")
+    params_file = params_file or os.environ.get("RUNBOOK_PARAMS", "")
+    if not params_file:
+        raise ParamsError("no params file given", field="params_file",
+                          hint="set params_file in the parameters cell, or RUNBOOK_PARAMS")
+    p = params_mod.load(params_file)
+    values = p.values()
+    params_mod.validate(p, values)
+    params_mod.require_confirmation(p, execute, confirm)
+    rd = Path(run_dir) if run_dir else make_run_dir(new_run_id(), REPORTS_DIR)
+    if run_dir:
+        params_mod.validate_run_id(rd.name)
+        rd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    c = Cluster.from_params(p)
+    uid = c.identity()
+    j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
+    j.begin_phase(phase, _notebook_hash(phase))
+    checks.GATES.clear()
+    if execute and take_lock:
+        lock.acquire(c, rd.name)
+    return Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,
+                   cluster=c, journal=j, cluster_uid=uid)

@@ -69,6 +69,7 @@ CNI_LEASES = "/var/lib/cni/networks/cbr0"
 K3S_CNI_CONF_DIR = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
 K3S_CNI_BIN_DIR = "/var/lib/rancher/k3s/data/current/bin"
 FLANNEL_VXLAN_PORT = 8472
+FLANNEL_BACKENDS = ("vxlan", "host-gw", "wireguard-native", "none")
 IPTABLES_VERSION = "v1.8.7"
 
 SHELL_REFUSED = ("the twin does not run a shell: pipes and redirections are not supported; "
@@ -979,7 +980,7 @@ class NodeModel:
         cfg, error = self._read_config()
         ignored = self._unknown_keys(cfg)
         if self.role == "server":
-            backend = str(cfg.get("flannel-backend", "vxlan")).strip().lower()
+            backend = str(cfg.get("flannel-backend", "vxlan")).strip()
             disable = cfg.get("disable", [])
             disable = [disable] if isinstance(disable, str) else list(disable or [])
             net = {
@@ -1039,6 +1040,13 @@ class NodeModel:
         for k in self._unknown_keys(cfg):
             self._log("warning", f"Unknown flag --{k} found in config.yaml, skipping")
         s = self.effective_settings()
+        if s["flannel_backend"] not in FLANNEL_BACKENDS:
+            # k3s compares the value exactly: "None" or "vxlan " are not backends.
+            msg = (f"invalid flannel backend {s['flannel_backend']!r}: must be one of "
+                   f"{', '.join(FLANNEL_BACKENDS)}")
+            self._log("fatal", msg)
+            self.unit_state = "activating"
+            return msg
         if s["flannel"] and s["flannel_backend"] == "vxlan":
             holder = next((i.name for i in self.interfaces.values()
                            if i.kind == "vxlan" and i.name != "flannel.1" and

@@ -69,7 +69,7 @@ def test_iptables_roundtrip_over_ssh(nodes_twin):
         s.close()
 
 
-def test_sftp_read_and_write_rules(nodes_twin):
+def test_sftp_read_and_write_rules(nodes_twin, tmp_path):
     c = nodes_twin.connect("server-1")
     try:
         sftp = c.open_sftp()
@@ -85,6 +85,18 @@ def test_sftp_read_and_write_rules(nodes_twin):
         node = nodes_twin.rt.nodes["server-1"]
         assert node.read_text("/home/ubuntu/config.yaml.new") == "flannel-backend: none\n"
         assert sftp.stat("/etc/hostname").st_uid == 0
+        local = tmp_path / "up.txt"
+        local.write_bytes(b"payload\n")
+        sftp.put(str(local), "/tmp/up.txt")          # put checks the size with stat
+        assert node.read("/tmp/up.txt") == b"payload\n"
+        sftp.get("/etc/os-release", str(tmp_path / "os-release"))
+        assert (tmp_path / "os-release").read_text().startswith("PRETTY_NAME=")
+        attrs = {a.filename: a for a in sftp.listdir_attr("/var/lib/rancher/k3s/agent/etc/flannel")}
+        assert "net-conf.json" in attrs and " root " in attrs["net-conf.json"].longname
+        with pytest.raises(PermissionError):
+            sftp.remove("/etc/hostname")
+        with pytest.raises(PermissionError):
+            sftp.listdir("/var/lib/rancher/k3s/server")        # 0700 root
         with pytest.raises(IOError):
             sftp.symlink("/etc/hostname", "/home/ubuntu/link")
         with pytest.raises(IOError):

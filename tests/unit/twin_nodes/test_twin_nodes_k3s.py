@@ -301,3 +301,11 @@ def test_cni_config_follows_the_running_conf_dir(nodes):
     assert a.cni_config() == "/etc/cni/net.d/05-cilium.conflist"
     sh(a, "sudo systemctl stop k3s-agent")
     assert a.cni_config() is None
+
+
+def test_invalid_flannel_backend_fails_the_server(nodes):
+    s = nodes["server-1"]
+    append_cfg(s, "flannel-backend: None\n")        # k3s compares exactly: not "none"
+    assert sh(s, "sudo systemctl restart k3s").rc == 1
+    assert "invalid flannel backend 'None'" in "\n".join(s.journal())
+    assert not s.service_active("k3s")

@@ -38,7 +38,7 @@ from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
 import paramiko
 
 from . import facts
-from .errors import HostKeyError, NodeError, RunbookError
+from .errors import HostKeyError, NodeError
 from .evidence import redact_text
 from .safety import require_loopback
 
@@ -877,4 +877,4 @@ class Fleet:
 
 
 __all__ = ["CommandResult", "WriteResult", "ChainRemoval", "KernelFact", "Node", "Fleet",
-           "FleetResult", "NodeOutcome", "fingerprint", "known_hosts_name", "RunbookError"]
+           "FleetResult", "NodeOutcome", "fingerprint", "known_hosts_name"]

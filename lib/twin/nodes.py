@@ -271,8 +271,9 @@ class Iptables:
             return list(self.tables.get(table, _Table()).rules)
         return [r for t in self.tables.values() for r in t.rules]
 
-    def save(self, table: str | None = None) -> str:
-        """Text as ``iptables-save`` prints it (counters are always zero)."""
+    def save(self, table: str | None = None, counters: bool = False) -> str:
+        """Text as ``iptables-save`` prints it (counters are always zero; ``-c`` adds them
+        to each rule)."""
         tool = "ip6tables-save" if self.family == 6 else "iptables-save"
         now = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
         out: list[str] = []
@@ -287,7 +288,7 @@ class Iptables:
             out += [f":{c} {t.chains[c]} [0:0]" for c in builtin + user]
             # iptables-save lists each chain's rules together, chains in listing order.
             for c in builtin + user:
-                out += [r for r in t.rules if r.split()[1] == c]
+                out += [("[0:0] " if counters else "") + r for r in t.rules if r.split()[1] == c]
             out.append("COMMIT")
             out.append(f"# Completed on {now}")
         return "\n".join(out) + ("\n" if out else "")
@@ -309,6 +310,8 @@ class Iptables:
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
+            if line.startswith("[") and "] " in line:   # iptables-save -c counters
+                line = line.split("] ", 1)[1].strip()
             if line.startswith("*"):
                 name = line[1:].strip()
                 if name not in BUILTIN_CHAINS:
@@ -520,6 +523,42 @@ def _os_release(image: str) -> str:
             f'VERSION="{version} LTS ({codename.title()})"\nVERSION_CODENAME={codename}\n'
             f"ID=ubuntu\nID_LIKE=debian\nHOME_URL=\"https://www.ubuntu.com/\"\n"
             f"UBUNTU_CODENAME={codename}\n")
+
+
+def _chmod_mode(spec: str, current: int, is_dir: bool) -> int | None:
+    """The new permission bits for ``chmod SPEC`` (octal, or ``[ugoa]*[+-=][rwxX]*,...``)."""
+    if spec.isdigit():
+        try:
+            return int(spec, 8) & 0o7777
+        except ValueError:
+            return None
+    mode = statmod.S_IMODE(current)
+    for clause in spec.split(","):
+        who = ""
+        i = 0
+        while i < len(clause) and clause[i] in "ugoa":
+            who += clause[i]
+            i += 1
+        if i >= len(clause) or clause[i] not in "+-=":
+            return None
+        op, perms = clause[i], clause[i + 1:]
+        if any(c not in "rwxX" for c in perms):
+            return None
+        who = who or "a"
+        bits = 0
+        for w in ("u", "g", "o"):
+            if w in who or "a" in who:
+                shift = {"u": 6, "g": 3, "o": 0}[w]
+                for c in perms:
+                    if c == "r":
+                        bits |= 4 << shift
+                    elif c == "w":
+                        bits |= 2 << shift
+                    elif c == "x" or (c == "X" and (is_dir or current & 0o111)):
+                        bits |= 1 << shift
+        mask = sum(7 << {"u": 6, "g": 3, "o": 0}[w] for w in "ugo" if w in who or "a" in who)
+        mode = mode | bits if op == "+" else mode & ~bits if op == "-" else (mode & ~mask) | bits
+    return mode
 
 
 def new_join_token() -> str:
@@ -1787,6 +1826,32 @@ class NodeModel:
             self._emit("file-changed", path=target, op="write")
         return self._r(rc, err="".join(err))
 
+    async def _cmd_chmod(self, args: list[str], ctx: _Ctx) -> ExecResult:
+        recursive = "-R" in args
+        ops = [a for a in args if a != "-R"]
+        if len(ops) < 2:
+            return self._r(1, err="chmod: missing operand\n")
+        mode_s, err, rc = ops[0], [], 0
+        for p in ops[1:]:
+            n = self._norm(p, ctx.cwd)
+            h = self.host_path(n)
+            if not h.exists():
+                err.append(f"chmod: cannot access '{p}': No such file or directory\n")
+                rc = 1
+                continue
+            if not self.can_write(n, ctx.root):
+                err.append(f"chmod: changing permissions of '{p}': Operation not permitted\n")
+                rc = 1
+                continue
+            targets = [h] + (sorted(h.rglob("*")) if recursive and h.is_dir() else [])
+            for t in targets:
+                new = _chmod_mode(mode_s, t.stat().st_mode, t.is_dir())
+                if new is None:
+                    return self._r(1, err=f"chmod: invalid mode: '{mode_s}'\n")
+                os.chmod(t, new)
+            self._emit("file-changed", path=n, op="chmod")
+        return self._r(rc, err="".join(err))
+
     async def _cmd_systemctl(self, args: list[str], ctx: _Ctx) -> ExecResult:
         ops = [a for a in args if not a.startswith("-")]
         if ops == ["daemon-reload"]:
@@ -1906,7 +1971,8 @@ class NodeModel:
                 table = args[args.index("-t") + 1]
             except IndexError:
                 return self._r(2, err=f"{tool}: option requires an argument -- 't'\n")
-        return self._r(0, (self.ip6tables if v6 else self.iptables).save(table))
+        counters = bool({"-c", "--counters"} & set(args))
+        return self._r(0, (self.ip6tables if v6 else self.iptables).save(table, counters))
 
     async def _ipt_restore(self, args: list[str], ctx: _Ctx, v6: bool) -> ExecResult:
         tool = "ip6tables-restore" if v6 else "iptables-restore"

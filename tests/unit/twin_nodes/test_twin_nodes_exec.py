@@ -207,3 +207,26 @@ def test_journalctl_and_exec_result(nodes):
     res = sh(a, "journalctl -u k3s-agent --no-pager -n 50")
     assert res.ok and b"k3s agent is up and running" in res.stdout
     assert res.rc == 0 and isinstance(res.stdout, bytes)
+
+
+def test_chmod(nodes):
+    a = nodes["agent-1"]
+    assert sh(a, "sudo tee /etc/x", b"1").rc == 0
+    assert sh(a, "chmod 600 /etc/x").rc == 1                          # root's file
+    assert sh(a, "sudo chmod 600 /etc/x").rc == 0
+    assert sh(a, "stat -c %a /etc/x").stdout == b"600\n"
+    assert sh(a, "sudo chmod g+r,o+r /etc/x").rc == 0
+    assert sh(a, "stat -c %a /etc/x").stdout == b"644\n"
+    assert sh(a, "sudo chmod u=rwx /etc/x").rc == 0
+    assert sh(a, "stat -c %a /etc/x").stdout == b"744\n"
+    assert sh(a, "sudo chmod nope /etc/x").stderr == b"chmod: invalid mode: 'nope'\n"
+    assert sh(a, "sudo chmod 600 /nope").rc == 1
+
+
+def test_iptables_counters_roundtrip(nodes):
+    a = nodes["agent-1"]
+    save = sh(a, "sudo iptables-save -c").stdout.decode()
+    assert "[0:0] -A KUBE-ROUTER-INPUT" in save
+    kept = "\n".join(l for l in save.splitlines() if "KUBE-ROUTER" not in l) + "\n"
+    assert sh(a, "sudo iptables-restore -c", kept.encode()).rc == 0
+    assert "KUBE-ROUTER" not in a.iptables_save()

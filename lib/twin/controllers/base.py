@@ -223,6 +223,13 @@ class Controller:
             del self._delayed[key]
         self.enqueue(key)
 
+    def forget(self, key: Key) -> None:
+        """Drop a delayed requeue and the failure count of ``key`` (object gone or done)."""
+        pending = self._delayed.pop(key, None)
+        if pending is not None:
+            pending[1].cancel()
+        self._failures.pop(key, None)
+
     def pending(self) -> int:
         return len(self._queue)
 

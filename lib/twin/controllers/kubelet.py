@@ -479,15 +479,16 @@ class Kubelet(Controller):
         now = now_rfc3339()
         new_status = build_pod_status(pod, node, fate, now)
         ann = (pod.get("metadata") or {}).get("annotations") or {}
-        if fate.cni and SANDBOX_CNI_ANNOTATION not in ann and fate.phase != "Pending":
-            # The sandbox is created now: record which CNI made it (once, for its life).
-            def annotate(p: dict) -> None:
-                p.setdefault("metadata", {}).setdefault("annotations", {})[SANDBOX_CNI_ANNOTATION] = fate.cni
-            self.store.mutate(self.types["pods"], key[0] or None, key[1], annotate)
+        # The sandbox is created now: record which CNI made it (once, for its life).
+        annotate = bool(fate.cni and SANDBOX_CNI_ANNOTATION not in ann and fate.phase != "Pending")
 
         def write(p: dict) -> None:
             p["status"] = new_status
-        self.store.mutate(self.types["pods"], key[0] or None, key[1], write, subresource="status")
+            if annotate:
+                p.setdefault("metadata", {}).setdefault("annotations", {})[SANDBOX_CNI_ANNOTATION] = fate.cni
+        # One write for annotation + status (mutate without subresource writes both).
+        self.store.mutate(self.types["pods"], key[0] or None, key[1], write,
+                          subresource=None if annotate else "status")
         self.applied += 1
 
 

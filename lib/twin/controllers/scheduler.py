@@ -273,14 +273,12 @@ class Scheduler(Controller):
         self.unschedulable.discard(key)
 
         def bind(p: dict) -> None:
+            # One write, like the binding subresource: nodeName and PodScheduled together.
             p.setdefault("spec", {})["nodeName"] = best
-        self.store.mutate(pods_rt, key[0] or None, key[1], bind)
-
-        def scheduled(p: dict) -> None:
             st = p.setdefault("status", {})
             st.setdefault("phase", "Pending")
             _set_condition(st, {"type": "PodScheduled", "status": "True"})
-        self.store.mutate(pods_rt, key[0] or None, key[1], scheduled, subresource="status")
+        self.store.mutate(pods_rt, key[0] or None, key[1], bind)
         self.bound += 1
 
 
@@ -337,6 +335,7 @@ class NodeLifecycle(Controller):
         self.types = types
         self.kubelet = kubelet
         self._taint_seen: dict[tuple[str, str, str], float] = {}
+        self._noexec: set[str] = set()     # nodes that carry a NoExecute taint
         self.evicted: list[tuple[str, str, str]] = []   # (namespace, name, node), for describe/tests
 
     def on_event(self, event_type: str, kind: tuple[str, str], obj: dict, old: dict | None) -> None:
@@ -345,6 +344,9 @@ class NodeLifecycle(Controller):
             if event_type == "DELETED":
                 for k in [k for k in self._taint_seen if k[0] == name]:
                     del self._taint_seen[k]
+                self._noexec.discard(name)
+                # Pods bound to a node that no longer exists are collected (PodGC).
+                self.enqueue(name)
                 return
             if old is None or node_ready_status(old) != node_ready_status(obj) or \
                     (old.get("spec") or {}).get("taints") != (obj.get("spec") or {}).get("taints"):
@@ -359,11 +361,17 @@ class NodeLifecycle(Controller):
                 self.enqueue(node)
 
     def _noexec_nodes(self) -> set[str]:
-        return {k[0] for k in self._taint_seen if k[2] == "NoExecute"}
+        return self._noexec
 
     def reconcile(self, name: str) -> None:
         node = self.cache.get(("", "nodes"), "", name)
         if node is None:
+            for pod in self.cache.pods_on(name):
+                md = pod["metadata"]
+                try:
+                    self.store.delete(self.types["pods"], md.get("namespace"), md["name"])
+                except Exception:
+                    log.debug("collecting %s failed", md["name"], exc_info=True)
             return
         status = node_ready_status(node)
         want: list[dict] = []
@@ -425,7 +433,9 @@ class NodeLifecycle(Controller):
         for k in [k for k in self._taint_seen if k[0] == name and k not in current]:
             del self._taint_seen[k]
         if not noexec:
+            self._noexec.discard(name)
             return
+        self._noexec.add(name)
         soonest: float | None = None
         for pod in self.cache.pods_on(name):
             if not _is_active_pod(pod):

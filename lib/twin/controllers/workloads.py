@@ -534,6 +534,7 @@ class DeploymentController(_Workload):
 
     def __init__(self, store: Any, cache: Cache, clock: Any, types: dict) -> None:
         super().__init__("deployment", store, cache, clock, types)
+        self._progress: dict[ObjKey, tuple[tuple, float]] = {}   # key -> (progress signature, since)
 
     def _owned_rses(self, d: dict) -> list[dict]:
         md = d["metadata"]
@@ -547,6 +548,8 @@ class DeploymentController(_Workload):
     def reconcile(self, key: ObjKey) -> None:
         d = self._live(key)
         if d is None:
+            if self.cache.get(DEPLOY, *key) is None:
+                self._progress.pop(key, None)
             return
         spec = d.get("spec") or {}
         template = spec.get("template") or {}
@@ -598,7 +601,44 @@ class DeploymentController(_Workload):
         rses = [r for r in self.cache.owned(RS, d["metadata"]["uid"])]
         if new_rs is not None:
             new_rs = self.cache.get(RS, key[0], new_rs["metadata"]["name"])
-        self._write_status(DEPLOY, d, deployment_status(d, new_rs, rses, now_rfc3339(), created))
+        status = deployment_status(d, new_rs, rses, now_rfc3339(), created)
+        self._progress_deadline(key, d, new_rs, status)
+        self._write_status(DEPLOY, d, status)
+
+    def _progress_deadline(self, key: ObjKey, d: dict, new_rs: dict | None, status: dict) -> None:
+        """ProgressDeadlineExceeded after progressDeadlineSeconds (cluster time) without progress.
+
+        Progress is any change of the new ReplicaSet or of the replica counts, as the
+        real controller refreshes ``lastUpdateTime`` on each.
+        """
+        uid = d["metadata"]["uid"]
+        prog = next((c for c in status.get("conditions") or () if c.get("type") == "Progressing"), None)
+        deadline = (d.get("spec") or {}).get("progressDeadlineSeconds")
+        if prog is None or prog.get("reason") == "NewReplicaSetAvailable" or deadline is None \
+                or (d.get("spec") or {}).get("paused"):
+            if self._progress.pop(key, None) is not None:
+                self.forget(key)
+            return
+        sig = (uid, (new_rs or {}).get("metadata", {}).get("name"), status.get("updatedReplicas"),
+               status.get("readyReplicas"), status.get("availableReplicas"), status.get("replicas"))
+        now = self.clock.cluster_now()
+        cur = self._progress.get(key)
+        if cur is None or cur[0] != sig:
+            cur = self._progress[key] = (sig, now)
+        waited = now - cur[1]
+        if waited >= float(deadline):
+            prev = next((c for c in (d.get("status") or {}).get("conditions") or ()
+                         if c.get("type") == "Progressing"), None)
+            if prev is not None and prev.get("reason") == "ProgressDeadlineExceeded":
+                # Already reported: keep it byte for byte (no write, no event loop).
+                status["conditions"] = [dict(prev) if c.get("type") == "Progressing" else c
+                                        for c in status["conditions"]]
+                return
+            rs_name = sig[1] or d["metadata"]["name"]
+            _set_cond(status["conditions"], "Progressing", "False", "ProgressDeadlineExceeded",
+                      f'ReplicaSet "{rs_name}" has timed out progressing.', now_rfc3339())
+        else:
+            self.requeue_after(key, float(deadline) - waited + 0.01)
 
     def _create_rs(self, d: dict, template: dict, revision: int, replicas: int) -> dict:
         from ..store import AlreadyExists
@@ -1042,6 +1082,10 @@ class WorkloadControllers:
 
     def _route(self, event_type: str, kind: tuple[str, str], obj: dict, old: dict | None) -> None:
         key = obj_key(obj)
+        if event_type == "DELETED" and kind in (DEPLOY, DS, STS, RS):
+            ctrl = {DEPLOY: self.deployments, DS: self.daemonsets, STS: self.statefulsets,
+                    RS: self.replicasets}[kind]
+            ctrl.forget(key)
         if kind == DEPLOY:
             self.deployments.enqueue(key)
         elif kind == DS:

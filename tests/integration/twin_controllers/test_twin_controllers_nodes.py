@@ -222,3 +222,37 @@ def test_controller_survives_failing_reconcile():
         await c.stop()
         assert c._task is None and not c._delayed
     run(main())
+
+
+def test_progress_deadline_exceeded_when_pods_cannot_start(tmp_path):
+    async def main():
+        async with running(tmp_path, speed=0.002) as env:
+            for n in NODES:
+                env.set_node_ready(n[0], "False")
+            env.store.create(deployment("late", 2, progressDeadlineSeconds=60))
+
+            def progressing():
+                d = env.get("deployments", "default", "late", "apps")
+                return next((c for c in (d.get("status") or {}).get("conditions", [])
+                             if c["type"] == "Progressing"), None)
+            c = await env.until(lambda: (progressing() or {}).get("reason") == "ProgressDeadlineExceeded"
+                                and progressing(), what="deadline exceeded")
+            assert c["status"] == "False" and "has timed out progressing" in c["message"]
+            rv = env.get("deployments", "default", "late", "apps")["metadata"]["resourceVersion"]
+            await asyncio.sleep(0.2)      # 100 cluster seconds: no write loop on the condition
+            assert env.get("deployments", "default", "late", "apps")["metadata"]["resourceVersion"] == rv
+            for n in NODES:
+                env.set_node_ready(n[0], "True")
+            await env.until(lambda: (progressing() or {}).get("reason") == "NewReplicaSetAvailable",
+                            what="recovered")
+    run(main())
+
+
+def test_pods_of_a_deleted_node_are_collected(tmp_path):
+    async def main():
+        async with running(tmp_path) as env:
+            env.store.create(_bare("orphaned", node="fast-heron"))
+            await env.until(lambda: _ready(env.get("pods", "default", "orphaned")))
+            env.store.delete(env.rtype("nodes"), None, "fast-heron")
+            await env.until(lambda: env.get("pods", "default", "orphaned") is None, what="pod gc")
+    run(main())

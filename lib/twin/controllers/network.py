@@ -1,0 +1,493 @@
+"""The twin's network model: which CNI works on each node, node readiness, pod sandboxes.
+
+This component (``name = "network"``) is the node/CNI truth of the rehearsal cluster.
+It reads the node models (``rt.nodes``, see :mod:`twin.nodes`) and the Cilium model
+(``rt.component("cilium")``, optional) and acts only through the store and the kubelet's
+sandbox policy, as a real kubelet + CNI would:
+
+- **Working CNI of a node** (:meth:`NetworkModel.working_cni`):
+
+  - ``"cilium"`` when the node's cilium agent pod is Ready (per the Cilium model) and
+    ``/etc/cni/net.d/05-cilium.conflist`` exists on the node (the agent writes it once
+    Ready; containerd picks the first conflist, and ``05-`` sorts before flannel's);
+  - else ``"flannel"`` when k3s on that node runs flannel (its *running* settings: a
+    config change does nothing until k3s restarts, and agents inherit the server's
+    settings), flannel's device exists (``flannel.1`` for the vxlan backend) and
+    flannel's conflist is present;
+  - else ``None``: "cni plugin not initialized".
+
+- **Node Ready condition** (written through the store, ``status`` subresource):
+  ``True``/``KubeletReady`` with a working CNI; ``False``/``KubeletNotReady`` with
+  "container runtime network not ready: ... cni plugin not initialized" without one
+  (after :data:`NODE_STATUS_SECONDS`); ``Unknown``/``NodeStatusUnknown`` "Kubelet stopped
+  posting node status." when k3s is stopped or the node is down for longer than
+  :data:`NODE_MONITOR_GRACE_SECONDS` (a plain k3s restart is shorter: the node stays
+  Ready, as on a cluster). The workloads' node lifecycle then taints the node and evicts
+  after the (scaled) 300 s toleration.
+
+- **Sandboxes** (:class:`NetworkSandboxPolicy`, installed with ``kubelet.set_policy``):
+  a new non-hostNetwork pod gets its sandbox from the node's working CNI and records it
+  in the annotation ``twin.phase22.io/sandbox-cni`` (flannel | cilium); without a CNI it
+  stays ``ContainerCreating`` with the kubelet's "cni plugin not initialized" message.
+  IPs come from the node's ``spec.podCIDR`` (flannel's host-local IPAM, and Cilium with
+  ``ipam: kubernetes``: Cilium keeps its own allocator over the same range, so it can
+  hand out an address an old flannel pod still holds, which is defect 5 of the original
+  procedure) or from Cilium's cluster pool (``ipam: cluster-pool``). Pods of the Cilium
+  release (agents, envoy, operator, hubble) are delegated to the Cilium model.
+  hostNetwork pods run whenever k3s runs: that is how a CNI bootstraps.
+
+- **Reboot**: a rebooted node's pods get new sandboxes from the CNI that works after the
+  reboot (their annotation and IP are dropped at reboot; the kubelet then re-creates
+  them), which is how Cilium's own migration guide moves pods node by node.
+
+- **Data path** (:meth:`NetworkModel.pod_reachable`): a Running pod is reachable iff it
+  is hostNetwork, or its sandbox CNI is the node's working CNI. Old flannel pods after
+  the swap are "unmanaged": Running but unreachable until deleted and recreated.
+
+Example (inside the twin's loop)::
+
+    net = rt.component("network")
+    net.working_cni("fast-skunk")          # "flannel" | "cilium" | None
+    ok, why = net.pod_reachable(pod)       # (False, "unmanaged: ...")
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .base import Controller
+from .kubelet import (NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, DefaultSandboxPolicy,
+                      PodFate, has_sandbox, node_internal_ip)
+from .scheduler import node_ready_status, now_rfc3339, ready_condition
+
+log = logging.getLogger("twin.controllers.network")
+
+CILIUM_CONFLIST = "/etc/cni/net.d/05-cilium.conflist"
+FLANNEL_CONFLIST = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist"
+# flannel backend -> the device flannel needs (None: no device of its own, e.g. host-gw).
+FLANNEL_DEVICES = {"vxlan": "flannel.1", "wireguard-native": "flannel-wg"}
+
+NODE_STATUS_SECONDS = 2.0           # kubelet notices the CNI change and posts node status
+NODE_MONITOR_GRACE_SECONDS = 40.0   # kube-controller-manager --node-monitor-grace-period
+POD_START_SECONDS = 2.0             # sandbox + container start
+
+READY_REASON = "KubeletReady"
+READY_MESSAGE = "kubelet is posting ready status"
+NOT_READY_REASON = "KubeletNotReady"
+NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false "
+                     "reason:NetworkPluginNotReady message:Network plugin returns error: "
+                     "cni plugin not initialized")
+UNKNOWN_REASON = "NodeStatusUnknown"
+UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
+# The other node conditions and what a live kubelet posts for them.
+_PRESSURE = {
+    "MemoryPressure": ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+}
+
+
+@dataclass
+class NodeNetwork:
+    """The network facts of one node (what :meth:`NetworkModel.facts` reports).
+
+    Attributes:
+        node: node name.
+        k3s_active: the k3s unit runs (the kubelet inside it posts status).
+        up: the machine is up (False while rebooting).
+        cni: the working CNI: "cilium", "flannel" or None.
+        flannel_running: k3s runs (or last ran) with flannel enabled.
+        flannel_device: flannel's device exists (flannel.1 for vxlan).
+        flannel_conf: flannel's conflist exists.
+        cilium_agent_ready: the Cilium model says the node's agent is Ready.
+        cilium_conf: ``/etc/cni/net.d/05-cilium.conflist`` exists.
+    """
+
+    node: str
+    k3s_active: bool
+    up: bool
+    cni: str | None
+    flannel_running: bool
+    flannel_device: bool
+    flannel_conf: bool
+    cilium_agent_ready: bool
+    cilium_conf: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def desired_ready(facts: NodeNetwork) -> tuple[str, str, str]:
+    """``(status, reason, message)`` of the Node's Ready condition for these facts.
+
+    Example:
+        >>> f = NodeNetwork("n", True, True, None, False, True, True, False, False)
+        >>> desired_ready(f)[:2]
+        ('False', 'KubeletNotReady')
+    """
+    if not facts.k3s_active or not facts.up:
+        return ("Unknown", UNKNOWN_REASON, UNKNOWN_MESSAGE)
+    if facts.cni is None:
+        return ("False", NOT_READY_REASON, NOT_READY_MESSAGE)
+    return ("True", READY_REASON, READY_MESSAGE)
+
+
+def flannel_works(settings: dict, interfaces: Any, conf_exists: bool) -> tuple[bool, bool]:
+    """``(device_present, works)`` for flannel from k3s settings and the node's state."""
+    backend = str(settings.get("flannel_backend", "vxlan"))
+    dev = FLANNEL_DEVICES.get(backend)
+    device = dev is None or dev in interfaces
+    return device, bool(settings.get("flannel")) and device and conf_exists
+
+
+class NetworkSandboxPolicy:
+    """The kubelet's sandbox policy while the network model runs (see module doc)."""
+
+    def __init__(self, net: "NetworkModel", *, start_seconds: float = POD_START_SECONDS) -> None:
+        self.net = net
+        self.start_seconds = start_seconds
+
+    def decide(self, pod: dict, node: dict | None) -> PodFate | None:
+        if node is None:
+            return None
+        name = node["metadata"]["name"]
+        nm = self.net.node_model(name)
+        if nm is None:
+            # A node without a node model (e.g. a generated extra Node): flannel-era default.
+            return self.net.fallback.decide(pod, node)
+        if not nm.up or nm.unit_state != "active":
+            return None    # the kubelet runs inside k3s: nothing happens while it is down
+        cil = self.net.cilium
+        if cil is not None and cil.owns(pod):
+            return cil.decide(pod, node)
+        return self.net.generic_fate(pod, node)
+
+
+class _NodeStatus(Controller):
+    """Per-node reconcile: working CNI changes and the Node's Ready condition."""
+
+    def __init__(self, net: "NetworkModel") -> None:
+        super().__init__("network", net.rt.clock)
+        self.net = net
+        self._pending: dict[str, tuple[tuple, float]] = {}
+
+    def reconcile(self, name: str) -> None:
+        self.net._reconcile_node(name, self)
+
+
+class NetworkModel:
+    """Runtime component ``network`` (start it after ``workloads``).
+
+    Attributes:
+        fallback: the flannel-era policy used for nodes without a node model.
+        resandboxed: ``(namespace, name, node)`` of pods whose sandbox a reboot dropped.
+    """
+
+    name = "network"
+
+    def __init__(self, *, start_seconds: float = POD_START_SECONDS) -> None:
+        self.start_seconds = start_seconds
+        self.rt: Any = None
+        self.store: Any = None
+        self.kubelet: Any = None
+        self.cache: Any = None
+        self.types: dict[str, Any] = {}
+        self.ctrl: _NodeStatus | None = None
+        self.policy: NetworkSandboxPolicy | None = None
+        self.fallback: Any = None
+        self._cni: dict[str, str | None] = {}
+        self._last_settings: dict[str, dict] = {}
+        self._unsubs: list[Any] = []
+        self.resandboxed: list[tuple[str, str, str]] = []
+        self.status_writes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, rt: Any) -> None:
+        self.rt = rt
+        self.store = rt.store
+        wc = rt.component("workloads")
+        self.kubelet = wc.kubelet
+        self.cache = wc.cache
+        for t in self.store.resource_types():
+            if t.key in (("", "pods"), ("", "nodes")) and t.version == "v1":
+                self.types[t.plural] = t
+        self.fallback = DefaultSandboxPolicy(self.kubelet.ipam)
+        for name, nm in rt.nodes.items():
+            self._last_settings[name] = dict(nm.running or {})
+            self._unsubs.append(nm.subscribe(self._on_node_event))
+        self.ctrl = _NodeStatus(self)
+        self.policy = NetworkSandboxPolicy(self, start_seconds=self.start_seconds)
+        # Pods already running keep their fate; only pods still waiting are re-decided
+        # (the kubelet seeded them), so a large fixture costs nothing here.
+        self.kubelet.set_policy(self.policy, reevaluate=False)
+        self.ctrl.start()
+        for name in rt.nodes:
+            self.ctrl.enqueue(name)
+        rt.options["network"] = self
+
+    async def stop(self) -> None:
+        for u in self._unsubs:
+            u()
+        self._unsubs.clear()
+        if self.ctrl is not None:
+            await self.ctrl.stop()
+
+    def describe(self) -> str:
+        parts = [f"{n}={self._cni.get(n) or 'none'}" for n in sorted(self.rt.nodes)] if self.rt else []
+        return "network model (CNI per node, sandboxes, node readiness): " + ", ".join(parts)
+
+    # ------------------------------------------------------------------ wiring
+    @property
+    def cilium(self) -> Any:
+        """The Cilium model component, or None when the twin runs without it."""
+        if self.rt is None:
+            return None
+        try:
+            return self.rt.component("cilium")
+        except KeyError:
+            return None
+
+    def node_model(self, name: str) -> Any:
+        return self.rt.nodes.get(name) if self.rt is not None else None
+
+    def invalidate(self, node: str | None = None) -> None:
+        """Re-evaluate a node (all nodes when None): called on node and Cilium changes."""
+        if self.ctrl is None:
+            return
+        for name in ([node] if node else list(self.rt.nodes)):
+            self.ctrl.enqueue(name)
+
+    def _on_node_event(self, nm: Any, event: str, info: dict) -> None:
+        # Synchronous callback from the node model: record and queue, never write here.
+        if nm.running:
+            self._last_settings[nm.name] = dict(nm.running)
+        if event == "rebooted":
+            self._drop_sandboxes(nm.name)
+        self.invalidate(nm.name)
+        if event == "k3s-started" and self.kubelet is not None:
+            # The kubelet is back: pods that waited while it was down get decided now.
+            self.kubelet.reevaluate(nm.name)
+        cil = self.cilium
+        if cil is not None:
+            cil.node_event(nm, event, info)
+
+    # ------------------------------------------------------------------ facts
+    def facts(self, name: str) -> NodeNetwork | None:
+        """The network facts of node ``name`` (None without a node model)."""
+        nm = self.node_model(name)
+        if nm is None:
+            return None
+        settings = nm.running or self._last_settings.get(name) or {}
+        flannel_conf = nm.exists(FLANNEL_CONFLIST)
+        device, flannel_ok = flannel_works(settings, nm.interfaces, flannel_conf)
+        cil = self.cilium
+        agent_ready = bool(cil is not None and cil.agent_ready(name))
+        cilium_conf = nm.exists(CILIUM_CONFLIST)
+        if not nm.up:
+            cni = None   # a machine that is down forwards nothing
+        elif agent_ready and cilium_conf:
+            cni = "cilium"
+        elif flannel_ok:
+            cni = "flannel"
+        else:
+            cni = None
+        return NodeNetwork(node=name, k3s_active=nm.unit_state == "active", up=bool(nm.up),
+                           cni=cni, flannel_running=bool(settings.get("flannel")),
+                           flannel_device=device, flannel_conf=flannel_conf,
+                           cilium_agent_ready=agent_ready, cilium_conf=cilium_conf)
+
+    def working_cni(self, name: str) -> str | None:
+        """"cilium", "flannel" or None for node ``name`` (see module doc)."""
+        f = self.facts(name)
+        return f.cni if f is not None else None
+
+    # ------------------------------------------------------------------ data path
+    def pod_reachable(self, pod: dict) -> tuple[bool, str]:
+        """Whether the CNI that runs now carries traffic to ``pod``, and why (not).
+
+        Example:
+            >>> net.pod_reachable(old_flannel_pod)  # doctest: +SKIP
+            (False, 'unmanaged: sandbox created by flannel, node fast-skunk now runs cilium; ...')
+        """
+        st = pod.get("status") or {}
+        spec = pod.get("spec") or {}
+        md = pod.get("metadata") or {}
+        phase = st.get("phase")
+        if md.get("deletionTimestamp"):
+            return False, "pod is terminating"
+        if phase != "Running":
+            return False, f"pod is not Running (phase {phase or 'unknown'})"
+        node = spec.get("nodeName") or ""
+        nm = self.node_model(node)
+        if nm is not None and not nm.up:
+            return False, f"node {node} is down"
+        if spec.get("hostNetwork"):
+            return True, "hostNetwork pod: reachable on the node's address"
+        sandbox = (md.get("annotations") or {}).get(SANDBOX_CNI_ANNOTATION)
+        if not sandbox or not st.get("podIP"):
+            return False, "pod has no network sandbox"
+        if nm is None:
+            n = self.cache.get(("", "nodes"), "", node) if self.cache else None
+            ok = n is not None and node_ready_status(n) == "True"
+            return ok, "node without a node model: reachable while Ready" if ok else \
+                f"node {node} is not Ready"
+        cni = self.working_cni(node)
+        if cni == sandbox:
+            return True, f"managed by {cni}"
+        if cni is None:
+            return False, f"no working CNI on node {node} (sandbox created by {sandbox})"
+        return False, (f"unmanaged: sandbox created by {sandbox}, node {node} now runs {cni}; "
+                       "the pod must be deleted and recreated")
+
+    # ------------------------------------------------------------------ sandboxes
+    def generic_fate(self, pod: dict, node: dict) -> PodFate | None:
+        """The fate of an ordinary pod on a node whose k3s runs."""
+        spec = pod.get("spec") or {}
+        md = pod.get("metadata") or {}
+        if has_sandbox(pod):
+            ann = md.get("annotations") or {}
+            st = pod.get("status") or {}
+            # A sandbox lives as long as the pod: its CNI never changes under it.
+            return PodFate("Running", True, cni=ann.get(SANDBOX_CNI_ANNOTATION),
+                           ip=st.get("podIP"), delay=0.0)
+        if spec.get("hostNetwork"):
+            return PodFate("Running", True, cni="host", ip=node_internal_ip(node),
+                           delay=self.start_seconds)
+        name = node["metadata"]["name"]
+        cni = self.working_cni(name)
+        if cni is None:
+            return PodFate("Pending", False, "ContainerCreating", NETWORK_NOT_READY_MESSAGE)
+        ip = self.allocate_ip(cni, pod, node)
+        if ip is None:
+            plugin = "cilium-cni" if cni == "cilium" else "flannel"
+            return PodFate("Pending", False, "ContainerCreating",
+                           f'Failed to create pod sandbox: plugin type="{plugin}" failed (add): '
+                           "failed to allocate for range 0: no IP addresses available in range set")
+        return PodFate("Running", True, cni=cni, ip=ip, delay=self.start_seconds)
+
+    def allocate_ip(self, cni: str, pod: dict, node: dict) -> str | None:
+        md = pod.get("metadata") or {}
+        uid = md.get("uid") or f"{md.get('namespace')}/{md.get('name')}"
+        cil = self.cilium
+        if cni == "cilium" and cil is not None:
+            return cil.allocate_ip(uid, node)
+        return self.kubelet.ipam.allocate(node["metadata"]["name"],
+                                          (node.get("spec") or {}).get("podCIDR"), uid)
+
+    def _drop_sandboxes(self, node: str) -> None:
+        """After a reboot every pod sandbox of the node is gone: the kubelet re-creates
+        them with the CNI that works then. Done through the store, later on the loop."""
+        import asyncio
+        asyncio.get_running_loop().call_soon(self._drop_sandboxes_now, node)
+
+    def _drop_sandboxes_now(self, node: str) -> None:
+        pods_rt = self.types.get("pods")
+        if pods_rt is None:
+            return
+        for pod in list(self.cache.pods_on(node)):
+            spec = pod.get("spec") or {}
+            md = pod.get("metadata") or {}
+            if spec.get("hostNetwork") or md.get("deletionTimestamp"):
+                continue
+            if (pod.get("status") or {}).get("phase") not in ("Running", "Pending"):
+                continue
+            if SANDBOX_CNI_ANNOTATION not in (md.get("annotations") or {}):
+                continue
+            ns, name = md.get("namespace"), md["name"]
+
+            def drop_ann(p: dict) -> None:
+                (p.get("metadata") or {}).get("annotations", {}).pop(SANDBOX_CNI_ANNOTATION, None)
+
+            def drop_ip(p: dict) -> None:
+                st = p.setdefault("status", {})
+                st.pop("podIP", None)
+                st.pop("podIPs", None)
+                st["phase"] = "Pending"
+                for c in st.get("conditions") or ():
+                    if c.get("type") in ("Ready", "ContainersReady", "PodReadyToStartContainers"):
+                        c["status"] = "False"
+                for cs in st.get("containerStatuses") or ():
+                    cs["ready"] = False
+                    cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            try:
+                self.store.mutate(pods_rt, ns, name, drop_ann)
+                self.store.mutate(pods_rt, ns, name, drop_ip, subresource="status")
+            except Exception:   # the pod may be gone meanwhile
+                log.debug("dropping the sandbox of %s/%s failed", ns, name, exc_info=True)
+                continue
+            if md.get("uid"):
+                self.kubelet.ipam.release(md["uid"])
+                cil = self.cilium
+                if cil is not None:
+                    cil.release_ip(md["uid"])
+            self.resandboxed.append((ns or "", name, node))
+        self.kubelet.reevaluate(node)
+
+    # ------------------------------------------------------------------ node status
+    def _reconcile_node(self, name: str, ctrl: _NodeStatus) -> None:
+        node = self.cache.get(("", "nodes"), "", name)
+        facts = self.facts(name)
+        if node is None or facts is None:
+            return
+        first = name not in self._cni
+        prev = self._cni.get(name)
+        self._cni[name] = facts.cni
+        if not first and prev != facts.cni:
+            log.info("node %s: working CNI %s -> %s", name, prev, facts.cni)
+            # Pods waiting for a sandbox (ContainerCreating) can get one now.
+            self.kubelet.reevaluate(name)
+            cil = self.cilium
+            if cil is not None:
+                cil.cni_changed(name, facts.cni)
+        want = desired_ready(facts)
+        cond = ready_condition(node) or {}
+        have = (cond.get("status"), cond.get("reason"), cond.get("message"))
+        if have == want:
+            ctrl._pending.pop(name, None)
+            return
+        now = self.rt.clock.cluster_now()
+        delay = NODE_MONITOR_GRACE_SECONDS if want[0] == "Unknown" else NODE_STATUS_SECONDS
+        pend = ctrl._pending.get(name)
+        if pend is None or pend[0] != want:
+            ctrl._pending[name] = (want, now + delay)
+            ctrl.requeue_after(name, delay)
+            return
+        if pend[1] > now + 1e-6:
+            ctrl.requeue_after(name, pend[1] - now)
+            return
+        ctrl._pending.pop(name, None)
+        self._write_ready(name, want)
+
+    def _write_ready(self, name: str, want: tuple[str, str, str]) -> None:
+        status, reason, message = want
+        now = now_rfc3339()
+
+        def put(n: dict) -> None:
+            st = n.setdefault("status", {})
+            conds = st.setdefault("conditions", [])
+            wanted = {"Ready": (status, reason, message)}
+            for ctype, (r, m) in _PRESSURE.items():
+                # A node that stops posting has every condition Unknown; a live one posts
+                # its pressure conditions again.
+                wanted[ctype] = ("Unknown", UNKNOWN_REASON, UNKNOWN_MESSAGE) if status == "Unknown" \
+                    else ("False", r, m)
+            seen = set()
+            for c in conds:
+                w = wanted.get(c.get("type"))
+                if w is None:
+                    continue
+                seen.add(c["type"])
+                if c.get("type") != "Ready" and status != "Unknown" and c.get("status") != "Unknown":
+                    continue   # keep what the kubelet posted
+                if c.get("status") != w[0]:
+                    c["lastTransitionTime"] = now
+                c.update(status=w[0], reason=w[1], message=w[2])
+                if status != "Unknown":
+                    c["lastHeartbeatTime"] = now
+            if "Ready" not in seen:
+                conds.append({"type": "Ready", "status": status, "reason": reason, "message": message,
+                              "lastHeartbeatTime": now, "lastTransitionTime": now})
+        self.store.mutate(self.types["nodes"], None, name, put, subresource="status")
+        self.status_writes += 1
+        log.info("node %s: Ready=%s (%s)", name, status, reason)

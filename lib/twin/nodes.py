@@ -1432,6 +1432,8 @@ class NodeModel:
             return ExecResult(1, b"", f"{argv[0]}: {e}: Permission denied\n".encode())
         except OSError as e:
             return ExecResult(1, b"", f"{argv[0]}: {e.strerror or e}\n".encode())
+        except ValueError as e:   # e.g. a NUL byte in a path
+            return ExecResult(1, b"", f"{argv[0]}: {e}\n".encode())
 
     async def _run(self, argv: list[str], ctx: _Ctx, via_sudo: bool = False) -> ExecResult:
         cmd, args = argv[0], argv[1:]
@@ -1856,6 +1858,8 @@ class NodeModel:
         ops = [a for a in args if not a.startswith("-")]
         if ops == ["daemon-reload"]:
             return self._r(0) if ctx.root else self._r(1, err="Failed to reload daemon: Access denied\n")
+        if ops == ["reboot"]:
+            return await self._cmd_reboot([], ctx)
         if len(ops) != 2:
             return self._r(1, err="systemctl: the twin supports systemctl start|stop|restart|"
                                   "is-active|is-enabled|status UNIT\n")

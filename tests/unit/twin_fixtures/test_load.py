@@ -212,3 +212,35 @@ def test_load_into_real_store():
     nodes = store.list(store.lookup_kind("v1", "Node")).items
     assert sorted(n["metadata"]["name"] for n in nodes) == ["fast-heron", "fast-skunk", "set-hog"]
     assert store.lookup_kind("cilium.io/v2", "CiliumNode") is None
+
+
+class AlreadyExists(Exception):
+    """Named like the store's error: load_into matches on the class name."""
+
+
+class AutoSAStore(FakeStore):
+    """A store whose namespaces come with their "default" service account."""
+
+    def create(self, obj, *, rtype=None):
+        md = obj["metadata"]
+        if (obj["kind"], md.get("namespace"), md["name"]) in self.objects:
+            raise AlreadyExists(f"{obj['kind']} {md['name']} already exists")
+        created = super().create(obj, rtype=rtype)
+        if obj["kind"] == "Namespace":
+            super().create({"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": "default", "namespace": md["name"]}})
+        return created
+
+    def get(self, rtype, namespace, name):
+        return copy.deepcopy(self.objects[(rtype[1], namespace, name)])
+
+
+def test_load_into_adopts_auto_created_default_service_accounts():
+    fx = generate(1, 20)
+    store = AutoSAStore()
+    counts = load_into(store, fx)
+    assert counts["ServiceAccount"] == sum(1 for o in fx.objects if o["kind"] == "ServiceAccount")
+    # Any other conflict is still an error naming the object.
+    fx.objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "velero"}})
+    with pytest.raises(FixtureError, match="creating Namespace velero failed: .*already exists"):
+        load_into(AutoSAStore(), fx)

@@ -630,7 +630,7 @@ class CiliumModel:
             fate = net.generic_fate(pod, node) if net is not None else None
             if fate is None or fate.phase != "Running":
                 return fate
-            if self.rt.faults.cilium_image_pull_fails:
+            if self.rt.faults.cilium_image_pull_fails and not has_sandbox(pod):
                 return PodFate("Pending", False, "ImagePullBackOff", _pull_message(pod), cni=None,
                                ip=None, delay=IMAGE_PULL_SECONDS)
             if not any(self.agent_ready(n) for n in self._agents):
@@ -651,8 +651,8 @@ class CiliumModel:
             if boot is None or boot == nm.boot_count:
                 # A Ready agent holds its devices and its API connection: it stays Ready.
                 return PodFate("Running", True, cni="host", ip=ip)
-            # The node rebooted under it: the container restarts and starts over.
-            self._ready_boot.pop(key, None)
+            # The node rebooted under it: the container restarts and starts over (the
+            # stale boot stays recorded, so agent_ready() is False until it is Ready again).
             return PodFate("Running", False, cni="host", ip=ip)
         if not agent and is_ready(pod):
             return PodFate("Running", True, cni="host", ip=ip)
@@ -680,8 +680,12 @@ class CiliumModel:
     # ------------------------------------------------------------------ events
     def node_event(self, nm: Any, event: str, info: dict) -> None:
         """Called by the network model on each node model event."""
-        if self.ctrl is not None:
-            self.ctrl.enqueue(("node", nm.name))
+        if self.ctrl is None:
+            return
+        self.ctrl.enqueue(("node", nm.name))
+        if nm.role == "server" and event in ("k3s-started", "k3s-stopped", "rebooted"):
+            # Every agent and the operator talk to the servers: re-check them all.
+            self.ctrl.enqueue(("all",))
 
     def cni_changed(self, node: str, cni: str | None) -> None:
         """Called by the network model when a node's working CNI changes."""
@@ -980,4 +984,4 @@ def _pull_message(pod: dict) -> str:
 
 
 __all__ = ["AgentStatus", "CRDS", "CRDSpec", "CiliumConfig", "CiliumModel", "api_reachable",
-           "crd_object", "kernel_tuple", "parse_duration", "pod_app", "has_sandbox"]
+           "crd_object", "kernel_tuple", "parse_duration", "pod_app"]

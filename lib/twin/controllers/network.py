@@ -234,7 +234,7 @@ class NetworkModel:
             await self.ctrl.stop()
 
     def describe(self) -> str:
-        parts = [f"{n}={self._cni.get(n) or 'none'}" for n in sorted(self.rt.nodes)] if self.rt else []
+        parts = [f"{n}={self.working_cni(n) or 'none'}" for n in sorted(self.rt.nodes)] if self.rt else []
         return "network model (CNI per node, sandboxes, node readiness): " + ", ".join(parts)
 
     # ------------------------------------------------------------------ wiring

@@ -348,8 +348,11 @@ class NodeLifecycle(Controller):
                 # Pods bound to a node that no longer exists are collected (PodGC).
                 self.enqueue(name)
                 return
+            ospec = (old.get("spec") or {}) if old else {}
+            nspec = obj.get("spec") or {}
             if old is None or node_ready_status(old) != node_ready_status(obj) or \
-                    (old.get("spec") or {}).get("taints") != (obj.get("spec") or {}).get("taints"):
+                    ospec.get("taints") != nspec.get("taints") or \
+                    bool(ospec.get("unschedulable")) != bool(nspec.get("unschedulable")):
                 self.enqueue(name)
         elif kind == ("", "pods") and event_type == "ADDED":
             node = (obj.get("spec") or {}).get("nodeName")
@@ -379,9 +382,13 @@ class NodeLifecycle(Controller):
             want = [{"key": TAINT_NOT_READY, "effect": e} for e in ("NoSchedule", "NoExecute")]
         elif status == "Unknown":
             want = [{"key": TAINT_UNREACHABLE, "effect": e} for e in ("NoSchedule", "NoExecute")]
+        if (node.get("spec") or {}).get("unschedulable"):
+            # TaintNodesByCondition: a cordoned node carries the unschedulable taint.
+            want.append({"key": TAINT_UNSCHEDULABLE, "effect": "NoSchedule"})
         taints = (node.get("spec") or {}).get("taints") or []
         managed = {(TAINT_NOT_READY, "NoSchedule"), (TAINT_NOT_READY, "NoExecute"),
-                   (TAINT_UNREACHABLE, "NoSchedule"), (TAINT_UNREACHABLE, "NoExecute")}
+                   (TAINT_UNREACHABLE, "NoSchedule"), (TAINT_UNREACHABLE, "NoExecute"),
+                   (TAINT_UNSCHEDULABLE, "NoSchedule")}
         have = {(t.get("key"), t.get("effect")) for t in taints if (t.get("key"), t.get("effect")) in managed}
         want_set = {(t["key"], t["effect"]) for t in want}
         if have != want_set:

@@ -256,3 +256,19 @@ def test_pods_of_a_deleted_node_are_collected(tmp_path):
             env.store.delete(env.rtype("nodes"), None, "fast-heron")
             await env.until(lambda: env.get("pods", "default", "orphaned") is None, what="pod gc")
     run(main())
+
+
+def test_cordon_taints_node_and_keeps_new_pods_off(tmp_path):
+    async def main():
+        async with running(tmp_path) as env:
+            def cordon(flag):
+                env.store.mutate(env.rtype("nodes"), None, "set-hog",
+                                 lambda n: n["spec"].__setitem__("unschedulable", flag))
+            cordon(True)
+            await env.until(lambda: _taints(env, "set-hog") == {("node.kubernetes.io/unschedulable", "NoSchedule")})
+            env.store.create(deployment("c", 4))
+            await env.until(lambda: len([p for p in env.pods(selector="app=c") if _ready(p)]) == 4)
+            assert all(p["spec"]["nodeName"] != "set-hog" for p in env.pods(selector="app=c"))
+            cordon(False)
+            await env.until(lambda: _taints(env, "set-hog") == set(), what="uncordoned")
+    run(main())

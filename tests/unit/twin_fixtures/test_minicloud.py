@@ -246,3 +246,19 @@ def test_ordered_objects_creates_owners_first(fx):
                     key = (o["metadata"]["namespace"], "PersistentVolumeClaim",
                            v["persistentVolumeClaim"]["claimName"])
                     assert pos[key] < pos[(o["metadata"]["namespace"], "Pod", o["metadata"]["name"])]
+
+
+def test_no_shared_substructures():
+    # Objects must not alias each other's dicts/lists (a controller editing one object,
+    # or status, would silently edit another); checked on the builder's own output.
+    seen: dict[int, str] = {}
+
+    def walk(x, path):
+        if isinstance(x, (dict, list)):
+            assert id(x) not in seen, f"{path} aliases {seen[id(x)]}"
+            seen[id(x)] = path
+            for k, v in (x.items() if isinstance(x, dict) else enumerate(x)):
+                walk(v, f"{path}/{k}")
+
+    for o in build_minicloud().objects:
+        walk(o, f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}")

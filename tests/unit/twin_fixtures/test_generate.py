@@ -48,6 +48,16 @@ def test_single_node_and_determinism(invariants):
     assert generate(1, 30, seed=8).objects != fx.objects
 
 
+@pytest.mark.timeout(30)
+def test_dense_nodes_get_larger_pod_cidrs(invariants):
+    # 500 pods per node do not fit a /24 (253 addresses): k3s would need a larger
+    # node-cidr-mask-size, and the generator picks one.
+    fx = generate(2, 1000)
+    invariants(fx)
+    assert fx.cluster["node_cidr_mask_size"] == 23
+    assert all(n.pod_cidr.endswith("/23") for n in fx.nodes)
+
+
 def test_too_few_pods_is_a_clear_error():
     with pytest.raises(FixtureError, match=r"at least 27 pods"):
         generate(5, 20)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twin.fixtures import (Fixture, FixtureError, NodeSpec, dump, generate, load, load_into,
+from twin.fixtures import (FixtureError, NodeSpec, dump, generate, load, load_into,
                            ordered_objects)
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]

@@ -33,6 +33,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import math
 import os
 import posixpath
 import re
@@ -51,7 +52,6 @@ log = logging.getLogger("twin.nodes")
 # Cluster seconds (scaled by the clock): how long things take on a real node.
 SERVER_RESTART_SECONDS = 5.0    # systemctl restart k3s until the unit reports ready
 AGENT_RESTART_SECONDS = 3.0
-API_OUTAGE_SECONDS = 6.0        # API server refuses connections while the server restarts
 REBOOT_SECONDS = 20.0           # shutdown + firmware + boot until systemd starts k3s
 RESYNC_SECONDS = 5.0            # flannel/kube-router/kube-proxy notice deleted rules
 FAILED_START_RETRY_SECONDS = 5.0  # systemd RestartSec=5s of the k3s units
@@ -580,9 +580,11 @@ class NodeModel:
         join_token: the cluster's join token (agents' config, server's token file).
 
     Attributes:
-        on_server_restart: called with cluster seconds when this server's k3s goes down
-            (stop, restart, reboot); the nodes component points it at the API server's
-            outage. May return an awaitable, which is scheduled, not awaited.
+        on_server_restart: called when this server's k3s goes down (stop, restart,
+            reboot) with the cluster seconds it expects to stay down (``math.inf`` for a
+            stop). May return an awaitable, which is scheduled, not awaited.
+        on_server_started: called (no argument) when this server's k3s is up again.
+            The nodes component uses both to keep the API server down in between.
     """
 
     def __init__(self, spec: Any, cluster: dict, root: Path, peers: dict[str, "NodeModel"],
@@ -598,6 +600,7 @@ class NodeModel:
         self.join_token = join_token
         self._seed_pods = pod_ips
         self.on_server_restart: Callable[[float], Any] | None = None
+        self.on_server_started: Callable[[], Any] | None = None
         self.up = True
         self.boot_count = 1
         self.unit = "k3s" if self.role == "server" else "k3s-agent"
@@ -1119,6 +1122,7 @@ class NodeModel:
         self.unit_state = "active"
         self._log("info", f"k3s {'server' if self.role == 'server' else 'agent'} is up and running")
         if emit:
+            self._notify_server_up()
             added = sorted(set(self.interfaces) - before_if)
             if added:
                 self._emit("interfaces-changed", added=added, removed=[])
@@ -1320,6 +1324,16 @@ class NodeModel:
         except Exception:
             log.exception("%s: on_server_restart hook failed", self.name)
 
+    def _notify_server_up(self) -> None:
+        if self.role != "server" or self.on_server_started is None:
+            return
+        try:
+            res = self.on_server_started()
+            if inspect.isawaitable(res):
+                self._spawn(res)
+        except Exception:
+            log.exception("%s: on_server_started hook failed", self.name)
+
     def _stop_sync(self) -> None:
         was = self.unit_state
         self.unit_state = "inactive"
@@ -1328,9 +1342,10 @@ class NodeModel:
             self._log("info", "Received SIGTERM, shutting down")
             self._emit("k3s-stopped", unit=self.unit)
 
-    async def k3s_stop(self) -> None:
+    async def k3s_stop(self, expected_down: float = math.inf) -> None:
         """``systemctl stop``: processes end; interfaces, chains and files stay."""
-        self._notify_server_down(API_OUTAGE_SECONDS)
+        if self.unit_state != "inactive":
+            self._notify_server_down(expected_down)
         self._stop_sync()
         await self.clock.sleep(0.5)
 
@@ -1350,7 +1365,7 @@ class NodeModel:
 
     async def k3s_restart(self) -> bool:
         """``systemctl restart``: stop, then start with the config as it is now."""
-        await self.k3s_stop()
+        await self.k3s_stop(SERVER_RESTART_SECONDS)
         return await self.k3s_start()
 
     async def _retry_start(self) -> None:
@@ -2102,15 +2117,22 @@ def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any
 class NodesComponent:
     """Runtime component ``nodes``: builds ``rt.nodes`` from ``rt.fixture``.
 
-    A server's k3s restart or reboot calls the ``apiserver`` component's
-    ``outage(cluster_seconds)`` (longer when the ``api_down_on_restart`` fault is set).
+    While a server's k3s is down (stop, restart, reboot, or failing to start) the
+    ``apiserver`` component refuses connections: its ``outage()`` runs from the stop and
+    is cancelled when k3s is up again, but lasts at least ``faults.api_down_seconds``
+    when the ``api_down_on_restart`` fault is set.
     """
 
     name = "nodes"
+    UNTIL_STARTED = 1e6   # cluster seconds: an outage that only the restart ends
 
     def __init__(self) -> None:
         self.rt: Any = None
         self.nodes: dict[str, NodeModel] = {}
+        self._outage: asyncio.Task | None = None
+        self._outage_t0 = 0.0
+        self._outage_min = 0.0
+        self._later: set[asyncio.Task] = set()
 
     async def start(self, rt: Any) -> None:
         self.rt = rt
@@ -2120,20 +2142,42 @@ class NodesComponent:
                                  pods=fixture_pods(objects) if objects else None,
                                  services=fixture_services(objects) or None)
         for n in self.nodes.values():
-            n.on_server_restart = self._api_outage
+            n.on_server_restart = self._api_down
+            n.on_server_started = self._api_up
         rt.nodes.update(self.nodes)
 
-    def _api_outage(self, seconds: float) -> Any:
-        faults = getattr(self.rt, "faults", None)
-        if faults is not None and getattr(faults, "api_down_on_restart", False):
-            seconds = max(seconds, float(getattr(faults, "api_down_seconds", 0.0)))
+    def _api_down(self, seconds: float) -> None:
         try:
             api = self.rt.component("apiserver")
         except KeyError:
-            return None
-        return api.outage(seconds)
+            return
+        if self._outage is not None and not self._outage.done():
+            return
+        faults = getattr(self.rt, "faults", None)
+        self._outage_min = (float(getattr(faults, "api_down_seconds", 0.0) or 0.0)
+                            if getattr(faults, "api_down_on_restart", False) else 0.0)
+        self._outage_t0 = self.rt.clock.cluster_now()
+        self._outage = asyncio.ensure_future(api.outage(self.UNTIL_STARTED))
+
+    def _api_up(self) -> None:
+        task = self._outage
+        if task is None or task.done():
+            return
+        remaining = self._outage_min - (self.rt.clock.cluster_now() - self._outage_t0)
+        if remaining <= 0:
+            task.cancel()   # the API server listens again when its outage is cancelled
+            return
+
+        async def later() -> None:
+            await self.rt.clock.sleep(remaining)
+            task.cancel()
+        t = asyncio.ensure_future(later())
+        self._later.add(t)
+        t.add_done_callback(self._later.discard)
 
     async def stop(self) -> None:
+        for t in [*self._later, *([self._outage] if self._outage else [])]:
+            t.cancel()
         for n in self.nodes.values():
             await n.close()
 

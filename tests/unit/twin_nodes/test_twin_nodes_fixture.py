@@ -72,24 +72,50 @@ def test_component_with_minicloud_fixture(tmp_path):
     outages = []
 
     class FakeAPI:
+        """Records each outage as [start, end] in cluster seconds; ends when cancelled."""
+
         name = "apiserver"
 
         async def outage(self, seconds):
-            outages.append(seconds)
+            rec = [rt.clock.cluster_now(), None]
+            outages.append(rec)
+            try:
+                await rt.clock.sleep(seconds)
+            finally:
+                rec[1] = rt.clock.cluster_now()
+
+    rt = Runtime(state_dir=tmp_path, clock=Clock(0.001), faults=Faults(), fixture=fx)
 
     async def scenario():
-        rt = Runtime(state_dir=tmp_path, clock=Clock(0.001), faults=Faults(), fixture=fx)
         rt.components.append(FakeAPI())
         comp = NodesComponent()
         await comp.start(rt)
         server = next(n for n in rt.nodes.values() if n.role == "server")
-        rt.faults.api_down_on_restart, rt.faults.api_down_seconds = True, 30.0
-        res = await server.exec("sudo systemctl restart k3s")
+        res = [await server.exec("sudo systemctl restart k3s")]
         await asyncio.sleep(0.01)
+        # stopped k3s: the API stays down until k3s starts again
+        res.append(await server.exec("sudo systemctl stop k3s"))
+        await rt.clock.sleep(50)
+        still_down = outages[-1][1] is None
+        res.append(await server.exec("sudo systemctl start k3s"))
+        await asyncio.sleep(0.01)
+        # with the fault, a restart keeps the API down for api_down_seconds
+        rt.faults.api_down_on_restart, rt.faults.api_down_seconds = True, 60.0
+        res.append(await server.exec("sudo systemctl restart k3s"))
+        mid = outages[-1][1] is None
+        for _ in range(300):
+            if outages[-1][1] is not None:
+                break
+            await asyncio.sleep(0.005)
         await comp.stop()
-        return rt, res
-    rt, res = run(scenario())
-    assert res.rc == 0 and outages == [30.0]
+        return res, still_down, mid
+    res, still_down, mid = run(scenario())
+    assert [r.rc for r in res] == [0, 0, 0, 0]
+    assert len(outages) == 3 and all(end is not None for _, end in outages)
+    restart = outages[0][1] - outages[0][0]
+    assert 4 <= restart < 300                       # about SERVER_RESTART_SECONDS (slack for load)
+    assert still_down and outages[1][1] - outages[1][0] >= 50
+    assert mid and outages[2][1] - outages[2][0] >= 59
     assert set(rt.nodes) == {n.name for n in fx.nodes}
     for spec in fx.nodes:
         n = rt.nodes[spec.name]

@@ -2183,4 +2183,4 @@ class NodesComponent:
 
     def describe(self) -> str:
         roles = ", ".join(f"{n.name} ({n.role}, {n.unit} {n.unit_state})" for n in self.nodes.values())
-        return f"nodes: {roles}"
+        return roles

@@ -396,4 +396,4 @@ class SSHServers:
 
     def describe(self) -> str:
         ports = ", ".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
-        return f"ssh: {ports} (known_hosts {self.known_hosts}, key {self.client_key})"
+        return f"{ports} (known_hosts {self.known_hosts}, key {self.client_key})"

@@ -26,7 +26,7 @@ def test_files_keys_and_endpoints(nodes_twin):
     lines = [l for l in t.ssh.known_hosts.read_text().splitlines() if not l.startswith("#")]
     assert sorted(l.split()[0] for l in lines) == sorted(f"[127.0.0.1]:{p}" for p in ports.values())
     assert all(l.split()[1] == "ssh-ed25519" for l in lines)
-    assert "ssh:" in t.ssh.describe()
+    assert "known_hosts" in t.ssh.describe()
 
 
 def test_exec_sudo_cat_and_stdin(nodes_twin):

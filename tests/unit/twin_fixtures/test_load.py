@@ -244,3 +244,13 @@ def test_load_into_adopts_auto_created_default_service_accounts():
     fx.objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "velero"}})
     with pytest.raises(FixtureError, match="creating Namespace velero failed: .*already exists"):
         load_into(AutoSAStore(), fx)
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("twin.fixtures", "twin.fixtures.generate"):
+        module = importlib.import_module(name)
+        result = doctest.testmod(module, verbose=False)
+        assert result.failed == 0 and result.attempted > 0, name

@@ -378,6 +378,9 @@ def clean_for_restore(group: str, plural: str, obj: dict) -> dict:
     out = _strip_server_fields(obj)
     if (group, plural) == ("", "services"):
         out["spec"] = _service_spec_portable(out.get("spec") or {})
+    if (group, plural) == ("", "pods"):
+        # The scheduler places a restored pod again (its old node may be gone).
+        (out.get("spec") or {}).pop("nodeName", None)
     return out
 
 
@@ -469,8 +472,9 @@ class VeleroModel:
             for obj in self.store.iter_objects(t):
                 ns = _meta(obj).get("namespace") or ""
                 if flt.includes(t.group, t.plural, t.namespaced, ns, obj):
-                    items.append(BackupItem(t.group, t.plural, t.namespaced,
-                                            self.store._render(obj, t)))
+                    item = copy.deepcopy(obj)
+                    item["apiVersion"], item["kind"] = t.api_version, t.kind
+                    items.append(BackupItem(t.group, t.plural, t.namespaced, item))
         return items
 
     async def _backup(self, ns: str, name: str) -> None:

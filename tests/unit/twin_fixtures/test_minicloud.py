@@ -94,6 +94,7 @@ def test_load_balancers_and_ingresses(fx):
     nginx = lbs["ingress-nginx-controller"]
     assert nginx["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.200", "ipMode": "VIP"}]
     assert nginx["metadata"]["annotations"]["metallb.universe.tf/ip-allocated-from-pool"] == "default"
+    assert nginx["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "10.0.0.200"
     assert lbs["nats-external"]["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.201"
     (pool,) = kinds(fx, "IPAddressPool")
     lo, hi = (ipaddress.ip_address(x) for x in pool["spec"]["addresses"][0].split("-"))

@@ -90,12 +90,12 @@ def test_host_network_pods(fx):
 
 def test_load_balancers_and_ingresses(fx):
     lbs = {s["metadata"]["name"]: s for s in kinds(fx, "Service") if s["spec"]["type"] == "LoadBalancer"}
-    assert set(lbs) == {"ingress-nginx-controller", "nats-external"}
+    assert set(lbs) == {"ingress-nginx-controller", "nats-lb"}
     nginx = lbs["ingress-nginx-controller"]
     assert nginx["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.200", "ipMode": "VIP"}]
     assert nginx["metadata"]["annotations"]["metallb.universe.tf/ip-allocated-from-pool"] == "default"
     assert nginx["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "10.0.0.200"
-    assert lbs["nats-external"]["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.201"
+    assert lbs["nats-lb"]["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.201"
     (pool,) = kinds(fx, "IPAddressPool")
     lo, hi = (ipaddress.ip_address(x) for x in pool["spec"]["addresses"][0].split("-"))
     for s in lbs.values():

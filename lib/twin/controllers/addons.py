@@ -478,9 +478,11 @@ class VeleroModel:
         return items
 
     async def _backup(self, ns: str, name: str) -> None:
-        await self.rt.clock.sleep(0.2)
+        # The server picks a new backup up within about a second: it is "New" meanwhile.
+        await self.rt.clock.sleep(0.1)
         if self._write("backups", ns, name, lambda o: o.setdefault("status", {}).setdefault("phase", "New")) is None:
             return
+        await self.rt.clock.sleep(1.0)
         await self._wait_server(ns)
         btype = _rtype(self.store, VELERO, "backups")
         obj = self.store.try_get(btype, ns, name)
@@ -598,9 +600,10 @@ class VeleroModel:
 
     # -- restores -----------------------------------------------------------------------
     async def _restore(self, ns: str, name: str) -> None:
-        await self.rt.clock.sleep(0.2)
+        await self.rt.clock.sleep(0.1)
         if self._write("restores", ns, name, lambda o: o.setdefault("status", {}).setdefault("phase", "New")) is None:
             return
+        await self.rt.clock.sleep(1.0)
         await self._wait_server(ns)
         rtype = _rtype(self.store, VELERO, "restores")
         obj = self.store.try_get(rtype, ns, name)

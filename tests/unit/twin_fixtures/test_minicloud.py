@@ -263,3 +263,25 @@ def test_no_shared_substructures():
 
     for o in build_minicloud().objects:
         walk(o, f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}")
+
+
+def test_agrees_with_the_real_clusters_params(fx):
+    # The twin stands in for the cluster params/minicloud.yaml describes: same nodes,
+    # every checked ingress host and LoadBalancer address exists in the fixture.
+    import yaml
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "params" / "minicloud.yaml"
+    if not path.exists():
+        pytest.skip("params/minicloud.yaml is not there")
+    params = yaml.safe_load(path.read_text())
+    assert [(n["name"], n["role"], n["address"]) for n in params["nodes"]] == [
+        (n.name, n.role, n.ip) for n in fx.nodes]
+    hosts = {r["host"] for i in kinds(fx, "Ingress") for r in i["spec"]["rules"]}
+    for check in params["checks"]["ingress"]:
+        assert check["url"].split("/")[2] in hosts, check
+    lbs = {(s["metadata"]["namespace"], s["metadata"]["name"]):
+           s["status"]["loadBalancer"]["ingress"][0]["ip"]
+           for s in kinds(fx, "Service") if s["spec"]["type"] == "LoadBalancer"}
+    for lb in params["checks"]["loadbalancer_ips"]:
+        assert lbs.get((lb["namespace"], lb["name"])) == lb["ip"], lb

@@ -426,6 +426,7 @@ class CiliumModel:
         self._unsub: Any = None
         self._ticker: asyncio.Task | None = None
         self._watcher_due = 0.0
+        self._pull_fault = False
         self._types: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -439,6 +440,7 @@ class CiliumModel:
         for pod in self.cache.all(("", "pods")):
             self._index_pod("ADDED", pod, None)
         self.crds_registered = self._rtype("cilium.io", "ciliumnodes") is not None
+        self._pull_fault = bool(rt.faults.cilium_image_pull_fails)
         self._unsub = self.store.subscribe(self._on_change)
         self.ctrl.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="cilium-ticker")
@@ -521,6 +523,12 @@ class CiliumModel:
         key = (pod["metadata"].get("namespace") or "", pod["metadata"]["name"])
         boot = self._ready_boot.get(key)
         return nm is None or boot is None or boot == nm.boot_count
+
+    def agent_pending(self, node: str) -> bool:
+        """An agent pod exists on ``node`` but is not Ready (yet)."""
+        pod = self._agent_pod(node)
+        return pod is not None and not (pod.get("metadata") or {}).get("deletionTimestamp") \
+            and not self.agent_ready(node)
 
     def agent_status(self, node: str) -> AgentStatus:
         """Facts about the agent of ``node`` (see :class:`AgentStatus`)."""
@@ -941,6 +949,11 @@ class CiliumModel:
             elif state == "running" and now - since >= CRASH_RUN_SECONDS:
                 entry[0], entry[1], entry[2] = count + 1, "crash", now
                 self.kubelet.enqueue(key)
+        fault = bool(self.rt.faults.cilium_image_pull_fails)
+        if fault != self._pull_fault:
+            # Fault switches have no events: notice a flip here and re-decide every pod.
+            self._pull_fault = fault
+            self.ctrl.enqueue(("all",))
         if self.crds_registered is False and self.operator_ready():
             self.ctrl.enqueue(("crds",))
         self._unmanaged_watcher(now)

@@ -34,7 +34,10 @@ sandbox policy, as a real kubelet + CNI would:
   hand out an address an old flannel pod still holds, which is defect 5 of the original
   procedure) or from Cilium's cluster pool (``ipam: cluster-pool``). Pods of the Cilium
   release (agents, envoy, operator, hubble) are delegated to the Cilium model.
-  hostNetwork pods run whenever k3s runs: that is how a CNI bootstraps.
+  hostNetwork pods run whenever k3s runs: that is how a CNI bootstraps. While a node
+  has ``05-cilium.conflist`` and its agent pod exists but is not Ready yet (starting,
+  or restarting after a reboot), new sandboxes fail with cilium-cni's "unable to connect
+  to Cilium agent" instead of falling back to flannel.
 
 - **Reboot**: a rebooted node's pods get new sandboxes from the CNI that works after the
   reboot (their annotation and IP are dropped at reboot; the kubelet then re-creates
@@ -78,6 +81,12 @@ NOT_READY_REASON = "KubeletNotReady"
 NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false "
                      "reason:NetworkPluginNotReady message:Network plugin returns error: "
                      "cni plugin not initialized")
+CILIUM_CNI_DOWN_MESSAGE = (
+    'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for '
+    'sandbox: plugin type="cilium-cni" name="cilium" failed (add): unable to connect to Cilium '
+    'agent: failed to create cilium agent client after 30.000000 seconds timeout: Get '
+    '"http:///var/run/cilium/cilium.sock/v1/config": dial unix /var/run/cilium/cilium.sock: '
+    'connect: no such file or directory')
 UNKNOWN_REASON = "NodeStatusUnknown"
 UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
 # The other node conditions and what a live kubelet posts for them.
@@ -356,6 +365,13 @@ class NetworkModel:
                            delay=self.start_seconds)
         name = node["metadata"]["name"]
         cni = self.working_cni(name)
+        cil = self.cilium
+        if cni != "cilium" and cil is not None and cil.agent_pending(name):
+            nm = self.node_model(name)
+            if nm is not None and nm.exists(CILIUM_CONFLIST):
+                # containerd picks 05-cilium.conflist first; its plugin needs the agent,
+                # which is (re)starting on this node (e.g. after a reboot).
+                return PodFate("Pending", False, "ContainerCreating", CILIUM_CNI_DOWN_MESSAGE)
         if cni is None:
             return PodFate("Pending", False, "ContainerCreating", NETWORK_NOT_READY_MESSAGE)
         ip = self.allocate_ip(cni, pod, node)

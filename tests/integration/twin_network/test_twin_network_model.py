@@ -372,3 +372,53 @@ def test_reboot_gives_pods_new_sandboxes_from_the_current_cni(env, render):
     pod = env.until(lambda: (lambda p: p if p and sandbox(p) == "cilium" and pod_ready(p) else None)(
         env.get("pods", *key)), what="pod re-sandboxed by cilium")
     assert env.reachable(pod)[0]
+
+
+# ----------------------------------------------------------------------------- k3s down
+def test_stopped_k3s_makes_the_node_unknown_but_a_restart_does_not(env):
+    env.restart(AGENT1)               # a few seconds down: shorter than the grace period
+    seen = env.now()
+    env.until(lambda: env.now() > seen + 60, what="a minute of cluster time")
+    assert env.ready(AGENT1)[0] == "True"
+
+    env.sh(AGENT1, "sudo systemctl stop k3s-agent")
+    env.until(lambda: env.ready(AGENT1)[0] == "Unknown", what="Ready Unknown")
+    status, reason, message = env.ready(AGENT1)
+    assert (reason, message) == ("NodeStatusUnknown", "Kubelet stopped posting node status.")
+    node = env.get("nodes", None, AGENT1)
+    assert all(c["status"] == "Unknown" for c in node["status"]["conditions"]
+               if c["type"] in ("MemoryPressure", "DiskPressure", "PIDPressure"))
+    env.until(lambda: any(t["key"] == "node.kubernetes.io/unreachable"
+                          for t in env.get("nodes", None, AGENT1)["spec"].get("taints") or ()),
+              what="unreachable taint")
+    env.sh(AGENT1, "sudo systemctl start k3s-agent")
+    env.until(lambda: env.ready(AGENT1)[0] == "True", what="Ready again")
+    node = env.get("nodes", None, AGENT1)
+    assert all(c["status"] == "False" for c in node["status"]["conditions"]
+               if c["type"] in ("MemoryPressure", "DiskPressure", "PIDPressure"))
+
+
+# ----------------------------------------------------------------------------- rollback
+def test_cilium_pods_are_unreachable_once_the_node_is_back_on_flannel(env, render):
+    docs = render(tunnelPort=8473)
+    env.apply(docs)
+    env.until(lambda: all_agents_ready(env), what="agents Ready")
+    env.create(deployment("probe", 2))
+    env.until(lambda: len([p for p in env.pods("default", "app=probe")
+                           if pod_ready(p) and sandbox(p) == "cilium"]) == 2, what="probe pods on cilium")
+    probe = env.pods("default", "app=probe")
+    env.until(lambda: all(env.get("ciliumendpoints", "default", p["metadata"]["name"], "cilium.io")
+                          for p in probe), what="their CiliumEndpoints")
+    assert all(env.reachable(p)[0] for p in probe)
+
+    env.delete_release(docs)
+    env.until(lambda: all(env.cni(n) == "flannel" for n in NODES), what="flannel again")
+    for p in env.pods("default", "app=probe"):
+        ok, why = env.reachable(p)
+        assert not ok and "sandbox created by cilium" in why and "now runs flannel" in why
+    # Deleting a pod removes its CiliumEndpoint with it (owner reference).
+    gone = probe[0]["metadata"]["name"]
+    env.delete("pods", "default", gone)
+    env.until(lambda: env.get("ciliumendpoints", "default", gone, "cilium.io") is None, what="CEP gone")
+    env.until(lambda: len([p for p in env.pods("default", "app=probe")
+                           if pod_ready(p) and sandbox(p) == "flannel"]) == 1, what="replacement on flannel")

@@ -63,6 +63,13 @@ Argo CD (``argoproj.io/v1alpha1``)
       that ``ignoreDifferences`` entry does: pausing a child is not reverted. Fault
       ``argocd_parent_reverts`` removes that implicit entry: a self-healing parent then
       reverts its children's syncPolicy (argo-cd#3895), which is what breaks a naive pause.
+    * ApplicationSets (list generators, ``{{.key}}``/``{{key}}`` placeholders): while an
+      ``argocd-applicationset-controller`` pod is Ready and reachable, each generated
+      Application (owned by the ApplicationSet) gets the spec its template renders,
+      about a cluster second after the ApplicationSet or the Application changes,
+      unless ``syncPolicy.applicationsSync`` is create-only/create-delete; pointers in
+      ``ignoreApplicationDifferences`` keep the live value. So pausing a generated app
+      only sticks once the template's ``syncPolicy.automated`` is paused too.
 
 MetalLB (``metallb.io/v1beta1``)
     * LoadBalancer Services (without another ``loadBalancerClass``) get
@@ -1046,6 +1053,110 @@ class ArgoCDModel(Controller):
         log.info("argocd: %s/%s self-healed %d object(s)", key[0], key[1], len(drifted))
 
 
+def render_template(value: Any, params: dict[str, Any]) -> Any:
+    """Fill an ApplicationSet template with one generator element: ``{{.key}}`` (Go
+    templates) and ``{{key}}`` (fasttemplate) placeholders in every string.
+
+    >>> render_template({"name": "{{.name}}-app", "n": ["{{ path }}"]}, {"name": "a", "path": "p"})
+    {'name': 'a-app', 'n': ['p']}
+    """
+    if isinstance(value, dict):
+        return {k: render_template(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_template(v, params) for v in value]
+    if isinstance(value, str) and "{{" in value:
+        def sub(m: re.Match) -> str:
+            key = m.group(1)
+            return str(params.get(key, m.group(0)))
+        return re.sub(r"\{\{\s*\.?([A-Za-z0-9_.-]+)\s*\}\}", sub, value)
+    return value
+
+
+def generated_apps(appset: dict) -> dict[str, dict]:
+    """Application name -> the spec the ApplicationSet's list generators render (other
+    generators are not modelled: they render nothing here)."""
+    spec = appset.get("spec") or {}
+    tpl = spec.get("template") or {}
+    out = {}
+    for gen in spec.get("generators") or ():
+        for el in ((gen.get("list") or {}).get("elements") or ()):
+            if not isinstance(el, dict):
+                continue
+            name = render_template((tpl.get("metadata") or {}).get("name") or "", el)
+            if name and "{{" not in name:
+                out[name] = render_template(copy.deepcopy(tpl.get("spec") or {}), el)
+    return out
+
+
+class ApplicationSetModel(Controller):
+    """The ApplicationSet controller: keeps each generated Application's spec equal to
+    what the template renders (``applicationsSync: create-only|create-delete`` and
+    ``ignoreApplicationDifferences`` jsonPointers honoured). This is why pausing a
+    generated app without pausing its ApplicationSet's template does not stick."""
+
+    delay_seconds = 1.0
+
+    def __init__(self, rt: Any) -> None:
+        super().__init__("applicationsets", rt.clock)
+        self.rt = rt
+        self.store = rt.store
+        self.regenerated = 0
+
+    def on_event(self, etype: str, kind: Any, obj: dict, old: dict | None) -> None:  # type: ignore[override]
+        md = _meta(obj)
+        if kind.key == (ARGO, "applicationsets") and etype != "DELETED":
+            self.requeue_after((md.get("namespace") or "", md.get("name") or ""), self.delay_seconds)
+        elif kind.key == (ARGO, "applications") and etype != "DELETED":
+            for ref in md.get("ownerReferences") or ():
+                if ref.get("kind") == "ApplicationSet":
+                    self.requeue_after((md.get("namespace") or "", ref.get("name") or ""),
+                                       self.delay_seconds)
+
+    def controller_ready(self) -> bool:
+        pods = _rtype(self.store, "", "pods")
+        found = False
+        for p in self.store.iter_objects(pods, "argocd"):
+            if (_meta(p).get("labels") or {}).get("app.kubernetes.io/name") == "argocd-applicationset-controller":
+                found = True
+                if pod_reachable(self.rt, p)[0]:
+                    return True
+        return not found
+
+    def reconcile(self, key: Any) -> None:  # type: ignore[override]
+        st = _rtype(self.store, ARGO, "applicationsets")
+        at = _rtype(self.store, ARGO, "applications")
+        appset = self.store.peek(st, key[0], key[1]) if st else None
+        if appset is None or at is None:
+            return
+        policy = ((appset.get("spec") or {}).get("syncPolicy") or {}).get("applicationsSync")
+        if policy in ("create-only", "create-delete"):
+            return
+        if not self.controller_ready():
+            self.requeue_after(key, 2.0)
+            return
+        ignore = [p for d in (appset.get("spec") or {}).get("ignoreApplicationDifferences") or ()
+                  if not d.get("name") for p in d.get("jsonPointers") or ()]
+        for name, want in generated_apps(appset).items():
+            app = self.store.peek(at, key[0], name)
+            if app is None or not any(r.get("kind") == "ApplicationSet" and r.get("name") == key[1]
+                                      for r in _meta(app).get("ownerReferences") or ()):
+                continue
+            new_spec = copy.deepcopy(want)
+            for p in ignore:
+                if p.startswith("/spec/"):
+                    found, live_val = _get_pointer(app, p)
+                    sub = "/" + p[len("/spec/"):]
+                    if found:
+                        _set_pointer(new_spec, sub, live_val)
+                    else:
+                        _remove_pointer(new_spec, sub)
+            if (app.get("spec") or {}) == new_spec:
+                continue
+            self.store.mutate(at, key[0], name, lambda o, s=new_spec: o.__setitem__("spec", s))
+            self.regenerated += 1
+            log.info("argocd: ApplicationSet %s/%s regenerated Application %s", key[0], key[1], name)
+
+
 # ============================================================================ MetalLB
 class PoolError(ValueError):
     """An IPAddressPool address entry that cannot be parsed."""
@@ -1440,6 +1551,7 @@ class AddonControllers:
         self.rt: Any = None
         self.velero: VeleroModel | None = None
         self.argocd: ArgoCDModel | None = None
+        self.appsets: ApplicationSetModel | None = None
         self.metallb: MetalLBModel | None = None
         self._unsubscribe: Any = None
         self._ticker: asyncio.Task | None = None
@@ -1448,11 +1560,13 @@ class AddonControllers:
         self.rt = rt
         self.velero = VeleroModel(rt)
         self.argocd = ArgoCDModel(rt)
+        self.appsets = ApplicationSetModel(rt)
         self.metallb = MetalLBModel(rt)
         self.argocd.load()
         self.metallb.load()
         self._unsubscribe = rt.store.subscribe(self._on_event)
         self.argocd.start()
+        self.appsets.start()
         self.metallb.start()
         # Backups/Restores created before we subscribed (e.g. in a fixture) get processed too.
         for plural in ("backups", "restores"):
@@ -1462,7 +1576,7 @@ class AddonControllers:
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="addons-tick")
 
     def _on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
-        for model in (self.velero, self.argocd, self.metallb):
+        for model in (self.velero, self.argocd, self.appsets, self.metallb):
             if model is None:
                 continue
             try:
@@ -1488,14 +1602,14 @@ class AddonControllers:
                 pass
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for m in (self.argocd, self.metallb):
+        for m in (self.argocd, self.appsets, self.metallb):
             if m is not None:
                 await m.stop()
         if self.velero is not None:
             await self.velero.stop()
 
     def idle(self) -> bool:
-        return all(m is None or m.idle() for m in (self.argocd,)) and not (self.velero and self.velero.busy())
+        return all(m is None or m.idle() for m in (self.argocd, self.appsets)) and not (self.velero and self.velero.busy())
 
     def describe(self) -> str:
         pools = len(self.metallb.ipam.pools) if self.metallb else 0

@@ -118,3 +118,50 @@ def test_parent_reverts_children_policy_with_the_fault(addon_twin) -> None:
     at.cluster_sleep(20)
     assert "automated" not in _app(at, "podinfo")["spec"]["syncPolicy"]
     assert _app(at, "platform-root")["status"]["sync"]["status"] == "OutOfSync"
+
+
+def test_applicationset_regenerates_its_app_until_the_template_is_paused(addon_twin) -> None:
+    at = addon_twin
+    c = at.cluster
+    original = _app(at, "platform-demo")["spec"]["syncPolicy"]["automated"]
+    at.cluster_sleep(5)
+    assert at.twin.call(lambda: at.addons.appsets.regenerated) == 0     # converged at start
+    # Pausing the generated app alone does not stick: the template puts it back.
+    at.pause_app("platform-demo")
+    at.until(lambda: _app(at, "platform-demo")["spec"]["syncPolicy"].get("automated") == original,
+             what="ApplicationSet regenerated the app")
+    # The runbook's way: pause the template first, then the app.
+    path = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applicationsets/platform-demo"
+    c.request("PATCH", path, body={"spec": {"template": {"spec": {"syncPolicy": {"automated": None}}}}},
+              content_type="application/merge-patch+json")
+    at.until(lambda: "automated" not in _app(at, "platform-demo")["spec"]["syncPolicy"],
+             what="app follows the paused template")
+    at.cluster_sleep(10)
+    assert "automated" not in _app(at, "platform-demo")["spec"]["syncPolicy"]
+    # Restoring the template restores the app's policy exactly.
+    c.request("PATCH", path, body={"spec": {"template": {"spec": {"syncPolicy": {"automated": original}}}}},
+              content_type="application/merge-patch+json")
+    at.until(lambda: _app(at, "platform-demo")["spec"]["syncPolicy"].get("automated") == original,
+             what="app follows the restored template")
+
+
+def test_runbook_pause_and_resume_are_exact_even_with_the_parent_fault(addon_twin, tmp_path) -> None:
+    """The runbook's argocd.pause (parents first, ApplicationSet template first) sticks on
+    a twin whose parent reverts children, and argocd.resume puts back exactly what was."""
+    from runbook.journal import Journal
+
+    at = addon_twin
+    c = at.cluster
+    at.admin("POST", "/faults", {"argocd_parent_reverts": True})
+    before = {a.key: a.automated for a in argocd.list_apps(c)}
+    journal = Journal.open(tmp_path / "run", params_hash="h", cluster_uid="u", run_id="run")
+    plan = argocd.pause(c, journal, execute=True)
+    paused = set(plan[plan["action"] == "paused"]["app"])
+    assert {"argocd/platform-root", "argocd/podinfo", "argocd/platform-demo"} <= paused
+    at.cluster_sleep(20)                       # 4 self-heal timeouts, appset delays
+    now = {a.key: a.automated for a in argocd.list_apps(c)}
+    assert {k: now[k] for k in paused} == {k: None for k in paused}
+    argocd.resume(c, journal, execute=True)
+    at.cluster_sleep(20)
+    assert argocd.drift(c, journal) == []
+    assert {a.key: a.automated for a in argocd.list_apps(c)} == before

@@ -718,6 +718,11 @@ class CiliumModel:
             self._ready_boot.pop(key, None)
             if app == "cilium" and node and self._agents.get(node) == key:
                 del self._agents[node]
+                # A surge/rolling update may already have the next agent on this node.
+                for other in self.cache.pods_on(node):
+                    okey = (other["metadata"].get("namespace") or "", other["metadata"]["name"])
+                    if okey != key and pod_app(other) == "cilium":
+                        self._agents[node] = okey
             return
         self._apps[key] = (app, node)
         if app == "cilium" and node:

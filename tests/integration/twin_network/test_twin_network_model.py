@@ -8,6 +8,7 @@ having a visible consequence, or one rule of the Cilium model.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -422,3 +423,37 @@ def test_cilium_pods_are_unreachable_once_the_node_is_back_on_flannel(env, rende
     env.until(lambda: env.get("ciliumendpoints", "default", gone, "cilium.io") is None, what="CEP gone")
     env.until(lambda: len([p for p in env.pods("default", "app=probe")
                            if pod_ready(p) and sandbox(p) == "flannel"]) == 1, what="replacement on flannel")
+
+
+# ----------------------------------------------------------------------------- defect 5
+def pinned(name: str, node: str, replicas: int) -> dict:
+    return deployment(name, replicas, node=node)
+
+
+def test_ipam_kubernetes_reuses_addresses_old_flannel_pods_hold(env, render):
+    env.apply(render(tunnelPort=8473))          # Phase 22 values: ipam.mode kubernetes
+    env.until(lambda: all_agents_ready(env), what="agents Ready")
+    env.create(pinned("probe", AGENT1, 4))
+    env.until(lambda: len([p for p in env.pods("default", "app=probe")
+                           if pod_ready(p) and sandbox(p) == "cilium"]) == 4, what="probe pods")
+    node_cidr = env.get("nodes", None, AGENT1)["spec"]["podCIDR"]
+    new_ips = {p["status"]["podIP"] for p in env.pods("default", "app=probe")}
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(node_cidr) for ip in new_ips)
+    old_ips = {p["status"]["podIP"] for p in env.list("pods")
+               if p["spec"].get("nodeName") == AGENT1 and sandbox(p) == "flannel"
+               and p["status"].get("phase") == "Running"}
+    assert new_ips & old_ips, "cilium should hand out an address an old flannel pod still holds"
+
+
+def test_ipam_cluster_pool_uses_a_new_range(env, render):
+    env.apply(render(tunnelPort=8473, **{"ipam.mode": "cluster-pool",
+                                         "ipam.operator.clusterPoolIPv4PodCIDRList": "{10.100.0.0/16}"}))
+    env.until(lambda: all_agents_ready(env), what="agents Ready")
+    env.create(pinned("probe", AGENT1, 3))
+    env.until(lambda: len([p for p in env.pods("default", "app=probe")
+                           if pod_ready(p) and sandbox(p) == "cilium"]) == 3, what="probe pods")
+    cn = env.get("ciliumnodes", None, AGENT1, "cilium.io")
+    (cidr,) = cn["spec"]["ipam"]["podCIDRs"]
+    assert cidr.startswith("10.100.") and cidr.endswith("/24")
+    for p in env.pods("default", "app=probe"):
+        assert ipaddress.ip_address(p["status"]["podIP"]) in ipaddress.ip_network(cidr)

@@ -759,7 +759,8 @@ class CiliumModel:
             if app == "cilium" and now and not was:
                 nm = self.rt.nodes.get(node)
                 self._ready_boot[(md.get("namespace") or "", md["name"])] = nm.boot_count if nm else 0
-            if was != now or etype == "DELETED" or (old is not None and not (old.get("spec") or {}).get("nodeName")):
+            newly_bound = old is not None and not (old.get("spec") or {}).get("nodeName")
+            if was != now or etype == "DELETED" or newly_bound:
                 if app == "cilium" and node:
                     self.ctrl.enqueue(("node", node))
                     self.ctrl.enqueue(("hubble",))
@@ -888,13 +889,14 @@ class CiliumModel:
         n = self.cache.get(("", "nodes"), "", node)
         labels = {k: v for k, v in _labels(pod).items() if k != "pod-template-hash"}
         ident = identity_for(labels, ns)
+        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         ep_id = int(hashlib.sha256(f"{md.get('uid')}".encode()).hexdigest()[:4], 16) % 4000 + 1
         status = {
             "id": ep_id,
             "identity": {"id": ident, "labels": sorted(
                 [f"k8s:{k}={v}" for k, v in labels.items()]
                 + [f"k8s:io.kubernetes.pod.namespace={ns}",
-                   f"k8s:io.cilium.k8s.policy.serviceaccount={(pod.get('spec') or {}).get('serviceAccountName') or 'default'}",
+                   f"k8s:io.cilium.k8s.policy.serviceaccount={sa}",
                    "k8s:io.cilium.k8s.policy.cluster=default"])},
             "networking": {"addressing": [{"ipv4": st["podIP"]}],
                            "node": node_internal_ip(n) if n else ""},

@@ -1,0 +1,169 @@
+"""runbook.rollback planning: golden journals -> plans, and the pod selection.
+
+Each case folder under ``tests/fixtures/rollback/`` holds a ``journal.json`` (what a run
+recorded up to where it stopped) and the ``plan.json`` the rollback must compute from
+it. A new case is a new folder, not new code. The assertions after the golden
+comparison spell out the rules the golden files encode, so a reviewer can check that
+the expected plans are right rather than merely stable.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runbook import rollback
+from runbook.rollback import plan_from_journal, pods_to_restart
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rollback"
+NODES = [("set-hog", "server"), ("fast-skunk", "agent"), ("fast-heron", "agent")]
+CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "journal.json").is_file())
+
+
+def _plan(case: str) -> rollback.RollbackPlan:
+    doc = json.loads((FIXTURES / case / "journal.json").read_text())
+    return plan_from_journal(doc, NODES)
+
+
+def test_cases_present() -> None:
+    assert {"after-preflight", "reconfigure-agent-unreached", "install-failed",
+            "full-migration-partial-rollback"} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_plan(case: str) -> None:
+    expected = json.loads((FIXTURES / case / "plan.json").read_text())
+    assert _plan(case).to_dict() == expected
+
+
+def test_after_preflight_touches_nothing() -> None:
+    p = _plan("after-preflight")
+    assert p.nothing_to_do
+    assert p.helm_uninstall is None and p.touched_nodes == [] and p.pods_since is None
+    # Argo CD and Velero come from preflight's facts and are still restorable
+    assert p.argocd_recorded == ["argocd/homer", "argocd/manual", "argocd/root"]
+    assert p.velero_backup == "phase22-r1"
+
+
+def test_unreached_agent_is_left_alone() -> None:
+    p = _plan("reconfigure-agent-unreached")
+    server, skunk, heron = p.node("set-hog"), p.node("fast-skunk"), p.node("fast-heron")
+    assert p.helm_uninstall is None                      # install never started
+    assert server.restore_config == {"path": "/etc/rancher/k3s/config.yaml",
+                                     "backup": "/var/backups/phase22/config.yaml.r1.bak",
+                                     "sha256": "a" * 64}
+    assert server.restart and not server.delete_cilium and not server.remove_cilium_cni
+    assert skunk.restart and skunk.restore_config is None   # agents' configs were not written
+    assert not heron.touched and heron.reasons == []
+    # agents stop before the server; the server starts first
+    assert [n.node for n in p._restart_order()] == ["fast-skunk", "set-hog"]
+    assert [n.node for n in p._restart_order(start=True)] == ["set-hog", "fast-skunk"]
+    assert p.pods_since == "2026-11-26T05:01:05.000Z"     # the first restart, before the fact
+
+
+def test_install_failed_undoes_everything_recorded() -> None:
+    p = _plan("install-failed")
+    assert p.helm_uninstall == {"release": "cilium", "namespace": "kube-system"}
+    assert not p.helm_done
+    for n in p.nodes:
+        assert n.delete_cilium and n.remove_cilium_cni and n.restart
+        assert n.lost_bridge                              # cni0 deleted (or maybe deleted)
+        paths = [f["path"] for f in n.restore_files]
+        assert "/var/lib/cni/networks/cbr0" in paths
+        assert "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist" in paths
+    # the failed cleanup on fast-heron: the planned moves may have happened, so they are
+    # candidates (the executor checks which backups exist)
+    assert len(p.node("fast-heron").restore_files) == 3
+    assert [n.node for n in p.nodes if n.restore_config] == ["set-hog"]
+
+
+def test_rerun_after_partial_rollback_skips_done_steps() -> None:
+    p = _plan("full-migration-partial-rollback")
+    assert p.helm_done                                  # uninstall done after the migration
+    assert p.node("set-hog").done == ["delete-cilium-ifaces"]
+    assert p.node("fast-skunk").done == []              # failed there: redo
+    assert not p.pods_done
+
+
+def test_rollback_steps_before_a_later_migration_do_not_count() -> None:
+    doc = json.loads((FIXTURES / "full-migration-partial-rollback" / "journal.json").read_text())
+    last = max(e["seq"] for e in doc["entries"])
+    # the operator re-ran install after the partial rollback: the uninstall is undone
+    doc["entries"].append({**doc["entries"][-1], "id": "again", "seq": last + 1, "step": "helm-install",
+                           "phase": "install", "node": None, "status": "done",
+                           "data": {"release": "cilium", "namespace": "kube-system"}})
+    p = plan_from_journal(doc, NODES)
+    assert not p.helm_done and p.node("set-hog").done == []
+
+
+def test_backup_from_write_entry_when_add_backup_was_not_reached() -> None:
+    doc = json.loads((FIXTURES / "reconfigure-agent-unreached" / "journal.json").read_text())
+    doc["facts"].pop("backups")
+    p = plan_from_journal(doc, NODES)
+    assert p.node("set-hog").restore_config["sha256"] == "a" * 64
+
+
+def test_write_without_restart_restores_without_restarting() -> None:
+    doc = json.loads((FIXTURES / "reconfigure-agent-unreached" / "journal.json").read_text())
+    doc["entries"] = [e for e in doc["entries"] if e["step"] != "restart-k3s"]
+    doc["facts"].pop("no_cni_window")
+    p = plan_from_journal(doc, NODES)
+    assert p.node("set-hog").restore_config and not p.node("set-hog").restart
+    assert not p.node("fast-skunk").touched
+
+
+def test_other_config_paths_are_not_restored() -> None:
+    doc = json.loads((FIXTURES / "reconfigure-agent-unreached" / "journal.json").read_text())
+    p = plan_from_journal(doc, NODES, k3s_config="/etc/other.yaml")
+    assert p.node("set-hog").restore_config is None
+
+
+# ----------------------------------------------------------------------------- pods
+def _pod(name: str, node: str | None, created: str, *, host: bool = False, owner: bool = True,
+         phase: str = "Running", ns: str = "apps") -> dict:
+    md: dict = {"name": name, "namespace": ns, "creationTimestamp": created, "uid": name}
+    if owner:
+        md["ownerReferences"] = [{"kind": "ReplicaSet", "name": f"{name}-rs", "controller": True}]
+    spec: dict = {"hostNetwork": host}
+    if node:
+        spec["nodeName"] = node
+    return {"metadata": md, "spec": spec, "status": {"phase": phase}}
+
+
+def test_pods_to_restart_selection() -> None:
+    p = _plan("reconfigure-agent-unreached")   # since 05:01:05; set-hog and fast-skunk restart
+    pods = [
+        _pod("old-on-server", "set-hog", "2026-11-26T04:00:00Z"),          # flannel, bridge kept
+        _pod("new-on-server", "set-hog", "2026-11-26T05:02:00Z"),          # no-CNI window
+        _pod("new-on-skunk", "fast-skunk", "2026-11-26T05:02:00Z"),
+        _pod("new-on-heron", "fast-heron", "2026-11-26T05:02:00Z"),        # node left alone
+        _pod("host", "set-hog", "2026-11-26T05:02:00Z", host=True),
+        _pod("bare", "set-hog", "2026-11-26T05:02:00Z", owner=False),
+        _pod("done-job", "set-hog", "2026-11-26T05:02:00Z", phase="Succeeded"),
+        _pod("unscheduled", None, "2026-11-26T05:02:00Z", phase="Pending"),
+        _pod("dns", "fast-skunk", "2026-11-26T05:03:00Z", ns="kube-system"),
+    ]
+    owned, bare = pods_to_restart(pods, p)
+    assert [x["metadata"]["name"] for x in owned] == ["dns", "new-on-server", "new-on-skunk"]
+    assert [x["metadata"]["name"] for x in bare] == ["bare"]
+
+
+def test_pods_on_a_node_whose_bridge_was_deleted_all_restart() -> None:
+    p = _plan("install-failed")
+    pods = [_pod("old", "fast-heron", "2026-11-26T01:00:00Z"),
+            _pod("older", "set-hog", "2025-01-01T00:00:00Z")]
+    owned, _ = pods_to_restart(pods, p)
+    assert {x["metadata"]["name"] for x in owned} == {"old", "older"}
+
+
+def test_plan_tables_render() -> None:
+    p = _plan("install-failed")
+    df = p.frame()
+    assert list(df["node"]) == ["set-hog", "fast-skunk", "fast-heron"]
+    assert set(df["stop/start k3s"]) == {"k3s", "k3s-agent"}
+    assert "helm uninstall cilium" in p._repr_html_()
+    assert "Nothing to roll back" in rollback.PlanView(_plan("after-preflight"))._repr_html_()
+    assert "Nothing to roll back" in repr(rollback.PlanView(_plan("after-preflight")))

@@ -114,6 +114,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..selectors import from_label_selector
+from ..store import json_copy
 from .base import Controller
 
 log = logging.getLogger("twin.controllers.addons")
@@ -200,7 +201,7 @@ def _rtype(store: Any, group: str, plural: str) -> Any:
 
 def _strip_server_fields(obj: dict) -> dict:
     """A copy without what the server owns (uid, resourceVersion, status, ...)."""
-    out = copy.deepcopy(obj)
+    out = json_copy(obj)
     md = out.setdefault("metadata", {})
     for k in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
               "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
@@ -469,17 +470,23 @@ class VeleroModel:
         return self.store.mutate(rtype, ns, name, fn)
 
     # -- backups ------------------------------------------------------------------------
-    def collect(self, spec: dict) -> list[BackupItem]:
-        """The items a Backup with ``spec`` includes right now (deep copies)."""
+    async def collect(self, spec: dict, batch: int = 2000) -> list[BackupItem]:
+        """The items a Backup with ``spec`` includes (copies). Yields to the event loop
+        every ``batch`` objects, so a large cluster's API stays responsive meanwhile
+        (like Velero, the backup is not one atomic snapshot)."""
         flt = ItemFilter.from_spec(spec)
         items: list[BackupItem] = []
-        for t in _types_by_key(self.store).values():
+        n = 0
+        for t in list(_types_by_key(self.store).values()):
             if t.key in VELERO_EXCLUDED:
                 continue
             for obj in self.store.iter_objects(t):
+                n += 1
+                if n % batch == 0:
+                    await asyncio.sleep(0)
                 ns = _meta(obj).get("namespace") or ""
                 if flt.includes(t.group, t.plural, t.namespaced, ns, obj):
-                    item = copy.deepcopy(obj)
+                    item = json_copy(obj)
                     item["apiVersion"], item["kind"] = t.api_version, t.kind
                     items.append(BackupItem(t.group, t.plural, t.namespaced, item))
         return items
@@ -527,7 +534,7 @@ class VeleroModel:
                            "expiration": now_rfc3339(ttl), "formatVersion": "1.1.0",
                            "version": 1, "progress": {}}
         self._write("backups", ns, name, begin)
-        items = self.collect(spec)
+        items = await self.collect(spec)
         total = len(items)
         for i in range(1, self.steps + 1):
             await self.rt.clock.sleep(self.step_seconds)
@@ -659,6 +666,8 @@ class VeleroModel:
                 if self._write("restores", ns, name, progress) is None:
                     return
             res = self._restore_item(item, policy, backup_name, name)
+            if i % 500 == 499:
+                await asyncio.sleep(0)      # keep the API responsive on large restores
             if res == "skip-owned":
                 continue
             total += 1
@@ -738,10 +747,10 @@ def desired_of(obj: dict) -> dict:
     if md.get("namespace"):
         out["metadata"]["namespace"] = md["namespace"]
     if md.get("labels"):
-        out["metadata"]["labels"] = copy.deepcopy(md["labels"])
+        out["metadata"]["labels"] = json_copy(md["labels"])
     for k, v in obj.items():
         if k not in ("apiVersion", "kind", "metadata", "status"):
-            out[k] = copy.deepcopy(v)
+            out[k] = json_copy(v)
     return out
 
 

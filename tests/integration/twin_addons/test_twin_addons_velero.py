@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 
 import pytest
 
@@ -23,19 +21,22 @@ def _restore(c, backup: str, name: str, policy: str = "none") -> velero.VeleroRe
     return velero.wait(c, "Restore", name, timeout=30, interval=0.02)
 
 
-def _watch_phases(at, kind: str, name: str, stop: threading.Event) -> list[str]:
-    """Poll the object and record each distinct phase (New when no phase yet)."""
-    seen: list[str] = []
+def _phases_since(at, kind: str, name: str, rv: str) -> list[str]:
+    """Every distinct phase of one Backup/Restore in the watch events after ``rv``
+    (New while no phase is set), until a terminal phase."""
+    from kubernetes import client, watch
 
-    def run() -> None:
-        while not stop.is_set():
-            obj = at.cluster.get(kind, name, "velero")
-            if obj is not None:
-                ph = (obj.get("status") or {}).get("phase") or "New"
-                if not seen or seen[-1] != ph:
-                    seen.append(ph)
-            time.sleep(0.005)
-    threading.Thread(target=run, daemon=True).start()
+    api = client.CustomObjectsApi(at.cluster.api)
+    seen: list[str] = []
+    w = watch.Watch()
+    for ev in w.stream(api.list_namespaced_custom_object, "velero.io", "v1", "velero", kind,
+                       field_selector=f"metadata.name={name}", resource_version=rv,
+                       timeout_seconds=20):
+        ph = (ev["object"].get("status") or {}).get("phase") or "New"
+        if not seen or seen[-1] != ph:
+            seen.append(ph)
+        if ph in ("Completed", "PartiallyFailed", "Failed", "FailedValidation"):
+            w.stop()
     return seen
 
 
@@ -45,13 +46,10 @@ def _ts(text: str) -> dt.datetime:
 
 def test_backup_goes_new_inprogress_completed_and_counts_items(addon_twin) -> None:
     at = addon_twin
-    stop = threading.Event()
-    phases = _watch_phases(at, "backups", "b1", stop)
+    rv = at.cluster.request("GET", "/apis/velero.io/v1/namespaces/velero/backups")["metadata"]["resourceVersion"]
     res = _backup(at.cluster, "b1")
-    stop.set()
     assert res.phase == "Completed"
-    assert phases[0] == "New" and "InProgress" in phases and phases[-1] == "Completed"
-    assert phases.index("InProgress") < phases.index("Completed")
+    assert _phases_since(at, "backups", "b1", rv) == ["New", "InProgress", "Completed"]
     obj = at.cluster.get("backups", "b1", "velero")
     st = obj["status"]
     assert st["progress"]["totalItems"] == st["progress"]["itemsBackedUp"] == res.items
@@ -138,8 +136,10 @@ def test_restore_recreates_deleted_objects_and_never_overwrites(addon_twin) -> N
     c.delete("deployments", "whoami", "whoami")
     at.until(lambda: c.get("deployments", "whoami", "whoami") is None, what="deployment gone")
 
+    rv = c.request("GET", "/apis/velero.io/v1/namespaces/velero/restores")["metadata"]["resourceVersion"]
     res = _restore(c, "before", "r1")
     assert res.phase == "Completed"
+    assert _phases_since(at, "restores", "r1", rv) == ["New", "InProgress", "Completed"]
     gone = c.get("configmaps", "gone", "default")
     assert gone is not None and gone["data"] == {"v": "1"}
     assert gone["metadata"]["uid"] != old_uid

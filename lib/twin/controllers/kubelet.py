@@ -493,7 +493,8 @@ class Kubelet(Controller):
 
 
 def _node_view(node: dict) -> tuple:
-    """The parts of a node that can change a pod's fate (not heartbeats)."""
+    """The parts of a node that can change a pod's fate (not heartbeats or annotations:
+    a policy that reads annotations calls :meth:`Kubelet.reevaluate` itself)."""
     c = None
     for cond in (node.get("status") or {}).get("conditions") or ():
         if cond.get("type") == "Ready":
@@ -501,5 +502,4 @@ def _node_view(node: dict) -> tuple:
     spec = node.get("spec") or {}
     return (c, repr(spec.get("taints")), spec.get("podCIDR"),
             repr((node.get("status") or {}).get("addresses")),
-            repr((node.get("metadata") or {}).get("labels")),
-            repr((node.get("metadata") or {}).get("annotations")))
+            repr((node.get("metadata") or {}).get("labels")))

@@ -41,9 +41,9 @@ from typing import Any
 
 from ..selectors import from_label_selector
 from .base import CACHED_KINDS, Cache, Controller, ObjKey, controller_ref, obj_key
-from .kubelet import DefaultSandboxPolicy, Kubelet, SandboxPolicy
+from .kubelet import Kubelet, SandboxPolicy
 from .scheduler import (NodeLifecycle, Scheduler, TAINT_NOT_READY, TAINT_UNREACHABLE,
-                        TAINT_UNSCHEDULABLE, _condition, node_fits, now_rfc3339,
+                        TAINT_UNSCHEDULABLE, _condition, now_rfc3339,
                         untolerated_taints, matches_node_selector, matches_required_affinity)
 
 log = logging.getLogger("twin.controllers.workloads")

@@ -8,7 +8,7 @@ import pytest
 from twin.controllers import NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, PodFate
 from twin.controllers.base import Controller
 from twin.clock import Clock
-from twin_controllers_helpers import NODES, deployment, node_obj, run, running
+from twin_controllers_helpers import NODES, deployment, run, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from twin.controllers import SANDBOX_CNI_ANNOTATION, PodFate, build_pod_status
-from twin_controllers_helpers import node_obj, run, running
+from twin_controllers_helpers import run, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

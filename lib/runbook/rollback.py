@@ -49,6 +49,7 @@ __all__ = [
     "plan_from_journal", "plan", "helm_uninstall", "delete_cilium", "stop_k3s", "restore_files",
     "start_k3s", "wait_flannel", "pods_to_restart", "restart_pods", "velero_restore",
     "VELERO_POLICY_WHY", "argocd_resume", "node_table", "finish", "VERDICT",
+    "flannel_problems", "node_problems", "pods_health",
 ]
 
 #: the interfaces a Cilium agent creates on its node
@@ -565,6 +566,18 @@ def wait_flannel(s: Any, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def flannel_problems(table: pd.DataFrame) -> list[str]:
+    """One line per node of :func:`wait_flannel`'s table that is not back on flannel."""
+    out = []
+    for r in table.to_dict("records"):
+        why = [w for w, bad in (("not Ready", not r["Ready"]), ("no flannel.1", not r["flannel.1"]),
+                                (f"cilium interfaces: {r['cilium interfaces']}", r["cilium interfaces"] != "none"))
+               if bad]
+        if why:
+            out.append(f"{r['node']}: " + ", ".join(why))
+    return out
+
+
 def _created(pod: dict) -> datetime | None:
     ts = pod["metadata"].get("creationTimestamp")
     try:
@@ -710,6 +723,20 @@ def node_table(s: Any, rp: RollbackPlan) -> pd.DataFrame:
                          and row["cilium interfaces absent"] and row["05-cilium absent"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def node_problems(table: pd.DataFrame) -> list[str]:
+    """One line per node of :func:`node_table` that is not ``ok``, naming what differs."""
+    out = []
+    for r in table.to_dict("records"):
+        if r["ok"]:
+            continue
+        why = [k for k in ("config identical", "flannel.1 present", "cilium interfaces absent",
+                           "05-cilium absent") if not r[k]]
+        out.append(f"{r['node']}: NOT " + ", NOT ".join(why)
+                   + (f" (sha256 now {r['config sha256 now']}, pre-run {r['pre-run sha256']})"
+                      if not r["config identical"] else ""))
+    return out
 
 
 def finish(s: Any) -> bool:

@@ -167,6 +167,7 @@ class IngressEndpoint:
         self.port = self._server.sockets[0].getsockname()[1]
         rt.endpoints["ingress"] = f"https://{self.host}:{self.port}"
         rt.endpoints["ingress_port"] = self.port
+        rt.endpoints["ingress_hosts"] = sorted(n for n in self._names if not n.startswith("*."))
 
     async def stop(self) -> None:
         if self._server is not None:

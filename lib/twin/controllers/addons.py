@@ -16,13 +16,15 @@ Velero (``velero.io/v1``)
       all namespaces are included); nodes, events, backups, restores and
       backuprepositories are never included (Velero's built-in exclusions). The items
       are kept in memory (by resource/namespace/name) for restores.
-    * Fault ``velero_partially_failed``: every Backup that starts while the switch is on
-      ends ``PartiallyFailed`` with ``status.errors`` > 0 and ``warnings``. As on real
+    * Fault ``velero_partially_failed`` (one-shot): the next Backup that starts ends
+      ``PartiallyFailed`` with ``status.errors`` > 0 and ``warnings``, and the switch
+      goes back to false (set it again for another failure). As on real
       Velero, ``failureReason`` stays empty for PartiallyFailed; the errors are also
       visible as ``PodVolumeBackup`` objects in phase Failed, labelled
       ``velero.io/backup-name``, whose ``status.message`` says what failed (that is what
       ``velero backup describe --details`` shows).
-    * A missing storage location gives ``FailedValidation`` with ``validationErrors``.
+    * A missing, ``ReadOnly`` or ``Unavailable`` storage location gives
+      ``FailedValidation`` with Velero's ``validationErrors``.
     * A ``Restore`` (``spec.backupName``, ``existingResourcePolicy: none|update``,
       ``includeClusterResources``, ``includedNamespaces``/``excludedNamespaces``) goes
       New -> InProgress -> Completed. It recreates objects missing from the cluster
@@ -516,6 +518,14 @@ class VeleroModel:
                             "Please address this issue (see `velero backup-location -h` for "
                             "options) and create a new backup. Error: "
                             f"backupstoragelocations.velero.io \"{location}\" not found")
+        else:
+            bsl = self.store.peek(_rtype(self.store, VELERO, "backupstoragelocations"), ns, location)
+            if ((bsl or {}).get("spec") or {}).get("accessMode") == "ReadOnly":
+                problems.append(f"backup can't be created because backup storage location "
+                                f"{location} is currently in read-only mode")
+            elif ((bsl or {}).get("status") or {}).get("phase") == "Unavailable":
+                problems.append(f"backup can't be created because BackupStorageLocation "
+                                f"{location} is in Unavailable status.")
         if problems:
             def invalid(o: dict) -> None:
                 o["status"] = {"phase": "FailedValidation", "validationErrors": problems,
@@ -523,6 +533,9 @@ class VeleroModel:
             self._write("backups", ns, name, invalid)
             return
         partially = bool(self.rt.faults.velero_partially_failed)
+        if partially:
+            # One-shot, as documented in twin.faults: "the next Backup ends PartiallyFailed".
+            self.rt.faults.velero_partially_failed = False
         ttl = parse_go_duration(spec.get("ttl"), 720 * 3600.0)
         started = now_rfc3339()
 

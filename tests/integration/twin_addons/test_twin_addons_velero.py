@@ -94,8 +94,8 @@ def test_backup_partially_failed_fault(addon_twin) -> None:
     pvbs = at.cluster.request("GET", "/apis/velero.io/v1/namespaces/velero/podvolumebackups",
                               query={"labelSelector": "velero.io/backup-name=bad"})["items"]
     assert pvbs and all(p["status"]["phase"] == "Failed" and p["status"]["message"] for p in pvbs)
-    # Clearing the fault: the next backup is fine again.
-    at.admin("POST", "/faults", {"velero_partially_failed": False})
+    # The fault is one-shot: it is off again, and the next backup is fine.
+    assert at.admin("GET", "/faults")[1]["velero_partially_failed"] is False
     assert _backup(at.cluster, "good").phase == "Completed"
 
 
@@ -173,3 +173,21 @@ def test_restore_of_an_unknown_backup_fails_validation(addon_twin) -> None:
     obj = at.cluster.get("restores", "r-bad", "velero")
     assert obj["status"]["phase"] == "FailedValidation"
     assert any("no-such-backup" in m for m in obj["status"]["validationErrors"])
+
+
+def test_backup_to_a_missing_or_read_only_location_fails_validation(addon_twin) -> None:
+    at = addon_twin
+    c = at.cluster
+    velero.create_backup(c, "nowhere", storage_location="no-such-bsl")
+    with pytest.raises(VeleroError) as err:
+        velero.wait(c, "Backup", "nowhere", timeout=30, interval=0.02)
+    assert err.value.phase == "FailedValidation"
+    errs = c.get("backups", "nowhere", "velero")["status"]["validationErrors"]
+    assert any("no-such-bsl" in e for e in errs)
+    at.pause_app("velero")          # the velero app (selfHeal) owns the location
+    c.request("PATCH", "/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default",
+              body={"spec": {"accessMode": "ReadOnly"}}, content_type="application/merge-patch+json")
+    velero.create_backup(c, "read-only")
+    with pytest.raises(VeleroError):
+        velero.wait(c, "Backup", "read-only", timeout=30, interval=0.02)
+    assert "read-only mode" in c.get("backups", "read-only", "velero")["status"]["validationErrors"][0]

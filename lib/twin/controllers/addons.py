@@ -56,6 +56,9 @@ Argo CD (``argoproj.io/v1alpha1``)
       counting), ``operationState`` (Succeeded, with syncResult.resources),
       ``sync.status`` OutOfSync -> Synced and ``reconciledAt``. ``AddonControllers.argocd
       .sync_count(ns, name)`` counts the self-heal syncs.
+    * ``status.health`` follows Argo CD's built-in health checks of the owned objects
+      (Deployment/StatefulSet/DaemonSet rollouts, PVC phase, LoadBalancer Services and
+      Ingresses without an address, missing objects, child Applications): the worst wins.
     * Without selfHeal (manual apps, paused apps with ``automated: null``, ``automated``
       without selfHeal) nothing is re-applied: ``sync.status`` becomes OutOfSync (and the
       drifted ``status.resources[].status``), back to Synced when the drift goes away.
@@ -883,6 +886,56 @@ def _ignored_pointers(app: dict, rk: ResKey, parent_reverts: bool) -> list[str]:
     return out
 
 
+HEALTH_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")
+
+
+def resource_health(kind: str, obj: dict | None) -> tuple[str, str]:
+    """Argo CD's built-in health of one live object: (status, message).
+
+    Example:
+        >>> resource_health("Deployment", {"spec": {"replicas": 2}, "status": {"updatedReplicas": 2,
+        ...                 "availableReplicas": 1, "replicas": 2}})[0]
+        'Progressing'
+        >>> resource_health("Service", None)[0]
+        'Missing'
+    """
+    if obj is None:
+        return "Missing", ""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    if kind == "Deployment":
+        if spec.get("paused"):
+            return "Suspended", "Deployment is paused"
+        want = spec.get("replicas", 1)
+        if st.get("updatedReplicas", 0) < want:
+            return "Progressing", (f"Waiting for rollout to finish: {st.get('updatedReplicas', 0)} out "
+                                   f"of {want} new replicas have been updated...")
+        if st.get("availableReplicas", 0) < st.get("updatedReplicas", 0):
+            return "Progressing", (f"Waiting for rollout to finish: {st.get('availableReplicas', 0)} of "
+                                   f"{st.get('updatedReplicas', 0)} updated replicas are available...")
+    elif kind == "StatefulSet":
+        want = spec.get("replicas", 1)
+        if st.get("readyReplicas", 0) < want:
+            return "Progressing", f"Waiting for {want - st.get('readyReplicas', 0)} pods to be ready..."
+    elif kind == "DaemonSet":
+        if st.get("numberAvailable", 0) < st.get("desiredNumberScheduled", 0):
+            return "Progressing", (f"Waiting for daemon set rollout to finish: {st.get('numberAvailable', 0)} "
+                                   f"of {st.get('desiredNumberScheduled', 0)} updated pods are available...")
+    elif kind == "PersistentVolumeClaim":
+        if st.get("phase") == "Pending":
+            return "Progressing", "PVC is pending"
+        if st.get("phase") == "Lost":
+            return "Degraded", "PVC is lost"
+    elif kind in ("Service", "Ingress"):
+        if (kind == "Ingress" or spec.get("type") == "LoadBalancer") and \
+                not ((st.get("loadBalancer") or {}).get("ingress")):
+            return "Progressing", "Waiting for the load balancer address"
+    elif kind == "Application":
+        h = (st.get("health") or {}).get("status")
+        if h in HEALTH_ORDER:
+            return h, (st.get("health") or {}).get("message", "")
+    return "Healthy", ""
+
+
 class ArgoCDModel(Controller):
     """Applications: drift detection and self-heal (see the module docstring)."""
 
@@ -932,6 +985,7 @@ class ArgoCDModel(Controller):
             return
         for app in list(self.store.iter_objects(t)):
             self.index_app(app)
+            self.enqueue((_meta(app).get("namespace") or "", _meta(app).get("name") or ""))
 
     def sync_count(self, namespace: str, name: str) -> int:
         return self.syncs.get((namespace, name), 0)
@@ -969,6 +1023,7 @@ class ArgoCDModel(Controller):
         if app is None:
             return
         reverts = bool(self.rt.faults.argocd_parent_reverts)
+        self._set_health(key)
         drifted = []
         for rk, want in self.desired.get(key, {}).items():
             if drift(want, self._live(rk), _ignored_pointers(app, rk, reverts)):
@@ -991,6 +1046,25 @@ class ArgoCDModel(Controller):
             return
         self._drift_since.pop(key, None)
         self._sync(key, app, drifted, reverts)
+
+    def _set_health(self, key: AppKey) -> None:
+        """status.health (the worst resource health) and each resource's health."""
+        t = self._app_type()
+        healths = {rk: resource_health(rk[1], self._live(rk)) for rk in self.desired.get(key, {})}
+        worst = max((h[0] for h in healths.values()), key=HEALTH_ORDER.index, default="Healthy")
+
+        def fn(o: dict) -> None:
+            st = o.setdefault("status", {})
+            for r in st.get("resources") or ():
+                rk = (r.get("group") or "", r.get("kind") or "", r.get("namespace") or "", r.get("name") or "")
+                if rk in healths:
+                    status, msg = healths[rk]
+                    r["health"] = {"status": status, **({"message": msg} if msg else {})}
+            health = st.setdefault("health", {})
+            if health.get("status") != worst:
+                health["status"] = worst
+                health["lastTransitionTime"] = now_rfc3339()
+        self.store.mutate(t, key[0], key[1], fn)
 
     def _set_sync_status(self, key: AppKey, status: str, drifted: list[ResKey]) -> None:
         t = self._app_type()

@@ -427,12 +427,17 @@ class _Workload(Controller):
             o["status"] = status
         self.store.mutate(self._rt(kind), md.get("namespace"), md["name"], put, subresource="status")
 
-    def _owned_pods(self, owner: dict, adopt_kind: str) -> list[dict]:
-        """Active pods controlled by ``owner``, adopting matching orphans first."""
+    def _owned_pods(self, owner: dict, adopt_kind: str,
+                    may_adopt: Any = None) -> list[dict]:
+        """Active pods controlled by ``owner``, adopting matching orphans first.
+
+        ``may_adopt(pod)`` narrows adoption (a StatefulSet only claims its own names).
+        """
         md = owner["metadata"]
         sel = (owner.get("spec") or {}).get("selector")
         for orphan in self.cache.orphans_in(POD, md.get("namespace") or ""):
             if pod_active(orphan) and _selector_matches(sel, orphan) and \
+                    (may_adopt is None or may_adopt(orphan)) and \
                     not (orphan.get("metadata") or {}).get("deletionTimestamp"):
                 self._adopt(POD, orphan, owner, adopt_kind)
         return [p for p in self.cache.owned(POD, md["uid"]) if pod_active(p)]
@@ -882,7 +887,10 @@ class StatefulSetController(_Workload):
         replicas = int(spec.get("replicas", 1))
         update_rev = self.update_revision(sts)
         ordered = (spec.get("podManagementPolicy") or "OrderedReady") == "OrderedReady"
-        pods = self._owned_pods(sts, "StatefulSet")
+        def member(p: dict) -> bool:
+            m = _ORDINAL.match(p["metadata"]["name"])
+            return bool(m and m.group(1) == name)
+        pods = self._owned_pods(sts, "StatefulSet", member)
         by_ord: dict[int, dict] = {}
         for p in pods:
             m = _ORDINAL.match(p["metadata"]["name"])

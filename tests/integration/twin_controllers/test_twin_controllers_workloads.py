@@ -273,3 +273,46 @@ def test_statefulset_ordered_pods_and_claims(tmp_path):
             await env.until(lambda: [p["metadata"]["name"] for p in env.pods()] == ["db-0"], what="scaled")
             assert env.get("persistentvolumeclaims", "default", "data-db-2") is not None
     run(main())
+
+
+def test_orphans_are_adopted_not_duplicated(tmp_path):
+    def bare(name, labels, node):
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "labels": labels,
+                             "annotations": {"twin.phase22.io/sandbox-cni": "flannel"}},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x:1"}]},
+                "status": {"phase": "Running", "podIP": f"10.42.0.{len(name)}",
+                           "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    def setup(store):
+        # pods of a ReplicaSet that lost its ownerReferences (e.g. a restore)
+        for i in range(2):
+            store.create(bare(f"rs-orphan-{i}", {"app": "orph"}, "fast-skunk"))
+        # a bare pod that merely shares a StatefulSet's labels
+        store.create(bare("intruder", {"app": "db"}, "fast-heron"))
+
+    async def main():
+        async with running(tmp_path, setup=setup) as env:
+            env.store.create({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                              "metadata": {"name": "orph", "namespace": "default"},
+                              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "orph"}},
+                                       "template": {"metadata": {"labels": {"app": "orph"}},
+                                                    "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})
+            env.store.create({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                              "metadata": {"name": "db", "namespace": "default"},
+                              "spec": {"replicas": 1, "serviceName": "db",
+                                       "selector": {"matchLabels": {"app": "db"}},
+                                       "template": {"metadata": {"labels": {"app": "db"}},
+                                                    "spec": {"containers": [{"name": "c", "image": "pg"}]}}}})
+            await env.until(lambda: _status(env, "replicasets", "orph").get("readyReplicas") == 2
+                            and _status(env, "statefulsets", "db").get("readyReplicas") == 1)
+            assert await env.wc.wait_idle(5)
+            orph = sorted(p["metadata"]["name"] for p in env.pods(selector="app=orph"))
+            assert orph == ["rs-orphan-0", "rs-orphan-1"]
+            rs_uid = env.get("replicasets", "default", "orph", "apps")["metadata"]["uid"]
+            for n in orph:
+                refs = env.get("pods", "default", n)["metadata"]["ownerReferences"]
+                assert [(r["kind"], r["uid"]) for r in refs] == [("ReplicaSet", rs_uid)]
+            intruder = env.get("pods", "default", "intruder")
+            assert intruder is not None and not intruder["metadata"].get("ownerReferences")
+    run(main())

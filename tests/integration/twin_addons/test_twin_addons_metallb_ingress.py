@@ -106,6 +106,12 @@ def test_sticky_fault_restart_drops_ips_until_another_restart(twin_factory) -> N
     probe = probe_ingress(f"https://{PODINFO}/", ca_file=at.ca,
                           resolve_to=f"127.0.0.1:{at.ingress_port}", kind="twin", timeout=3)
     assert not probe.ok and probe.status is None
+    # Argo CD sees it too: the ingress-nginx app waits for its load balancer address
+    app = at.until(lambda: (a := at.cluster.get("applications", "ingress-nginx", "argocd"))
+                   ["status"]["health"]["status"] == "Progressing" and a, what="app Progressing")
+    svc_health = next(r["health"] for r in app["status"]["resources"]
+                      if r["kind"] == "Service" and r["name"] == "ingress-nginx-controller")
+    assert svc_health["status"] == "Progressing" and "load balancer" in svc_health["message"]
     # the remediation of the original step 4: restart the controller once more
     _restart_controller(at)
     assert at.until(lambda: at.lb_ip("ingress-nginx", "ingress-nginx-controller")) == "10.0.0.200"
@@ -113,6 +119,8 @@ def test_sticky_fault_restart_drops_ips_until_another_restart(twin_factory) -> N
     assert at.until(lambda: probe_ingress(f"https://{PODINFO}/", ca_file=at.ca,
                                           resolve_to=f"127.0.0.1:{at.ingress_port}",
                                           kind="twin").ok, what="ingress answers again")
+    at.until(lambda: at.cluster.get("applications", "ingress-nginx", "argocd")
+             ["status"]["health"]["status"] == "Healthy", what="app Healthy again")
     # a third restart does not drop them again (the fault fires once per switch-on)
     _restart_controller(at)
     at.cluster_sleep(10)

@@ -278,3 +278,19 @@ def test_applicationset_template_placeholders() -> None:
     assert out == {"a": {"source": {"path": "apps/x"}, "destination": {"namespace": "a"}},
                    "b": {"source": {"path": "apps/y"}, "destination": {"namespace": "b"}}}
     assert A.generated_apps({"spec": {"generators": [{"git": {}}], "template": {}}}) == {}
+
+
+@pytest.mark.parametrize("kind,obj,want", [
+    ("Deployment", {"spec": {"replicas": 2}, "status": {"updatedReplicas": 2, "availableReplicas": 2}}, "Healthy"),
+    ("Deployment", {"spec": {"replicas": 2}, "status": {"updatedReplicas": 1, "availableReplicas": 1}}, "Progressing"),
+    ("Deployment", {"spec": {"replicas": 1, "paused": True}, "status": {}}, "Suspended"),
+    ("StatefulSet", {"spec": {"replicas": 3}, "status": {"readyReplicas": 3}}, "Healthy"),
+    ("DaemonSet", {"spec": {}, "status": {"desiredNumberScheduled": 3, "numberAvailable": 2}}, "Progressing"),
+    ("PersistentVolumeClaim", {"status": {"phase": "Bound"}}, "Healthy"),
+    ("PersistentVolumeClaim", {"status": {"phase": "Lost"}}, "Degraded"),
+    ("Service", {"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}}, "Progressing"),
+    ("Service", {"spec": {"type": "ClusterIP"}, "status": {}}, "Healthy"),
+    ("ConfigMap", None, "Missing"),
+])
+def test_resource_health(kind: str, obj: dict | None, want: str) -> None:
+    assert A.resource_health(kind, obj)[0] == want

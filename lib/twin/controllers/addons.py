@@ -430,10 +430,31 @@ class VeleroModel:
         tkey = (key[1], _meta(obj).get("namespace") or "", _meta(obj).get("name") or "")
         if tkey in self._tasks:
             return
-        coro = self._backup(*tkey[1:]) if key[1] == "backups" else self._restore(*tkey[1:])
-        task = asyncio.get_running_loop().create_task(coro, name=f"velero-{tkey[0]}-{tkey[2]}")
+        run = self._backup if key[1] == "backups" else self._restore
+        task = asyncio.get_running_loop().create_task(self._guarded(run, key[1], *tkey[1:]),
+                                                      name=f"velero-{tkey[0]}-{tkey[2]}")
         self._tasks[tkey] = task
         task.add_done_callback(lambda t, k=tkey: self._tasks.pop(k, None))
+
+    async def _guarded(self, run: Any, plural: str, ns: str, name: str) -> None:
+        """Run one backup/restore; a crash of the model marks it Failed (as Velero does
+        with an internal error) instead of leaving it InProgress forever."""
+        try:
+            await run(ns, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("velero: %s %s/%s failed", plural, ns, name)
+
+            def failed(o: dict) -> None:
+                st = o.setdefault("status", {})
+                st["phase"] = "Failed"
+                st["failureReason"] = f"twin velero model error: {e}"
+                st["completionTimestamp"] = now_rfc3339()
+            try:
+                self._write(plural, ns, name, failed)
+            except Exception:
+                log.exception("velero: could not mark %s/%s Failed", ns, name)
 
     async def stop(self) -> None:
         for t in list(self._tasks.values()):

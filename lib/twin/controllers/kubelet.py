@@ -257,11 +257,13 @@ def current_signature(pod: dict) -> tuple:
     return (st.get("phase"), ready, waiting, ann.get(SANDBOX_CNI_ANNOTATION), st.get("podIP"))
 
 
-def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str) -> dict:
+def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str, *,
+                     restart: bool = False) -> dict:
     """The complete ``status`` of ``pod`` once ``fate`` is applied.
 
     Keeps timestamps (startTime, startedAt, lastTransitionTime) that did not change, and
-    counts a restart each time a container enters CrashLoopBackOff.
+    counts a restart each time a container enters CrashLoopBackOff (and, with
+    ``restart``, once more for a crash-looping container that just crashed again).
     """
     spec = pod.get("spec") or {}
     prev = pod.get("status") or {}
@@ -279,6 +281,8 @@ def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str) -> d
         restarts = int((old or {}).get("restartCount") or 0)
         cs: dict = {"name": name, "image": image, "imageID": "", "ready": False,
                     "restartCount": restarts, "started": False}
+        if old and old.get("lastState"):
+            cs["lastState"] = old["lastState"]
         if init:
             if sandbox and fate.phase != "Pending":
                 cs.update(ready=True, imageID=f"{image_ref(image)}@sha256:{_digest(image)}",
@@ -311,7 +315,7 @@ def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str) -> d
         else:
             reason = waiting_reason or "ContainerCreating"
             old_wait = ((old or {}).get("state") or {}).get("waiting") or {}
-            if reason == "CrashLoopBackOff" and old_wait.get("reason") != "CrashLoopBackOff":
+            if reason == "CrashLoopBackOff" and (restart or old_wait.get("reason") != "CrashLoopBackOff"):
                 cs["restartCount"] = restarts + 1
                 cs["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
                                                   "startedAt": now, "finishedAt": now}}
@@ -376,6 +380,7 @@ class Kubelet(Controller):
         self.ipam = IPAllocator()
         self.policy: SandboxPolicy = policy or DefaultSandboxPolicy(self.ipam)
         self._pending: dict[ObjKey, tuple[tuple, float]] = {}
+        self._crash: dict[ObjKey, float] = {}     # next crash-loop restart (cluster time)
         self.applied = 0
 
     # -- public hooks for the network model --------------------------------------------
@@ -383,6 +388,7 @@ class Kubelet(Controller):
         """Replace the sandbox policy (and, by default, re-decide every bound pod)."""
         self.policy = policy
         self._pending.clear()
+        self._crash.clear()
         if reevaluate:
             self.reevaluate()
 
@@ -423,6 +429,8 @@ class Kubelet(Controller):
             key = (md.get("namespace") or "", md["name"])
             if event_type == "DELETED":
                 self._pending.pop(key, None)
+                self._crash.pop(key, None)
+                self.forget(key)
                 if md.get("uid"):
                     self.ipam.release(md["uid"])
                 return
@@ -454,11 +462,17 @@ class Kubelet(Controller):
         fate = self.policy.decide(pod, node) if node is not None else None
         if fate is None:
             self._pending.pop(key, None)
+            self._crash.pop(key, None)
             return
         sig = fate.signature()
         if sig == current_signature(pod):
             self._pending.pop(key, None)
+            if fate.waiting_reason == "CrashLoopBackOff":
+                self._crash_loop(key, pod, node, fate)
+            else:
+                self._crash.pop(key, None)
             return
+        self._crash.pop(key, None)
         now = self.clock.cluster_now()
         pend = self._pending.get(key)
         if fate.delay > 0 and (pend is None or pend[0] != sig):
@@ -474,10 +488,32 @@ class Kubelet(Controller):
             return
         self._pending.pop(key, None)
         self._apply(key, pod, node, fate)
+        if fate.waiting_reason == "CrashLoopBackOff":
+            self.enqueue(key)    # start the back-off clock
 
-    def _apply(self, key: ObjKey, pod: dict, node: dict | None, fate: PodFate) -> None:
+    def _crash_loop(self, key: ObjKey, pod: dict, node: dict | None, fate: PodFate) -> None:
+        """Keep a crash-looping container restarting: 10 s, 20 s, 40 s ... up to 300 s
+        (the kubelet's back-off), so RESTARTS climbs as on a node."""
+        now = self.clock.cluster_now()
+        due = self._crash.get(key)
+        restarts = max([int(cs.get("restartCount") or 0)
+                        for cs in (pod.get("status") or {}).get("containerStatuses") or ()] or [0])
+        backoff = min(300.0, 10.0 * (2 ** max(0, restarts - 1)))
+        if due is None:
+            self._crash[key] = now + backoff
+            self.requeue_after(key, backoff)
+        elif now + 1e-6 >= due:
+            del self._crash[key]
+            self._apply(key, pod, node, fate, restart=True)
+            self._crash[key] = now + min(300.0, backoff * 2)
+            self.requeue_after(key, min(300.0, backoff * 2))
+        else:
+            self.requeue_after(key, due - now)
+
+    def _apply(self, key: ObjKey, pod: dict, node: dict | None, fate: PodFate, *,
+               restart: bool = False) -> None:
         now = now_rfc3339()
-        new_status = build_pod_status(pod, node, fate, now)
+        new_status = build_pod_status(pod, node, fate, now, restart=restart)
         ann = (pod.get("metadata") or {}).get("annotations") or {}
         # The sandbox is created now: record which CNI made it (once, for its life).
         annotate = bool(fate.cni and SANDBOX_CNI_ANNOTATION not in ann and fate.phase != "Pending")

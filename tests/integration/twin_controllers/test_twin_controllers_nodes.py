@@ -272,3 +272,35 @@ def test_cordon_taints_node_and_keeps_new_pods_off(tmp_path):
             cordon(False)
             await env.until(lambda: _taints(env, "set-hog") == set(), what="uncordoned")
     run(main())
+
+
+def test_crash_loop_restarts_climb_until_the_policy_says_ready(tmp_path):
+    async def main():
+        async with running(tmp_path, speed=0.002) as env:
+            kubelet = env.wc.kubelet
+            default = kubelet.policy
+
+            class Crashing:
+                def decide(self, pod, node):
+                    fate = default.decide(pod, node)
+                    if pod["metadata"]["name"] == "agent" and fate is not None:
+                        fate.ready = False
+                        fate.waiting_reason = "CrashLoopBackOff"
+                        fate.message = "back-off 10s restarting failed container=agent"
+                    return fate
+            kubelet.set_policy(Crashing())
+            env.store.create(_bare("agent", node="set-hog", host=True))
+
+            def restarts():
+                p = env.get("pods", "default", "agent")
+                return (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0)
+            await env.until(lambda: restarts() >= 3, what="restarts climbing")
+            p = env.get("pods", "default", "agent")
+            cs = p["status"]["containerStatuses"][0]
+            assert p["status"]["phase"] == "Running" and not _ready(p)
+            assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            assert cs["lastState"]["terminated"]["exitCode"] == 1
+            kubelet.set_policy(default)
+            await env.until(lambda: _ready(env.get("pods", "default", "agent")), what="recovered")
+            assert restarts() >= 3          # restarts are history, they stay
+    run(main())

@@ -1573,6 +1573,7 @@ class MetalLBModel(Controller):
                 self.ipam.previous.pop(key, None)
                 self.stuck.pop(key, None)
                 self._write_pool_status()
+                self._enqueue_pending()     # a freed address may serve a waiting service
             if etype != "DELETED" and old is not None and is_metallb_service(old) and lb_ips(obj):
                 self.enqueue(key)   # no longer a LoadBalancer: clear its status
             return
@@ -1621,6 +1622,11 @@ class MetalLBModel(Controller):
         self.store.mutate(self._svc_type, key[0], key[1], fn)
         self._event(svc, "Normal", "IPAllocated", f"Assigned IP [\"{ip}\"]")
         self._write_pool_status()
+
+    def _enqueue_pending(self) -> None:
+        for svc in self.store.iter_objects(self._svc_type):
+            if is_metallb_service(svc) and not lb_ips(svc):
+                self.enqueue((_meta(svc).get("namespace"), _meta(svc).get("name")))
 
     def _write_pool_status(self) -> None:
         t = _rtype(self.store, METALLB, "ipaddresspools")

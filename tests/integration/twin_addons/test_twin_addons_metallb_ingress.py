@@ -178,3 +178,19 @@ def test_ingress_host_added_later_gets_a_certificate(addon_twin) -> None:
              "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}, "podinfo")
     r = at.https(host)
     assert r.status == 200 and r.headers["x-twin-backend-pod"].startswith("podinfo/")
+
+
+def test_exhausted_pool_leaves_a_service_pending_until_an_ip_frees(addon_twin) -> None:
+    at = addon_twin
+    c = at.cluster
+    for i in range(19):                  # 10.0.0.202 .. 10.0.0.220
+        c.create("services", _lb_service(f"s{i}"), "default")
+    at.until(lambda: all(at.lb_ip("default", f"s{i}") for i in range(19)), what="19 IPs assigned")
+    c.create("services", _lb_service("one-too-many"), "default")
+    ev = at.until(lambda: [e for e in c.list("events", "default")
+                           if e["involvedObject"]["name"] == "one-too-many"
+                           and e["reason"] == "AllocationFailed"], what="AllocationFailed")
+    assert "no available IPs" in ev[0]["message"]
+    freed = at.lb_ip("default", "s7")
+    c.delete("services", "s7", "default")
+    assert at.until(lambda: at.lb_ip("default", "one-too-many")) == freed

@@ -8,7 +8,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest

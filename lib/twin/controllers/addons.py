@@ -1106,9 +1106,29 @@ class ArgoCDModel(Controller):
                 st["reconciledAt"] = now_rfc3339()
         self.store.mutate(t, key[0], key[1], fn)
 
+    def _create_namespaces(self, app: dict, drifted: list[ResKey]) -> None:
+        """``syncOptions: [CreateNamespace=true]``: the namespaces the sync writes into."""
+        opts = ((app.get("spec") or {}).get("syncPolicy") or {}).get("syncOptions") or ()
+        if "CreateNamespace=true" not in opts:
+            return
+        nst = _rtype(self.store, "", "namespaces")
+        wanted = {rk[2] for rk in drifted if rk[2]}
+        dest = ((app.get("spec") or {}).get("destination") or {}).get("namespace")
+        if dest:
+            wanted.add(dest)
+        for ns in sorted(wanted):
+            if self.store.peek(nst, None, ns) is None:
+                try:
+                    self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                except Exception:
+                    log.debug("argocd: namespace %s not created", ns, exc_info=True)
+
     def _sync(self, key: AppKey, app: dict, drifted: list[ResKey], reverts: bool) -> None:
         started = now_rfc3339()
         results = []
+        self._create_namespaces(app, drifted)
+        # Namespaces first, then the rest, as Argo CD's sync waves order kinds.
+        drifted = sorted(drifted, key=lambda rk: rk[1] != "Namespace")
         for rk in drifted:
             want = self.desired[key][rk]
             live = self._live(rk)
@@ -1167,7 +1187,11 @@ class ArgoCDModel(Controller):
                 r["status"] = "Synced" if ok else r.get("status")
             st["reconciledAt"] = finished
         self.store.mutate(t, key[0], key[1], record)
-        log.info("argocd: %s/%s self-healed %d object(s)", key[0], key[1], len(drifted))
+        if not ok:
+            # Argo CD retries a failed automated sync (with backoff); so do we.
+            self.requeue_after(key, 2 * self.self_heal_seconds)
+        log.info("argocd: %s/%s self-healed %d object(s)%s", key[0], key[1], len(drifted),
+                 "" if ok else " (some failed: retrying)")
 
 
 def render_template(value: Any, params: dict[str, Any]) -> Any:

@@ -393,13 +393,31 @@ def _ctime(obj: dict) -> str:
 
 
 def _selector_matches(selector: dict | None, obj: dict) -> bool:
+    sel = _compiled(selector)
+    return sel is not None and sel.matches_object(obj)
+
+
+def _compiled(selector: dict | None) -> Any:
+    """A parsed selector, cached by its canonical text; None selects nothing.
+
+    An empty selector adopts nothing here (apps/v1 forbids it anyway).
+    """
+    text = canonical(selector)
+    if text in _SELECTORS:
+        return _SELECTORS[text]
     try:
         sel = from_label_selector(selector)
     except Exception:
-        return False
-    if sel is None or sel.empty:
-        return False   # an empty selector adopts nothing (apps/v1 forbids it anyway)
-    return sel.matches_object(obj)
+        sel = None
+    if sel is not None and sel.empty:
+        sel = None
+    if len(_SELECTORS) > 10000:
+        _SELECTORS.clear()
+    _SELECTORS[text] = sel
+    return sel
+
+
+_SELECTORS: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------- base for workload ctrls
@@ -434,9 +452,10 @@ class _Workload(Controller):
         ``may_adopt(pod)`` narrows adoption (a StatefulSet only claims its own names).
         """
         md = owner["metadata"]
-        sel = (owner.get("spec") or {}).get("selector")
-        for orphan in self.cache.orphans_in(POD, md.get("namespace") or ""):
-            if pod_active(orphan) and _selector_matches(sel, orphan) and \
+        orphans = self.cache.orphans_in(POD, md.get("namespace") or "")
+        sel = _compiled((owner.get("spec") or {}).get("selector")) if orphans else None
+        for orphan in orphans:
+            if sel is not None and pod_active(orphan) and sel.matches_object(orphan) and \
                     (may_adopt is None or may_adopt(orphan)) and \
                     not (orphan.get("metadata") or {}).get("deletionTimestamp"):
                 self._adopt(POD, orphan, owner, adopt_kind)
@@ -543,9 +562,10 @@ class DeploymentController(_Workload):
 
     def _owned_rses(self, d: dict) -> list[dict]:
         md = d["metadata"]
-        sel = (d.get("spec") or {}).get("selector")
-        for orphan in self.cache.orphans_in(RS, md.get("namespace") or ""):
-            if _selector_matches(sel, orphan):
+        orphans = self.cache.orphans_in(RS, md.get("namespace") or "")
+        sel = _compiled((d.get("spec") or {}).get("selector")) if orphans else None
+        for orphan in orphans:
+            if sel is not None and sel.matches_object(orphan):
                 self._adopt(RS, orphan, d, "Deployment")
         return [r for r in self.cache.owned(RS, md["uid"])
                 if not (r.get("metadata") or {}).get("deletionTimestamp")]

@@ -70,7 +70,8 @@ class PodFate:
 
     def signature(self) -> tuple:
         """What must match the pod's current status for the fate to be already applied."""
-        return (self.phase, self.ready, self.waiting_reason, self.cni, self.ip)
+        return (self.phase, self.ready, self.waiting_reason,
+                self.message if self.waiting_reason else None, self.cni, self.ip)
 
 
 class SandboxPolicy(Protocol):
@@ -248,13 +249,14 @@ def current_signature(pod: dict) -> tuple:
     ann = (pod.get("metadata") or {}).get("annotations") or {}
     cond = _condition(pod, "Ready")
     ready = bool(cond and cond.get("status") == "True")
-    waiting = None
+    waiting = message = None
     for cs in st.get("containerStatuses") or ():
         w = (cs.get("state") or {}).get("waiting")
         if w:
-            waiting = w.get("reason")
+            waiting, message = w.get("reason"), w.get("message")
             break
-    return (st.get("phase"), ready, waiting, ann.get(SANDBOX_CNI_ANNOTATION), st.get("podIP"))
+    return (st.get("phase"), ready, waiting, message if waiting else None,
+            ann.get(SANDBOX_CNI_ANNOTATION), st.get("podIP"))
 
 
 def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str, *,

@@ -304,3 +304,24 @@ def test_crash_loop_restarts_climb_until_the_policy_says_ready(tmp_path):
             await env.until(lambda: _ready(env.get("pods", "default", "agent")), what="recovered")
             assert restarts() >= 3          # restarts are history, they stay
     run(main())
+
+
+def test_node_lost_while_container_creating_shows_the_cni_message(tmp_path):
+    from twin.controllers import DefaultSandboxPolicy
+
+    async def main():
+        async with running(tmp_path) as env:
+            kubelet = env.wc.kubelet
+            kubelet.set_policy(DefaultSandboxPolicy(kubelet.ipam, start_seconds=10_000))
+            env.store.create(_bare("slow", node="fast-skunk"))
+
+            def waiting():
+                p = env.get("pods", "default", "slow")
+                return ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("waiting")
+            w = await env.until(waiting, what="ContainerCreating")
+            assert w == {"reason": "ContainerCreating"}
+            env.set_node_ready("fast-skunk", "False")
+            await env.until(lambda: (waiting() or {}).get("message") == NETWORK_NOT_READY_MESSAGE,
+                            what="cni message")
+            assert "podIP" not in env.get("pods", "default", "slow")["status"]
+    run(main())

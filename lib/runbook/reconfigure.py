@@ -46,7 +46,7 @@ __all__ = [
     "cleanup_prefixes", "flannel_files", "NodeLeftovers", "LeftoverPlan", "plan_leftovers",
     "read_configs", "config_plans", "PlanView", "gather_leftovers", "leftovers_frame",
     "restart_order", "write_configs", "restart_servers", "restart_agents", "cleanup",
-    "Verification", "verify", "node_readiness", "changes_table", "unit_for",
+    "Verification", "verify", "node_readiness", "changes_table", "unit_for", "window",
 ]
 
 #: flannel's devices: the VXLAN device (UDP 8472, which Cilium's default tunnel port
@@ -378,6 +378,13 @@ class RestartOutcome:
     def frame(self) -> pd.DataFrame:
         return self.fleet.frame()
 
+    def __repr__(self) -> str:
+        text = self.frame().to_string(index=False)
+        if self.api_back_s is not None:
+            text += (f"\nAPI answered {self.api_back_s:.1f}s after the restart began; away for "
+                     f"{self.api_away_s:.1f}s as the client saw it")
+        return text
+
     def _repr_html_(self) -> str:
         extra = ""
         if self.api_back_s is not None:
@@ -444,7 +451,24 @@ def restart_servers(s: Any) -> RestartOutcome | None:
         s.journal.setdefault("no_cni_window", {"opened_at": _now(), "closed_at": None,
                                                "seconds": None})
     res.raise_for_failures()
-    return RestartOutcome(res, api_back, outages)
+    out = RestartOutcome(res, api_back, outages)
+    if api_back is not None:
+        _figure(s, "api_back_after_seconds", api_back)
+        _figure(s, "api_away_seconds", out.api_away_s)
+    return out
+
+
+def _figure(s: Any, name: str, value: Any) -> None:
+    if hasattr(s, "figure"):
+        s.figure(name, value)
+
+
+def window(s: Any) -> dict[str, Any] | None:
+    """The no-CNI window as recorded in the journal (fact ``no_cni_window``)."""
+    win = s.journal.get("no_cni_window")
+    if win:
+        _figure(s, "no_cni_window_opened_at", win.get("opened_at"))
+    return win
 
 
 def restart_agents(s: Any) -> RestartOutcome | None:
@@ -488,7 +512,7 @@ def _move(n: Any, src: str, dst: str) -> str:
     return target
 
 
-def _cleanup_one(s: Any, n: Any, kpr: bool) -> dict[str, Any]:
+def _cleanup_one(s: Any, n: Any, kpr: bool) -> str:
     if restart_needed(s, n):
         raise NodeError(f"k3s on {n.name} has not restarted with the new settings yet: "
                         "what it still runs would re-create the leftovers", node=n.name,
@@ -497,7 +521,7 @@ def _cleanup_one(s: Any, n: Any, kpr: bool) -> dict[str, Any]:
     plan = plan_leftovers(_gather_one(n, paths), kpr=kpr, backup_dir=paths.backup_dir,
                           run_id=s.run_id)
     if plan.noop:
-        return {"noop": True}
+        return "nothing left to clean"
     entry = s.journal.record(STEP_CLEANUP, "remove flannel/kube-router/kube-proxy leftovers",
                              node=n.name, data=plan.to_dict())
     done: dict[str, Any] = {"interfaces": [], "moved": [], "chains_removed": {}, "lines": 0}
@@ -516,7 +540,9 @@ def _cleanup_one(s: Any, n: Any, kpr: bool) -> dict[str, Any]:
         s.journal.fail(entry, e)
         raise
     s.journal.complete(entry, result=done)
-    return done
+    return (f"deleted {', '.join(done['interfaces']) or 'no interface'}; moved {len(done['moved'])} "
+            f"path(s) to {s.params.paths.backup_dir}; removed {sum(done['chains_removed'].values())} "
+            f"chain(s) ({done['lines']} iptables lines)")
 
 
 def cleanup(s: Any) -> Any:
@@ -548,6 +574,11 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def __repr__(self) -> str:
+        head = "every node reconfigured" if self.ok else "not reconfigured yet:\n" + "\n".join(
+            f"  - {p}" for p in self.problems)
+        return head + "\n" + self.table.to_string(index=False)
 
     def _repr_html_(self) -> str:
         head = ("<p style='color:#116611'><b>every node reconfigured</b></p>" if self.ok else

@@ -23,6 +23,10 @@ Each request is answered from the store and the network model:
 * ``200`` otherwise, with a small HTML page naming the backend service and pod.
 
 Every answer carries ``X-Twin-Reason`` (why), and 200s ``X-Twin-Backend-Pod``.
+
+Like ingress-nginx's status updater (``--publish-service``), the component also keeps
+each nginx Ingress's ``status.loadBalancer`` equal to the addresses of the controller's
+LoadBalancer Service in ``ingress-nginx``, while a controller pod is Ready and reachable.
 "Reachable" is ``rt.component("network").pod_reachable(pod)`` when the twin runs a
 network model, else "Ready".
 """
@@ -147,6 +151,10 @@ class IngressEndpoint:
         self._conns: set[asyncio.Task] = set()
         self.requests = 0
         self.dropped = 0
+        self.status_writes = 0
+        self._unsubscribe: Any = None
+        self._status_task: asyncio.Task | None = None
+        self._status_due = False
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, rt: Any) -> None:
@@ -168,8 +176,15 @@ class IngressEndpoint:
         rt.endpoints["ingress"] = f"https://{self.host}:{self.port}"
         rt.endpoints["ingress_port"] = self.port
         rt.endpoints["ingress_hosts"] = sorted(n for n in self._names if not n.startswith("*."))
+        self._unsubscribe = rt.store.subscribe(self._on_event)
+        self._schedule_status()
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._status_task is not None:
+            self._status_task.cancel()
         if self._server is not None:
             self._server.close()
             for t in list(self._conns):
@@ -211,6 +226,62 @@ class IngressEndpoint:
             return True
         t = _rtype(self.rt.store, "", "services")
         return any(ip in lb_ips(s) for s in self.rt.store.iter_objects(t))
+
+    # -- Ingress status (what ingress-nginx's status updater does) -------------------------
+    def publish_service(self) -> dict | None:
+        """The controller's LoadBalancer Service (``--publish-service``)."""
+        t = _rtype(self.rt.store, "", "services")
+        lbs = [s for s in self.rt.store.iter_objects(t, CONTROLLER_NAMESPACE)
+               if (s.get("spec") or {}).get("type") == "LoadBalancer"]
+        lbs.sort(key=lambda s: (_meta(s).get("name") != "ingress-nginx-controller", _meta(s).get("name")))
+        return lbs[0] if lbs else None
+
+    def _on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
+        ns = _meta(obj).get("namespace")
+        if rtype.key == ("networking.k8s.io", "ingresses") and etype != "DELETED":
+            self._schedule_status()
+        elif ns == CONTROLLER_NAMESPACE and rtype.key in (("", "services"), ("", "pods")):
+            self._schedule_status()
+
+    def _schedule_status(self) -> None:
+        # Coalesce bursts of events into one pass, a moment later (never from inside the
+        # store's callback).
+        self._status_due = True
+        if self._status_task is None or self._status_task.done():
+            self._status_task = asyncio.get_running_loop().create_task(self._status_loop())
+
+    async def _status_loop(self) -> None:
+        while self._status_due:
+            self._status_due = False
+            await self.rt.clock.sleep(0.5)
+            try:
+                self.sync_status()
+            except Exception:  # never let the updater die
+                log.exception("ingress: status update failed")
+
+    def sync_status(self) -> None:
+        """Every nginx Ingress's ``status.loadBalancer`` mirrors the publish Service's
+        addresses, while a controller pod is Ready and reachable (a controller that is
+        down writes nothing: the last status stays)."""
+        ctrl, _ = self.controller()
+        if ctrl is None:
+            return
+        svc = self.publish_service()
+        ips = lb_ips(svc) if svc is not None else []
+        want = {"ingress": [{"ip": ip} for ip in ips]} if ips else {}
+        t = _rtype(self.rt.store, "networking.k8s.io", "ingresses")
+        for ing in list(self._ingresses()):
+            cls = (ing.get("spec") or {}).get("ingressClassName") or \
+                (_meta(ing).get("annotations") or {}).get("kubernetes.io/ingress.class")
+            if cls not in (None, INGRESS_CLASS):
+                continue
+            if ((ing.get("status") or {}).get("loadBalancer") or {}) == want:
+                continue
+            md = _meta(ing)
+            self.rt.store.mutate(t, md.get("namespace"), md.get("name"),
+                                 lambda o: o.setdefault("status", {}).__setitem__("loadBalancer", dict(want)),
+                                 subresource="status")
+            self.status_writes += 1
 
     # -- TLS ----------------------------------------------------------------------------
     def _covered(self, name: str) -> bool:

@@ -165,3 +165,15 @@ def test_runbook_pause_and_resume_are_exact_even_with_the_parent_fault(addon_twi
     at.cluster_sleep(20)
     assert argocd.drift(c, journal) == []
     assert {a.key: a.automated for a in argocd.list_apps(c)} == before
+
+
+def test_self_heal_recreates_a_deleted_namespace_with_create_namespace(addon_twin) -> None:
+    at = addon_twin
+    c = at.cluster
+    assert "CreateNamespace=true" in _app(at, "podinfo")["spec"]["syncPolicy"]["syncOptions"]
+    c.delete("namespaces", "podinfo")
+    at.until(lambda: c.get("namespaces", "podinfo") is None, what="namespace gone")
+    at.until(lambda: c.get("deployments", "podinfo", "podinfo") is not None, what="deployment back")
+    at.until(lambda: c.get("services", "podinfo", "podinfo") is not None, what="service back")
+    at.until(lambda: at.https("podinfo.10.0.0.200.nip.io").status == 200, what="site back")
+    at.until(lambda: _app(at, "podinfo")["status"]["health"]["status"] == "Healthy", what="Healthy")

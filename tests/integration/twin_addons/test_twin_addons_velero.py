@@ -191,3 +191,23 @@ def test_backup_to_a_missing_or_read_only_location_fails_validation(addon_twin) 
     with pytest.raises(VeleroError):
         velero.wait(c, "Backup", "read-only", timeout=30, interval=0.02)
     assert "read-only mode" in c.get("backups", "read-only", "velero")["status"]["validationErrors"][0]
+
+
+def test_restore_brings_back_a_deleted_namespace(addon_twin) -> None:
+    """A restore is not a revert, but a namespace deleted after the backup comes back
+    whole: the Namespace first, then its objects; the Deployment recreates its pods."""
+    at = addon_twin
+    c = at.cluster
+    at.pause_app("whoami")          # prune only in the fixture, but keep Argo CD out of it
+    before = {(i["kind"], i["metadata"]["name"]) for k in ("services", "deployments", "ingresses")
+              for i in c.list(k, "whoami")}
+    _backup(c, "ns-before")
+    c.delete("namespaces", "whoami")
+    at.until(lambda: c.get("namespaces", "whoami") is None, what="namespace gone")
+    res = _restore(c, "ns-before", "ns-r")
+    assert res.phase == "Completed"
+    assert c.get("namespaces", "whoami")["metadata"]["labels"]["velero.io/restore-name"] == "ns-r"
+    after = {(i["kind"], i["metadata"]["name"]) for k in ("services", "deployments", "ingresses")
+             for i in c.list(k, "whoami")}
+    assert after == before
+    assert at.until(lambda: at.https("whoami.10.0.0.200.nip.io").status == 200, what="site back")

@@ -112,6 +112,9 @@ def test_sticky_fault_restart_drops_ips_until_another_restart(twin_factory) -> N
     svc_health = next(r["health"] for r in app["status"]["resources"]
                       if r["kind"] == "Service" and r["name"] == "ingress-nginx-controller")
     assert svc_health["status"] == "Progressing" and "load balancer" in svc_health["message"]
+    # and ingress-nginx publishes the (missing) address on every Ingress
+    at.until(lambda: not (at.cluster.get("ingresses", "podinfo", "podinfo").get("status") or {})
+             .get("loadBalancer"), what="Ingress status emptied")
     # the remediation of the original step 4: restart the controller once more
     _restart_controller(at)
     assert at.until(lambda: at.lb_ip("ingress-nginx", "ingress-nginx-controller")) == "10.0.0.200"
@@ -121,6 +124,8 @@ def test_sticky_fault_restart_drops_ips_until_another_restart(twin_factory) -> N
                                           kind="twin").ok, what="ingress answers again")
     at.until(lambda: at.cluster.get("applications", "ingress-nginx", "argocd")
              ["status"]["health"]["status"] == "Healthy", what="app Healthy again")
+    at.until(lambda: at.cluster.get("ingresses", "podinfo", "podinfo")["status"]["loadBalancer"]
+             == {"ingress": [{"ip": "10.0.0.200"}]}, what="Ingress status back")
     # a third restart does not drop them again (the fault fires once per switch-on)
     _restart_controller(at)
     at.cluster_sleep(10)
@@ -129,6 +134,9 @@ def test_sticky_fault_restart_drops_ips_until_another_restart(twin_factory) -> N
 
 def test_ingress_https_verified_with_the_twin_ca(addon_twin) -> None:
     at = addon_twin
+    at.cluster_sleep(5)
+    # the fixture's Ingress statuses already match what ingress-nginx publishes
+    assert at.twin.call(lambda: at.twin.rt.component("ingress").status_writes) == 0
     r = at.https(PODINFO)
     assert r.status == 200
     pod = r.headers["x-twin-backend-pod"]

@@ -16,6 +16,7 @@ exist, and ``<state_dir>/ready`` is written last.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -49,10 +50,14 @@ def _build_components(rt: Runtime) -> list[Any]:
     from .apiserver import APIServer
     from .chartrepo import ChartRepo
     from .controllers import WorkloadControllers
+    from .controllers.cilium import CiliumModel
+    from .controllers.network import NetworkModel
     from .nodes import NodesComponent
     from .ssh import SSHServers
 
-    return [NodesComponent(), APIServer(), WorkloadControllers(), SSHServers(), ChartRepo()]
+    # network and cilium read rt.component("workloads") when they start: keep them after it
+    return [NodesComponent(), APIServer(), WorkloadControllers(), NetworkModel(), CiliumModel(),
+            SSHServers(), ChartRepo()]
 
 
 class Twin:
@@ -119,6 +124,10 @@ class Twin:
         for t in builtin_types():
             rt.store.register(t)
         rt.options["load_counts"] = fixtures.load_into(rt.store, fx)
+        # The loaded objects live as long as the twin: keep the cyclic GC from rescanning
+        # them (tens of thousands of dicts at scale) on every collection.
+        gc.collect()
+        gc.freeze()
         if self.cilium_chart:
             rt.options["cilium_chart"] = str(self.cilium_chart)
         return rt

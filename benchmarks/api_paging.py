@@ -1,0 +1,71 @@
+"""Scale of the twin's API: start-up time, and the cost of one list request at 1k and 50k pods.
+
+Run: `make benchmark` or `.venv/bin/python benchmarks/api_paging.py [--big-nodes 500 --big-pods 50000]`.
+
+For each size it starts a generated twin (same shape as minicloud), pages through every
+pod with the official Python client (raw JSON, limit=500, as runbook.cluster does), and
+prints the time per request. The per-request time must stay flat as the store grows:
+the store indexes by resource and namespace and pages with a sorted key index.
+Nothing here is asserted; this is a measurement, printed as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+from kubernetes import client, config
+
+from twin.api import Twin
+
+
+def page_all(kubeconfig: str, limit: int = 500) -> tuple[int, list[float]]:
+    api = config.new_client_from_config(kubeconfig)
+    core = client.CoreV1Api(api)
+    token, total, times = None, 0, []
+    while True:
+        t0 = time.perf_counter()
+        resp = core.list_pod_for_all_namespaces(limit=limit, _continue=token, _preload_content=False)
+        doc = json.loads(resp.data)
+        times.append(time.perf_counter() - t0)
+        total += len(doc["items"])
+        token = doc["metadata"].get("continue")
+        if not token:
+            return total, times
+
+
+def measure(nodes: int, pods: int) -> dict:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
+        t0 = time.perf_counter()
+        twin = Twin(d, scale=(nodes, pods)).start(timeout=300)
+        startup = time.perf_counter() - t0
+        try:
+            total, times = page_all(str(twin.kubeconfig))
+        finally:
+            twin.stop()
+    return {"nodes": nodes, "pods": total, "startup_s": startup, "requests": len(times),
+            "median_ms": 1000 * statistics.median(times), "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))],
+            "total_s": sum(times)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small-nodes", type=int, default=10)
+    ap.add_argument("--small-pods", type=int, default=1000)
+    ap.add_argument("--big-nodes", type=int, default=500)
+    ap.add_argument("--big-pods", type=int, default=50000)
+    a = ap.parse_args()
+    rows = [measure(a.small_nodes, a.small_pods), measure(a.big_nodes, a.big_pods)]
+    print(f"{'nodes':>6} {'pods':>7} {'startup s':>10} {'requests':>9} {'median ms/req':>14} "
+          f"{'p95 ms/req':>11} {'page-all s':>11}")
+    for r in rows:
+        print(f"{r['nodes']:>6} {r['pods']:>7} {r['startup_s']:>10.1f} {r['requests']:>9} "
+              f"{r['median_ms']:>14.1f} {r['p95_ms']:>11.1f} {r['total_s']:>11.2f}")
+    ratio = rows[1]["median_ms"] / max(rows[0]["median_ms"], 1e-9)
+    print(f"\nper-request cost ratio 50k/1k: {ratio:.2f} (flat means close to 1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -139,13 +139,19 @@ class AdminEndpoint:
             return _error(400, f"unknown fault(s): {', '.join(sorted(unknown))}; known: "
                                f"{', '.join(known)}")
         before_down = set(self.rt.faults.ssh_down)
+        ssh = self._component("ssh")
+        if "ssh_down" in body and ssh is not None:
+            nodes = body["ssh_down"] if isinstance(body["ssh_down"], list) else [body["ssh_down"]]
+            unknown_nodes = [n for n in nodes if n not in getattr(ssh, "ports", {})]
+            if unknown_nodes:
+                return _error(400, f"unknown node(s) in ssh_down: {', '.join(map(str, unknown_nodes))}; "
+                                   f"known: {', '.join(getattr(ssh, 'ports', {}))}")
         try:
             for k, v in body.items():
                 self.rt.faults.set(k, v)
         except (TypeError, ValueError) as e:
             return _error(400, f"bad value: {e}")
         if "ssh_down" in body:
-            ssh = self._component("ssh")
             if ssh is not None:
                 now_down = set(self.rt.faults.ssh_down)
                 for node in sorted(now_down - before_down):

@@ -10,9 +10,10 @@ own certificate on first use (SNI callback).
 
 Each request is answered from the store and the network model:
 
-* the connection is dropped before TLS when no Service holds the ingress IP in its
-  ``status.loadBalancer`` (the LoadBalancer IP is not announced: on a real network the
-  client would time out). Only checked when the fixture names an ingress IP;
+* the connection is dropped before TLS when the ingress IP is not announced: no
+  Service holds it in its ``status.loadBalancer``, or no MetalLB speaker pod
+  (``metallb-system``, ``app.kubernetes.io/component=speaker``) is Ready (on a real
+  network the client would time out). Only checked when the fixture names an ingress IP;
 * ``404`` when no Ingress (class ``nginx`` or none) has a rule for the host (nginx's
   default backend);
 * ``503`` when no ingress-nginx controller pod (namespace ``ingress-nginx``, label
@@ -46,6 +47,7 @@ from .selectors import from_label_selector
 log = logging.getLogger("twin.ingress")
 
 CONTROLLER_NAMESPACE = "ingress-nginx"
+SPEAKER_NAMESPACE = "metallb-system"
 INGRESS_CLASS = "nginx"
 MAX_HEADER = 64 * 1024
 
@@ -220,12 +222,22 @@ class IngressEndpoint:
         return out
 
     def announced(self) -> bool:
-        """Whether some Service holds the ingress IP (MetalLB announces it)."""
+        """Whether the ingress IP is announced: some Service holds it (MetalLB assigned
+        it) and, when the cluster has MetalLB speakers, one of them is Ready (in L2 mode
+        a speaker answers ARP for the address; speakers are hostNetwork pods)."""
         ip = self._ingress_ip()
         if not ip:
             return True
         t = _rtype(self.rt.store, "", "services")
-        return any(ip in lb_ips(s) for s in self.rt.store.iter_objects(t))
+        if not any(ip in lb_ips(s) for s in self.rt.store.iter_objects(t)):
+            return False
+        def speaker(o: dict) -> bool:
+            return (_meta(o).get("labels") or {}).get("app.kubernetes.io/component") == "speaker"
+        pods = _rtype(self.rt.store, "", "pods")
+        ds = _rtype(self.rt.store, "apps", "daemonsets")
+        speakers = [p for p in self.rt.store.iter_objects(pods, SPEAKER_NAMESPACE) if speaker(p)]
+        has_speakers = bool(speakers) or any(speaker(d) for d in self.rt.store.iter_objects(ds, SPEAKER_NAMESPACE))
+        return not has_speakers or any(pod_reachable(self.rt, p)[0] for p in speakers)
 
     # -- Ingress status (what ingress-nginx's status updater does) -------------------------
     def publish_service(self) -> dict | None:

@@ -90,3 +90,5 @@ def test_ssh_down_through_the_admin_endpoint(twin_factory) -> None:
     assert status == 200 and _refused(int(ssh_ports["set-hog"]))
     at.admin("POST", "/faults", {"ssh_down": []})
     assert not _refused(int(ssh_ports["set-hog"]))
+    status, err = at.admin("POST", "/faults", {"ssh_down": ["no-such-node"]})
+    assert status == 400 and "no-such-node" in err["error"] and at.twin.rt.faults.ssh_down == set()

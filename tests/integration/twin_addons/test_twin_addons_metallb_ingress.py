@@ -14,6 +14,14 @@ CTRL = "app.kubernetes.io/component=controller,app.kubernetes.io/name=metallb"
 PODINFO = "podinfo.10.0.0.200.nip.io"
 
 
+def _status(at, host: str) -> int | None:
+    """The HTTPS status, or None when the connection goes nowhere."""
+    try:
+        return at.https(host).status
+    except (ssl.SSLError, OSError):
+        return None
+
+
 def _lb_service(name: str, ns: str = "default", **annotations: str) -> dict:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": ns, "annotations": dict(annotations)},
@@ -202,3 +210,22 @@ def test_exhausted_pool_leaves_a_service_pending_until_an_ip_frees(addon_twin) -
     freed = at.lb_ip("default", "s7")
     c.delete("services", "s7", "default")
     assert at.until(lambda: at.lb_ip("default", "one-too-many")) == freed
+
+
+def test_ingress_ip_unreachable_without_a_ready_speaker(addon_twin) -> None:
+    at = addon_twin
+    c = at.cluster
+    at.pause_app("metallb")
+    # no speaker may run anywhere: a nodeSelector no node has
+    c.request("PATCH", "/apis/apps/v1/namespaces/metallb-system/daemonsets/metallb-speaker",
+              body={"spec": {"template": {"spec": {"nodeSelector": {"twin.test/none": "x"}}}}},
+              content_type="application/merge-patch+json")
+    at.until(lambda: not at.ready_pods("metallb-system", "app.kubernetes.io/component=speaker"),
+             what="speakers gone")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        at.https(PODINFO)
+    assert at.lb_ip("ingress-nginx", "ingress-nginx-controller") == "10.0.0.200"   # still assigned
+    c.request("PATCH", "/apis/apps/v1/namespaces/metallb-system/daemonsets/metallb-speaker",
+              body={"spec": {"template": {"spec": {"nodeSelector": None}}}},
+              content_type="application/merge-patch+json")
+    at.until(lambda: _status(at, PODINFO) == 200, what="announced again")

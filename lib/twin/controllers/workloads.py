@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import logging
 import math
@@ -1061,6 +1062,19 @@ class WorkloadControllers:
             rtype = next((t for t in store.resource_types() if t.key == (group, plural)), None)
             if rtype is not None:
                 types[plural] = rtype
+        # Indexing ~10^5 objects allocates many small sets; the cyclic GC would rescan
+        # the whole (cycle-free) store several times meanwhile: pause it for the pass.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._start(rt, store, types)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        rt.options["kubelet"] = self.kubelet
+        self.start_seconds = loop.time() - t0
+
+    def _start(self, rt: Any, store: Any, types: dict) -> None:
         for kind in CACHED_KINDS:
             if kind[1] in types:
                 self.cache.load(store, types[kind[1]])
@@ -1093,8 +1107,6 @@ class WorkloadControllers:
             self.node_lifecycle.enqueue(node["metadata"]["name"])
         for c in self.controllers:
             c.start()
-        rt.options["kubelet"] = self.kubelet
-        self.start_seconds = loop.time() - t0
 
     def _on_change(self, event_type: str, rtype: Any, obj: dict, old: dict | None) -> None:
         kind = rtype.key

@@ -21,6 +21,10 @@ asks for a fresh decision with :meth:`Kubelet.reevaluate`. Until then
 - node Unknown (kubelet not posting): nothing changes (the node lifecycle controller
   marks the pods not ready).
 
+A fate with ``waiting_reason="CrashLoopBackOff"`` keeps the container restarting with
+the kubelet's back-off (10 s doubling to 300 s), so RESTARTS climbs until the policy
+says otherwise.
+
 The CNI that created a pod's sandbox is recorded once, in the annotation
 ``twin.phase22.io/sandbox-cni``, when the sandbox is created: a running pod keeps it
 until it is deleted and recreated, which is how pods left "unmanaged" by a CNI swap are

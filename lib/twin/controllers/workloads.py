@@ -25,8 +25,14 @@ They follow kube-controller-manager closely enough that ``kubectl rollout status
   (no provisioner is modelled). RollingUpdate replaces pods from the highest ordinal
   down, one at a time, honouring ``partition``.
 
-``minReadySeconds`` is not modelled: a Ready pod counts as available.
-Garbage collection of dependents (ownerReferences) is the store's job.
+Also: ``progressDeadlineSeconds`` (cluster time) gives ``ProgressDeadlineExceeded``;
+orphans matching a selector are adopted (a StatefulSet only claims its own pod names);
+objects created without the apps/v1 spec defaults (``updateStrategy`` ...) get them
+(:func:`workload_defaults`), because kubectl and helm read them.
+
+Not modelled: ``minReadySeconds`` (a Ready pod counts as available), maxSurge (a new
+ReplicaSet is sized at once), ControllerRevision objects, Jobs. Garbage collection of
+dependents (ownerReferences) is the store's job.
 """
 from __future__ import annotations
 

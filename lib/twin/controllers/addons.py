@@ -222,6 +222,20 @@ def _content(obj: dict) -> dict:
             **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}}
 
 
+def create_like_the_api(rt: Any, body: dict, rtype: Any) -> dict:
+    """Create ``body`` in the store with the defaults the API server adds on create
+    (a Service gets its cluster IP and node ports), as a controller's POST would."""
+    if rtype.key == ("", "services"):
+        try:
+            api = rt.component("apiserver")
+        except (KeyError, AttributeError):
+            api = None
+        allocate = getattr(api, "_allocate_service", None)
+        if allocate is not None:
+            allocate(body)
+    return rt.store.create(body, rtype=rtype)
+
+
 # ============================================================================ Velero
 #: Resources Velero never backs up (its built-in exclusions).
 VELERO_EXCLUDED = frozenset({
@@ -742,7 +756,7 @@ class VeleroModel:
                 body.setdefault("metadata", {}).setdefault("labels", {}).update(
                     {"velero.io/backup-name": backup, "velero.io/restore-name": restore})
                 body["apiVersion"], body["kind"] = rtype.api_version, rtype.kind
-                self.store.create(body, rtype=rtype)
+                create_like_the_api(self.rt, body, rtype)
             elif d.action == "update":
                 want = _strip_server_fields(item.obj)
 
@@ -777,7 +791,9 @@ CHILD_POLICY_POINTERS = {("argoproj.io", "Application"): "/spec/syncPolicy",
 
 def desired_of(obj: dict) -> dict:
     """The "git" copy of a live object: labels and every top-level field but status and
-    metadata (annotations left out: controllers write them)."""
+    metadata (annotations left out: controllers write them), without what the server
+    allocates (a Service's cluster IPs and node ports, a PVC's bound volume), which git
+    never holds."""
     md = _meta(obj)
     out = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
            "metadata": {"name": md.get("name")}}
@@ -788,6 +804,14 @@ def desired_of(obj: dict) -> dict:
     for k, v in obj.items():
         if k not in ("apiVersion", "kind", "metadata", "status"):
             out[k] = json_copy(v)
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        if obj.get("kind") == "Service":
+            out["spec"] = _service_spec_portable(spec)
+            for k in ("ipFamilies", "ipFamilyPolicy"):
+                out["spec"].pop(k, None)
+        elif obj.get("kind") == "PersistentVolumeClaim":
+            spec.pop("volumeName", None)
     return out
 
 
@@ -1142,7 +1166,7 @@ class ArgoCDModel(Controller):
                 if live is None:
                     body = copy.deepcopy(want)
                     body["apiVersion"], body["kind"] = rtype.api_version, rtype.kind
-                    self.store.create(body, rtype=rtype)
+                    create_like_the_api(self.rt, body, rtype)
                     results.append((rk, "Synced", f"{rk[1].lower()}/{rk[3]} created"))
                 else:
                     new = apply_desired(want, live, ignore)

@@ -38,7 +38,8 @@ def test_self_heal_reverts_drift_and_counts_each_sync(addon_twin) -> None:
 
     # A deleted object comes back, and that is a second sync.
     c.delete("services", "podinfo", "podinfo")
-    at.until(lambda: c.get("services", "podinfo", "podinfo") is not None, what="service recreated")
+    svc = at.until(lambda: c.get("services", "podinfo", "podinfo"), what="service recreated")
+    assert svc["spec"]["clusterIP"].startswith("10.43.")
     app = at.until(lambda: (a := _app(at, "podinfo")) and len(_history_ids(a)) == 3 and a,
                    what="second sync")
     assert at.twin.call(lambda: at.addons.argocd.sync_count("argocd", "podinfo")) == 2
@@ -177,3 +178,22 @@ def test_self_heal_recreates_a_deleted_namespace_with_create_namespace(addon_twi
     at.until(lambda: c.get("services", "podinfo", "podinfo") is not None, what="service back")
     at.until(lambda: at.https("podinfo.10.0.0.200.nip.io").status == 200, what="site back")
     at.until(lambda: _app(at, "podinfo")["status"]["health"]["status"] == "Healthy", what="Healthy")
+
+
+def test_server_allocated_fields_are_not_drift(addon_twin) -> None:
+    """A Service recreated with a new cluster IP (e.g. by a Velero restore) is not drift:
+    git never holds the cluster IP or node ports."""
+    at = addon_twin
+    c = at.cluster
+    at.pause_app("podinfo")
+    svc = c.get("services", "podinfo", "podinfo")
+    c.delete("services", "podinfo", "podinfo")
+    body = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "podinfo", "namespace": "podinfo", "labels": svc["metadata"].get("labels")},
+            "spec": {k: v for k, v in svc["spec"].items() if k not in ("clusterIP", "clusterIPs")}}
+    c.create("services", body, "podinfo")
+    assert c.get("services", "podinfo", "podinfo")["spec"]["clusterIP"] != svc["spec"]["clusterIP"]
+    c.patch("applications", "podinfo", {"spec": {"syncPolicy": {"automated": {"selfHeal": True}}}}, "argocd")
+    at.cluster_sleep(15)
+    app = _app(at, "podinfo")
+    assert app["status"]["sync"]["status"] == "Synced" and _history_ids(app) == [0]

@@ -210,4 +210,6 @@ def test_restore_brings_back_a_deleted_namespace(addon_twin) -> None:
     after = {(i["kind"], i["metadata"]["name"]) for k in ("services", "deployments", "ingresses")
              for i in c.list(k, "whoami")}
     assert after == before
+    svc = c.get("services", "whoami", "whoami")
+    assert svc["spec"]["clusterIP"].startswith("10.43.")     # allocated anew, as on create
     assert at.until(lambda: at.https("whoami.10.0.0.200.nip.io").status == 200, what="site back")

@@ -104,9 +104,25 @@ def pod_template_hash(template: dict | None, collision_count: int = 0) -> str:
     return safe_encode(str(_fnv32a(data.encode())))
 
 
+def _prune(value: Any) -> Any:
+    """Drop None, {} and [] recursively: a typed client (kubectl rollout undo) sends
+    ``resources: {}`` and ``creationTimestamp: null`` where the original had nothing."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _prune(v)
+            if v is None or v == {} or v == []:
+                continue
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
 def strip_hash(template: dict | None) -> dict:
-    """A copy of a pod template without the ``pod-template-hash`` label (and empty maps)."""
-    t = copy.deepcopy(template or {})
+    """A pruned copy of a pod template without the ``pod-template-hash`` label."""
+    t = _prune(copy.deepcopy(template or {}))
     md = t.get("metadata")
     if isinstance(md, dict):
         labels = md.get("labels")
@@ -754,7 +770,7 @@ class DaemonSetController(_Workload):
         """
         md = ds["metadata"]
         template = (ds.get("spec") or {}).get("template") or {}
-        fp = canonical(template)
+        fp = canonical(strip_hash(template))
         known = self._revisions.get(md["uid"])
         if known is not None and known[0] == fp:
             return known[1]
@@ -889,7 +905,7 @@ class StatefulSetController(_Workload):
         """``<sts>-<hash>`` of the current template (a converged fixture's value is kept)."""
         md = sts["metadata"]
         template = (sts.get("spec") or {}).get("template") or {}
-        fp = canonical(template)
+        fp = canonical(strip_hash(template))
         known = self._revisions.get(md["uid"])
         if known is not None and known[0] == fp:
             return known[1]

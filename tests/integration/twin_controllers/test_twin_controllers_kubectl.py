@@ -109,6 +109,17 @@ def test_kubectl_rollout_status(twin_api, kubectl_bin, tool_env, tmp_path):
     images = kubectl("get", "pods", "-l", "app=web", "-o",
                      "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}").split()
     assert images == ["nginx:1.28"] * 3
+    # undo reads the ReplicaSets' revision annotations: back to revision 1's template
+    kubectl("rollout", "undo", "deployment/web")
+    out = kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+    assert "successfully rolled out" in out
+    images = kubectl("get", "pods", "-l", "app=web", "-o",
+                     "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}").split()
+    assert images == ["nginx:1.27"] * 3
+    rev = kubectl("get", "deployment", "web", "-o",
+                  "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}")
+    assert rev == "3"
+    assert len(kubectl("get", "rs", "-l", "app=web", "-o", "name").split()) == 2
     kubectl("-n", "kube-system", "rollout", "restart", "daemonset/agent")
     out = kubectl("-n", "kube-system", "rollout", "status", "daemonset/agent", "--timeout=60s")
     assert "successfully rolled out" in out

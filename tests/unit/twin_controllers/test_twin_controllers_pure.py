@@ -283,3 +283,11 @@ def test_workload_defaults_fill_only_missing_fields():
     workload_defaults("Deployment", d)
     assert d["spec"]["strategy"] == {"type": "Recreate"} and d["spec"]["replicas"] == 4
     assert d["spec"]["progressDeadlineSeconds"] == 600
+
+
+def test_templates_equal_ignores_what_typed_clients_add():
+    # kubectl rollout undo sends the RS template back through typed Go structs
+    undo = {"metadata": {"creationTimestamp": None, "labels": {"app": "a", "pod-template-hash": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1", "resources": {}}]}}
+    assert templates_equal(undo, tmpl("nginx:1"))
+    assert pod_template_hash(undo) == pod_template_hash(tmpl("nginx:1"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import fnmatch
+import functools
 import hashlib
 import inspect
 import ipaddress
@@ -196,9 +197,67 @@ class KubeService:
             f"{self.namespace}/{self.name}"
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _proto_hash(*parts: str) -> str:
     # kube-proxy's portProtoHash/servicePortEndpointChainName: base32(sha256)[:16].
+    # Cached: every node programs the same Services.
     return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()).decode()[:16]
+
+
+_Parsed = tuple[str, str, tuple[str, ...], str]   # (table, chain, jump targets, rule)
+
+
+def _service_rules(s: KubeService, cidr: str) -> tuple[_Parsed, ...]:
+    """The rules kube-proxy writes for one Service port, in order, parsed.
+
+    Every node writes the same text for a Service, so the result is cached by value
+    (and the nodes share the strings).
+    """
+    return _service_rules_cached(s.namespace, s.name, s.port_name, s.cluster_ip, s.port,
+                                 tuple(s.endpoints), s.protocol, s.node_port, tuple(s.lb_ips), cidr)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _service_rules_cached(namespace: str, name: str, port_name: str, cluster_ip: str, port: int,
+                          endpoints: tuple[str, ...], protocol: str, node_port: int | None,
+                          lb_ips: tuple[str, ...], cidr: str) -> tuple[_Parsed, ...]:
+    s = KubeService(namespace, name, port_name, cluster_ip, port, list(endpoints), protocol,
+                    node_port, list(lb_ips))
+    out: list[tuple[str, str]] = []
+    proto = s.protocol.lower()
+    if not s.endpoints:
+        # No endpoint: kube-proxy rejects in the filter table, no KUBE-SVC chain.
+        out.append(("filter", f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {proto} -m comment "
+                              f'--comment "{s.port_id} has no endpoints" -m {proto} '
+                              f"--dport {s.port} -j REJECT --reject-with icmp-port-unreachable"))
+        return tuple((table, *Iptables.parse_rule(rule), rule) for table, rule in out)
+    svc = "KUBE-SVC-" + _proto_hash(s.port_id, proto)
+    ext = "KUBE-EXT-" + _proto_hash(s.port_id, proto)
+    cm = f'-m comment --comment "{s.port_id} cluster IP"'
+    out.append(("nat", f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {proto} {cm} -m {proto} "
+                       f"--dport {s.port} -j {svc}"))
+    out.append(("nat", f"-A {svc} ! -s {cidr} -d {s.cluster_ip}/32 -p {proto} {cm} -m {proto} "
+                       f"--dport {s.port} -j KUBE-MARK-MASQ"))
+    n = len(s.endpoints)
+    for i, ep in enumerate(s.endpoints):
+        sep = "KUBE-SEP-" + _proto_hash(s.port_id, proto, ep)
+        prob = "" if i == n - 1 else f" -m statistic --mode random --probability {1 / (n - i):.10f}"
+        out.append(("nat", f'-A {svc} -m comment --comment "{s.port_id} -> {ep}"{prob} -j {sep}'))
+        out.append(("nat", f"-A {sep} -s {ep.rsplit(':', 1)[0]}/32 -m comment --comment "
+                           f'"{s.port_id}" -j KUBE-MARK-MASQ'))
+        out.append(("nat", f'-A {sep} -p {proto} -m comment --comment "{s.port_id}" -m {proto} '
+                           f"-j DNAT --to-destination {ep}"))
+    if s.node_port or s.lb_ips:
+        out.append(("nat", f'-A {ext} -m comment --comment "masquerade traffic for '
+                           f'{s.port_id} external destinations" -j KUBE-MARK-MASQ'))
+        out.append(("nat", f"-A {ext} -j {svc}"))
+    if s.node_port:
+        out.append(("nat", f'-A KUBE-NODEPORTS -p {proto} -m comment --comment "{s.port_id}" '
+                           f"-m {proto} --dport {s.node_port} -j {ext}"))
+    for lb in s.lb_ips:
+        out.append(("nat", f"-A KUBE-SERVICES -d {lb}/32 -p {proto} -m comment --comment "
+                           f'"{s.port_id} loadbalancer IP" -m {proto} --dport {s.port} -j {ext}'))
+    return tuple((table, *Iptables.parse_rule(rule), rule) for table, rule in out)
 
 
 # --------------------------------------------------------------------------- iptables
@@ -206,81 +265,252 @@ class IptablesError(ValueError):
     """An ``iptables-restore`` input the real tool rejects (nothing is applied)."""
 
 
-@dataclass
 class _Table:
-    chains: dict[str, str] = field(default_factory=dict)   # name -> policy ("-" = user chain)
-    rules: list[str] = field(default_factory=list)         # "-A CHAIN ..." in order
+    """One table: chains with their policies, and rules indexed by chain and by text.
+
+    Rules are kept three ways, all updated by the methods below (nothing else may edit
+    them): in insertion order (what :meth:`Iptables.rules` returns), grouped by chain
+    (what ``iptables-save`` renders, so rendering is linear), and as a count per text
+    (so "is this rule present" is O(1); a restore may load the same rule twice).
+    """
+
+    __slots__ = ("chains", "_order", "_by_chain", "_count")
+
+    def __init__(self, chains: dict[str, str] | None = None, rules: Iterable[str] = ()) -> None:
+        self.chains: dict[str, str] = dict(chains or {})   # name -> policy ("-" = user chain)
+        self._order: list[tuple[str, str]] = []            # (chain, "-A CHAIN ...") in order
+        self._by_chain: dict[str, list[str]] = {}
+        self._count: dict[str, int] = {}
+        for r in rules:
+            self.append(r)
+
+    @staticmethod
+    def chain_of(rule: str) -> str:
+        return rule.split(None, 2)[1]
+
+    @property
+    def rules(self) -> list[str]:
+        """Every rule, in insertion order (a copy)."""
+        return [r for _, r in self._order]
+
+    def __contains__(self, rule: str) -> bool:
+        return rule in self._count
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def chain_rules(self, chain: str) -> list[str]:
+        """The rules of one chain, in order (a copy)."""
+        return list(self._by_chain.get(chain, ()))
+
+    def copy(self) -> "_Table":
+        t = _Table(self.chains)
+        t._order = list(self._order)
+        t._by_chain = {c: list(rs) for c, rs in self._by_chain.items()}
+        t._count = dict(self._count)
+        return t
+
+    def append(self, rule: str, chain: str | None = None) -> None:
+        chain = chain or self.chain_of(rule)
+        self._order.append((chain, rule))
+        self._by_chain.setdefault(chain, []).append(rule)
+        self._count[rule] = self._count.get(rule, 0) + 1
+
+    def insert_first(self, rule: str, chain: str | None = None) -> None:
+        """Insert at the head of its chain (just before the chain's first rule)."""
+        chain = chain or self.chain_of(rule)
+        own = self._by_chain.get(chain)
+        if not own:
+            self.append(rule, chain)
+            return
+        # The first occurrence of the chain's first rule is that rule (a rule's text
+        # names its chain), so list.index finds the position in C, without parsing.
+        self._order.insert(self._order.index((chain, own[0])), (chain, rule))
+        own.insert(0, rule)
+        self._count[rule] = self._count.get(rule, 0) + 1
+
+    def remove_if(self, drop: Callable[[str, str], bool]) -> int:
+        """Remove every rule for which ``drop(chain, rule)`` is true; returns how many."""
+        keep = [cr for cr in self._order if not drop(*cr)]
+        removed = len(self._order) - len(keep)
+        if removed:
+            self._reindex(keep)
+        return removed
+
+    def remove_chains(self, chains: set[str] | frozenset[str]) -> int:
+        """Remove the rules of these chains (declared or not); returns how many."""
+        if not any(c in self._by_chain for c in chains):
+            return 0
+        return self.remove_if(lambda c, _r: c in chains)
+
+    def clear_rules(self) -> None:
+        self._reindex([])
+
+    def _reindex(self, order: list[tuple[str, str]]) -> None:
+        self._order = order
+        self._by_chain = {}
+        self._count = {}
+        for c, r in order:
+            self._by_chain.setdefault(c, []).append(r)
+            self._count[r] = self._count.get(r, 0) + 1
+
+    def check(self) -> list[str]:
+        """Inconsistencies between the three views of the rules (empty when sound)."""
+        problems: list[str] = []
+        if sorted(self._count.items()) != sorted(
+                {r: sum(1 for _, x in self._order if x == r) for _, r in self._order}.items()):
+            problems.append("count index differs from the rules")
+        grouped: dict[str, list[str]] = {}
+        for c, r in self._order:
+            grouped.setdefault(c, []).append(r)
+            if self.chain_of(r) != c:
+                problems.append(f"rule filed under {c}: {r}")
+        if {c: rs for c, rs in self._by_chain.items() if rs} != grouped:
+            problems.append("chain index differs from the rules")
+        return problems
 
 
 class Iptables:
-    """The rules of one address family, rendered and parsed as iptables-save text."""
+    """The rules of one address family, rendered and parsed as iptables-save text.
+
+    Work can be deferred with :meth:`defer` (the node defers kube-proxy's service chains,
+    which cost O(cluster endpoints) per node): it runs before anything else reads or
+    changes the rules, so what any caller sees is the same as if it had run at once.
+    """
 
     def __init__(self, family: int = 4) -> None:
         self.family = family
-        self.tables: dict[str, _Table] = {}
+        self._tables: dict[str, _Table] = {}
+        self._pending: Callable[[], None] | None = None
 
+    # -------------------------------------------------------------- deferred work
+    @property
+    def tables(self) -> dict[str, _Table]:
+        """The tables by name (pending work done first)."""
+        self.settle()
+        return self._tables
+
+    @property
+    def pending(self) -> bool:
+        """Whether deferred work waits to run."""
+        return self._pending is not None
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` before the next read or change of the rules.
+
+        A pending function is replaced: callers defer only work that the new function
+        makes moot (a full kube-proxy sync rewrites everything the previous one wrote).
+        """
+        self._pending = fn
+
+    def discard_pending(self) -> None:
+        """Forget deferred work (see :meth:`defer`)."""
+        self._pending = None
+
+    def settle(self) -> None:
+        """Run deferred work now (no-op when there is none)."""
+        fn = self._pending
+        if fn is not None:
+            self._pending = None
+            fn()
+
+    def table_names(self) -> list[str]:
+        """Names of the loaded tables, without running deferred work.
+
+        Deferred work only fills tables that exist already (kube-proxy's nat and filter
+        chains are created eagerly), so the names are the same either way.
+        """
+        return list(self._tables)
+
+    # -------------------------------------------------------------- changes
     def reset(self) -> None:
         """A booted kernel: no table loaded, no rule."""
-        self.tables.clear()
+        self._pending = None
+        self._tables.clear()
 
     def _table(self, name: str) -> _Table:
-        t = self.tables.get(name)
+        t = self._tables.get(name)
         if t is None:
-            t = self.tables[name] = _Table({c: "ACCEPT" for c in BUILTIN_CHAINS[name]})
+            t = self._tables[name] = _Table({c: "ACCEPT" for c in BUILTIN_CHAINS[name]})
         return t
 
     def ensure_chain(self, table: str, chain: str) -> bool:
+        self.settle()
         t = self._table(table)
         if chain in t.chains:
             return False
         t.chains[chain] = "-"
         return True
 
+    @staticmethod
+    def parse_rule(rule: str) -> tuple[str, tuple[str, ...]]:
+        """The chain of ``-A CHAIN ...`` and the user chains it jumps to (-j/-g)."""
+        parts = rule.split()
+        targets = tuple(parts[parts.index(opt) + 1] for opt in ("-j", "-g")
+                        if opt in parts and parts[parts.index(opt) + 1] not in BUILTIN_TARGETS)
+        return parts[1], targets
+
     def ensure_rule(self, table: str, rule: str, *, first: bool = False) -> bool:
         """Add ``-A CHAIN ...`` unless present; ``first`` inserts at the chain's head."""
+        self.settle()
+        chain, targets = self.parse_rule(rule)
+        return self._ensure_parsed(table, chain, targets, rule, first)
+
+    def _ensure_parsed(self, table: str, chain: str, targets: tuple[str, ...], rule: str,
+                       first: bool = False) -> bool:
+        # Callers have settled; ``chain``/``targets`` come from parse_rule(rule).
         t = self._table(table)
-        parts = rule.split()
-        chain = parts[1]
-        self.ensure_chain(table, chain)
+        chains = t.chains
+        if chain not in chains:
+            chains[chain] = "-"
         # A jump needs its target chain, as with the real iptables.
-        for opt in ("-j", "-g"):
-            if opt in parts and parts[parts.index(opt) + 1] not in BUILTIN_TARGETS:
-                self.ensure_chain(table, parts[parts.index(opt) + 1])
-        if rule in t.rules:
+        for target in targets:
+            if target not in chains:
+                chains[target] = "-"
+        if rule in t._count:
             return False
         if first:
-            for i, r in enumerate(t.rules):
-                if r.split()[1] == chain:
-                    t.rules.insert(i, rule)
-                    return True
-        t.rules.append(rule)
+            t.insert_first(rule, chain)
+        else:
+            t.append(rule, chain)
         return True
 
     def delete_chain(self, table: str, chain: str) -> None:
+        self.settle()
         t = self._table(table)
-        t.rules = [r for r in t.rules if r.split()[1] != chain and f"-j {chain}" not in r]
+        jump = f"-j {chain}"
+        t.remove_if(lambda c, r: c == chain or jump in r)
         t.chains.pop(chain, None)
 
+    # -------------------------------------------------------------- reads
     def chains(self, table: str | None = None) -> list[str]:
-        names = (self.tables.get(table, _Table()).chains if table else
-                 [c for t in self.tables.values() for c in t.chains])
+        self.settle()
+        names = (self._tables.get(table, _Table()).chains if table else
+                 [c for t in self._tables.values() for c in t.chains])
         return list(names)
 
     def rules(self, table: str | None = None) -> list[str]:
+        self.settle()
         if table:
-            return list(self.tables.get(table, _Table()).rules)
-        return [r for t in self.tables.values() for r in t.rules]
+            return self._tables.get(table, _Table()).rules
+        return [r for t in self._tables.values() for r in t.rules]
+
+    def check(self) -> list[str]:
+        """Index inconsistencies of every table (empty when sound; for tests)."""
+        self.settle()
+        return [f"{name}: {p}" for name, t in self._tables.items() for p in t.check()]
 
     def save(self, table: str | None = None, counters: bool = False) -> str:
         """Text as ``iptables-save`` prints it (counters are always zero; ``-c`` adds them
         to each rule)."""
+        self.settle()
         tool = "ip6tables-save" if self.family == 6 else "iptables-save"
         now = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
         out: list[str] = []
         for name in ("raw", "mangle", "nat", "filter", "security"):
-            if name not in self.tables or (table and name != table):
+            if name not in self._tables or (table and name != table):
                 continue
-            t = self.tables[name]
+            t = self._tables[name]
             out.append(f"# Generated by {tool} {IPTABLES_VERSION} on {now}")
             out.append(f"*{name}")
             builtin = [c for c in BUILTIN_CHAINS[name] if c in t.chains]
@@ -288,7 +518,9 @@ class Iptables:
             out += [f":{c} {t.chains[c]} [0:0]" for c in builtin + user]
             # iptables-save lists each chain's rules together, chains in listing order.
             for c in builtin + user:
-                out += [("[0:0] " if counters else "") + r for r in t.rules if r.split()[1] == c]
+                own = t._by_chain.get(c)
+                if own:
+                    out += ["[0:0] " + r for r in own] if counters else own
             out.append("COMMIT")
             out.append(f"# Completed on {now}")
         return "\n".join(out) + ("\n" if out else "")
@@ -302,6 +534,7 @@ class Iptables:
         Raises:
             IptablesError: with the real tool's message and the failing line number.
         """
+        self.settle()
         staged: dict[str, _Table] = {}
         current: str | None = None
         tool = "ip6tables-restore" if self.family == 6 else "iptables-restore"
@@ -323,9 +556,8 @@ class Iptables:
                 if table and name != table:
                     current = "#skip"
                     continue
-                if noflush and name in self.tables:
-                    base = self.tables[name]
-                    staged[name] = _Table(dict(base.chains), list(base.rules))
+                if noflush and name in self._tables:
+                    staged[name] = self._tables[name].copy()
                 else:
                     staged[name] = _Table({c: "ACCEPT" for c in BUILTIN_CHAINS[name]})
                 continue
@@ -349,7 +581,7 @@ class Iptables:
                 else:
                     t.chains[chain] = "-"
                     if noflush:   # a declared chain is flushed in --noflush mode
-                        t.rules = [r for r in t.rules if r.split()[1] != chain]
+                        t.remove_chains({chain})
                 continue
             parts = line.split()
             if parts[0] in ("-A", "-I", "--append", "--insert") and len(parts) > 1:
@@ -360,10 +592,9 @@ class Iptables:
                                         f"Try `{tool} -h' or '{tool} --help' for more information.")
                 rule = "-A " + " ".join(parts[1:])
                 if parts[0] in ("-I", "--insert"):
-                    idx = next((i for i, r in enumerate(t.rules) if r.split()[1] == chain), len(t.rules))
-                    t.rules.insert(idx, rule)
+                    t.insert_first(rule, chain)
                 else:
-                    t.rules.append(rule)
+                    t.append(rule, chain)
                 continue
             if parts[0] in ("-N", "--new-chain") and len(parts) > 1:
                 t.chains.setdefault(parts[1], "-")
@@ -372,18 +603,21 @@ class Iptables:
                 t.chains.pop(parts[1], None)
                 continue
             if parts[0] in ("-F", "--flush"):
-                t.rules = [r for r in t.rules if len(parts) > 1 and r.split()[1] != parts[1]]
+                if len(parts) > 1:
+                    t.remove_chains({parts[1]})
+                else:
+                    t.clear_rules()
                 continue
             raise IptablesError(f"{tool} {IPTABLES_VERSION} (nf_tables): unknown option "
                                 f"\"{parts[0]}\"\nError occurred at line: {no}")
         if current is not None:
             raise IptablesError(f"{tool}: COMMIT expected at line {len(lines) + 1}")
-        self.tables.update(staged)
+        self._tables.update(staged)
         return list(staged)
 
     @staticmethod
     def _check_targets(t: _Table, tool: str, lines: list[str]) -> None:
-        for rule in t.rules:
+        for _chain, rule in t._order:
             parts = rule.split()
             for opt in ("-j", "-g", "--jump", "--goto"):
                 if opt in parts:
@@ -1114,7 +1348,7 @@ class NodeModel:
             added = sorted(set(self.interfaces) - before_if)
             if added:
                 self._emit("interfaces-changed", added=added, removed=[])
-            self._emit("iptables-changed", family=4, tables=list(self.iptables.tables))
+            self._emit("iptables-changed", family=4, tables=self.iptables.table_names())
             self._emit("k3s-started", unit=self.unit, settings=dict(s))
         return None
 
@@ -1199,7 +1433,10 @@ class NodeModel:
 
     def _sync_kube_proxy(self, full: bool) -> None:
         """Program the embedded kube-proxy's chains for ``kube_services``."""
-        cidr = self.running.get("cluster_cidr") or self.cluster.get("cluster_cidr", "10.42.0.0/16")
+        if full:
+            # A full sync rewrites every service chain a pending one would write (and the
+            # chains below are already there), so that one need not run at all.
+            self.iptables.discard_pending()
         for t in (self.iptables, self.ip6tables):
             t.ensure_chain("mangle", "KUBE-PROXY-CANARY")
             t.ensure_chain("nat", "KUBE-PROXY-CANARY")
@@ -1231,51 +1468,30 @@ class NodeModel:
                              "--mark 0x4000/0x4000 -j ACCEPT")
             t.ensure_rule(f, '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
                              "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-        nat = self.iptables.tables["nat"]
+        # The service chains cost O(cluster endpoints) per node: a full sync is deferred
+        # until something reads or changes this node's iptables (iptables-save, a chain
+        # query, a restore, ...), which then sees exactly what an immediate sync gives.
+        cidr = self.running.get("cluster_cidr") or self.cluster.get("cluster_cidr", "10.42.0.0/16")
+        services = self.kube_services
+        if full:
+            self.iptables.defer(lambda: self._program_services(cidr, services, True))
+        else:
+            self._program_services(cidr, services, False)
+
+    def _program_services(self, cidr: str, services: list[KubeService], full: bool) -> None:
+        """kube-proxy's per-Service chains (the second half of :meth:`_sync_kube_proxy`)."""
+        ipt = self.iptables
         if full:
             # kube-proxy rewrites its service chains on a full sync.
+            nat = ipt.tables["nat"]
             drop = {c for c in nat.chains if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"))}
-            nat.rules = [r for r in nat.rules if r.split()[1] not in drop and
-                         not (r.split()[1] in ("KUBE-SERVICES", "KUBE-NODEPORTS"))]
+            nat.remove_chains(drop | {"KUBE-SERVICES", "KUBE-NODEPORTS"})
             for c in drop:
                 nat.chains.pop(c, None)
-            flt = self.iptables.tables["filter"]
-            flt.rules = [r for r in flt.rules if r.split()[1] not in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")]
-        ipt = self.iptables
-        for s in self.kube_services:
-            proto = s.protocol.lower()
-            if not s.endpoints:
-                # No endpoint: kube-proxy rejects in the filter table, no KUBE-SVC chain.
-                ipt.ensure_rule("filter", f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {proto} -m comment "
-                                          f'--comment "{s.port_id} has no endpoints" -m {proto} '
-                                          f"--dport {s.port} -j REJECT --reject-with icmp-port-unreachable")
-                continue
-            svc = "KUBE-SVC-" + _proto_hash(s.port_id, proto)
-            ext = "KUBE-EXT-" + _proto_hash(s.port_id, proto)
-            cm = f'-m comment --comment "{s.port_id} cluster IP"'
-            ipt.ensure_rule("nat", f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {proto} {cm} -m {proto} "
-                                   f"--dport {s.port} -j {svc}")
-            ipt.ensure_rule("nat", f"-A {svc} ! -s {cidr} -d {s.cluster_ip}/32 -p {proto} {cm} -m {proto} "
-                                   f"--dport {s.port} -j KUBE-MARK-MASQ")
-            n = len(s.endpoints)
-            for i, ep in enumerate(s.endpoints):
-                sep = "KUBE-SEP-" + _proto_hash(s.port_id, proto, ep)
-                prob = "" if i == n - 1 else f" -m statistic --mode random --probability {1 / (n - i):.10f}"
-                ipt.ensure_rule("nat", f'-A {svc} -m comment --comment "{s.port_id} -> {ep}"{prob} -j {sep}')
-                ipt.ensure_rule("nat", f"-A {sep} -s {ep.rsplit(':', 1)[0]}/32 -m comment --comment "
-                                       f'"{s.port_id}" -j KUBE-MARK-MASQ')
-                ipt.ensure_rule("nat", f'-A {sep} -p {proto} -m comment --comment "{s.port_id}" -m {proto} '
-                                       f"-j DNAT --to-destination {ep}")
-            if s.node_port or s.lb_ips:
-                ipt.ensure_rule("nat", f'-A {ext} -m comment --comment "masquerade traffic for '
-                                       f'{s.port_id} external destinations" -j KUBE-MARK-MASQ')
-                ipt.ensure_rule("nat", f"-A {ext} -j {svc}")
-            if s.node_port:
-                ipt.ensure_rule("nat", f'-A KUBE-NODEPORTS -p {proto} -m comment --comment "{s.port_id}" '
-                                       f"-m {proto} --dport {s.node_port} -j {ext}")
-            for lb in s.lb_ips:
-                ipt.ensure_rule("nat", f"-A KUBE-SERVICES -d {lb}/32 -p {proto} -m comment --comment "
-                                       f'"{s.port_id} loadbalancer IP" -m {proto} --dport {s.port} -j {ext}')
+            ipt.tables["filter"].remove_chains({"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"})
+        for s in services:
+            for table, chain, targets, rule in _service_rules(s, cidr):
+                ipt._ensure_parsed(table, chain, targets, rule)
         ipt.ensure_rule("nat", '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: '
                                'this must be the last rule in this chain" -m addrtype --dst-type LOCAL '
                                "-j KUBE-NODEPORTS")
@@ -1294,7 +1510,7 @@ class NodeModel:
         if s.get("kube_proxy"):
             self._sync_kube_proxy(full=True)
         if self.iptables.save() + self.ip6tables.save() != before:
-            self._emit("iptables-changed", family=4, tables=list(self.iptables.tables))
+            self._emit("iptables-changed", family=4, tables=self.iptables.table_names())
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

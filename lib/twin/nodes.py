@@ -858,7 +858,7 @@ class NodeModel:
             log.warning("%s: k3s did not start: %s", self.name, err)
         elif "cni0" in self.interfaces:
             # The pods holding the seeded leases have their veth on cni0.
-            for ip in sorted(self.leases()):
+            for ip in sorted(self._lease_ips()):
                 h = hashlib.sha256(f"{self.name}/{ip}".encode()).hexdigest()
                 self._add_iface(f"veth{h[:8]}", "veth", self.interfaces["cni0"].mtu, master="cni0",
                                 peer="if2", netns=f"cni-{h[8:16]}-{h[16:20]}-{h[20:24]}-{h[24:28]}-{h[28:40]}")
@@ -1081,8 +1081,17 @@ class NodeModel:
         pods = self._seed_pods
         if pods is None:   # .1 is cni0's gateway
             pods = [(str(ip), secrets.token_hex(32)) for ip in list(net.hosts())[1:4]]
+        # One file per pod (tens of thousands at scale): written straight into the lease
+        # directory just created, without per-file path checks or events (nobody
+        # observes a node that is still being built).
+        lease_dir = self.host_path(CNI_LEASES)
         for ip, sandbox in pods:
-            self.write(f"{CNI_LEASES}/{ip}", f"{sandbox}\r\neth0")
+            fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, f"{sandbox}\r\neth0".encode())
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
         if pods:
             last = max(ipaddress.ip_address(ip) for ip, _ in pods)
             self.write(f"{CNI_LEASES}/last_reserved_ip.0", str(last))
@@ -1162,14 +1171,26 @@ class NodeModel:
     def leases(self) -> dict[str, str]:
         """host-local IPAM leases of flannel's cbr0 network: pod IP -> container id."""
         out: dict[str, str] = {}
+        base = self.host_path(CNI_LEASES) if self.is_dir(CNI_LEASES) else None
+        for n in self._lease_ips():
+            host = os.path.join(base, n)
+            # A plain file in the checked directory stays inside the root; a symlink
+            # goes through the full path check.
+            raw = self.read(f"{CNI_LEASES}/{n}") if os.path.islink(host) else Path(host).read_bytes()
+            out[n] = raw.decode().split("\r\n")[0]
+        return out
+
+    def _lease_ips(self) -> list[str]:
+        """Names of the lease files (pod IPs), without reading them."""
         if not self.is_dir(CNI_LEASES):
-            return out
+            return []
+        out = []
         for n in self.listdir(CNI_LEASES):
             try:
                 ipaddress.ip_address(n)
             except ValueError:
                 continue
-            out[n] = self.read_text(f"{CNI_LEASES}/{n}").split("\r\n")[0]
+            out.append(n)
         return out
 
     def set_kube_services(self, services: list[KubeService]) -> None:
@@ -2261,16 +2282,30 @@ def fixture_pods(objects: Iterable[dict]) -> dict[str, list[tuple[str, str]]]:
 def fixture_services(objects: Iterable[dict]) -> list[KubeService]:
     """The Service ports of the fixture with their Running pods as endpoints."""
     objects = list(objects)
-    pods = [o for o in objects if o.get("kind") == "Pod" and
-            (o.get("status") or {}).get("phase") == "Running" and (o.get("status") or {}).get("podIP")]
+    # Running pods indexed by (namespace, label, value), in fixture order, so matching a
+    # Service costs its candidates, not every pod of the cluster.
+    by_label: dict[tuple[Any, str, Any], list[dict]] = {}
+    for o in objects:
+        st = o.get("status") or {}
+        if o.get("kind") != "Pod" or st.get("phase") != "Running" or not st.get("podIP"):
+            continue
+        pmd = o.get("metadata") or {}
+        for k, v in (pmd.get("labels") or {}).items():
+            by_label.setdefault((pmd.get("namespace"), k, v), []).append(o)
     out: list[KubeService] = []
     for svc in (o for o in objects if o.get("kind") == "Service"):
         spec, md = svc.get("spec") or {}, svc.get("metadata") or {}
         cip = spec.get("clusterIP")
         if not cip or cip == "None":
             continue
-        backends = [p for p in pods if (p.get("metadata") or {}).get("namespace") == md.get("namespace")
-                    and _matches(spec.get("selector") or {}, (p.get("metadata") or {}).get("labels") or {})]
+        selector = spec.get("selector") or {}
+        backends: list[dict] = []
+        if selector:
+            ns = md.get("namespace")
+            # The rarest selector pair gives the fewest candidates; all pairs must match.
+            cands = min((by_label.get((ns, k, v), []) for k, v in selector.items()), key=len)
+            backends = [p for p in cands
+                        if _matches(selector, (p.get("metadata") or {}).get("labels") or {})]
         lb = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
               if i.get("ip")]
         for port in spec.get("ports") or []:

@@ -181,7 +181,7 @@ def pause(cluster: Cluster, journal: Any, *, namespace: str = "argocd", execute:
                                 content_type="application/merge-patch+json")
                 journal.complete(entry)
     for a in _order(apps):
-        if not a.automated:
+        if a.automated is None:
             rows.append({"app": a.key, "before": a.policy_words(), "action": "none (manual already)"})
             continue
         if execute:
@@ -230,6 +230,19 @@ def resume(cluster: Cluster, journal: Any, *, namespace: str = "argocd",
     recorded: dict[str, dict | None] = journal.get(JOURNAL_KEY) or {}
     if not recorded:
         return pd.DataFrame(columns=["app", "restore", "matches"])
+    # ApplicationSet templates first: a set regenerates its apps from the template
+    if execute:
+        for aset, want in (journal.get(APPSET_KEY) or {}).items():
+            path = f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/applicationsets/{aset}"
+            obj = cluster.request("GET", path, ok_missing=True)
+            if obj is None:
+                continue
+            cur = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("syncPolicy") or {}).get("automated")
+            if cur != want:
+                entry = journal.record("argocd-resume", f"restore ApplicationSet {namespace}/{aset} template",
+                                       after=want)
+                _set_automated(cluster, path, obj, "/spec/template/spec/syncPolicy/automated", want)
+                journal.complete(entry)
     apps = {a.key: a for a in list_apps(cluster, namespace)}
     order = sorted(recorded, key=lambda k: (1 if apps.get(k) and apps[k].children else 0, k))
     rows = []
@@ -253,18 +266,6 @@ def resume(cluster: Cluster, journal: Any, *, namespace: str = "argocd",
             rows.append({"app": key, "restore": str(want), "matches": now == want})
         else:
             rows.append({"app": key, "restore": f"would set automated: {want}", "matches": False})
-    if execute:
-        for s, want in (journal.get(APPSET_KEY) or {}).items():
-            path = f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/applicationsets/{s}"
-            obj = cluster.request("GET", path, ok_missing=True)
-            if obj is None:
-                continue
-            cur = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("syncPolicy") or {}).get("automated")
-            if cur != want:
-                entry = journal.record("argocd-resume", f"restore ApplicationSet {namespace}/{s} template",
-                                       after=want)
-                _set_automated(cluster, path, obj, "/spec/template/spec/syncPolicy/automated", want)
-                journal.complete(entry)
     return pd.DataFrame(rows, columns=["app", "restore", "matches"])
 
 

@@ -47,17 +47,20 @@ def parse_scale(text: str) -> tuple[int, int]:
 
 def _build_components(rt: Runtime) -> list[Any]:
     """The twin's components, in start order."""
+    from .admin import AdminEndpoint
     from .apiserver import APIServer
     from .chartrepo import ChartRepo
     from .controllers import WorkloadControllers
+    from .controllers.addons import AddonControllers
     from .controllers.cilium import CiliumModel
     from .controllers.network import NetworkModel
+    from .ingress import IngressEndpoint
     from .nodes import NodesComponent
     from .ssh import SSHServers
 
     # network and cilium read rt.component("workloads") when they start: keep them after it
     return [NodesComponent(), APIServer(), WorkloadControllers(), NetworkModel(), CiliumModel(),
-            SSHServers(), ChartRepo()]
+            AddonControllers(), SSHServers(), ChartRepo(), IngressEndpoint(), AdminEndpoint()]
 
 
 class Twin:

@@ -225,6 +225,8 @@ class APIServer:
         rt.options["api_token"] = self.token
         self.kubeconfig_path = state / "kubeconfig"
         self._write_kubeconfig(self.kubeconfig_path, rt.pki.ca_pem)
+        if rt.faults.api_down_seconds and not rt.faults.api_down_on_restart:
+            self.trigger_fault_outage()  # a fault set at start begins at start
 
     async def _listen(self) -> None:
         assert self._runner is not None
@@ -584,7 +586,16 @@ class APIServer:
             raise HTTPError(404, "NotFound", f'namespaces "{ns}" not found',
                             {"name": ns, "kind": "namespaces"})
 
-    def _allocate_service(self, svc: dict) -> None:
+    def apply_defaults(self, t: ResourceType, obj: dict) -> None:
+        """Defaults a real API server fills on create: Service IPs/ports, apps/v1 strategies."""
+        if (t.group, t.plural) == ("", "services"):
+            self.allocate_service(obj)
+        elif t.group == "apps":
+            from .controllers.workloads import workload_defaults
+
+            workload_defaults(t.kind, obj)
+
+    def allocate_service(self, svc: dict) -> None:
         """Allocate a cluster IP (k3s' 10.43.0.0/16) and node ports, as the real service
         registry does on create; values the client chose are kept."""
         spec = svc.setdefault("spec", {})
@@ -697,8 +708,7 @@ class APIServer:
                             {"kind": t.kind, "group": t.group})
         body["metadata"].pop("resourceVersion", None)
         self._require_namespace(ns)
-        if (t.group, t.plural) == ("", "services"):
-            self._allocate_service(body)
+        self.apply_defaults(t, body)
         if self._dry_run(request):
             name = body["metadata"].get("name")
             if name and self.rt.store.try_get(t, ns, name) is not None:
@@ -757,8 +767,7 @@ class APIServer:
                 raise HTTPError(400, "BadRequest", "the name of the object does not match the name on the URL")
             obj["metadata"]["name"] = name
             self._require_namespace(ns)
-            if (t.group, t.plural) == ("", "services"):
-                self._allocate_service(obj)
+            self.apply_defaults(t, obj)
             if dry:
                 return _json_response(self._fake_create(obj, t), 201)
             return _json_response(self.rt.store.create(obj, rtype=t, reset_status=True), 201)

@@ -230,7 +230,7 @@ def create_like_the_api(rt: Any, body: dict, rtype: Any) -> dict:
             api = rt.component("apiserver")
         except (KeyError, AttributeError):
             api = None
-        allocate = getattr(api, "_allocate_service", None)
+        allocate = getattr(api, "allocate_service", None)
         if allocate is not None:
             allocate(body)
     return rt.store.create(body, rtype=rtype)

@@ -253,7 +253,7 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
            f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}</p>",
            f"<p class='verdict {'ok' if all_ok else 'bad'}'>"
            f"{'ALL PHASES PASSED' if all_ok else 'RUN STOPPED: see below'}"
-           + (f" · {html.escape(verdicts[-1])}" if verdicts else "") + "</p>"]
+           + (f" · verdict: {html.escape(verdicts[-1])}" if verdicts else "") + "</p>"]
     if failure:
         link = f" (<a href='html/{failure['page'].name}'>open the page</a>)" if failure.get("page") else ""
         out.append(f"<h2>Where and why it stopped</h2><p>Phase <b>{html.escape(failure['phase'])}</b>, "

@@ -12,6 +12,7 @@ appends one JSON line per sample to ``<run_dir>/timeline.jsonl``::
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -54,7 +55,8 @@ class Sampler:
         except Exception:
             return  # bad params are reported by the notebooks themselves
         c.retry_for, c.request_timeout = 0.0, 5.0
-        with open(self.path, "a") as f:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # run folder: owner-only
+        with os.fdopen(fd, "a") as f:
             while not self._stop.is_set():
                 try:
                     row = sample(c)

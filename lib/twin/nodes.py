@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import fnmatch
 import functools
 import hashlib
 import inspect
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -791,6 +793,24 @@ def _chmod_mode(spec: str, current: int, is_dir: bool) -> int | None:
     return mode
 
 
+def _second_host(cidr: str) -> str:
+    # hosts()[1] without listing a /16's 65k hosts: coredns's address on the server.
+    net = ipaddress.ip_network(cidr, strict=False)
+    return str(next(itertools.islice(net.hosts(), 1, None)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_yaml_cached(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of a config file, cached by text (k3s reads its config several
+    times per start, and the agents' configs are nearly the same); a deep copy, so
+    callers may change it. A parse error raises each time, as it is not cached."""
+    return copy.deepcopy(_parse_yaml_cached(text))
+
+
 def new_join_token() -> str:
     """A k3s join token: ``K10<ca hash>::server:<password>`` (a secret, never log it)."""
     return f"K10{secrets.token_hex(32)}::server:{secrets.token_hex(16)}"
@@ -1080,7 +1100,7 @@ class NodeModel:
         net = ipaddress.ip_network(spec.pod_cidr, strict=False)
         pods = self._seed_pods
         if pods is None:   # .1 is cni0's gateway
-            pods = [(str(ip), secrets.token_hex(32)) for ip in list(net.hosts())[1:4]]
+            pods = [(str(ip), secrets.token_hex(32)) for ip in itertools.islice(net.hosts(), 1, 4)]
         # One file per pod (tens of thousands at scale): written straight into the lease
         # directory just created, without per-file path checks or events (nobody
         # observes a node that is still being built).
@@ -1105,9 +1125,9 @@ class NodeModel:
         coredns = ""
         for n in self.peers.values() if self.peers else []:
             if n.role == "server":
-                coredns = str(list(ipaddress.ip_network(n.spec.pod_cidr, strict=False).hosts())[1])
+                coredns = _second_host(n.spec.pod_cidr)
         if not coredns:
-            coredns = str(list(ipaddress.ip_network(self.spec.pod_cidr, strict=False).hosts())[1])
+            coredns = _second_host(self.spec.pod_cidr)
         return [
             KubeService("default", "kubernetes", "https", str(svc.network_address + 1), 443,
                         [f"{server_ip}:6443"]),
@@ -1234,7 +1254,7 @@ class NodeModel:
             if not self.exists(f):
                 continue
             try:
-                data = yaml.safe_load(self.read_text(f)) or {}
+                data = _parse_yaml(self.read_text(f)) or {}
             except yaml.YAMLError as e:
                 return merged, f"failed to parse {f}: {str(e).splitlines()[0]}"
             if not isinstance(data, dict):

@@ -450,7 +450,8 @@ def restart_servers(s: Any) -> RestartOutcome | None:
     if restarted and s.params.k3s.flannel_backend == "none":
         s.journal.setdefault("no_cni_window", {"opened_at": _now(), "closed_at": None,
                                                "seconds": None})
-    res.raise_for_failures()
+    if res.failed:
+        _raise_with_progress(s, res)
     out = RestartOutcome(res, api_back, outages)
     if api_back is not None:
         _figure(s, "api_back_after_seconds", api_back)

@@ -359,8 +359,10 @@ class _Table:
     def check(self) -> list[str]:
         """Inconsistencies between the three views of the rules (empty when sound)."""
         problems: list[str] = []
-        if sorted(self._count.items()) != sorted(
-                {r: sum(1 for _, x in self._order if x == r) for _, r in self._order}.items()):
+        counted: dict[str, int] = {}
+        for _, r in self._order:
+            counted[r] = counted.get(r, 0) + 1
+        if counted != self._count:
             problems.append("count index differs from the rules")
         grouped: dict[str, list[str]] = {}
         for c, r in self._order:

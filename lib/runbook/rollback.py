@@ -586,8 +586,20 @@ def _created(pod: dict) -> datetime | None:
         return None
 
 
+#: owners that recreate a deleted pod by themselves; a pod owned by anything else (no
+#: owner, or an operator's custom resource such as a Longhorn InstanceManager, whose pods
+#: must not disappear under attached volumes) is listed for a person, never deleted.
+RECREATING_OWNERS = ("ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController")
+
+
+def _controller_kind(pod: dict) -> str | None:
+    refs = pod["metadata"].get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    return ref.get("kind") if ref else None
+
+
 def pods_to_restart(pods: list[dict], rp: RollbackPlan) -> tuple[list[dict], list[dict]]:
-    """(pods to restart, bare pods listed only), pure.
+    """(pods to restart, pods listed only: no owner that recreates them), pure.
 
     Non-hostNetwork pods on a node whose k3s the rollback restarts, created since the CNI
     was switched off (their sandbox is Cilium's, or none), and every non-hostNetwork pod
@@ -608,8 +620,8 @@ def pods_to_restart(pods: list[dict], rp: RollbackPlan) -> tuple[list[dict], lis
         node, created = spec.get("nodeName"), _created(p)
         if node in bridge_lost or (node in restarted and since and created and created >= since):
             out.append(p)
-    owned = [p for p in out if p["metadata"].get("ownerReferences")]
-    bare = [p for p in out if not p["metadata"].get("ownerReferences")]
+    owned = [p for p in out if _controller_kind(p) in RECREATING_OWNERS]
+    bare = [p for p in out if _controller_kind(p) not in RECREATING_OWNERS]
     owned.sort(key=lambda p: (p["metadata"].get("namespace") != "kube-system",
                               p["metadata"].get("namespace"), p["metadata"]["name"]))
     return owned, bare
@@ -626,7 +638,9 @@ def restart_pods(s: Any, rp: RollbackPlan) -> pd.DataFrame:
     rows = [{"pod": _key(p), "node": (p.get("spec") or {}).get("nodeName"),
              "action": "restart"} for p in owned]
     rows += [{"pod": _key(p), "node": (p.get("spec") or {}).get("nodeName"),
-              "action": "skipped: no controller would recreate it (restart it by hand)"} for p in bare]
+              "action": (f"skipped: owned by {_controller_kind(p)}, restart it through its operator"
+                         if _controller_kind(p) else "skipped: no controller would recreate it")
+              + " (it is not on flannel yet)"} for p in bare]
     if rp.pods_done:
         return pd.DataFrame([{"pod": "-", "node": "-", "action": "already done in this rollback"}])
     if not owned or not s.require_execute(f"restarting {len(owned)} pod(s)"):

@@ -134,6 +134,9 @@ class Verification:
                       hint="each failed check above says what to look at; Argo CD stays paused. "
                            "Fix and re-run 04-verify, or run 05-rollback to return to flannel")
 
+    def __repr__(self) -> str:
+        return self.table().to_string(index=False)
+
     def _repr_html_(self) -> str:
         return self.table().to_html(index=False)
 

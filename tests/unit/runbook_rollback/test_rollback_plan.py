@@ -122,11 +122,11 @@ def test_other_config_paths_are_not_restored() -> None:
 
 
 # ----------------------------------------------------------------------------- pods
-def _pod(name: str, node: str | None, created: str, *, host: bool = False, owner: bool = True,
+def _pod(name: str, node: str | None, created: str, *, host: bool = False, owner: str | None = "ReplicaSet",
          phase: str = "Running", ns: str = "apps") -> dict:
     md: dict = {"name": name, "namespace": ns, "creationTimestamp": created, "uid": name}
     if owner:
-        md["ownerReferences"] = [{"kind": "ReplicaSet", "name": f"{name}-rs", "controller": True}]
+        md["ownerReferences"] = [{"kind": owner, "name": f"{name}-owner", "controller": True}]
     spec: dict = {"hostNetwork": host}
     if node:
         spec["nodeName"] = node
@@ -141,14 +141,17 @@ def test_pods_to_restart_selection() -> None:
         _pod("new-on-skunk", "fast-skunk", "2026-11-26T05:02:00Z"),
         _pod("new-on-heron", "fast-heron", "2026-11-26T05:02:00Z"),        # node left alone
         _pod("host", "set-hog", "2026-11-26T05:02:00Z", host=True),
-        _pod("bare", "set-hog", "2026-11-26T05:02:00Z", owner=False),
+        _pod("bare", "set-hog", "2026-11-26T05:02:00Z", owner=None),
+        _pod("operator-owned", "set-hog", "2026-11-26T05:02:00Z", owner="InstanceManager"),
+        _pod("sts-0", "set-hog", "2026-11-26T05:02:00Z", owner="StatefulSet"),
         _pod("done-job", "set-hog", "2026-11-26T05:02:00Z", phase="Succeeded"),
         _pod("unscheduled", None, "2026-11-26T05:02:00Z", phase="Pending"),
         _pod("dns", "fast-skunk", "2026-11-26T05:03:00Z", ns="kube-system"),
     ]
     owned, bare = pods_to_restart(pods, p)
-    assert [x["metadata"]["name"] for x in owned] == ["dns", "new-on-server", "new-on-skunk"]
-    assert [x["metadata"]["name"] for x in bare] == ["bare"]
+    assert [x["metadata"]["name"] for x in owned] == ["dns", "new-on-server", "new-on-skunk", "sts-0"]
+    # nothing would recreate these (or an operator must): listed, never deleted
+    assert [x["metadata"]["name"] for x in bare] == ["bare", "operator-owned"]
 
 
 def test_pods_on_a_node_whose_bridge_was_deleted_all_restart() -> None:

@@ -1,0 +1,248 @@
+"""04-verify and 05-rollback run with papermill (runbook.runner.run) against fresh twins.
+
+What is proven here, over real sockets (API, SSH) with the real notebooks:
+
+* a dry run of 04 and 05 changes nothing: every node file byte-identical, and the API
+  objects the runbook could touch unchanged;
+* the rollback after a reconfigure (k3s configs rewritten, k3s restarted, flannel
+  leftovers cleaned) restores each ``config.yaml`` byte-for-byte, puts the flannel files
+  back and brings ``flannel.1`` back, and a second run of the rollback changes nothing;
+* the full migration (01-04 executed) passes verify; a dry-run rollback after it changes
+  nothing; the rollback then restores the configs byte-for-byte and brings flannel back,
+  and 04-verify after the rollback passes on the flannel side;
+* the rollback after a failed install (scenario 4: agents never Ready) brings flannel
+  back with nothing lost;
+* MetalLB not reassigning an IP (scenario 5) is remediated by verify.
+
+Tests that need the whole twin (network model, Cilium, Velero/Argo CD/MetalLB add-ons,
+ingress endpoint) and the 02/03 notebooks are marked ``xfail(strict=False)`` until those
+land; the lead flips them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook import runner
+from runbook.cluster import Cluster
+from runbook import params as params_mod
+
+pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[3]
+NODES = ("set-hog", "fast-skunk", "fast-heron")
+CONFIG = "etc/rancher/k3s/config.yaml"
+FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
+                 "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
+NEEDS_FULL_TWIN = pytest.mark.xfail(
+    strict=False,
+    reason="needs the 02/03 notebooks and the twin's network/cilium/addons/ingress wired into twin.api")
+
+
+# ----------------------------------------------------------------------------- helpers
+def node_root(twin: Any, node: str) -> Path:
+    return twin.state_dir / "nodes" / node
+
+
+def node_files(twin: Any) -> dict[str, str]:
+    """sha256 of every regular file under every node root (the nodes' disks)."""
+    out = {}
+    root = twin.state_dir / "nodes"
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def configs(twin: Any) -> dict[str, bytes]:
+    return {n: (node_root(twin, n) / CONFIG).read_bytes() for n in NODES}
+
+
+def api_state(twin: Any) -> dict[str, Any]:
+    """What a dry run must not change: pods (identity, placement), and the objects the
+    runbook writes (configs, services, workloads, Argo CD apps, leases, helm secrets)."""
+    c = Cluster.from_params(params_mod.load(twin.params_path))
+    state: dict[str, Any] = {}
+    for p in c.list("pods"):
+        md = p["metadata"]
+        state[f"pod/{md['namespace']}/{md['name']}"] = (md["uid"], (p.get("spec") or {}).get("nodeName"))
+    for res in ("configmaps", "services", "deployments", "daemonsets", "leases", "secrets"):
+        for o in c.list(res):
+            md = o["metadata"]
+            if res == "leases" and md.get("namespace") == "kube-node-lease":
+                continue  # node heartbeats renew these on their own
+            state[f"{res}/{md.get('namespace')}/{md['name']}"] = (md.get("uid"), (o.get("spec") or o.get("data")))
+    if c.has_resource("applications"):
+        for o in c.list("applications"):
+            md = o["metadata"]
+            state[f"app/{md['namespace']}/{md['name']}"] = json.dumps(o.get("spec"), sort_keys=True)
+    return state
+
+
+def run(twin: Any, phases: str, tmp: Path, *, execute: bool, run_id: str, **extra: Any) -> runner.RunResult:
+    return runner.run(twin.params_path, phases=phases, execute=execute, run_id=run_id,
+                      reports_dir=tmp / "reports", extra=extra or None, progress=lambda m: None,
+                      sample_timeline=False)
+
+
+def statuses(res: runner.RunResult) -> dict[str, str]:
+    return {p.phase: p.status for p in res.phases}
+
+
+def journal(res: runner.RunResult) -> dict[str, Any]:
+    return json.loads((res.run_dir / "journal.json").read_text())
+
+
+def steps(doc: dict[str, Any], phase: str | None = None) -> list[str]:
+    return [e["step"] for e in doc["entries"] if phase is None or e.get("phase") == phase]
+
+
+def interfaces(twin: Any, node: str) -> set[str]:
+    return set(twin.rt.nodes[node].interfaces)
+
+
+def assert_flannel_back(twin: Any, before: dict[str, bytes]) -> None:
+    assert configs(twin) == before, "config.yaml not byte-identical after the rollback"
+    for n in NODES:
+        root = node_root(twin, n)
+        assert not (root / "etc/cni/net.d/05-cilium.conflist").exists(), n
+        assert "flannel.1" in interfaces(twin, n), n
+        assert not {"cilium_host", "cilium_net", "cilium_vxlan"} & interfaces(twin, n), n
+        for f in FLANNEL_FILES:
+            assert (root / f).exists(), f"{n}: {f} not back"
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.timeout(180)
+def test_dry_run_of_verify_and_rollback_changes_nothing(fresh_twin, tmp_path):
+    files, objects = node_files(fresh_twin), api_state(fresh_twin)
+    res = run(fresh_twin, "verify", tmp_path, execute=False, run_id="dry-verify")
+    # nothing was migrated: verify must FAIL (kube-proxy is not replaced) and say why
+    assert statuses(res) == {"verify": "failed"}
+    assert "every verification check passed" in (res.phases[0].error or "")
+    res = run(fresh_twin, "rollback", tmp_path, execute=False, run_id="dry-rollback")
+    assert statuses(res) == {"rollback": "passed"}
+    assert node_files(fresh_twin) == files
+    assert api_state(fresh_twin) == objects
+    assert steps(journal(res)) == []        # a dry run records no change
+
+
+@pytest.mark.timeout(240)
+def test_rollback_after_reconfigure_restores_configs_and_flannel(fresh_twin, tmp_path):
+    """Reconfigure driven through the library (the 02 notebook's own calls), then the
+    05 notebook with execute: configs byte-for-byte, flannel files and flannel.1 back."""
+    from runbook import reconfigure, session
+
+    twin = fresh_twin
+    before = configs(twin)
+    run_dir = tmp_path / "reports" / "rb-reconf"
+    s = session.start("reconfigure", str(twin.params_path), str(run_dir), execute=True)
+    plans = reconfigure.config_plans(s)
+    assert any(not p.noop for p in plans)
+    reconfigure.write_configs(s, plans)
+    reconfigure.restart_servers(s)
+    reconfigure.restart_agents(s)
+    reconfigure.cleanup(s)
+    s.journal.end_phase("reconfigure", "passed")
+    assert configs(twin) != before
+    assert "flannel.1" not in interfaces(twin, "set-hog")
+
+    res = run(twin, "rollback", tmp_path, execute=True, run_id="rb-reconf")
+    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+    assert_flannel_back(twin, before)
+    doc = journal(res)
+    rb = steps(doc, "rollback")
+    assert rb.count("restore-config") == 1 and rb.count("start-k3s") == 3
+    assert "helm-uninstall" not in rb and "delete-cilium-ifaces" not in rb   # never installed
+    # the server restarted before the agents, which stopped first
+    order = [(e["step"], e["node"]) for e in doc["entries"] if e["step"] in ("stop-k3s", "start-k3s")]
+    assert order[-1][0] == "start-k3s" and order[-3] == ("start-k3s", "set-hog")
+    assert order[2] == ("stop-k3s", "set-hog")
+    assert doc["facts"]["rolled_back"] is True
+
+    # a second rollback of the same run changes nothing
+    files = node_files(twin)
+    res2 = run(twin, "rollback", tmp_path, execute=True, run_id="rb-reconf")
+    assert statuses(res2) == {"rollback": "passed"}, res2.phases[0].error
+    assert configs(twin) == before
+    new = [e["step"] for e in journal(res2)["entries"][len(doc["entries"]):]]
+    assert "stop-k3s" not in new and "restore-config" not in new
+    assert {k: v for k, v in node_files(twin).items() if "/var/backups/" not in k} == \
+        {k: v for k, v in files.items() if "/var/backups/" not in k}
+
+
+@NEEDS_FULL_TWIN
+@pytest.mark.timeout(300)
+def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
+    twin = fresh_twin
+    before = configs(twin)
+    res = run(twin, "preflight,reconfigure,install,verify", tmp_path, execute=True, run_id="full",
+              proceed_despite_deferral=True)
+    assert statuses(res) == dict.fromkeys(["preflight", "reconfigure", "install", "verify"], "passed"), \
+        res.failed and res.failed.error
+    doc = journal(res)
+    assert doc["phases"]["verify"]["status"] == "passed"
+    assert "argocd-resume" in steps(doc, "verify") or not doc["facts"].get("argocd_previous_policies")
+
+    # a dry run of 05 after the migration shows the plan and changes nothing
+    files, objects = node_files(twin), api_state(twin)
+    res = run(twin, "rollback", tmp_path, execute=False, run_id="full")
+    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+    assert node_files(twin) == files and api_state(twin) == objects
+
+    res = run(twin, "rollback", tmp_path, execute=True, run_id="full")
+    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+    assert_flannel_back(twin, before)
+    rb = steps(journal(res), "rollback")
+    assert rb[0] == "helm-uninstall" and "delete-cilium-ifaces" in rb and "restart-pods" in rb
+    # the cluster after the rollback verifies on the flannel side
+    res = run(twin, "verify", tmp_path, execute=True, run_id="full")
+    assert statuses(res) == {"verify": "passed"}, res.phases[0].error
+
+
+@NEEDS_FULL_TWIN
+@pytest.mark.timeout(300)
+def test_rollback_after_failed_install(tmp_path_factory, tmp_path):
+    """Scenario 4: the Cilium agents never become Ready; install stops; the rollback brings
+    flannel back with nothing lost, and verify-after-rollback passes."""
+    from twin.api import Twin
+
+    twin = Twin(tmp_path_factory.mktemp("twin"), faults={"cilium_image_pull_fails": True}).start()
+    try:
+        before = configs(twin)
+        c = Cluster.from_params(params_mod.load(twin.params_path))
+        pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.list("persistentvolumeclaims")}
+        res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="bad-install",
+                  proceed_despite_deferral=True)
+        assert statuses(res)["install"] == "failed"
+        assert "Ready" in (res.failed.error or "")
+        res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install")
+        assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+        assert_flannel_back(twin, before)
+        assert {(p["metadata"]["namespace"], p["metadata"]["name"])
+                for p in c.list("persistentvolumeclaims")} == pvcs
+        res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install")
+        assert statuses(res) == {"verify": "passed"}, res.phases[0].error
+    finally:
+        twin.stop()
+
+
+@NEEDS_FULL_TWIN
+@pytest.mark.timeout(300)
+def test_verify_restarts_metallb_when_an_ip_does_not_reattach(tmp_path_factory, tmp_path):
+    """Scenario 5: MetalLB drops the IPs at the first controller restart of the
+    migration; verify restarts the controller once (journaled) and passes."""
+    from twin.api import Twin
+
+    twin = Twin(tmp_path_factory.mktemp("twin"), faults={"metallb_sticky": True}).start()
+    try:
+        res = run(twin, "preflight,reconfigure,install,verify", tmp_path, execute=True, run_id="sticky",
+                  proceed_despite_deferral=True)
+        assert statuses(res)["verify"] == "passed", res.failed and res.failed.error
+        assert "metallb-restart" in steps(journal(res), "verify")
+    finally:
+        twin.stop()

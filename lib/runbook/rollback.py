@@ -450,7 +450,9 @@ def _backup_target(s: Any, path: str) -> str:
 
 def _restore_one(s: Any, n: Any, nr: NodeRollback) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if nr.restore_config:
+    if nr.restore_config and n.sha256(nr.restore_config["path"]) == nr.restore_config["sha256"]:
+        out["config"] = "already identical to the pre-run file"
+    elif nr.restore_config:
         rc = nr.restore_config
 
         def restore() -> dict[str, Any]:
@@ -465,8 +467,11 @@ def _restore_one(s: Any, n: Any, nr: NodeRollback) -> dict[str, Any]:
 
         out["config"] = _journaled(s, STEP_RESTORE, f"restore {rc['path']} from {rc['backup']}",
                                    restore, node=n.name, data=dict(rc))
-    if nr.remove_cilium_cni:
-        path = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
+    cni_path = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
+    if nr.remove_cilium_cni and not n.exists(cni_path):
+        out["cilium_cni"] = "absent"
+    elif nr.remove_cilium_cni:
+        path = cni_path
 
         def remove() -> dict[str, Any]:
             if not n.exists(path):
@@ -478,7 +483,10 @@ def _restore_one(s: Any, n: Any, nr: NodeRollback) -> dict[str, Any]:
 
         out["cilium_cni"] = _journaled(s, STEP_CNI, f"move {path} to the backup folder", remove,
                                        node=n.name, data={"path": path})
-    if nr.restore_files:
+    pending = [f for f in nr.restore_files if not n.exists(f["path"]) and n.exists(f["backup"])]
+    if nr.restore_files and not pending:
+        out["flannel_files"] = "nothing to move back"
+    elif nr.restore_files:
         def put_back() -> dict[str, Any]:
             done, kept = [], []
             for f in nr.restore_files:

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import cilium
+from . import checks, cilium
 from .cluster import node_ready
 from .errors import GateFailed, HelmError
 from .helm import Helm
@@ -217,16 +217,20 @@ def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
     except HelmError as e:
         s.journal.fail(entry, e)
         st = cilium.status(s.cluster, ip.namespace)
-        raise GateFailed(
-            f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
-            details=[f"helm: {(e.stderr or str(e)).strip().splitlines()[-1][:300]}" if (e.stderr or str(e)).strip()
-                     else "helm failed"]
-            + [f"{c.kind}/{c.name}: {c.ready}/{c.desired} ready" for c in st.components if not c.ok]
-            + st.agent_problems,
-            hint="read each pod's reason above (ImagePullBackOff: the nodes cannot pull the "
-                 "images; 'address already in use': flannel.1 still exists). The nodes have "
-                 "no CNI now: fix and re-run 03-install, or run 05-rollback to bring flannel "
-                 "back.") from e
+        why = (e.stderr or str(e)).strip()
+        details = [f"helm: {why.splitlines()[-1][:300]}" if why else "helm failed"]
+        details += [f"{c.kind}/{c.name}: {c.ready}/{c.desired} ready" for c in st.components if not c.ok]
+        details += st.agent_problems
+        try:
+            # through checks.gate so the failed gate is recorded for the report like any other
+            checks.gate(False, f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
+                        name="helm-install", details=details,
+                        hint="read each pod's reason above (ImagePullBackOff: the nodes cannot pull the "
+                             "images; 'address already in use': flannel.1 still exists). The nodes have "
+                             "no CNI now: fix and re-run 03-install, or run 05-rollback to bring flannel "
+                             "back.")
+        except GateFailed as gf:
+            raise gf from e
     hist = h.history(ip.release, namespace=ip.namespace)
     revision = hist[-1].get("revision") if hist else None
     s.journal.complete(entry, result={"revision": revision})

@@ -295,7 +295,8 @@ def restart_order(s: Any, plans: list[k3sconfig.NodePlan] | None = None) -> pd.D
         for n in batch:
             if s.journal.is_done(STEP_RESTART, node=n.name):
                 state = "done"
-            elif restart_needed(s, n) or n.name in changing or (n.role != "server" and server_changes):
+            elif (restart_needed(s, n, flannel_leftovers=_flannel_leftovers(s, n))
+                  or n.name in changing or (n.role != "server" and server_changes)):
                 state = "planned"
             else:
                 state = "not needed"
@@ -347,14 +348,30 @@ def write_configs(s: Any, plans: list[k3sconfig.NodePlan]) -> Any:
 
 
 # =========================================================================== execute: restart
-def restart_needed(s: Any, n: Any) -> bool:
-    """A node restarts when this run changed its config or a server's (agents inherit
-    the server's settings at start), unless the journal says it already restarted."""
+def restart_needed(s: Any, n: Any, *, flannel_leftovers: bool | None = None) -> bool:
+    """Whether ``n``'s k3s must restart to run with the new settings.
+
+    Never when the journal records its restart as done in this run. Otherwise yes when
+    this run changed its config or a server's (agents inherit the server's settings at
+    start), or, with ``flannel_leftovers`` (flannel's device or CNI config still on the
+    node while flannel is to be off), when k3s may still run flannel: e.g. a previous,
+    abandoned run edited the config but never restarted the node. An extra restart of a
+    node that did restart is harmless; a node left running flannel is not.
+    """
     if s.journal.is_done(STEP_RESTART, node=n.name):
         return False
     if _config_written(s, n.name):
         return True
-    return n.role != "server" and any(_config_written(s, sp.name) for sp in s.params.servers)
+    if n.role != "server" and any(_config_written(s, sp.name) for sp in s.params.servers):
+        return True
+    return bool(flannel_leftovers) and s.params.k3s.flannel_backend == "none"
+
+
+def _flannel_leftovers(s: Any, n: Any) -> bool:
+    """flannel.1 or flannel's CNI config still present on the node (over SSH)."""
+    if "flannel.1" in {i.name for i in n.interfaces()}:
+        return True
+    return n.exists(flannel_files(s.params.paths)[0])
 
 
 @dataclass
@@ -395,9 +412,10 @@ class RestartOutcome:
 
 
 def _restart_one(s: Any, n: Any) -> str:
-    if not restart_needed(s, n):
-        return ("already restarted in this run" if s.journal.is_done(STEP_RESTART, node=n.name)
-                else "not needed: no config change in this run")
+    if s.journal.is_done(STEP_RESTART, node=n.name):
+        return "already restarted in this run"
+    if not restart_needed(s, n, flannel_leftovers=_flannel_leftovers(s, n)):
+        return "not needed: no config change in this run and flannel is gone"
     n.client()  # an unreachable node fails here, before an intent is journaled
     unit = unit_for(n.role)
     entry = s.journal.record(STEP_RESTART, f"systemctl restart {unit}", node=n.name,
@@ -514,7 +532,7 @@ def _move(n: Any, src: str, dst: str) -> str:
 
 
 def _cleanup_one(s: Any, n: Any, kpr: bool) -> str:
-    if restart_needed(s, n):
+    if restart_needed(s, n, flannel_leftovers=_flannel_leftovers(s, n)):
         raise NodeError(f"k3s on {n.name} has not restarted with the new settings yet: "
                         "what it still runs would re-create the leftovers", node=n.name,
                         hint="run the restart steps first")

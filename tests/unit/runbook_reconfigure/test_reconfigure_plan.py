@@ -59,7 +59,8 @@ def test_filtered_dump_keeps_the_kubelet_chains_and_drops_the_rest() -> None:
 
 
 def test_backup_names_keep_the_whole_path() -> None:
-    a = reconfigure.backup_name("/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json", "/var/backups/p22/", "r1")
+    a = reconfigure.backup_name("/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json",
+                                "/var/backups/p22/", "r1")
     b = reconfigure.backup_name("/etc/flannel/net-conf.json", "/var/backups/p22", "r1")
     assert a != b and a.startswith("/var/backups/p22/") and a.endswith(".r1") and "//" not in a
 
@@ -135,3 +136,17 @@ def test_changes_table_says_which_nodes_changed(fake_session: SimpleNamespace) -
     assert t.loc["set-hog", "config"] == "done" and t.loc["set-hog", "restart"] == "done"
     assert t.loc["fast-skunk", "config"] == "untouched" and t.loc["fast-skunk", "restart"] == "done"
     assert t.loc["fast-heron", "restart"] == "FAILED" and t.loc["fast-heron", "cleanup"] == "untouched"
+
+
+def test_flannel_still_there_means_restart_even_without_a_config_change(fake_session: SimpleNamespace) -> None:
+    # an abandoned earlier run edited the server config but never restarted the node:
+    # this run sees no config change, yet flannel.1 says k3s may still run flannel
+    s = fake_session
+    server, agent = _node("set-hog", "server"), _node("fast-skunk", "agent")
+    assert reconfigure.restart_needed(s, server, flannel_leftovers=True)
+    assert reconfigure.restart_needed(s, agent, flannel_leftovers=True)
+    assert not reconfigure.restart_needed(s, agent, flannel_leftovers=False)
+    s.journal.complete(s.journal.record("restart-k3s", "restart", node="fast-skunk"))
+    assert not reconfigure.restart_needed(s, agent, flannel_leftovers=True)   # done in this run
+    s.params.k3s.flannel_backend = "vxlan"   # flannel is meant to stay: its device proves nothing
+    assert not reconfigure.restart_needed(s, server, flannel_leftovers=True)

@@ -252,13 +252,19 @@ def restart_unmanaged(cluster: Cluster, *, batch_size: int = 10, execute: bool =
         names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in batch]
         entry = journal.record("restart-pods", f"delete {len(batch)} unmanaged pod(s) so their "
                                "controllers recreate them under Cilium", data=names) if journal else None
-        for p in batch:
-            cluster.delete("pods", p["metadata"]["name"], p["metadata"]["namespace"])
-        res.deleted.extend(names)
-        res.batches += 1
-        if progress:
-            progress(f"batch {res.batches}: restarted {len(batch)} pod(s) ({len(res.deleted)}/{len(owned)})")
-        _wait_replacements(cluster, batch, timeout=max(30.0, timeout - (time.monotonic() - t0)))
+        try:
+            for p in batch:
+                cluster.delete("pods", p["metadata"]["name"], p["metadata"]["namespace"])
+            res.deleted.extend(names)
+            res.batches += 1
+            if progress:
+                progress(f"batch {res.batches}: restarted {len(batch)} pod(s) ({len(res.deleted)}/{len(owned)})")
+            _wait_replacements(cluster, batch, timeout=max(30.0, timeout - (time.monotonic() - t0)))
+        except Exception as e:
+            # the journal must not keep an open intent: say the batch failed, and why
+            if entry is not None:
+                journal.fail(entry, e)
+            raise
         if entry is not None:
             journal.complete(entry)
     res.seconds = time.monotonic() - t0

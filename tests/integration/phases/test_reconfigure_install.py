@@ -215,6 +215,11 @@ def test_reconfigure_changes_the_server_only_cleans_leftovers_and_reruns_as_noop
     assert read(twin, SERVER, b["backup_path"].lstrip("/")) == before[SERVER]
     assert j["facts"]["no_cni_window"]["opened_at"] and j["facts"]["no_cni_window"]["closed_at"] is None
     assert "api_outages" in j["facts"]
+    # the join token never reaches the evidence (notebook, HTML, journal, command log)
+    token = yaml.safe_load(before[AGENTS[0]])["token"]
+    for f in res.run_dir.rglob("*"):
+        if f.is_file():
+            assert token not in f.read_text(errors="replace"), f
     # a second run of the same run is a no-op that passes
     files = node_files(twin)
     again = run(params, "reconfigure", execute=True, reports=tmp_path, run_id=res.run_id)

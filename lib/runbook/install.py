@@ -249,8 +249,16 @@ def wait_ready(s: Any) -> cilium.CiliumStatus:
     if not s.execute:
         print("DRY RUN: the status is read once, not waited for.")
         return cilium.status(s.cluster, s.params.cilium.namespace)
-    return cilium.wait_ready(s.cluster, namespace=s.params.cilium.namespace,
-                             timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
+    try:
+        st = cilium.wait_ready(s.cluster, namespace=s.params.cilium.namespace,
+                               timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
+    except GateFailed as e:
+        # recorded like every gate, so the report index shows which gate stopped the run
+        checks.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
+        raise  # pragma: no cover - checks.gate raised already
+    checks.gate(True, "every Cilium component Ready (agents, envoy, operator, relay, UI)",
+                name="cilium-ready")
+    return st
 
 
 def cli_status(s: Any) -> Any:

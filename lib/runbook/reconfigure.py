@@ -125,7 +125,8 @@ class LeftoverPlan:
     Attributes:
         node, role; interfaces: to ``ip link delete``; move: (path, backup path) pairs;
         chains: prefix -> chain declarations present; rules: prefix -> rules present;
-        flannel_rules: rules carrying a flannel comment; prefixes: the prefixes cleaned.
+        flannel_rules: rules carrying a flannel comment ("flanneld forward", "flanneld
+        masq"), wherever they are; prefixes: the prefixes cleaned.
     """
 
     node: str
@@ -182,21 +183,19 @@ def plan_leftovers(left: NodeLeftovers, *, kpr: bool, backup_dir: str, run_id: s
     move = [(f, backup_name(f, backup_dir, run_id)) for f in left.files]
     if left.leases_dir:
         move.append((left.leases_dir, backup_name(left.leases_dir, backup_dir, run_id)))
-    flannel_rules = _comment_rules(left.iptables, FLANNEL_COMMENTS, prefixes)
+    flannel_rules = _comment_rules(left.iptables, FLANNEL_COMMENTS)
     return LeftoverPlan(left.node, left.role, ifaces, move, dict(summary.chains),
                         dict(summary.rules), flannel_rules, prefixes)
 
 
-def _comment_rules(dump: str, comments: Sequence[str], prefixes: Sequence[str]) -> int:
-    """Rules in chains NOT covered by ``prefixes`` that carry one of ``comments``."""
+def _comment_rules(dump: str, comments: Sequence[str]) -> int:
+    """Rules (in any chain) whose ``--comment`` carries one of ``comments``."""
     n = 0
     for line in dump.splitlines():
         line = line.strip()
         if not line.startswith("-A"):
             continue
-        chain, target, comment = facts_mod._rule_chain_and_target(line)
-        if facts_mod._match(chain, prefixes) or facts_mod._match(target, prefixes):
-            continue
+        _chain, _target, comment = facts_mod._rule_chain_and_target(line)
         if comment and any(c in comment for c in comments):
             n += 1
     return n

@@ -126,7 +126,8 @@ class LeftoverPlan:
         node, role; interfaces: to ``ip link delete``; move: (path, backup path) pairs;
         chains: prefix -> chain declarations present; rules: prefix -> rules present;
         flannel_rules: rules carrying a flannel comment ("flanneld forward", "flanneld
-        masq"), wherever they are; prefixes: the prefixes cleaned.
+        masq"), wherever they are; prefixes: the prefixes cleaned; leases: entries in
+        flannel's IPAM leases folder (moved with it).
     """
 
     node: str
@@ -137,6 +138,7 @@ class LeftoverPlan:
     rules: dict[str, int]
     flannel_rules: int
     prefixes: list[str]
+    leases: int = 0
 
     @property
     def chain_count(self) -> int:
@@ -152,7 +154,7 @@ class LeftoverPlan:
                 "move": [list(m) for m in self.move],
                 "chains": {k: v for k, v in self.chains.items() if v},
                 "rules": {k: v for k, v in self.rules.items() if v},
-                "flannel_rules": self.flannel_rules, "noop": self.noop}
+                "flannel_rules": self.flannel_rules, "leases": self.leases, "noop": self.noop}
 
 
 def backup_name(path: str, backup_dir: str, run_id: str) -> str:
@@ -185,7 +187,7 @@ def plan_leftovers(left: NodeLeftovers, *, kpr: bool, backup_dir: str, run_id: s
         move.append((left.leases_dir, backup_name(left.leases_dir, backup_dir, run_id)))
     flannel_rules = _comment_rules(left.iptables, FLANNEL_COMMENTS)
     return LeftoverPlan(left.node, left.role, ifaces, move, dict(summary.chains),
-                        dict(summary.rules), flannel_rules, prefixes)
+                        dict(summary.rules), flannel_rules, prefixes, left.leases)
 
 
 def _comment_rules(dump: str, comments: Sequence[str]) -> int:
@@ -269,6 +271,7 @@ def leftovers_frame(plans: list[LeftoverPlan]) -> pd.DataFrame:
                                   if k not in ("KUBE-ROUTER", "KUBE-SVC", "KUBE-SEP",
                                                "KUBE-SERVICES", "FLANNEL"))
         row["flannel rules"] = p.flannel_rules
+        row["IPAM leases"] = p.leases
         row["nothing to do"] = p.noop
         rows.append(row)
     return pd.DataFrame(rows)

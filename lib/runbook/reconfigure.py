@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import html
+import ipaddress
 import posixpath
 import time
 from dataclasses import dataclass, field
@@ -239,12 +240,21 @@ def _gather_one(n: Any, paths: Any) -> NodeLeftovers:
     leases = 0
     if leases_dir:
         r = n.run("ls -1A %s", leases_dir, sudo=True)
-        leases = len([x for x in r.stdout.split() if x]) if r.ok else 0
+        leases = len([x for x in r.stdout.split() if _is_ip(x)]) if r.ok else 0
     dump = n.run("iptables-save", sudo=True).check_output() + "\n"
     r6 = n.run("ip6tables-save", sudo=True)
     if r6.ok:  # a node without IPv6 tables is not an error
         dump += r6.stdout
     return NodeLeftovers(n.name, n.role, ifaces, files, leases_dir, leases, dump)
+
+
+def _is_ip(name: str) -> bool:
+    # host-local IPAM keeps one file per leased address, plus lock/last_reserved_ip files
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def gather_leftovers(s: Any, nodes: Iterable[Any] | None = None) -> list[LeftoverPlan]:

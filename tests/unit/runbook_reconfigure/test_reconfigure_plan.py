@@ -150,3 +150,8 @@ def test_flannel_still_there_means_restart_even_without_a_config_change(fake_ses
     assert not reconfigure.restart_needed(s, agent, flannel_leftovers=True)   # done in this run
     s.params.k3s.flannel_backend = "vxlan"   # flannel is meant to stay: its device proves nothing
     assert not reconfigure.restart_needed(s, server, flannel_leftovers=True)
+
+
+def test_only_address_files_count_as_leases() -> None:
+    names = "10.42.0.2 10.42.0.3 last_reserved_ip.0 lock fd00::5".split()
+    assert [n for n in names if reconfigure._is_ip(n)] == ["10.42.0.2", "10.42.0.3", "fd00::5"]

@@ -869,10 +869,17 @@ class NodeModel:
         self._pid = 1000 + secrets.randbelow(8000)
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_real = os.path.realpath(self.root)
+        # Lease files not written yet, (pod IP, sandbox id); see _seed_files. The list is
+        # kept outside the node's filesystem, where no node command can see it.
+        self._pending_leases: list[tuple[str, str]] | None = None
+        self._leases_sidecar = self.root.parent / f".{self.root.name}.pending-leases.json"
         if not (self.root / "etc" / "hostname").exists():
             self._seed_files()
-        elif self.join_token is None:
-            self.join_token = self._token_from_files()
+        else:
+            if self._leases_sidecar.exists():
+                self._pending_leases = [tuple(x) for x in json.loads(self._leases_sidecar.read_text())]
+            if self.join_token is None:
+                self.join_token = self._token_from_files()
         self._boot_interfaces()
         # A node of the fixture is running when the twin starts: k3s is up.
         err = self._k3s_start_sync(emit=False)
@@ -880,7 +887,7 @@ class NodeModel:
             log.warning("%s: k3s did not start: %s", self.name, err)
         elif "cni0" in self.interfaces:
             # The pods holding the seeded leases have their veth on cni0.
-            for ip in sorted(self._lease_ips()):
+            for ip in self._initial_lease_ips():
                 h = hashlib.sha256(f"{self.name}/{ip}".encode()).hexdigest()
                 self._add_iface(f"veth{h[:8]}", "veth", self.interfaces["cni0"].mtu, master="cni0",
                                 peer="if2", netns=f"cni-{h[8:16]}-{h[16:20]}-{h[20:24]}-{h[24:28]}-{h[28:40]}")
@@ -911,6 +918,12 @@ class NodeModel:
         """The host path of a node path; ``..`` stops at the node's ``/`` and a symlink
         that leads outside the root is refused (PermissionError)."""
         p = self._norm(path, cwd)
+        if self._pending_leases is not None and (
+                p == "/" or p == CNI_LEASES or CNI_LEASES.startswith(p + "/")
+                or p.startswith(CNI_LEASES + "/")):
+            # The lease directory, or a directory above it (a listing, find, rm -r): every
+            # file access passes here, so the deferred lease files exist before anyone looks.
+            self._write_pending_leases()
         host = os.path.join(self._root_real, p.lstrip("/")) if p != "/" else self._root_real
         real = os.path.realpath(host)
         if real != self._root_real and not real.startswith(self._root_real + os.sep):
@@ -1103,21 +1116,17 @@ class NodeModel:
         pods = self._seed_pods
         if pods is None:   # .1 is cni0's gateway
             pods = [(str(ip), secrets.token_hex(32)) for ip in itertools.islice(net.hosts(), 1, 4)]
-        # One file per pod (tens of thousands at scale): written straight into the lease
-        # directory just created, without per-file path checks or events (nobody
-        # observes a node that is still being built).
-        lease_dir = self.host_path(CNI_LEASES)
-        for ip, sandbox in pods:
-            fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{sandbox}\r\neth0".encode())
-                os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
         if pods:
             last = max(ipaddress.ip_address(ip) for ip, _ in pods)
             self.write(f"{CNI_LEASES}/last_reserved_ip.0", str(last))
         self.write(f"{CNI_LEASES}/lock", "")
+        # One file per pod is tens of thousands of files at scale, and creating files is
+        # slow on some disks: they are written when something first looks at the lease
+        # directory (see host_path). The list waits in a file beside the node's root, so
+        # a twin restarted on the same state directory still writes them.
+        if pods:
+            self._pending_leases = list(pods)
+            self._leases_sidecar.write_text(json.dumps(self._pending_leases))
 
     def _default_services(self) -> list[KubeService]:
         svc = ipaddress.ip_network(self.cluster.get("service_cidr", "10.43.0.0/16"), strict=False)
@@ -1201,6 +1210,36 @@ class NodeModel:
             raw = self.read(f"{CNI_LEASES}/{n}") if os.path.islink(host) else Path(host).read_bytes()
             out[n] = raw.decode().split("\r\n")[0]
         return out
+
+    def _write_pending_leases(self) -> None:
+        """Write the lease files _seed_files deferred (once; see host_path)."""
+        pods, self._pending_leases = self._pending_leases, None
+        lease_dir = os.path.join(self._root_real, CNI_LEASES.lstrip("/"))
+        # The directory was created with the node, and nothing reached it since (that
+        # would have written the leases first); still, never follow a symlink out.
+        if pods and os.path.isdir(lease_dir) and not os.path.islink(lease_dir):
+            for ip, sandbox in pods:
+                fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, f"{sandbox}\r\neth0".encode())
+                    os.fchmod(fd, 0o644)
+                finally:
+                    os.close(fd)
+        self._leases_sidecar.unlink(missing_ok=True)
+
+    def _initial_lease_ips(self) -> list[str]:
+        """The pod IPs holding leases when the node is built, without writing deferred
+        lease files (they are the only IP-named files of the directory until written)."""
+        if self._pending_leases is None:
+            return sorted(self._lease_ips())
+        out = set()
+        for ip, _ in self._pending_leases:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                continue
+            out.add(ip)
+        return sorted(out)
 
     def _lease_ips(self) -> list[str]:
         """Names of the lease files (pod IPs), without reading them."""

@@ -212,3 +212,49 @@ def test_index_survives_restore_resync_and_reboot(nodes):
     run(a.reboot())
     assert a.unit_state == "active" and a.iptables.check() == [] and a.ip6tables.check() == []
     assert strip_stamps(a.iptables_save()) == strip_stamps(dump)
+
+
+# ----------------------------------------------------------------- deferred lease files
+LEASES = "/var/lib/cni/networks/cbr0"
+PODS = {"agent-1": [("10.42.1.7", "a" * 64), ("10.42.1.12", "b" * 64)], "agent-2": [("10.42.2.9", "c" * 64)]}
+
+
+def lease_files(node) -> list[str]:
+    # What is on disk, read without going through the node (which would write them).
+    d = Path(node._root_real) / LEASES.lstrip("/")
+    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit() and p.name != "last_reserved_ip.0")
+
+
+@pytest.mark.parametrize("first_look", [
+    f"sudo ls {LEASES}", f"sudo cat {LEASES}/10.42.1.7", "sudo ls /", "sudo test -d /var/lib/cni",
+    f"sudo rm -rf {LEASES}", "sudo ls /var/lib/cni/networks/cbr0/10.42.1.12"])
+def test_lease_files_exist_before_anyone_looks(tmp_path, first_look):
+    nodes = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS)
+    a = nodes["agent-1"]
+    # Interfaces and the last reserved address are there from the start ...
+    assert sum(1 for i in a.interfaces if i.startswith("veth")) == 2
+    assert lease_files(a) == []
+    # ... and the lease files appear before any command sees the directory.
+    rc, out, err = sh(a, first_look)
+    assert rc == 0, err
+    if first_look == f"sudo ls {LEASES}":
+        assert out.decode().split() == ["10.42.1.12", "10.42.1.7", "last_reserved_ip.0", "lock"]
+    if "cat" in first_look:
+        assert out == b"a" * 64 + b"\r\neth0"
+    if "rm -rf" in first_look:
+        assert not a.exists(LEASES) and lease_files(nodes["agent-2"]) == []
+        return
+    assert lease_files(a) == ["10.42.1.12", "10.42.1.7"]
+    assert a.leases() == {"10.42.1.7": "a" * 64, "10.42.1.12": "b" * 64}
+    assert not any(p.name.startswith(".agent-1") for p in (tmp_path / "nodes").iterdir())
+
+
+def test_deferred_leases_survive_a_twin_restart_on_the_same_state(tmp_path):
+    build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS)
+    # Built again from the existing files (another `twin up` on the same directory),
+    # before anything read the leases: they are still the fixture's.
+    again = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods={})
+    assert again["agent-2"].leases() == {"10.42.2.9": "c" * 64}
+    assert sum(1 for i in again["agent-1"].interfaces if i.startswith("veth")) == 2
+    assert again["agent-1"].leases() == {"10.42.1.7": "a" * 64, "10.42.1.12": "b" * 64}
+    assert again["server-1"].leases() == {}

@@ -1706,6 +1706,63 @@ class MetalLBModel(Controller):
             log.debug("metallb: event not recorded", exc_info=True)
 
 
+
+# ============================================================================ operators
+class OperatorPods:
+    """Operators recreate the pods their custom resources own (Longhorn instance managers ...).
+
+    A pod whose controlling owner is a custom resource (not a Deployment, ReplicaSet,
+    DaemonSet, StatefulSet or Job) is recreated under the same name, on the same node,
+    a couple of cluster seconds after it is deleted, as long as its owner still exists:
+    that is what longhorn-manager does for an InstanceManager's pod. Without this, the
+    runbook's "restart every unmanaged pod" step would lose those pods on the twin.
+    """
+
+    delay = 2.0   # cluster seconds an operator takes to notice and recreate
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self._tasks: set[asyncio.Task] = set()
+
+    def on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
+        if etype != "DELETED" or (rtype.group, rtype.plural) != ("", "pods"):
+            return
+        ref = next((r for r in _meta(obj).get("ownerReferences") or () if r.get("controller")), None)
+        if ref is None:
+            return
+        group = ref.get("apiVersion", "").split("/")[0] if "/" in ref.get("apiVersion", "") else ""
+        if group in ("", "apps", "batch"):
+            return
+        task = asyncio.get_running_loop().create_task(self._recreate(obj, ref))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recreate(self, pod: dict, ref: dict) -> None:
+        await self.rt.clock.sleep(self.delay)
+        store = self.rt.store
+        md = _meta(pod)
+        owner_t = store.lookup_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
+        if owner_t is None or store.try_get(owner_t, md.get("namespace"), ref.get("name", "")) is None:
+            return  # the owner is gone: the operator has nothing to recreate
+        pod_t = store.lookup("", "v1", "pods")
+        if store.try_get(pod_t, md.get("namespace"), md["name"]) is not None:
+            return
+        ann = {k: v for k, v in (md.get("annotations") or {}).items() if not k.startswith("twin.phase22.io/")}
+        fresh = {"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": md["name"], "namespace": md.get("namespace"),
+                              "labels": dict(md.get("labels") or {}), "annotations": ann,
+                              "ownerReferences": list(md.get("ownerReferences") or [])},
+                 "spec": dict(pod.get("spec") or {})}
+        try:
+            store.create(fresh)
+        except Exception:
+            log.debug("operator pods: %s/%s not recreated", md.get("namespace"), md["name"], exc_info=True)
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+
 # ============================================================================ component
 class AddonControllers:
     """Runtime component ``"addons"``: the Velero, Argo CD and MetalLB models.
@@ -1724,6 +1781,7 @@ class AddonControllers:
         self.argocd: ArgoCDModel | None = None
         self.appsets: ApplicationSetModel | None = None
         self.metallb: MetalLBModel | None = None
+        self.operators: OperatorPods | None = None
         self._unsubscribe: Any = None
         self._ticker: asyncio.Task | None = None
 
@@ -1733,6 +1791,7 @@ class AddonControllers:
         self.argocd = ArgoCDModel(rt)
         self.appsets = ApplicationSetModel(rt)
         self.metallb = MetalLBModel(rt)
+        self.operators = OperatorPods(rt)
         self.argocd.load()
         self.metallb.load()
         self._unsubscribe = rt.store.subscribe(self._on_event)
@@ -1747,7 +1806,7 @@ class AddonControllers:
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="addons-tick")
 
     def _on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
-        for model in (self.velero, self.argocd, self.appsets, self.metallb):
+        for model in (self.velero, self.argocd, self.appsets, self.metallb, self.operators):
             if model is None:
                 continue
             try:
@@ -1778,6 +1837,8 @@ class AddonControllers:
                 await m.stop()
         if self.velero is not None:
             await self.velero.stop()
+        if self.operators is not None:
+            await self.operators.stop()
 
     def idle(self) -> bool:
         return all(m is None or m.idle() for m in (self.argocd, self.appsets)) and not (self.velero and self.velero.busy())

@@ -766,7 +766,9 @@ class CiliumModel:
                     self.ctrl.enqueue(("hubble",))
                 elif app == "operator" and now and not was:
                     self.ctrl.enqueue(("crds",))
-            return
+            if (pod.get("spec") or {}).get("hostNetwork"):
+                return
+            # hubble-relay and hubble-ui are ordinary pods too: Cilium manages their endpoints.
         # An ordinary pod: a CiliumEndpoint follows its Cilium sandbox.
         ann = md.get("annotations") or {}
         if etype != "DELETED" and ann.get(SANDBOX_CNI_ANNOTATION) == "cilium" and node:

@@ -49,7 +49,7 @@ class Rehearsal:
 def _config_digests(state_dir: Path) -> dict[str, str]:
     """sha256 of each node's k3s config.yaml, read from the twin's node roots."""
     out = {}
-    for node_dir in sorted((state_dir / "nodes").iterdir()):
+    for node_dir in sorted(d for d in (state_dir / "nodes").iterdir() if d.is_dir()):
         f = node_dir / K3S_CONFIG
         out[node_dir.name] = hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "absent"
     return out

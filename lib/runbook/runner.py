@@ -37,6 +37,7 @@ PHASES: dict[str, str] = {
 }
 MIGRATION = ["preflight", "reconfigure", "install", "verify"]
 
+_COMMON = {"params_file", "run_dir", "execute", "confirm"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -133,6 +134,10 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
         import nbformat
 
         n_cells = len(nbformat.read(src, as_version=4).cells)
+        # Phase-specific parameters (e.g. proceed_despite_deferral) go only to the
+        # notebooks that declare them: papermill would warn about the others.
+        declared = set(pm.inspect_notebook(str(src)))
+        parameters = {k: v for k, v in parameters.items() if k in declared or k in _COMMON}
     except Exception:  # the executor reports an unreadable notebook itself
         pass
     progress(f"phase {phase}: running {src.name}")

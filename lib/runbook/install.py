@@ -330,6 +330,7 @@ def close_window(s: Any, check: ManagedCheck) -> dict[str, Any] | None:
     if not s.execute or win is None or not check.ok:
         return win
     if win.get("closed_at"):
+        s.figure("no_cni_window_seconds", win.get("seconds"))
         return win
     closed = _now()
     opened = datetime.fromisoformat(str(win["opened_at"]).replace("Z", "+00:00"))

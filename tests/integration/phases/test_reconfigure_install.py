@@ -16,7 +16,7 @@ What is proven here, over real sockets (API, SSH) with the real notebooks:
 * scenario 7: the runner is SIGKILLed mid-phase; rerunning the same run id resumes;
 * 01+02 end with nodes NotReady ("cni plugin not initialized"), 03 ends with every
   non-hostNetwork pod managed and Running and the window closed, and a second 03 is a
-  no-op (xfail until the twin gaps named in ``TWIN_GAPS`` are closed);
+  no-op;
 * scenario 4 (agents never Ready): install's gate fails within its timeout and lists
   each agent pod with its reason.
 """
@@ -52,12 +52,6 @@ FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
 # Short waits: a failing phase must fail within the test's budget (the twin runs at 20x).
 FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 60,
                  "pods_ready": 60, "velero": 60, "ssh_command": 30}
-TWIN_GAPS = pytest.mark.xfail(
-    strict=False,
-    reason="TEMPORARY, two twin gaps: pods owned by Longhorn InstanceManagers are never "
-           "recreated after a delete (no longhorn-manager model), so the pod restart waits "
-           "forever; hubble-relay/hubble-ui never get a CiliumEndpoint (twin/controllers/"
-           "cilium.py _on_pod returns early for release pods), so managed == total never holds")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -344,7 +338,6 @@ def test_killed_mid_reconfigure_rerun_resumes(twin, tmp_path):
 
 
 # ----------------------------------------------------------------------------- whole twin
-@TWIN_GAPS
 @pytest.mark.timeout(300)
 def test_preflight_reconfigure_install_on_the_whole_twin(tmp_path_factory, tmp_path):
     t = _full_twin(tmp_path_factory)

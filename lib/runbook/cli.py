@@ -6,9 +6,18 @@ Commands:
     runbook rehearse      twin + whole migration (+ rollback) + report
     runbook lab           JupyterLab on loopback next to a twin
 
-Exit codes: 0 success; 1 a phase failed; the ``exit_code`` of the RunbookError
-subclass for bad input (2 params, 3 values mismatch, 4 run id, 5 confirmation, 6
-loopback); 130 interrupted.
+Exit codes: 0 success; 1 a phase failed; 130 interrupted; otherwise the ``exit_code``
+of the RunbookError subclass. Bad input fails before any connection:
+  2 a params field has the wrong type or is missing   (ParamsError)
+  3 the values contradict the params                 (ValuesMismatch)
+  4 the run id is not a plain folder name            (RunIdError)
+  5 --execute on a real target without --confirm     (ConfirmationRequired)
+  6 a twin target points off loopback                (LoopbackViolation)
+  7 the params file is missing or not valid YAML     (ParamsFileError)
+  8 the params file has an unknown key               (UnknownKeyError)
+  9 the values file is missing or not valid YAML     (ValuesFileError)
+  10-20 a boundary failed at run time (cluster, node, host key, helm ...): see
+  runbook.errors.
 """
 from __future__ import annotations
 

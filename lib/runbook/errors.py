@@ -58,6 +58,24 @@ class ParamsError(RunbookError, ValueError):
         super().__init__(where + message, hint=hint)
 
 
+class ParamsFileError(ParamsError):
+    """The params file itself cannot be used: missing, unreadable, not YAML, not a mapping."""
+
+    exit_code = 7
+
+
+class UnknownKeyError(ParamsError):
+    """The params file has a key the schema does not know (often a typo of a real one)."""
+
+    exit_code = 8
+
+
+class ValuesFileError(ParamsError):
+    """The Cilium values file named by ``cilium.values_file`` is missing or malformed."""
+
+    exit_code = 9
+
+
 class ValuesMismatch(ParamsError):
     """The Cilium values contradict the params (e.g. KPR on without disable-kube-proxy)."""
 

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .errors import ConfirmationRequired, ParamsError, RunIdError, ValuesMismatch
+from .errors import (ConfirmationRequired, ParamsError, ParamsFileError, RunIdError,
+                     UnknownKeyError, ValuesFileError, ValuesMismatch)
 from .safety import is_loopback, require_loopback, require_loopback_url
 
 __all__ = [
@@ -344,28 +345,28 @@ class Params(_Model):
         """Load the Cilium helm values file named by ``cilium.values_file``.
 
         Raises:
-            ParamsError: the file is missing, unreadable, not YAML or not a mapping; the
-                message names the params file and the field ``cilium.values_file``.
+            ValuesFileError: the file is missing, unreadable, not YAML or not a mapping;
+                the message names the params file and the field ``cilium.values_file``.
         """
         path = self.values_path
         where = str(self._source) if self._source else None
         if not path.is_file():
-            raise ParamsError(f"values file {path} does not exist", file=where,
+            raise ValuesFileError(f"values file {path} does not exist", file=where,
                               field="cilium.values_file",
                               hint="fix cilium.values_file (relative paths start at the "
                                    "params file's folder)")
         try:
             data = _yaml_safe().load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
-            raise ParamsError(f"cannot read values file {path}: {e}", file=where,
+            raise ValuesFileError(f"cannot read values file {path}: {e}", file=where,
                               field="cilium.values_file") from e
         except YAMLError as e:
-            raise ParamsError(f"values file is not valid YAML: {_yaml_problem(e)}",
+            raise ValuesFileError(f"values file is not valid YAML: {_yaml_problem(e)}",
                               file=str(path), field="cilium.values_file") from e
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ParamsError(f"values file {path} must hold a mapping, not "
+            raise ValuesFileError(f"values file {path} must hold a mapping, not "
                               f"{type(data).__name__}", file=where, field="cilium.values_file")
         return data
 
@@ -471,6 +472,33 @@ def _yaml_safe() -> YAML:
     return y
 
 
+_KEY_LINE = re.compile(r"^(\s*)(?:-\s+)?([A-Za-z0-9_.-]+)\s*:(?:\s|$)")
+
+
+def _yaml_field_at(text: str, e: YAMLError) -> str | None:
+    """The dotted key the syntax error sits under (``target.kind``), from indentation.
+
+    A YAML syntax error has no parsed structure to name a field from, so the keys of
+    the lines above the error are read by their indentation: enough to point an
+    operator at the right section of a hand-edited file. None when nothing is found.
+    """
+    if not isinstance(e, MarkedYAMLError):
+        return None
+    mark = e.context_mark or e.problem_mark
+    if mark is None:
+        return None
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines()[: mark.line + 1]:
+        m = _KEY_LINE.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2)))
+    return ".".join(k for _, k in stack) or None
+
+
 def _yaml_problem(e: YAMLError) -> str:
     if isinstance(e, MarkedYAMLError):
         mark = e.problem_mark or e.context_mark
@@ -527,14 +555,15 @@ def from_dict(data: Any, *, source: str | Path | None = None) -> Params:
     """Build :class:`Params` from a parsed mapping; errors as for :func:`load`."""
     where = str(source) if source is not None else None
     if not isinstance(data, dict):
-        raise ParamsError(f"the params file must hold a mapping, not {type(data).__name__}",
+        raise ParamsFileError(f"the params file must hold a mapping, not {type(data).__name__}",
                           file=where)
     try:
         p = Params.model_validate(data)
     except ValidationError as e:
         # one message per field: a Union field reports one error per member
         grouped: dict[str, list[str]] = {}
-        for err in e.errors(include_url=False):
+        errs = e.errors(include_url=False)
+        for err in errs:
             f, m = _describe(err)
             if m not in grouped.setdefault(f, []):
                 grouped[f].append(m)
@@ -544,7 +573,10 @@ def from_dict(data: Any, *, source: str | Path | None = None) -> Params:
         if len(items) > 4:
             more.append(f"... {len(items) - 4} more")
         text = msg + (f" (also {'; '.join(more)})" if more else "")
-        raise ParamsError(text, file=where, field=field) from None
+        # The exit code follows the error the message leads with: a typo'd key (8) is a
+        # different fix from a value of the wrong type (2).
+        cls = UnknownKeyError if errs and errs[0].get("type") == "extra_forbidden" else ParamsError
+        raise cls(text, file=where, field=field) from None
     if source is not None:
         p._source = Path(source).resolve()
     return p
@@ -560,8 +592,10 @@ def load(path: str | os.PathLike[str]) -> Params:
         The :class:`Params`; relative paths inside it resolve against its folder.
 
     Raises:
-        ParamsError: missing file, YAML syntax, unknown key, wrong type; one line naming
-            the file, the dotted field (e.g. ``nodes.1.role``) and the problem.
+        ParamsError: wrong type or missing field; one line naming the file, the dotted
+            field (e.g. ``nodes.1.role``) and the problem. Subclasses with their own exit
+            codes: ParamsFileError (missing file, YAML syntax, empty, not a mapping) and
+            UnknownKeyError (a key the schema does not know).
         runbook.errors.LoopbackViolation: a twin params file points at a non-loopback
             address.
 
@@ -574,15 +608,16 @@ def load(path: str | os.PathLike[str]) -> Params:
     try:
         text = src.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError("params file does not exist", file=str(src)) from None
+        raise ParamsFileError("params file does not exist", file=str(src)) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ParamsError(f"cannot read params file: {e}", file=str(src)) from e
+        raise ParamsFileError(f"cannot read params file: {e}", file=str(src)) from e
     try:
         data = _yaml_safe().load(text)
     except YAMLError as e:
-        raise ParamsError(f"not valid YAML: {_yaml_problem(e)}", file=str(src)) from e
+        raise ParamsFileError(f"not valid YAML: {_yaml_problem(e)}", file=str(src),
+                              field=_yaml_field_at(text, e)) from e
     if data is None:
-        raise ParamsError("the params file is empty", file=str(src))
+        raise ParamsFileError("the params file is empty", file=str(src))
     p = from_dict(data, source=src)
     p.check_loopback()
     return p
@@ -755,7 +790,7 @@ def validate(params: Params, values: dict[str, Any] | None = None) -> Params:
     """Refuse params whose values contradict them; returns ``params`` for chaining.
 
     Raises:
-        ParamsError: the values file is missing or malformed.
+        ValuesFileError: the values file is missing or malformed (a ParamsError).
         ValuesMismatch: :func:`check_values` found an error; the message names the values
             file and the field, and lists every error on one line.
         runbook.errors.LoopbackViolation: a twin target points off loopback.
@@ -767,8 +802,13 @@ def validate(params: Params, values: dict[str, Any] | None = None) -> Params:
     if errors:
         first = errors[0]
         text = "; ".join(f"{f.field}: {f.message}" for f in errors)
-        raise ValuesMismatch(text.removeprefix(f"{first.field}: "), file=str(params.values_path),
-                             field=first.field, hint=first.hint or None)
+        text = text.removeprefix(f"{first.field}: ")
+        # A contradiction has two sides: the error names the values file (``file``) and
+        # the text names the params file, so the operator knows both places to look.
+        if params.source:
+            text += f" (params file: {params.source})"
+        raise ValuesMismatch(text, file=str(params.values_path), field=first.field,
+                             hint=first.hint or None)
     return params
 
 
@@ -827,7 +867,8 @@ def require_confirmation(params: Params, execute: bool, confirm: str | None) -> 
     """
     if params.target.kind == "real" and execute and (confirm or "") != params.target.name:
         given = f" (got {confirm!r})" if confirm else ""
+        src = f" (target.name in {params.source})" if params.source else ""
         raise ConfirmationRequired(
-            f"--execute on the real cluster {params.target.name!r} needs --confirm "
+            f"--execute on the real cluster {params.target.name!r}{src} needs --confirm "
             f"{params.target.name}{given}", field="confirm",
             hint=f"re-run with --confirm {params.target.name} once the dry run looks right")

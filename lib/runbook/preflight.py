@@ -229,6 +229,12 @@ def backup(s: Any) -> velero.VeleroResult:
     if s.journal.is_done("velero-backup"):
         prev = s.journal.entries(step="velero-backup", status="done")[-1]
         name = (prev.data or {}).get("name", name)
+    else:
+        # A rerun after a failed backup (PartiallyFailed ...) must not wait on that same
+        # Backup again: it would fail forever. Take a new one, named after the attempt.
+        failed = {(e.data or {}).get("name") for e in s.journal.entries(step="velero-backup", status="failed")}
+        if name in failed:
+            name = f"{name}-r{len(failed) + 1}"
     entry = s.journal.record("velero-backup", f"create Velero backup {name}", data={"name": name})
     try:
         res = velero.backup(s.cluster, name, namespace=s.params.velero.namespace,

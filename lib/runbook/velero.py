@@ -115,9 +115,15 @@ def wait(cluster: Cluster, kind: str, name: str, *, namespace: str = "velero",
         if res.phase == SUCCESS:
             return res
         if res.phase in TERMINAL_FAILED:
+            # PartiallyFailed has no failureReason: what failed is in the failed
+            # PodVolumeBackups (what `velero backup describe --details` shows).
+            failed = failed_volume_backups(cluster, name, namespace) if kind == "Backup" else []
+            validation = [str(v) for v in (obj.get("status") or {}).get("validationErrors") or []]
             raise VeleroError(
                 f"{kind} {name} ended {res.phase}: {res.errors} errors, {res.warnings} warnings"
-                + (f"; reason: {res.failure_reason}" if res.failure_reason else ""),
+                + (f"; reason: {res.failure_reason}" if res.failure_reason else "")
+                + "".join(f"; {v}" for v in validation)
+                + "".join(f"; failed: {f}" for f in failed),
                 name=name, phase=res.phase, failure_reason=res.failure_reason,
                 errors=res.errors, warnings=res.warnings,
                 hint=f"inspect it with `velero {kind.lower()} describe {name} --details` and fix "
@@ -127,6 +133,28 @@ def wait(cluster: Cluster, kind: str, name: str, *, namespace: str = "velero",
                               name=name, phase=res.phase,
                               hint="check the velero deployment's logs in the velero namespace")
         time.sleep(interval)
+
+
+def failed_volume_backups(cluster: Cluster, backup_name: str, namespace: str = "velero") -> list[str]:
+    """``"<pod volume backup>: <message>"`` for each failed PodVolumeBackup of a backup.
+
+    Never raises: a cluster without the CRD (or an API error) gives an empty list, so
+    the caller's own error is never hidden by this extra detail.
+    """
+    try:
+        res = cluster.request(
+            "GET", f"/apis/velero.io/v1/namespaces/{namespace}/podvolumebackups",
+            query={"labelSelector": f"velero.io/backup-name={backup_name}"}, ok_missing=True)
+    except Exception:  # noqa: BLE001 - an optional detail of an error being reported
+        return []
+    out = []
+    for item in (res or {}).get("items") or []:
+        st = item.get("status") or {}
+        if st.get("phase") == "Failed":
+            pod = ((item.get("spec") or {}).get("pod") or {})
+            where = f" (pod {pod.get('namespace')}/{pod.get('name')})" if pod.get("name") else ""
+            out.append(f"{item['metadata']['name']}{where}: {st.get('message') or 'no message'}")
+    return sorted(out)
 
 
 def backup(cluster: Cluster, name: str, *, namespace: str = "velero", storage_location: str = "default",

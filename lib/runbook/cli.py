@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nreport: {result.index_html}")
             return 0 if result.ok else 1
         if args.command == "rehearse":
+            from . import runner
             from .rehearse import rehearse
+
+            if args.run_id:  # refuse it before a twin is started for nothing
+                runner.check_run_id(args.run_id)
 
             outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
                                run_id=args.run_id, reports_dir=args.reports_dir,

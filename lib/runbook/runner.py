@@ -185,10 +185,25 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
     Returns:
         RunResult with each phase's status and the path of ``index.html``.
     """
+    params_path = Path(params_file).resolve()
+    # Everything this run creates (the run folder, the kernels' files, helm's home and
+    # cache written by the helm subprocess) holds cluster state: owner-only. The umask is
+    # inherited by the papermill kernels and their subprocesses; restored at the end.
+    old_umask = os.umask(0o077)
+    try:
+        return _run(params_path, phases=phases, execute=execute, confirm=confirm, run_id=run_id,
+                    reports_dir=reports_dir, extra=extra, progress=progress,
+                    sample_timeline=sample_timeline)
+    finally:
+        os.umask(old_umask)
+
+
+def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, confirm: str,
+         run_id: str | None, reports_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
+         progress: Callable[[str], None], sample_timeline: bool) -> RunResult:
     from . import params as params_mod
     from . import report
 
-    params_path = Path(params_file).resolve()
     p = params_mod.load(params_path)
     params_mod.validate(p)
     params_mod.require_confirmation(p, execute, confirm)

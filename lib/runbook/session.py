@@ -171,7 +171,10 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     Args:
         phase: preflight | reconfigure | install | verify | rollback.
         params_file: the params YAML; empty means ``$RUNBOOK_PARAMS`` (set by ``make lab``).
-        run_dir: ``reports/<run-id>``; empty starts a new run folder.
+        run_dir: ``reports/<run-id>``; empty means ``$RUNBOOK_RUN_DIR`` when set (so that
+            notebooks run one after another without parameters, e.g. ``pytest --nbval-lax``
+            or a person stepping through ``make lab``, share one journal and the preflight
+            snapshots), else a new run folder.
         execute: apply changes; confirm: the cluster name (real targets, with execute).
 
     Raises:
@@ -185,10 +188,14 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     if not params_file:
         raise ParamsError("no params file given", field="params_file",
                           hint="set params_file in the parameters cell, or RUNBOOK_PARAMS")
+    # A phase kernel writes only cluster state (run folder, helm home): owner-only, also
+    # when the notebook is opened by hand rather than through the runner.
+    os.umask(0o077)
     p = params_mod.load(params_file)
     values = p.values()
     params_mod.validate(p, values)
     params_mod.require_confirmation(p, execute, confirm)
+    run_dir = run_dir or os.environ.get("RUNBOOK_RUN_DIR", "")
     rd = Path(run_dir) if run_dir else make_run_dir(new_run_id(), REPORTS_DIR)
     if run_dir:
         params_mod.validate_run_id(rd.name)

@@ -567,17 +567,38 @@ def wait_flannel(s: Any, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame
     ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
     rows = []
     for n in s.nodes:
-        ifaces = {i.name for i in n.interfaces()}
-        rows.append({"node": n.name, "role": n.role, "Ready": ready.get(n.name, False),
-                     "flannel.1": "flannel.1" in ifaces,
-                     "cilium interfaces": ", ".join(sorted(i for i in ifaces if i.startswith("cilium_"))) or "none"})
-    return pd.DataFrame(rows)
+        row: dict[str, Any] = {"node": n.name, "role": n.role, "Ready": ready.get(n.name, False)}
+        ifaces = _interfaces(n, rp.node(n.name))
+        if ifaces is None:
+            row.update({"flannel.1": None, "cilium interfaces": None,
+                        "checked": "no: unreachable, and the rollback left it alone"})
+        else:
+            row.update({"flannel.1": "flannel.1" in ifaces,
+                        "cilium interfaces": ", ".join(sorted(i for i in ifaces if i.startswith("cilium_"))) or "none",
+                        "checked": "yes"})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
+
+
+def _interfaces(n: Any, nr: NodeRollback) -> set[str] | None:
+    """The node's interfaces; None when a node the rollback left alone cannot be reached
+    (scenario 2: its SSH is down; the rollback must not depend on it)."""
+    try:
+        return {i.name for i in n.interfaces()}
+    except NodeError:
+        if nr.touched:
+            raise
+        return None
 
 
 def flannel_problems(table: pd.DataFrame) -> list[str]:
     """One line per node of :func:`wait_flannel`'s table that is not back on flannel."""
     out = []
     for r in table.to_dict("records"):
+        if r.get("checked", "yes") != "yes":
+            if not r["Ready"]:
+                out.append(f"{r['node']}: not Ready")
+            continue
         why = [w for w, bad in (("not Ready", not r["Ready"]), ("no flannel.1", not r["flannel.1"]),
                                 (f"cilium interfaces: {r['cilium interfaces']}", r["cilium interfaces"] != "none"))
                if bad]
@@ -726,15 +747,22 @@ def argocd_resume(s: Any) -> tuple[pd.DataFrame, list[str]]:
 
 def node_table(s: Any, rp: RollbackPlan) -> pd.DataFrame:
     """Per node: config sha256 now vs pre-run, flannel.1 present, Cilium interfaces and
-    05-cilium absent; ``ok`` when all hold."""
+    05-cilium absent; ``ok`` when all hold. A node the rollback left alone and cannot
+    reach is reported as not read (it was not changed by this run)."""
     cni = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
     path = s.params.paths.k3s_config
     rows = []
     for n in s.nodes:
         nr = rp.node(n.name)
+        ifaces = _interfaces(n, nr)
+        if ifaces is None:
+            rows.append({"node": n.name, "role": n.role, "config sha256 now": "not read (unreachable)",
+                         "pre-run sha256": "not changed by this run", "config identical": True,
+                         "flannel.1 present": None, "cilium interfaces absent": None,
+                         "05-cilium absent": None, "ok": True})
+            continue
         now = n.sha256(path)
         pre = nr.restore_config["sha256"] if nr.restore_config else None
-        ifaces = {i.name for i in n.interfaces()}
         cil = sorted(i for i in ifaces if i in CILIUM_INTERFACES)
         same = (now == pre) if pre else True
         row = {"node": n.name, "role": n.role, "config sha256 now": (now or "absent")[:16],

@@ -191,6 +191,62 @@ def test_rollback_after_reconfigure_restores_configs_and_flannel(fresh_twin, tmp
         {k: v for k, v in files.items() if "/var/backups/" not in k}
 
 
+def argo_policies(c: Cluster) -> dict[str, str]:
+    return {f"{a['metadata']['namespace']}/{a['metadata']['name']}":
+            json.dumps(((a.get("spec") or {}).get("syncPolicy") or {}).get("automated"), sort_keys=True)
+            for a in c.list("applications")}
+
+
+def heron_files(twin: Any) -> dict[str, str]:
+    return {k: v for k, v in node_files(twin).items() if k.startswith("fast-heron/")
+            and "/var/log/" not in k}
+
+
+@pytest.mark.timeout(240)
+def test_rollback_leaves_an_unreached_agent_alone(tmp_path_factory, tmp_path):
+    """Scenario 2: an agent's SSH is down in the middle of reconfigure. The journal says
+    which nodes changed; the rollback restores those and does not touch (or even need)
+    the unreached one; verify after the rollback passes once it is back."""
+    from twin.api import Twin
+
+    twin = Twin(tmp_path_factory.mktemp("twin")).start()
+    try:
+        before = configs(twin)
+        res = run(twin, "preflight", tmp_path, execute=True, run_id="ssh-down", proceed_despite_deferral=True)
+        assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
+        heron = heron_files(twin)
+        # 02-reconfigure's own calls; the agent's SSH goes down between the server restart
+        # and the agents' (the notebook itself refuses to start with a node unreachable)
+        from runbook import reconfigure, session
+        from runbook.errors import NodeError
+
+        s = session.start("reconfigure", str(fast_params(twin)), str(res.run_dir), execute=True)
+        reconfigure.write_configs(s, reconfigure.config_plans(s))
+        reconfigure.restart_servers(s)
+        twin.set_fault("ssh_down", ["fast-heron"])
+        with pytest.raises(NodeError) as ei:
+            reconfigure.restart_agents(s)
+        assert "fast-heron" in str(ei.value)
+        s.journal.end_phase("reconfigure", "failed")
+        doc = json.loads((res.run_dir / "journal.json").read_text())
+        assert {e["node"] for e in doc["entries"] if e["step"] == "restart-k3s"} == {"set-hog", "fast-skunk"}
+
+        res = run(twin, "rollback", tmp_path, execute=True, run_id="ssh-down")   # heron still down
+        assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+        assert configs(twin) == before
+        doc = journal(res)
+        assert not [e for e in doc["entries"] if e.get("phase") == "rollback" and e.get("node") == "fast-heron"]
+        assert heron_files(twin) == heron
+        assert {e["node"] for e in doc["entries"] if e["step"] == "start-k3s"} == {"set-hog", "fast-skunk"}
+
+        twin.set_fault("ssh_down", [])
+        res = run(twin, "verify", tmp_path, execute=True, run_id="ssh-down")
+        assert statuses(res) == {"verify": "passed"}, res.phases[0].error
+        assert all("flannel.1" in interfaces(twin, n) for n in NODES)
+    finally:
+        twin.stop()
+
+
 @NEEDS_FULL_INSTALL
 @pytest.mark.timeout(300)
 def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
@@ -231,6 +287,8 @@ def test_rollback_after_failed_install(tmp_path_factory, tmp_path):
         before = configs(twin)
         c = Cluster.from_params(params_mod.load(twin.params_path))
         pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.list("persistentvolumeclaims")}
+        policies = argo_policies(c)
+        assert any(v != "null" for v in policies.values())   # there is something to restore
         res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="bad-install",
                   proceed_despite_deferral=True)
         assert statuses(res)["install"] == "failed"
@@ -244,6 +302,7 @@ def test_rollback_after_failed_install(tmp_path_factory, tmp_path):
         assert_flannel_back(twin, before)
         assert {(p["metadata"]["namespace"], p["metadata"]["name"])
                 for p in c.list("persistentvolumeclaims")} == pvcs
+        assert argo_policies(c) == policies                  # every Argo CD policy exactly as before
         res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install")
         assert statuses(res) == {"verify": "passed"}, res.phases[0].error
     finally:

@@ -164,6 +164,14 @@ class GateView:
         return (f"<p style='color:#116611'><b>✔ GATE PASSED</b>: {html.escape(self.result.message)}</p>")
 
 
+def _show_whole_cells() -> None:
+    """Tables in the evidence show each cell whole: pandas' default cuts text at 50
+    characters ("it re..."), which hides the reason a check failed or is handled."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+
+
 def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool = False,
           confirm: str = "", take_lock: bool = True) -> Session:
     """Validate, connect, open the journal (provenance-checked) and take the lock.
@@ -205,6 +213,7 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
     j.begin_phase(phase, _notebook_hash(phase))
     checks.GATES.clear()
+    _show_whole_cells()
     if execute and take_lock:
         lock.acquire(c, rd.name)
     return Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,

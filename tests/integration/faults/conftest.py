@@ -86,9 +86,16 @@ def journal(res: runner.RunResult) -> dict[str, Any]:
 
 
 def report_text(res: runner.RunResult, *names: str) -> str:
-    """The visible text of the run's index.html and the named phase HTML/notebook outputs."""
+    """The visible text of the run's index.html and the named phases' report pages.
+
+    ``names`` are notebook names (``01-preflight.ipynb``): both the notebook's outputs
+    and its rendered page ``html/01-preflight.html`` are read.
+    """
     parts = []
-    for f in [res.run_dir / "index.html", *(res.run_dir / n for n in names)]:
+    files = [res.run_dir / "index.html"]
+    for n in names:
+        files += [res.run_dir / n, res.run_dir / "html" / n.replace(".ipynb", ".html")]
+    for f in files:
         if not f.exists():
             continue
         if f.suffix == ".ipynb":

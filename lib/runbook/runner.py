@@ -105,6 +105,29 @@ def make_run_dir(run_id: str, reports_dir: Path | None = None) -> Path:
     return run_dir
 
 
+def secure_tree(root: Path) -> int:
+    """Make every folder (0700) and file (0600) under ``root`` owner-only; returns how many
+    modes were tightened.
+
+    The umask covers what the runbook creates, but helm writes its repository cache with
+    an explicit ``chmod 0644`` (its atomic file writer); the folders already keep others
+    out, and this makes the files themselves owner-only too.
+    """
+    changed = 0
+    for path in [root, *root.rglob("*")]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # a file removed while we walk (lock files)
+            continue
+        if path.is_symlink():
+            continue
+        want = 0o700 if path.is_dir() else (st.st_mode & 0o700) | 0o600
+        if (st.st_mode & 0o777) != want:
+            os.chmod(path, want)
+            changed += 1
+    return changed
+
+
 def _cell_label(cell: Any) -> str:
     src = cell.get("source", "")
     m = re.search(r"#\s*papermill_description=(.+)", src)
@@ -225,6 +248,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
     try:
         for i, ph in enumerate(names):
             res = execute_phase(ph, run_dir, parameters, progress=progress)
+            secure_tree(run_dir)
             result.phases[i] = res
             report.record_phase(run_dir, res)
             if res.status != "passed":
@@ -237,6 +261,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
             progress(f"report: {result.index_html}")
         except Exception as e:  # the report must never hide the run's own outcome
             progress(f"report rendering failed: {type(e).__name__}: {e}")
+        secure_tree(run_dir)
     return result
 
 

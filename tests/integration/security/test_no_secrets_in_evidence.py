@@ -8,7 +8,10 @@ token, and the payloads of helm's release Secrets and Cilium's generated TLS key
 from __future__ import annotations
 
 import base64
+import gzip
+import io
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,39 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 def _key_fragments(pem: str) -> list[str]:
     """Distinctive pieces of a private key: every base64 body line of 40+ characters."""
     return [ln.strip() for ln in pem.splitlines() if len(ln.strip()) >= 40 and "-----" not in ln]
+
+
+def _texts(path: Path) -> list[tuple[str, str]]:
+    """(label, text) of a file, and of every member when it is a (gzipped) archive.
+
+    helm's cache under the run folder keeps chart archives (``*.chart``, ``*.tgz``): a
+    secret rendered into one would be invisible to a plain byte search.
+    """
+    raw = path.read_bytes()
+    out = [(path.name, raw.decode("utf-8", "replace"))]
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            inner = gzip.decompress(raw)
+        except (OSError, EOFError):
+            return out
+        try:
+            with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
+                for m in tar.getmembers():
+                    f = tar.extractfile(m) if m.isfile() else None
+                    if f is not None:
+                        out.append((f"{path.name}!{m.name}", f.read().decode("utf-8", "replace")))
+        except tarfile.TarError:
+            out.append((f"{path.name}!gunzip", inner.decode("utf-8", "replace")))
+    return out
+
+
+def _with_base64(secrets: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each token also as base64: the form it would take in a dumped Secret's data."""
+    out = dict(secrets)
+    for what in ("api token", "k3s join token", "admin token"):
+        for v in secrets.get(what, []):
+            out.setdefault(f"{what} (base64)", []).append(base64.b64encode(v.encode()).decode())
+    return out
 
 
 def _twin_secrets(twin) -> dict[str, list[str]]:
@@ -83,18 +119,68 @@ def test_full_rehearsal_leaves_no_secret_in_the_run_folder(tmp_path):
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".ipynb" for p in files) and (run_dir / "index.html").exists()
     assert any(p.suffix == ".html" and p.parent.name == "html" for p in files)
+    # every kind of evidence is there to be searched, helm's home included
+    assert (run_dir / "journal.json").exists() and (run_dir / "commands.jsonl").exists()
+    assert any(p.parent.parent.name == "snapshots" for p in files)
+    assert any("helm" in p.relative_to(run_dir).parts for p in files), "helm home under the run"
+    secrets = _with_base64(secrets)
     leaks = []
+    searched = 0
     for p in files:
-        text = p.read_bytes().decode("utf-8", "replace")
-        for what, values in secrets.items():
-            for v in values:
-                if v and v in text:
-                    leaks.append(f"{what} in {p.relative_to(run_dir)}")
+        for label, text in _texts(p):
+            searched += 1
+            for what, values in secrets.items():
+                for v in values:
+                    if v and v in text:
+                        leaks.append(f"{what} in {p.parent.relative_to(run_dir) / label}")
+    assert searched >= len(files)
     assert not leaks, "secrets found in the evidence:\n" + "\n".join(sorted(set(leaks)))
-    # the run folder holds cluster state: owner-only
+    # the run folder holds cluster state: owner-only, every folder and file in it
     assert (run_dir.stat().st_mode & 0o077) == 0
+    for p in [run_dir, *run_dir.rglob("*")]:
+        assert (p.stat().st_mode & 0o077) == 0, f"{p} is accessible by others ({p.stat().st_mode:o})"
+    # any config line with a secret key that reached the evidence shows it masked
     for p in files:
-        assert (p.stat().st_mode & 0o077) == 0, f"{p} is readable by others"
-    # config diffs in the evidence show the join token masked
-    diffs = (run_dir / "02-reconfigure.ipynb").read_text()
-    assert re.search(r"token: \*+", diffs) or "token" not in diffs
+        if p.suffix in (".ipynb", ".html", ".json", ".jsonl"):
+            for value in _secret_config_values(p.read_text(errors="replace")):
+                assert set(value) <= {"*"}, f"unmasked secret config value in {p.name}"
+
+
+#: config lines of k3s secret keys, as a diff or a file shows them (``+token: ...``)
+_SECRET_LINE = re.compile(r"(?:^|\\n|\n|>|\")[-+ ]?\s*(?:token|agent-token|etcd-s3-secret-key)"
+                          r":[ \t]*([^\s\\<\"]+)")
+
+
+def _secret_config_values(text: str) -> list[str]:
+    return _SECRET_LINE.findall(text)
+
+
+def test_config_diff_shows_the_join_token_masked(tmp_path):
+    """An agent whose config.yaml needs a change: its diff shows ``token: ********``.
+
+    In the fixture the agents' configs need no change (server-only keys stay on the
+    server), so the full rehearsal shows no agent diff. Here one agent carries
+    ``flannel-backend`` next to its join token, as the naive procedure wrote it; the
+    dry-run plan removes that key and the diff's context shows the token line.
+    """
+    from runbook.k3sconfig import MASK
+    from twin.api import Twin
+
+    reports = tmp_path / "reports"
+    with Twin(tmp_path / "twin") as twin:
+        join = _twin_secrets(twin)["k3s join token"][0]
+        cfg = twin.state_dir / "nodes" / "fast-skunk" / "etc" / "rancher" / "k3s" / "config.yaml"
+        text = cfg.read_text()
+        assert f"token: {join}\n" in text
+        cfg.write_text(text.replace(f"token: {join}\n", f"token: {join}\nflannel-backend: vxlan\n"))
+        res = runner.run(twin.params_path, phases=["preflight", "reconfigure"], execute=False,
+                         run_id="masked", reports_dir=reports,
+                         extra={"proceed_despite_deferral": True}, progress=lambda m: None)
+        assert res.ok, f"dry run failed: {res.failed}"
+    run_dir = reports / "masked"
+    for name in ("02-reconfigure.ipynb", "html/02-reconfigure.html"):
+        page = (run_dir / name).read_text()
+        assert "flannel-backend: vxlan" in page, f"{name}: the agent's diff is shown"
+        assert f"token: {MASK}" in page, f"{name}: the token line is shown masked"
+        assert join not in page, f"{name}: the join token leaked"
+        assert all(set(v) <= {"*"} for v in _secret_config_values(page)), name

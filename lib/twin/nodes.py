@@ -58,6 +58,9 @@ AGENT_RESTART_SECONDS = 3.0
 REBOOT_SECONDS = 20.0           # shutdown + firmware + boot until systemd starts k3s
 RESYNC_SECONDS = 5.0            # flannel/kube-router/kube-proxy notice deleted rules
 FAILED_START_RETRY_SECONDS = 5.0  # systemd RestartSec=5s of the k3s units
+# From this many fixture pods on (generated scale fixtures), the nodes component defers
+# writing the per-pod lease files until the lease directory is reached (see NodeModel).
+DEFER_LEASES_FROM_PODS = 10_000
 
 EVENTS = ("k3s-started", "k3s-stopped", "rebooting", "rebooted", "interfaces-changed",
           "iptables-changed", "file-changed")
@@ -830,6 +833,10 @@ class NodeModel:
             server's settings there, as they fetch them from the server.
         clock: the twin's clock; every delay goes through it.
         join_token: the cluster's join token (agents' config, server's token file).
+        pod_ips: the (pod IP, sandbox id) holding flannel leases; None for a few.
+        defer_leases: write the lease files when the lease directory (or a directory
+            above it) is first reached through the node, not now. Through the node
+            nothing differs; on the host disk the files appear late (used at scale).
 
     Attributes:
         on_server_restart: called when this server's k3s goes down (stop, restart,
@@ -841,7 +848,7 @@ class NodeModel:
 
     def __init__(self, spec: Any, cluster: dict, root: Path, peers: dict[str, "NodeModel"],
                  clock: Any, *, join_token: str | None = None,
-                 pod_ips: list[tuple[str, str]] | None = None) -> None:
+                 pod_ips: list[tuple[str, str]] | None = None, defer_leases: bool = False) -> None:
         self.spec = spec
         self.name: str = spec.name
         self.role: str = spec.role
@@ -851,6 +858,7 @@ class NodeModel:
         self.clock = clock
         self.join_token = join_token
         self._seed_pods = pod_ips
+        self._defer_leases = defer_leases
         self.on_server_restart: Callable[[float], Any] | None = None
         self.on_server_started: Callable[[], Any] | None = None
         self.up = True
@@ -1120,13 +1128,15 @@ class NodeModel:
             last = max(ipaddress.ip_address(ip) for ip, _ in pods)
             self.write(f"{CNI_LEASES}/last_reserved_ip.0", str(last))
         self.write(f"{CNI_LEASES}/lock", "")
-        # One file per pod is tens of thousands of files at scale, and creating files is
-        # slow on some disks: they are written when something first looks at the lease
-        # directory (see host_path). The list waits in a file beside the node's root, so
-        # a twin restarted on the same state directory still writes them.
-        if pods:
+        if pods and self._defer_leases:
+            # One file per pod is tens of thousands of files at scale, and creating files
+            # is slow on some disks: they are written when something first looks at the
+            # lease directory (see host_path). The list waits in a file beside the node's
+            # root, so a twin restarted on the same state directory still writes them.
             self._pending_leases = list(pods)
             self._leases_sidecar.write_text(json.dumps(self._pending_leases))
+        elif pods:
+            self._write_leases(pods)
 
     def _default_services(self) -> list[KubeService]:
         svc = ipaddress.ip_network(self.cluster.get("service_cidr", "10.43.0.0/16"), strict=False)
@@ -1214,18 +1224,28 @@ class NodeModel:
     def _write_pending_leases(self) -> None:
         """Write the lease files _seed_files deferred (once; see host_path)."""
         pods, self._pending_leases = self._pending_leases, None
-        lease_dir = os.path.join(self._root_real, CNI_LEASES.lstrip("/"))
-        # The directory was created with the node, and nothing reached it since (that
-        # would have written the leases first); still, never follow a symlink out.
-        if pods and os.path.isdir(lease_dir) and not os.path.islink(lease_dir):
-            for ip, sandbox in pods:
-                fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    os.write(fd, f"{sandbox}\r\neth0".encode())
-                    os.fchmod(fd, 0o644)
-                finally:
-                    os.close(fd)
+        if pods:
+            self._write_leases(pods)
         self._leases_sidecar.unlink(missing_ok=True)
+
+    def _write_leases(self, pods: list[tuple[str, str]]) -> None:
+        """One host-local IPAM lease file per (pod IP, sandbox id), written directly.
+
+        Only for the lease directory the node was seeded with (tens of thousands of files
+        at scale: no per-file path check or event; nobody observes them being written).
+        """
+        lease_dir = os.path.join(self._root_real, CNI_LEASES.lstrip("/"))
+        # The directory was created with the node and nothing changed it since (a
+        # command reaching it writes deferred leases first); never follow a symlink out.
+        if not os.path.isdir(lease_dir) or os.path.islink(lease_dir):
+            return
+        for ip, sandbox in pods:
+            fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, f"{sandbox}\r\neth0".encode())
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
 
     def _initial_lease_ips(self) -> list[str]:
         """The pod IPs holding leases when the node is built, without writing deferred
@@ -2387,13 +2407,19 @@ def fixture_services(objects: Iterable[dict]) -> list[KubeService]:
 def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any,
                 join_token: str | None = None, *,
                 pods: dict[str, list[tuple[str, str]]] | None = None,
-                services: list[KubeService] | None = None) -> dict[str, NodeModel]:
+                services: list[KubeService] | None = None,
+                defer_leases: bool = False) -> dict[str, NodeModel]:
     """One NodeModel per spec under ``nodes_dir/<name>``, servers first (agents read
     the server's settings when they start). All agents share one join token.
+
+    The cost per node is its own files: kube-proxy's service chains (O(cluster
+    endpoints) per node) are programmed when the node's iptables are first read.
 
     Args:
         pods: per node, the (IP, sandbox id) of pods holding flannel leases; default a few.
         services: what kube-proxy programs; default ``kubernetes`` and ``kube-dns``.
+        defer_leases: see :class:`NodeModel` (the nodes component sets it from
+            ``DEFER_LEASES_FROM_PODS`` pods on).
     """
     specs = sorted(specs, key=lambda s: 0 if s.role == "server" else 1)
     token = join_token or new_join_token()
@@ -2401,7 +2427,8 @@ def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any
     for spec in specs:
         peers[spec.name] = NodeModel(spec, cluster, Path(nodes_dir) / spec.name, peers, clock,
                                      join_token=token,
-                                     pod_ips=None if pods is None else pods.get(spec.name, []))
+                                     pod_ips=None if pods is None else pods.get(spec.name, []),
+                                     defer_leases=defer_leases)
     api = str(cluster.get("server_url", "https://10.0.0.2:6443")).split("//")[-1]
     for svc in services or []:
         # default/kubernetes has no selector: its endpoint is the API server itself.
@@ -2438,9 +2465,11 @@ class NodesComponent:
         self.rt = rt
         fx = rt.fixture
         objects = list(getattr(fx, "objects", None) or [])
+        pods = fixture_pods(objects) if objects else None
+        seeded = sum(len(v) for v in (pods or {}).values())
         self.nodes = build_nodes(fx.nodes, dict(fx.cluster), Path(rt.state_dir) / "nodes", rt.clock,
-                                 pods=fixture_pods(objects) if objects else None,
-                                 services=fixture_services(objects) or None)
+                                 pods=pods, services=fixture_services(objects) or None,
+                                 defer_leases=seeded >= DEFER_LEASES_FROM_PODS)
         for n in self.nodes.values():
             n.on_server_restart = self._api_down
             n.on_server_started = self._api_up

@@ -229,7 +229,7 @@ def lease_files(node) -> list[str]:
     f"sudo ls {LEASES}", f"sudo cat {LEASES}/10.42.1.7", "sudo ls /", "sudo test -d /var/lib/cni",
     f"sudo rm -rf {LEASES}", "sudo ls /var/lib/cni/networks/cbr0/10.42.1.12"])
 def test_lease_files_exist_before_anyone_looks(tmp_path, first_look):
-    nodes = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS)
+    nodes = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS, defer_leases=True)
     a = nodes["agent-1"]
     # Interfaces and the last reserved address are there from the start ...
     assert sum(1 for i in a.interfaces if i.startswith("veth")) == 2
@@ -250,7 +250,7 @@ def test_lease_files_exist_before_anyone_looks(tmp_path, first_look):
 
 
 def test_deferred_leases_survive_a_twin_restart_on_the_same_state(tmp_path):
-    build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS)
+    build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS, defer_leases=True)
     # Built again from the existing files (another `twin up` on the same directory),
     # before anything read the leases: they are still the fixture's.
     again = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods={})
@@ -258,3 +258,12 @@ def test_deferred_leases_survive_a_twin_restart_on_the_same_state(tmp_path):
     assert sum(1 for i in again["agent-1"].interfaces if i.startswith("veth")) == 2
     assert again["agent-1"].leases() == {"10.42.1.7": "a" * 64, "10.42.1.12": "b" * 64}
     assert again["server-1"].leases() == {}
+
+
+def test_lease_files_are_on_disk_at_once_by_default(tmp_path):
+    nodes = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), pods=PODS)
+    assert lease_files(nodes["agent-1"]) == ["10.42.1.12", "10.42.1.7"]
+    assert lease_files(nodes["agent-2"]) == ["10.42.2.9"]
+    assert [p.name for p in (tmp_path / "nodes").iterdir() if p.name.startswith(".")] == []
+    assert (Path(nodes["agent-1"]._root_real) / LEASES.lstrip("/") / "10.42.1.7").read_bytes() == \
+        b"a" * 64 + b"\r\neth0"

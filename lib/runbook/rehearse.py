@@ -138,12 +138,15 @@ def lab(state_dir: Path, *, port: int = 8888) -> int:
     token = secrets.token_urlsafe(24)
     env = dict(os.environ, RUNBOOK_PARAMS=str(twin.params_path))
     print(f"twin ready; params: {twin.params_path}")
-    print(f"open http://127.0.0.1:{port}/lab?token=<token printed by jupyter below>")
+    # JupyterLab masks a configured token in its own log: print the address once, here.
+    print(f"open http://127.0.0.1:{port}/lab?token={token}  (Ctrl-C stops JupyterLab and the twin)")
     try:
-        return subprocess.call([str(Path(sys.executable).parent / "jupyter"), "lab", "--ip", "127.0.0.1",
-                                "--port", str(port), "--no-browser",
-                                f"--IdentityProvider.token={token}",
-                                f"--ServerApp.root_dir={runner.NOTEBOOKS_DIR}"], env=env)
+        cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--ip", "127.0.0.1",
+               "--port", str(port), "--no-browser", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={runner.NOTEBOOKS_DIR}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")  # containers and CI machines run as root
+        return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 0
     finally:

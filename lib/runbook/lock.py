@@ -22,7 +22,9 @@ from .errors import ClusterError, LockHeld
 
 LEASE_NAME = "phase22-migration"
 LEASE_NAMESPACE = "kube-system"
-DEFAULT_SECONDS = 1800
+DEFAULT_SECONDS = 1800           # params: limits.lock_seconds
+RUN_ANNOTATION = "phase22.io/run-id"
+TAKEOVER_ANNOTATION = "phase22.io/taken-over-from"
 
 
 def _now() -> dt.datetime:
@@ -81,7 +83,7 @@ def acquire(cluster: Cluster, run_id: str, *, lease_seconds: int = DEFAULT_SECON
         spec["acquireTime"] = lspec.get("acquireTime") or spec["acquireTime"]
     ann = dict(lease["metadata"].get("annotations") or {})
     if holder_run and holder_run != run_id:
-        ann["phase22.io/taken-over-from"] = f"{holder_run} (expired {_fmt(expires)})"
+        ann[TAKEOVER_ANNOTATION] = f"{holder_run} (expired {_fmt(expires)})"
     ann["phase22.io/run-id"] = run_id
     body = dict(lease, spec=spec)
     body["metadata"] = dict(lease["metadata"], annotations=ann)

@@ -216,6 +216,9 @@ class Limits(_Model):
     agent_batch_size: int = Field(1, ge=1, description="Agents restarted at once.")
     pod_restart_batch: int = Field(10, ge=1, description="Pods restarted at once.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Wait timeouts.")
+    lock_seconds: int = Field(1800, ge=1, description="Lifetime of the migration lock (a Lease "
+                                                       "renewed by each phase): after it, a crashed "
+                                                       "run's lock may be taken over.")
 
 
 class Decision(_Model):

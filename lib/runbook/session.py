@@ -164,6 +164,17 @@ class GateView:
         return (f"<p style='color:#116611'><b>✔ GATE PASSED</b>: {html.escape(self.result.message)}</p>")
 
 
+def _record_takeover(j: Journal, lease: dict) -> None:
+    """Keep in the journal that this run took over an expired lock from another run
+    (the lease's annotation says which; the first takeover of a run is kept)."""
+    ann = ((lease or {}).get("metadata") or {}).get("annotations") or {}
+    taken = ann.get(lock.TAKEOVER_ANNOTATION)
+    if taken and not j.get("lock_takeover"):
+        j.set("lock_takeover", {"from": taken, "lease": f"{lock.LEASE_NAMESPACE}/{lock.LEASE_NAME}",
+                                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        print(f"took over the migration lock from run {taken}", flush=True)
+
+
 def _show_whole_cells() -> None:
     """Tables in the evidence show each cell whole: pandas' default cuts text at 50
     characters ("it re..."), which hides the reason a check failed or is handled."""
@@ -215,6 +226,7 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     checks.GATES.clear()
     _show_whole_cells()
     if execute and take_lock:
-        lock.acquire(c, rd.name)
+        lease = lock.acquire(c, rd.name, lease_seconds=p.limits.lock_seconds)
+        _record_takeover(j, lease)
     return Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,
                    cluster=c, journal=j, cluster_uid=uid)

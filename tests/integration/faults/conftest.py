@@ -106,6 +106,16 @@ def report_text(res: runner.RunResult, *names: str) -> str:
     return "\n".join(parts)
 
 
+def failed_cell_source(nb_path: Path) -> str:
+    """The source of the executed notebook's cell that raised ("" if none did)."""
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            src = cell.get("source", "")
+            return "".join(src) if isinstance(src, list) else src
+    return ""
+
+
 def cluster(params: Path) -> Cluster:
     return Cluster.from_params(params_mod.load(params))
 

@@ -237,6 +237,11 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
                        phases=[PhaseResult(ph, run_dir / PHASES[ph]) for ph in names])
     parameters = {"params_file": str(params_path), "run_dir": str(run_dir),
                   "execute": bool(execute), "confirm": confirm, **(extra or {})}
+    # papermill pulls in requests; the sampler thread below imports the Kubernetes client,
+    # which does too. Two threads importing the same package at once can see it half
+    # initialised ("cannot import name ... partially initialized module"): import first.
+    import papermill  # noqa: F401
+
     sampler = None
     if sample_timeline:
         from .timeline import Sampler

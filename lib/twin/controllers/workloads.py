@@ -122,7 +122,8 @@ def _prune(value: Any) -> Any:
 
 def strip_hash(template: dict | None) -> dict:
     """A pruned copy of a pod template without the ``pod-template-hash`` label."""
-    t = _prune(copy.deepcopy(template or {}))
+    # _prune builds new dicts and lists (leaves are immutable), so it is already a copy.
+    t = _prune(template or {})
     md = t.get("metadata")
     if isinstance(md, dict):
         labels = md.get("labels")

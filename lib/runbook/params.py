@@ -81,7 +81,11 @@ class SSH(_Model):
 class NodeParams(_Model):
     """One k3s node."""
 
-    name: str = Field(description="Kubernetes node name.", min_length=1)
+    # A Kubernetes node name is a DNS-1123 subdomain: no spaces, quotes or shell syntax,
+    # so a typo or a pasted command cannot reach a command line, a file name or a log.
+    name: str = Field(description="Kubernetes node name (lowercase DNS-1123: letters, "
+                                  "digits, '-' and '.').", min_length=1, max_length=253,
+                      pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     role: Literal["server", "agent"] = Field(description="k3s role: 'server' or 'agent'.")
     address: str = Field(description="SSH address (IP or host name).", min_length=1)
     port: int = Field(22, ge=1, le=65535, description="SSH port.")

@@ -2,7 +2,11 @@
 
 The phase pages are the executed notebooks through nbconvert (lab template, prompts
 hidden, cells tagged ``remove-input``/``hide-input`` shown without their code, cells
-tagged ``remove-cell`` dropped). Images are embedded, so each page stands alone.
+tagged ``remove-cell`` dropped). Images are embedded and the template's CDN scripts
+(require.js, MathJax, Mermaid) are left out, so each page stands alone: it opens from a
+laptop or an air-gapped bastion and fetches nothing. The evidence records the index
+reads back (a JSON line per gate and the summary) stay in the executed notebook but not
+on the page, where they would only repeat the "GATE PASSED" line and the summary table.
 
 ``index.html`` leads with what an on-call engineer needs: each phase's status and
 duration, its gates and key figures (read back from the evidence the notebooks
@@ -36,6 +40,7 @@ def _exporter() -> Any:
     """One HTML exporter reused for every page (nbconvert start-up costs seconds)."""
     global _EXPORTER
     if _EXPORTER is None:
+        from jinja2 import DictLoader
         from nbconvert import HTMLExporter
         from nbconvert.preprocessors import TagRemovePreprocessor
         from traitlets.config import Config
@@ -48,10 +53,48 @@ def _exporter() -> Any:
         cfg.HTMLExporter.exclude_input_prompt = True
         cfg.HTMLExporter.exclude_output_prompt = True
         cfg.HTMLExporter.embed_images = True
-        exp = HTMLExporter(config=cfg, template_name="lab")
+        exp = HTMLExporter(config=cfg, template_name="lab",
+                           extra_loaders=[DictLoader({"phase22.html.j2": _TEMPLATE})])
+        exp.template_file = "phase22.html.j2"
         exp.register_preprocessor(TagRemovePreprocessor(config=cfg), enabled=True)
+        exp.register_preprocessor(_drop_evidence_outputs, enabled=True)
         _EXPORTER = exp
     return _EXPORTER
+
+
+# The lab template with every block that loads a script from a CDN emptied (the pages
+# use no widgets, LaTeX or Mermaid) and a few rules, in the last block of <head> so that
+# they come after the lab CSS, so that the pages read as a report:
+# monospace <pre> for configs, diffs and command logs (the lab CSS makes output <pre>
+# inherit the prose font), and text columns of tables aligned left.
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_css -%}
+<style type="text/css">
+.jp-OutputArea-output pre, .jp-OutputArea-output.jp-RenderedHTMLCommon pre {
+  font-family: var(--jp-code-font-family, monospace); font-size: var(--jp-code-font-size, 13px);
+  line-height: 1.35; background: #f7f7f7; border: 1px solid #e4e4e4; padding: .4rem .6rem;
+  overflow-x: auto; }
+.jp-OutputArea-output.jp-RenderedText pre { background: none; border: none; padding: 0; }
+.jp-OutputArea-output.jp-RenderedHTMLCommon td, .jp-OutputArea-output.jp-RenderedHTMLCommon th {
+  text-align: left; }
+.jp-OutputArea-output.jp-RenderedHTMLCommon tbody th { color: #888; font-weight: normal; }
+</style>
+{%- endblock html_head_css -%}
+"""
+
+
+def _drop_evidence_outputs(nb: Any, resources: Any) -> tuple[Any, Any]:
+    """Remove the evidence records from the page (they stay in the .ipynb for the index)."""
+    from .evidence import MIMETYPE
+
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code" and cell.get("outputs"):
+            cell.outputs = [o for o in cell.outputs if MIMETYPE not in (o.get("data") or {})]
+    return nb, resources
 
 
 def _redact(text: str) -> str:
@@ -126,7 +169,7 @@ def _timeline_png(run_dir: Path, phases: list[dict[str, Any]], window: dict[str,
     import matplotlib.pyplot as plt
 
     t0 = rows[0]["t"]
-    fig, ax = plt.subplots(figsize=(10, 3.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 3.8), dpi=100)
     ok = [r for r in rows if r.get("api")]
     xs = [r["t"] - t0 for r in ok]
     if ok:
@@ -148,11 +191,12 @@ def _timeline_png(run_dir: Path, phases: list[dict[str, Any]], window: dict[str,
     ax.set_ylim(0, 110)
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("% ready")
-    ax.legend(loc="lower left", fontsize=8)
+    # Below the axes: inside them the legend hid the API-unreachable marks near 0%.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
-                      outputs, policies, report_text, run, statuses)
+from conftest import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
+                      fast_params, journal, policies, report_text, run, statuses)
 
 pytestmark = [pytest.mark.integration]
 PARENT = "argocd/platform-root"
@@ -94,6 +94,7 @@ def test_without_pause_parents_preflight_stops_with_an_explanation(make_twin, tm
     # (1) stopped at preflight's prerequisites gate, before the backup and any pause
     assert statuses(res) == {"preflight": "failed", "reconfigure": "not-run"}
     assert res.failed.error.startswith("GateFailed") and "every prerequisite holds" in res.failed.error
+    assert 'name="prerequisites"' in failed_cell_source(res.run_dir / "01-preflight.ipynb")
     doc = journal(res)
     assert not entries(doc, "velero-backup") and not entries(doc, "argocd-pause")
     assert policies(c) == before.policies

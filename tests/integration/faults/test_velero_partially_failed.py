@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
-                      report_text, run, statuses)
+from conftest import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
+                      fast_params, journal, report_text, run, statuses)
 from runbook import lock
 
 pytestmark = [pytest.mark.integration]
@@ -32,6 +32,7 @@ def test_partially_failed_backup_stops_preflight_before_any_change(make_twin, tm
     backup = "phase22-s1-velero"
     assert res.failed.error.startswith("VeleroError"), res.failed.error
     assert f"Backup {backup} ended PartiallyFailed" in res.failed.error
+    assert "preflight.backup(s)" in failed_cell_source(res.run_dir / "01-preflight.ipynb")
     doc = journal(res)
     [b] = entries(doc, "velero-backup")
     assert b["status"] == "failed" and b["data"]["name"] == backup

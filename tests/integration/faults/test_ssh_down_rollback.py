@@ -1,0 +1,77 @@
+"""Scenario 2 (issue 6), the rollback half: an agent's SSH is down in the middle of
+reconfigure, and the operator rolls back instead of waiting for the node.
+
+``tests/integration/phases/test_reconfigure_install.py`` proves the stop, the journal's
+per-node record and the rerun that finishes the job. Here: the rollback of the stopped
+run restores the nodes the run changed and leaves the unreached agent alone (no step is
+journaled for it, its disk is untouched), even while its SSH is still down; once it is
+back, nothing is lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
+                      run, statuses)
+
+pytestmark = [pytest.mark.integration]
+SERVER, AGENTS = "set-hog", ("fast-skunk", "fast-heron")
+
+
+def disk(twin, node: str) -> dict[str, str]:
+    root = twin.state_dir / "nodes" / node
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.timeout(240)
+def test_rollback_after_ssh_down_restores_changed_nodes_and_leaves_the_other_alone(make_twin, tmp_path):
+    twin = make_twin()
+    params = fast_params(twin)
+    c = cluster(params)
+    before = baseline(twin, c)
+    victim = AGENTS[-1]
+    victim_disk = disk(twin, victim)
+    run_id = "s2-rollback"
+    jpath = tmp_path / run_id / "journal.json"
+    stop = threading.Event()
+
+    def inject() -> None:
+        # the last agent's SSH goes down once the server has restarted with flannel off
+        while not stop.is_set():
+            try:
+                doc = json.loads(jpath.read_text())
+            except (OSError, ValueError):
+                doc = {"entries": []}
+            if entries(doc, "restart-k3s", SERVER, "done"):
+                twin.set_fault("ssh_down", [victim])
+                return
+            time.sleep(0.01)
+
+    th = threading.Thread(target=inject, daemon=True)
+    th.start()
+    try:
+        res = run(params, "reconfigure", tmp_path, run_id=run_id)
+    finally:
+        stop.set()
+        th.join(5)
+    assert statuses(res) == {"reconfigure": "failed"} and "NodeError" in res.failed.error
+    doc = journal(res)
+    assert not entries(doc, "restart-k3s", victim, "done")
+    # the rollback while the victim is still unreachable: changed nodes restored, victim left alone
+    rb = run(params, "rollback", tmp_path, run_id=run_id)
+    assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error
+    rdoc = journal(rb)
+    rolled = [e for e in rdoc["entries"] if e.get("phase") == "rollback"]
+    assert any(e["step"] == "restore-config" and e.get("node") == SERVER for e in rolled)
+    assert any(e["step"] == "start-k3s" and e.get("node") == AGENTS[0] for e in rolled)
+    assert not [e for e in rolled if e.get("node") == victim], [e["step"] for e in rolled if e.get("node") == victim]
+    assert disk(twin, victim) == victim_disk
+    # the node comes back: nothing lost
+    twin.set_fault("ssh_down", [])
+    assert_nothing_lost(twin, c, before)

@@ -70,8 +70,13 @@ def _twin_secrets(twin) -> dict[str, list[str]]:
         if doc.get("token"):
             join = doc["token"]
     assert join, "the fixture's agents carry a join token"
+    user = kube["users"][0]["user"]
+    client_key = user.get("client-key-data")   # a certificate login instead of / beside a token
     out = {"api token": [token], "k3s join token": [join],
            "ssh private key": _key_fragments((sd / "ssh" / "id_ed25519").read_text())}
+    if client_key:
+        out["kubeconfig client key"] = [client_key[:64]] + _key_fragments(
+            base64.b64decode(client_key).decode("utf-8", "replace"))
     admin = sd / "admin-token"
     if admin.exists():
         out["admin token"] = [admin.read_text().strip()]

@@ -4,9 +4,11 @@ Run: `.venv/bin/python benchmarks/twin_nodes_scale.py [--sizes 20x2000,100x10000
 
 For each size (nodes x pods) it generates a fixture and measures:
 
-- ``build s``: ``build_nodes`` for every node (files, interfaces, k3s start). kube-proxy's
-  service chains are deferred, so this grows with the node's own files, not with the
-  cluster's endpoints;
+- ``build s``: ``build_nodes`` for every node (files, interfaces, k3s start), as the
+  twin's nodes component calls it. kube-proxy's service chains are deferred, so this
+  grows with the node's own files, not with the cluster's endpoints; from
+  ``DEFER_LEASES_FROM_PODS`` pods on the per-pod lease files are deferred too
+  (``leases`` column), otherwise creating them is most of it (disk-bound);
 - ``1st save s``: the first ``iptables-save`` of one node, which programs its
   kube-proxy chains for every Service endpoint of the cluster;
 - ``save s``: a second ``iptables-save`` (rendering only, linear in the rules);
@@ -23,7 +25,7 @@ import time
 
 from twin import fixtures
 from twin.clock import Clock
-from twin.nodes import build_nodes, fixture_pods, fixture_services
+from twin.nodes import DEFER_LEASES_FROM_PODS, build_nodes, fixture_pods, fixture_services
 
 
 def measure(n_nodes: int, n_pods: int) -> dict:
@@ -35,7 +37,9 @@ def measure(n_nodes: int, n_pods: int) -> dict:
     pods, services = fixture_pods(objects), fixture_services(objects)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
         t0 = time.perf_counter()
-        nodes = build_nodes(fx.nodes, fx.cluster, f"{d}/nodes", Clock(0.05), pods=pods, services=services)
+        defer = sum(len(v) for v in pods.values()) >= DEFER_LEASES_FROM_PODS
+        nodes = build_nodes(fx.nodes, fx.cluster, f"{d}/nodes", Clock(0.05), pods=pods, services=services,
+                            defer_leases=defer)
         build = time.perf_counter() - t0
         node = nodes[sorted(nodes)[-1]]
         t0 = time.perf_counter()
@@ -50,7 +54,7 @@ def measure(n_nodes: int, n_pods: int) -> dict:
     gc.unfreeze()
     return {"nodes": n_nodes, "pods": n_pods, "endpoints": sum(len(s.endpoints) for s in services),
             "rules": sum(1 for line in dump.splitlines() if line.startswith("-A ")),
-            "build": build, "first": first, "again": again, "restore": restore}
+            "leases": "deferred" if defer else "written", "build": build, "first": first, "again": again, "restore": restore}
 
 
 def main() -> None:
@@ -59,10 +63,10 @@ def main() -> None:
                     help="comma-separated NODESxPODS")
     a = ap.parse_args()
     rows = [measure(*map(int, s.split("x"))) for s in a.sizes.split(",")]
-    print(f"{'nodes':>6} {'pods':>7} {'endpoints':>10} {'rules/node':>11} {'build s':>8} "
+    print(f"{'nodes':>6} {'pods':>7} {'endpoints':>10} {'rules/node':>11} {'leases':>9} {'build s':>8} "
           f"{'build ms/node':>14} {'1st save s':>11} {'save s':>7} {'restore s':>10}")
     for r in rows:
-        print(f"{r['nodes']:>6} {r['pods']:>7} {r['endpoints']:>10} {r['rules']:>11} {r['build']:>8.2f} "
+        print(f"{r['nodes']:>6} {r['pods']:>7} {r['endpoints']:>10} {r['rules']:>11} {r['leases']:>9} {r['build']:>8.2f} "
               f"{1000 * r['build'] / r['nodes']:>14.1f} {r['first']:>11.2f} {r['again']:>7.2f} "
               f"{r['restore']:>10.2f}")
 

@@ -117,15 +117,20 @@ def _kpr_contradiction(tmp: Path) -> list[str]:
     return ["--params", str(_write(tmp, d))]
 
 
-def _tunnel_port(tmp: Path) -> list[str]:
-    d = _params(tmp)
-    d["k3s"]["flannel_backend"] = "vxlan"    # flannel stays, so flannel.1 keeps UDP 8472
-    values = yaml.safe_load(VALUES.read_text())
-    values.pop("tunnelPort", None)           # Cilium's VXLAN default: 8472 as well
-    vpath = tmp / "values-8472.yaml"
-    vpath.write_text(yaml.safe_dump(values))
-    d["cilium"]["values_file"] = str(vpath)
-    return ["--params", str(_write(tmp, d))]
+def _tunnel_port(port: int | None) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        d = _params(tmp)
+        d["k3s"]["flannel_backend"] = "vxlan"    # flannel stays, so flannel.1 keeps UDP 8472
+        values = yaml.safe_load(VALUES.read_text())
+        if port is None:
+            values.pop("tunnelPort", None)       # Cilium's VXLAN default: 8472 as well
+        else:
+            values["tunnelPort"] = port
+        vpath = tmp / "values-8472.yaml"
+        vpath.write_text(yaml.safe_dump(values))
+        d["cilium"]["values_file"] = str(vpath)
+        return ["--params", str(_write(tmp, d))]
+    return build
 
 
 def _run_id(run_id: str) -> Callable[[Path], list[str]]:
@@ -153,7 +158,9 @@ CASES = [
     Case("kpr-without-disable-kube-proxy", _kpr_contradiction, 3,
          lambda t: ["cilium-values.yaml", "field 'k3s.disable_kube_proxy'", "bad-params.yaml",
                     "kube-proxy replacement is on"]),
-    Case("tunnel-port-equals-flannel", _tunnel_port, 3,
+    Case("tunnel-port-equals-flannel", _tunnel_port(8472), 3,
+         lambda t: ["values-8472.yaml", "field 'tunnelPort'", "bad-params.yaml", "8472"]),
+    Case("tunnel-port-defaults-to-flannel", _tunnel_port(None), 3,
          lambda t: ["values-8472.yaml", "field 'tunnelPort'", "bad-params.yaml", "8472"]),
     Case("run-id-dotdot", _run_id("../x"), 4, lambda t: ["field '--run-id'", "'../x'"]),
     Case("run-id-slash", _run_id("a/b"), 4, lambda t: ["field '--run-id'", "'a/b'"]),

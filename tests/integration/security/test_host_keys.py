@@ -24,7 +24,7 @@ import paramiko
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from runbook import runner
 from runbook.errors import HostKeyError
@@ -153,10 +153,19 @@ def test_trust_on_first_use_accepts_and_journals_the_fingerprint(twin, tmp_path:
     assert _entry_prefix(twin) + "ssh-ed25519 " in kh, "the accepted key is now known"
 
 
-def test_node_refuses_a_mismatched_key_before_any_command(twin, tmp_path: Path) -> None:
-    """The library entry point itself: Node.run raises HostKeyError (exit code 12)."""
-    pub = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+@pytest.mark.parametrize("key_type", ["ssh-ed25519", "ecdsa-sha2-nistp256"])
+def test_node_refuses_a_mismatched_key_before_any_command(twin, tmp_path: Path,
+                                                          key_type: str) -> None:
+    """The library entry point itself: Node.run raises HostKeyError (exit code 12).
+
+    Also when known_hosts holds a key of ANOTHER type for the node: trust-on-first-use
+    must not read "no ed25519 key known" as "unknown host" (a key-type switch).
+    """
+    private = (ed25519.Ed25519PrivateKey.generate() if key_type == "ssh-ed25519"
+               else ec.generate_private_key(ec.SECP256R1()))
+    pub = private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    assert pub.startswith(key_type)
     _edit_known_hosts(twin, _entry_prefix(twin) + pub)
     p = yaml.safe_load(twin.params_path.read_text())
     log = tmp_path / "commands.jsonl"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,8 +209,10 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
         raise ParamsError("no params file given", field="params_file",
                           hint="set params_file in the parameters cell, or RUNBOOK_PARAMS")
     # A phase kernel writes only cluster state (run folder, helm home): owner-only, also
-    # when the notebook is opened by hand rather than through the runner.
-    os.umask(0o077)
+    # when the notebook is opened by hand rather than through the runner (which sets the
+    # same umask for its kernels). Only in a kernel: a library caller keeps its own umask.
+    if "ipykernel" in sys.modules:
+        os.umask(0o077)
     p = params_mod.load(params_file)
     values = p.values()
     params_mod.validate(p, values)

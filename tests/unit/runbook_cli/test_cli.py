@@ -203,3 +203,26 @@ def test_make_run_dir_is_owner_only(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("in_kernel", [True, False])
+def test_session_start_makes_a_kernel_owner_only(in_kernel: bool, monkeypatch,
+                                                 tmp_path: Path) -> None:
+    """In a notebook kernel (also one opened by hand) files are owner-only; a library
+    caller's process keeps its umask."""
+    import sys
+    import types
+
+    from runbook import session
+
+    if in_kernel:
+        monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    old = os.umask(0o022)
+    try:
+        with pytest.raises(errors.ParamsFileError):
+            session.start("preflight", str(tmp_path / "absent.yaml"), "")
+        assert os.umask(0o022) == (0o077 if in_kernel else 0o022)
+    finally:
+        os.umask(old)

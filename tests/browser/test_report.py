@@ -1,0 +1,213 @@
+"""The report of a real rehearsal, read as files and opened in headless Chromium.
+
+The HTML checks (links resolve, pages stand alone, images are data URIs, a failed run
+says where and why) need no browser and always run; the Chromium checks skip with the
+reason when no Chromium is installed.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+PHASES = ["preflight", "reconfigure", "install", "verify", "rollback"]
+PAGES = ["01-preflight", "02-reconfigure", "03-install", "04-verify", "05-rollback"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+class _Refs(HTMLParser):
+    """Every URL an HTML page refers to, split into links and loaded resources."""
+
+    LOADS = {("script", "src"), ("img", "src"), ("iframe", "src"), ("embed", "src"), ("source", "src"),
+             ("video", "src"), ("audio", "src"), ("object", "data"), ("input", "src")}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.resources: list[tuple[str, str]] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+        self._style = False
+        self.css: list[str] = []
+        self.scripts: list[str] = []
+        self._script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "link" and a.get("href"):
+            self.resources.append((tag, a["href"]))   # stylesheet, icon, preload, module ...
+        for t, attr in self.LOADS:
+            if tag == t and a.get(attr):
+                self.resources.append((tag, a[attr]))
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if a.get("style"):
+            self.css.append(a["style"])
+        self._style, self._script = tag == "style", tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._style = self._script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._style:
+            self.css.append(data)
+        elif self._script:
+            self.scripts.append(data)
+        else:
+            self.text.append(data)
+
+
+def _parse(path: Path) -> _Refs:
+    p = _Refs()
+    p.feed(path.read_text())
+    return p
+
+
+def _remote(url: str) -> bool:
+    return bool(re.match(r"^\s*(https?:)?//", url, re.I))
+
+
+def _external_loads(page: Path) -> list[str]:
+    """What a page would fetch from the network: tags, CSS url()/@import, JS imports."""
+    refs = _parse(page)
+    bad = [f"<{tag}> {url}" for tag, url in refs.resources if _remote(url)]
+    for css in refs.css:
+        css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)   # URLs in CSS comments load nothing
+        bad += [f"css {u}" for u in re.findall(r"""url\(\s*['"]?([^'")]+)""", css) if _remote(u)]
+        bad += [f"css @import {u}" for u in re.findall(r"""@import\s+['"]([^'"]+)""", css) if _remote(u)]
+    for js in refs.scripts:
+        bad += [f"js {u}" for u in re.findall(r"""(?:import\s*\(?|from)\s*['"]((?:https?:)?//[^'"]+)""", js)]
+    return bad
+
+
+def _png(data_uri: str) -> bytes:
+    assert data_uri.startswith("data:image/png;base64,"), data_uri[:60]
+    return base64.b64decode(data_uri.split(",", 1)[1], validate=True)
+
+
+def _index_rows(index: Path) -> dict[str, str]:
+    """phase -> status, from the index's phase table."""
+    text = index.read_text()
+    rows = {}
+    for m in re.finditer(r"<tr><td>([a-z]+)</td><td class='([a-z-]+)'>([A-Z-]+)", text):
+        rows[m.group(1)] = m.group(3)
+    return rows
+
+
+# -- the HTML, no browser ---------------------------------------------------------------
+def test_index_shows_every_phase_passed_and_the_rollback_checks(rehearsal) -> None:
+    index = rehearsal.index_html
+    assert index.is_file()
+    assert _index_rows(index) == {ph: "PASSED" for ph in PHASES}
+    text = index.read_text()
+    assert "ALL PHASES PASSED" in text and "Where and why it stopped" not in text
+    for check in rehearsal.checks:
+        assert re.search(re.escape(check) + r"</td><td class='passed'>OK</td>", text), check
+
+
+def test_timeline_is_an_embedded_png(rehearsal) -> None:
+    from PIL import Image
+
+    refs = _parse(rehearsal.index_html)
+    timeline = [src for src in refs.images if src.startswith("data:")]
+    assert len(timeline) == 1 and len(refs.images) == 1, refs.images
+    raw = _png(timeline[0])
+    assert raw.startswith(PNG_MAGIC) and len(raw) > 1000
+    with Image.open(io.BytesIO(raw)) as im:
+        im.verify()
+    with Image.open(io.BytesIO(raw)) as im:
+        assert im.width > 300 and im.height > 100
+
+
+def test_every_link_in_the_index_resolves_to_a_file(rehearsal) -> None:
+    index = rehearsal.index_html
+    links = _parse(index).links
+    local = [u for u in links if not u.startswith(("#", "data:"))]
+    assert not [u for u in local if _remote(u) or urlsplit(u).scheme], local
+    pages = {Path(unquote(urlsplit(u).path)).name for u in local}
+    # a page and the executed notebook per phase, and the raw evidence
+    assert {f"{p}.html" for p in PAGES} <= pages and {f"{p}.ipynb" for p in PAGES} <= pages
+    assert {"journal.json", "phases.json"} <= pages
+    missing = [u for u in local if not (index.parent / unquote(urlsplit(u).path)).is_file()]
+    assert not missing, missing
+    for page in (index.parent / "html").glob("*.html"):
+        for u in _parse(page).links:
+            if not (u.startswith(("#", "data:", "mailto:")) or _remote(u)):
+                assert (page.parent / unquote(urlsplit(u).path)).exists(), (page.name, u)
+
+
+def test_each_phase_page_stands_alone(rehearsal) -> None:
+    html_dir = rehearsal.index_html.parent / "html"
+    assert sorted(p.stem for p in html_dir.glob("*.html")) == PAGES
+    for page in html_dir.glob("*.html"):
+        assert _external_loads(page) == [], page.name
+        refs = _parse(page)
+        assert all(src.startswith("data:") for src in refs.images), (page.name, refs.images)
+        # the evidence JSON lines stay in the notebook, not on the page
+        assert "[evidence]" not in page.read_text(), page.name
+
+
+def test_the_reconfigure_page_shows_the_config_diff_monospace(rehearsal) -> None:
+    page = (rehearsal.index_html.parent / "html" / "02-reconfigure.html").read_text()
+    assert "+++ b/etc/rancher/k3s/config.yaml" in page       # the config diff is on the page
+    assert re.search(r"\.jp-OutputArea-output pre[^{]*\{[^}]*font-family: var\(--jp-code-font-family", page)
+
+
+def test_a_failed_run_says_where_and_why_it_stopped(failed_run) -> None:
+    assert failed_run.failed is not None and failed_run.failed.phase == "preflight"
+    assert "PartiallyFailed" in (failed_run.failed.error or "")
+    index = failed_run.index_html
+    text = index.read_text()
+    assert "RUN STOPPED" in text and "Where and why it stopped" in text
+    box = re.search(r"<h2>Where and why it stopped</h2>(.*?)<h2>Phases</h2>", text, re.S)
+    assert box, text[:2000]
+    assert "<b>preflight</b>" in box.group(1)
+    assert "PartiallyFailed" in box.group(1)             # the failing gate's own message
+    assert "preflight.backup(s)" in box.group(1)         # the step that failed, as code
+    assert _index_rows(index) == {"preflight": "FAILED"}  # reconfigure never ran
+    link = re.search(r"href='(html/01-preflight\.html)'", box.group(1))
+    assert link and (index.parent / link.group(1)).is_file()
+
+
+# -- in a browser ----------------------------------------------------------------------
+def test_chromium_renders_the_index_with_every_phase_passed(rehearsal, chromium, tmp_path: Path) -> None:
+    from PIL import Image
+
+    dom = chromium.dump_dom(rehearsal.index_html)
+    for ph in PHASES:
+        assert re.search(rf"<td>{ph}</td><td class=\"passed\">PASSED", dom), ph
+    assert "ALL PHASES PASSED" in dom
+    shot = chromium.screenshot(rehearsal.index_html, tmp_path / "index.png")
+    with Image.open(shot) as im:
+        rgb = im.convert("RGB")
+        pixels = list(rgb.getdata())
+    # The timeline's node-readiness line (#1f77b4) is drawn only by the embedded PNG:
+    # seeing it proves the browser decoded and showed the image.
+    blue = sum(1 for r, g, b in pixels if abs(r - 31) < 25 and abs(g - 119) < 25 and abs(b - 180) < 25)
+    assert blue > 200, blue
+
+
+def test_chromium_opens_each_phase_page_offline(rehearsal, chromium) -> None:
+    titles = {"01-preflight": "Preflight", "02-reconfigure": "Reconfigure", "03-install": "Install",
+              "04-verify": "Verify", "05-rollback": "Rollback"}
+    for name in PAGES:
+        dom = chromium.dump_dom(rehearsal.index_html.parent / "html" / f"{name}.html")
+        assert titles[name].lower() in dom.lower(), name
+        assert ">PASSED<" in dom, name          # the summary table of its gates
+        assert "Traceback" not in dom, name
+        assert not re.search(r"<script[^>]+src=\"https?:", dom), name
+
+
+def test_chromium_shows_where_a_failed_run_stopped(failed_run, chromium) -> None:
+    dom = chromium.dump_dom(failed_run.index_html)
+    assert "Where and why it stopped" in dom and "PartiallyFailed" in dom
+    assert re.search(r"<td>preflight</td><td class=\"failed\">FAILED", dom)

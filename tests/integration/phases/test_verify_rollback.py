@@ -291,8 +291,12 @@ def test_rollback_after_failed_install(tmp_path_factory, tmp_path):
         failed = [g for g in evidence.gates(evidence.read_records(res.run_dir / "03-install.ipynb"))
                   if not g["passed"]]
         assert any("ImagePull" in " ".join(g["details"]) for g in failed), failed
-        res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install")
+        # with the optional Velero restore, policy none: only deleted objects come back
+        res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install",
+                  velero_restore=True, existing_resource_policy="none")
         assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+        vr = [e for e in journal(res)["entries"] if e["step"] == "velero-restore"]
+        assert len(vr) == 1 and vr[0]["status"] == "done" and vr[0]["data"]["policy"] == "none"
         assert_flannel_back(twin, before)
         assert {(p["metadata"]["namespace"], p["metadata"]["name"])
                 for p in c.list("persistentvolumeclaims")} == pvcs

@@ -109,7 +109,18 @@ def test_without_pause_parents_preflight_stops_with_an_explanation(make_twin, tm
     while time.monotonic() < deadline and policies(c)[f"argocd/{child}"] in (None, "<absent>"):
         time.sleep(0.2)
     assert policies(c)[f"argocd/{child}"] == before.policies[f"argocd/{child}"]
-    # (3) nothing to undo: the rollback of the run passes and nothing is lost
+    # (3) nothing to undo: the rollback of the run (same params) passes, releases the lock,
+    # and nothing is lost
     rb = run(params, "rollback", tmp_path, run_id="s6-noparents")
+    assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error
+    assert_nothing_lost(twin, c, before)
+    # recovery as docs/failure-modes.md says: pause_parents back on, a NEW run (a run
+    # folder is tied to its params), which pauses the parent first and passes
+    fixed = fast_params(twin, "params-faults-fixed.yaml", argocd={"pause_parents": True})
+    res = run(fixed, "preflight", tmp_path, run_id="s6-fixed")
+    assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
+    pauses = [e for e in entries(journal(res), "argocd-pause") if "auto-sync of" in e["action"]]
+    assert pauses[0]["action"].endswith(PARENT)
+    rb = run(fixed, "rollback", tmp_path, run_id="s6-fixed")
     assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error
     assert_nothing_lost(twin, c, before)

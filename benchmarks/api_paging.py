@@ -36,13 +36,19 @@ def page_all(kubeconfig: str, limit: int = 500) -> tuple[int, list[float]]:
             return total, times
 
 
-def measure(nodes: int, pods: int) -> dict:
+def measure(nodes: int, pods: int, repeat: int = 5) -> dict:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
         t0 = time.perf_counter()
         twin = Twin(d, scale=(nodes, pods)).start(timeout=300)
         startup = time.perf_counter() - t0
         try:
-            total, times = page_all(str(twin.kubeconfig))
+            # The controllers' first status pass runs right after start: let it finish,
+            # then page everything a few times so the small cluster has enough samples.
+            time.sleep(3)
+            times: list[float] = []
+            for _ in range(repeat):
+                total, t = page_all(str(twin.kubeconfig))
+                times += t
         finally:
             twin.stop()
     return {"nodes": nodes, "pods": total, "startup_s": startup, "requests": len(times),

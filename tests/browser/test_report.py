@@ -85,7 +85,8 @@ def _external_loads(page: Path) -> list[str]:
         bad += [f"css {u}" for u in re.findall(r"""url\(\s*['"]?([^'")]+)""", css) if _remote(u)]
         bad += [f"css @import {u}" for u in re.findall(r"""@import\s+['"]([^'"]+)""", css) if _remote(u)]
     for js in refs.scripts:
-        bad += [f"js {u}" for u in re.findall(r"""(?:import\s*\(?|from)\s*['"]((?:https?:)?//[^'"]+)""", js)]
+        # import ... from "https://...", import("https://..."), or any remote script URL
+        bad += [f"js {u}" for u in re.findall(r"""['"]((?:https?:)?//[^'"]+\.m?js(?:\?[^'"]*)?)['"]""", js)]
     return bad
 
 

@@ -66,7 +66,8 @@ def _exporter() -> Any:
 # use no widgets, LaTeX or Mermaid) and a few rules, in the last block of <head> so that
 # they come after the lab CSS, so that the pages read as a report:
 # monospace <pre> for configs, diffs and command logs (the lab CSS makes output <pre>
-# inherit the prose font), and text columns of tables aligned left.
+# inherit the prose font), and table cells aligned left and top, long paths allowed to break
+# (else one wide column squeezes the explanation column to a word per line).
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
@@ -80,7 +81,8 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
   overflow-x: auto; }
 .jp-OutputArea-output.jp-RenderedText pre { background: none; border: none; padding: 0; }
 .jp-OutputArea-output.jp-RenderedHTMLCommon td, .jp-OutputArea-output.jp-RenderedHTMLCommon th {
-  text-align: left; }
+  text-align: left; vertical-align: top; }
+.jp-OutputArea-output.jp-RenderedHTMLCommon td { overflow-wrap: anywhere; min-width: 4em; }
 .jp-OutputArea-output.jp-RenderedHTMLCommon tbody th { color: #888; font-weight: normal; }
 </style>
 {%- endblock html_head_css -%}

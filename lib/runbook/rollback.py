@@ -42,13 +42,13 @@ import pandas as pd
 
 from . import argocd, lock, velero
 from .cluster import node_ready, pod_display_status, pod_ready
-from .errors import GateFailed, NodeError
+from .errors import GateFailed, NodeError, ParamsError
 
 __all__ = [
     "CILIUM_INTERFACES", "CILIUM_CNI_FILE", "MIGRATION_STEPS", "NodeRollback", "RollbackPlan",
     "plan_from_journal", "plan", "helm_uninstall", "delete_cilium", "stop_k3s", "restore_files",
     "start_k3s", "wait_flannel", "pods_to_restart", "restart_pods", "velero_restore",
-    "VELERO_POLICY_WHY", "argocd_resume", "node_table", "finish", "VERDICT",
+    "VELERO_POLICY_WHY", "velero_policy", "argocd_resume", "node_table", "finish", "VERDICT",
     "flannel_problems", "node_problems", "pods_health",
 ]
 
@@ -712,13 +712,24 @@ VELERO_POLICY_WHY = {
 }
 
 
+def velero_policy(policy: str) -> str:
+    """Why ``policy`` (``none`` or ``update``); any other value is a parameter error.
+
+    >>> velero_policy("none").startswith("Velero's default")
+    True
+    """
+    if policy not in VELERO_POLICY_WHY:
+        raise ParamsError(f"must be 'none' or 'update', got {policy!r}", field="existing_resource_policy",
+                          hint="none keeps live objects (the safe choice); update overwrites them")
+    return VELERO_POLICY_WHY[policy]
+
+
 def velero_restore(s: Any, rp: RollbackPlan, *, policy: str = "none") -> Any:
     """Optional: restore the pre-migration Velero backup with ``existingResourcePolicy``.
 
     A restore is not a revert (defect 11): see :data:`VELERO_POLICY_WHY`.
     """
-    if policy not in VELERO_POLICY_WHY:
-        raise ValueError("existing_resource_policy must be 'none' or 'update'")
+    velero_policy(policy)
     if not rp.velero_backup:
         raise GateFailed("a Velero backup recorded by preflight", details=["journal fact velero_backup is absent"],
                          hint="preflight never completed a backup in this run: restore by hand "

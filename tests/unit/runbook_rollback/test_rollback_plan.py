@@ -170,3 +170,13 @@ def test_plan_tables_render() -> None:
     assert "helm uninstall cilium" in p._repr_html_()
     assert "Nothing to roll back" in rollback.PlanView(_plan("after-preflight"))._repr_html_()
     assert "Nothing to roll back" in repr(rollback.PlanView(_plan("after-preflight")))
+
+
+def test_velero_policy_is_checked_and_explained() -> None:
+    from runbook.errors import ParamsError
+
+    assert "only objects deleted since the backup" in rollback.velero_policy("none")
+    assert "overwritten" in rollback.velero_policy("update")
+    with pytest.raises(ParamsError) as ei:
+        rollback.velero_policy("merge")
+    assert "existing_resource_policy" in str(ei.value)

@@ -253,3 +253,21 @@ def test_regression_command_quotes_argv(tmp_path):
 def test_verdict_in_a_dry_run_says_so(tmp_path):
     assert verify.verdict(session(tmp_path, FakeCluster([]), execute=True)) == verify.VERDICT_OK
     assert "dry run" in verify.verdict(session(tmp_path, FakeCluster([])))
+
+
+def test_metallb_restart_that_does_not_help_fails_naming_the_service(tmp_path):
+    evidence.save_snapshot(tmp_path, "preflight", "services", _svcs("10.0.0.200"))
+    cluster = FakeCluster([pod("metallb-controller-x", ns="metallb-system", owner="metallb-controller")],
+                          services=_svcs(""))
+    orig_delete = cluster.delete
+
+    def delete(resource: str, name: str, namespace: str | None = None) -> None:
+        orig_delete(resource, name, namespace)
+        cluster.pods = [pod("metallb-controller-y", ns="metallb-system", owner="metallb-controller")]
+    cluster.delete = delete
+    s = session(tmp_path, cluster, execute=True)
+    again = verify.remediate_lb(s, verify.lb_ips(s), timeout=1)
+    assert not again.ok
+    assert again.details == ["ingress-nginx/ctrl: 10.0.0.200 -> - (lost)"]
+    assert "still not reattached" in again.hint
+    assert s.journal.entries[0]["result"] == {"still_lost": again.details}

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from .errors import GateFailed, LoopbackViolation
+from .params import split_host_port
 from .safety import require_loopback
 
 # ------------------------------------------------------------------------- gates
@@ -122,17 +123,6 @@ class ProbeResult:
                 f"{self.status} ({html.escape(self.reason)})</p>")
 
 
-def _split_host_port(value: str) -> tuple[str, int | None]:
-    v = value.strip()
-    if v.startswith("["):
-        host, _, rest = v[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:] else None
-    if v.count(":") == 1:
-        host, port = v.split(":")
-        return host, int(port) if port else None
-    return v, None
-
-
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to ``connect_host:port`` with SNI and certificate check for ``sni_host``."""
 
@@ -174,7 +164,7 @@ def probe_ingress(url: str, *, expect_status: int = 200, ca_file: str | None = N
     port = parts.port or (443 if https else 80)
     addr = host
     if resolve_to:
-        addr, rport = _split_host_port(resolve_to)
+        addr, rport = split_host_port(resolve_to)
         port = rport or port
     require_loopback(addr, kind=kind, what=f"ingress check {url}")
     connected = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

@@ -6,93 +6,19 @@ reason when no Chromium is installed.
 """
 from __future__ import annotations
 
-import base64
 import io
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from report_html import external_loads, parse, png_data, is_remote
 
 PHASES = ["preflight", "reconfigure", "install", "verify", "rollback"]
 PAGES = ["01-preflight", "02-reconfigure", "03-install", "04-verify", "05-rollback"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-
-class _Refs(HTMLParser):
-    """Every URL an HTML page refers to, split into links and loaded resources."""
-
-    LOADS = {("script", "src"), ("img", "src"), ("iframe", "src"), ("embed", "src"), ("source", "src"),
-             ("video", "src"), ("audio", "src"), ("object", "data"), ("input", "src")}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-        self.resources: list[tuple[str, str]] = []
-        self.images: list[str] = []
-        self.text: list[str] = []
-        self._style = False
-        self.css: list[str] = []
-        self.scripts: list[str] = []
-        self._script = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "a" and a.get("href"):
-            self.links.append(a["href"])
-        if tag == "link" and a.get("href"):
-            self.resources.append((tag, a["href"]))   # stylesheet, icon, preload, module ...
-        for t, attr in self.LOADS:
-            if tag == t and a.get(attr):
-                self.resources.append((tag, a[attr]))
-        if tag == "img":
-            self.images.append(a.get("src", ""))
-        if a.get("style"):
-            self.css.append(a["style"])
-        self._style, self._script = tag == "style", tag == "script"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._style = self._script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._style:
-            self.css.append(data)
-        elif self._script:
-            self.scripts.append(data)
-        else:
-            self.text.append(data)
-
-
-def _parse(path: Path) -> _Refs:
-    p = _Refs()
-    p.feed(path.read_text())
-    return p
-
-
-def _remote(url: str) -> bool:
-    return bool(re.match(r"^\s*(https?:)?//", url, re.I))
-
-
-def _external_loads(page: Path) -> list[str]:
-    """What a page would fetch from the network: tags, CSS url()/@import, JS imports."""
-    refs = _parse(page)
-    bad = [f"<{tag}> {url}" for tag, url in refs.resources if _remote(url)]
-    for css in refs.css:
-        css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)   # URLs in CSS comments load nothing
-        bad += [f"css {u}" for u in re.findall(r"""url\(\s*['"]?([^'")]+)""", css) if _remote(u)]
-        bad += [f"css @import {u}" for u in re.findall(r"""@import\s+['"]([^'"]+)""", css) if _remote(u)]
-    for js in refs.scripts:
-        # import ... from "https://...", import("https://..."), or any remote script URL
-        bad += [f"js {u}" for u in re.findall(r"""['"]((?:https?:)?//[^'"]+\.m?js(?:\?[^'"]*)?)['"]""", js)]
-    return bad
-
-
-def _png(data_uri: str) -> bytes:
-    assert data_uri.startswith("data:image/png;base64,"), data_uri[:60]
-    return base64.b64decode(data_uri.split(",", 1)[1], validate=True)
 
 
 def _index_rows(index: Path) -> dict[str, str]:
@@ -118,10 +44,10 @@ def test_index_shows_every_phase_passed_and_the_rollback_checks(rehearsal) -> No
 def test_timeline_is_an_embedded_png(rehearsal) -> None:
     from PIL import Image
 
-    refs = _parse(rehearsal.index_html)
+    refs = parse(rehearsal.index_html)
     timeline = [src for src in refs.images if src.startswith("data:")]
     assert len(timeline) == 1 and len(refs.images) == 1, refs.images
-    raw = _png(timeline[0])
+    raw = png_data(timeline[0])
     assert raw.startswith(PNG_MAGIC) and len(raw) > 1000
     with Image.open(io.BytesIO(raw)) as im:
         im.verify()
@@ -131,9 +57,9 @@ def test_timeline_is_an_embedded_png(rehearsal) -> None:
 
 def test_every_link_in_the_index_resolves_to_a_file(rehearsal) -> None:
     index = rehearsal.index_html
-    links = _parse(index).links
+    links = parse(index).links
     local = [u for u in links if not u.startswith(("#", "data:"))]
-    assert not [u for u in local if _remote(u) or urlsplit(u).scheme], local
+    assert not [u for u in local if is_remote(u) or urlsplit(u).scheme], local
     pages = {Path(unquote(urlsplit(u).path)).name for u in local}
     # a page and the executed notebook per phase, and the raw evidence
     assert {f"{p}.html" for p in PAGES} <= pages and {f"{p}.ipynb" for p in PAGES} <= pages
@@ -141,8 +67,8 @@ def test_every_link_in_the_index_resolves_to_a_file(rehearsal) -> None:
     missing = [u for u in local if not (index.parent / unquote(urlsplit(u).path)).is_file()]
     assert not missing, missing
     for page in (index.parent / "html").glob("*.html"):
-        for u in _parse(page).links:
-            if not (u.startswith(("#", "data:", "mailto:")) or _remote(u)):
+        for u in parse(page).links:
+            if not (u.startswith(("#", "data:", "mailto:")) or is_remote(u)):
                 assert (page.parent / unquote(urlsplit(u).path)).exists(), (page.name, u)
 
 
@@ -150,8 +76,8 @@ def test_each_phase_page_stands_alone(rehearsal) -> None:
     html_dir = rehearsal.index_html.parent / "html"
     assert sorted(p.stem for p in html_dir.glob("*.html")) == PAGES
     for page in html_dir.glob("*.html"):
-        assert _external_loads(page) == [], page.name
-        refs = _parse(page)
+        assert external_loads(page) == [], page.name
+        refs = parse(page)
         assert all(src.startswith("data:") for src in refs.images), (page.name, refs.images)
         # the evidence JSON lines stay in the notebook, not on the page
         assert "[evidence]" not in page.read_text(), page.name

@@ -271,20 +271,43 @@ def render_run(run_dir: str | os.PathLike) -> Path:
             page, st["error"] = None, (st["error"] or "") + f" (page not rendered: {e})"
         records = read_records(nb_path)
         summary = records.get("summary") or {}
+        if not summary.get("gates"):
+            # A phase that stopped never reached s.finish(): its gates (the failed one
+            # included) are still in the per-gate records, in the order they were met.
+            summary = {**summary, "gates": [v for k, v in records.items()
+                                            if k.startswith("gate/") and isinstance(v, dict)]}
         row = {"phase": phase, "status": st["status"], "seconds": st["seconds"], "page": page,
                "nb": nb_path, "summary": summary, "error": st["error"]}
         rows.append(row)
         if st["status"] == "failed" and failure is None:
-            cell_src = ""
+            cell_src, step, anchor = "", None, None
             if st["failed_cell"] is not None:
-                cell_src = nb.cells[st["failed_cell"]].get("source", "")
+                cell = nb.cells[st["failed_cell"]]
+                cell_src, anchor = cell.get("source", ""), cell.get("id")
+                step = _section_of(nb, st["failed_cell"])
             failure = {"phase": phase, "error": st["error"], "cell": st["failed_cell"], "source": cell_src,
-                       "page": page}
+                       "page": page, "step": step, "anchor": anchor}
     window = journal.get("facts", journal).get("no_cni_window", {}) if isinstance(journal, dict) else {}
     png = _timeline_png(run_dir, list(recorded.values()), window or {})
     index = run_dir / "index.html"
     _write(index, _index_html(run_dir, rows, failure, png, window or {}))
     return index
+
+
+def _section_of(nb: Any, index: int) -> str | None:
+    """The heading of the runbook step a cell belongs to (the nearest Markdown heading above)."""
+    for cell in reversed(nb.cells[:index]):
+        if cell.get("cell_type") != "markdown" or "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
+            continue
+        for line in cell.get("source", "").splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip() or None
+    return None
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str | None,
@@ -301,9 +324,17 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
            f"{'ALL PHASES PASSED' if all_ok else 'RUN STOPPED: see below'}"
            + (f" · verdict: {html.escape(verdicts[-1])}" if verdicts else "") + "</p>"]
     if failure:
-        link = f" (<a href='html/{failure['page'].name}'>open the page</a>)" if failure.get("page") else ""
+        # The pages hide cell numbers, so the step is named by its heading and the link
+        # opens the page at the failing cell (nbconvert gives each cell an id anchor).
+        link = ""
+        if failure.get("page"):
+            frag = f"#cell-id={failure['anchor']}" if failure.get("anchor") else ""
+            link = (f" (<a href='html/{html.escape(failure['page'].name + frag)}'>open the page at the "
+                    f"failing cell</a>)")
+        where = (f"step <b>{html.escape(failure['step'])}</b>" if failure.get("step")
+                 else f"cell {failure['cell']}")
         out.append(f"<h2>Where and why it stopped</h2><p>Phase <b>{html.escape(failure['phase'])}</b>, "
-                   f"cell {failure['cell']}{link}</p>")
+                   f"{where}{link}</p>")
         out.append(f"<div class='fail-box'>{html.escape(failure['error'] or 'unknown error')}</div>")
         if failure.get("source"):
             out.append(f"<p>The failing step:</p><pre class='fail-box'>{html.escape(failure['source'])}</pre>")
@@ -322,7 +353,8 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
         if r.get("nb"):
             links.append(f"<a href='{r['nb'].name}'>notebook</a>")
         dur = f"{r['seconds']:.1f}s" if isinstance(r.get("seconds"), (int, float)) else "–"
-        err = f"<div class='failed'>{html.escape(r['error'])}</div>" if r.get("error") else ""
+        # The full message is in "Where and why it stopped" above: the table keeps one line.
+        err = f"<div class='failed'>{html.escape(_short(r['error']))}</div>" if r.get("error") else ""
         out.append(f"<tr><td>{html.escape(r['phase'])}</td><td class='{r['status']}'>{r['status'].upper()}{err}</td>"
                    f"<td>{dur}</td><td><ul class='gates'>{glist}</ul></td><td>{figs}</td>"
                    f"<td>{' · '.join(links)}</td></tr>")

@@ -101,8 +101,16 @@ def test_a_failed_run_says_where_and_why_it_stopped(failed_run) -> None:
     assert "PartiallyFailed" in box.group(1)             # the failing gate's own message
     assert "preflight.backup(s)" in box.group(1)         # the step that failed, as code
     assert _index_rows(index) == {"preflight": "FAILED"}  # reconfigure never ran
-    link = re.search(r"href='(html/01-preflight\.html)'", box.group(1))
-    assert link and (index.parent / link.group(1)).is_file()
+    # named by its step heading, linked to the failing cell's anchor on the page
+    step = re.search(r"step <b>([^<]+)</b>", box.group(1))
+    link = re.search(r"href='(html/01-preflight\.html)#cell-id=([^']+)'", box.group(1))
+    assert step and link, box.group(1)
+    page = (index.parent / link.group(1)).read_text()
+    assert f'id="cell-id={link.group(2)}"' in page
+    assert step.group(1) in page
+    # the gates met before the stop are listed although s.finish() never ran
+    row = re.search(r"<tr><td>preflight</td>.*?</tr>", text, re.S).group(0)
+    assert "execute-or-defer" in row and "prerequisites" in row
 
 
 # -- in a browser ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
+from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
                       fast_params, journal, policies, report_text, run, statuses)
 
 pytestmark = [pytest.mark.integration]

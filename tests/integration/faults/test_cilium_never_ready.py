@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, entries,
+from faults_helpers import (FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, entries,
                       failed_cell_source, fast_params, journal, report_text, run, statuses)
 from runbook import checks, evidence
 from runbook import params as params_mod

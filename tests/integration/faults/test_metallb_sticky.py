@@ -15,7 +15,7 @@ import copy
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
+from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
                       report_text, run, statuses)
 from runbook import evidence
 

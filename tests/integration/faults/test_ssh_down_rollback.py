@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
+from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
                       run, statuses)
 
 pytestmark = [pytest.mark.integration]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
+from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
                       fast_params, journal, report_text, run, statuses)
 from runbook import lock
 

@@ -175,10 +175,11 @@ def _timeline_png(run_dir: Path, phases: list[dict[str, Any]], window: dict[str,
     ok = [r for r in rows if r.get("api")]
     xs = [r["t"] - t0 for r in ok]
     if ok:
-        ax.step(xs, [100.0 * r["nodes_ready"] / max(r["nodes"], 1) for r in ok], where="post",
-                label="nodes Ready %", color="#1f77b4")
+        # Pods drawn wide underneath, nodes narrow on top: at 100% both stay visible.
         ax.step(xs, [100.0 * r["pods_ready"] / max(r["pods"], 1) for r in ok], where="post",
-                label="pods Ready % (non-hostNetwork)", color="#2ca02c")
+                label="pods Ready % (non-hostNetwork)", color="#2ca02c", lw=3, alpha=0.8)
+        ax.step(xs, [100.0 * r["nodes_ready"] / max(r["nodes"], 1) for r in ok], where="post",
+                label="nodes Ready %", color="#1f77b4", lw=1.3)
     down = [r["t"] - t0 for r in rows if not r.get("api")]
     if down:
         ax.scatter(down, [2] * len(down), marker="|", color="#d62728", label="API unreachable")

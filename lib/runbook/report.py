@@ -380,7 +380,7 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
                    + (f" ({window['seconds']:.1f}s)" if isinstance(window.get("seconds"), (int, float)) else "")
                    + "</p>")
     out.append("<h2>Raw evidence</h2><ul>")
-    for name in ("journal.json", "phases.json", "timeline.jsonl"):
+    for name in ("journal.json", "commands.jsonl", "phases.json", "timeline.jsonl", "rehearsal.json"):
         if (run_dir / name).exists():
             out.append(f"<li><a href='{name}'>{name}</a></li>")
     snaps = sorted((run_dir / "snapshots").rglob("*.*")) if (run_dir / "snapshots").exists() else []

@@ -63,7 +63,7 @@ def test_every_link_in_the_index_resolves_to_a_file(rehearsal) -> None:
     pages = {Path(unquote(urlsplit(u).path)).name for u in local}
     # a page and the executed notebook per phase, and the raw evidence
     assert {f"{p}.html" for p in PAGES} <= pages and {f"{p}.ipynb" for p in PAGES} <= pages
-    assert {"journal.json", "phases.json"} <= pages
+    assert {"journal.json", "phases.json", "commands.jsonl", "rehearsal.json"} <= pages
     missing = [u for u in local if not (index.parent / unquote(urlsplit(u).path)).is_file()]
     assert not missing, missing
     for page in (index.parent / "html").glob("*.html"):

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-unit test-integration rehearse lab benchmark clean-reports
+.PHONY: venv test test-unit test-integration nbval rehearse lab benchmark
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test-unit: venv
 
 test-integration: venv
 	$(BIN)/python -m pytest -m "integration or notebooks" $(PYTEST_ARGS)
+
+# the five notebooks, dry-run by nbval against one migrated twin (notebooks/conftest.py)
+nbval: venv
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
 
 rehearse: venv
 	$(BIN)/runbook rehearse --with-rollback

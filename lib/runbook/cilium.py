@@ -217,6 +217,11 @@ class RestartResult:
         return pd.DataFrame([{"pod": p, "action": "restarted"} for p in self.deleted] +
                             [{"pod": p, "action": "skipped"} for p in self.skipped])
 
+    def _repr_html_(self) -> str:
+        head = (f"<p>Restarted <b>{len(self.deleted)}</b> pod(s) in {self.batches} batch(es) "
+                f"in {self.seconds:.1f}s; skipped {len(self.skipped)}.</p>")
+        return head + self.table().to_html(index=False, max_rows=40)
+
 
 def restart_plan(cluster: Cluster) -> tuple[list[dict], list[dict]]:
     """(pods to restart, pods skipped with reason): unmanaged, non-hostNetwork pods;

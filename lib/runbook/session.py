@@ -82,11 +82,19 @@ class Session:
         return self.params.limits.timeouts
 
     # -- gates and figures -------------------------------------------------------------------
-    def gate(self, condition: bool, message: str, **kw: Any) -> "GateView":
+    def gate(self, condition: bool, message: str, *, only_when_executing: bool = False,
+             **kw: Any) -> "GateView":
         """Require ``condition`` (see :func:`runbook.checks.gate`): the phase stops here if not.
+
+        Args:
+            only_when_executing: the condition only makes sense after this phase's
+                changes (e.g. "every pod managed by Cilium" after the install); in a dry
+                run the gate is shown as skipped instead of failing.
 
         Returns a view that shows ``GATE PASSED: <message>`` in the notebook.
         """
+        if only_when_executing and not self.execute:
+            return GateView(None, skipped=message)
         return GateView(checks.gate(condition, message, **kw))
 
     def figure(self, name: str, value: Any) -> Any:
@@ -156,12 +164,17 @@ class Session:
 class GateView:
     """How a passed gate reads in a notebook (a failed gate raises instead)."""
 
-    result: checks.GateResult
+    result: checks.GateResult | None
+    skipped: str | None = None
 
     def __repr__(self) -> str:
+        if self.result is None:
+            return f"GATE SKIPPED (dry run): {self.skipped}"
         return f"GATE PASSED: {self.result.message}"
 
     def _repr_html_(self) -> str:
+        if self.result is None:
+            return f"<p style='color:#666'><b>GATE SKIPPED (dry run)</b>: {html.escape(str(self.skipped))}</p>"
         return (f"<p style='color:#116611'><b>✔ GATE PASSED</b>: {html.escape(self.result.message)}</p>")
 
 

@@ -176,6 +176,7 @@ class Cluster:
         outage: Outage | None = None
         while True:
             err: str
+            cause: BaseException | None = None  # the transport's own error, kept for ``from``
             try:
                 req = self.api.param_serialize(method=method, resource_path=path, query_params=q,
                                                header_params=dict(headers), body=body,
@@ -197,6 +198,7 @@ class Cluster:
                 err = f"HTTP {status} {msg}"
             except (Urllib3Error, ApiException, OSError) as e:
                 err = f"{type(e).__name__}: {e}"
+                cause = e
             if outage is None:
                 outage = Outage(started=time.time())
                 self.outages.append(outage)
@@ -207,7 +209,8 @@ class Cluster:
                 raise ClusterError(
                     f"API server unreachable for {outage.seconds:.0f}s "
                     f"({outage.attempts} attempts): {outage.last_error}",
-                    hint="check that k3s is running on the server node (systemctl status k3s)")
+                    hint="check that k3s is running on the server node (systemctl status k3s)"
+                ) from cause
             time.sleep(delay)
             delay = min(delay * 1.6, 2.0)
 

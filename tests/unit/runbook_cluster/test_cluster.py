@@ -12,7 +12,7 @@ from runbook import cluster as cl
 from runbook.cluster import Cluster
 from runbook.errors import ClusterError, LoopbackViolation
 
-from conftest import FakeAPI, free_port, start_server, write_kubeconfig
+from cluster_fakeapi import FakeAPI, free_port, start_server, write_kubeconfig
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

@@ -119,12 +119,21 @@ def pod_problem(pod: dict) -> str:
     return f"{md.get('namespace')}/{md['name']} on {node}: {pod_display_status(pod)}" + (f": {msg}" if msg else "")
 
 
+def _candidates(pods: list[dict]) -> list[dict]:
+    """Pods that need a Cilium endpoint: non-hostNetwork, Running or Pending, not terminating.
+
+    One definition for the counts and the restart plan, with or without the cilium.io
+    CRDs: a terminating pod is already going away, so it is neither counted nor deleted again.
+    """
+    return [p for p in pods if not (p.get("spec") or {}).get("hostNetwork")
+            and (p.get("status") or {}).get("phase") in ("Running", "Pending")
+            and not p["metadata"].get("deletionTimestamp")]
+
+
 def unmanaged_pods(cluster: Cluster, pods: list[dict] | None = None) -> tuple[int, int, list[dict]]:
     """(managed, total, unmanaged pods): non-hostNetwork Running/Pending pods vs CiliumEndpoints."""
     pods = pods if pods is not None else cluster.list("pods")
-    candidates = [p for p in pods if not (p.get("spec") or {}).get("hostNetwork")
-                  and (p.get("status") or {}).get("phase") in ("Running", "Pending")
-                  and not p["metadata"].get("deletionTimestamp")]
+    candidates = _candidates(pods)
     ceps = {(e["metadata"].get("namespace"), e["metadata"]["name"]) for e in cluster.list("ciliumendpoints")}
     unmanaged = [p for p in candidates if (p["metadata"].get("namespace"), p["metadata"]["name"]) not in ceps]
     return len(candidates) - len(unmanaged), len(candidates), unmanaged
@@ -139,8 +148,7 @@ def status(cluster: Cluster, namespace: str = "kube-system") -> CiliumStatus:
     if crds:
         managed, total, unmanaged = unmanaged_pods(cluster, pods)
     else:
-        candidates = [p for p in pods if not (p.get("spec") or {}).get("hostNetwork")
-                      and (p.get("status") or {}).get("phase") in ("Running", "Pending")]
+        candidates = _candidates(pods)
         managed, total, unmanaged = 0, len(candidates), candidates
     agents = [p for p in pods if (p["metadata"].get("namespace") == namespace and
                                   (p["metadata"].get("labels") or {}).get("k8s-app") in ("cilium", "cilium-envoy")
@@ -229,8 +237,7 @@ def restart_plan(cluster: Cluster) -> tuple[list[dict], list[dict]]:
     if cluster.has_resource("ciliumendpoints"):
         _, _, unmanaged = unmanaged_pods(cluster)
     else:
-        unmanaged = [p for p in cluster.list("pods") if not (p.get("spec") or {}).get("hostNetwork")
-                     and (p.get("status") or {}).get("phase") in ("Running", "Pending")]
+        unmanaged = _candidates(cluster.list("pods"))
     owned = [p for p in unmanaged if p["metadata"].get("ownerReferences")]
     bare = [p for p in unmanaged if not p["metadata"].get("ownerReferences")]
     owned.sort(key=lambda p: (p["metadata"].get("namespace") != "kube-system", p["metadata"]["namespace"],

@@ -76,4 +76,5 @@ def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(mak
                               default_ca_file=p.twin.ingress_ca_file)
     assert len(probes) and probes["ok"].all(), probes.to_dict("records")
     assert (probes["status"] == probes["expect_status"]).all()
+    assert set(probes["status"]) == {200}          # the twin's checks all expect 200 OK
     assert_nothing_lost(twin, c, before)

@@ -111,7 +111,7 @@ def blast_radius(cluster: Cluster, argocd_namespace: str = "argocd") -> BlastRad
         "ingresses": int(len(ingresses)), "ingress_hosts": len(hosts),
         "pvcs": int(len(pvcs)), "pvcs_bound": int((pvcs["phase"] == "Bound").sum()) if len(pvcs) else 0,
         "statefulsets": int(len(sts)), "statefulset_names": [f"{r.namespace}/{r.name}" for r in sts.itertuples()],
-        "argocd_apps": len(apps), "argocd_auto": sum(1 for a in apps if a.automated),
+        "argocd_apps": len(apps), "argocd_auto": sum(1 for a in apps if a.auto_sync),  # `automated: {}` is on; enabled: false is off
         "networkpolicies": netpols,
     }
     return BlastRadius(pods=pods, services=services, ingresses=ingresses, pvcs=pvcs, statefulsets=sts,

@@ -186,7 +186,9 @@ def _record_takeover(j: Journal, lease: dict) -> None:
     if taken and not j.get("lock_takeover"):
         j.set("lock_takeover", {"from": taken, "lease": f"{lock.LEASE_NAMESPACE}/{lock.LEASE_NAME}",
                                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        print(f"took over the migration lock from run {taken}", flush=True)
+        print(f"took over the migration lock from run {taken}. If that run changed anything, "
+              "roll it back with its own run id first: its journal holds the originals "
+              "(Argo CD policies, config backups) that this run cannot know.", flush=True)
 
 
 def _show_whole_cells() -> None:

@@ -77,7 +77,7 @@ def new_run_id() -> str:
 
 def check_run_id(run_id: str) -> str:
     """Refuse a run id that is not a plain folder name."""
-    if not run_id or not _RUN_ID.match(run_id) or ".." in run_id:
+    if not run_id or not _RUN_ID.fullmatch(run_id) or ".." in run_id:  # fullmatch: "$" lets "x\n" through
         raise RunIdError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only "
                          "(no path separators, no '..')", field="--run-id")
     return run_id

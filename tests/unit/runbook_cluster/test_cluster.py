@@ -258,3 +258,25 @@ def test_snapshot_pods_resolves_deployment_through_replicaset(tmp_path, fake_api
     assert dict(zip(df["name"], df["workload"])) == want
     with pytest.raises(ValueError, match="unknown snapshot kind"):
         c.snapshot("widgets")
+
+
+def test_wait_for_reports_what_is_pending(tmp_path):
+    from runbook.errors import WaitTimeout
+
+    c = Cluster(str(tmp_path / "unused"))   # wait_for makes no API call itself
+    polls = iter([(False, ["a", "b"]), (True, [])])
+    assert c.wait_for(lambda: next(polls), timeout=5, what="pods", interval=0.01) >= 0
+    with pytest.raises(WaitTimeout) as ei:
+        c.wait_for(lambda: (False, ["kube-system/coredns: no pod yet"]), timeout=0.05, what="restarted pods",
+                   interval=0.01)
+    assert ei.value.pending == ["kube-system/coredns: no pod yet"]
+    assert "waiting for restarted pods" in str(ei.value) and "coredns: no pod yet" in str(ei.value)
+
+
+def test_server_host_reads_kubeconfig_without_connecting(tmp_path):
+    assert cl.server_host(str(write_kubeconfig(tmp_path / "k", "https://10.0.0.2:6443"))) == "10.0.0.2"
+
+
+def test_resource_path():
+    assert cl.resource_path("v1", "pods", "a b", "x/y", "log") == "/api/v1/namespaces/a%20b/pods/x%2Fy/log"
+    assert cl.resource_path("velero.io/v1", "backups") == "/apis/velero.io/v1/backups"

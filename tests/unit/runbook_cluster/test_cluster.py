@@ -69,7 +69,7 @@ def test_retries_connection_refused_until_server_comes_back(tmp_path):
 def test_gives_up_after_retry_for_naming_attempts_and_cause(tmp_path):
     import urllib3
 
-    c = make(tmp_path, f"http://127.0.0.1:{free_port()}", retry_for=0.6)
+    c = make(tmp_path, f"http://127.0.0.1:{free_port()}", retry_for=0.3)
     with pytest.raises(ClusterError) as ei:
         c.version()
     msg = str(ei.value)
@@ -83,7 +83,7 @@ def test_gives_up_after_retry_for_naming_attempts_and_cause(tmp_path):
 
 def test_gives_up_on_persistent_503(tmp_path, fake_api: FakeAPI):
     fake_api.on("GET", "/version", (503, {"message": "etcd not ready"}))
-    c = make(tmp_path, fake_api.url, retry_for=0.5)
+    c = make(tmp_path, fake_api.url, retry_for=0.3)
     with pytest.raises(ClusterError, match=r"attempts\): HTTP 503 etcd not ready"):
         c.version()
 

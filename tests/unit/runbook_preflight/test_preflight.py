@@ -50,7 +50,8 @@ def test_minicloud_fixture_figures_defer(minicloud):
     """The twin's minicloud fixture itself, counted as blast_radius counts it, gives DEFER."""
     import yaml
 
-    objs = yaml.safe_load((REPO / "lib" / "twin" / "fixtures" / "minicloud.yaml").read_text())["objects"]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the fixture is large: the C parser keeps this fast
+    objs = yaml.load((REPO / "lib" / "twin" / "fixtures" / "minicloud.yaml").read_text(), Loader=loader)["objects"]
     pods = [o for o in objs if o.get("kind") == "Pod"]
     host = sum(1 for p in pods if (p.get("spec") or {}).get("hostNetwork"))
     figures = {"pods_total": len(pods), "pods_affected": len(pods) - host,

@@ -47,7 +47,7 @@ def test_parse_phases_unknown():
     assert ei.value.field == "--phases"
 
 
-def test_make_run_dir_is_owner_only(tmp_path, monkeypatch):
+def test_make_run_dir_is_owner_only(tmp_path):
     import os
 
     old = os.umask(0o022)

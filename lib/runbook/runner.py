@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +256,8 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
             result.phases[i] = res
             report.record_phase(run_dir, res)
             if res.status != "passed":
+                if execute:
+                    _release_lock_if_nothing_changed(p, run_dir, progress)
                 break
     finally:
         if sampler is not None:
@@ -270,24 +271,20 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
     return result
 
 
-class Heartbeat:
-    """Prints a line every ``every`` seconds while a long step runs (progress output)."""
+def _release_lock_if_nothing_changed(params: Any, run_dir: Path, progress: Callable[[str], None]) -> None:
+    """A phase that failed before its first change (e.g. a preflight gate) holds the
+    migration lock for nothing: release it, so a corrected run can start at once. A run
+    that changed anything keeps the lock until it is rolled back, verified or expires."""
+    from . import lock
+    from .cluster import Cluster
+    from .journal import JOURNAL_NAME, Journal
 
-    def __init__(self, label: str, progress: Callable[[str], None] = print, every: float = 15.0):
-        self.label, self.progress, self.every = label, progress, every
-        self._stop = threading.Event()
-        self._t: threading.Thread | None = None
-
-    def __enter__(self) -> "Heartbeat":
-        t0 = time.monotonic()
-
-        def beat() -> None:
-            while not self._stop.wait(self.every):
-                self.progress(f"  ... {self.label}: {time.monotonic() - t0:.0f}s")
-
-        self._t = threading.Thread(target=beat, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
+    if not (run_dir / JOURNAL_NAME).exists():
+        return
+    try:
+        if Journal.read(run_dir).entries():
+            return
+        if lock.release(Cluster.from_params(params), run_dir.name):
+            progress("nothing was changed: the migration lock is released")
+    except Exception as e:  # best effort: the lock expires by itself
+        progress(f"could not release the migration lock: {type(e).__name__}: {e}")

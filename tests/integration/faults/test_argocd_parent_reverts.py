@@ -98,6 +98,9 @@ def test_without_pause_parents_preflight_stops_with_an_explanation(make_twin, tm
     doc = journal(res)
     assert not entries(doc, "velero-backup") and not entries(doc, "argocd-pause")
     assert policies(c) == before.policies
+    # nothing was changed, so the failed run does not keep the migration lock
+    from runbook import lock
+    assert lock.status(c) is None
     # (2) the report names the parent, why it matters and the param that handles it
     text = report_text(res, "01-preflight.ipynb")
     assert PARENT in text and "reverts edits to their syncPolicy" in text

@@ -108,9 +108,9 @@ def secure_tree(root: Path) -> int:
     """Make every folder (0700) and file (0600) under ``root`` owner-only; returns how many
     modes were tightened.
 
-    The umask covers what the runbook creates, but helm writes its repository cache with
-    an explicit ``chmod 0644`` (its atomic file writer); the folders already keep others
-    out, and this makes the files themselves owner-only too.
+    The run folder (0700) already keeps others out; helm writes its repository cache with
+    an explicit ``chmod 0644`` and papermill saves notebooks with the default umask, so
+    this makes the files themselves owner-only too.
     """
     changed = 0
     for path in [root, *root.rglob("*")]:
@@ -208,16 +208,13 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
         RunResult with each phase's status and the path of ``index.html``.
     """
     params_path = Path(params_file).resolve()
-    # Everything this run creates (the run folder, the kernels' files, helm's home and
-    # cache written by the helm subprocess) holds cluster state: owner-only. The umask is
-    # inherited by the papermill kernels and their subprocesses; restored at the end.
-    old_umask = os.umask(0o077)
-    try:
-        return _run(params_path, phases=phases, execute=execute, confirm=confirm, run_id=run_id,
-                    reports_dir=reports_dir, extra=extra, progress=progress,
-                    sample_timeline=sample_timeline)
-    finally:
-        os.umask(old_umask)
+    # Everything this run creates holds cluster state: the run folder is 0700 and
+    # secure_tree() makes every file in it owner-only after each phase. The process
+    # umask is left alone on purpose: it is process-wide, and a twin running in this
+    # process (rehearsals, tests) would create its node files with it.
+    return _run(params_path, phases=phases, execute=execute, confirm=confirm, run_id=run_id,
+                reports_dir=reports_dir, extra=extra, progress=progress,
+                sample_timeline=sample_timeline)
 
 
 def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, confirm: str,

@@ -26,7 +26,7 @@ NODES = ("set-hog", "fast-skunk", "fast-heron")
 
 
 def _components(rt: Any) -> list[Any]:
-    from conftest import addon_components
+    from twin_addons_harness import addon_components
     from twin.controllers.cilium import CiliumModel
     from twin.controllers.network import NetworkModel
 
@@ -38,7 +38,7 @@ def _components(rt: Any) -> list[Any]:
 
 @pytest.fixture
 def swap_twin(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import SPEED, AddonTwin
+    from twin_addons_harness import SPEED, AddonTwin
     from twin.api import Twin
 
     t = Twin(tmp_path_factory.mktemp("twin"), speed=SPEED, components=_components).start()

@@ -156,12 +156,12 @@ def test_runner_refuses_bad_params_before_anything(tmp_path: Path, recorders) ->
     assert recorders == {"phases": [], "sampler": []} and not (tmp_path / "reports").exists()
 
 
-def test_runner_restores_the_umask_and_leaves_an_owner_only_run(tmp_path: Path, recorders) -> None:
+def test_runner_leaves_the_umask_alone_and_the_run_owner_only(tmp_path: Path, recorders) -> None:
     before = os.umask(0o022)
     try:
         res = runner.run(_params_copy(tmp_path), phases="preflight", run_id="ok",
                          reports_dir=tmp_path / "reports", progress=lambda m: None)
-        assert os.umask(0o022) == 0o022, "the runner restored the caller's umask"
+        assert os.umask(0o022) == 0o022, "the runner left the caller's umask alone"
         with pytest.raises(errors.RunIdError):
             runner.run(_params_copy(tmp_path), run_id="a/b", reports_dir=tmp_path / "reports",
                        progress=lambda m: None)

@@ -275,3 +275,16 @@ def drift(cluster: Cluster, journal: Any, namespace: str = "argocd") -> list[str
     current = {a.key: a.automated for a in list_apps(cluster, namespace)}
     return [f"{k}: recorded {v}, now {current.get(k, '<missing>')}" for k, v in recorded.items()
             if current.get(k, "<missing>") != v]
+
+
+def resume_for_session(s: Any) -> tuple[pd.DataFrame, list[str]]:
+    """Restore each Argo CD app's policy exactly from the session's journal.
+
+    Returns ``(table with a matches column, drift)``; both empty when the cluster has no
+    Argo CD. Used by 04-verify (after a successful migration) and 05-rollback.
+    """
+    ns = s.params.argocd.namespace
+    if not s.cluster.has_resource("applications"):
+        return pd.DataFrame(columns=["app", "restore", "matches"]), []
+    table = resume(s.cluster, s.journal, namespace=ns, execute=s.execute)
+    return table, drift(s.cluster, s.journal, ns)

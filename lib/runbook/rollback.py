@@ -747,13 +747,7 @@ def velero_restore(s: Any, rp: RollbackPlan, *, policy: str = "none") -> Any:
     return pd.DataFrame([res])
 
 
-def argocd_resume(s: Any) -> tuple[pd.DataFrame, list[str]]:
-    """Restore each Argo CD app's policy exactly from the journal; returns (table, drift)."""
-    ns = s.params.argocd.namespace
-    if not s.cluster.has_resource("applications"):
-        return pd.DataFrame(columns=["app", "restore", "matches"]), []
-    table = argocd.resume(s.cluster, s.journal, namespace=ns, execute=s.execute)
-    return table, argocd.drift(s.cluster, s.journal, ns)
+argocd_resume = argocd.resume_for_session  # Restore each Argo CD app's policy exactly from the journal
 
 
 def node_table(s: Any, rp: RollbackPlan) -> pd.DataFrame:

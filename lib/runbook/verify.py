@@ -375,13 +375,7 @@ def hubble(s: Any) -> Check:
                  hint="check hubble.relay.enabled / hubble.ui.enabled in the values and the pods' events")
 
 
-def argocd_resume(s: Any) -> tuple[pd.DataFrame, list[str]]:
-    """Re-enable Argo CD exactly as recorded; returns (table with ``matches``, drift)."""
-    ns = s.params.argocd.namespace
-    if not s.cluster.has_resource("applications"):
-        return pd.DataFrame(columns=["app", "restore", "matches"]), []
-    table = argocd.resume(s.cluster, s.journal, namespace=ns, execute=s.execute)
-    return table, argocd.drift(s.cluster, s.journal, ns)
+argocd_resume = argocd.resume_for_session  # Re-enable Argo CD exactly as recorded
 
 
 def verdict(s: Any) -> str:

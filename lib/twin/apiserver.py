@@ -510,7 +510,7 @@ class APIServer:
                 return await self._create(request, t, ns, route)
             if m == "DELETE":
                 return await self._delete_collection(request, t, ns)
-            raise HTTPError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            raise HTTPError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if t.namespaced and ns is None:
             raise HTTPError(404, "NotFound", "the server could not find the requested resource")
         sub = route.subresource

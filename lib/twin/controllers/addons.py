@@ -459,11 +459,12 @@ class VeleroModel:
             raise
         except Exception as e:
             log.exception("velero: %s %s/%s failed", plural, ns, name)
+            reason = f"twin velero model error: {e}"
 
             def failed(o: dict) -> None:
                 st = o.setdefault("status", {})
                 st["phase"] = "Failed"
-                st["failureReason"] = f"twin velero model error: {e}"
+                st["failureReason"] = reason
                 st["completionTimestamp"] = now_rfc3339()
             try:
                 self._write(plural, ns, name, failed)

@@ -167,6 +167,19 @@ def has_sandbox(pod: dict) -> bool:
                                              or bool(st.get("podIP")))
 
 
+def settled_fate(pod: dict, node: dict, start_seconds: float) -> PodFate | None:
+    """The fate that needs no CNI decision: a pod whose sandbox exists keeps it (and its
+    CNI, for as long as the pod lives), and a hostNetwork pod needs no sandbox."""
+    if has_sandbox(pod):
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        st = pod.get("status") or {}
+        return PodFate("Running", True, cni=ann.get(SANDBOX_CNI_ANNOTATION),
+                       ip=st.get("podIP"), delay=0.0)
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return PodFate("Running", True, cni="host", ip=node_internal_ip(node), delay=start_seconds)
+    return None
+
+
 class DefaultSandboxPolicy:
     """Flannel-era behaviour: pods run shortly after their node is Ready (see module doc)."""
 
@@ -182,16 +195,10 @@ class DefaultSandboxPolicy:
         ready = node_ready_status(node)
         if ready == "Unknown":
             return None
-        spec = pod.get("spec") or {}
+        settled = settled_fate(pod, node, self.start_seconds)
+        if settled is not None:
+            return settled
         md = pod.get("metadata") or {}
-        if has_sandbox(pod):
-            ann = md.get("annotations") or {}
-            st = pod.get("status") or {}
-            return PodFate("Running", True, cni=ann.get(SANDBOX_CNI_ANNOTATION),
-                           ip=st.get("podIP"), delay=0.0)
-        if spec.get("hostNetwork"):
-            return PodFate("Running", True, cni="host", ip=node_internal_ip(node),
-                           delay=self.start_seconds)
         if ready != "True":
             return PodFate("Pending", False, "ContainerCreating", NETWORK_NOT_READY_MESSAGE)
         ip = self.ipam.allocate(node["metadata"]["name"], (node.get("spec") or {}).get("podCIDR"),

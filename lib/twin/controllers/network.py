@@ -61,7 +61,7 @@ from typing import Any
 
 from .base import Controller
 from .kubelet import (NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, DefaultSandboxPolicy,
-                      PodFate, has_sandbox, node_internal_ip)
+                      PodFate, settled_fate)
 from .scheduler import node_ready_status, now_rfc3339, ready_condition
 
 log = logging.getLogger("twin.controllers.network")
@@ -352,17 +352,9 @@ class NetworkModel:
     # ------------------------------------------------------------------ sandboxes
     def generic_fate(self, pod: dict, node: dict) -> PodFate | None:
         """The fate of an ordinary pod on a node whose k3s runs."""
-        spec = pod.get("spec") or {}
-        md = pod.get("metadata") or {}
-        if has_sandbox(pod):
-            ann = md.get("annotations") or {}
-            st = pod.get("status") or {}
-            # A sandbox lives as long as the pod: its CNI never changes under it.
-            return PodFate("Running", True, cni=ann.get(SANDBOX_CNI_ANNOTATION),
-                           ip=st.get("podIP"), delay=0.0)
-        if spec.get("hostNetwork"):
-            return PodFate("Running", True, cni="host", ip=node_internal_ip(node),
-                           delay=self.start_seconds)
+        settled = settled_fate(pod, node, self.start_seconds)
+        if settled is not None:
+            return settled
         name = node["metadata"]["name"]
         cni = self.working_cni(name)
         cil = self.cilium

@@ -48,3 +48,12 @@ def test_runbook_library_never_imports_the_twin():
         if "import twin" in text or "from twin" in text:
             offenders.append(py.name)
     assert offenders == []
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest's default import mode refuses two test modules with the same basename."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (REPO / "tests").rglob("*.py")
+                    if p.name not in ("conftest.py", "__init__.py"))
+    assert [n for n, c in names.items() if c > 1] == []

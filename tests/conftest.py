@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,16 @@ def _binary(name: str) -> str:
         return find_binary(name)
     except RunbookError as e:  # pragma: no cover - depends on the machine
         pytest.skip(f"{name} unavailable: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask():
+    """The umask is process-wide: a test that changes it must not leak it into the next
+    one (the twin's node model creates root-only files according to it)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +159,17 @@ class Session:
         return f"<p>Mode: {mode}</p><table>{body}</table>"
 
 
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (papermill's or JupyterLab's), not merely when some
+    module imported ipykernel (a test process, a script that renders notebooks)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 @dataclass
 class GateView:
     """How a passed gate reads in a notebook (a failed gate raises instead)."""
@@ -226,7 +236,7 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     # A phase kernel writes only cluster state (run folder, helm home): owner-only, also
     # when the notebook is opened by hand rather than through the runner (which sets the
     # same umask for its kernels). Only in a kernel: a library caller keeps its own umask.
-    if "ipykernel" in sys.modules:
+    if _in_kernel():
         os.umask(0o077)
     p = params_mod.load(params_file)
     values = p.values()

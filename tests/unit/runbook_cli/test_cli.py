@@ -210,15 +210,9 @@ def test_session_start_makes_a_kernel_owner_only(in_kernel: bool, monkeypatch,
                                                  tmp_path: Path) -> None:
     """In a notebook kernel (also one opened by hand) files are owner-only; a library
     caller's process keeps its umask."""
-    import sys
-    import types
-
     from runbook import session
 
-    if in_kernel:
-        monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
-    else:
-        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(session, "_in_kernel", lambda: in_kernel)
     old = os.umask(0o022)
     try:
         with pytest.raises(errors.ParamsFileError):

@@ -63,6 +63,15 @@ class BlastRadius:
     namespaces_with_services: int
     figures: dict[str, Any] = field(default_factory=dict)
 
+    KEY_FIGURES = ("pods_total", "pods_affected", "lb_services", "ingress_hosts", "pvcs", "argocd_apps")
+
+    def summary(self, s: Any) -> pd.DataFrame:
+        """Record the key figures in the session (for the report index) and return
+        the "What we'd risk" table."""
+        for key in self.KEY_FIGURES:
+            s.figure(key, self.figures[key])
+        return self.table()
+
     def table(self) -> pd.DataFrame:
         """The "What we'd risk" table, from the cluster itself."""
         f = self.figures
@@ -223,8 +232,13 @@ def prerequisites(s: Any, facts: pd.DataFrame, radius: BlastRadius) -> pd.DataFr
     return pd.DataFrame(rows, columns=["check", "status", "detail"])
 
 
-def backup(s: Any) -> velero.VeleroResult:
-    """Create the pre-migration Velero backup and wait for Completed (journaled)."""
+def backup(s: Any) -> velero.VeleroResult | None:
+    """Create the pre-migration Velero backup and wait for Completed (journaled).
+
+    In a dry run it says so and returns None. Records the item count as a key figure.
+    """
+    if not s.require_execute("the Velero backup"):
+        return None
     name = s.params.velero.backup_name(s.run_id)
     if s.journal.is_done("velero-backup"):
         prev = s.journal.entries(step="velero-backup", status="done")[-1]
@@ -246,6 +260,7 @@ def backup(s: Any) -> velero.VeleroResult:
         raise
     s.journal.complete(entry, result=velero.as_row(res))
     s.journal.set("velero_backup", name)
+    s.figure("velero_items", res.items)
     return res
 
 

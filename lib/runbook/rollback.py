@@ -48,7 +48,7 @@ __all__ = [
     "CILIUM_INTERFACES", "CILIUM_CNI_FILE", "MIGRATION_STEPS", "NodeRollback", "RollbackPlan",
     "plan_from_journal", "plan", "helm_uninstall", "delete_cilium", "stop_k3s", "restore_files",
     "start_k3s", "wait_flannel", "pods_to_restart", "restart_pods", "velero_restore",
-    "VELERO_POLICY_WHY", "velero_policy", "argocd_resume", "node_table", "finish", "VERDICT",
+    "VELERO_POLICY_WHY", "velero_policy", "optional_velero_restore", "argocd_resume", "node_table", "finish", "VERDICT",
     "flannel_problems", "node_problems", "pods_health",
 ]
 
@@ -722,6 +722,15 @@ def velero_policy(policy: str) -> str:
         raise ParamsError(f"must be 'none' or 'update', got {policy!r}", field="existing_resource_policy",
                           hint="none keeps live objects (the safe choice); update overwrites them")
     return VELERO_POLICY_WHY[policy]
+
+
+def optional_velero_restore(s: Any, rp: RollbackPlan, *, enabled: bool, policy: str = "none") -> Any:
+    """The notebook's optional Velero restore: explain the policy and skip it unless
+    ``enabled`` (the ``velero_restore`` parameter)."""
+    if not enabled:
+        print("no Velero restore (velero_restore=False); policy if asked:", velero_policy(policy))
+        return None
+    return velero_restore(s, rp, policy=policy)
 
 
 def velero_restore(s: Any, rp: RollbackPlan, *, policy: str = "none") -> Any:

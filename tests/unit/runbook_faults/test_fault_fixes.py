@@ -86,7 +86,8 @@ def _session(tmp_path, cluster: Any) -> Any:
     j.begin_phase("preflight")
     p = SimpleNamespace(velero=SimpleNamespace(backup_name=lambda rid: f"phase22-{rid}", namespace="velero",
                                                storage_location="default", include_cluster_resources=True))
-    return SimpleNamespace(params=p, run_id="run-1", journal=j, cluster=cluster,
+    return SimpleNamespace(params=p, run_id="run-1", journal=j, cluster=cluster, execute=True,
+                           require_execute=lambda what: True, figure=lambda k, v: v,
                            timeouts=SimpleNamespace(velero=5), progress=lambda m: None)
 
 

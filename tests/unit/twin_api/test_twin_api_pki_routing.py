@@ -8,7 +8,7 @@ import stat
 import pytest
 from cryptography import x509
 
-from twin.apiserver import Route, _accept_table, _version_key, parse_resource_path, status_body
+from twin.apiserver import Route, accept_table, parse_resource_path, status_body, version_key
 from twin.pki import PKI
 
 pytestmark = pytest.mark.unit
@@ -49,10 +49,10 @@ def test_parse_resource_path(path, route):
 
 
 def test_accept_table_and_versions():
-    assert _accept_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json") == "v1"
-    assert _accept_table("application/json;as=Table;v=v1beta1;g=meta.k8s.io") == "v1beta1"
-    assert _accept_table("application/json") is None
-    vs = sorted(["v1alpha1", "v1", "v2beta1", "v1beta1"], key=_version_key, reverse=True)
+    assert accept_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json") == "v1"
+    assert accept_table("application/json;as=Table;v=v1beta1;g=meta.k8s.io") == "v1beta1"
+    assert accept_table("application/json") is None
+    vs = sorted(["v1alpha1", "v1", "v2beta1", "v1beta1"], key=version_key, reverse=True)
     assert vs == ["v1", "v2beta1", "v1beta1", "v1alpha1"]
     s = status_body(404, "NotFound", "x")
     assert (s["kind"], s["status"], s["code"]) == ("Status", "Failure", 404)

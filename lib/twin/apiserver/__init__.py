@@ -1,0 +1,37 @@
+"""The twin's Kubernetes API server: HTTPS on loopback in front of :mod:`twin.store`.
+
+Real clients (kubectl 1.32, helm 4, the official Python client) talk to it exactly as to
+a k3s server; ``/work/shared/reference/k8s-api-for-real-clients.md`` lists what they
+need. One component (``name = "apiserver"``) of the twin's runtime:
+
+- at start it takes (or creates) the twin's CA, issues a serving certificate, makes a
+  random bearer token and writes ``state_dir/kubeconfig``;
+- it serves discovery, CRUD on every registered type (CRDs included), the four PATCH
+  flavours, watches with bookmarks and initial events, server-side Table output,
+  ``/openapi/v2`` and helm's protobuf Secret/ConfigMap bodies;
+- :meth:`APIServer.outage` stops listening for a while (connections are refused, as
+  while k3s restarts) and then listens again on the same port.
+
+Layout (one module per kind of request; a new kind, such as exec or port-forward, is a
+new route module mixed into :class:`APIServer` plus a line in its dispatch):
+
+- ``server``: the component (TLS, token, kubeconfig, outages, auth, dispatch);
+- ``routing``: resource paths into a ``Route``;
+- ``responses``: ``Status`` errors, JSON responses, Accept negotiation;
+- ``discovery`` and ``openapi``: the documents clients read before anything else;
+- ``resources``: get, list, create, update, delete, deletecollection;
+- ``bodies``: request bodies (JSON, YAML, protobuf) and their shape checks;
+- ``defaults``: what a create fills in (Service IPs and ports, apps/v1 defaults);
+- ``patching``: the four PATCH flavours;
+- ``subresources``: status, scale, finalize, eviction, log;
+- ``watch``: watch streams, bookmarks, Table rows, expired versions.
+"""
+from __future__ import annotations
+
+from .discovery import K8S_VERSION, version_key
+from .responses import HTTPError, accept_table, status_body
+from .routing import Route, parse_resource_path
+from .server import APIServer
+
+__all__ = ["APIServer", "HTTPError", "K8S_VERSION", "Route", "accept_table",
+           "parse_resource_path", "status_body", "version_key"]

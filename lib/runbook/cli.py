@@ -18,6 +18,8 @@ of the RunbookError subclass. Bad input fails before any connection:
   9 the values file is missing or not valid YAML     (ValuesFileError)
   10-20 a boundary failed at run time (cluster, node, host key, helm ...): see
   runbook.errors.
+A twin given bad input (a chart archive that is not one, a malformed --scale) exits 2
+as well: the twin's own errors (twin.errors) are mapped here, in TWIN_EXIT_CODES.
 """
 from __future__ import annotations
 
@@ -25,7 +27,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import RunbookError
+from twin.errors import TwinError, TwinInputError
+
+from .errors import ParamsError, RunbookError
+
+#: The twin's errors on the runbook's exit codes (the twin knows nothing of the runbook).
+#: Bad input given to a twin is bad input like a params field. Any other twin error
+#: (a component that crashed while starting) keeps its traceback.
+TWIN_EXIT_CODES: tuple[tuple[type[TwinError], int], ...] = (
+    (TwinInputError, ParamsError.exit_code),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def twin_exit_code(e: TwinError) -> tuple[int, TwinError] | None:
+    """The exit code for a twin error and the error to print, or None (not mapped).
+
+    A start failure is judged by its cause: a twin that did not start because its chart
+    archive is not one exits as that bad input.
+    """
+    for err in (e, getattr(e, "cause", None)):
+        for cls, code in TWIN_EXIT_CODES:
+            if isinstance(err, cls):
+                return code, err
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -106,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     except RunbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except TwinError as e:
+        mapped = twin_exit_code(e)
+        if mapped is None:
+            raise
+        code, shown = mapped
+        print(f"error: {shown}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .clock import DEFAULT_SPEED, Clock
+from .errors import TwinInputError, TwinStartError
 from .faults import Faults
 from .runtime import Runtime
 
@@ -42,7 +43,7 @@ def parse_scale(text: str) -> tuple[int, int]:
     try:
         return int(parts["nodes"]), int(parts["pods"])
     except (KeyError, ValueError) as e:
-        raise ValueError(f"--scale must look like nodes=N,pods=M, got {text!r}") from e
+        raise TwinInputError(f"--scale must look like nodes=N,pods=M, got {text!r}") from e
 
 
 def _build_components(rt: Runtime) -> list[Any]:
@@ -166,7 +167,13 @@ class Twin:
             await rt.stop_all()
 
     def start(self, timeout: float = 120.0) -> "Twin":
-        """Start in a background thread; returns once ``ready`` is written."""
+        """Start in a background thread; returns once ``ready`` is written.
+
+        Raises:
+            TwinStartError: a component failed to start (``cause`` is its error; a bad
+                chart archive is a :class:`~twin.errors.TwinInputError` there).
+            TimeoutError: nothing was ready within ``timeout`` seconds.
+        """
         started = threading.Event()
         errors: list[BaseException] = []
         t0 = time.monotonic()
@@ -188,7 +195,7 @@ class Twin:
             raise TimeoutError(f"twin did not start within {timeout:.0f}s")
         if errors:
             self._thread.join(10)
-            raise RuntimeError(f"twin failed to start: {errors[0]!r}") from errors[0]
+            raise TwinStartError(f"twin failed to start: {errors[0]!r}", cause=errors[0]) from errors[0]
         self.startup_seconds = time.monotonic() - t0
         return self
 

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from runbook.errors import RunbookError
+from .errors import TwinInputError
 
 log = logging.getLogger("twin.charts")
 
@@ -56,10 +56,8 @@ FIXED_MTIME = 315532800  # 1980-01-01T00:00:00Z
 _ALWAYS_IGNORED = ("__pycache__", "*.pyc", "*.pyo", "*~", "*.swp", ".DS_Store")
 
 
-class ChartArchiveError(RunbookError, ValueError):
+class ChartArchiveError(TwinInputError):
     """A chart archive or chart directory cannot be served (not a chart, wrong chart)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,10 @@ class TwinError(Exception):
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
+        # The hint goes on its own line of str(): the CLI prints str() as its one message.
+        super().__init__(f"{message}\n  hint: {hint}" if hint else message)
         self.message = message
         self.hint = hint
-
-    def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
 
 
 class TwinInputError(TwinError, ValueError):

@@ -435,7 +435,6 @@ def split_host_port(value: str) -> tuple[str, int | None]:
     return v, None
 
 
-
 def kpr_enabled(values: dict[str, Any]) -> bool:
     """True when the values turn kube-proxy replacement on (``true`` or ``"true"``).
 

@@ -409,7 +409,7 @@ def node_ready(node: dict) -> bool:
 
 _COLUMNS = {
     "pods": ["namespace", "name", "node", "phase", "status", "ready", "ip", "host_network",
-             "owner_kind", "owner_name", "workload", "restarts", "cni", "uid"],
+             "owner_kind", "owner_name", "workload", "restarts", "uid"],
     "services": ["namespace", "name", "type", "cluster_ip", "lb_ips", "ports"],
     "ingresses": ["namespace", "name", "class", "hosts", "address"],
     "pvcs": ["namespace", "name", "phase", "volume", "storage_class", "capacity"],
@@ -435,7 +435,6 @@ def _row_pod(p: dict, rs_owner: dict[tuple[str, str], tuple[str, str]]) -> dict:
         "ip": st.get("podIP", ""), "host_network": bool(spec.get("hostNetwork")),
         "owner_kind": kind, "owner_name": name, "workload": workload,
         "restarts": sum(int(c.get("restartCount", 0)) for c in st.get("containerStatuses") or []),
-        "cni": (md.get("annotations") or {}).get("twin.phase22.io/sandbox-cni", ""),
         "uid": md.get("uid", ""),
     }
 

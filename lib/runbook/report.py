@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .runner import PHASES
+from .phases import PHASES
 
 _EXPORTER = None
 

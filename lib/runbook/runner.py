@@ -21,20 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import report
 from .errors import ParamsError, RunIdError
+from .phases import MIGRATION, PHASES
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO / "notebooks"
 REPORTS_DIR = REPO / "reports"
 
-PHASES: dict[str, str] = {
-    "preflight": "01-preflight.ipynb",
-    "reconfigure": "02-reconfigure.ipynb",
-    "install": "03-install.ipynb",
-    "verify": "04-verify.ipynb",
-    "rollback": "05-rollback.ipynb",
-}
-MIGRATION = ["preflight", "reconfigure", "install", "verify"]
+__all__ = ["MIGRATION", "PHASES", "PhaseResult", "RunResult", "run", "execute_phase",
+           "parse_phases", "new_run_id", "check_run_id", "make_run_dir", "secure_tree"]
 
 _COMMON = {"params_file", "run_dir", "execute", "confirm"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -221,7 +217,6 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
          run_id: str | None, reports_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
          progress: Callable[[str], None], sample_timeline: bool) -> RunResult:
     from . import params as params_mod
-    from . import report
 
     p = params_mod.load(params_path)
     params_mod.validate(p)

@@ -331,8 +331,7 @@ def remediate_lb(s: Any, check: Check, *, namespace: str = METALLB_NAMESPACE,
 def ingress(s: Any) -> Check:
     """Every ingress check answers its expected status over HTTPS with the CA (defect 7)."""
     items = list(s.params.checks.ingress)
-    default_ca = getattr(getattr(s.params, "twin", None), "ingress_ca_file", None)
-    table = checks.probe_all(items, kind=s.params.target.kind, default_ca_file=default_ca)
+    table = checks.probe_all(items, kind=s.params.target.kind)   # each check names its ca_file
     bad = [f"{r.url} via {r.connected_to}: {r.reason}" for r in table.itertuples() if not r.ok]
     return Check("ingress", not bad, f"every ingress host answers over HTTPS ({len(items)} checks)",
                  bad, table, hint="a TLS error means the wrong CA; a timeout means the ingress "

@@ -3,8 +3,9 @@
 It is ``params/minicloud.yaml`` with every endpoint pointed at the twin: the kubeconfig,
 the SSH ports on 127.0.0.1 with the twin's known_hosts and client key, the chart
 repository URL, and the ingress checks resolved to the twin's HTTPS endpoint with its
-CA. The target is marked ``kind: twin`` so that the library refuses anything that is not
-loopback.
+CA. Each node also carries its InternalIP (``node_ip``, the fixture's address), as a
+real cluster's params do. The target is marked ``kind: twin`` so that the library
+refuses to connect anywhere that is not loopback.
 """
 from __future__ import annotations
 
@@ -38,9 +39,17 @@ def build_params(rt: Any) -> dict:
                 "known_hosts": str(sd / "ssh" / "known_hosts"), "trust_on_first_use": False})
     data["ssh"] = ssh
     ports = ep.get("ssh", {})
-    roles = {n.name: n.role for n in getattr(rt.fixture, "nodes", [])}
-    data["nodes"] = [{"name": name, "role": roles.get(name, "agent"), "address": "127.0.0.1",
-                      "port": int(port)} for name, port in ports.items()]
+    specs = {n.name: n for n in getattr(rt.fixture, "nodes", [])}
+    data["nodes"] = []
+    for name, port in ports.items():
+        node = {"name": name, "role": getattr(specs.get(name), "role", "agent"),
+                "address": "127.0.0.1", "port": int(port)}
+        if name in specs:
+            # The SSH address is loopback; the node's InternalIP (its Node object's
+            # status.addresses) is the fixture's, as on the real cluster. The runbook
+            # compares k8sServiceHost with it and never connects to it.
+            node["node_ip"] = specs[name].ip
+        data["nodes"].append(node)
     cil = dict(data.get("cilium") or {})
     if "charts" in ep:
         cil["chart_repo_url"] = ep["charts"]

@@ -72,8 +72,7 @@ def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(mak
     assert all(p["status"]["phase"] == "Running" for p in plain), \
         [p["metadata"]["name"] for p in plain if p["status"]["phase"] != "Running"]
     p = params_mod.load(params)
-    probes = checks.probe_all(p.checks.ingress, kind=p.target.kind,
-                              default_ca_file=p.twin.ingress_ca_file)
+    probes = checks.probe_all(p.checks.ingress, kind=p.target.kind)
     assert len(probes) and probes["ok"].all(), probes.to_dict("records")
     assert (probes["status"] == probes["expect_status"]).all()
     assert set(probes["status"]) == {200}          # the twin's checks all expect 200 OK

@@ -319,6 +319,61 @@ def test_service_host_against_node_ip_and_host_names(tmp_path: Path) -> None:
         P.validate(p)
 
 
+SERVICE_HOST_CASES = [
+    # (values patch, field expected among the findings or None, severity, words)
+    ({"k8sServiceHost": "127.0.0.1", "k8sServicePort": 6444}, None, None, ""),
+    ({"k8sServiceHost": "127.0.0.1", "k8sServicePort": 6443}, "k8sServicePort", "error", "6444"),
+    ({"k8sServiceHost": "10.0.0.2", "k8sServicePort": 6443}, "k8sServiceHost", "warning",
+     "single server"),
+    ({"k8sServiceHost": "10.0.0.4", "k8sServicePort": 6443}, "k8sServiceHost", "error",
+     "neither a server node's InternalIP (10.0.0.2)"),
+]
+
+
+@pytest.mark.parametrize("case", SERVICE_HOST_CASES, ids=["local-proxy", "loopback-6443",
+                                                           "one-server", "an-agent"])
+def test_values_check_is_the_same_for_a_real_cluster_and_its_twin(tmp_path: Path,
+                                                                   case: tuple) -> None:
+    """The twin's params carry its nodes' InternalIPs, so the check needs no target.kind."""
+    vpatch, field, severity, words = case
+    real = _mismatch(tmp_path, vpatch)
+    twin_dir = tmp_path / "twin"
+    twin_dir.mkdir()
+    d = _twin()
+    d["target"]["kubeconfig"] = "absent-kubeconfig"
+    v = _values()
+    v.update(vpatch)
+    twin = P.load(_write(twin_dir, d, values=v))
+    assert [(n.address, n.node_ip) for n in twin.nodes][0] == ("127.0.0.1", "10.0.0.2")
+
+    def seen(p: P.Params) -> list[tuple[str, str, str]]:
+        return [(f.severity, f.field, f.message) for f in P.check_values(p, p.values())
+                if f.field.startswith("k8sService")]
+
+    assert seen(real) == seen(twin)
+    if field is None:
+        assert seen(twin) == []
+    else:
+        assert [(sev, f) for sev, f, _ in seen(twin)] == [(severity, field)]
+        assert words in seen(twin)[0][2]
+
+
+@pytest.mark.parametrize("key,section,value,words", [
+    ("decision.proceed_despite_deferral", "decision", {"proceed_despite_deferral": True},
+     "--proceed-despite-deferral"),
+    ("twin.ingress_ca_file", "twin", {"ingress_ca_file": "ca.crt"}, "ca_file"),
+])
+def test_a_retired_key_says_what_replaced_it(tmp_path: Path, key: str, section: str,
+                                             value: dict, words: str) -> None:
+    d = _twin()
+    d.setdefault(section, {}).update(value)
+    with pytest.raises(ParamsError) as ei:
+        P.load(_write(tmp_path, d, name="old.yaml"))
+    assert ei.value.field == key and ei.value.exit_code == 8       # UnknownKeyError
+    line = str(ei.value).splitlines()[0]
+    assert "old.yaml" in line and "unknown key" in line and "removed" in line and words in line
+
+
 def test_disable_kube_proxy_follows_kpr_when_auto(tmp_path: Path) -> None:
     p = _mismatch(tmp_path, {"kubeProxyReplacement": "false"})
     assert p.disable_kube_proxy() is False
@@ -460,6 +515,5 @@ def test_defaults_are_safe() -> None:
                                  "nodes": [{"name": "n", "role": "server", "address": "h"}]})
     assert p.target.kind == "real"                     # confirmation required by default
     assert p.ssh.trust_on_first_use is False
-    assert p.decision.proceed_despite_deferral is False
     assert p.limits.agent_batch_size == 1
     assert p.k3s.disable_kube_proxy == "auto"

@@ -250,7 +250,10 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("twin.fixtures", "twin.fixtures.generate"):
+    for name in ("twin.fixtures", "twin.fixtures.generate", "twin.fixtures.model",
+                 "twin.fixtures.files", "twin.fixtures.node_objects", "twin.fixtures.store_loading",
+                 "twin.fixtures.shapes", "twin.fixtures.cluster_facts", "twin.fixtures.builder",
+                 "twin.fixtures.applications", "twin.fixtures.minicloud"):
         module = importlib.import_module(name)
         result = doctest.testmod(module, verbose=False)
         assert result.failed == 0 and result.attempted > 0, name

@@ -1,0 +1,446 @@
+"""The params file's schema: one pydantic model per section, and the facts derived from it.
+
+Every field has a description (a unit test checks it) and every model forbids unknown
+keys and coerces nothing: a YAML string ``"yes"`` never becomes True for a safety
+switch, and a port written as ``"22"`` is a typo worth reporting. :class:`Params`
+adds what the phases derive from the file: resolved paths, servers and agents, the
+Cilium values, and the loopback guard of a twin target.
+
+Example:
+    >>> from runbook.params.schema import Params
+    >>> p = Params.model_validate({"target": {"name": "c"},
+    ...                            "nodes": [{"name": "n1", "role": "server", "address": "10.0.0.2"}]})
+    >>> [n.name for n in p.servers], p.ssh.trust_on_first_use
+    (['n1'], False)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from ..errors import ValuesFileError
+from ..safety import require_loopback, require_loopback_url
+from .yaml_io import YAMLError, kubeconfig_servers, strict_yaml, yaml_problem
+
+__all__ = [
+    "Params", "Target", "SSH", "NodeParams", "Paths", "Cilium", "Velero", "ArgoCD",
+    "IngressCheck", "LoadBalancerIP", "RegressionCheck", "Checks", "Timeouts", "Limits",
+    "Decision", "K3s", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
+]
+
+
+class _Model(BaseModel):
+    # strict: a YAML string "yes" must not silently become True for a safety switch, and
+    # a port written as "22" is a typo worth reporting rather than guessing.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- sections
+class Target(_Model):
+    """Which cluster the run acts on."""
+
+    name: str = Field(description="Cluster name. With --execute on a real target, "
+                                  "--confirm must equal it.", min_length=1)
+    kind: Literal["real", "twin"] = Field(
+        "real", description="'real' for a real cluster, 'twin' for the loopback rehearsal "
+                            "cluster (then every endpoint must be loopback).")
+    kubeconfig: str = Field("~/.kube/config", description="Kubeconfig path; a relative path "
+                            "resolves against the params file's folder.")
+    context: str | None = Field(None, description="Kubeconfig context; null = current-context.")
+
+
+class SSH(_Model):
+    """How the runbook reaches the nodes (paramiko, host keys always verified)."""
+
+    user: str = Field("ubuntu", description="SSH user (not root: writes go through sudo).")
+    key_path: str = Field("~/.ssh/id_ed25519", description="Private key file for the SSH user.")
+    known_hosts: str = Field("~/.ssh/known_hosts",
+                             description="known_hosts file the host keys are checked against.")
+    trust_on_first_use: bool = Field(
+        False, description="Accept and record an UNKNOWN host key (never a mismatched one). "
+                           "Off by default: an unknown key is refused.")
+    connect_timeout: float = Field(10, gt=0, description="SSH connect timeout, seconds.")
+    sudo: bool = Field(True, description="Run privileged commands and file writes via sudo.")
+
+
+class NodeParams(_Model):
+    """One k3s node."""
+
+    # A Kubernetes node name is a DNS-1123 subdomain: no spaces, quotes or shell syntax,
+    # so a typo or a pasted command cannot reach a command line, a file name or a log.
+    name: str = Field(description="Kubernetes node name (lowercase DNS-1123: letters, "
+                                  "digits, '-' and '.').", min_length=1, max_length=253,
+                      pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    role: Literal["server", "agent"] = Field(description="k3s role: 'server' or 'agent'.")
+    address: str = Field(description="SSH address (IP or host name).", min_length=1)
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    user: str | None = Field(None, description="Override of ssh.user for this node.")
+    key_path: str | None = Field(None, description="Override of ssh.key_path for this node.")
+    node_ip: str | None = Field(None, description="The node's InternalIP (as the Node object "
+                                                  "reports it) when it differs from the SSH "
+                                                  "address; k8sServiceHost is checked against "
+                                                  "it. Data only: never connected to.")
+
+
+class Paths(_Model):
+    """Remote paths on the nodes."""
+
+    k3s_config: str = Field("/etc/rancher/k3s/config.yaml", description="k3s config file.")
+    cni_dir: str = Field("/etc/cni/net.d", description="Host CNI config dir (Cilium writes "
+                                                       "05-cilium.conflist here).")
+    k3s_cni_dir: str = Field("/var/lib/rancher/k3s/agent/etc/cni/net.d",
+                             description="k3s' own CNI config dir (10-flannel.conflist).")
+    flannel_dir: str = Field("/var/lib/rancher/k3s/agent/etc/flannel",
+                             description="k3s flannel state (net-conf.json).")
+    cni_leases_dir: str = Field("/var/lib/cni/networks/cbr0",
+                                description="host-local IPAM leases of the flannel bridge.")
+    backup_dir: str = Field("/var/backups/phase22",
+                            description="Where file backups are written on each node.")
+
+
+class Cilium(_Model):
+    """The Cilium helm release."""
+
+    version: str = Field("1.19.3", description="Chart version, pinned.")
+    chart_repo_url: str = Field("https://helm.cilium.io/", description="Helm repository URL.")
+    chart_repo_name: str = Field("cilium", description="Local name of the helm repository.")
+    chart: str = Field("cilium", description="Chart name in the repository.")
+    release: str = Field("cilium", description="Helm release name.")
+    namespace: str = Field("kube-system", description="Release namespace.")
+    values_file: str = Field("cilium-values.yaml",
+                             description="Helm values file, relative to the params file.")
+    helm_path: str | None = Field(None, description="helm binary; null = find it.")
+    cli_path: str | None = Field(None, description="Optional cilium CLI; null = not used.")
+
+
+class Velero(_Model):
+    """The pre-migration Velero backup."""
+
+    namespace: str = Field("velero", description="Velero namespace.")
+    backup_name_template: str = Field("phase22-{run_id}",
+                                      description="Backup name; {run_id} is substituted.")
+    storage_location: str = Field("default", description="BackupStorageLocation name.")
+    include_cluster_resources: bool = Field(True, description="spec.includeClusterResources.")
+    ttl: str = Field("720h", description="Backup TTL (Go duration).")
+
+    def backup_name(self, run_id: str) -> str:
+        """The backup name for ``run_id`` (e.g. ``phase22-2026-11-26``)."""
+        return self.backup_name_template.format(run_id=run_id)
+
+
+class ArgoCD(_Model):
+    """Argo CD auto-sync pause/resume."""
+
+    namespace: str = Field("argocd", description="Argo CD namespace.")
+    pause_parents: bool = Field(True, description="Also pause app-of-apps parents, which "
+                                                  "would otherwise revert the children.")
+
+
+class IngressCheck(_Model):
+    """An HTTPS probe of one ingress host."""
+
+    url: str = Field(description="URL to GET, e.g. https://homer.10.0.0.200.nip.io/.")
+    expect_status: int = Field(200, ge=100, le=599, description="Expected HTTP status.")
+    ca_file: str | None = Field(None, description="CA bundle to verify the certificate; "
+                                                  "null = system trust.")
+    resolve_to: str | None = Field(None, description="Connect to this 'host' or 'host:port' "
+                                                     "instead of resolving the URL's host.")
+
+
+class LoadBalancerIP(_Model):
+    """A LoadBalancer Service whose external IP must survive the migration."""
+
+    namespace: str = Field(description="Service namespace.")
+    name: str = Field(description="Service name.")
+    ip: str = Field(description="Expected status.loadBalancer.ingress IP.")
+
+
+class RegressionCheck(_Model):
+    """An extra check run before and after: an HTTP GET or a command on a node."""
+
+    name: str = Field(description="Short name shown in the report.")
+    kind: Literal["http", "command"] = Field(description="'http' or 'command'.")
+    url: str | None = Field(None, description="For kind http: the URL.")
+    resolve_to: str | None = Field(None, description="For kind http: 'host[:port]' override.")
+    ca_file: str | None = Field(None, description="For kind http: CA bundle.")
+    node: str | None = Field(None, description="For kind command: node name to run it on.")
+    command: list[str] | None = Field(None, description="For kind command: argv, each "
+                                                        "element quoted, never a shell string.")
+    expect_status: int = Field(200, description="For kind http: expected status.")
+    expect_output: str | None = Field(None, description="Substring the output must contain.")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> RegressionCheck:
+        if self.kind == "http" and not self.url:
+            raise ValueError("a check of kind http needs 'url'")
+        if self.kind == "command" and (not self.node or not self.command):
+            raise ValueError("a check of kind command needs 'node' and 'command'")
+        return self
+
+
+class Checks(_Model):
+    """Data-path and regression checks (defect 7: status alone proves no data path)."""
+
+    ingress: list[IngressCheck] = Field(default_factory=list, description="Ingress probes.")
+    loadbalancer_ips: list[LoadBalancerIP] = Field(default_factory=list,
+                                                   description="LB IPs that must not change.")
+    regression: list[RegressionCheck] = Field(default_factory=list,
+                                              description="Extra checks.")
+
+
+class Timeouts(_Model):
+    """Timeouts of each wait, in seconds."""
+
+    api_ready: float = Field(120, gt=0, description="API back after a server restart.")
+    node_ready: float = Field(300, gt=0, description="A node Ready after a restart.")
+    helm: float = Field(600, gt=0, description="helm upgrade --install --wait.")
+    agents_ready: float = Field(300, gt=0, description="All cilium agents Ready.")
+    pods_ready: float = Field(600, gt=0, description="Restarted pods Ready.")
+    velero: float = Field(600, gt=0, description="Velero backup/restore terminal phase.")
+    ssh_command: float = Field(60, gt=0, description="One command on a node.")
+
+
+class Limits(_Model):
+    """Blast-radius caps."""
+
+    agent_batch_size: int = Field(1, ge=1, description="Agents restarted at once.")
+    pod_restart_batch: int = Field(10, ge=1, description="Pods restarted at once.")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Wait timeouts.")
+    lock_seconds: int = Field(1800, ge=1, description="Lifetime of the migration lock (a Lease "
+                                                       "renewed by each phase): after it, a crashed "
+                                                       "run's lock may be taken over.")
+
+
+class Decision(_Model):
+    """The 'when to execute' criteria of the Phase 22 text."""
+
+    pod_threshold: int = Field(500, ge=0, description="Execute only at or above this many "
+                                                      "pods (below it the gain is small).")
+    networkpolicies_required: bool = Field(False, description="The workloads need "
+                                                              "NetworkPolicy enforcement.")
+    multi_service_traffic: bool = Field(False, description="There is multi-service traffic "
+                                                           "worth observing with Hubble.")
+    fresh_cluster_max_pods: int = Field(20, ge=0, description="At or below this many pods "
+                                                              "the cluster counts as fresh.")
+    # No switch to override a DEFER verdict here: that is a decision of one run, taken by
+    # the operator on the command line (--proceed-despite-deferral), not a setting a
+    # long-lived params file would silently carry into every later run.
+
+
+class K3s(_Model):
+    """The server-only k3s options the migration sets (agents inherit them, defect 1)."""
+
+    flannel_backend: str = Field("none", description="k3s flannel-backend on servers; "
+                                                     "'none' hands networking to Cilium.")
+    disable_network_policy: bool = Field(True, description="Stop k3s' embedded kube-router "
+                                                           "network-policy controller.")
+    disable_kube_proxy: Union[Literal["auto"], bool] = Field(
+        "auto", description="disable-kube-proxy on servers; 'auto' follows the values' "
+                            "kubeProxyReplacement (defect 2).")
+
+
+class Twin(_Model):
+    """Extra facts of a twin target (written by `runbook twin up`)."""
+
+    state_dir: str | None = Field(None, description="The twin's state folder.")
+    chart_repo_url: str | None = Field(None, description="Overrides cilium.chart_repo_url.")
+    admin_url: str | None = Field(None, description="The twin's fault/admin endpoint.")
+
+
+class Params(_Model):
+    """The whole params file. Load it with :func:`load`, never by hand."""
+
+    target: Target = Field(description="The cluster acted on.")
+    ssh: SSH = Field(default_factory=SSH, description="SSH settings.")
+    nodes: list[NodeParams] = Field(min_length=1, description="Every k3s node.")
+    paths: Paths = Field(default_factory=Paths, description="Remote paths on the nodes.")
+    cilium: Cilium = Field(default_factory=Cilium, description="The Cilium release.")
+    velero: Velero = Field(default_factory=Velero, description="Velero backup.")
+    argocd: ArgoCD = Field(default_factory=ArgoCD, description="Argo CD pause/resume.")
+    checks: Checks = Field(default_factory=Checks, description="Data-path checks.")
+    limits: Limits = Field(default_factory=Limits, description="Batches and timeouts.")
+    decision: Decision = Field(default_factory=Decision, description="Execute/defer criteria.")
+    k3s: K3s = Field(default_factory=K3s, description="k3s server options to set.")
+    twin: Twin | None = Field(None, description="Only for kind twin.")
+
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        names = [n.name for n in self.nodes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate node names: {', '.join(dup)}")
+        if not any(n.role == "server" for n in self.nodes):
+            raise ValueError("no node has role 'server'")
+        for c in self.checks.regression:
+            if c.node is not None and c.node not in names:
+                raise ValueError(f"regression check {c.name!r} names unknown node {c.node!r}")
+        if self.twin is not None and self.target.kind != "twin":
+            raise ValueError("a 'twin' section needs target.kind: twin")
+        return self
+
+    # ------------------------------------------------------------------ derived facts
+    @property
+    def source(self) -> Path | None:
+        """The params file this was loaded from (None when built in code)."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths resolve against: the params file's folder, else cwd."""
+        return self._source.parent if self._source else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        """Expand ``~`` and resolve ``value`` against :attr:`base_dir`."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        """The kubeconfig, resolved."""
+        return self.resolve_path(self.target.kubeconfig)
+
+    @property
+    def values_path(self) -> Path:
+        """The Cilium values file, resolved."""
+        return self.resolve_path(self.cilium.values_file)
+
+    @property
+    def chart_repo_url(self) -> str:
+        """The helm repository actually used (a twin may override it)."""
+        if self.twin is not None and self.twin.chart_repo_url:
+            return self.twin.chart_repo_url
+        return self.cilium.chart_repo_url
+
+    @property
+    def servers(self) -> list[NodeParams]:
+        """Server nodes, in file order (restarted first, one at a time)."""
+        return [n for n in self.nodes if n.role == "server"]
+
+    @property
+    def agents(self) -> list[NodeParams]:
+        """Agent nodes, in file order."""
+        return [n for n in self.nodes if n.role == "agent"]
+
+    def node(self, name: str) -> NodeParams:
+        """The node called ``name``; KeyError names the known nodes otherwise."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node {name!r} in the params (known: {', '.join(self.node_names)})")
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def values(self) -> dict[str, Any]:
+        """Load the Cilium helm values file named by ``cilium.values_file``.
+
+        Raises:
+            ValuesFileError: the file is missing, unreadable, not YAML or not a mapping;
+                the message names the params file and the field ``cilium.values_file``.
+        """
+        path = self.values_path
+        where = str(self._source) if self._source else None
+        if not path.is_file():
+            raise ValuesFileError(f"values file {path} does not exist", file=where,
+                              field="cilium.values_file",
+                              hint="fix cilium.values_file (relative paths start at the "
+                                   "params file's folder)")
+        try:
+            data = strict_yaml().load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValuesFileError(f"cannot read values file {path}: {e}", file=where,
+                              field="cilium.values_file") from e
+        except YAMLError as e:
+            raise ValuesFileError(f"values file is not valid YAML: {yaml_problem(e)}",
+                              file=str(path), field="cilium.values_file") from e
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValuesFileError(f"values file {path} must hold a mapping, not "
+                              f"{type(data).__name__}", file=where, field="cilium.values_file")
+        return data
+
+    def disable_kube_proxy(self, values: dict[str, Any] | None = None) -> bool:
+        """Whether servers get ``disable-kube-proxy: true`` (auto follows the values' KPR)."""
+        setting = self.k3s.disable_kube_proxy
+        if setting == "auto":
+            return kpr_enabled(self.values() if values is None else values)
+        return bool(setting)
+
+    def check_loopback(self) -> None:
+        """For a twin target, refuse every endpoint that is not loopback.
+
+        Checks the node addresses, the kubeconfig's server URL (when the file exists; the
+        cluster module checks again when it connects), the chart repository, the twin's
+        admin URL, and every check URL (through its ``resolve_to`` when one is given).
+
+        Raises:
+            runbook.errors.LoopbackViolation: naming the file and the field.
+        """
+        kind = self.target.kind
+        if kind != "twin":
+            return
+        where = f"{self._source}: " if self._source else ""
+        for i, n in enumerate(self.nodes):
+            require_loopback(n.address, kind=kind, what=f"{where}field nodes.{i}.address")
+        repo = self.chart_repo_url
+        # a local chart (file:// or a path) opens no connection; anything else must be loopback
+        if urlsplit(repo).scheme not in ("", "file"):
+            field = "twin.chart_repo_url" if repo != self.cilium.chart_repo_url else \
+                "cilium.chart_repo_url"
+            require_loopback_url(repo, kind=kind, what=f"{where}field {field}")
+        if self.twin and self.twin.admin_url:
+            require_loopback_url(self.twin.admin_url, kind=kind, what=f"{where}field twin.admin_url")
+        for i, c in enumerate(self.checks.ingress):
+            _require_loopback_probe(c.url, c.resolve_to, kind, f"{where}field checks.ingress.{i}")
+        for i, r in enumerate(self.checks.regression):
+            if r.kind == "http" and r.url:
+                _require_loopback_probe(r.url, r.resolve_to, kind,
+                                        f"{where}field checks.regression.{i}")
+        for server in kubeconfig_servers(self.kubeconfig_path, self.target.context):
+            require_loopback_url(server, kind=kind,
+                                 what=f"{where}field target.kubeconfig (server {server})")
+
+
+def _require_loopback_probe(url: str, resolve_to: str | None, kind: str, what: str) -> None:
+    # With resolve_to the URL's host is only the SNI/Host header; the socket goes to
+    # resolve_to. Without it the URL's host is resolved, e.g. *.nip.io -> 10.0.0.200.
+    if resolve_to:
+        require_loopback(split_host_port(resolve_to)[0], kind=kind, what=what + ".resolve_to")
+    else:
+        require_loopback_url(url, kind=kind, what=what + ".url")
+
+
+def split_host_port(value: str) -> tuple[str, int | None]:
+    """Split ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``.
+
+    Example:
+        >>> split_host_port("127.0.0.1:8443"), split_host_port("[::1]:9"), split_host_port("::1")
+        (('127.0.0.1', 8443), ('::1', 9), ('::1', None))
+    """
+    v = value.strip()
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:] else None
+    if v.count(":") == 1:
+        host, port = v.split(":")
+        return host, int(port) if port else None
+    return v, None
+
+
+def kpr_enabled(values: dict[str, Any]) -> bool:
+    """True when the values turn kube-proxy replacement on (``true`` or ``"true"``).
+
+    Example:
+        >>> kpr_enabled({"kubeProxyReplacement": "true"}), kpr_enabled({})
+        (True, False)
+    """
+    v = values.get("kubeProxyReplacement")
+    return v is True or (isinstance(v, str) and v.strip().lower() == "true")

@@ -14,7 +14,7 @@ import paramiko
 
 from twin.clock import Clock
 from twin.faults import Faults
-from twin.nodes import NodesComponent
+from twin.node import NodesComponent
 from twin.runtime import Runtime
 from twin.ssh import SSHServers
 

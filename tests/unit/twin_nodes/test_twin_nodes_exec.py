@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from twin.nodes import ShellRefused, tokenize
+from twin.node import ShellRefused, tokenize
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

@@ -7,7 +7,7 @@ import pytest
 
 from twin_nodes_cases import CLUSTER, SPECS
 from twin.clock import Clock
-from twin.nodes import NodesComponent, build_nodes, fixture_pods, fixture_services
+from twin.node import NodesComponent, build_nodes, fixture_pods, fixture_services
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

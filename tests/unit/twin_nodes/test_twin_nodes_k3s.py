@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from twin.nodes import FLANNEL_CONFLIST, FLANNEL_NETCONF, Iptables, IptablesError
+from twin.node import FLANNEL_CONFLIST, FLANNEL_NETCONF, Iptables, IptablesError
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

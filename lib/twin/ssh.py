@@ -30,6 +30,8 @@ from .node import HOME, NodeModel
 log = logging.getLogger("twin.ssh")
 
 USER = "ubuntu"
+# sshd's default umask: what a real node's sftp-server leaves of the modes a client asks for.
+SFTP_UMASK = 0o022
 
 
 def _node_path(path: bytes) -> str:
@@ -89,12 +91,20 @@ class _NodeSFTP(asyncssh.SFTPServer):
 
     # files ------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        # The servers speak SFTP version 3 (asyncssh's default), so every open comes here
+        # (open56, for versions 5 and 6, would skip these checks).
         writing = pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT |
                             asyncssh.FXF_TRUNC)
         n = self._need_write(path) if writing else self._need_read(path)
         if pflags & asyncssh.FXF_READ:
             self._need_read(path)
+        local = self.map_path(path)
+        created = writing and not os.path.lexists(local)
         f = super().open(path, pflags, attrs)
+        if created:
+            # The mode a real sftp-server gives (its umask, not the twin process's).
+            perms = 0o666 if attrs.permissions is None else attrs.permissions
+            os.chmod(local, perms & 0o7777 & ~SFTP_UMASK)
         if writing:
             self._written[id(f)] = n
         return f
@@ -148,6 +158,8 @@ class _NodeSFTP(asyncssh.SFTPServer):
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         self._need_write(path)
         super().mkdir(path, attrs)
+        perms = 0o777 if attrs.permissions is None else attrs.permissions
+        os.chmod(self.map_path(path), perms & 0o7777 & ~SFTP_UMASK)
 
     def rmdir(self, path: bytes) -> None:
         self._need_write(path)

@@ -47,7 +47,9 @@ class NodeFiles:
 
     def __init__(self, root: Path, emit: Callable[..., None]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True)
+            os.chmod(self.root, DIR_MODE)   # the node's "/"
         self.host_root = os.path.realpath(self.root)   # the real path every access checks
         self._emit = emit
         # Directories whose content is written when first reached (see on_first_access).

@@ -7,7 +7,6 @@ the way the model behaved before it had indexes.
 """
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -16,17 +15,9 @@ import pytest
 from twin.clock import Clock
 from twin.node import (BUILTIN_CHAINS, RESYNC_SECONDS, Iptables, IptablesError, KubeService,
                         build_nodes)
-from twin_nodes_cases import CLUSTER, SPECS
+from twin_nodes_cases import CLUSTER, SPECS, run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def sh(node, line, stdin=b""):
-    return run(node.exec(line, stdin))
 
 
 def chain_of(rule: str) -> str:

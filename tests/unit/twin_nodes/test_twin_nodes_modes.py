@@ -5,7 +5,6 @@ with an owner-only umask; the twin must behave the same under any umask.
 """
 from __future__ import annotations
 
-import asyncio
 import doctest
 import importlib
 import os
@@ -16,7 +15,7 @@ import pytest
 
 from twin.clock import Clock
 from twin.node import build_nodes
-from twin_nodes_cases import CLUSTER, SPECS
+from twin_nodes_cases import CLUSTER, SPECS, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -41,7 +40,7 @@ def build_and_use(nodes_dir: Path) -> dict:
     nodes = build_nodes(SPECS, CLUSTER, nodes_dir, Clock(speed=0.001))
     for node in nodes.values():
         for line, stdin in COMMANDS:
-            res = asyncio.run(node.exec(line, stdin))
+            res = sh(node, line, stdin)
             assert res.rc == 0, (line, res.stderr)
     return nodes
 
@@ -56,7 +55,7 @@ def test_modes_do_not_follow_the_process_umask(tmp_path, umask):
         # ... so ubuntu reads what it reads on a real node.
         for line in ("ls /", "cat /etc/systemd/system/" + node.unit + ".service", "cat /etc/f",
                      "ls /etc/x/y", "cat /etc/a/b/f", "cat /var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"):
-            res = asyncio.run(node.exec(line))
+            res = sh(node, line)
             assert res.rc == 0, (name, line, res.stderr)
     assert oct(modes(tmp_path / "masked" / "nodes" / "server-1")["etc/x/y"]) == "0o755"
 

@@ -15,7 +15,6 @@ Example:
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging

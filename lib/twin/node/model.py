@@ -111,8 +111,9 @@ class NodeModel:
             # The pods holding the seeded leases have their veth on cni0.
             for ip in self.lease_files.initial_ips():
                 h = hashlib.sha256(f"{self.name}/{ip}".encode()).hexdigest()
+                netns = f"cni-{h[8:16]}-{h[16:20]}-{h[20:24]}-{h[24:28]}-{h[28:40]}"
                 self.links.create(f"veth{h[:8]}", "veth", self.interfaces["cni0"].mtu, master="cni0",
-                                  peer="if2", netns=f"cni-{h[8:16]}-{h[16:20]}-{h[20:24]}-{h[24:28]}-{h[28:40]}")
+                                  peer="if2", netns=netns)
 
     # ----------------------------------------------------------------- observers
     def subscribe(self, fn: Callable[["NodeModel", str, dict], None]) -> Callable[[], None]:

@@ -28,7 +28,8 @@ def test_sftp_modes_do_not_follow_the_process_umask(nodes_twin, tmp_path):
             f.write("secret\n")
         sftp.chmod("/tmp/upload/private", 0o600)
         sftp.close()
-        assert run_cmd(c, "stat -c %a /tmp/values.yaml /tmp/upload /tmp/upload/private")[1] == b"644\n755\n600\n"
+        modes = run_cmd(c, "stat -c %a /tmp/values.yaml /tmp/upload /tmp/upload/private")[1]
+        assert modes == b"644\n755\n600\n"
         # Copied into /etc with sudo, the file stays readable for ubuntu, as on a real node.
         assert run_cmd(c, "sudo cp /tmp/values.yaml /etc/values.yaml")[0] == 0
         rc, out, err = run_cmd(c, "cat /etc/values.yaml")

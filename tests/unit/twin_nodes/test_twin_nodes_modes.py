@@ -54,7 +54,8 @@ def test_modes_do_not_follow_the_process_umask(tmp_path, umask):
         assert modes(tmp_path / "masked" / "nodes" / name) == modes(tmp_path / "reference" / "nodes" / name)
         # ... so ubuntu reads what it reads on a real node.
         for line in ("ls /", "cat /etc/systemd/system/" + node.unit + ".service", "cat /etc/f",
-                     "ls /etc/x/y", "cat /etc/a/b/f", "cat /var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"):
+                     "ls /etc/x/y", "cat /etc/a/b/f",
+                     "cat /var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"):
             res = sh(node, line)
             assert res.rc == 0, (name, line, res.stderr)
     assert oct(modes(tmp_path / "masked" / "nodes" / "server-1")["etc/x/y"]) == "0o755"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .files import make_dirs
-from .shell import Ctx, ExecResult, parse_flags, result
+from .shell import Ctx, Errors, ExecResult, parse_flags, result
 
 if TYPE_CHECKING:
     from .model import NodeModel
@@ -33,25 +33,21 @@ async def cat(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         return result(1, err=f"cat: invalid option -- '{bad[1:]}'\n")
     if not ops:
         return result(0, await ctx.read_stdin())
-    out, err, rc = [], [], 0
+    out, errs = [], Errors()
     for p in ops:
         if p == "-":
             out.append(await ctx.read_stdin())
             continue
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if not node.files.can_read(n, ctx.root):
-            err.append(f"cat: {p}: Permission denied\n")
-            rc = 1
+            errs.add(f"cat: {p}: Permission denied\n")
         elif not h.exists():
-            err.append(f"cat: {p}: No such file or directory\n")
-            rc = 1
+            errs.add(f"cat: {p}: No such file or directory\n")
         elif h.is_dir():
-            err.append(f"cat: {p}: Is a directory\n")
-            rc = 1
+            errs.add(f"cat: {p}: Is a directory\n")
         else:
             out.append(h.read_bytes())
-    return result(rc, b"".join(out), "".join(err))
+    return errs.result(b"".join(out))
 
 
 async def tee(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
@@ -59,24 +55,20 @@ async def tee(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     if bad:
         return result(1, err=f"tee: invalid option -- '{bad.lstrip('-')}'\n")
     data = await ctx.read_stdin()
-    err, rc = [], 0
+    errs = Errors()
     for p in ops:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if not node.files.can_write(n, ctx.root):
-            err.append(f"tee: {p}: Permission denied\n")
-            rc = 1
+            errs.add(f"tee: {p}: Permission denied\n")
             continue
         if not h.parent.is_dir():
-            err.append(f"tee: {p}: No such file or directory\n")
-            rc = 1
+            errs.add(f"tee: {p}: No such file or directory\n")
             continue
         if h.is_dir():
-            err.append(f"tee: {p}: Is a directory\n")
-            rc = 1
+            errs.add(f"tee: {p}: Is a directory\n")
             continue
         node.files.write(n, data, append="a" in flags)
-    return result(rc, data, "".join(err))
+    return errs.result(data)
 
 
 async def mkdir(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
@@ -84,25 +76,21 @@ async def mkdir(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     if bad or not ops:
         return result(1, err="mkdir: missing operand\n" if not bad else
                       f"mkdir: invalid option -- '{bad.lstrip('-')}'\n")
-    err, rc = [], 0
+    errs = Errors()
     for p in ops:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if h.is_dir() and "p" in flags:
             continue
         if not node.files.can_write(n, ctx.root):
-            err.append(f"mkdir: cannot create directory '{p}': Permission denied\n")
-            rc = 1
+            errs.add(f"mkdir: cannot create directory '{p}': Permission denied\n")
         elif h.exists():
-            err.append(f"mkdir: cannot create directory '{p}': File exists\n")
-            rc = 1
+            errs.add(f"mkdir: cannot create directory '{p}': File exists\n")
         elif not h.parent.is_dir() and "p" not in flags:
-            err.append(f"mkdir: cannot create directory '{p}': No such file or directory\n")
-            rc = 1
+            errs.add(f"mkdir: cannot create directory '{p}': No such file or directory\n")
         else:
             make_dirs(h)
             node.emit("file-changed", path=n, op="mkdir")
-    return result(rc, err="".join(err))
+    return errs.result()
 
 
 async def test(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
@@ -132,17 +120,14 @@ async def ls(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         return result(2, err=f"ls: invalid option -- '{bad.lstrip('-')}'\n")
     ops = ops or ["."]
     out: list[str] = []
-    err: list[str] = []
-    rc = 0
+    errs = Errors()
     files = []
     dirs = []
     for p in ops:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if not h.exists() or not node.files.can_traverse(n, ctx.root):
-            err.append(f"ls: cannot access '{p}': No such file or directory\n" if not h.exists()
-                       else f"ls: cannot access '{p}': Permission denied\n")
-            rc = 2
+            errs.add(f"ls: cannot access '{p}': No such file or directory\n" if not h.exists()
+                     else f"ls: cannot access '{p}': Permission denied\n", 2)
         elif h.is_dir() and "d" not in flags:
             dirs.append((p, n, h))
         else:
@@ -153,8 +138,7 @@ async def ls(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         if len(ops) > 1:
             out.append(("\n" if out else "") + f"{p}:")
         if not node.files.can_read(n, ctx.root):
-            err.append(f"ls: cannot open directory '{p}': Permission denied\n")
-            rc = 2
+            errs.add(f"ls: cannot open directory '{p}': Permission denied\n", 2)
             continue
         names = sorted(os.listdir(h))
         if "a" in flags:
@@ -168,41 +152,35 @@ async def ls(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
                 out.append(_ls_long(node, cn, node.files.host_path(cn), x))
         else:
             out += names
-    return result(rc, "".join(f"{line}\n" for line in out), "".join(err))
+    return errs.result("".join(f"{line}\n" for line in out))
 
 
 async def sha256sum(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     flags, ops, bad = parse_flags(args, "b")
-    out, err, rc = [], [], 0
+    out, errs = [], Errors()
     if not ops:
         return result(0, hashlib.sha256(await ctx.read_stdin()).hexdigest() + "  -\n")
     for p in ops:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if not h.exists():
-            err.append(f"sha256sum: {p}: No such file or directory\n")
-            rc = 1
+            errs.add(f"sha256sum: {p}: No such file or directory\n")
         elif not node.files.can_read(n, ctx.root):
-            err.append(f"sha256sum: {p}: Permission denied\n")
-            rc = 1
+            errs.add(f"sha256sum: {p}: Permission denied\n")
         elif h.is_dir():
-            err.append(f"sha256sum: {p}: Is a directory\n")
-            rc = 1
+            errs.add(f"sha256sum: {p}: Is a directory\n")
         else:
             out.append(f"{hashlib.sha256(h.read_bytes()).hexdigest()}  {p}\n")
-    return result(rc, "".join(out), "".join(err))
+    return errs.result("".join(out))
 
 
 async def stat(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     if len(args) < 3 or args[0] not in ("-c", "--format", "--printf"):
         return result(1, err="stat: the twin supports stat -c FORMAT FILE...\n")
-    fmt, out, err, rc = args[1], [], [], 0
+    fmt, out, errs = args[1], [], Errors()
     for p in args[2:]:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
+        n, h = node.files.locate(p, ctx.cwd)
         if not h.exists():
-            err.append(f"stat: cannot statx '{p}': No such file or directory\n")
-            rc = 1
+            errs.add(f"stat: cannot statx '{p}': No such file or directory\n")
             continue
         st = h.stat()
         owner = node.files.owner(n)
@@ -223,7 +201,7 @@ async def stat(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
                 res.append(fmt[i])
                 i += 1
         out.append("".join(res) + ("\n" if args[0] != "--printf" else ""))
-    return result(rc, "".join(out), "".join(err))
+    return errs.result("".join(out))
 
 
 async def rm(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
@@ -233,30 +211,26 @@ async def rm(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     recursive = bool({"r", "R"} & flags)
     if not ops:
         return result(0 if "f" in flags else 1, err="" if "f" in flags else "rm: missing operand\n")
-    err, rc = [], 0
+    errs = Errors()
     for p in ops:
         n = node.files.norm(p, ctx.cwd)
         if n == "/":
-            err.append("rm: it is dangerous to operate recursively on '/'\n"
-                       "rm: use --no-preserve-root to override this failsafe\n")
-            rc = 1
+            errs.add("rm: it is dangerous to operate recursively on '/'\n"
+                     "rm: use --no-preserve-root to override this failsafe\n")
             continue
         h = node.files.host_path(n)
         if not h.exists() and not h.is_symlink():
             if "f" not in flags:
-                err.append(f"rm: cannot remove '{p}': No such file or directory\n")
-                rc = 1
+                errs.add(f"rm: cannot remove '{p}': No such file or directory\n")
             continue
         if h.is_dir() and not recursive:
-            err.append(f"rm: cannot remove '{p}': Is a directory\n")
-            rc = 1
+            errs.add(f"rm: cannot remove '{p}': Is a directory\n")
             continue
         if not node.files.can_write(n, ctx.root):
-            err.append(f"rm: cannot remove '{p}': Permission denied\n")
-            rc = 1
+            errs.add(f"rm: cannot remove '{p}': Permission denied\n")
             continue
         node.files.remove(n)
-    return result(rc, err="".join(err))
+    return errs.result()
 
 
 def _copy(src: Path, dst: Path, preserve: bool) -> None:
@@ -290,39 +264,32 @@ async def mv(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
 def _copy_or_move(node: NodeModel, tool: str, flags: set[str], ops: list[str], ctx: Ctx) -> ExecResult:
     if len(ops) < 2:
         return result(1, err=f"{tool}: missing destination file operand after '{ops[0] if ops else ''}'\n")
-    dest = node.files.norm(ops[-1], ctx.cwd)
-    dh = node.files.host_path(dest)
+    dest, dh = node.files.locate(ops[-1], ctx.cwd)
     if len(ops) > 2 and not dh.is_dir():
         return result(1, err=f"{tool}: target '{ops[-1]}' is not a directory\n")
-    err, rc = [], 0
+    errs = Errors()
     preserve = bool({"p", "a"} & flags)
     recursive = bool({"r", "R", "a"} & flags)
     for p in ops[:-1]:
-        src = node.files.norm(p, ctx.cwd)
-        sh = node.files.host_path(src)
+        src, sh = node.files.locate(p, ctx.cwd)
         target = posixpath.join(dest, posixpath.basename(src)) if dh.is_dir() else dest
         th = node.files.host_path(target)
         if not sh.exists():
-            err.append(f"{tool}: cannot stat '{p}': No such file or directory\n")
-            rc = 1
+            errs.add(f"{tool}: cannot stat '{p}': No such file or directory\n")
             continue
         if not node.files.can_read(src, ctx.root):
-            err.append(f"{tool}: cannot open '{p}' for reading: Permission denied\n")
-            rc = 1
+            errs.add(f"{tool}: cannot open '{p}' for reading: Permission denied\n")
             continue
         if tool == "cp" and sh.is_dir() and not recursive:
-            err.append(f"cp: -r not specified; omitting directory '{p}'\n")
-            rc = 1
+            errs.add(f"cp: -r not specified; omitting directory '{p}'\n")
             continue
         if not node.files.can_write(target, ctx.root) or (tool == "mv" and not node.files.can_write(src, ctx.root)):
             what = ("cannot create regular file" if tool == "cp" else "cannot move")
-            err.append(f"{tool}: {what} '{ops[-1] if tool == 'cp' else p}'"
-                       f"{'' if tool == 'cp' else ' to ' + repr(ops[-1])}: Permission denied\n")
-            rc = 1
+            errs.add(f"{tool}: {what} '{ops[-1] if tool == 'cp' else p}'"
+                     f"{'' if tool == 'cp' else ' to ' + repr(ops[-1])}: Permission denied\n")
             continue
         if not th.parent.is_dir():
-            err.append(f"{tool}: cannot create regular file '{ops[-1]}': No such file or directory\n")
-            rc = 1
+            errs.add(f"{tool}: cannot create regular file '{ops[-1]}': No such file or directory\n")
             continue
         if tool == "cp":
             _copy(sh, th, preserve)
@@ -330,7 +297,7 @@ def _copy_or_move(node: NodeModel, tool: str, flags: set[str], ops: list[str], c
             os.replace(sh, th)
             node.emit("file-changed", path=src, op="remove")
         node.emit("file-changed", path=target, op="write")
-    return result(rc, err="".join(err))
+    return errs.result()
 
 
 async def chmod(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
@@ -338,17 +305,12 @@ async def chmod(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     ops = [a for a in args if a != "-R"]
     if len(ops) < 2:
         return result(1, err="chmod: missing operand\n")
-    mode_s, err, rc = ops[0], [], 0
+    mode_s, errs = ops[0], Errors()
     for p in ops[1:]:
-        n = node.files.norm(p, ctx.cwd)
-        h = node.files.host_path(n)
-        if not h.exists():
-            err.append(f"chmod: cannot access '{p}': No such file or directory\n")
-            rc = 1
-            continue
-        if not node.files.can_write(n, ctx.root):
-            err.append(f"chmod: changing permissions of '{p}': Operation not permitted\n")
-            rc = 1
+        n, h = node.files.locate(p, ctx.cwd)
+        if not h.exists() or not node.files.can_write(n, ctx.root):
+            errs.add(f"chmod: cannot access '{p}': No such file or directory\n" if not h.exists()
+                     else f"chmod: changing permissions of '{p}': Operation not permitted\n")
             continue
         targets = [h] + (sorted(h.rglob("*")) if recursive and h.is_dir() else [])
         for t in targets:
@@ -357,7 +319,7 @@ async def chmod(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
                 return result(1, err=f"chmod: invalid mode: '{mode_s}'\n")
             os.chmod(t, new)
         node.emit("file-changed", path=n, op="chmod")
-    return result(rc, err="".join(err))
+    return errs.result()
 
 
 def chmod_mode(spec: str, current: int, is_dir: bool) -> int | None:

@@ -80,6 +80,11 @@ class NodeFiles:
             raise PermissionError(f"{path}: outside the node's filesystem")
         return Path(host)
 
+    def locate(self, path: str, cwd: str = "/") -> tuple[str, Path]:
+        """A command's operand: its normalised node path and its host path."""
+        n = norm(path, cwd)
+        return n, self.host_path(n)
+
     # ------------------------------------------------------------- as root
     def exists(self, path: str) -> bool:
         try:

@@ -45,6 +45,23 @@ def result(rc: int = 0, out: str | bytes = b"", err: str | bytes = b"") -> ExecR
                       err.encode() if isinstance(err, str) else err)
 
 
+class Errors:
+    """The error lines of a command that carries on with its other operands, and the exit
+    code they leave (as ``cat a b`` reports a missing ``a`` and still prints ``b``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.rc = 0
+
+    def add(self, message: str, rc: int = 1) -> None:
+        self.lines.append(message)
+        self.rc = rc
+
+    def result(self, out: str | bytes = b"") -> ExecResult:
+        """The command's result: ``out``, the error lines, the exit code."""
+        return result(self.rc, out, "".join(self.lines))
+
+
 @dataclass
 class Ctx:
     """What one command runs with: as root (under sudo) or not, stdin and the directory.

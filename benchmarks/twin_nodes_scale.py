@@ -25,7 +25,7 @@ import time
 
 from twin import fixtures
 from twin.clock import Clock
-from twin.nodes import DEFER_LEASES_FROM_PODS, build_nodes, fixture_pods, fixture_services
+from twin.node import DEFER_LEASES_FROM_PODS, build_nodes, fixture_pods, fixture_services
 
 
 def measure(n_nodes: int, n_pods: int) -> dict:

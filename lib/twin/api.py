@@ -56,7 +56,7 @@ def _build_components(rt: Runtime) -> list[Any]:
     from .controllers.cilium import CiliumModel
     from .controllers.network import NetworkModel
     from .ingress import IngressEndpoint
-    from .nodes import NodesComponent
+    from .node import NodesComponent
     from .ssh import SSHServers
 
     # network and cilium read rt.component("workloads") when they start: keep them after it

@@ -44,7 +44,7 @@ class Runtime:
     fixture: Any = None            # twin.fixtures.Fixture
     store: Any = None              # twin.store.Store
     pki: Any = None                # twin.pki.PKI (CA + serving certs)
-    nodes: dict[str, Any] = field(default_factory=dict)      # name -> twin.nodes.NodeModel
+    nodes: dict[str, Any] = field(default_factory=dict)      # name -> twin.node.NodeModel
     endpoints: dict[str, Any] = field(default_factory=dict)  # "api": url, "ssh": {node: port}, ...
     components: list[Any] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)    # cilium_chart path, ...

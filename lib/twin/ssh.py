@@ -4,7 +4,7 @@
   (``<state_dir>/ssh/id_ed25519``); passwords and keyboard-interactive are refused.
 - Each node has its own ed25519 host key; ``<state_dir>/ssh/known_hosts`` lists them as
   ``[127.0.0.1]:PORT ssh-ed25519 ...`` (OpenSSH and paramiko read it as is).
-- ``exec`` channels run :meth:`twin.nodes.NodeModel.exec` (no shell; see the README's
+- ``exec`` channels run :meth:`twin.node.NodeModel.exec` (no shell; see the README's
   "Node commands"). Interactive shells are refused.
 - SFTP sees the node's filesystem (paths map into the node root). It acts as user
   ``ubuntu`` without sudo, so it may read what ubuntu may read and write only under
@@ -25,11 +25,13 @@ from typing import Any
 
 import asyncssh
 
-from .nodes import HOME, NodeModel
+from .node import HOME, NodeModel
 
 log = logging.getLogger("twin.ssh")
 
 USER = "ubuntu"
+# sshd's default umask: what a real node's sftp-server leaves of the modes a client asks for.
+SFTP_UMASK = 0o022
 
 
 def _node_path(path: bytes) -> str:
@@ -54,7 +56,7 @@ class _NodeSFTP(asyncssh.SFTPServer):
             raise asyncssh.SFTPPermissionDenied(str(e)) from e
 
     def reverse_map_path(self, path: bytes) -> bytes:
-        root = os.fsencode(self.node._root_real)
+        root = os.fsencode(self.node.files.host_root)
         if path == root:
             return b"/"
         if path.startswith(root + b"/"):
@@ -63,7 +65,7 @@ class _NodeSFTP(asyncssh.SFTPServer):
 
     def _need_read(self, path: bytes) -> str:
         n = _node_path(path)
-        if not self.node._can_read(n, False):
+        if not self.node.files.can_read(n, False):
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         return n
 
@@ -89,12 +91,20 @@ class _NodeSFTP(asyncssh.SFTPServer):
 
     # files ------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        # The servers speak SFTP version 3 (asyncssh's default), so every open comes here
+        # (open56, for versions 5 and 6, would skip these checks).
         writing = pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT |
                             asyncssh.FXF_TRUNC)
         n = self._need_write(path) if writing else self._need_read(path)
         if pflags & asyncssh.FXF_READ:
             self._need_read(path)
+        local = self.map_path(path)
+        created = writing and not os.path.lexists(local)
         f = super().open(path, pflags, attrs)
+        if created:
+            # The mode a real sftp-server gives (its umask, not the twin process's).
+            perms = 0o666 if attrs.permissions is None else attrs.permissions
+            os.chmod(local, perms & 0o7777 & ~SFTP_UMASK)
         if writing:
             self._written[id(f)] = n
         return f
@@ -103,17 +113,17 @@ class _NodeSFTP(asyncssh.SFTPServer):
         super().close(file_obj)
         n = self._written.pop(id(file_obj), None)
         if n is not None:
-            self.node._emit("file-changed", path=n, op="write")
+            self.node.emit("file-changed", path=n, op="write")
 
     def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
         n = _node_path(path)
-        if not self.node._can_traverse(n, False):
+        if not self.node.files.can_traverse(n, False):
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         return self._attrs(n, os.stat(self.map_path(path)))
 
     def lstat(self, path: bytes) -> asyncssh.SFTPAttrs:
         n = _node_path(path)
-        if not self.node._can_traverse(n, False):
+        if not self.node.files.can_traverse(n, False):
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         return self._attrs(n, os.lstat(self.map_path(path)))
 
@@ -131,23 +141,25 @@ class _NodeSFTP(asyncssh.SFTPServer):
     def remove(self, path: bytes) -> None:
         n = self._need_write(path)
         super().remove(path)
-        self.node._emit("file-changed", path=n, op="remove")
+        self.node.emit("file-changed", path=n, op="remove")
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         o, n = self._need_write(oldpath), self._need_write(newpath)
         super().rename(oldpath, newpath)
-        self.node._emit("file-changed", path=o, op="remove")
-        self.node._emit("file-changed", path=n, op="write")
+        self.node.emit("file-changed", path=o, op="remove")
+        self.node.emit("file-changed", path=n, op="write")
 
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         o, n = self._need_write(oldpath), self._need_write(newpath)
         super().posix_rename(oldpath, newpath)
-        self.node._emit("file-changed", path=o, op="remove")
-        self.node._emit("file-changed", path=n, op="write")
+        self.node.emit("file-changed", path=o, op="remove")
+        self.node.emit("file-changed", path=n, op="write")
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         self._need_write(path)
         super().mkdir(path, attrs)
+        perms = 0o777 if attrs.permissions is None else attrs.permissions
+        os.chmod(self.map_path(path), perms & 0o7777 & ~SFTP_UMASK)
 
     def rmdir(self, path: bytes) -> None:
         self._need_write(path)

@@ -22,7 +22,7 @@ def addon_components(rt: Any, *, ssh: bool = False) -> list[Any]:
     from twin.controllers import WorkloadControllers
     from twin.controllers.addons import AddonControllers
     from twin.ingress import IngressEndpoint
-    from twin.nodes import NodesComponent
+    from twin.node import NodesComponent
 
     comps: list[Any] = [NodesComponent(), APIServer(), WorkloadControllers()]
     if ssh:

@@ -14,7 +14,7 @@ from twin.api import Twin
 from twin.controllers import WorkloadControllers
 from twin.controllers.cilium import CiliumModel
 from twin.controllers.network import NetworkModel
-from twin.nodes import NodesComponent
+from twin.node import NodesComponent
 
 REPO = Path(__file__).resolve().parents[3]
 STANDIN_CHART = REPO / "lib" / "twin" / "charts" / "cilium"

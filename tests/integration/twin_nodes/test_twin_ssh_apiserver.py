@@ -22,7 +22,7 @@ def _refused(port: int) -> bool:
 def test_server_restart_makes_api_unavailable(tmp_path):
     from twin.api import Twin
     from twin.apiserver import APIServer
-    from twin.nodes import NodesComponent
+    from twin.node import NodesComponent
     from twin.ssh import SSHServers
 
     try:

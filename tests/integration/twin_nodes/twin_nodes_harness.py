@@ -1,12 +1,14 @@
 """Harness: a twin made of the nodes and SSH components only, its loop in a background thread.
 
-(A module with a unique name, so tests can import it whatever other conftest.py exist.)
+(A module with a unique name, so tests can import it whatever other conftest.py exist. The
+cluster is the one of the unit tests, from ``tests/unit/twin_nodes/twin_nodes_cases.py``.)
 """
 from __future__ import annotations
 
 import asyncio
+import copy
+import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,34 +16,20 @@ import paramiko
 
 from twin.clock import Clock
 from twin.faults import Faults
-from twin.nodes import NodesComponent
+from twin.node import NodesComponent
 from twin.runtime import Runtime
 from twin.ssh import SSHServers
 
-CLUSTER = {"name": "minicloud", "k3s_version": "v1.30.6+k3s1", "cluster_cidr": "10.42.0.0/16",
-           "service_cidr": "10.43.0.0/16", "server_url": "https://10.0.0.2:6443"}
-
-
-@dataclass
-class Spec:
-    name: str
-    role: str
-    ip: str
-    pod_cidr: str
-    kernel: str = "5.15.0-105-generic"
-    os_image: str = "Ubuntu 22.04.4 LTS"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    labels: dict = field(default_factory=dict)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "twin_nodes"))
+from twin_nodes_cases import CLUSTER, SPECS  # noqa: E402
 
 
 class NodesTwin:
     """Runtime with NodesComponent + SSHServers on a loop in a daemon thread."""
 
     def __init__(self, state_dir: Path) -> None:
-        fixture = SimpleNamespace(cluster=dict(CLUSTER), nodes=[
-            Spec("server-1", "server", "10.0.0.2", "10.42.0.0/24"),
-            Spec("agent-1", "agent", "10.0.0.3", "10.42.1.0/24")])
+        # server-1 and agent-1 (a twin of its own may change its specs).
+        fixture = SimpleNamespace(cluster=dict(CLUSTER), nodes=copy.deepcopy(SPECS[:2]))
         self.rt = Runtime(state_dir=state_dir, clock=Clock(speed=0.01), faults=Faults(),
                           fixture=fixture)
         self.loop = asyncio.new_event_loop()

@@ -16,7 +16,7 @@ from twin.controllers.cilium import (CRDS, CiliumConfig, CiliumModel, api_reacha
                                      parse_duration, pod_app)
 from twin.controllers.network import (NOT_READY_MESSAGE, NodeNetwork, desired_ready,
                                       flannel_works)
-from twin.nodes import Iptables
+from twin.node import Iptables
 from twin.store import Store
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]

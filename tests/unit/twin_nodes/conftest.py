@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from twin.clock import Clock
-from twin.nodes import NodeModel, build_nodes
+from twin.node import NodeModel, build_nodes
 from twin_nodes_cases import CLUSTER, SPECS
 
 

@@ -6,17 +6,10 @@ import hashlib
 
 import pytest
 
-from twin.nodes import ShellRefused, tokenize
+from twin.node import ShellRefused, tokenize
+from twin_nodes_cases import run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def sh(node, line, stdin=b""):
-    return run(node.exec(line, stdin))
 
 
 # ---------------------------------------------------------------- tokenizer

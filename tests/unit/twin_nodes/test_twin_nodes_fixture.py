@@ -5,9 +5,9 @@ import asyncio
 
 import pytest
 
-from twin_nodes_cases import CLUSTER, SPECS
 from twin.clock import Clock
-from twin.nodes import NodesComponent, build_nodes, fixture_pods, fixture_services
+from twin.node import NodesComponent, build_nodes, fixture_pods, fixture_services
+from twin_nodes_cases import CLUSTER, SPECS, run
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -123,6 +123,3 @@ def test_component_with_minicloud_fixture(tmp_path):
         assert n.kernel == spec.kernel
         assert "KUBE-SVC-" in n.iptables_save() and n.leases()
 
-
-def run(coro):
-    return asyncio.run(coro)

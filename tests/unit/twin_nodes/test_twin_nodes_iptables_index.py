@@ -7,26 +7,17 @@ the way the model behaved before it had indexes.
 """
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
 from twin.clock import Clock
-from twin.nodes import (BUILTIN_CHAINS, RESYNC_SECONDS, Iptables, IptablesError, KubeService,
+from twin.node import (BUILTIN_CHAINS, RESYNC_SECONDS, Iptables, IptablesError, KubeService,
                         build_nodes)
-from twin_nodes_cases import CLUSTER, SPECS
+from twin_nodes_cases import CLUSTER, SPECS, run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def sh(node, line, stdin=b""):
-    return run(node.exec(line, stdin))
 
 
 def chain_of(rule: str) -> str:
@@ -221,7 +212,7 @@ PODS = {"agent-1": [("10.42.1.7", "a" * 64), ("10.42.1.12", "b" * 64)], "agent-2
 
 def lease_files(node) -> list[str]:
     # What is on disk, read without going through the node (which would write them).
-    d = Path(node._root_real) / LEASES.lstrip("/")
+    d = Path(node.files.host_root) / LEASES.lstrip("/")
     return sorted(p.name for p in d.iterdir() if p.name[0].isdigit() and p.name != "last_reserved_ip.0")
 
 
@@ -265,5 +256,5 @@ def test_lease_files_are_on_disk_at_once_by_default(tmp_path):
     assert lease_files(nodes["agent-1"]) == ["10.42.1.12", "10.42.1.7"]
     assert lease_files(nodes["agent-2"]) == ["10.42.2.9"]
     assert [p.name for p in (tmp_path / "nodes").iterdir() if p.name.startswith(".")] == []
-    assert (Path(nodes["agent-1"]._root_real) / LEASES.lstrip("/") / "10.42.1.7").read_bytes() == \
+    assert (Path(nodes["agent-1"].files.host_root) / LEASES.lstrip("/") / "10.42.1.7").read_bytes() == \
         b"a" * 64 + b"\r\neth0"

@@ -5,20 +5,13 @@ import asyncio
 
 import pytest
 
-from twin.nodes import FLANNEL_CONFLIST, FLANNEL_NETCONF, Iptables, IptablesError
+from twin.node import FLANNEL_CONFLIST, FLANNEL_NETCONF, Iptables, IptablesError
+from twin_nodes_cases import run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 CFG = "/etc/rancher/k3s/config.yaml"
 PHASE22_LINES = "flannel-backend: none\ndisable-network-policy: true\n"
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def sh(node, line, stdin=b""):
-    return run(node.exec(line, stdin))
 
 
 def append_cfg(node, text):

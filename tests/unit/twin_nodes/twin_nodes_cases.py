@@ -1,27 +1,30 @@
-"""Shared data of the twin_nodes unit tests (a uniquely named module, importable from tests)."""
+"""Shared data and helpers of the twin_nodes tests, unit and integration (a uniquely named
+module, importable from tests; the integration harness imports it too).
+
+The small cluster: one server and two agents (agent-2 on another kernel), as
+``twin.fixtures.NodeSpec``. Copy the specs before changing one (``copy.deepcopy``).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+
+from twin.fixtures import NodeSpec
 
 CLUSTER = {"name": "minicloud", "k3s_version": "v1.30.6+k3s1", "cluster_cidr": "10.42.0.0/16",
            "service_cidr": "10.43.0.0/16", "server_url": "https://10.0.0.2:6443"}
+KERNEL = "5.15.0-105-generic"
+OS_IMAGE = "Ubuntu 22.04.4 LTS"
+
+SPECS = [NodeSpec("server-1", "server", "10.0.0.2", "10.42.0.0/24", KERNEL, OS_IMAGE),
+         NodeSpec("agent-1", "agent", "10.0.0.3", "10.42.1.0/24", KERNEL, OS_IMAGE),
+         NodeSpec("agent-2", "agent", "10.0.0.4", "10.42.2.0/24", "6.8.0-45-generic", OS_IMAGE)]
 
 
-@dataclass
-class Spec:
-    """Duck-typed twin.fixtures.NodeSpec."""
-
-    name: str
-    role: str
-    ip: str
-    pod_cidr: str
-    kernel: str = "5.15.0-105-generic"
-    os_image: str = "Ubuntu 22.04.4 LTS"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    labels: dict = field(default_factory=dict)
+def run(coro):
+    """Run a node coroutine to completion (the unit tests have no running loop)."""
+    return asyncio.run(coro)
 
 
-SPECS = [Spec("server-1", "server", "10.0.0.2", "10.42.0.0/24"),
-         Spec("agent-1", "agent", "10.0.0.3", "10.42.1.0/24"),
-         Spec("agent-2", "agent", "10.0.0.4", "10.42.2.0/24", kernel="6.8.0-45-generic")]
+def sh(node, line: str, stdin: bytes = b""):
+    """``node.exec(line, stdin)`` -> ExecResult."""
+    return run(node.exec(line, stdin))

@@ -1,0 +1,116 @@
+"""The command table of a twin node: which program name runs which handler.
+
+A handler is ``async (node, args, ctx) -> ExecResult`` and lives in the module of its
+concern (``cmd_files``, ``cmd_net``, ``cmd_service``, ``cmd_system``). A new command is a
+handler there and one row in :data:`COMMANDS`; a name not in the table answers as bash
+does, ``command not found`` with exit 127 (``sudo: X: command not found``, exit 1, under
+sudo). ``/usr/bin/X`` and the other standard directories name the same program as ``X``.
+
+Example:
+    >>> rc, out, err = await exec_line(node, "sudo iptables-save -t nat")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from . import cmd_files, cmd_net, cmd_service, cmd_system
+from .shell import SHELL_REFUSED, SHELLS, Ctx, ExecResult, ShellRefused, expand, result, tokenize
+
+if TYPE_CHECKING:
+    from .model import NodeModel
+
+Handler = Callable[["NodeModel", list[str], Ctx], Awaitable[ExecResult]]
+BIN_DIRS = ("/usr/local/bin/", "/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/")
+
+
+async def sudo(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
+    """``sudo [-n] CMD``: CMD as root, no password."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] == "--":
+            i += 1
+            break
+        if args[i] not in ("-n", "-E", "-H", "-S", "--non-interactive", "--preserve-env"):
+            return result(1, err=f"sudo: invalid option -- '{args[i].lstrip('-')[:1]}'\n"
+                                 "usage: sudo [-n] command\n")
+        i += 1
+    if i >= len(args):
+        return result(1, err="usage: sudo -h | -K | -k | -V\nusage: sudo [-n] command\n")
+    ctx.root = True
+    return await run(node, args[i:], ctx, via_sudo=True)
+
+
+COMMANDS: dict[str, Handler] = {
+    "sudo": sudo,
+    # files
+    "cat": cmd_files.cat,
+    "tee": cmd_files.tee,
+    "cp": cmd_files.cp,
+    "mv": cmd_files.mv,
+    "rm": cmd_files.rm,
+    "mkdir": cmd_files.mkdir,
+    "chmod": cmd_files.chmod,
+    "test": cmd_files.test,
+    "ls": cmd_files.ls,
+    "sha256sum": cmd_files.sha256sum,
+    "stat": cmd_files.stat,
+    # system
+    "true": cmd_system.true,
+    "false": cmd_system.false,
+    "echo": cmd_system.echo,
+    "hostname": cmd_system.hostname,
+    "uname": cmd_system.uname,
+    "k3s": cmd_system.k3s,
+    # services
+    "systemctl": cmd_service.systemctl,
+    "journalctl": cmd_service.journalctl,
+    "reboot": cmd_service.reboot,
+    # network
+    "ip": cmd_net.ip,
+    "iptables-save": cmd_net.iptables_save,
+    "ip6tables-save": cmd_net.ip6tables_save,
+    "iptables-restore": cmd_net.iptables_restore,
+    "ip6tables-restore": cmd_net.ip6tables_restore,
+}
+
+
+async def run(node: NodeModel, argv: list[str], ctx: Ctx, via_sudo: bool = False) -> ExecResult:
+    """Run one argument vector through the table."""
+    cmd, args = argv[0], argv[1:]
+    # /usr/bin/cat and friends are the same programs as cat.
+    for d in BIN_DIRS:
+        if cmd.startswith(d) and "/" not in cmd[len(d):]:
+            cmd = cmd[len(d):]
+    if cmd in SHELLS:
+        return result(2, err=f"{SHELL_REFUSED} ({cmd} is refused)\n")
+    handler = COMMANDS.get(cmd) if re.fullmatch(r"[a-z0-9][a-z0-9-]*", cmd) else None
+    if handler is None:
+        if via_sudo:
+            return result(1, err=f"sudo: {argv[0]}: command not found\n")
+        return result(127, err=f"bash: line 1: {argv[0]}: command not found\n")
+    return await handler(node, args, ctx)
+
+
+async def exec_line(node: NodeModel, command_line: str,
+                    stdin: bytes | Callable[[], Awaitable[bytes]] = b"") -> ExecResult:
+    """Run one command line on ``node`` as user ``ubuntu``, without a shell (see
+    :meth:`twin.node.model.NodeModel.exec`)."""
+    if not node.up:
+        return result(255, err="ssh: connect to host: Connection refused\n")
+    try:
+        words = tokenize(command_line)
+    except ShellRefused as e:
+        return result(2, err=f"{e}\n")
+    ctx = Ctx(root=False, stdin=stdin)
+    argv = expand(words, node.files.glob, ctx.cwd)
+    if not argv:
+        return result(0)
+    try:
+        return await run(node, argv, ctx)
+    except PermissionError as e:   # e.g. a symlink leading out of the root
+        return result(1, err=f"{argv[0]}: {e}: Permission denied\n")
+    except OSError as e:
+        return result(1, err=f"{argv[0]}: {e.strerror or e}\n")
+    except ValueError as e:   # e.g. a NUL byte in a path
+        return result(1, err=f"{argv[0]}: {e}\n")

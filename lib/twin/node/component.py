@@ -1,0 +1,92 @@
+"""The runtime component ``nodes``: builds ``rt.nodes`` from the fixture and keeps the API
+server down while a server's k3s is down.
+
+Example:
+    >>> rt.start_all([NodesComponent(), SSHServers()])  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from .build import build_nodes, fixture_pods, fixture_services
+from .model import NodeModel
+
+# From this many fixture pods on (generated scale fixtures), the nodes component defers
+# writing the per-pod lease files until the lease directory is reached (see NodeModel).
+DEFER_LEASES_FROM_PODS = 10_000
+
+
+class NodesComponent:
+    """Runtime component ``nodes``: builds ``rt.nodes`` from ``rt.fixture``.
+
+    While a server's k3s is down (stop, restart, reboot, or failing to start) the
+    ``apiserver`` component refuses connections: its ``outage()`` runs from the stop and
+    is cancelled when k3s is up again, but lasts at least ``faults.api_down_seconds``
+    when the ``api_down_on_restart`` fault is set.
+    """
+
+    name = "nodes"
+    UNTIL_STARTED = 1e6   # cluster seconds: an outage that only the restart ends
+
+    def __init__(self) -> None:
+        self.rt: Any = None
+        self.nodes: dict[str, NodeModel] = {}
+        self._outage: asyncio.Task | None = None
+        self._outage_t0 = 0.0
+        self._outage_min = 0.0
+        self._later: set[asyncio.Task] = set()
+
+    async def start(self, rt: Any) -> None:
+        self.rt = rt
+        fx = rt.fixture
+        objects = list(getattr(fx, "objects", None) or [])
+        pods = fixture_pods(objects) if objects else None
+        seeded = sum(len(v) for v in (pods or {}).values())
+        self.nodes = build_nodes(fx.nodes, dict(fx.cluster), Path(rt.state_dir) / "nodes", rt.clock,
+                                 pods=pods, services=fixture_services(objects) or None,
+                                 defer_leases=seeded >= DEFER_LEASES_FROM_PODS)
+        for n in self.nodes.values():
+            n.on_server_restart = self._api_down
+            n.on_server_started = self._api_up
+        rt.nodes.update(self.nodes)
+
+    def _api_down(self, seconds: float) -> None:
+        try:
+            api = self.rt.component("apiserver")
+        except KeyError:
+            return
+        if self._outage is not None and not self._outage.done():
+            return
+        faults = getattr(self.rt, "faults", None)
+        self._outage_min = (float(getattr(faults, "api_down_seconds", 0.0) or 0.0)
+                            if getattr(faults, "api_down_on_restart", False) else 0.0)
+        self._outage_t0 = self.rt.clock.cluster_now()
+        self._outage = asyncio.ensure_future(api.outage(self.UNTIL_STARTED))
+
+    def _api_up(self) -> None:
+        task = self._outage
+        if task is None or task.done():
+            return
+        remaining = self._outage_min - (self.rt.clock.cluster_now() - self._outage_t0)
+        if remaining <= 0:
+            task.cancel()   # the API server listens again when its outage is cancelled
+            return
+
+        async def later() -> None:
+            await self.rt.clock.sleep(remaining)
+            task.cancel()
+        t = asyncio.ensure_future(later())
+        self._later.add(t)
+        t.add_done_callback(self._later.discard)
+
+    async def stop(self) -> None:
+        for t in [*self._later, *([self._outage] if self._outage else [])]:
+            t.cancel()
+        for n in self.nodes.values():
+            await n.close()
+
+    def describe(self) -> str:
+        roles = ", ".join(f"{n.name} ({n.role}, {n.unit} {n.unit_state})" for n in self.nodes.values())
+        return roles

@@ -1,0 +1,248 @@
+"""A node's file system: a directory of the twin's state dir standing for the node's ``/``.
+
+Every path a command names maps into that directory and can never leave it (``..`` stops
+at the node's ``/``; a symlink leading out is refused). Ownership is a rule of the model,
+not the host's: ``/home/ubuntu`` and ``/tmp`` belong to ``ubuntu``, everything else to
+``root``. Permissions for ``ubuntu`` follow the mode bits of the host files, so the node
+sets every mode it creates itself (``DIR_MODE``, ``FILE_MODE``, as root's umask 022
+gives on Ubuntu): the process umask of whoever runs the twin changes nothing.
+
+The file commands (``cat``, ``cp``, ``chmod`` ...) are in :mod:`twin.node.cmd_files`.
+
+Example:
+    >>> files = NodeFiles(tmp_path / "server-1", lambda event, **info: None)  # doctest: +SKIP
+    >>> files.write("/etc/hostname", "server-1\\n")  # doctest: +SKIP
+    >>> files.can_read("/etc/hostname", root=False)  # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import posixpath
+import shutil
+from pathlib import Path
+from typing import Callable
+
+HOME = "/home/ubuntu"
+DIR_MODE = 0o755      # directories the node creates (mkdir, parents of a written file)
+FILE_MODE = 0o644     # files the node creates without an explicit mode
+
+
+def norm(path: str, cwd: str = "/") -> str:
+    """The absolute, normalised node path of ``path`` (relative to ``cwd``)."""
+    p = path if path.startswith("/") else posixpath.join(cwd, path)
+    p = posixpath.normpath("/" + p.lstrip("/"))
+    return "/" if p in ("/", "//") else p
+
+
+class NodeFiles:
+    """The node's ``/`` on the host, with the model's owners and permissions.
+
+    Args:
+        root: the host directory holding the node's ``/`` (created if missing).
+        emit: the node's event function; changes emit ``file-changed``.
+    """
+
+    def __init__(self, root: Path, emit: Callable[..., None]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True)
+            os.chmod(self.root, DIR_MODE)   # the node's "/"
+        self.host_root = os.path.realpath(self.root)   # the real path every access checks
+        self._emit = emit
+        # Directories whose content is written when first reached (see on_first_access).
+        self._lazy: dict[str, Callable[[], None]] = {}
+
+    norm = staticmethod(norm)
+
+    def on_first_access(self, path: str, fill: Callable[[], None]) -> None:
+        """Run ``fill`` (once) before anything reaches ``path``, a directory above it or
+        below it: its content then exists before anyone looks, though it is written late."""
+        self._lazy[norm(path)] = fill
+
+    def host_path(self, path: str, cwd: str = "/") -> Path:
+        """The host path of a node path; ``..`` stops at the node's ``/`` and a symlink
+        that leads outside the root is refused (PermissionError)."""
+        p = norm(path, cwd)
+        if self._lazy:
+            # Every file access passes here (a listing, find, rm -r), so lazily written
+            # content exists before anyone looks.
+            for d in [d for d in self._lazy if p == "/" or p == d or d.startswith(p + "/")
+                      or p.startswith(d + "/")]:
+                fill = self._lazy.pop(d, None)
+                if fill is not None:
+                    fill()
+        host = os.path.join(self.host_root, p.lstrip("/")) if p != "/" else self.host_root
+        real = os.path.realpath(host)
+        if real != self.host_root and not real.startswith(self.host_root + os.sep):
+            raise PermissionError(f"{path}: outside the node's filesystem")
+        return Path(host)
+
+    def locate(self, path: str, cwd: str = "/") -> tuple[str, Path]:
+        """A command's operand: its normalised node path and its host path."""
+        n = norm(path, cwd)
+        return n, self.host_path(n)
+
+    # ------------------------------------------------------------- as root
+    def exists(self, path: str) -> bool:
+        try:
+            return self.host_path(path).exists()
+        except PermissionError:
+            return False
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            return self.host_path(path).is_dir()
+        except PermissionError:
+            return False
+
+    def read(self, path: str) -> bytes:
+        """File content (as root). Raises FileNotFoundError/IsADirectoryError."""
+        return self.host_path(path).read_bytes()
+
+    def read_text(self, path: str) -> str:
+        return self.read(path).decode()
+
+    def write(self, path: str, data: bytes | str, mode: int | None = None, *,
+              append: bool = False) -> None:
+        """Write a file as root, creating parent directories; emits ``file-changed``."""
+        host = self.host_path(path)
+        make_dirs(host.parent)
+        new = not host.exists()
+        raw = data.encode() if isinstance(data, str) else data
+        with open(host, "ab" if append else "wb") as f:
+            f.write(raw)
+        if mode is not None or new:
+            os.chmod(host, mode if mode is not None else FILE_MODE)
+        self._emit("file-changed", path=norm(path), op="write")
+
+    def remove(self, path: str) -> None:
+        """Remove a file or a directory tree (as root); emits ``file-changed``."""
+        host = self.host_path(path)
+        if host.is_dir() and not host.is_symlink():
+            shutil.rmtree(host)
+        else:
+            host.unlink()
+        self._emit("file-changed", path=norm(path), op="remove")
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(self.host_path(path)))
+
+    def mkdir(self, path: str, mode: int = DIR_MODE) -> None:
+        """Create a directory (and missing parents, ``DIR_MODE``) unless it exists."""
+        host = self.host_path(path)
+        if not host.is_dir():
+            make_dirs(host, mode)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Set a file's permission bits (as root; no event)."""
+        os.chmod(self.host_path(path), mode)
+
+    def clear(self, path: str) -> None:
+        """Empty a directory, keeping it (what a reboot does to ``/tmp`` and ``/run``)."""
+        h = self.host_path(path)
+        for child in list(h.iterdir()) if h.is_dir() else []:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    # ------------------------------------------------------------- as ubuntu
+    def owner(self, path: str) -> str:
+        """``ubuntu`` for the home directory and /tmp, ``root`` elsewhere (the model)."""
+        p = norm(path)
+        if p == HOME or p.startswith(HOME + "/") or p.startswith("/tmp/"):
+            return "ubuntu"
+        return "root"
+
+    def can_traverse(self, path: str, root: bool) -> bool:
+        """Whether every ancestor directory of ``path`` is searchable by the user."""
+        if root:
+            return True
+        p = norm(path)
+        cur = "/"
+        for part in p.strip("/").split("/")[:-1] if p != "/" else []:
+            cur = posixpath.join(cur, part)
+            h = self.host_path(cur)
+            if h.is_dir() and self.owner(cur) != "ubuntu" and not h.stat().st_mode & 0o001:
+                return False
+        return True
+
+    def can_read(self, path: str, root: bool) -> bool:
+        """Read permission (a missing file counts as readable: the caller reports ENOENT)."""
+        if root:
+            return True
+        if not self.can_traverse(path, root):
+            return False
+        p = norm(path)
+        h = self.host_path(p)
+        if not h.exists() or self.owner(p) == "ubuntu":
+            return True
+        return bool(h.stat().st_mode & 0o004)
+
+    def can_write(self, path: str, root: bool = False) -> bool:
+        """Whether the user may create, change or remove ``path`` (root may anywhere)."""
+        if root:
+            return True
+        p = norm(path)
+        return self.owner(p) == "ubuntu" and p not in (HOME,)
+
+    # ------------------------------------------------------------- globbing
+    def glob(self, pattern: str, cwd: str) -> list[str]:
+        """The paths an unquoted glob pattern matches, as bash expands them (sorted;
+        hidden names only for a pattern starting with a dot). Quoted metacharacters
+        come escaped as ``[*]``, ``[?]``, ``[[]`` (see :func:`twin.node.shell.tokenize`)."""
+        absolute = pattern.startswith("/")
+        parts = [p for p in pattern.split("/") if p]
+        bases = ["/" if absolute else cwd]
+        for part in parts:
+            nxt: list[str] = []
+            for base in bases:
+                if not any(ch in part for ch in "*?["):
+                    cand = posixpath.join(base, part.replace("[*]", "*").replace("[?]", "?")
+                                          .replace("[[]", "["))
+                    if self.exists(cand):
+                        nxt.append(cand)
+                    continue
+                try:
+                    names = self.listdir(base)
+                except (OSError, PermissionError):
+                    continue
+                for n in names:
+                    if n.startswith(".") and not part.startswith("."):
+                        continue
+                    if fnmatch.fnmatchcase(n, part):
+                        nxt.append(posixpath.join(base, n))
+            bases = nxt
+        if not absolute:
+            bases = [posixpath.relpath(b, cwd) for b in bases]
+        return sorted(bases)
+
+
+def make_dirs(host: Path, mode: int = DIR_MODE) -> None:
+    """``mkdir -p`` on the host with explicit modes: ``mode`` for ``host``, ``DIR_MODE``
+    for the parents it creates (never what the process umask would leave).
+
+    Raises:
+        FileExistsError: ``host`` exists and is not a directory.
+        NotADirectoryError: a parent is a file.
+    """
+    missing: list[Path] = []
+    p = host
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if not missing:
+        if host.is_dir():
+            return
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(host))
+    for d in reversed(missing):
+        try:
+            d.mkdir()     # ENOTDIR when a parent is a file, as with mkdir -p
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue      # created meanwhile
+        os.chmod(d, mode if d == host else DIR_MODE)

@@ -1,0 +1,115 @@
+"""What a running k3s puts on its node's network: flannel's devices, files and rules,
+kube-router's network-policy chains and the kubelet's chains.
+
+Each function (re)creates what is missing and leaves the rest alone, so the k3s service
+calls them when it starts and again to put deleted rules back while it runs. Disabling
+something removes nothing: what exists stays until ``ip link delete``,
+``iptables-restore``, ``rm`` or a reboot. kube-proxy's chains are in
+:mod:`twin.node.kube_proxy`.
+
+Example:
+    >>> start_flannel(node, node.effective_settings())  # doctest: +SKIP
+    >>> "flannel.1" in node.interfaces  # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import TYPE_CHECKING, Any
+
+from .iptables import Iptables
+
+if TYPE_CHECKING:
+    from .model import NodeModel
+
+FLANNEL_CONFLIST = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist"
+FLANNEL_NETCONF = "/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"
+FLANNEL_SUBNET_ENV = "/run/flannel/subnet.env"
+FLANNEL_VXLAN_PORT = 8472
+
+
+def start_flannel(node: NodeModel, s: dict[str, Any]) -> None:
+    """flannel with settings ``s``: its devices, its files (rewritten on every start) and
+    its rules."""
+    net = ipaddress.ip_network(node.spec.pod_cidr, strict=False)
+    gw = next(net.hosts())
+    backend = s["flannel_backend"]
+    mtu = 1450 if backend == "vxlan" else (1420 if backend.startswith("wireguard") else 1500)
+    links = node.links
+    if backend == "vxlan" and "flannel.1" not in links.interfaces:
+        links.create("flannel.1", "vxlan", 1450, info={"vxlan_port": FLANNEL_VXLAN_PORT, "vni": 1})
+    if backend.startswith("wireguard") and "flannel-wg" not in links.interfaces:
+        links.create("flannel-wg", "wireguard", 1420)
+    if "cni0" not in links.interfaces:
+        links.create("cni0", "bridge", mtu, info={"address": f"{gw}/{net.prefixlen}"})
+    # k3s writes flannel's files on every start when flannel runs.
+    node.files.write(FLANNEL_NETCONF, json.dumps({
+        "Network": s["cluster_cidr"], "EnableIPv6": False, "EnableIPv4": True,
+        "IPv6Network": "::/0", "Backend": {"Type": backend}}, indent="\t") + "\n")
+    node.files.write(FLANNEL_CONFLIST, json.dumps({
+        "name": "cbr0", "cniVersion": "1.0.0",
+        "plugins": [
+            {"type": "flannel", "delegate": {"hairpinMode": True, "forceAddress": True,
+                                             "isDefaultGateway": True}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}}]}, indent=2) + "\n")
+    node.files.write(FLANNEL_SUBNET_ENV,
+                     f"FLANNEL_NETWORK={s['cluster_cidr']}\nFLANNEL_SUBNET={gw}/{net.prefixlen}\n"
+                     f"FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n")
+    sync_flannel_rules(node.iptables, s["cluster_cidr"], node.spec.pod_cidr)
+    node.k3s.log("info", f"Running flannel backend={backend} subnet={net}")
+
+
+def sync_flannel_rules(ipt: Iptables, cluster_cidr: str, pod_cidr: str) -> None:
+    """flannel's forward and masquerade rules for this node's pod CIDR."""
+    cidr, pod = cluster_cidr, pod_cidr
+    ipt.ensure_rule("filter", '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD')
+    ipt.ensure_rule("filter", f'-A FLANNEL-FWD -s {cidr} -m comment --comment "flanneld forward" -j ACCEPT')
+    ipt.ensure_rule("filter", f'-A FLANNEL-FWD -d {cidr} -m comment --comment "flanneld forward" -j ACCEPT')
+    ipt.ensure_rule("nat", '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG')
+    m = '-m comment --comment "flanneld masq"'
+    for r in (f"-m mark --mark 0x4000/0x4000 {m} -j RETURN",
+              f"-s {pod} -d {cidr} {m} -j RETURN",
+              f"-s {cidr} -d {pod} {m} -j RETURN",
+              f"! -s {cidr} -d {pod} {m} -j RETURN",
+              f"-s {cidr} ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully",
+              f"! -s {cidr} -d {cidr} {m} -j MASQUERADE --random-fully"):
+        ipt.ensure_rule("nat", f"-A FLANNEL-POSTRTG {r}")
+
+
+def sync_kubelet(v4: Iptables, v6: Iptables) -> None:
+    """The chains the kubelet inside k3s always keeps (canaries and its firewall)."""
+    for t in (v4, v6):
+        t.ensure_chain("mangle", "KUBE-IPTABLES-HINT")
+        for table in ("mangle", "nat", "filter"):
+            t.ensure_chain(table, "KUBE-KUBELET-CANARY")
+    lo = "127.0.0.0/8"
+    v4.ensure_rule("filter", "-A INPUT -j KUBE-FIREWALL")
+    v4.ensure_rule("filter", "-A OUTPUT -j KUBE-FIREWALL")
+    v4.ensure_rule("filter", f'-A KUBE-FIREWALL ! -s {lo} -d {lo} -m comment --comment '
+                   '"block incoming localnet connections" -m conntrack ! --ctstate '
+                   "RELATED,ESTABLISHED,DNAT -j DROP")
+
+
+def sync_kube_router(v4: Iptables, v6: Iptables, service_cidr: str) -> None:
+    """kube-router's network-policy chains (k3s runs it unless disable-network-policy)."""
+    for t in (v4, v6):
+        for chain, parent, h in (("KUBE-ROUTER-INPUT", "INPUT", "4IA2OSFRMVNDXBVV"),
+                                 ("KUBE-ROUTER-FORWARD", "FORWARD", "TEMCG2JMHZYE7H7T"),
+                                 ("KUBE-ROUTER-OUTPUT", "OUTPUT", "VEAAIY32XVBHCSCY")):
+            t.ensure_rule("filter", f'-A {parent} -m comment --comment "kube-router netpol - {h}" '
+                                    f"-j {chain}", first=True)
+            t.ensure_rule("filter", f"-A {chain} -m mark --mark 0x20000/0x20000 -m comment "
+                                    '--comment "rule to explicitly ACCEPT traffic that comply to '
+                                    'network policies" -j ACCEPT')
+        t.ensure_rule("filter", '-A KUBE-NWPLCY-DEFAULT -m comment --comment "rule to mark traffic '
+                                'matching a network policy" -j MARK --set-xmark 0x10000/0x10000')
+    v4.ensure_rule("filter", f"-A KUBE-ROUTER-INPUT -d {service_cidr} -m comment "
+                             '--comment "allow traffic to primary cluster IP range - '
+                             'EXCSNPMCSVRAZJZM" -j RETURN', first=True)
+    for proto, h in (("tcp", "LR7XO7NXDBGQJD2M"), ("udp", "76UCBPIZNGJNWNUZ")):
+        v4.ensure_rule("filter", f"-A KUBE-ROUTER-INPUT -p {proto} -m comment --comment "
+                                 f'"allow LOCAL {proto.upper()} traffic to node ports - {h}" '
+                                 "-m addrtype --dst-type LOCAL -m multiport "
+                                 "--dports 30000:32767 -j RETURN")

@@ -1,7 +1,7 @@
 """The twin's network model: which CNI works on each node, node readiness, pod sandboxes.
 
 This component (``name = "network"``) is the node/CNI truth of the rehearsal cluster.
-It reads the node models (``rt.nodes``, see :mod:`twin.nodes`) and the Cilium model
+It reads the node models (``rt.nodes``, see :mod:`twin.node`) and the Cilium model
 (``rt.component("cilium")``, optional) and acts only through the store and the kubelet's
 sandbox policy, as a real kubelet + CNI would:
 

@@ -110,7 +110,7 @@ def _runbook_sources() -> list[tuple[str, str]]:
 
 def test_the_twin_leak_detector_catches_every_kind_of_leak():
     names = _twin_only_names()
-    assert {"twin.phase22.io", "twin.phase22.io/sandbox-cni", "sandbox-cni", "twin.nodes",
+    assert {"twin.phase22.io", "twin.phase22.io/sandbox-cni", "sandbox-cni", "twin.node",
             "twin.fixtures", "twin.controllers.kubelet"} <= names
     leaky = {
         "import twin": "imports twin",
@@ -122,7 +122,7 @@ def test_the_twin_leak_detector_catches_every_kind_of_leak():
             "names twin.phase22.io/sandbox-cni",
         "k = 'sandbox-cni'": "names sandbox-cni",
         "DOMAIN = 'twin.phase22.io'": "names twin.phase22.io",
-        '"""Mirrors twin.nodes.NodeModel."""': "names twin.nodes",
+        '"""Mirrors twin.node.NodeModel."""': "names twin.node",
     }
     for source, leak in leaky.items():
         assert leak in _twin_leaks(source, names), source

@@ -41,7 +41,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from .controllers.addons import _meta, _rtype, lb_ips, pod_reachable
+from .controllers.addons.common import find_type as _rtype, meta as _meta, pod_reachable
+from .controllers.addons.metallb import lb_ips
 from .selectors import from_label_selector
 
 log = logging.getLogger("twin.ingress")

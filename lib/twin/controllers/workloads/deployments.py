@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ...store import AlreadyExists
 from ..base import Cache, ObjKey, controller_ref
 from ..scheduler import now_rfc3339
 from .templates import (HASH_LABEL, owner_ref_for, pod_template_hash, resolve_int_or_percent,
@@ -223,7 +224,6 @@ class DeploymentController(WorkloadBase):
             self.requeue_after(key, float(deadline) - waited + 0.01)
 
     def _create_rs(self, d: dict, template: dict, revision: int, replicas: int) -> dict:
-        from ..store import AlreadyExists
         md = d["metadata"]
         collision = 0
         while True:

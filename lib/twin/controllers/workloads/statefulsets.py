@@ -12,6 +12,7 @@ import copy
 import re
 from typing import Any
 
+from ...store import AlreadyExists
 from ..base import Cache, ObjKey
 from .templates import (REVISION_HASH_LABEL, canonical, new_pod, pod_active, pod_ready,
                         pod_template_hash, revision_hash_of, strip_hash)
@@ -144,7 +145,6 @@ class StatefulSetController(WorkloadBase):
                                                 "apps.kubernetes.io/pod-index": str(i)})
 
     def _ensure_claims(self, sts: dict, i: int) -> None:
-        from ..store import AlreadyExists
         spec = sts.get("spec") or {}
         ns = sts["metadata"].get("namespace")
         pvc_rt = self.types.get("persistentvolumeclaims")

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ...selectors import from_label_selector
+from ...store import AlreadyExists, NotFound
 from ..base import Cache, Controller, ObjKey
 from .templates import canonical, owner_ref_for, pod_active, random_suffix, workload_defaults
 
@@ -109,7 +110,6 @@ class WorkloadBase(Controller):
             log.debug("adopting %s failed", obj["metadata"]["name"], exc_info=True)
 
     def _create_pod(self, pod: dict, fixed_name: bool = False) -> dict | None:
-        from ..store import AlreadyExists
         base = pod["metadata"]["name"]
         for attempt in range(8):
             try:
@@ -121,7 +121,6 @@ class WorkloadBase(Controller):
         return None
 
     def _delete(self, kind: tuple[str, str], obj: dict) -> None:
-        from ..store import NotFound
         try:
             self.store.delete(self._rt(kind), obj["metadata"].get("namespace"), obj["metadata"]["name"])
         except NotFound:

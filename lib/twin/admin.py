@@ -38,6 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .ticker import TaskSet
+
 log = logging.getLogger("twin.admin")
 
 
@@ -52,7 +54,7 @@ class AdminEndpoint:
         self.rt: Any = None
         self.token = ""
         self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet("admin")
 
     @property
     def url(self) -> str:
@@ -80,8 +82,7 @@ class AdminEndpoint:
         rt.endpoints["admin_token_file"] = str(path)
 
     async def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
+        self._tasks.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -114,9 +115,7 @@ class AdminEndpoint:
         return body
 
     def _background(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     def _component(self, name: str) -> Any:
         try:

@@ -41,8 +41,10 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from .controllers.addons import _meta, _rtype, lb_ips, pod_reachable
+from .controllers.addons.common import find_type as _rtype, meta as _meta, pod_reachable
+from .controllers.addons.metallb import lb_ips
 from .selectors import from_label_selector
+from .ticker import TaskSet
 
 log = logging.getLogger("twin.ingress")
 
@@ -150,7 +152,7 @@ class IngressEndpoint:
         self._names: set[str] = set()
         self._extra_ctx: dict[str, ssl.SSLContext] = {}
         self._rr = itertools.count()
-        self._conns: set[asyncio.Task] = set()
+        self._conns = TaskSet("ingress-connections")
         self.requests = 0
         self.dropped = 0
         self.status_writes = 0
@@ -189,8 +191,7 @@ class IngressEndpoint:
             self._status_task.cancel()
         if self._server is not None:
             self._server.close()
-            for t in list(self._conns):
-                t.cancel()
+            self._conns.cancel()
             await self._server.wait_closed()
             self._server = None
 
@@ -394,9 +395,7 @@ class IngressEndpoint:
         # Reading is paused from the first moment: nothing of the ClientHello may be
         # consumed before TLS takes the connection over.
         transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._serve(transport))
-        self._conns.add(task)
-        task.add_done_callback(self._conns.discard)
+        self._conns.spawn(self._serve(transport))
 
     async def _serve(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()

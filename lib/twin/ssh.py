@@ -26,6 +26,7 @@ from typing import Any
 import asyncssh
 
 from .node import HOME, NodeModel
+from .ticker import Ticker
 
 log = logging.getLogger("twin.ssh")
 
@@ -244,7 +245,10 @@ class SSHServers:
         self._client_public: asyncssh.SSHKey | None = None
         self._conns: dict[str, set[asyncssh.SSHServerConnection]] = {}
         self._unsubscribe: list[Any] = []
-        self._watch: asyncio.Task | None = None
+        # rt.faults.ssh_down is the source of truth (the admin endpoint sets it directly):
+        # this keeps each listener and its sessions in step with it (wall seconds).
+        self._watch = Ticker("ssh: reconciling ssh_down", 0.05, self._reconcile,
+                             sleep=asyncio.sleep, immediate=True, logger=log)
         self._lock = asyncio.Lock()
 
     @property
@@ -278,17 +282,7 @@ class SSHServers:
             self._unsubscribe.append(node.subscribe(self._on_node_event))
         self._write_known_hosts()
         rt.endpoints["ssh"] = dict(self.ports)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_faults())
-
-    async def _watch_faults(self) -> None:
-        # rt.faults.ssh_down is the source of truth (the admin endpoint sets it directly):
-        # keep each listener and its sessions in step with it.
-        while True:
-            try:
-                await self._reconcile()
-            except Exception:  # pragma: no cover - keep watching whatever happens
-                log.exception("ssh: reconciling ssh_down failed")
-            await asyncio.sleep(0.05)
+        self._watch.start()
 
     async def _reconcile(self) -> None:
         async with self._lock:
@@ -388,13 +382,7 @@ class SSHServers:
         await self._reconcile()
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                pass
-            self._watch = None
+        await self._watch.stop()
         for un in self._unsubscribe:
             un()
         self._unsubscribe.clear()

@@ -1,5 +1,13 @@
-"""The twin's controllers: workloads (deployments, replicasets, daemonsets, statefulsets),
-the scheduler, the pod "kubelet" with its pluggable sandbox policy, and node lifecycle.
+"""The twin's controllers: what kube-controller-manager, the kubelet and the add-ons do.
+
+- :mod:`.base`: the informer-like :class:`Cache` and the work-queue :class:`Controller`.
+- :mod:`.scheduler`: the scheduler and node lifecycle (taints, evictions).
+- :mod:`.kubelet`: pod status and sandboxes, with a pluggable :class:`SandboxPolicy`.
+- :mod:`.workloads`: Deployment, ReplicaSet, DaemonSet and StatefulSet controllers and the
+  runtime component ``"workloads"`` that runs all of the above.
+- :mod:`.network`: the node network model (which CNI works where).
+- :mod:`.cilium`: the Cilium model (agents, endpoints, operator, status).
+- :mod:`.addons`: Velero, Argo CD, MetalLB and operator-owned (Longhorn) pods.
 
 The lead adds :class:`WorkloadControllers` to the twin's components; the node/network
 model reaches the kubelet through ``rt.component("workloads").kubelet`` (or

@@ -21,6 +21,8 @@ import logging
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable
 
+from ..ticker import cancel_and_wait
+
 log = logging.getLogger("twin.controllers")
 
 Key = Hashable
@@ -250,11 +252,7 @@ class Controller:
             t.cancel()
         self._delayed.clear()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from twin.controllers import addons as A
+from twin.controllers.addons import applicationsets as appsets
+from twin.controllers.addons import argocd_diff as argo
+from twin.controllers.addons import metallb
+from twin.controllers.addons import velero_items as velero
 from twin.ingress import _host_matches, pick_backend
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -12,24 +15,24 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 # ---------------------------------------------------------------- MetalLB pools and IPAM
 def test_pool_ranges_and_cidrs_in_order() -> None:
-    addrs = [str(a) for a in A.parse_pool_addresses(["10.0.0.200-10.0.0.203", "10.0.1.0/30"])]
+    addrs = [str(a) for a in metallb.parse_pool_addresses(["10.0.0.200-10.0.0.203", "10.0.1.0/30"])]
     assert addrs == ["10.0.0.200", "10.0.0.201", "10.0.0.202", "10.0.0.203",
                      "10.0.1.0", "10.0.1.1", "10.0.1.2", "10.0.1.3"]
 
 
 def test_pool_avoid_buggy_ips_skips_dot_zero_and_255() -> None:
-    addrs = {str(a) for a in A.parse_pool_addresses(["10.0.2.0/24"], avoid_buggy=True)}
+    addrs = {str(a) for a in metallb.parse_pool_addresses(["10.0.2.0/24"], avoid_buggy=True)}
     assert "10.0.2.0" not in addrs and "10.0.2.255" not in addrs and len(addrs) == 254
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.9-10.0.0.1", "10.0.0.300/32", "banana", "10.0.0.1-fe80::1"])
 def test_pool_rejects_bad_entries(bad: str) -> None:
-    with pytest.raises(A.PoolError):
-        A.parse_pool_addresses([bad])
+    with pytest.raises(metallb.PoolError):
+        metallb.parse_pool_addresses([bad])
 
 
-def _ipam(*ranges: str, auto: bool = True) -> A.IPAM:
-    return A.IPAM([A.Pool("p", A.parse_pool_addresses(list(ranges)), auto)])
+def _ipam(*ranges: str, auto: bool = True) -> metallb.IPAM:
+    return metallb.IPAM([metallb.Pool("p", metallb.parse_pool_addresses(list(ranges)), auto)])
 
 
 def test_ipam_reserved_ips_are_never_handed_out_again() -> None:
@@ -37,7 +40,7 @@ def test_ipam_reserved_ips_are_never_handed_out_again() -> None:
     assert ipam.reserve("10.0.0.200", ("a", "x")) == "p"
     assert ipam.reserve("10.0.0.201", ("b", "y")) == "p"
     assert ipam.allocate(("c", "z")) == ("10.0.0.202", "p")
-    with pytest.raises(A.PoolError, match="no available IPs"):
+    with pytest.raises(metallb.PoolError, match="no available IPs"):
         ipam.allocate(("d", "w"))
 
 
@@ -53,15 +56,15 @@ def test_ipam_keeps_a_service_ip_stable_after_release() -> None:
 def test_ipam_requested_ip_must_be_in_a_pool_and_free() -> None:
     ipam = _ipam("10.0.0.200-10.0.0.210")
     assert ipam.allocate(("ns", "a"), requested=["10.0.0.207"]) == ("10.0.0.207", "p")
-    with pytest.raises(A.PoolError, match="already allocated to ns/a"):
+    with pytest.raises(metallb.PoolError, match="already allocated to ns/a"):
         ipam.allocate(("ns", "b"), requested=["10.0.0.207"])
-    with pytest.raises(A.PoolError, match="not allowed"):
+    with pytest.raises(metallb.PoolError, match="not allowed"):
         ipam.allocate(("ns", "b"), requested=["192.168.1.1"])
 
 
 def test_ipam_pool_without_auto_assign_only_serves_requests() -> None:
     ipam = _ipam("10.0.0.200-10.0.0.201", auto=False)
-    with pytest.raises(A.PoolError):
+    with pytest.raises(metallb.PoolError):
         ipam.allocate(("ns", "a"))
     assert ipam.allocate(("ns", "a"), requested=["10.0.0.201"])[0] == "10.0.0.201"
     assert ipam.allocate(("ns", "b"), pool_name="p")[0] == "10.0.0.200"
@@ -70,27 +73,27 @@ def test_ipam_pool_without_auto_assign_only_serves_requests() -> None:
 def test_requested_ips_from_annotation_then_spec() -> None:
     svc = {"metadata": {"annotations": {"metallb.universe.tf/loadBalancerIPs": "10.0.0.9, 10.0.0.10"}},
            "spec": {"loadBalancerIP": "10.0.0.1"}}
-    assert A.requested_ips(svc) == ["10.0.0.9", "10.0.0.10"]
-    assert A.requested_ips({"metadata": {}, "spec": {"loadBalancerIP": "10.0.0.1"}}) == ["10.0.0.1"]
-    assert A.is_metallb_service({"spec": {"type": "LoadBalancer"}})
-    assert not A.is_metallb_service({"spec": {"type": "LoadBalancer", "loadBalancerClass": "other"}})
+    assert metallb.requested_ips(svc) == ["10.0.0.9", "10.0.0.10"]
+    assert metallb.requested_ips({"metadata": {}, "spec": {"loadBalancerIP": "10.0.0.1"}}) == ["10.0.0.1"]
+    assert metallb.is_metallb_service({"spec": {"type": "LoadBalancer"}})
+    assert not metallb.is_metallb_service({"spec": {"type": "LoadBalancer", "loadBalancerClass": "other"}})
 
 
 # ---------------------------------------------------------------- Velero
 def test_backup_filter_defaults_and_cluster_scope() -> None:
-    every = A.ItemFilter.from_spec({})
+    every = velero.ItemFilter.from_spec({})
     assert every.includes("", "configmaps", True, "any")
     assert every.includes("", "persistentvolumes", False, "")       # nil + all namespaces
     for excluded in [("", "nodes"), ("", "events"), ("velero.io", "backups"), ("velero.io", "restores")]:
         assert not every.includes(*excluded, excluded[1] != "nodes", "velero")
-    some = A.ItemFilter.from_spec({"includedNamespaces": ["podinfo"]})
+    some = velero.ItemFilter.from_spec({"includedNamespaces": ["podinfo"]})
     assert some.includes("", "services", True, "podinfo") and not some.includes("", "services", True, "x")
     assert not some.includes("", "persistentvolumes", False, "")     # nil + some namespaces
     assert some.includes("", "namespaces", False, "", {"metadata": {"name": "podinfo"}})
     assert not some.includes("", "namespaces", False, "", {"metadata": {"name": "other"}})
-    no_cluster = A.ItemFilter.from_spec({"includeClusterResources": False})
+    no_cluster = velero.ItemFilter.from_spec({"includeClusterResources": False})
     assert not no_cluster.includes("storage.k8s.io", "storageclasses", False, "")
-    res = A.ItemFilter.from_spec({"excludedResources": ["secrets", "deployments.apps"]})
+    res = velero.ItemFilter.from_spec({"excludedResources": ["secrets", "deployments.apps"]})
     assert not res.includes("", "secrets", True, "a") and not res.includes("apps", "deployments", True, "a")
     assert res.includes("apps", "statefulsets", True, "a")
 
@@ -103,24 +106,24 @@ def _cm(data: str, **meta: object) -> dict:
 
 def test_restore_decisions() -> None:
     backed = _cm("1")
-    assert A.restore_decision("", "configmaps", backed, None, "none").action == "create"
+    assert velero.restore_decision("", "configmaps", backed, None, "none").action == "create"
     same = _cm("1", uid="u2", resourceVersion="99")
-    assert A.restore_decision("", "configmaps", backed, same, "none").action == "skip-identical"
+    assert velero.restore_decision("", "configmaps", backed, same, "none").action == "skip-identical"
     changed = _cm("2", uid="u2")
-    d = A.restore_decision("", "configmaps", backed, changed, "none")
+    d = velero.restore_decision("", "configmaps", backed, changed, "none")
     assert d.action == "skip-exists" and not d.restores
-    assert A.restore_decision("", "configmaps", backed, changed, "update").action == "update"
+    assert velero.restore_decision("", "configmaps", backed, changed, "update").action == "update"
 
 
 def test_restore_skips_objects_owned_by_a_controller() -> None:
     pod = {"metadata": {"name": "p", "namespace": "d",
                         "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": True}]}}
-    assert A.restore_decision("", "pods", pod, None, "none").action == "skip-owned"
+    assert velero.restore_decision("", "pods", pod, None, "none").action == "skip-owned"
     bare = {"metadata": {"name": "p", "namespace": "d"}}
-    assert A.restore_decision("", "pods", bare, None, "none").action == "create"
+    assert velero.restore_decision("", "pods", bare, None, "none").action == "create"
     # a ConfigMap with an owner is not in the skip list
     cm = dict(_cm("1"), metadata={"name": "c", "namespace": "d", "ownerReferences": pod["metadata"]["ownerReferences"]})
-    assert A.restore_decision("", "configmaps", cm, None, "none").action == "create"
+    assert velero.restore_decision("", "configmaps", cm, None, "none").action == "create"
 
 
 def test_clean_for_restore_drops_server_fields_and_cluster_ips() -> None:
@@ -130,30 +133,30 @@ def test_clean_for_restore_drops_server_fields_and_cluster_ips() -> None:
            "spec": {"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"], "type": "NodePort",
                     "ports": [{"port": 80, "nodePort": 30080}]},
            "status": {"loadBalancer": {}}}
-    out = A.clean_for_restore("", "services", svc)
+    out = velero.clean_for_restore("", "services", svc)
     assert "uid" not in out["metadata"] and "resourceVersion" not in out["metadata"]
     assert "status" not in out and "clusterIP" not in out["spec"]
     assert "nodePort" not in out["spec"]["ports"][0]
     headless = dict(svc, spec={"clusterIP": "None", "ports": []})
-    assert A.clean_for_restore("", "services", headless)["spec"]["clusterIP"] == "None"
+    assert velero.clean_for_restore("", "services", headless)["spec"]["clusterIP"] == "None"
     assert svc["metadata"]["uid"] == "u"      # the backup copy is untouched
 
 
 def test_restore_order_puts_namespaces_and_crds_first() -> None:
-    def item(group: str, plural: str, name: str) -> A.BackupItem:
-        return A.BackupItem(group, plural, plural not in ("namespaces", "customresourcedefinitions"),
+    def item(group: str, plural: str, name: str) -> velero.BackupItem:
+        return velero.BackupItem(group, plural, plural not in ("namespaces", "customresourcedefinitions"),
                             {"metadata": {"name": name}})
     items = [item("apps", "deployments", "a"), item("", "services", "s"), item("", "namespaces", "n"),
              item("apiextensions.k8s.io", "customresourcedefinitions", "c"), item("", "configmaps", "m")]
-    assert [i.plural for i in A.restore_order(items)] == [
+    assert [i.plural for i in velero.restore_order(items)] == [
         "customresourcedefinitions", "namespaces", "configmaps", "services", "deployments"]
 
 
 def test_go_durations() -> None:
-    assert A.parse_go_duration("720h0m0s", 1) == 720 * 3600
-    assert A.parse_go_duration("90s", 1) == 90
-    assert A.parse_go_duration("soon", 42) == 42
-    assert A.parse_go_duration(None, 42) == 42
+    assert velero.parse_go_duration("720h0m0s", 1) == 720 * 3600
+    assert velero.parse_go_duration("90s", 1) == 90
+    assert velero.parse_go_duration("soon", 42) == 42
+    assert velero.parse_go_duration(None, 42) == 42
 
 
 # ---------------------------------------------------------------- Argo CD
@@ -165,28 +168,28 @@ def _deploy(replicas: int, **extra: object) -> dict:
 
 
 def test_drift_only_counts_fields_git_sets() -> None:
-    want = A.desired_of(_deploy(2))
+    want = argo.desired_of(_deploy(2))
     assert "status" not in want and "uid" not in want["metadata"]
     live = _deploy(2, paused=False)
     live["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "3"}
     live["spec"]["template"]["metadata"]["annotations"] = {"kubectl.kubernetes.io/restartedAt": "now"}
     live["status"] = {"readyReplicas": 0}
-    assert not A.drift(want, live)
-    assert A.drift(want, _deploy(0))
+    assert not argo.drift(want, live)
+    assert argo.drift(want, _deploy(0))
     relabelled = _deploy(2)
     relabelled["metadata"]["labels"] = {"app": "other"}
-    assert A.drift(want, relabelled)
-    assert A.drift(want, None)
+    assert argo.drift(want, relabelled)
+    assert argo.drift(want, None)
 
 
 def test_apply_desired_reverts_and_keeps_foreign_fields() -> None:
-    want = A.desired_of(_deploy(2))
+    want = argo.desired_of(_deploy(2))
     live = _deploy(0, paused=False)
     live["metadata"]["annotations"] = {"x": "y"}
-    out = A.apply_desired(want, live)
+    out = argo.apply_desired(want, live)
     assert out["spec"]["replicas"] == 2 and out["spec"]["paused"] is False
     assert out["metadata"]["annotations"] == {"x": "y"} and out["metadata"]["uid"] == "u"
-    assert not A.drift(want, out)
+    assert not argo.drift(want, out)
 
 
 def _app(name: str, automated: dict | None, **spec: object) -> dict:
@@ -201,37 +204,37 @@ def _app(name: str, automated: dict | None, **spec: object) -> dict:
 def test_child_sync_policy_is_ignored_unless_the_parent_reverts() -> None:
     parent = _app("root", {"prune": True, "selfHeal": True})
     child_key = ("argoproj.io", "Application", "argocd", "podinfo")
-    want = A.desired_of(_app("podinfo", {"prune": True, "selfHeal": True}))
+    want = argo.desired_of(_app("podinfo", {"prune": True, "selfHeal": True}))
     paused = _app("podinfo", None)
-    benign = A._ignored_pointers(parent, child_key, parent_reverts=False)
+    benign = argo.ignored_pointers(parent, child_key, parent_reverts=False)
     assert benign == ["/spec/syncPolicy"]
-    assert not A.drift(want, paused, benign)
-    assert A.drift(want, paused, A._ignored_pointers(parent, child_key, parent_reverts=True))
+    assert not argo.drift(want, paused, benign)
+    assert argo.drift(want, paused, argo.ignored_pointers(parent, child_key, parent_reverts=True))
     # other drift of a child is still drift
     moved = _app("podinfo", None)
     moved["spec"]["source"] = {"path": "elsewhere"}
-    assert A.drift(want, moved, benign)
+    assert argo.drift(want, moved, benign)
     # and re-applying it leaves the paused policy alone
-    healed = A.apply_desired(want, moved, benign)
+    healed = argo.apply_desired(want, moved, benign)
     assert healed["spec"]["source"] == {"path": "podinfo"} and "automated" not in healed["spec"]["syncPolicy"]
     appset_key = ("argoproj.io", "ApplicationSet", "argocd", "demo")
-    assert A._ignored_pointers(parent, appset_key, False) == ["/spec/template/spec/syncPolicy"]
+    assert argo.ignored_pointers(parent, appset_key, False) == ["/spec/template/spec/syncPolicy"]
 
 
 def test_ignore_differences_from_the_app_spec() -> None:
     app = _app("web", {"selfHeal": True}, ignoreDifferences=[
         {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}])
     key = ("apps", "Deployment", "d", "web")
-    want = A.desired_of(_deploy(2))
-    assert not A.drift(want, _deploy(5), A._ignored_pointers(app, key, False))
-    assert A._ignored_pointers(app, ("", "Service", "d", "web"), False) == []
+    want = argo.desired_of(_deploy(2))
+    assert not argo.drift(want, _deploy(5), argo.ignored_pointers(app, key, False))
+    assert argo.ignored_pointers(app, ("", "Service", "d", "web"), False) == []
 
 
 @pytest.mark.parametrize("automated,heals", [
     (None, False), ({}, False), ({"prune": True}, False), ({"selfHeal": True}, True),
     ({"selfHeal": True, "enabled": False}, False)])
 def test_self_heal_policy(automated: dict | None, heals: bool) -> None:
-    assert A.self_heals(_app("a", automated)) is heals
+    assert argo.self_heals(_app("a", automated)) is heals
 
 
 # ---------------------------------------------------------------- ingress routing
@@ -262,7 +265,7 @@ def test_applicationset_list_generator_renders_the_fixture_app() -> None:
     appset = next(o for o in fx.objects if o["kind"] == "ApplicationSet")
     app = next(o for o in fx.objects if o["kind"] == "Application"
                and any(r.get("kind") == "ApplicationSet" for r in o["metadata"].get("ownerReferences") or ()))
-    rendered = A.generated_apps(appset)
+    rendered = appsets.generated_apps(appset)
     assert set(rendered) == {app["metadata"]["name"]}
     # the fixture is converged: the generated app is exactly what the template renders
     assert rendered[app["metadata"]["name"]] == app["spec"]
@@ -274,10 +277,10 @@ def test_applicationset_template_placeholders() -> None:
                        "template": {"metadata": {"name": "{{.name}}"},
                                     "spec": {"source": {"path": "apps/{{ path }}"},
                                              "destination": {"namespace": "{{name}}"}}}}}
-    out = A.generated_apps(appset)
+    out = appsets.generated_apps(appset)
     assert out == {"a": {"source": {"path": "apps/x"}, "destination": {"namespace": "a"}},
                    "b": {"source": {"path": "apps/y"}, "destination": {"namespace": "b"}}}
-    assert A.generated_apps({"spec": {"generators": [{"git": {}}], "template": {}}}) == {}
+    assert appsets.generated_apps({"spec": {"generators": [{"git": {}}], "template": {}}}) == {}
 
 
 @pytest.mark.parametrize("kind,obj,want", [
@@ -293,4 +296,4 @@ def test_applicationset_template_placeholders() -> None:
     ("ConfigMap", None, "Missing"),
 ])
 def test_resource_health(kind: str, obj: dict | None, want: str) -> None:
-    assert A.resource_health(kind, obj)[0] == want
+    assert argo.resource_health(kind, obj)[0] == want

@@ -1,0 +1,302 @@
+"""The Cilium agent (and cilium-envoy) on each node: when it becomes Ready, how it
+crash-loops, and what a Ready agent does to its node.
+
+A node's **agent** becomes Ready (after :data:`~.config.AGENT_READY_SECONDS`) only when,
+checked in the order a real agent meets them:
+
+1. the ``cilium_image_pull_fails`` fault is off (else ``ImagePullBackOff``, never Ready);
+2. the node's kernel is >= 5.10 (else ``CrashLoopBackOff``, kernel message);
+3. ``KUBERNETES_SERVICE_HOST:PORT`` reach the API server: a server's InternalIP with
+   6443, or 127.0.0.1 with 6444 (k3s's apiserver proxy on every node), the server's k3s
+   running (else ``CrashLoopBackOff`` "unable to reach the API server at H:P");
+4. no other VXLAN device holds the tunnel port: ``flannel.1`` holds 8472, so with the
+   default port the agent crash-loops with "failed to create vxlan device: address
+   already in use (port 8472 is used by flannel.1)" until ``flannel.1`` is deleted;
+5. the cilium.io CRDs exist (the operator registers them): until then the agent runs
+   but is not Ready ("waiting for CRDs").
+
+A crash-looping agent's ``restartCount`` grows with the kubelet's back-off
+(10 s, 20 s, ... 300 s cluster time). Once Ready (per boot of the node) it stays Ready
+until its pod goes or the node reboots.
+
+**A Ready agent** writes ``/etc/cni/net.d/05-cilium.conflist``, creates ``cilium_host``,
+``cilium_net`` and ``cilium_vxlan`` (VXLAN on the tunnel port) and the ``CILIUM_*``
+iptables chains, and publishes a ``CiliumNode`` (cluster-scoped, ``spec.addresses``,
+``spec.ipam.podCIDRs``). Kube-proxy replacement is active only with
+``kube-proxy-replacement: "true"``; the ``KUBE-SVC-*`` chains k3s's kube-proxy left stay
+in ``iptables-save``. ``helm uninstall`` removes the pods; interfaces, chains and the
+conflist stay (as on a node) until deleted; a reboot clears interfaces and chains, not
+the file.
+
+**cilium-envoy** is Ready with the agent of its node. **hubble-relay/hubble-ui** get
+their sandbox from the node's working CNI like any pod and are Ready once some agent is
+Ready. The operator's own rules are in :mod:`.cilium_operator`.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from typing import Any
+
+from ..kubelet import IPAllocator, PodFate, has_sandbox, node_internal_ip
+from .config import (AGENT_READY_SECONDS, BACKOFF_BASE, BACKOFF_MAX, CONFIG_MAP,
+                     CRASH_RUN_SECONDS, ENVOY_READY_SECONDS, FLANNEL_VXLAN_PORT,
+                     IMAGE_PULL_SECONDS, MIN_KERNEL, NAMESPACE, OPERATOR_READY_SECONDS,
+                     CiliumConfig, api_reachable, container_env, is_ready, kernel_tuple,
+                     labels_of, pod_app)
+
+CILIUM_CONFLIST = "/etc/cni/net.d/05-cilium.conflist"
+
+# What the real agent programs, per table: (chain, feeder parent) pairs.
+CILIUM_CHAINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "filter": (("CILIUM_INPUT", "INPUT"), ("CILIUM_FORWARD", "FORWARD"), ("CILIUM_OUTPUT", "OUTPUT")),
+    "nat": (("CILIUM_PRE_nat", "PREROUTING"), ("CILIUM_OUTPUT_nat", "OUTPUT"),
+            ("CILIUM_POST_nat", "POSTROUTING")),
+    "mangle": (("CILIUM_PRE_mangle", "PREROUTING"), ("CILIUM_POST_mangle", "POSTROUTING")),
+    "raw": (("CILIUM_PRE_raw", "PREROUTING"), ("CILIUM_OUTPUT_raw", "OUTPUT")),
+}
+
+
+class Agents:
+    """Part of :class:`~.model.CiliumModel`: agent readiness, pod fates, crash loops,
+    the node's artifacts, the CiliumNode and Cilium's pod IPAM.
+
+    Uses the model's ``rt``, ``store``, ``cache``, ``kubelet``, ``crds_registered`` and
+    owns ``_agents`` (node -> agent pod key), ``_ready_boot`` (agent pod key -> node boot
+    it became Ready in), ``_crash`` (pod key -> [count, state, since, node]),
+    ``_pool_index`` and ``ipam``.
+    """
+
+    rt: Any
+    store: Any
+    cache: Any
+    kubelet: Any
+    ipam: IPAllocator
+    crds_registered: bool
+    _agents: dict[str, tuple[str, str]]
+    _ready_boot: dict[tuple[str, str], int]
+    _apps: dict[tuple[str, str], tuple[str, str]]
+    _crash: dict[tuple[str, str], list]
+    _pool_index: dict[str, int]
+
+    def _agent_pod(self, node: str) -> dict | None:
+        key = self._agents.get(node)
+        return self.cache.get(("", "pods"), *key) if key else None
+
+    def agent_ready(self, node: str) -> bool:
+        """The node's agent pod is Ready for the node's current boot."""
+        pod = self._agent_pod(node)
+        if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp") or not is_ready(pod):
+            return False
+        nm = self.rt.nodes.get(node)
+        key = (pod["metadata"].get("namespace") or "", pod["metadata"]["name"])
+        boot = self._ready_boot.get(key)
+        return nm is None or boot is None or boot == nm.boot_count
+
+    def agent_pending(self, node: str) -> bool:
+        """An agent pod exists on ``node`` but is not Ready (yet)."""
+        pod = self._agent_pod(node)
+        return pod is not None and not (pod.get("metadata") or {}).get("deletionTimestamp") \
+            and not self.agent_ready(node)
+
+    # ------------------------------------------------------------------ IPAM
+    def node_pod_cidrs(self, node: dict, cfg: CiliumConfig | None = None) -> list[str]:
+        """The pod CIDRs Cilium uses on ``node``: its podCIDR (ipam kubernetes) or its
+        slice of the cluster pool (ipam cluster-pool, allocated by the operator)."""
+        cfg = cfg or self.config()
+        name = node["metadata"]["name"]
+        if cfg.ipam == "cluster-pool":
+            if name not in self._pool_index:
+                self._pool_index[name] = len(self._pool_index)
+            i = self._pool_index[name]
+            for pool in cfg.pool_cidrs:
+                try:
+                    net = ipaddress.ip_network(pool, strict=False)
+                except ValueError:
+                    continue
+                if net.version != 4 or cfg.pool_mask < net.prefixlen:
+                    continue
+                count = 2 ** (cfg.pool_mask - net.prefixlen)
+                if i < count:
+                    sub = ipaddress.ip_network(
+                        (int(net.network_address) + i * 2 ** (32 - cfg.pool_mask), cfg.pool_mask))
+                    return [str(sub)]
+                i -= count
+            return []
+        spec = node.get("spec") or {}
+        return list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+
+    def allocate_ip(self, uid: str, node: dict) -> str | None:
+        """A pod IP from Cilium's own allocator. With ``ipam: kubernetes`` it covers the
+        node's podCIDR without knowing flannel's leases, so an old flannel pod's address
+        can be handed out again (defect 5)."""
+        cidrs = self.node_pod_cidrs(node)
+        return self.ipam.allocate("cilium/" + node["metadata"]["name"], cidrs[0] if cidrs else None, uid)
+
+    def release_ip(self, uid: str) -> None:
+        self.ipam.release(uid)
+
+    # ------------------------------------------------------------------ pod fates
+    def _problem(self, pod: dict, nm: Any, cfg: CiliumConfig, container: str, *,
+                 agent: bool) -> str | None:
+        """Why this agent/operator cannot become Ready now (None: it can)."""
+        if self.rt.faults.cilium_image_pull_fails:
+            return "image pull: " + _pull_message(pod)
+        if agent:
+            k = kernel_tuple(nm.kernel)
+            if k < MIN_KERNEL:
+                return (f"kernel version: NOT OK: minimal supported kernel version is >= "
+                        f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]}; kernel version that is running is: {nm.kernel}")
+        host = container_env(pod, container, "KUBERNETES_SERVICE_HOST", self._configmap)
+        port = container_env(pod, container, "KUBERNETES_SERVICE_PORT", self._configmap)
+        ok, addr = api_reachable(host, port, node=nm, servers=self._servers())
+        if not ok:
+            return f"unable to reach the API server at {addr}: dial tcp {addr}: connect: connection refused"
+        if agent:
+            if not cfg.present:
+                return f"configmap {NAMESPACE}/{CONFIG_MAP} not found"
+            if cfg.tunnel and cfg.tunnel_protocol in ("vxlan", "geneve"):
+                for i in nm.interfaces.values():
+                    if i.name.startswith("cilium_") or i.kind != "vxlan":
+                        continue
+                    if int(i.info.get("vxlan_port", FLANNEL_VXLAN_PORT)) == cfg.tunnel_port:
+                        return (f"failed to create {cfg.tunnel_protocol} device: address already in use "
+                                f"(port {cfg.tunnel_port} is used by {i.name})")
+        return None
+
+    def decide(self, pod: dict, node: dict) -> PodFate | None:
+        """The fate of a Cilium pod on ``node`` (k3s runs there; see module doc)."""
+        app = pod_app(pod)
+        name = node["metadata"]["name"]
+        nm = self.rt.nodes.get(name)
+        md = pod["metadata"]
+        key = (md.get("namespace") or "", md["name"])
+        ip = node_internal_ip(node)
+        cfg = self.config()
+        host_network = bool((pod.get("spec") or {}).get("hostNetwork"))
+        if app in ("hubble-relay", "hubble-ui") or not host_network or nm is None:
+            net = self.network
+            fate = net.generic_fate(pod, node) if net is not None else None
+            if fate is None or fate.phase != "Running":
+                return fate
+            if self.rt.faults.cilium_image_pull_fails and not has_sandbox(pod):
+                return PodFate("Pending", False, "ImagePullBackOff", _pull_message(pod), cni=None,
+                               ip=None, delay=IMAGE_PULL_SECONDS)
+            if not any(self.agent_ready(n) for n in self._agents):
+                fate.ready = False
+            return fate
+        if self.rt.faults.cilium_image_pull_fails:
+            self._crash.pop(key, None)
+            return PodFate("Pending", False, "ImagePullBackOff", _pull_message(pod), cni="host",
+                           ip=ip, delay=IMAGE_PULL_SECONDS)
+        if app == "cilium-envoy":
+            ok = self.agent_ready(name)
+            return PodFate("Running", ok, cni="host", ip=ip,
+                           delay=ENVOY_READY_SECONDS if ok else IMAGE_PULL_SECONDS)
+        agent = app == "cilium"
+        container = "cilium-agent" if agent else "cilium-operator"
+        if agent and is_ready(pod):
+            boot = self._ready_boot.get(key)
+            if boot is None or boot == nm.boot_count:
+                # A Ready agent holds its devices and its API connection: it stays Ready.
+                return PodFate("Running", True, cni="host", ip=ip)
+            # The node rebooted under it: the container restarts and starts over (the
+            # stale boot stays recorded, so agent_ready() is False until it is Ready again).
+            return PodFate("Running", False, cni="host", ip=ip)
+        if not agent and is_ready(pod):
+            return PodFate("Running", True, cni="host", ip=ip)
+        problem = self._problem(pod, nm, cfg, container, agent=agent)
+        if problem is None and agent and not self.crds_registered:
+            self._crash.pop(key, None)
+            # The agent blocks "Waiting until all Cilium CRDs are available".
+            return PodFate("Running", False, cni="host", ip=ip, delay=IMAGE_PULL_SECONDS)
+        if problem is None:
+            self._crash.pop(key, None)
+            return PodFate("Running", True, cni="host", ip=ip,
+                           delay=AGENT_READY_SECONDS if agent else OPERATOR_READY_SECONDS)
+        entry = self._crash.get(key)
+        if entry is None:
+            entry = self._crash[key] = [0, "crash", self.rt.clock.cluster_now(), name]
+            delay = IMAGE_PULL_SECONDS
+        else:
+            entry[3] = name
+            delay = 0.0
+        if entry[1] == "running":
+            # Between two crashes the container runs for a moment (not Ready).
+            return PodFate("Running", False, cni="host", ip=ip, delay=delay)
+        return PodFate("Running", False, "CrashLoopBackOff", problem, cni="host", ip=ip, delay=delay)
+
+    def _advance_crash_loops(self, now: float) -> None:
+        """The kubelet's CrashLoopBackOff clock: a crashed container restarts after the
+        back-off, runs a moment, and crashes again (the kubelet re-decides its pod)."""
+        for key, entry in list(self._crash.items()):
+            count, state, since, node = entry
+            if state == "crash" and now - since >= min(BACKOFF_MAX, BACKOFF_BASE * 2 ** count):
+                entry[1], entry[2] = "running", now
+                self.kubelet.enqueue(key)
+            elif state == "running" and now - since >= CRASH_RUN_SECONDS:
+                entry[0], entry[1], entry[2] = count + 1, "crash", now
+                self.kubelet.enqueue(key)
+
+    def _ensure_node_artifacts(self, nm: Any, cfg: CiliumConfig) -> None:
+        """What a Ready agent creates on its node (idempotent: no event when present)."""
+        conf = json.dumps({"cniVersion": "0.3.1", "name": "cilium", "plugins": [
+            {"type": "cilium-cni", "enable-debug": False,
+             "log-file": "/var/run/cilium/cilium-cni.log"}]}, indent=2) + "\n"
+        try:
+            current = nm.read_text(CILIUM_CONFLIST) if nm.exists(CILIUM_CONFLIST) else None
+        except OSError:
+            current = None
+        if current != conf:
+            nm.write(CILIUM_CONFLIST, conf, 0o644)
+        nm.add_interface("cilium_net", "veth", 1500, peer="cilium_host")
+        nm.add_interface("cilium_host", "veth", 1500, peer="cilium_net")
+        if cfg.tunnel and cfg.tunnel_protocol == "vxlan":
+            nm.add_interface("cilium_vxlan", "vxlan", 1500, info={"vxlan_port": cfg.tunnel_port})
+        elif cfg.tunnel and cfg.tunnel_protocol == "geneve":
+            nm.add_interface("cilium_geneve", "vxlan", 1500, info={"vxlan_port": cfg.tunnel_port})
+        for table, chains in CILIUM_CHAINS.items():
+            for chain, parent in chains:
+                rules = [f'-A {parent} -m comment --comment "cilium-feeder: {chain}" -j {chain}']
+                if chain == "CILIUM_FORWARD":
+                    rules.append('-A CILIUM_FORWARD -o cilium_host -m comment --comment '
+                                 '"cilium: any->cluster on cilium_host forward accept" -j ACCEPT')
+                nm.add_chain(table, chain, rules)
+
+    def _publish_cilium_node(self, node: dict, nm: Any, cfg: CiliumConfig) -> None:
+        t = self._type("cilium.io", "ciliumnodes")
+        if t is None:
+            return
+        name = node["metadata"]["name"]
+        cidrs = self.node_pod_cidrs(node, cfg)
+        router = self.ipam.allocate("cilium/" + name, cidrs[0] if cidrs else None, f"router/{name}")
+        health = self.ipam.allocate("cilium/" + name, cidrs[0] if cidrs else None, f"health/{name}")
+        addresses = [{"type": "InternalIP", "ip": node_internal_ip(node) or nm.spec.ip}]
+        if router:
+            addresses.append({"type": "CiliumInternalIP", "ip": router})
+        spec = {"addresses": addresses, "alibaba-cloud": {}, "azure": {}, "encryption": {}, "eni": {},
+                "health": {"ipv4": health} if health else {}, "ingress": {},
+                "ipam": {"podCIDRs": cidrs, "pools": {}},
+                "bootid": hashlib.sha256(f"{name}/{nm.boot_count}".encode()).hexdigest()[:32]}
+        status = {"alibaba-cloud": {}, "azure": {}, "eni": {},
+                  "ipam": {"operator-status": {}}}
+        existing = self.store.peek(t, None, name)
+        if existing is None:
+            obj = {"apiVersion": f"cilium.io/{t.version}", "kind": "CiliumNode",
+                   "metadata": {"name": name, "labels": dict(labels_of(node)),
+                                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                                                     "uid": node["metadata"].get("uid", "")}]},
+                   "spec": spec, "status": status}
+            self.store.create(obj, rtype=t)
+            return
+        if existing.get("spec") != spec:
+            def put(o: dict) -> None:
+                o["spec"] = spec
+            self.store.mutate(t, None, name, put)
+
+
+def _pull_message(pod: dict) -> str:
+    images = [c.get("image", "") for c in (pod.get("spec") or {}).get("containers") or ()]
+    image = images[0] if images else "quay.io/cilium/cilium"
+    return f'Back-off pulling image "{image}"'

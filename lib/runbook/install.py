@@ -13,8 +13,9 @@ run shows it and changes nothing. With ``execute``:
    ``cilium status --wait`` waits for); on timeout the gate lists each agent pod with
    its reason.
 3. :func:`restart_pods`: every non-hostNetwork pod without a CiliumEndpoint is deleted
-   in batches (kube-system first: everything needs DNS) so its controller recreates it
-   under Cilium (defect 6); then the no-CNI window closes (fact ``no_cni_window``).
+   in batches (kube-system first: everything needs DNS) so its owner recreates it
+   under Cilium (defect 6), as :mod:`runbook.pods`' install policy allows; then the
+   no-CNI window closes (fact ``no_cni_window``).
 4. :func:`managed_check` and :func:`nodes_ready_check` feed the final gates.
 
 ``--wait`` proves that the release's pods are Ready, nothing more (defect 7): not that
@@ -37,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import checks, cilium
+from . import checks, cilium, pods
 from .cluster import node_ready
 from .errors import GateFailed, HelmError
 from .helm import Helm
@@ -266,11 +267,22 @@ def cli_status(s: Any) -> Any:
     return cilium.cli_status(s.params.cilium.cli_path, str(s.params.kubeconfig_path))
 
 
+#: the journal's words for one batch of the install's restart
+RESTART_ACTION = "delete {n} unmanaged pod(s) so their controllers recreate them under Cilium"
+
+
+def restart_plan(s: Any) -> pods.RestartPlan:
+    """The unmanaged pods split by owner under the install's policy (:mod:`runbook.pods`)."""
+    return pods.plan_restart(cilium.restart_candidates(s.cluster), policy=pods.policy_for("install"))
+
+
 def restart_plan_frame(s: Any) -> pd.DataFrame:
-    """The pods that will be restarted (and the bare pods that cannot be), by namespace."""
-    owned, bare = cilium.restart_plan(s.cluster)
-    rows = [{"namespace": p["metadata"]["namespace"], "action": "restart"} for p in owned]
-    rows += [{"namespace": p["metadata"]["namespace"], "action": "no controller: by hand"} for p in bare]
+    """The pods that will be restarted (and those left for a person), by namespace."""
+    rp = restart_plan(s)
+    rows = [{"namespace": p["metadata"]["namespace"], "action": "restart"} for p in rp.restart]
+    rows += [{"namespace": sk.raw["metadata"]["namespace"],
+              "action": f"owned by {sk.owner_kind}: by its operator" if sk.owner_kind
+              else "no controller: by hand"} for sk in rp.skipped]
     if not rows:
         return pd.DataFrame(columns=["namespace", "action", "pods"])
     df = pd.DataFrame(rows).groupby(["namespace", "action"]).size().rename("pods").reset_index()
@@ -279,14 +291,16 @@ def restart_plan_frame(s: Any) -> pd.DataFrame:
     return df.sort_values(["action", "_first", "namespace"]).drop(columns="_first").reset_index(drop=True)
 
 
-def restart_pods(s: Any) -> cilium.RestartResult | None:
+def restart_pods(s: Any) -> pods.RestartResult | None:
     """Delete the unmanaged pods in batches of ``limits.pod_restart_batch`` (journaled
-    per batch as ``restart-pods``) and wait for their replacements to be Ready."""
+    per batch as ``restart-pods``) and wait for their replacements to be Ready; the
+    pods the owner policy leaves alone are listed with their owners."""
     if not s.require_execute("restarting the unmanaged pods"):
         return None
-    res = cilium.restart_unmanaged(s.cluster, batch_size=s.params.limits.pod_restart_batch,
-                                   execute=True, journal=s.journal,
-                                   timeout=s.params.limits.timeouts.pods_ready, progress=s.progress)
+    res = pods.restart(s.cluster, restart_plan(s), action=RESTART_ACTION,
+                       batch_size=s.params.limits.pod_restart_batch, execute=True, journal=s.journal,
+                       timeout=s.params.limits.timeouts.pods_ready, timeout_scope="run",
+                       progress=s.progress)
     s.figure("pods_restarted", len(res.deleted))
     return res
 

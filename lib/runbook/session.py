@@ -70,11 +70,16 @@ class Session:
     def node(self, name: str) -> Any:
         return next(n for n in self.nodes if n.name == name)
 
-    def fleet(self) -> Any:
-        """Servers first one at a time, then agents in batches of ``limits.agent_batch_size``."""
-        from .nodes import Fleet
+    def fleet(self, nodes: list[Node] | None = None) -> Fleet:
+        """Servers first one at a time, then agents in batches of ``limits.agent_batch_size``.
 
-        return Fleet(self.nodes, batch_size=self.params.limits.agent_batch_size)
+        Args:
+            nodes: only these nodes (default: every node of the params).
+        """
+        from .fleet import Fleet
+
+        return Fleet(self.nodes if nodes is None else nodes,
+                     batch_size=self.params.limits.agent_batch_size)
 
     @property
     def timeouts(self) -> Any:

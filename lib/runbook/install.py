@@ -38,9 +38,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import checks, cilium, pods
+from . import cilium, pods
 from .cluster import node_ready
-from .errors import GateFailed, HelmError
+from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
 
 __all__ = ["InstallPlan", "plan", "helm_install", "wait_ready", "cli_status", "restart_pods",
@@ -223,8 +223,8 @@ def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
         details += [f"{c.kind}/{c.name}: {c.ready}/{c.desired} ready" for c in st.components if not c.ok]
         details += st.agent_problems
         try:
-            # through checks.gate so the failed gate is recorded for the report like any other
-            checks.gate(False, f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
+            # through s.gate so the failed gate is recorded for the report like any other
+            s.gate(False, f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
                         name="helm-install", details=details,
                         hint="read each pod's reason above (ImagePullBackOff: the nodes cannot pull the "
                              "images; 'address already in use': flannel.1 still exists). The nodes have "
@@ -255,9 +255,9 @@ def wait_ready(s: Any) -> cilium.CiliumStatus:
                                timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
     except GateFailed as e:
         # recorded like every gate, so the report index shows which gate stopped the run
-        checks.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
-        raise  # pragma: no cover - checks.gate raised already
-    checks.gate(True, "every Cilium component Ready (agents, envoy, operator, relay, UI)",
+        s.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
+        raise  # pragma: no cover - s.gate raised already
+    s.gate(True, "every Cilium component Ready (agents, envoy, operator, relay, UI)",
                 name="cilium-ready")
     return st
 
@@ -367,6 +367,6 @@ def nodes_ready_check(s: Any, *, wait: bool = True) -> pd.DataFrame:
         try:
             s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
                                what="every node Ready", interval=1.0, progress=s.progress)
-        except Exception:  # noqa: BLE001 - the gate after this shows which nodes and why
-            pass
+        except WaitTimeout as e:  # the gate after this shows which nodes and why
+            s.progress(f"not every node Ready yet: {e}")
     return node_readiness(s.cluster)

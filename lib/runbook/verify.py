@@ -27,8 +27,8 @@ After a rollback (journal fact ``rolled_back``) the same notebook verifies the f
 side instead: kube-proxy's chains are back, no Cilium is expected.
 
 Example:
-    >>> v = verify.Verification()                  # doctest: +SKIP
-    >>> v.add(s, verify.pods_running(s))           # doctest: +SKIP
+    >>> v = verify.Verification(s)                 # doctest: +SKIP
+    >>> v.add(verify.pods_running(s))              # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -94,19 +94,27 @@ class Check:
 
 @dataclass
 class Verification:
-    """The checks of one verify run; failures are collected, the gate is at the end."""
+    """The checks of one verify run; failures are collected, the gate is at the end.
 
+    Args:
+        session: the phase's session; each check is kept in its ``gates`` (the summary)
+            and evidence that cannot be recorded in its ``evidence_lost``.
+    """
+
+    session: Session | None = None
     results: list[Check] = field(default_factory=list)
 
     def add(self, check: Check) -> Check:
-        """Keep ``check`` and record it as a gate result (passed or not) without raising."""
+        """Keep ``check`` and record it as a gate result (passed or not) without raising.
+
+        A result that cannot be recorded as evidence is logged and shown as
+        ``EVIDENCE LOST`` in the cell (:func:`runbook.evidence.record_or_warn`)."""
         self.results = [c for c in self.results if c.name != check.name] + [check]
         g = checks.GateResult(check.name, check.ok, check.message, list(check.details), check.hint)
-        checks.GATES.append(g)
-        try:
-            evidence.record_gate(g)
-        except Exception:  # noqa: BLE001 - evidence is best effort, the final gate is not
-            pass
+        s = self.session
+        if s is not None:
+            s.gates.append(g)
+        evidence.record_gate_or_warn(g, lost=s.evidence_lost if s is not None else None)
         return check
 
     @property

@@ -34,7 +34,7 @@ import html
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -42,6 +42,9 @@ from . import cilium, pods
 from .cluster import node_ready
 from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["InstallPlan", "plan", "helm_install", "wait_ready", "cli_status", "restart_pods",
            "close_window", "ManagedCheck", "managed_check", "nodes_ready_check", "HELM_WAIT_PROVES"]
@@ -120,7 +123,7 @@ class ValuesView:
         return f"<p><b>{html.escape(self.path)}</b></p><pre>{html.escape(self.text)}</pre>"
 
 
-def _helm(s: Any) -> Helm:
+def _helm(s: Session) -> Helm:
     h = getattr(s, "_helm", None)
     if h is None:
         h = Helm.from_params(s.params, run_dir=s.run_dir)
@@ -131,7 +134,7 @@ def _helm(s: Any) -> Helm:
     return h
 
 
-def plan(s: Any) -> InstallPlan:
+def plan(s: Session) -> InstallPlan:
     """The exact helm commands, the values and the pinned version (read-only)."""
     p, c = s.params, s.params.cilium
     h = _helm(s)
@@ -150,7 +153,7 @@ def plan(s: Any) -> InstallPlan:
                        commands=cmds)
 
 
-def values_view(s: Any) -> ValuesView:
+def values_view(s: Session) -> ValuesView:
     """The values file text for display (no secrets live there; the chart makes its own)."""
     return ValuesView(str(s.params.values_path), s.params.values_path.read_text(encoding="utf-8"))
 
@@ -190,7 +193,7 @@ def _deployed_same(h: Helm, ip: InstallPlan, values: dict[str, Any]) -> tuple[bo
     return same, st.get("version")
 
 
-def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
+def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     """``helm repo add/update`` and ``helm upgrade --install --wait`` (journaled).
 
     Raises:
@@ -241,7 +244,7 @@ def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
                        list(h.results))
 
 
-def wait_ready(s: Any) -> cilium.CiliumStatus:
+def wait_ready(s: Session) -> cilium.CiliumStatus:
     """Wait for agents, envoy, operator, relay and UI (``cilium status --wait``).
 
     Raises:
@@ -262,7 +265,7 @@ def wait_ready(s: Any) -> cilium.CiliumStatus:
     return st
 
 
-def cli_status(s: Any) -> Any:
+def cli_status(s: Session) -> Any:
     """``cilium status`` through the CLI when ``cilium.cli_path`` is set, else a note."""
     return cilium.cli_status(s.params.cilium.cli_path, str(s.params.kubeconfig_path))
 
@@ -271,12 +274,12 @@ def cli_status(s: Any) -> Any:
 RESTART_ACTION = "delete {n} unmanaged pod(s) so their controllers recreate them under Cilium"
 
 
-def restart_plan(s: Any) -> pods.RestartPlan:
+def restart_plan(s: Session) -> pods.RestartPlan:
     """The unmanaged pods split by owner under the install's policy (:mod:`runbook.pods`)."""
     return pods.plan_restart(cilium.restart_candidates(s.cluster), policy=pods.policy_for("install"))
 
 
-def restart_plan_frame(s: Any) -> pd.DataFrame:
+def restart_plan_frame(s: Session) -> pd.DataFrame:
     """The pods that will be restarted (and those left for a person), by namespace."""
     rp = restart_plan(s)
     rows = [{"namespace": p["metadata"]["namespace"], "action": "restart"} for p in rp.restart]
@@ -291,7 +294,7 @@ def restart_plan_frame(s: Any) -> pd.DataFrame:
     return df.sort_values(["action", "_first", "namespace"]).drop(columns="_first").reset_index(drop=True)
 
 
-def restart_pods(s: Any) -> pods.RestartResult | None:
+def restart_pods(s: Session) -> pods.RestartResult | None:
     """Delete the unmanaged pods in batches of ``limits.pod_restart_batch`` (journaled
     per batch as ``restart-pods``) and wait for their replacements to be Ready; the
     pods the owner policy leaves alone are listed with their owners."""
@@ -327,7 +330,7 @@ class ManagedCheck:
         return f"Cluster Pods: {self.managed}/{self.total} managed by Cilium"
 
 
-def managed_check(s: Any) -> ManagedCheck:
+def managed_check(s: Session) -> ManagedCheck:
     """``managed == all non-hostNetwork pods`` from the API (CiliumEndpoints vs pods)."""
     if not s.cluster.has_resource("ciliumendpoints"):
         pods = [p for p in s.cluster.list("pods") if not (p.get("spec") or {}).get("hostNetwork")
@@ -338,7 +341,7 @@ def managed_check(s: Any) -> ManagedCheck:
     return ManagedCheck(managed, total, [cilium.pod_problem(p) for p in unmanaged])
 
 
-def close_window(s: Any, check: ManagedCheck) -> dict[str, Any] | None:
+def close_window(s: Session, check: ManagedCheck) -> dict[str, Any] | None:
     """Close the no-CNI window (fact ``no_cni_window``) once every pod is managed."""
     win = s.journal.get("no_cni_window") or None
     if not s.execute or win is None or not check.ok:
@@ -355,7 +358,7 @@ def close_window(s: Any, check: ManagedCheck) -> dict[str, Any] | None:
     return win
 
 
-def nodes_ready_check(s: Any, *, wait: bool = True) -> pd.DataFrame:
+def nodes_ready_check(s: Session, *, wait: bool = True) -> pd.DataFrame:
     """Each node's Ready condition; with ``wait`` (execute) waits ``timeouts.node_ready``
     for every node to turn Ready first (a CNI is back: Cilium's conflist)."""
     from .reconfigure import node_readiness

@@ -72,7 +72,7 @@ def _now() -> str:
 
 
 # =========================================================================== execute: write
-def _record_backups(s: Any, node: str) -> None:
+def _record_backups(s: Session, node: str) -> None:
     """Record the FIRST backup of ``node``'s config (also after a crash between the
     write and this record: the write-file entry holds the backup path)."""
     path = s.params.paths.k3s_config
@@ -83,7 +83,7 @@ def _record_backups(s: Any, node: str) -> None:
             return
 
 
-def write_configs(s: Any, plans: list[k3sconfig.NodePlan]) -> Any:
+def write_configs(s: Session, plans: list[k3sconfig.NodePlan]) -> FleetResult | None:
     """Back up and write each changed ``config.yaml`` (servers first; stops at a failure).
 
     Returns the :class:`runbook.nodes.FleetResult` (value: "written", "already done" or
@@ -93,7 +93,7 @@ def write_configs(s: Any, plans: list[k3sconfig.NodePlan]) -> Any:
         return None
     by_node = {p.node: p for p in plans}
 
-    def op(n: Any) -> str:
+    def op(n: Node) -> str:
         p = by_node.get(n.name)
         if p is None or p.noop:
             _record_backups(s, n.name)
@@ -117,7 +117,7 @@ class RestartOutcome:
         outages: API outages the choke point saw ({"seconds", "attempts"}).
     """
 
-    fleet: Any
+    fleet: FleetResult
     api_back_s: float | None = None
     outages: list[dict[str, Any]] = field(default_factory=list)
 
@@ -144,7 +144,7 @@ class RestartOutcome:
         return self.fleet._repr_html_() + extra
 
 
-def _restart_one(s: Any, n: Any) -> str:
+def _restart_one(s: Session, n: Node) -> str:
     if s.journal.is_done(STEP_RESTART, node=n.name):
         return "already restarted in this run"
     if not restart_needed(s, n, flannel_leftovers=flannel_present(n, s.params.paths)):
@@ -166,13 +166,13 @@ def _restart_one(s: Any, n: Any) -> str:
     return "restarted"
 
 
-def _record_outages(s: Any, new: list[Any]) -> list[dict[str, Any]]:
+def _record_outages(s: Session, new: list[Any]) -> list[dict[str, Any]]:
     rows = [{"seconds": round(o.seconds, 2), "attempts": o.attempts} for o in new]
     s.journal.set("api_outages", list(s.journal.get("api_outages", []) or []) + rows)
     return rows
 
 
-def restart_servers(s: Any) -> RestartOutcome | None:
+def restart_servers(s: Session) -> RestartOutcome | None:
     """Restart k3s on the servers, one at a time, and wait for the API to answer.
 
     The Cluster choke point retries while the API server is away and records the
@@ -186,7 +186,7 @@ def restart_servers(s: Any) -> RestartOutcome | None:
     t0 = time.monotonic()
     restarted: list[str] = []
 
-    def op(n: Any) -> str:
+    def op(n: Node) -> str:
         out = _restart_one(s, n)
         if out == "restarted":
             restarted.append(n.name)
@@ -210,12 +210,12 @@ def restart_servers(s: Any) -> RestartOutcome | None:
     return out
 
 
-def _figure(s: Any, name: str, value: Any) -> None:
+def _figure(s: Session, name: str, value: Any) -> None:
     if hasattr(s, "figure"):
         s.figure(name, value)
 
 
-def window(s: Any) -> dict[str, Any] | None:
+def window(s: Session) -> dict[str, Any] | None:
     """The no-CNI window as recorded in the journal (fact ``no_cni_window``)."""
     win = s.journal.get("no_cni_window")
     if win:
@@ -223,7 +223,7 @@ def window(s: Any) -> dict[str, Any] | None:
     return win
 
 
-def restart_agents(s: Any) -> RestartOutcome | None:
+def restart_agents(s: Session) -> RestartOutcome | None:
     """Restart ``k3s-agent`` in batches of ``limits.agent_batch_size``.
 
     Stops after the first batch with a failure; later agents are not touched (the
@@ -239,7 +239,7 @@ def restart_agents(s: Any) -> RestartOutcome | None:
     return RestartOutcome(res)
 
 
-def _raise_with_progress(s: Any, res: Any) -> None:
+def _raise_with_progress(s: Session, res: FleetResult) -> None:
     try:
         res.raise_for_failures()
     except NodeError as e:
@@ -254,7 +254,7 @@ def _raise_with_progress(s: Any, res: Any) -> None:
 
 
 # =========================================================================== execute: cleanup
-def _cleanup_one(s: Any, n: Any, kpr: bool) -> str:
+def _cleanup_one(s: Session, n: Node, kpr: bool) -> str:
     if restart_needed(s, n, flannel_leftovers=flannel_present(n, s.params.paths)):
         raise NodeError(f"k3s on {n.name} has not restarted with the new settings yet: "
                         "what it still runs would re-create the leftovers", node=n.name,
@@ -265,7 +265,7 @@ def _cleanup_one(s: Any, n: Any, kpr: bool) -> str:
     return clean_node(n, plan, journal=s.journal, backup_dir=paths.backup_dir)
 
 
-def cleanup(s: Any) -> Any:
+def cleanup(s: Session) -> FleetResult | None:
     """Delete flannel's interfaces, move its CNI files and leases to the backup folder,
     and remove the KUBE-ROUTER / FLANNEL (and kube-proxy, with KPR) chains.
 
@@ -307,7 +307,7 @@ class Verification:
         return head + self.table.to_html(index=False)
 
 
-def verify(s: Any) -> Verification:
+def verify(s: Session) -> Verification:
     """Re-plan (must be a no-op everywhere) and re-read the leftovers (must be none)."""
     kpr = s.params.disable_kube_proxy(s.values)
     plans = {p.node: p for p in config_plans(s)}
@@ -340,7 +340,7 @@ def verify(s: Any) -> Verification:
     return Verification(pd.DataFrame(rows), problems)
 
 
-def node_readiness(cluster: Any) -> pd.DataFrame:
+def node_readiness(cluster: Cluster) -> pd.DataFrame:
     """Each node's Ready condition with its reason and message (the kubelet's words)."""
     rows = []
     for n in cluster.list("nodes"):

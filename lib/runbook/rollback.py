@@ -53,6 +53,7 @@ from .rollback_plan import (BRIDGE, CILIUM_CNI_FILE, CILIUM_INTERFACES, CILIUM_P
                             pods_to_restart, restart_candidates, restart_plan)
 
 if TYPE_CHECKING:
+    from .nodes import Node
     from .session import Session
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "VELERO_POLICY_WHY", "velero_policy", "optional_velero_restore", "argocd_resume", "node_table",
     "finish", "VERDICT", "flannel_problems", "node_problems", "pods_health", "PlanView",
     "restart_candidates", "restart_plan", "unit_for", "BRIDGE", "CILIUM_PREFIXES", "ROLLBACK_STEPS",
+    "STEP_PODS",
 ]
 
 VERDICT = "ROLLED BACK: flannel restored, configs identical"
@@ -69,7 +71,7 @@ VERDICT = "ROLLED BACK: flannel restored, configs identical"
 RESTART_ACTION = "restart {n} pod(s) so they get a flannel sandbox"
 
 
-def plan(s: Any) -> RollbackPlan:
+def plan(s: Session) -> RollbackPlan:
     """The rollback plan of this run (from ``s.journal``)."""
     p = s.params
     return plan_from_journal(s.journal.to_dict(), [(n.name, n.role) for n in p.nodes],
@@ -78,7 +80,7 @@ def plan(s: Any) -> RollbackPlan:
 
 
 # =========================================================================== execution helpers
-def _journaled(s: Any, step: str, action: str, fn: Any, *, node: str | None = None,
+def _journaled(s: Session, step: str, action: str, fn: Any, *, node: str | None = None,
                data: Any = None) -> Any:
     entry = s.journal.record(step, action, node=node, data=data)
     try:
@@ -90,7 +92,7 @@ def _journaled(s: Any, step: str, action: str, fn: Any, *, node: str | None = No
     return result
 
 
-def helm_uninstall(s: Any, rp: RollbackPlan) -> str:
+def helm_uninstall(s: Session, rp: RollbackPlan) -> str:
     """``helm uninstall`` the Cilium release if a helm install was attempted (journaled)."""
     if not rp.helm_uninstall:
         return "not needed: the journal records no helm install"
@@ -115,7 +117,7 @@ def helm_uninstall(s: Any, rp: RollbackPlan) -> str:
     return "uninstalled" if res["was_installed"] else "release already absent"
 
 
-def _delete_cilium_one(s: Any, n: Any) -> dict[str, Any]:
+def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
     def do() -> dict[str, Any]:
         deleted = [i for i in CILIUM_INTERFACES if n.delete_interface(i)]
         rm = n.remove_chains(list(CILIUM_PREFIXES))
@@ -126,7 +128,7 @@ def _delete_cilium_one(s: Any, n: Any) -> dict[str, Any]:
                       data={"interfaces": list(CILIUM_INTERFACES), "prefixes": list(CILIUM_PREFIXES)})
 
 
-def delete_cilium(s: Any, rp: RollbackPlan) -> Any:
+def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
     node Cilium may have run on, BEFORE k3s stops (reference §5). Idempotent."""
     names = [n.node for n in rp.nodes if n.delete_cilium]
@@ -137,7 +139,7 @@ def delete_cilium(s: Any, rp: RollbackPlan) -> Any:
                                              ).raise_for_failures()
 
 
-def stop_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
+def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
     """Stop k3s on the nodes to restart: agents first (in batches), then the servers."""
     order = rp._restart_order()
     if not order or not s.require_execute("stopping k3s"):
@@ -148,7 +150,7 @@ def stop_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
             continue
         by = {n.node: n for n in group}
 
-        def op(node: Any) -> str:
+        def op(node: Node) -> str:
             done = by[node.name].done
             if STEP_START in done:
                 return "already restored and started in this rollback"
@@ -168,12 +170,12 @@ def stop_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def _backup_target(s: Any, path: str) -> str:
+def _backup_target(s: Session, path: str) -> str:
     flat = path.strip("/").replace("/", "_")
     return f"{s.params.paths.backup_dir.rstrip('/')}/{flat}.{s.run_id}.rollback"
 
 
-def _restore_one(s: Any, n: Any, nr: NodeRollback) -> dict[str, Any]:
+def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if nr.restore_config and n.sha256(nr.restore_config["path"]) == nr.restore_config["sha256"]:
         out["config"] = "already identical to the pre-run file"
@@ -231,7 +233,7 @@ def _restore_one(s: Any, n: Any, nr: NodeRollback) -> dict[str, Any]:
     return out
 
 
-def restore_files(s: Any, rp: RollbackPlan) -> Any:
+def restore_files(s: Session, rp: RollbackPlan) -> Any:
     """With k3s stopped: restore each ``config.yaml`` byte-for-byte (sha256 = pre-run),
     move ``05-cilium.conflist`` to the backup folder, put the flannel files back."""
     todo = [n for n in rp.nodes if n.restore_config or n.remove_cilium_cni or n.restore_files]
@@ -242,7 +244,7 @@ def restore_files(s: Any, rp: RollbackPlan) -> Any:
                                           description="restore node files").raise_for_failures()
 
 
-def start_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
+def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
     """Start the servers first and wait for the API, then the agents in batches."""
     order = rp._restart_order(start=True)
     if not order or not s.require_execute("starting k3s"):
@@ -253,7 +255,7 @@ def start_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
             continue
         by = {n.node: n for n in group}
 
-        def op(node: Any) -> str:
+        def op(node: Node) -> str:
             unit = unit_for(node.role)
             if node.is_active(unit) and STEP_START in by[node.name].done:
                 return "already running"
@@ -277,7 +279,7 @@ def start_k3s(s: Any, rp: RollbackPlan) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def restart_pods(s: Any, rp: RollbackPlan) -> pd.DataFrame:
+def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     """Delete, in batches, the pods whose sandbox is not flannel's, so their controllers
     recreate them on flannel; wait for each batch to be Ready (journaled per batch).
 
@@ -320,7 +322,7 @@ def velero_policy(policy: str) -> str:
     return VELERO_POLICY_WHY[policy]
 
 
-def optional_velero_restore(s: Any, rp: RollbackPlan, *, enabled: bool, policy: str = "none") -> Any:
+def optional_velero_restore(s: Session, rp: RollbackPlan, *, enabled: bool, policy: str = "none") -> Any:
     """The notebook's optional Velero restore: explain the policy and skip it unless
     ``enabled`` (the ``velero_restore`` parameter)."""
     if not enabled:
@@ -329,7 +331,7 @@ def optional_velero_restore(s: Any, rp: RollbackPlan, *, enabled: bool, policy: 
     return velero_restore(s, rp, policy=policy)
 
 
-def velero_restore(s: Any, rp: RollbackPlan, *, policy: str = "none") -> Any:
+def velero_restore(s: Session, rp: RollbackPlan, *, policy: str = "none") -> Any:
     """Optional: restore the pre-migration Velero backup with ``existingResourcePolicy``.
 
     A restore is not a revert (defect 11): see :data:`VELERO_POLICY_WHY`.
@@ -355,7 +357,7 @@ def velero_restore(s: Any, rp: RollbackPlan, *, policy: str = "none") -> Any:
 argocd_resume = argocd.resume_for_session  # Restore each Argo CD app's policy exactly from the journal
 
 
-def finish(s: Any) -> bool:
+def finish(s: Session) -> bool:
     """Record ``rolled_back`` and release the migration lock (execute only)."""
     if not s.execute:
         return False

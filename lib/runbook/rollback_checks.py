@@ -34,7 +34,7 @@ def nodes_named(s: Session, names: Iterable[str]) -> list[Node]:
     return [n for n in s.nodes if n.name in wanted]
 
 
-def wait_flannel(s: Any, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame:
+def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame:
     """Wait (execute) until every node is Ready; then per node: Ready, flannel.1 present,
     Cilium interfaces absent (over SSH)."""
     if wait and s.execute and rp.touched_nodes:
@@ -62,7 +62,7 @@ def wait_flannel(s: Any, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
 
 
-def _interfaces(n: Any, nr: NodeRollback) -> set[str] | None:
+def _interfaces(n: Node, nr: NodeRollback) -> set[str] | None:
     """The node's interfaces; None when a node the rollback left alone cannot be reached
     (scenario 2: its SSH is down; the rollback must not depend on it)."""
     try:
@@ -89,7 +89,7 @@ def flannel_problems(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def pods_health(s: Any) -> pd.DataFrame:
+def pods_health(s: Session) -> pd.DataFrame:
     """Pods that are not Running/Succeeded, or Running but not Ready (with their status)."""
     rows = []
     for p in s.cluster.list("pods"):
@@ -101,7 +101,7 @@ def pods_health(s: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["pod", "node", "status"])
 
 
-def node_table(s: Any, rp: RollbackPlan) -> pd.DataFrame:
+def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     """Per node: config sha256 now vs pre-run, flannel.1 present, Cilium interfaces and
     05-cilium absent; ``ok`` when all hold. A node the rollback left alone and cannot
     reach is reported as not read (it was not changed by this run)."""

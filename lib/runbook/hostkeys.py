@@ -16,16 +16,27 @@ from __future__ import annotations
 import base64
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import paramiko
 
 from .errors import HostKeyError
 
-if TYPE_CHECKING:
-    from .nodes import Node
+__all__ = ["HostKeyPolicy", "SSHTarget", "fingerprint", "known_hosts_name", "update_hint"]
 
-__all__ = ["HostKeyPolicy", "fingerprint", "known_hosts_name", "update_hint"]
+
+class SSHTarget(Protocol):
+    """What the policy needs of a node (:class:`runbook.nodes.Node` is one)."""
+
+    name: str
+    address: str
+    port: int
+    known_hosts: str
+    trust_on_first_use: bool
+    journal: Any
+
+    def _journal_done(self, entry: Any, *, result: Any = None,
+                      error: BaseException | None = None) -> None: ...
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -40,6 +51,7 @@ def known_hosts_name(address: str, port: int) -> str:
 
 
 def update_hint(address: str, port: int, known_hosts: str) -> str:
+    """What to do about a changed host key, in commands a person can run."""
     name = known_hosts_name(address, port)
     return (f"if the node was really reinstalled, verify the new key out of band, then run "
             f"`ssh-keygen -R '{name}' -f {known_hosts}` and re-scan it with "
@@ -54,7 +66,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     one raises ``BadHostKeyException`` in ``connect`` before we get here.
     """
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: SSHTarget) -> None:
         self.node = node
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:

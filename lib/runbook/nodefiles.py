@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import NodeError
 from .evidence import redact_text
-
-if TYPE_CHECKING:
-    from .nodes import CommandResult
+from .results import CommandResult
 
 __all__ = ["NodeFiles", "WriteResult", "TMP_SUFFIX"]
 

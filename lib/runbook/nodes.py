@@ -41,50 +41,10 @@ from .evidence import redact_text
 from .fleet import Fleet, FleetResult, NodeOutcome
 from .hostkeys import HostKeyPolicy, fingerprint, known_hosts_name, update_hint
 from .nodefiles import TMP_SUFFIX, NodeFiles, WriteResult
-from .results import ProcessResult
+from .results import CommandResult
 from .safety import require_loopback
 
 log = logging.getLogger("runbook.nodes")
-
-
-# --------------------------------------------------------------------------- results
-@dataclass
-class CommandResult(ProcessResult):
-    """The outcome of one command on one node.
-
-    ``stdout``/``stderr`` are kept raw (parsers need them); every display of the result
-    (``repr``, ``_repr_html_``, :meth:`summary` from :class:`runbook.results.ProcessResult`)
-    is redacted.
-
-    Attributes:
-        node: node name; command: the quoted command line as sent; rc: exit status;
-        stdout, stderr: decoded output; duration: seconds.
-    """
-
-    node: str
-    command: str
-    rc: int
-    stdout: str
-    stderr: str
-    duration: float = 0.0
-
-    def check_output(self) -> str:
-        """Return stdout with the trailing newline removed, or raise :class:`NodeError`."""
-        if self.rc != 0:
-            raise NodeError("command failed", node=self.node, command=redact_text(self.command),
-                            rc=self.rc, stderr=redact_text(self.stderr))
-        return self.stdout.rstrip("\n")
-
-    def shown_command(self) -> str:
-        return redact_text(self.command)
-
-    def label(self) -> str:
-        return f"[{self.node}] "
-
-    def __repr__(self) -> str:
-        return (f"CommandResult(node={self.node!r}, command={redact_text(self.command)!r}, "
-                f"rc={self.rc}, stdout={redact_text(self.stdout)[:200]!r}, "
-                f"stderr={redact_text(self.stderr)[:200]!r}, duration={self.duration:.2f})")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The one base of every result of a command a runbook step ran: on a node over SSH
-(:class:`runbook.nodes.CommandResult`) or a local binary such as helm
-(:class:`runbook.helm.HelmResult`).
+(:class:`CommandResult`, here because :mod:`runbook.nodes` and :mod:`runbook.nodefiles`
+both return it) or a local binary such as helm (:class:`runbook.helm.HelmResult`).
 
 A subclass is a dataclass with ``rc``, ``stdout``, ``stderr`` and ``duration`` fields
 (kept raw: parsers need them) and says how its command reads (:meth:`shown_command`,
@@ -24,11 +24,13 @@ Example:
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import ClassVar
 
+from .errors import NodeError
 from .evidence import redact_text
 
-__all__ = ["ProcessResult"]
+__all__ = ["ProcessResult", "CommandResult"]
 
 
 class ProcessResult:
@@ -75,3 +77,42 @@ class ProcessResult:
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(self.summary(self.html_limit))}</pre>"
+
+
+@dataclass
+class CommandResult(ProcessResult):
+    """The outcome of one command on one node.
+
+    ``stdout``/``stderr`` are kept raw (parsers need them); every display of the result
+    (``repr``, ``_repr_html_``, :meth:`summary` from :class:`runbook.results.ProcessResult`)
+    is redacted.
+
+    Attributes:
+        node: node name; command: the quoted command line as sent; rc: exit status;
+        stdout, stderr: decoded output; duration: seconds.
+    """
+
+    node: str
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+
+    def check_output(self) -> str:
+        """Return stdout with the trailing newline removed, or raise :class:`NodeError`."""
+        if self.rc != 0:
+            raise NodeError("command failed", node=self.node, command=redact_text(self.command),
+                            rc=self.rc, stderr=redact_text(self.stderr))
+        return self.stdout.rstrip("\n")
+
+    def shown_command(self) -> str:
+        return redact_text(self.command)
+
+    def label(self) -> str:
+        return f"[{self.node}] "
+
+    def __repr__(self) -> str:
+        return (f"CommandResult(node={self.node!r}, command={redact_text(self.command)!r}, "
+                f"rc={self.rc}, stdout={redact_text(self.stdout)[:200]!r}, "
+                f"stderr={redact_text(self.stderr)[:200]!r}, duration={self.duration:.2f})")

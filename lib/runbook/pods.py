@@ -224,7 +224,8 @@ class RestartResult:
     Attributes:
         deleted: ``namespace/name`` of each pod deleted (in a dry run: each pod that
         would be); skipped: the pods left alone with their owners; batches: batches
-        done; seconds: time taken; policy: the owner policy's name.
+        done; seconds: time taken; policy: the owner policy's name; owners: ``Kind/name``
+        of each planned pod's owner (the one expected to recreate it).
     """
 
     deleted: list[str] = field(default_factory=list)
@@ -232,13 +233,15 @@ class RestartResult:
     batches: int = 0
     seconds: float = 0.0
     policy: str = ""
+    owners: dict[str, str] = field(default_factory=dict)
 
     def follow_ups(self) -> list[str]:
         """One line per skipped pod: which pod, its owner, what a person should do."""
         return [str(s) for s in self.skipped]
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"pod": p, "action": "restarted", "owner": ""} for p in self.deleted] +
+        return pd.DataFrame([{"pod": p, "action": "restarted", "owner": self.owners.get(p, "-")}
+                             for p in self.deleted] +
                             [{"pod": s.pod, "action": "skipped", "owner": s.owner} for s in self.skipped],
                             columns=["pod", "action", "owner"])
 
@@ -278,7 +281,8 @@ def restart(cluster: Cluster, plan: RestartPlan, *, action: str, batch_size: int
     """
     t0 = time.monotonic()
     todo = plan.restart
-    res = RestartResult(skipped=list(plan.skipped), policy=plan.policy.name)
+    res = RestartResult(skipped=list(plan.skipped), policy=plan.policy.name,
+                        owners={pod_key(p): "/".join(str(x) for x in owner_of(p)) for p in todo})
     if not execute:
         res.deleted = [pod_key(p) for p in todo]
         return res

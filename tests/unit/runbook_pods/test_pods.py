@@ -106,6 +106,8 @@ def test_restart_deletes_only_the_plan_and_lists_skipped_with_owners(tmp_path: P
                                    "instance-manager-e-1a2b: restart it through its operator)")
     t = res.table()
     assert list(t.columns) == ["pod", "action", "owner"]
+    assert t[t["action"] == "restarted"]["owner"].tolist()[:2] == ["ReplicaSet/coredns-6799fbcd5",
+                                                                  "ReplicaSet/adopted-6f7d"]
     assert t[t["action"] == "skipped"]["owner"].tolist() == [
         "InstanceManager/instance-manager-e-1a2b", "-", "RabbitmqCluster/hello-world", "HelmChart/traefik"]
     assert "Left for a person" in res._repr_html_()

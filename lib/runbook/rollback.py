@@ -289,7 +289,7 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     rows = [{"pod": pods.pod_key(x), "node": (x.get("spec") or {}).get("nodeName"),
              "action": "restart"} for x in p.restart]
     rows += [{"pod": sk.pod, "node": sk.node,
-              "action": (f"skipped: owned by {sk.owner_kind}, restart it through its operator"
+              "action": (f"skipped: owned by {sk.owner}, restart it through its operator"
                          if sk.owner_kind else "skipped: no controller would recreate it")
               + " (it is not on flannel yet)"} for sk in p.skipped]
     if rp.pods_done:

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .cluster import Cluster
 from .errors import ArgoCDError
+
+if TYPE_CHECKING:
+    from .session import Session
 
 JOURNAL_KEY = "argocd_previous_policies"
 APPSET_KEY = "argocd_previous_appset_policies"
@@ -277,7 +280,7 @@ def drift(cluster: Cluster, journal: Any, namespace: str = "argocd") -> list[str
             if current.get(k, "<missing>") != v]
 
 
-def resume_for_session(s: Any) -> tuple[pd.DataFrame, list[str]]:
+def resume_for_session(s: Session) -> tuple[pd.DataFrame, list[str]]:
     """Restore each Argo CD app's policy exactly from the session's journal.
 
     Returns ``(table with a matches column, drift)``; both empty when the cluster has no

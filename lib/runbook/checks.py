@@ -1,7 +1,8 @@
 """Gates, data-path probes and before/after comparisons.
 
 - :func:`gate` stops a phase in its own cell with :class:`GateFailed` when a condition
-  does not hold, and records every gate (passed or not) for the summary table.
+  does not hold, and records every gate (passed or not) in the evidence and in the
+  caller's list of gates (the session's ``gates``: ``Session.gate`` passes it).
 - :func:`probe_ingress` does an HTTPS GET verified with the cluster's CA, optionally
   connecting to a pinned ``resolve_to`` address while sending the URL's host as SNI and
   ``Host`` header (what ``curl --resolve`` does). The loopback guard applies to the
@@ -11,7 +12,7 @@
 
 Example:
     >>> from runbook.checks import gate
-    >>> gate(True, "no KUBE-SVC chains left", name="kpr")   # doctest: +ELLIPSIS
+    >>> gate(True, "no KUBE-SVC chains left", name="kpr", record=False)   # doctest: +ELLIPSIS
     GateResult(name='kpr', passed=True, ...)
 """
 from __future__ import annotations
@@ -23,16 +24,21 @@ import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from . import evidence
 from .errors import GateFailed, LoopbackViolation
 from .params import split_host_port
 from .safety import require_loopback
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .evidence import EvidenceLost
+
+
 # ------------------------------------------------------------------------- gates
-#: Every gate evaluated in this process, in order (the notebook's summary table).
-GATES: list["GateResult"] = []
 
 
 @dataclass
@@ -55,8 +61,13 @@ def _slug(text: str) -> str:
 
 
 def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
-         hint: str | None = None, name: str | None = None, record: bool = True) -> GateResult:
+         hint: str | None = None, name: str | None = None, record: bool = True,
+         gates: list[GateResult] | None = None,
+         lost: list[EvidenceLost] | None = None) -> GateResult:
     """Require ``condition``; raise :class:`GateFailed` (the phase stops here) otherwise.
+
+    In a notebook call it as ``s.gate(...)`` (:meth:`runbook.session.Session.gate`),
+    which passes the session's ``gates`` and ``lost`` lists.
 
     Args:
         condition: what must hold.
@@ -64,35 +75,36 @@ def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
         details: one line per offending item, shown under the message.
         hint: what the on-call engineer should do next.
         name: a short key for the summary (default: a slug of ``message``).
-        record: also record the result with :func:`runbook.evidence.record_gate`
-            (only has a visible effect inside a notebook).
+        record: also record the result as evidence (``gate/<name>``; only has a visible
+            effect inside a notebook). A result that cannot be recorded is logged and
+            shown as ``EVIDENCE LOST`` (:func:`runbook.evidence.record_or_warn`), and
+            the gate still holds or fails as it should.
+        gates: the list this result is appended to (the session's gates).
+        lost: the list evidence that could not be recorded is appended to.
 
     Returns:
         the passed :class:`GateResult`.
 
     Example:
-        >>> gate(len(unmanaged) == 0, "every pod managed by Cilium",
-        ...      details=[f"{p.namespace}/{p.name}" for p in unmanaged])   # doctest: +SKIP
+        >>> s.gate(len(unmanaged) == 0, "every pod managed by Cilium",
+        ...        details=[f"{p.namespace}/{p.name}" for p in unmanaged])   # doctest: +SKIP
     """
     result = GateResult(name or _slug(message), bool(condition), message,
                         [str(d) for d in (details or [])], hint)
-    GATES.append(result)
+    if gates is not None:
+        gates.append(result)
     if record:
-        try:
-            from .evidence import record_gate  # noqa: PLC0415
-            record_gate(result)
-        except Exception:  # noqa: BLE001 - recording is best effort, the gate is not
-            pass
+        evidence.record_gate_or_warn(result, lost=lost)
     if not result.passed:
         raise GateFailed(message, details=result.details, hint=hint, data=result)
     return result
 
 
-def gate_summary(gates: Iterable[GateResult] | None = None):  # -> pandas.DataFrame
-    """The gates as a DataFrame: ``name``, ``passed``, ``message``, ``details``."""
+def gate_summary(gates: Iterable[GateResult]) -> pd.DataFrame:
+    """The gates (e.g. ``s.gates``) as a DataFrame: ``name``, ``passed``, ``message``, ``details``."""
     import pandas as pd  # noqa: PLC0415
     rows = [{"name": g.name, "passed": g.passed, "message": g.message,
-             "details": "; ".join(g.details)} for g in (GATES if gates is None else gates)]
+             "details": "; ".join(g.details)} for g in gates]
     return pd.DataFrame(rows, columns=["name", "passed", "message", "details"])
 
 

@@ -1,4 +1,4 @@
-"""Cilium's state through the Kubernetes API, and the restart of unmanaged pods.
+"""Cilium's state through the Kubernetes API, and which pods it does not manage yet.
 
 ``status()`` is the equivalent of ``cilium status`` read from the API: the agent and
 envoy DaemonSets, the operator, hubble-relay and hubble-ui Deployments, the
@@ -8,9 +8,9 @@ non-hostNetwork pods that are Running or Pending and X those with a CiliumEndpoi
 Why restart pods: a pod keeps the network of the CNI that created its sandbox. After
 the swap, every pod started under flannel keeps running but is no longer reachable:
 a "no pod is not Running" check passes while the data path is broken (defect 6).
-:func:`restart_unmanaged` deletes those pods in batches so their controllers recreate
-them under Cilium, skipping hostNetwork pods (they never had a sandbox) and preferring
-pods owned by controllers; a bare pod would not come back, so it is listed, not deleted.
+:func:`restart_candidates` names those pods (hostNetwork pods never had a sandbox and
+are not among them); :mod:`runbook.pods` decides from each pod's owner which may be
+deleted and restarts them in batches.
 
 ``cilium status --wait`` proves no data path (defect 7): the verify phase probes
 ingress hosts and LoadBalancer IPs as well.
@@ -31,8 +31,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .cluster import Cluster, pod_display_status, pod_ready
+from .cluster import Cluster, pod_ready
 from .errors import GateFailed, RunbookError
+from .pods import pod_problem  # noqa: F401 - re-exported: cilium.pod_problem
 
 COMPONENTS = [("DaemonSet", "cilium"), ("DaemonSet", "cilium-envoy"),
               ("Deployment", "cilium-operator"), ("Deployment", "hubble-relay"),
@@ -99,24 +100,6 @@ def _component(cluster: Cluster, kind: str, name: str, namespace: str) -> Compon
                          int(st.get("numberReady") or 0), True)
     return Component(kind, name, int((obj.get("spec") or {}).get("replicas", 1) or 0),
                      int(st.get("readyReplicas") or 0), True)
-
-
-def pod_problem(pod: dict) -> str:
-    """One line saying why a pod is not Ready: name, node, reason and message."""
-    md, st = pod["metadata"], pod.get("status") or {}
-    msg = ""
-    for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []):
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting.get("message"):
-            msg = waiting["message"]
-            break
-    if not msg:
-        for c in st.get("conditions") or []:
-            if c.get("status") != "True" and c.get("message"):
-                msg = c["message"]
-                break
-    node = (pod.get("spec") or {}).get("nodeName") or "<unscheduled>"
-    return f"{md.get('namespace')}/{md['name']} on {node}: {pod_display_status(pod)}" + (f": {msg}" if msg else "")
 
 
 def _candidates(pods: list[dict]) -> list[dict]:
@@ -214,96 +197,14 @@ def _count(summary: Any, prefix: str) -> int:
     return int(getattr(summary, prefix.lower().replace("-", "_"), 0))
 
 
-@dataclass
-class RestartResult:
-    deleted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    batches: int = 0
-    seconds: float = 0.0
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"pod": p, "action": "restarted"} for p in self.deleted] +
-                            [{"pod": p, "action": "skipped"} for p in self.skipped])
-
-    def _repr_html_(self) -> str:
-        head = (f"<p>Restarted <b>{len(self.deleted)}</b> pod(s) in {self.batches} batch(es) "
-                f"in {self.seconds:.1f}s; skipped {len(self.skipped)}.</p>")
-        return head + self.table().to_html(index=False, max_rows=40)
-
-
-def restart_plan(cluster: Cluster) -> tuple[list[dict], list[dict]]:
-    """(pods to restart, pods skipped with reason): unmanaged, non-hostNetwork pods;
-    controller-owned first; bare pods are listed but never deleted (nothing would recreate them)."""
+def restart_candidates(cluster: Cluster) -> list[dict]:
+    """The pods the install restarts so they come up under Cilium: non-hostNetwork,
+    Running or Pending, not terminating, without a CiliumEndpoint (all of them before
+    the cilium.io CRDs exist). Which of them may be deleted is :mod:`runbook.pods`' call."""
     if cluster.has_resource("ciliumendpoints"):
         _, _, unmanaged = unmanaged_pods(cluster)
-    else:
-        unmanaged = _candidates(cluster.list("pods"))
-    owned = [p for p in unmanaged if p["metadata"].get("ownerReferences")]
-    bare = [p for p in unmanaged if not p["metadata"].get("ownerReferences")]
-    owned.sort(key=lambda p: (p["metadata"].get("namespace") != "kube-system", p["metadata"]["namespace"],
-                              p["metadata"]["name"]))
-    return owned, bare
-
-
-def restart_unmanaged(cluster: Cluster, *, batch_size: int = 10, execute: bool = False,
-                      journal: Any = None, timeout: float = 600,
-                      progress: Callable[[str], None] | None = None) -> RestartResult:
-    """Delete unmanaged pods in batches and wait for each batch's replacements to be Ready.
-
-    kube-system (CoreDNS) goes first: everything else needs DNS.
-    """
-    t0 = time.monotonic()
-    owned, bare = restart_plan(cluster)
-    res = RestartResult(skipped=[f"{p['metadata']['namespace']}/{p['metadata']['name']} (no controller: "
-                                 "delete and recreate it by hand)" for p in bare])
-    if not execute:
-        res.deleted = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in owned]
-        return res
-    for i in range(0, len(owned), max(1, batch_size)):
-        batch = owned[i:i + batch_size]
-        names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in batch]
-        entry = journal.record("restart-pods", f"delete {len(batch)} unmanaged pod(s) so their "
-                               "controllers recreate them under Cilium", data=names) if journal else None
-        try:
-            for p in batch:
-                cluster.delete("pods", p["metadata"]["name"], p["metadata"]["namespace"])
-            res.deleted.extend(names)
-            res.batches += 1
-            if progress:
-                progress(f"batch {res.batches}: restarted {len(batch)} pod(s) ({len(res.deleted)}/{len(owned)})")
-            _wait_replacements(cluster, batch, timeout=max(30.0, timeout - (time.monotonic() - t0)))
-        except Exception as e:
-            # the journal must not keep an open intent: say the batch failed, and why
-            if entry is not None:
-                journal.fail(entry, e)
-            raise
-        if entry is not None:
-            journal.complete(entry)
-    res.seconds = time.monotonic() - t0
-    return res
-
-
-def _wait_replacements(cluster: Cluster, batch: list[dict], *, timeout: float) -> None:
-    """Wait until each deleted pod's owner has its pods back and Ready."""
-    owners = {(p["metadata"]["namespace"], r["kind"], r["name"])
-              for p in batch for r in p["metadata"].get("ownerReferences") or []}
-    old_uids = {p["metadata"]["uid"] for p in batch}
-
-    def check() -> tuple[bool, list[str]]:
-        pending = []
-        for ns, kind, name in sorted(owners):
-            pods = [p for p in cluster.list("pods", ns)
-                    if any(r.get("name") == name and r.get("kind") == kind
-                           for r in p["metadata"].get("ownerReferences") or [])]
-            if any(p["metadata"]["uid"] in old_uids for p in pods):
-                pending.append(f"{ns}/{kind}/{name}: old pod still terminating")
-                continue
-            bad = [pod_problem(p) for p in pods if not pod_ready(p)]
-            if bad or not pods:
-                pending.append(f"{ns}/{kind}/{name}: " + ("; ".join(bad) if bad else "no pod yet"))
-        return not pending, pending
-
-    cluster.wait_for(check, timeout=timeout, what="restarted pods to be Ready", interval=0.5)
+        return unmanaged
+    return _candidates(cluster.list("pods"))
 
 
 def cli_status(cli_path: str | None, kubeconfig: str, *, timeout: float = 60) -> dict | str:

@@ -8,6 +8,11 @@ services ... as DataFrames) are saved under ``<run_dir>/snapshots/<phase>/`` wit
 owner-only permissions, because they hold cluster state. Everything written here goes
 through ``redact()`` first.
 
+Evidence that cannot be recorded is never dropped in silence: :func:`record_or_warn`
+logs it (logger ``runbook.evidence``), shows a visible ``EVIDENCE LOST`` warning in the
+cell (so the phase page names what was lost and why) and keeps an
+:class:`EvidenceLost` in the caller's list (the session's, for its summary).
+
 Example:
     >>> from runbook import evidence
     >>> evidence.record("pods_total", 42)                      # doctest: +SKIP
@@ -17,11 +22,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
+import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("runbook.evidence")
+# a library does not print through logging's last resort: evidence_lost shows the
+# warning itself (in the cell, or on stderr outside a notebook), once
+log.addHandler(logging.NullHandler())
 
 MIMETYPE = "application/vnd.phase22.evidence+json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -122,6 +135,97 @@ def record_gate(result: Any) -> Any:
     """Record a :class:`runbook.checks.GateResult` under ``gate/<name>``."""
     data = _jsonable(result)
     return record(f"gate/{data.get('name', 'unnamed')}", data)
+
+
+@dataclasses.dataclass
+class EvidenceLost:
+    """A piece of evidence that could not be recorded.
+
+    Attributes:
+        name: the evidence key that is missing from the notebook (``gate/<name>`` ...).
+        reason: the error, redacted (``ValueError: evidence name ... must be a plain key``).
+    """
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (f"EVIDENCE LOST: {self.name} was not recorded ({self.reason}); the report "
+                "index will not show it")
+
+    def _repr_html_(self) -> str:
+        return ("<div class='evidence-lost' style='border:2px solid #b00020;background:#fff4f4;"
+                "color:#b00020;padding:6px 10px;margin:4px 0'><b>&#9888; EVIDENCE LOST</b>: "
+                f"<code>{html.escape(self.name)}</code> was not recorded: "
+                f"{html.escape(self.reason)}. The report index will not show it.</div>")
+
+
+def _safe_redact(text: str) -> str:
+    # the failure being reported may be redaction itself: never let it hide the warning
+    try:
+        return redact_text(text)
+    except Exception:  # noqa: BLE001 - fall back to the built-in masking, never to nothing
+        for pat, repl in _FALLBACK_PATTERNS:
+            text = pat.sub(repl, text)
+        return text
+
+
+def evidence_lost(name: str, error: BaseException | str, *,
+                  into: list[EvidenceLost] | None = None) -> EvidenceLost:
+    """Report that ``name`` could not be recorded: log it, show it in the cell, keep it.
+
+    Args:
+        name: the evidence key; error: why (an exception or a sentence).
+        into: a list to append to (the session's ``evidence_lost``).
+
+    Example:
+        >>> lost = []
+        >>> evidence_lost("gate/kpr", ValueError("disk full"), into=lost).reason
+        'ValueError: disk full'
+    """
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    item = EvidenceLost(str(name), _safe_redact(reason))
+    log.warning("%s", item)
+    if into is not None:
+        into.append(item)
+    try:
+        from IPython import get_ipython  # noqa: PLC0415
+        from IPython.display import display  # noqa: PLC0415
+
+        if get_ipython() is None:
+            print(item, file=sys.stderr)
+        else:
+            display({"text/html": item._repr_html_(), "text/plain": str(item)}, raw=True)
+    except Exception as e:  # noqa: BLE001 - the warning must reach a person somehow
+        print(f"{item} (and it could not be displayed: {type(e).__name__})", file=sys.stderr)
+    return item
+
+
+def record_or_warn(name: str, value: Any, *, lost: list[EvidenceLost] | None = None) -> Any:
+    """:func:`record`, but a failure does not stop the caller: it is reported with
+    :func:`evidence_lost` (logged, shown in the cell, appended to ``lost``).
+
+    Returns:
+        the recorded value, or the :class:`EvidenceLost` when recording failed.
+
+    Example:
+        >>> record_or_warn("bad name!", 1).name       # doctest: +SKIP
+        'bad name!'
+    """
+    try:
+        return record(name, value)
+    except Exception as e:  # noqa: BLE001 - never silent: logged, shown and kept
+        return evidence_lost(name, e, into=lost)
+
+
+def record_gate_or_warn(result: Any, *, lost: list[EvidenceLost] | None = None) -> Any:
+    """:func:`record_gate` through :func:`record_or_warn`."""
+    try:
+        data = _jsonable(result)
+        name = f"gate/{data.get('name', 'unnamed')}"
+    except Exception as e:  # noqa: BLE001 - as above
+        return evidence_lost(f"gate/{getattr(result, 'name', 'unnamed')}", e, into=lost)
+    return record_or_warn(name, data, lost=lost)
 
 
 def read_records(notebook_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ Example:
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import shlex
@@ -28,13 +27,14 @@ from typing import Any, Mapping
 
 from .errors import HelmError
 from .evidence import redact_text
+from .results import ProcessResult
 from .safety import require_loopback_url
 from .tools import find_binary
 
 
 @dataclass
-class HelmResult:
-    """One helm invocation.
+class HelmResult(ProcessResult):
+    """One helm invocation (display and ``ok`` from :class:`runbook.results.ProcessResult`).
 
     Attributes:
         command: argv (the binary first); rc; stdout; stderr; duration (seconds).
@@ -46,30 +46,20 @@ class HelmResult:
     stderr: str
     duration: float
 
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
+    summary_limit = 1000
+    html_limit = 4000
+    duration_digits = 1
 
     @property
     def command_line(self) -> str:
         """The argv shell-quoted, redacted (``--set`` values may hold secrets)."""
         return redact_text(shlex.join(self.command))
 
-    def summary(self, limit: int = 1000) -> str:
-        text = f"$ {self.command_line}  -> rc={self.rc} ({self.duration:.1f}s)"
-        out = redact_text(self.stdout.strip())[:limit]
-        err = redact_text(self.stderr.strip())[:limit]
-        if out:
-            text += "\n" + out
-        if err:
-            text += "\nstderr: " + err
-        return text
+    def shown_command(self) -> str:
+        return self.command_line
 
     def __repr__(self) -> str:
         return f"HelmResult({self.command_line!r}, rc={self.rc}, duration={self.duration:.1f})"
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.summary(4000))}</pre>"
 
 
 def _wait_args(wait: bool | str) -> list[str]:

@@ -13,8 +13,9 @@ run shows it and changes nothing. With ``execute``:
    ``cilium status --wait`` waits for); on timeout the gate lists each agent pod with
    its reason.
 3. :func:`restart_pods`: every non-hostNetwork pod without a CiliumEndpoint is deleted
-   in batches (kube-system first: everything needs DNS) so its controller recreates it
-   under Cilium (defect 6); then the no-CNI window closes (fact ``no_cni_window``).
+   in batches (kube-system first: everything needs DNS) so its owner recreates it
+   under Cilium (defect 6), as :mod:`runbook.pods`' install policy allows; then the
+   no-CNI window closes (fact ``no_cni_window``).
 4. :func:`managed_check` and :func:`nodes_ready_check` feed the final gates.
 
 ``--wait`` proves that the release's pods are Ready, nothing more (defect 7): not that
@@ -33,14 +34,17 @@ import html
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import checks, cilium
+from . import cilium, pods
 from .cluster import node_ready
-from .errors import GateFailed, HelmError
+from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["InstallPlan", "plan", "helm_install", "wait_ready", "cli_status", "restart_pods",
            "close_window", "ManagedCheck", "managed_check", "nodes_ready_check", "HELM_WAIT_PROVES"]
@@ -119,7 +123,7 @@ class ValuesView:
         return f"<p><b>{html.escape(self.path)}</b></p><pre>{html.escape(self.text)}</pre>"
 
 
-def _helm(s: Any) -> Helm:
+def _helm(s: Session) -> Helm:
     h = getattr(s, "_helm", None)
     if h is None:
         h = Helm.from_params(s.params, run_dir=s.run_dir)
@@ -130,7 +134,7 @@ def _helm(s: Any) -> Helm:
     return h
 
 
-def plan(s: Any) -> InstallPlan:
+def plan(s: Session) -> InstallPlan:
     """The exact helm commands, the values and the pinned version (read-only)."""
     p, c = s.params, s.params.cilium
     h = _helm(s)
@@ -149,7 +153,7 @@ def plan(s: Any) -> InstallPlan:
                        commands=cmds)
 
 
-def values_view(s: Any) -> ValuesView:
+def values_view(s: Session) -> ValuesView:
     """The values file text for display (no secrets live there; the chart makes its own)."""
     return ValuesView(str(s.params.values_path), s.params.values_path.read_text(encoding="utf-8"))
 
@@ -189,7 +193,7 @@ def _deployed_same(h: Helm, ip: InstallPlan, values: dict[str, Any]) -> tuple[bo
     return same, st.get("version")
 
 
-def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
+def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     """``helm repo add/update`` and ``helm upgrade --install --wait`` (journaled).
 
     Raises:
@@ -222,8 +226,8 @@ def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
         details += [f"{c.kind}/{c.name}: {c.ready}/{c.desired} ready" for c in st.components if not c.ok]
         details += st.agent_problems
         try:
-            # through checks.gate so the failed gate is recorded for the report like any other
-            checks.gate(False, f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
+            # through s.gate so the failed gate is recorded for the report like any other
+            s.gate(False, f"helm upgrade --install {ip.release} --wait succeeded within {ip.timeout}",
                         name="helm-install", details=details,
                         hint="read each pod's reason above (ImagePullBackOff: the nodes cannot pull the "
                              "images; 'address already in use': flannel.1 still exists). The nodes have "
@@ -240,7 +244,7 @@ def helm_install(s: Any, ip: InstallPlan) -> HelmOutcome | None:
                        list(h.results))
 
 
-def wait_ready(s: Any) -> cilium.CiliumStatus:
+def wait_ready(s: Session) -> cilium.CiliumStatus:
     """Wait for agents, envoy, operator, relay and UI (``cilium status --wait``).
 
     Raises:
@@ -254,23 +258,34 @@ def wait_ready(s: Any) -> cilium.CiliumStatus:
                                timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
     except GateFailed as e:
         # recorded like every gate, so the report index shows which gate stopped the run
-        checks.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
-        raise  # pragma: no cover - checks.gate raised already
-    checks.gate(True, "every Cilium component Ready (agents, envoy, operator, relay, UI)",
+        s.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
+        raise  # pragma: no cover - s.gate raised already
+    s.gate(True, "every Cilium component Ready (agents, envoy, operator, relay, UI)",
                 name="cilium-ready")
     return st
 
 
-def cli_status(s: Any) -> Any:
+def cli_status(s: Session) -> Any:
     """``cilium status`` through the CLI when ``cilium.cli_path`` is set, else a note."""
     return cilium.cli_status(s.params.cilium.cli_path, str(s.params.kubeconfig_path))
 
 
-def restart_plan_frame(s: Any) -> pd.DataFrame:
-    """The pods that will be restarted (and the bare pods that cannot be), by namespace."""
-    owned, bare = cilium.restart_plan(s.cluster)
-    rows = [{"namespace": p["metadata"]["namespace"], "action": "restart"} for p in owned]
-    rows += [{"namespace": p["metadata"]["namespace"], "action": "no controller: by hand"} for p in bare]
+#: the journal's words for one batch of the install's restart
+RESTART_ACTION = "delete {n} unmanaged pod(s) so their controllers recreate them under Cilium"
+
+
+def restart_plan(s: Session) -> pods.RestartPlan:
+    """The unmanaged pods split by owner under the install's policy (:mod:`runbook.pods`)."""
+    return pods.plan_restart(cilium.restart_candidates(s.cluster), policy=pods.policy_for("install"))
+
+
+def restart_plan_frame(s: Session) -> pd.DataFrame:
+    """The pods that will be restarted (and those left for a person), by namespace."""
+    rp = restart_plan(s)
+    rows = [{"namespace": p["metadata"]["namespace"], "action": "restart"} for p in rp.restart]
+    rows += [{"namespace": sk.raw["metadata"]["namespace"],
+              "action": f"owned by {sk.owner_kind}: by its operator" if sk.owner_kind
+              else "no controller: by hand"} for sk in rp.skipped]
     if not rows:
         return pd.DataFrame(columns=["namespace", "action", "pods"])
     df = pd.DataFrame(rows).groupby(["namespace", "action"]).size().rename("pods").reset_index()
@@ -279,14 +294,16 @@ def restart_plan_frame(s: Any) -> pd.DataFrame:
     return df.sort_values(["action", "_first", "namespace"]).drop(columns="_first").reset_index(drop=True)
 
 
-def restart_pods(s: Any) -> cilium.RestartResult | None:
+def restart_pods(s: Session) -> pods.RestartResult | None:
     """Delete the unmanaged pods in batches of ``limits.pod_restart_batch`` (journaled
-    per batch as ``restart-pods``) and wait for their replacements to be Ready."""
+    per batch as ``restart-pods``) and wait for their replacements to be Ready; the
+    pods the owner policy leaves alone are listed with their owners."""
     if not s.require_execute("restarting the unmanaged pods"):
         return None
-    res = cilium.restart_unmanaged(s.cluster, batch_size=s.params.limits.pod_restart_batch,
-                                   execute=True, journal=s.journal,
-                                   timeout=s.params.limits.timeouts.pods_ready, progress=s.progress)
+    res = pods.restart(s.cluster, restart_plan(s), action=RESTART_ACTION,
+                       batch_size=s.params.limits.pod_restart_batch, execute=True, journal=s.journal,
+                       timeout=s.params.limits.timeouts.pods_ready, timeout_scope="run",
+                       progress=s.progress)
     s.figure("pods_restarted", len(res.deleted))
     return res
 
@@ -313,7 +330,7 @@ class ManagedCheck:
         return f"Cluster Pods: {self.managed}/{self.total} managed by Cilium"
 
 
-def managed_check(s: Any) -> ManagedCheck:
+def managed_check(s: Session) -> ManagedCheck:
     """``managed == all non-hostNetwork pods`` from the API (CiliumEndpoints vs pods)."""
     if not s.cluster.has_resource("ciliumendpoints"):
         pods = [p for p in s.cluster.list("pods") if not (p.get("spec") or {}).get("hostNetwork")
@@ -324,7 +341,7 @@ def managed_check(s: Any) -> ManagedCheck:
     return ManagedCheck(managed, total, [cilium.pod_problem(p) for p in unmanaged])
 
 
-def close_window(s: Any, check: ManagedCheck) -> dict[str, Any] | None:
+def close_window(s: Session, check: ManagedCheck) -> dict[str, Any] | None:
     """Close the no-CNI window (fact ``no_cni_window``) once every pod is managed."""
     win = s.journal.get("no_cni_window") or None
     if not s.execute or win is None or not check.ok:
@@ -341,7 +358,7 @@ def close_window(s: Any, check: ManagedCheck) -> dict[str, Any] | None:
     return win
 
 
-def nodes_ready_check(s: Any, *, wait: bool = True) -> pd.DataFrame:
+def nodes_ready_check(s: Session, *, wait: bool = True) -> pd.DataFrame:
     """Each node's Ready condition; with ``wait`` (execute) waits ``timeouts.node_ready``
     for every node to turn Ready first (a CNI is back: Cilium's conflist)."""
     from .reconfigure import node_readiness
@@ -353,6 +370,6 @@ def nodes_ready_check(s: Any, *, wait: bool = True) -> pd.DataFrame:
         try:
             s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
                                what="every node Ready", interval=1.0, progress=s.progress)
-        except Exception:  # noqa: BLE001 - the gate after this shows which nodes and why
-            pass
+        except WaitTimeout as e:  # the gate after this shows which nodes and why
+            s.progress(f"not every node Ready yet: {e}")
     return node_readiness(s.cluster)

@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .params import Params
 
 __all__ = ["NodePlan", "K3sConfigError", "plan", "plan_node", "rollback_plan", "parse", "to_frame",
-           "wanted_server_settings", "mask_config_text", "SERVER_ONLY_KEYS"]
+           "wanted_server_settings", "mask_config_text", "SERVER_ONLY_KEYS", "unit_for"]
 
 #: k3s options that only servers accept; agents get them from the server.
 SERVER_ONLY_KEYS = ("flannel-backend", "disable-network-policy", "disable-kube-proxy")
@@ -136,6 +136,15 @@ class NodePlan:
 
 
 # --------------------------------------------------------------------------- parsing
+def unit_for(role: str) -> str:
+    """The systemd unit of k3s on a node of ``role``.
+
+    >>> unit_for("server"), unit_for("agent")
+    ('k3s', 'k3s-agent')
+    """
+    return "k3s" if role == "server" else "k3s-agent"
+
+
 def _rt() -> YAML:
     y = YAML(typ="rt")
     y.preserve_quotes = True

@@ -8,7 +8,9 @@ switched on (and then the key is recorded in the journal), a mismatched key is a
 refused. paramiko exceptions come out as :class:`NodeError` / :class:`HostKeyError`.
 
 Facts (k3s version, kernel, interfaces, iptables summary) are a command here plus a pure
-parser in :mod:`runbook.facts`.
+parser in :mod:`runbook.facts`. The node's parts live next door: host keys in
+:mod:`runbook.hostkeys`, file operations in :mod:`runbook.nodefiles` (a part of
+:class:`Node`), the fan-out over many nodes in :mod:`runbook.fleet` (re-exported here).
 
 Example:
     >>> from runbook.nodes import Node, Fleet
@@ -19,10 +21,6 @@ Example:
 """
 from __future__ import annotations
 
-import base64
-import concurrent.futures as cf
-import hashlib
-import html
 import json
 import logging
 import os
@@ -30,93 +28,23 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence
 
 import paramiko
 
 from . import facts
 from .errors import HostKeyError, NodeError
 from .evidence import redact_text
+from .fleet import Fleet, FleetResult, NodeOutcome
+from .hostkeys import HostKeyPolicy, fingerprint, known_hosts_name, update_hint
+from .nodefiles import TMP_SUFFIX, NodeFiles, WriteResult
+from .results import CommandResult
 from .safety import require_loopback
 
-T = TypeVar("T")
 log = logging.getLogger("runbook.nodes")
-
-#: Suffix of the temporary file written next to the target before the atomic ``mv``.
-TMP_SUFFIX = ".phase22.tmp"
-
-
-# --------------------------------------------------------------------------- results
-@dataclass
-class CommandResult:
-    """The outcome of one command on one node.
-
-    ``stdout``/``stderr`` are kept raw (parsers need them); every display of the result
-    (``repr``, ``_repr_html_``, :meth:`summary`) is redacted.
-
-    Attributes:
-        node: node name; command: the quoted command line as sent; rc: exit status;
-        stdout, stderr: decoded output; duration: seconds.
-    """
-
-    node: str
-    command: str
-    rc: int
-    stdout: str
-    stderr: str
-    duration: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when the exit status is 0."""
-        return self.rc == 0
-
-    def check_output(self) -> str:
-        """Return stdout with the trailing newline removed, or raise :class:`NodeError`."""
-        if self.rc != 0:
-            raise NodeError("command failed", node=self.node, command=redact_text(self.command),
-                            rc=self.rc, stderr=redact_text(self.stderr))
-        return self.stdout.rstrip("\n")
-
-    def summary(self, limit: int = 500) -> str:
-        """One redacted paragraph: command, status, start of the output."""
-        out = redact_text(self.stdout.strip())[:limit]
-        err = redact_text(self.stderr.strip())[:limit]
-        text = f"[{self.node}] $ {redact_text(self.command)}  -> rc={self.rc} ({self.duration:.2f}s)"
-        if out:
-            text += "\n" + out
-        if err:
-            text += "\nstderr: " + err
-        return text
-
-    def __repr__(self) -> str:
-        return (f"CommandResult(node={self.node!r}, command={redact_text(self.command)!r}, "
-                f"rc={self.rc}, stdout={redact_text(self.stdout)[:200]!r}, "
-                f"stderr={redact_text(self.stderr)[:200]!r}, duration={self.duration:.2f})")
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.summary(2000))}</pre>"
-
-
-@dataclass
-class WriteResult:
-    """What :meth:`Node.write_file` / :meth:`Node.restore_file` did.
-
-    Attributes:
-        node, path; backup_path: where the previous content was copied (None when the
-        file did not exist or no backup was asked); sha256_before (None if absent);
-        sha256_after; changed: False when the content was already the wanted one.
-    """
-
-    node: str
-    path: str
-    backup_path: str | None
-    sha256_before: str | None
-    sha256_after: str
-    changed: bool
 
 
 @dataclass
@@ -140,70 +68,8 @@ class KernelFact:
     parsed: facts.KernelVersion
 
 
-# --------------------------------------------------------------------------- host keys
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint of a public key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(address: str, port: int) -> str:
-    """The host pattern OpenSSH and paramiko use: ``host`` or ``[host]:port``."""
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-def _update_hint(address: str, port: int, known_hosts: str) -> str:
-    name = known_hosts_name(address, port)
-    return (f"if the node was really reinstalled, verify the new key out of band, then run "
-            f"`ssh-keygen -R '{name}' -f {known_hosts}` and re-scan it with "
-            f"`ssh-keyscan -p {port} {address} >> {known_hosts}`; otherwise treat this as "
-            "a possible man-in-the-middle and stop")
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Reject unknown keys, or accept-and-record them when trust-on-first-use is on.
-
-    paramiko calls this only for keys it does not know; a key that differs from a known
-    one raises ``BadHostKeyException`` in ``connect`` before we get here.
-    """
-
-    def __init__(self, node: "Node") -> None:
-        self.node = node
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        n = self.node
-        known = client.get_host_keys().lookup(hostname)
-        if known:
-            # The host is known with another key type: accepting this one, even under
-            # trust-on-first-use, would let a key-type switch bypass the check.
-            raise HostKeyError(
-                f"SSH host key MISMATCH for {hostname}: got {key.get_name()} "
-                f"{fingerprint(key)}, but known_hosts ({n.known_hosts}) only has "
-                f"{', '.join(sorted(known.keys()))} for it; refusing to touch this node",
-                node=n.name, hint=_update_hint(n.address, n.port, n.known_hosts))
-        if not n.trust_on_first_use:
-            raise HostKeyError(
-                f"unknown SSH host key for {hostname} ({key.get_name()} {fingerprint(key)}): "
-                f"not in {n.known_hosts}; refusing to connect",
-                node=n.name,
-                hint=(f"add the node's key to {n.known_hosts} after checking it out of band "
-                      f"(`ssh-keyscan -p {n.port} {n.address}`), or set "
-                      "ssh.trust_on_first_use: true in the params to accept and record it"))
-        entry = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        path = Path(n.known_hosts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(entry)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        if n.journal is not None:
-            entry = n.journal.record("ssh", "trust-on-first-use", node=n.name, data={
-                "host": hostname, "key_type": key.get_name(), "fingerprint": fingerprint(key),
-                "known_hosts": str(path)})
-            n._journal_done(entry, result={"accepted": True})
-
-
 # --------------------------------------------------------------------------- the node
-class Node:
+class Node(NodeFiles):
     """One k3s node reached over SSH.
 
     Args:
@@ -298,7 +164,7 @@ class Node:
             except (OSError, paramiko.SSHException) as e:
                 raise HostKeyError(f"cannot read known_hosts {self.known_hosts}: {e}",
                                    node=self.name) from e
-            client.set_missing_host_key_policy(_HostKeyPolicy(self))
+            client.set_missing_host_key_policy(HostKeyPolicy(self))
             try:
                 client.connect(
                     hostname=self.address, port=self.port, username=self.user,
@@ -316,7 +182,7 @@ class Node:
                     f"got {e.key.get_name()} {fingerprint(e.key)}, known_hosts "
                     f"({self.known_hosts}) has {fingerprint(e.expected_key)}; refusing to "
                     "touch this node", node=self.name,
-                    hint=_update_hint(self.address, self.port, self.known_hosts)) from e
+                    hint=update_hint(self.address, self.port, self.known_hosts)) from e
             except paramiko.AuthenticationException as e:
                 client.close()
                 raise NodeError(f"SSH authentication failed as {self.user!r} with key "
@@ -492,77 +358,7 @@ class Node:
         """Run and return stdout (stripped of the final newline); raise on failure."""
         return self.run(cmd, *args, **kw).check_output()
 
-    # ------------------------------------------------------------------ files
-    def read_file(self, path: str) -> str:
-        """Content of a remote file, read with ``sudo cat`` (the SSH user is not root).
-
-        Raises:
-            NodeError: the file is missing or unreadable.
-        """
-        r = self.run("cat %s", path, sudo=True)
-        if not r.ok:
-            raise NodeError(f"cannot read {path}", node=self.name, command=r.command,
-                            rc=r.rc, stderr=redact_text(r.stderr))
-        return r.stdout
-
-    def exists(self, path: str) -> bool:
-        """True when ``path`` exists on the node (``sudo test -e``)."""
-        return self.run_expect([0, 1], "test -e %s", path, sudo=True).rc == 0
-
-    def sha256(self, path: str) -> str | None:
-        """Hex sha256 of a remote file, or None when it does not exist."""
-        if not self.exists(path):
-            return None
-        out = self.run("sha256sum %s", path, sudo=True).check_output()
-        digest = out.split()[0] if out.split() else ""
-        if len(digest) != 64:
-            raise NodeError(f"unexpected sha256sum output for {path}", node=self.name)
-        return digest.lower()
-
-    def backup_path(self, path: str) -> str:
-        """``<backup_dir>/<basename>.<run-id or UTC timestamp>.bak``."""
-        stamp = self.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        return f"{self.backup_dir.rstrip('/')}/{Path(path).name}.{stamp}.bak"
-
-    def write_file(self, path: str, text: str | bytes, *, backup: bool = True,
-                   mode: str | None = None) -> WriteResult:
-        """Replace a remote file atomically, after a backup, and verify it.
-
-        Steps: journal the intent (node, path, backup, sha256 before/after); ``sudo cp
-        -p`` the current file to :meth:`backup_path` (unless that backup already exists:
-        the first backup of a run, the pre-run state, is never overwritten); ``sudo cp -p`` it to
-        ``<path>.phase22.tmp`` too (so the new file keeps owner and mode), write the
-        content with ``sudo tee`` from stdin, ``sudo mv`` it onto ``path``; check the
-        sha256. A file that already has the content is left alone (``changed=False``).
-
-        Args:
-            path: remote path; text: the new content; backup: copy the old file first;
-            mode: ``chmod`` mode for the new file (e.g. ``"0600"``), default: keep.
-
-        Raises:
-            NodeError: a step failed or the sha256 after the write is not the expected one.
-        """
-        data = text.encode("utf-8") if isinstance(text, str) else text
-        want = hashlib.sha256(data).hexdigest()
-        before = self.sha256(path)
-        if before == want and mode is None:
-            return WriteResult(self.name, path, None, before, want, changed=False)
-        bpath = self.backup_path(path) if (backup and before is not None) else None
-        entry = self._journal("write-file", f"write {path}", {
-            "path": path, "backup": bpath, "sha256_before": before, "sha256_after": want})
-        try:
-            self._write(path, data, bpath, before, mode)
-            after = self.sha256(path)
-            if after != want:
-                raise NodeError(f"{path} has sha256 {after} after the write, expected {want}",
-                                node=self.name,
-                                hint=f"the previous content is in {bpath}" if bpath else None)
-        except Exception as e:
-            self._journal_done(entry, error=e)
-            raise
-        self._journal_done(entry, result={"sha256_after": want})
-        return WriteResult(self.name, path, bpath, before, want, changed=True)
-
+    # ------------------------------------------------------------------ journal
     def _journal(self, step: str, action: str, data: dict[str, Any]) -> Any:
         if self.journal is None:
             return None
@@ -576,60 +372,6 @@ class Node:
             self.journal.fail(entry, error)
         elif error is None and hasattr(self.journal, "complete"):
             self.journal.complete(entry, result)
-
-    def _write(self, path: str, data: bytes, bpath: str | None, before: str | None,
-               mode: str | None) -> None:
-        # The first backup of a run is the pre-run state the rollback needs: a second
-        # write in the same run must not overwrite it with an intermediate version.
-        if bpath and not self.exists(bpath):
-            self.run("mkdir -p %s", self.backup_dir, sudo=True).check_output()
-            self.run("cp -p %s %s", path, bpath, sudo=True).check_output()
-        tmp = path + TMP_SUFFIX
-        if before is not None:
-            self.run("cp -p %s %s", path, tmp, sudo=True).check_output()
-        r = self.run("tee %s", tmp, sudo=True, stdin=data)
-        # tee echoes the content (possibly a secret): never keep it around.
-        r.stdout = ""
-        r.check_output()
-        if mode:
-            self.run("chmod %s %s", mode, tmp, sudo=True).check_output()
-        self.run("mv -f %s %s", tmp, path, sudo=True).check_output()
-
-    def restore_file(self, path: str, backup_path: str) -> WriteResult:
-        """Restore ``path`` byte-for-byte from ``backup_path`` (copy, then atomic ``mv``).
-
-        Raises:
-            NodeError: the backup is missing or the restored file differs from it.
-        """
-        want = self.sha256(backup_path)
-        if want is None:
-            raise NodeError(f"backup {backup_path} does not exist; cannot restore {path}",
-                            node=self.name)
-        before = self.sha256(path)
-        if before == want:
-            return WriteResult(self.name, path, backup_path, before, want, changed=False)
-        entry = self._journal("restore-file", f"restore {path} from {backup_path}", {
-            "path": path, "backup": backup_path, "sha256_before": before, "sha256_after": want})
-        try:
-            tmp = path + TMP_SUFFIX
-            self.run("cp -p %s %s", backup_path, tmp, sudo=True).check_output()
-            self.run("mv -f %s %s", tmp, path, sudo=True).check_output()
-            after = self.sha256(path)
-            if after != want:
-                raise NodeError(f"{path} has sha256 {after} after restore, backup has {want}",
-                                node=self.name)
-        except Exception as e:
-            self._journal_done(entry, error=e)
-            raise
-        self._journal_done(entry, result={"sha256_after": want})
-        return WriteResult(self.name, path, backup_path, before, want, changed=True)
-
-    def remove_file(self, path: str) -> bool:
-        """``sudo rm -f``; returns True when the file existed (idempotent)."""
-        existed = self.exists(path)
-        if existed:
-            self.run("rm -f %s", path, sudo=True).check_output()
-        return existed
 
     # ------------------------------------------------------------------ services
     def systemctl(self, action: str, unit: str) -> CommandResult:
@@ -726,155 +468,6 @@ class Node:
         return True
 
 
-# --------------------------------------------------------------------------- fleet
-@dataclass
-class NodeOutcome(Generic[T]):
-    """One node's outcome in a :class:`FleetResult`.
-
-    Attributes:
-        node, role; status: ``ok``, ``failed`` or ``skipped``; value: what the
-        operation returned; error: the exception (failed) or reason (skipped);
-        batch: 0-based batch number (None when not reached); duration: seconds.
-    """
-
-    node: str
-    role: str
-    status: str
-    value: T | None = None
-    error: str | None = None
-    batch: int | None = None
-    duration: float = 0.0
-    exception: BaseException | None = field(default=None, repr=False)
-
-
-@dataclass
-class FleetResult(Generic[T]):
-    """Per-node outcomes of :meth:`Fleet.apply`, in the order nodes were planned.
-
-    ``frame()`` columns: ``node``, ``role``, ``batch``, ``status`` (ok/failed/skipped),
-    ``error``, ``duration_s``, ``value``.
-    """
-
-    description: str
-    outcomes: list[NodeOutcome[T]]
-
-    @property
-    def ok(self) -> bool:
-        """True when every node succeeded."""
-        return all(o.status == "ok" for o in self.outcomes)
-
-    @property
-    def failed(self) -> list[NodeOutcome[T]]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    @property
-    def skipped(self) -> list[NodeOutcome[T]]:
-        return [o for o in self.outcomes if o.status == "skipped"]
-
-    def values(self) -> dict[str, T | None]:
-        """node -> value for the nodes that succeeded."""
-        return {o.node: o.value for o in self.outcomes if o.status == "ok"}
-
-    @property
-    def df(self):  # -> pandas.DataFrame
-        """Alias of :meth:`frame`."""
-        return self.frame()
-
-    def frame(self):  # -> pandas.DataFrame
-        """The outcomes as a pandas DataFrame (columns documented on the class)."""
-        import pandas as pd  # noqa: PLC0415
-        return pd.DataFrame([{
-            "node": o.node, "role": o.role, "batch": o.batch, "status": o.status,
-            "error": redact_text(o.error) if o.error else None,
-            "duration_s": round(o.duration, 2),
-            "value": redact_text(str(o.value)) if o.value is not None else None,
-        } for o in self.outcomes], columns=["node", "role", "batch", "status", "error",
-                                            "duration_s", "value"])
-
-    def raise_for_failures(self) -> "FleetResult[T]":
-        """Raise :class:`NodeError` naming failed and untouched nodes, if any failed."""
-        if self.failed:
-            lines = [f"{o.node}: {o.error}" for o in self.failed]
-            untouched = [o.node for o in self.skipped]
-            msg = f"{self.description}: failed on {len(self.failed)} node(s)\n  " + "\n  ".join(lines)
-            if untouched:
-                msg += "\n  not reached (left untouched): " + ", ".join(untouched)
-            first = self.failed[0].exception
-            err = NodeError(msg, node=None)
-            if first is not None:
-                raise err from first
-            raise err
-        return self
-
-    def _repr_html_(self) -> str:
-        head = (f"<p><b>{html.escape(self.description)}</b>: "
-                f"{'all ok' if self.ok else 'FAILED'}</p>")
-        return head + self.frame().to_html(index=False, escape=True)
-
-
-class Fleet:
-    """Apply an operation to nodes: servers one at a time, then agents in batches.
-
-    Args:
-        nodes: objects with ``name`` and ``role`` (normally :class:`Node`).
-        batch_size: agents handled concurrently (``limits.agent_batch_size``).
-
-    Example:
-        >>> Fleet(nodes, 2).apply(lambda n: n.systemctl("restart", "k3s-agent"),
-        ...                       description="restart agents").raise_for_failures()  # doctest: +SKIP
-    """
-
-    def __init__(self, nodes: Sequence[Any], batch_size: int = 1) -> None:
-        self.nodes = list(nodes)
-        self.batch_size = max(1, int(batch_size))
-
-    def batches(self) -> list[list[Any]]:
-        """The plan: one batch per server (in order), then agents by ``batch_size``."""
-        servers = [n for n in self.nodes if n.role == "server"]
-        agents = [n for n in self.nodes if n.role != "server"]
-        plan = [[s] for s in servers]
-        for i in range(0, len(agents), self.batch_size):
-            plan.append(agents[i:i + self.batch_size])
-        return plan
-
-    def apply(self, op: Callable[[Any], T], *, description: str) -> FleetResult[T]:
-        """Run ``op(node)`` batch by batch; stop after the first batch with a failure.
-
-        Nodes of later batches are not touched and are reported as
-        ``skipped: not reached``. Exceptions are caught per node and recorded.
-        """
-        plan = self.batches()
-        outcomes: dict[str, NodeOutcome[T]] = {}
-        stopped = False
-        for b, batch in enumerate(plan):
-            if stopped:
-                for n in batch:
-                    outcomes[n.name] = NodeOutcome(n.name, n.role, "skipped",
-                                                   error="skipped: not reached")
-                continue
-            if len(batch) == 1:
-                results = [self._one(op, batch[0], b)]
-            else:
-                with cf.ThreadPoolExecutor(max_workers=len(batch)) as ex:
-                    results = list(ex.map(lambda n: self._one(op, n, b), batch))
-            for o in results:
-                outcomes[o.node] = o
-            if any(o.status == "failed" for o in results):
-                stopped = True
-        order = [n.name for batch in plan for n in batch]
-        return FleetResult(description, [outcomes[name] for name in order])
-
-    @staticmethod
-    def _one(op: Callable[[Any], T], node: Any, batch: int) -> NodeOutcome[T]:
-        start = time.monotonic()
-        try:
-            value = op(node)
-        except Exception as e:  # noqa: BLE001 - recorded per node, re-raised by the caller
-            return NodeOutcome(node.name, node.role, "failed", error=f"{type(e).__name__}: {e}",
-                               batch=batch, duration=time.monotonic() - start, exception=e)
-        return NodeOutcome(node.name, node.role, "ok", value=value, batch=batch,
-                           duration=time.monotonic() - start)
-
-
 __all__ = ["CommandResult", "WriteResult", "ChainRemoval", "KernelFact", "Node", "Fleet",
-           "FleetResult", "NodeOutcome", "fingerprint", "known_hosts_name"]
+           "FleetResult", "NodeOutcome", "fingerprint", "known_hosts_name", "TMP_SUFFIX",
+           "HostKeyPolicy"]

@@ -12,12 +12,16 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import argocd, params as params_mod, velero
 from .cluster import Cluster
+
+if TYPE_CHECKING:
+    from .nodes import Node
+    from .session import Session
 
 CILIUM_MIN_KERNEL = (5, 4, 0)
 CILIUM_KPR_KERNEL = (5, 10, 0)
@@ -25,7 +29,7 @@ FLANNEL_VXLAN_PORT = 8472
 K3S_LOCAL_PROXY = ("127.0.0.1", 6444)
 
 
-def _node_fact_row(n: Any) -> dict[str, Any]:
+def _node_fact_row(n: Node) -> dict[str, Any]:
     kernel = n.kernel()
     ifaces = [i.name for i in n.interfaces()]
     ipt = n.iptables_summary()
@@ -37,13 +41,13 @@ def _node_fact_row(n: Any) -> dict[str, Any]:
             "FLANNEL": ipt.chains.get("FLANNEL", 0), "CILIUM": ipt.chains.get("CILIUM", 0)}
 
 
-def node_facts(s: Any) -> pd.DataFrame:
+def node_facts(s: Session) -> pd.DataFrame:
     """Per node (over SSH, host keys verified): k3s version, kernel, CNI interfaces, chains."""
     res = s.fleet().apply(_node_fact_row, description="gather node facts").raise_for_failures()
     return pd.DataFrame([o.value for o in res.outcomes])
 
 
-def node_configs(s: Any) -> dict[str, str]:
+def node_configs(s: Session) -> dict[str, str]:
     """Each node's current k3s ``config.yaml`` (secrets stay in memory; show them masked)."""
     path = s.params.paths.k3s_config
     return {n.name: n.read_file(path) for n in s.nodes}
@@ -65,7 +69,7 @@ class BlastRadius:
 
     KEY_FIGURES = ("pods_total", "pods_affected", "lb_services", "ingress_hosts", "pvcs", "argocd_apps")
 
-    def summary(self, s: Any) -> pd.DataFrame:
+    def summary(self, s: Session) -> pd.DataFrame:
         """Record the key figures in the session (for the report index) and return
         the "What we'd risk" table."""
         for key in self.KEY_FIGURES:
@@ -171,7 +175,7 @@ def decide(radius: BlastRadius, decision: Any) -> Decision:
     return Decision("EXECUTE" if df["holds"].any() else "DEFER", df)
 
 
-def prerequisites(s: Any, facts: pd.DataFrame, radius: BlastRadius) -> pd.DataFrame:
+def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.DataFrame:
     """Check the prerequisites and the Cilium values against the cluster.
 
     Columns: check, status (ok | warn | fail), detail. ``fail`` rows stop preflight.
@@ -232,7 +236,7 @@ def prerequisites(s: Any, facts: pd.DataFrame, radius: BlastRadius) -> pd.DataFr
     return pd.DataFrame(rows, columns=["check", "status", "detail"])
 
 
-def backup(s: Any) -> velero.VeleroResult | None:
+def backup(s: Session) -> velero.VeleroResult | None:
     """Create the pre-migration Velero backup and wait for Completed (journaled).
 
     In a dry run it says so and returns None. Records the item count as a key figure.

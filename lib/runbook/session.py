@@ -10,6 +10,10 @@ opens the run journal and checks its provenance (same cluster UID, same params h
 and, when executing, takes the migration lock. The last cell is ``s.finish(...)``,
 which records the summary (gates and key figures) that the report index reads back.
 
+The session owns this phase's gates (``s.gates``, filled by :meth:`Session.gate` and by
+:class:`runbook.verify.Verification`) and the evidence that could not be recorded
+(``s.evidence_lost``, shown in the summary): nothing about a phase is module state.
+
 Example:
     >>> s = session.start("preflight", "params/minicloud.yaml", "")   # doctest: +SKIP
     >>> s                                                             # doctest: +SKIP
@@ -23,14 +27,22 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import checks, evidence, lock
 from . import params as params_mod
 from .cluster import Cluster
 from .errors import ParamsError
+from .evidence import EvidenceLost
 from .journal import Journal
 from .runner import NOTEBOOKS_DIR, PHASES, REPORTS_DIR, make_run_dir, new_run_id
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .fleet import Fleet
+    from .nodes import Node
+    from .params import Params
 
 
 def _notebook_hash(phase: str) -> str | None:
@@ -43,7 +55,7 @@ class Session:
     """Everything a phase notebook works with. Create it with :func:`start`."""
 
     phase: str
-    params: Any
+    params: Params
     values: dict
     run_dir: Path
     run_id: str
@@ -53,11 +65,15 @@ class Session:
     cluster_uid: str
     figures: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
-    _nodes: list[Any] | None = None
+    #: every gate of this phase, in order (passed or not): the summary's table
+    gates: list[checks.GateResult] = field(default_factory=list)
+    #: evidence that could not be recorded in this phase (shown in the summary)
+    evidence_lost: list[EvidenceLost] = field(default_factory=list)
+    _nodes: list[Node] | None = None
 
     # -- nodes ---------------------------------------------------------------------------
     @property
-    def nodes(self) -> list[Any]:
+    def nodes(self) -> list[Node]:
         """One :class:`runbook.nodes.Node` per node in the params (servers first)."""
         if self._nodes is None:
             from .nodes import Node
@@ -67,14 +83,19 @@ class Session:
             self._nodes = sorted(nodes, key=lambda n: 0 if n.role == "server" else 1)
         return self._nodes
 
-    def node(self, name: str) -> Any:
+    def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
-    def fleet(self) -> Any:
-        """Servers first one at a time, then agents in batches of ``limits.agent_batch_size``."""
-        from .nodes import Fleet
+    def fleet(self, nodes: list[Node] | None = None) -> Fleet:
+        """Servers first one at a time, then agents in batches of ``limits.agent_batch_size``.
 
-        return Fleet(self.nodes, batch_size=self.params.limits.agent_batch_size)
+        Args:
+            nodes: only these nodes (default: every node of the params).
+        """
+        from .fleet import Fleet
+
+        return Fleet(self.nodes if nodes is None else nodes,
+                     batch_size=self.params.limits.agent_batch_size)
 
     @property
     def timeouts(self) -> Any:
@@ -90,11 +111,17 @@ class Session:
                 changes (e.g. "every pod managed by Cilium" after the install); in a dry
                 run the gate is shown as skipped instead of failing.
 
-        Returns a view that shows ``GATE PASSED: <message>`` in the notebook.
+        Returns a view that shows ``GATE PASSED: <message>`` in the notebook. The result
+        (passed or failed) is kept in ``s.gates`` for the summary.
         """
         if only_when_executing and not self.execute:
             return GateView(None, skipped=message)
-        return GateView(checks.gate(condition, message, **kw))
+        return GateView(checks.gate(condition, message, gates=self.gates, lost=self.evidence_lost, **kw))
+
+    def record(self, name: str, value: Any) -> Any:
+        """Record a named result as evidence (:func:`runbook.evidence.record`); if that
+        fails, the phase goes on and the page shows ``EVIDENCE LOST`` naming it and why."""
+        return evidence.record_or_warn(name, value, lost=self.evidence_lost)
 
     def figure(self, name: str, value: Any) -> Any:
         """Keep a key figure for the summary and the report index."""
@@ -123,22 +150,27 @@ class Session:
             print(f"DRY RUN: {what} is shown, not done. Re-run with execute=True to apply it.")
         return self.execute
 
-    def finish(self, verdict: str | None = None) -> Any:
-        """Record the phase summary for the index and return it as a table."""
+    def finish(self, verdict: str | None = None) -> pd.DataFrame:
+        """Record the phase summary for the index and return it as a table.
+
+        Evidence lost during the phase is listed in the table (``EVIDENCE LOST: ...``)
+        and in the summary record (``evidence_lost``)."""
         import pandas as pd
 
-        gates = [g.to_dict() for g in checks.GATES]
+        gates = [g.to_dict() for g in self.gates]
         summary = {"phase": self.phase, "verdict": verdict, "execute": self.execute,
                    "seconds": round(time.time() - self.started, 1),
                    "gates": [{"name": g["name"], "passed": g["passed"], "message": g["message"]}
-                             for g in gates], "figures": self.figures}
-        evidence.record("summary", summary)
+                             for g in gates], "figures": self.figures,
+                   "evidence_lost": [{"name": e.name, "reason": e.reason} for e in self.evidence_lost]}
+        evidence.record_or_warn("summary", summary, lost=self.evidence_lost)
         self.journal.end_phase(self.phase, "passed")
         rows = [{"item": f"gate: {g['message']}", "result": "PASSED" if g["passed"] else "FAILED"}
                 for g in gates]
         rows += [{"item": k, "result": v} for k, v in self.figures.items()]
         if verdict and self.figures.get("verdict") != verdict:
             rows.append({"item": "verdict", "result": verdict})
+        rows += [{"item": f"EVIDENCE LOST: {e.name}", "result": e.reason} for e in self.evidence_lost]
         return pd.DataFrame(rows, columns=["item", "result"])
 
     def __repr__(self) -> str:
@@ -251,7 +283,6 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     uid = c.identity()
     j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
     j.begin_phase(phase, _notebook_hash(phase))
-    checks.GATES.clear()
     _show_whole_cells()
     if execute and take_lock:
         lease = lock.acquire(c, rd.name, lease_seconds=p.limits.lock_seconds)

@@ -12,6 +12,7 @@ appends one JSON line per sample to ``<run_dir>/timeline.jsonl``::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .cluster import Cluster, node_ready, pod_ready
+
+log = logging.getLogger("runbook.timeline")
 
 
 def sample(c: Cluster) -> dict[str, Any]:
@@ -52,15 +55,17 @@ class Sampler:
     def _loop(self) -> None:
         try:
             c = Cluster.from_params(self.params)
-        except Exception:
-            return  # bad params are reported by the notebooks themselves
+        except Exception as e:  # noqa: BLE001 - bad params are reported by the notebooks themselves
+            log.warning("no timeline for this run (the report has no readiness plot): "
+                        "cannot build an API client from the params: %s: %s", type(e).__name__, e)
+            return
         c.retry_for, c.request_timeout = 0.0, 5.0
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # run folder: owner-only
         with os.fdopen(fd, "a") as f:
             while not self._stop.is_set():
                 try:
                     row = sample(c)
-                except Exception:
+                except Exception:  # noqa: BLE001 - recorded: an API outage is a gap in the plot
                     row = {"t": time.time(), "api": False}
                 f.write(json.dumps(row) + "\n")
                 f.flush()

@@ -27,21 +27,24 @@ After a rollback (journal fact ``rolled_back``) the same notebook verifies the f
 side instead: kube-proxy's chains are back, no Cilium is expected.
 
 Example:
-    >>> v = verify.Verification()                  # doctest: +SKIP
-    >>> v.add(s, verify.pods_running(s))           # doctest: +SKIP
+    >>> v = verify.Verification(s)                 # doctest: +SKIP
+    >>> v.add(verify.pods_running(s))              # doctest: +SKIP
 """
 from __future__ import annotations
 
 import html
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import argocd, checks, cilium, evidence, lock
 from .cluster import pod_display_status, pod_ready
 from .errors import ClusterError
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["Check", "Verification", "mode", "pods_running", "kube_proxy_replacement",
            "managed_pods", "prepost", "lb_ips", "remediate_lb", "ingress", "regression",
@@ -94,19 +97,27 @@ class Check:
 
 @dataclass
 class Verification:
-    """The checks of one verify run; failures are collected, the gate is at the end."""
+    """The checks of one verify run; failures are collected, the gate is at the end.
 
+    Args:
+        session: the phase's session; each check is kept in its ``gates`` (the summary)
+            and evidence that cannot be recorded in its ``evidence_lost``.
+    """
+
+    session: Session | None = None
     results: list[Check] = field(default_factory=list)
 
     def add(self, check: Check) -> Check:
-        """Keep ``check`` and record it as a gate result (passed or not) without raising."""
+        """Keep ``check`` and record it as a gate result (passed or not) without raising.
+
+        A result that cannot be recorded as evidence is logged and shown as
+        ``EVIDENCE LOST`` in the cell (:func:`runbook.evidence.record_or_warn`)."""
         self.results = [c for c in self.results if c.name != check.name] + [check]
         g = checks.GateResult(check.name, check.ok, check.message, list(check.details), check.hint)
-        checks.GATES.append(g)
-        try:
-            evidence.record_gate(g)
-        except Exception:  # noqa: BLE001 - evidence is best effort, the final gate is not
-            pass
+        s = self.session
+        if s is not None:
+            s.gates.append(g)
+        evidence.record_gate_or_warn(g, lost=s.evidence_lost if s is not None else None)
         return check
 
     @property
@@ -127,7 +138,7 @@ class Verification:
                               "requirement": c.message, "offenders": len(c.details)}
                              for c in self.results], columns=["check", "result", "requirement", "offenders"])
 
-    def gate(self, s: Any) -> Any:
+    def gate(self, s: Session) -> Any:
         """The one gate that stops the phase, listing every failed check."""
         return s.gate(self.ok, "every verification check passed", name="verification",
                       details=self.failures,
@@ -141,7 +152,7 @@ class Verification:
         return self.table().to_html(index=False)
 
 
-def mode(s: Any) -> str:
+def mode(s: Session) -> str:
     """``cilium`` (verify the migration) or ``flannel`` (verify after a rollback)."""
     return "flannel" if s.journal.get("rolled_back") else "cilium"
 
@@ -151,7 +162,7 @@ def _key(p: dict) -> str:
     return f"{p['metadata'].get('namespace')}/{p['metadata']['name']}"
 
 
-def pods_running(s: Any, pods: list[dict] | None = None) -> Check:
+def pods_running(s: Session, pods: list[dict] | None = None) -> Check:
     """No pod that is not Running (or Succeeded); a Running pod with unready containers
     counts too (CrashLoopBackOff keeps the phase Running)."""
     pods = s.cluster.list("pods") if pods is None else pods
@@ -172,7 +183,7 @@ def pods_running(s: Any, pods: list[dict] | None = None) -> Check:
                       "means the node has no CNI")
 
 
-def kube_proxy_replacement(s: Any) -> Check:
+def kube_proxy_replacement(s: Session) -> Check:
     """KPR really active: the config flag AND no KUBE-SVC chain on any node (SSH).
 
     After a rollback (:func:`mode` flannel) the opposite is required: no Cilium config
@@ -204,7 +215,7 @@ def _skipped(name: str, message: str) -> Check:
     return Check(name, True, f"{message}: not applicable after a rollback (flannel serves the cluster)")
 
 
-def managed_pods(s: Any) -> Check:
+def managed_pods(s: Session) -> Check:
     """Every non-hostNetwork pod (Running or Pending) has a CiliumEndpoint (defect 6)."""
     if mode(s) == "flannel":
         return _skipped("cilium-managed", "every non-hostNetwork pod managed by Cilium")
@@ -223,14 +234,14 @@ def managed_pods(s: Any) -> Check:
                       "recreate them with a Cilium sandbox")
 
 
-def _load(s: Any, name: str) -> Any:
+def _load(s: Session, name: str) -> Any:
     try:
         return evidence.load_snapshot(s.run_dir, "preflight", name)
     except FileNotFoundError:
         return None
 
 
-def prepost(s: Any) -> Check:
+def prepost(s: Session) -> Check:
     """The same workloads with the same pod counts as preflight's snapshot."""
     before = _load(s, "pods")
     if before is None:
@@ -254,11 +265,11 @@ def prepost(s: Any) -> Check:
                  f"workloads; {len(diff.new)} new)", details, changed)
 
 
-def _lb_snapshot(s: Any) -> pd.DataFrame:
+def _lb_snapshot(s: Session) -> pd.DataFrame:
     return s.cluster.snapshot("services")
 
 
-def lb_ips(s: Any, services: pd.DataFrame | None = None) -> Check:
+def lb_ips(s: Session, services: pd.DataFrame | None = None) -> Check:
     """The same LoadBalancer IPs as preflight's snapshot, and the params' expected ones."""
     before = _load(s, "services")
     after = _lb_snapshot(s) if services is None else services
@@ -283,7 +294,7 @@ def lb_ips(s: Any, services: pd.DataFrame | None = None) -> Check:
                       f"(kubectl -n {METALLB_NAMESPACE} delete pod -l app.kubernetes.io/component=controller)")
 
 
-def remediate_lb(s: Any, check: Check, *, namespace: str = METALLB_NAMESPACE,
+def remediate_lb(s: Session, check: Check, *, namespace: str = METALLB_NAMESPACE,
                  selector: str = METALLB_CONTROLLER_SELECTOR, timeout: float | None = None) -> Check:
     """If LoadBalancer IPs did not reattach: restart the MetalLB controller once
     (journaled ``metallb-restart``), wait for it and the IPs, and check again.
@@ -328,7 +339,7 @@ def remediate_lb(s: Any, check: Check, *, namespace: str = METALLB_NAMESPACE,
     return again
 
 
-def ingress(s: Any) -> Check:
+def ingress(s: Session) -> Check:
     """Every ingress check answers its expected status over HTTPS with the CA (defect 7)."""
     items = list(s.params.checks.ingress)
     table = checks.probe_all(items, kind=s.params.target.kind)   # each check names its ca_file
@@ -338,7 +349,7 @@ def ingress(s: Any) -> Check:
                                   "controller's pods or their LoadBalancer IP are not reachable")
 
 
-def regression(s: Any) -> Check:
+def regression(s: Session) -> Check:
     """The params' regression checks: HTTP (status) or a command on a node (output)."""
     rows = []
     for c in s.params.checks.regression:
@@ -360,7 +371,7 @@ def regression(s: Any) -> Check:
     return Check("regression", not bad, f"every regression check passes ({len(rows)} checks)", bad, table)
 
 
-def hubble(s: Any) -> Check:
+def hubble(s: Session) -> Check:
     """Hubble relay and UI Ready (the values enable them; no blocking CLI, defect 8)."""
     if mode(s) == "flannel":
         return _skipped("hubble", "Hubble relay and UI Ready")
@@ -377,13 +388,13 @@ def hubble(s: Any) -> Check:
 argocd_resume = argocd.resume_for_session  # Re-enable Argo CD exactly as recorded
 
 
-def verdict(s: Any) -> str:
+def verdict(s: Session) -> str:
     """The verdict once every gate passed (a dry run says what it did not do)."""
     text = VERDICT_OK if mode(s) == "cilium" else VERDICT_FLANNEL_OK
     return text if s.execute else text + " (dry run: Argo CD not re-enabled, lock kept)"
 
 
-def finish(s: Any) -> bool:
+def finish(s: Session) -> bool:
     """Release the migration lock at the end of a verified, executed run."""
     if not s.execute:
         return False

@@ -138,15 +138,16 @@ def test_probe_all_frame(https_server):
 
 
 def test_gate_pass_and_fail_recorded():
-    checks.GATES.clear()
-    r = checks.gate(True, "every agent Ready", name="agents")
+    gates: list = []
+    r = checks.gate(True, "every agent Ready", name="agents", gates=gates)
     assert r.passed and r.name == "agents"
     with pytest.raises(GateFailed) as ei:
-        checks.gate(False, "no KUBE-SVC chains", details=["set-hog: 3 chains"], hint="run cleanup")
+        checks.gate(False, "no KUBE-SVC chains", details=["set-hog: 3 chains"], hint="run cleanup",
+                    gates=gates)
     e = ei.value
     assert "set-hog: 3 chains" in str(e) and e.hint == "run cleanup"
     assert e.data.name == "no-kube-svc-chains" and not e.data.passed
-    df = checks.gate_summary()
+    df = checks.gate_summary(gates)
     assert list(df["passed"]) == [True, False] and list(df["name"]) == ["agents", "no-kube-svc-chains"]
 
 

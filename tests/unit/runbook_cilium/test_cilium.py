@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runbook import cilium
+from runbook import cilium, pods
 from runbook.facts import IptablesSummary
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -82,22 +82,27 @@ def test_unmanaged_pods_golden(case):
     assert (managed, total, _names(unmanaged)) == (want["managed"], want["total"], want["unmanaged"])
 
 
+def _install_plan(c):
+    return pods.plan_restart(cilium.restart_candidates(c), policy=pods.policy_for("install"))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_restart_plan_golden_kube_system_first_bare_skipped(case):
     want = _want(case)
-    owned, bare = cilium.restart_plan(ListCluster(case))
-    assert _names(owned) == want["restart"]
-    assert _names(bare) == want["skipped"]
+    p = _install_plan(ListCluster(case))
+    assert _names(p.restart) == want["restart"]
+    assert [s.pod for s in p.skipped] == want["skipped"]
+    assert all(s.owner_kind is None for s in p.skipped)     # only bare pods are left alone
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_dry_run_restart_deletes_nothing(case):
     want = _want(case)
     c = ListCluster(case)
-    res = cilium.restart_unmanaged(c, execute=False)
+    res = pods.restart(c, _install_plan(c), action="delete {n} pod(s)", execute=False)
     assert res.deleted == want["restart"] and c.deleted == []
-    assert [s.split(" ")[0] for s in res.skipped] == want["skipped"]
-    assert all("no controller" in s for s in res.skipped)
+    assert [s.pod for s in res.skipped] == want["skipped"]
+    assert all("no controller" in s.reason for s in res.skipped)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,4 +1,5 @@
-"""cilium.restart_unmanaged journals each batch, and a batch that times out as failed."""
+"""pods.restart (the install's and the rollback's restart) journals each batch, and a batch
+that times out as failed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runbook import cilium
+from runbook import pods
 from runbook.errors import WaitTimeout
 from runbook.journal import Journal
 
@@ -20,7 +21,7 @@ def _pod(name: str, ns: str = "app") -> dict:
 
 
 class _Cluster:
-    """The four calls restart_unmanaged makes; the replacements never become Ready."""
+    """The four calls the restart makes; the replacements never become Ready."""
 
     def __init__(self, pods: list[dict], *, ready: bool) -> None:
         self.pods, self.ready, self.deleted = pods, ready, []
@@ -46,21 +47,29 @@ def _journal(tmp_path: Path) -> Journal:
     return j
 
 
+def _restart(c: _Cluster, j: Journal, *, batch_size: int) -> pods.RestartResult:
+    plan = pods.plan_restart(c.list("pods"), policy=pods.policy_for("install"))
+    return pods.restart(c, plan, action="delete {n} unmanaged pod(s)", batch_size=batch_size,
+                        execute=True, journal=j, timeout=30, timeout_scope="run")
+
+
 def test_each_batch_is_journaled_done(tmp_path: Path) -> None:
     j = _journal(tmp_path)
     c = _Cluster([_pod("a"), _pod("b"), _pod("c", "kube-system")], ready=True)
-    res = cilium.restart_unmanaged(c, batch_size=2, execute=True, journal=j, timeout=30)
+    res = _restart(c, j, batch_size=2)
     assert c.deleted == ["c", "a", "b"]          # kube-system first
     es = j.entries(step="restart-pods")
     assert [e.status for e in es] == ["done", "done"] and res.batches == 2
     assert es[0].data == ["kube-system/c", "app/a"]
+    assert [e.action for e in es] == ["delete 2 unmanaged pod(s)", "delete 1 unmanaged pod(s)"]
+    assert es[0].result == {"restarted": 2}
 
 
 def test_a_batch_that_times_out_is_journaled_failed(tmp_path: Path) -> None:
     j = _journal(tmp_path)
     c = _Cluster([_pod("a"), _pod("b")], ready=False)
     with pytest.raises(WaitTimeout):
-        cilium.restart_unmanaged(c, batch_size=1, execute=True, journal=j, timeout=30)
+        _restart(c, j, batch_size=1)
     [e] = j.entries(step="restart-pods")
     assert e.status == "failed" and "timed out" in (e.error or "")
     assert j.pending() == []

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runbook import facts, params, reconfigure
+from runbook import facts, leftovers, params, reconfigure
 from runbook.journal import Journal
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -154,4 +154,4 @@ def test_flannel_still_there_means_restart_even_without_a_config_change(fake_ses
 
 def test_only_address_files_count_as_leases() -> None:
     names = "10.42.0.2 10.42.0.3 last_reserved_ip.0 lock fd00::5".split()
-    assert [n for n in names if reconfigure._is_ip(n)] == ["10.42.0.2", "10.42.0.3", "fd00::5"]
+    assert [n for n in names if leftovers.is_ip(n)] == ["10.42.0.2", "10.42.0.3", "fd00::5"]

@@ -122,6 +122,25 @@ def test_other_config_paths_are_not_restored() -> None:
 
 
 # ----------------------------------------------------------------------------- pods
+POD_CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "pods.json").is_file())
+
+
+def test_pod_cases_present() -> None:
+    assert {"reconfigure-agent-unreached", "install-failed"} <= set(POD_CASES)
+
+
+@pytest.mark.parametrize("case", POD_CASES)
+def test_golden_pod_restart(case: str) -> None:
+    """pods.json (the cluster's pods) + the case's plan -> restart.json: which pods the
+    rollback deletes (kube-system first) and which it leaves for a person, with owners."""
+    items = json.loads((FIXTURES / case / "pods.json").read_text())
+    want = json.loads((FIXTURES / case / "restart.json").read_text())
+    rp = rollback.restart_plan(items, _plan(case))
+    assert [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in rp.restart] == want["restart"]
+    assert [[s.pod, s.owner] for s in rp.skipped] == want["skipped"]
+    assert rp.policy.name == "workloads-only"          # a custom resource's pod is never deleted here
+
+
 def _pod(name: str, node: str | None, created: str, *, host: bool = False, owner: str | None = "ReplicaSet",
          phase: str = "Running", ns: str = "apps") -> dict:
     md: dict = {"name": name, "namespace": ns, "creationTimestamp": created, "uid": name}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import checks, lock, session
+from runbook import lock, session
 from runbook.errors import ConfirmationRequired, GateFailed, ParamsError
 from runbook.journal import Journal
 
@@ -54,7 +54,6 @@ def _session(tmp_path, execute):
 
 
 def test_gate_only_when_executing_is_skipped_in_a_dry_run(tmp_path):
-    checks.GATES.clear()
     s = _session(tmp_path, execute=False)
     v = s.gate(False, "every pod managed by Cilium", only_when_executing=True)
     assert repr(v) == "GATE SKIPPED (dry run): every pod managed by Cilium"
@@ -62,15 +61,21 @@ def test_gate_only_when_executing_is_skipped_in_a_dry_run(tmp_path):
         s.gate(False, "kernel >= 5.10")
     assert repr(s.gate(True, "API reachable")) == "GATE PASSED: API reachable"
     assert s.require_execute("the swap") is False
-    checks.GATES.clear()
+    # the session keeps its own gates: the failed one and the passed one, not the skipped one
+    assert [(g.message, g.passed) for g in s.gates] == [("kernel >= 5.10", False), ("API reachable", True)]
 
 
 def test_gate_when_executing_is_enforced(tmp_path):
-    checks.GATES.clear()
     s = _session(tmp_path, execute=True)
     with pytest.raises(GateFailed):
         s.gate(False, "every pod managed by Cilium", only_when_executing=True)
-    checks.GATES.clear()
+    assert [g.passed for g in s.gates] == [False]
+
+
+def test_gates_belong_to_their_session(tmp_path):
+    a, b = _session(tmp_path, execute=False), _session(tmp_path, execute=False)
+    a.gate(True, "API reachable")
+    assert len(a.gates) == 1 and b.gates == []
 
 
 def test_record_takeover_keeps_the_first(tmp_path, capsys):

@@ -108,7 +108,8 @@ def session(tmp_path: Path, cluster: FakeCluster, *, nodes: list[FakeNode] | Non
         limits=SimpleNamespace(timeouts=SimpleNamespace(pods_ready=5)),
         target=SimpleNamespace(kind="twin"), twin=None)
     s = SimpleNamespace(cluster=cluster, nodes=nodes or [], params=params, execute=execute,
-                        journal=FakeJournal(facts), run_dir=tmp_path, progress=lambda m: None)
+                        journal=FakeJournal(facts), run_dir=tmp_path, progress=lambda m: None,
+                        gates=[], evidence_lost=[])
     s.require_execute = lambda what: execute
     s.save = lambda name, obj: evidence.save_snapshot(tmp_path, "verify", name, obj)
     s.gate = lambda cond, msg, **kw: checks.gate(cond, msg, record=False, **kw)
@@ -211,15 +212,14 @@ def test_lb_ips_and_metallb_remediation(tmp_path):
 
 
 def test_verification_collects_and_gates_once(tmp_path):
-    checks.GATES.clear()
-    v = verify.Verification()
+    s = session(tmp_path, FakeCluster([]))
+    v = verify.Verification(s)
     v.add(verify.Check("a", True, "first"))
     v.add(verify.Check("b", False, "second", ["x", "y"]))
     v.add(verify.Check("c", False, "third"))
-    assert [g.name for g in checks.GATES] == ["a", "b", "c"]
+    assert [(g.name, g.passed) for g in s.gates] == [("a", True), ("b", False), ("c", False)]
     assert v.failures == ["second: x; y", "third: failed"]
     assert list(v.table()["result"]) == ["PASSED", "FAILED", "FAILED"]
-    s = session(tmp_path, FakeCluster([]))
     with pytest.raises(GateFailed) as ei:
         v.gate(s)
     assert ei.value.details == ["second: x; y", "third: failed"]

@@ -1,0 +1,179 @@
+"""The fan-out over nodes: servers one at a time, then agents in batches.
+
+:class:`Fleet` applies one operation to many nodes and stops after the first batch
+with a failure, so a broken step never spreads over the whole cluster; the nodes it
+did not reach are reported as such. It only needs objects with ``name`` and ``role``
+(normally :class:`runbook.nodes.Node`), so it is tested without SSH.
+
+Example:
+    >>> from types import SimpleNamespace as N
+    >>> f = Fleet([N(name="a1", role="agent"), N(name="s1", role="server")], batch_size=2)
+    >>> [[n.name for n in b] for b in f.batches()]
+    [['s1'], ['a1']]
+    >>> f.apply(lambda n: n.name.upper(), description="shout").values()
+    {'s1': 'S1', 'a1': 'A1'}
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import html
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from .errors import NodeError
+from .evidence import redact_text
+
+__all__ = ["Fleet", "FleetResult", "NodeOutcome"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class NodeOutcome(Generic[T]):
+    """One node's outcome in a :class:`FleetResult`.
+
+    Attributes:
+        node, role; status: ``ok``, ``failed`` or ``skipped``; value: what the
+        operation returned; error: the exception (failed) or reason (skipped);
+        batch: 0-based batch number (None when not reached); duration: seconds.
+    """
+
+    node: str
+    role: str
+    status: str
+    value: T | None = None
+    error: str | None = None
+    batch: int | None = None
+    duration: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False)
+
+
+@dataclass
+class FleetResult(Generic[T]):
+    """Per-node outcomes of :meth:`Fleet.apply`, in the order nodes were planned.
+
+    ``frame()`` columns: ``node``, ``role``, ``batch``, ``status`` (ok/failed/skipped),
+    ``error``, ``duration_s``, ``value``.
+    """
+
+    description: str
+    outcomes: list[NodeOutcome[T]]
+
+    @property
+    def ok(self) -> bool:
+        """True when every node succeeded."""
+        return all(o.status == "ok" for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[NodeOutcome[T]]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def skipped(self) -> list[NodeOutcome[T]]:
+        return [o for o in self.outcomes if o.status == "skipped"]
+
+    def values(self) -> dict[str, T | None]:
+        """node -> value for the nodes that succeeded."""
+        return {o.node: o.value for o in self.outcomes if o.status == "ok"}
+
+    @property
+    def df(self):  # -> pandas.DataFrame
+        """Alias of :meth:`frame`."""
+        return self.frame()
+
+    def frame(self):  # -> pandas.DataFrame
+        """The outcomes as a pandas DataFrame (columns documented on the class)."""
+        import pandas as pd  # noqa: PLC0415
+        return pd.DataFrame([{
+            "node": o.node, "role": o.role, "batch": o.batch, "status": o.status,
+            "error": redact_text(o.error) if o.error else None,
+            "duration_s": round(o.duration, 2),
+            "value": redact_text(str(o.value)) if o.value is not None else None,
+        } for o in self.outcomes], columns=["node", "role", "batch", "status", "error",
+                                            "duration_s", "value"])
+
+    def raise_for_failures(self) -> "FleetResult[T]":
+        """Raise :class:`NodeError` naming failed and untouched nodes, if any failed."""
+        if self.failed:
+            lines = [f"{o.node}: {o.error}" for o in self.failed]
+            untouched = [o.node for o in self.skipped]
+            msg = f"{self.description}: failed on {len(self.failed)} node(s)\n  " + "\n  ".join(lines)
+            if untouched:
+                msg += "\n  not reached (left untouched): " + ", ".join(untouched)
+            first = self.failed[0].exception
+            err = NodeError(msg, node=None)
+            if first is not None:
+                raise err from first
+            raise err
+        return self
+
+    def _repr_html_(self) -> str:
+        head = (f"<p><b>{html.escape(self.description)}</b>: "
+                f"{'all ok' if self.ok else 'FAILED'}</p>")
+        return head + self.frame().to_html(index=False, escape=True)
+
+
+class Fleet:
+    """Apply an operation to nodes: servers one at a time, then agents in batches.
+
+    Args:
+        nodes: objects with ``name`` and ``role`` (normally :class:`Node`).
+        batch_size: agents handled concurrently (``limits.agent_batch_size``).
+
+    Example:
+        >>> Fleet(nodes, 2).apply(lambda n: n.systemctl("restart", "k3s-agent"),
+        ...                       description="restart agents").raise_for_failures()  # doctest: +SKIP
+    """
+
+    def __init__(self, nodes: Sequence[Any], batch_size: int = 1) -> None:
+        self.nodes = list(nodes)
+        self.batch_size = max(1, int(batch_size))
+
+    def batches(self) -> list[list[Any]]:
+        """The plan: one batch per server (in order), then agents by ``batch_size``."""
+        servers = [n for n in self.nodes if n.role == "server"]
+        agents = [n for n in self.nodes if n.role != "server"]
+        plan = [[s] for s in servers]
+        for i in range(0, len(agents), self.batch_size):
+            plan.append(agents[i:i + self.batch_size])
+        return plan
+
+    def apply(self, op: Callable[[Any], T], *, description: str) -> FleetResult[T]:
+        """Run ``op(node)`` batch by batch; stop after the first batch with a failure.
+
+        Nodes of later batches are not touched and are reported as
+        ``skipped: not reached``. Exceptions are caught per node and recorded.
+        """
+        plan = self.batches()
+        outcomes: dict[str, NodeOutcome[T]] = {}
+        stopped = False
+        for b, batch in enumerate(plan):
+            if stopped:
+                for n in batch:
+                    outcomes[n.name] = NodeOutcome(n.name, n.role, "skipped",
+                                                   error="skipped: not reached")
+                continue
+            if len(batch) == 1:
+                results = [self._one(op, batch[0], b)]
+            else:
+                with cf.ThreadPoolExecutor(max_workers=len(batch)) as ex:
+                    results = list(ex.map(lambda n: self._one(op, n, b), batch))
+            for o in results:
+                outcomes[o.node] = o
+            if any(o.status == "failed" for o in results):
+                stopped = True
+        order = [n.name for batch in plan for n in batch]
+        return FleetResult(description, [outcomes[name] for name in order])
+
+    @staticmethod
+    def _one(op: Callable[[Any], T], node: Any, batch: int) -> NodeOutcome[T]:
+        start = time.monotonic()
+        try:
+            value = op(node)
+        except Exception as e:  # noqa: BLE001 - recorded per node, re-raised by the caller
+            return NodeOutcome(node.name, node.role, "failed", error=f"{type(e).__name__}: {e}",
+                               batch=batch, duration=time.monotonic() - start, exception=e)
+        return NodeOutcome(node.name, node.role, "ok", value=value, batch=batch,
+                           duration=time.monotonic() - start)
+

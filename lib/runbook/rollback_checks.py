@@ -1,0 +1,145 @@
+"""After a rollback: is every node back on flannel, every config identical, every pod well?
+
+Read-only checks the rollback notebook shows and gates on. A node the rollback left
+alone (the journal never names it) and cannot reach is reported as not read rather than
+failing the check: the rollback must not depend on a node it did not change.
+
+Example:
+    >>> t = rollback.node_table(s, plan)          # doctest: +SKIP
+    >>> rollback.node_problems(t)                 # doctest: +SKIP
+    []
+"""
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pandas as pd
+
+from .cluster import node_ready, pod_display_status, pod_ready
+from .errors import NodeError
+from .pods import pod_key
+from .rollback_plan import CILIUM_CNI_FILE, CILIUM_INTERFACES, NodeRollback, RollbackPlan
+
+if TYPE_CHECKING:
+    from .nodes import Node
+    from .session import Session
+
+__all__ = ["nodes_named", "wait_flannel", "flannel_problems", "pods_health", "node_table", "node_problems"]
+
+
+def nodes_named(s: Session, names: Iterable[str]) -> list[Node]:
+    """The session's nodes called ``names``, in the session's order (servers first)."""
+    wanted = set(names)
+    return [n for n in s.nodes if n.name in wanted]
+
+
+def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame:
+    """Wait (execute) until every node is Ready; then per node: Ready, flannel.1 present,
+    Cilium interfaces absent (over SSH)."""
+    if wait and s.execute and rp.touched_nodes:
+        def check() -> tuple[bool, list[str]]:
+            bad = [n["metadata"]["name"] for n in s.cluster.list("nodes") if not node_ready(n)]
+            missing = [n.name for n in nodes_named(s, [r.node for r in rp.nodes if r.restart])
+                       if "flannel.1" not in {i.name for i in n.interfaces()}]
+            return not bad and not missing, ([f"node {b} not Ready" for b in bad]
+                                             + [f"{m}: flannel.1 not back yet" for m in missing])
+        s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
+                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress)
+    ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
+    rows = []
+    for n in s.nodes:
+        row: dict[str, Any] = {"node": n.name, "role": n.role, "Ready": ready.get(n.name, False)}
+        ifaces = _interfaces(n, rp.node(n.name))
+        if ifaces is None:
+            row.update({"flannel.1": None, "cilium interfaces": None,
+                        "checked": "no: unreachable, and the rollback left it alone"})
+        else:
+            row.update({"flannel.1": "flannel.1" in ifaces,
+                        "cilium interfaces": ", ".join(sorted(i for i in ifaces if i.startswith("cilium_"))) or "none",
+                        "checked": "yes"})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
+
+
+def _interfaces(n: Node, nr: NodeRollback) -> set[str] | None:
+    """The node's interfaces; None when a node the rollback left alone cannot be reached
+    (scenario 2: its SSH is down; the rollback must not depend on it)."""
+    try:
+        return {i.name for i in n.interfaces()}
+    except NodeError:
+        if nr.touched:
+            raise
+        return None
+
+
+def flannel_problems(table: pd.DataFrame) -> list[str]:
+    """One line per node of :func:`wait_flannel`'s table that is not back on flannel."""
+    out = []
+    for r in table.to_dict("records"):
+        if r.get("checked", "yes") != "yes":
+            if not r["Ready"]:
+                out.append(f"{r['node']}: not Ready")
+            continue
+        why = [w for w, bad in (("not Ready", not r["Ready"]), ("no flannel.1", not r["flannel.1"]),
+                                (f"cilium interfaces: {r['cilium interfaces']}", r["cilium interfaces"] != "none"))
+               if bad]
+        if why:
+            out.append(f"{r['node']}: " + ", ".join(why))
+    return out
+
+
+def pods_health(s: Session) -> pd.DataFrame:
+    """Pods that are not Running/Succeeded, or Running but not Ready (with their status)."""
+    rows = []
+    for p in s.cluster.list("pods"):
+        phase = (p.get("status") or {}).get("phase")
+        if phase == "Succeeded" or (phase == "Running" and pod_ready(p)):
+            continue
+        rows.append({"pod": pod_key(p), "node": (p.get("spec") or {}).get("nodeName"),
+                     "status": pod_display_status(p)})
+    return pd.DataFrame(rows, columns=["pod", "node", "status"])
+
+
+def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
+    """Per node: config sha256 now vs pre-run, flannel.1 present, Cilium interfaces and
+    05-cilium absent; ``ok`` when all hold. A node the rollback left alone and cannot
+    reach is reported as not read (it was not changed by this run)."""
+    cni = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
+    path = s.params.paths.k3s_config
+    rows = []
+    for n in s.nodes:
+        nr = rp.node(n.name)
+        ifaces = _interfaces(n, nr)
+        if ifaces is None:
+            rows.append({"node": n.name, "role": n.role, "config sha256 now": "not read (unreachable)",
+                         "pre-run sha256": "not changed by this run", "config identical": True,
+                         "flannel.1 present": None, "cilium interfaces absent": None,
+                         "05-cilium absent": None, "ok": True})
+            continue
+        now = n.sha256(path)
+        pre = nr.restore_config["sha256"] if nr.restore_config else None
+        cil = sorted(i for i in ifaces if i in CILIUM_INTERFACES)
+        same = (now == pre) if pre else True
+        row = {"node": n.name, "role": n.role, "config sha256 now": (now or "absent")[:16],
+               "pre-run sha256": pre[:16] if pre else "not changed by this run",
+               "config identical": same, "flannel.1 present": "flannel.1" in ifaces,
+               "cilium interfaces absent": not cil, "05-cilium absent": not n.exists(cni)}
+        row["ok"] = bool(row["config identical"] and row["flannel.1 present"]
+                         and row["cilium interfaces absent"] and row["05-cilium absent"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def node_problems(table: pd.DataFrame) -> list[str]:
+    """One line per node of :func:`node_table` that is not ``ok``, naming what differs."""
+    out = []
+    for r in table.to_dict("records"):
+        if r["ok"]:
+            continue
+        why = [k for k in ("config identical", "flannel.1 present", "cilium interfaces absent",
+                           "05-cilium absent") if not r[k]]
+        out.append(f"{r['node']}: NOT " + ", NOT ".join(why)
+                   + (f" (sha256 now {r['config sha256 now']}, pre-run {r['pre-run sha256']})"
+                      if not r["config identical"] else ""))
+    return out

@@ -24,7 +24,7 @@ from aiohttp import web
 from ..store import StoreError
 from .defaults import CreateDefaults
 from .discovery import K8S_VERSION, DiscoveryRoutes
-from .openapi import openapi_v2
+from .openapi import OpenAPIRoutes
 from .patching import PatchRoutes
 from .resources import ResourceRoutes
 from .responses import HTTPError, error_response, json_response
@@ -36,7 +36,7 @@ log = logging.getLogger("twin.apiserver")
 
 
 class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes, WatchRoutes,
-                CreateDefaults):
+                CreateDefaults, OpenAPIRoutes):
     """HTTPS Kubernetes API endpoint of the twin (a runtime component).
 
     Args:
@@ -224,8 +224,8 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
             return self._api_versions(request)
         if path == "/apis":
             return self._api_groups(request)
-        if path == "/openapi/v2":
-            return openapi_v2(request)
+        if path in ("/openapi/v2", "/openapi/v3") or path.startswith("/openapi/v3/"):
+            return self._openapi(request, path)
         if path.startswith("/apis/") and path.count("/") == 2:
             return self._api_group(path.split("/")[2])
         route = parse_resource_path(path)

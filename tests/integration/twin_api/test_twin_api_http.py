@@ -83,9 +83,21 @@ def test_crds_appear_in_discovery_when_created(api, http):
 def test_openapi(api, http):
     r = http.get("/openapi/v2")
     assert r.status_code == 200 and r.json()["swagger"] == "2.0"
+    pod = r.json()["definitions"]["io.k8s.api.core.v1.Pod"]
+    assert pod["properties"]["spec"]["$ref"] == "#/definitions/io.k8s.api.core.v1.PodSpec"
+    assert pod["x-kubernetes-group-version-kind"] == [{"group": "", "kind": "Pod", "version": "v1"}]
     r = http.get("/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
     assert r.status_code == 200
-    assert http.get("/openapi/v3").status_code == 404
+    root = http.get("/openapi/v3").json()["paths"]
+    assert root["api/v1"]["serverRelativeURL"].startswith("/openapi/v3/api/v1?hash=")
+    doc = http.get(root["apis/apps/v1"]["serverRelativeURL"]).json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"]["$ref"] == \
+        "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"
+    assert "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta" in schemas   # references resolved
+    patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+    assert "fieldValidation" in {p["name"] for p in patch["parameters"]}
+    assert http.get("/openapi/v3/apis/no.such/v1").status_code == 404
 
 
 def test_errors_are_status_objects(api, http):

@@ -271,6 +271,8 @@ def parse_field_selector(text: str | None) -> FieldSelector:
     reqs: list[FieldRequirement] = []
     for raw in _split_unescaped_commas(text):
         term = raw.strip()
+        if not term:
+            continue   # "a=b," and "a=b,,c=d": a real server skips empty terms
         m = re.match(r"^([A-Za-z0-9_.\-/\[\]]+)\s*(==|!=|=)(.*)$", term)
         if not m:
             raise SelectorError(f"invalid field selector term {term!r}")

@@ -52,6 +52,7 @@ class PatchRoutes:
             obj["metadata"]["name"] = name
             self._require_namespace(ns)
             self.apply_defaults(t, obj)
+            self._admit(request, t, obj, apply=True)
             if dry:
                 return json_response(self._fake_create(obj, t), 201)
             return json_response(self.rt.store.create(obj, rtype=t, reset_status=True), 201)
@@ -67,6 +68,7 @@ class PatchRoutes:
         patched_rv = (patch_body.get("metadata") or {}).get("resourceVersion") if isinstance(patch_body, dict) else None
         if not patched_rv:
             result["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+        self._admit(request, t, result, subresource=sub, apply=kind == "apply")
         if dry:
             return json_response(result)
         return json_response(self.rt.store.update(result, rtype=t, subresource=sub,

@@ -18,6 +18,7 @@ from ..store import NotFound, ResourceType
 from .bodies import check_namespace, check_object, decode_body
 from .responses import JSON, HTTPError, accept_as, accept_table, json_response, now_rfc3339
 from .routing import Route
+from .validation import check_field_selector
 
 
 class ResourceRoutes:
@@ -44,6 +45,7 @@ class ResourceRoutes:
                 fs = f"metadata.name={route.name}"
                 q = dict(q)
                 q["fieldSelector"] = ",".join(x for x in (q.get("fieldSelector"), fs) if x)
+            check_field_selector(t, q.get("fieldSelector"))
             return await self._watch(request, t, ns, q)
         if route.name is None:
             if m == "GET":
@@ -122,6 +124,7 @@ class ResourceRoutes:
             limit = int(q.get("limit") or 0)
         except ValueError as e:
             raise HTTPError(400, "BadRequest", f"invalid limit {q.get('limit')!r}") from e
+        check_field_selector(t, q.get("fieldSelector"))
         # copy=False: the stored dicts are only serialised (or read by the printers).
         res = self.rt.store.list(t, ns, label_selector=q.get("labelSelector") or None,
                                  field_selector=q.get("fieldSelector") or None,
@@ -162,6 +165,7 @@ class ResourceRoutes:
         body["metadata"].pop("resourceVersion", None)
         self._require_namespace(ns)
         self.apply_defaults(t, body)
+        self._admit(request, t, body)
         if self._dry_run(request):
             name = body["metadata"].get("name")
             if name and self.rt.store.try_get(t, ns, name) is not None:
@@ -178,6 +182,7 @@ class ResourceRoutes:
             raise HTTPError(400, "BadRequest", "the name of the object "
                                                f"({body['metadata'].get('name')}) does not match the name on the URL ({name})")
         body["metadata"]["name"] = name
+        self._admit(request, t, body, subresource=sub)
         if self._dry_run(request):
             cur = self.rt.store.get(t, ns, name)
             if sub == "status":
@@ -231,6 +236,7 @@ class ResourceRoutes:
     async def _delete_collection(self, request: web.Request, t: ResourceType, ns: str | None) -> web.Response:
         opts = await self._delete_options(request)
         q = request.query
+        check_field_selector(t, q.get("fieldSelector"))
         res = self.rt.store.list(t, ns, label_selector=q.get("labelSelector") or None,
                                  field_selector=q.get("fieldSelector") or None)
         dry = self._dry_run(request)

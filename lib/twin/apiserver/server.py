@@ -22,6 +22,7 @@ import yaml
 from aiohttp import web
 
 from ..store import StoreError
+from .admission import AdmissionChecks, warning_headers
 from .defaults import CreateDefaults
 from .discovery import K8S_VERSION, DiscoveryRoutes
 from .openapi import OpenAPIRoutes
@@ -36,7 +37,7 @@ log = logging.getLogger("twin.apiserver")
 
 
 class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes, WatchRoutes,
-                CreateDefaults, OpenAPIRoutes):
+                CreateDefaults, OpenAPIRoutes, AdmissionChecks):
     """HTTPS Kubernetes API endpoint of the twin (a runtime component).
 
     Args:
@@ -187,6 +188,8 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
         try:
             resp = await self._dispatch(request)
             status = resp.status
+            if not resp.prepared:
+                warning_headers(request, resp)
             return resp
         except HTTPError as e:
             status = e.code

@@ -1,0 +1,77 @@
+"""The checks every write passes before it is stored: unknown fields and the kind's validation.
+
+Called by create, update, patch and server-side apply (:mod:`.resources`,
+:mod:`.patching`) on the object as it would be stored. ``fieldValidation`` decides what
+happens to fields the kind's schema does not declare (see :mod:`.validation`); a
+``Warn`` leaves its warnings on the request, and the server sends them as ``Warning``
+headers, as a real server does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..store import ResourceType
+from .responses import HTTPError
+from .validation import invalid, semantic_causes, unknown_fields
+
+FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+class AdmissionChecks:
+    """The :class:`APIServer`'s write checks (uses :class:`OpenAPIRoutes`' cached schemas)."""
+
+    rt: Any
+
+    def _schema_of(self, t: ResourceType) -> tuple[dict, dict] | None:
+        defs, by_gv = self._openapi_defs()   # type: ignore[attr-defined]
+        for rt_, name in by_gv.get((t.group, t.version), ()):
+            if rt_.plural == t.plural:
+                return defs, defs[name]
+        return None
+
+    def _admit(self, request: web.Request, t: ResourceType, obj: dict, *,
+               subresource: str | None = None, apply: bool = False) -> None:
+        """Check ``obj`` (and drop its unknown fields unless Strict); raise the real errors.
+
+        Args:
+            request: the write (its ``fieldValidation`` query parameter).
+            t: the resource written.
+            obj: the object as it would be stored (modified in place when pruned).
+            subresource: ``status`` skips the spec checks, as the status strategy does.
+            apply: the body was a server-side apply configuration (its error wording).
+        """
+        mode = request.query.get("fieldValidation") or "Warn"
+        if mode not in FIELD_VALIDATION:
+            raise HTTPError(400, "BadRequest", f'fieldValidation must be one of "Ignore", '
+                                               f'"Warn", or "Strict", got "{mode}"')
+        found = self._schema_of(t)
+        if found is not None:
+            defs, node = found
+            unknown = unknown_fields(defs, node, obj, prune=mode != "Strict")
+            if unknown and mode == "Strict":
+                if apply:
+                    raise HTTPError(400, "BadRequest",
+                                    f"failed to create typed patch object ({t.api_version}, "
+                                    f"Kind={t.kind}): .{unknown[0]}: field not declared in schema")
+                fields = ", ".join(f'unknown field "{u}"' for u in unknown)
+                raise HTTPError(400, "BadRequest",
+                                f'{t.kind} in version "{t.version}" cannot be handled as a '
+                                f"{t.kind}: strict decoding error: {fields}")
+            if unknown and mode == "Warn":
+                request.setdefault("warnings", []).extend(f'unknown field "{u}"' for u in unknown)
+        if subresource is None:
+            causes = semantic_causes(t, obj)
+            if causes:
+                raise invalid(t, (obj.get("metadata") or {}).get("name", ""), causes)
+
+
+def warning_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send the request's warnings as ``Warning: 299 - "..."`` headers."""
+    for w in request.get("warnings", ()):
+        escaped = w.replace("\\", "\\\\").replace('"', '\\"')
+        resp.headers.add("Warning", f'299 - "{escaped}"')
+
+
+__all__ = ["AdmissionChecks", "FIELD_VALIDATION", "warning_headers"]

@@ -19,7 +19,9 @@ None of these functions mutates its arguments; each returns a new object.
   the manager set are recorded in ``metadata.managedFields`` (FieldsV1). A field that
   the same manager applied before and no longer applies is removed, unless another
   manager also claims it: this is what makes ``helm upgrade`` drop a removed env var.
-  Ownership conflicts between managers are not detected (every apply acts as forced).
+  A field another manager owns whose value the apply changes is a conflict
+  (:class:`twin.managed_fields.ApplyConflict`, HTTP 409) unless ``force``, which moves
+  its ownership to the applier (:mod:`twin.managed_fields`).
 
 Errors raise :class:`PatchError` (the API server answers 422, or 400 for a malformed
 patch document: :attr:`PatchError.code`).
@@ -359,7 +361,10 @@ def fields_v1(applied: dict) -> dict:
             if value is None:
                 continue
             if isinstance(value, dict):
-                out["f:" + key] = walk(value, False, top and key == "metadata")
+                sub = walk(value, False, top and key == "metadata")
+                if top and key == "metadata" and not sub:
+                    continue   # name and namespace identify the object; nobody owns them
+                out["f:" + key] = sub
             elif _named_list(value):
                 out["f:" + key] = {_item_key(item): dict({".": {}}, **walk(item, False, False))
                                    for item in value}
@@ -440,7 +445,11 @@ def server_side_apply(live: dict | None, applied: dict, *, field_manager: str,
         applied: the configuration the client sent (apiVersion, kind, metadata.name ...).
         field_manager: the ``fieldManager`` query parameter (required by real servers).
         now: timestamp recorded in the managedFields entry.
-        force: accepted for signature parity; the twin does not detect conflicts.
+        force: take over fields other managers own instead of failing.
+
+    Raises:
+        ApplyConflict: (from :mod:`twin.managed_fields`) the apply would change fields
+            other managers own, and ``force`` is false.
 
     Returns:
         The new object, with a ``metadata.managedFields`` entry for the manager
@@ -470,8 +479,15 @@ def server_side_apply(live: dict | None, applied: dict, *, field_manager: str,
     if isinstance(clean.get("metadata"), dict):
         clean["metadata"] = {k: v for k, v in clean["metadata"].items()
                              if k not in ("managedFields", "resourceVersion", "uid")}
-    result = _apply_merge(base, clean)
     new_fields = fields_v1(clean)
+    if live is not None:
+        from .managed_fields import ApplyConflict, find_conflicts, take_ownership
+        conflicts = find_conflicts(base, clean, new_fields, others, field_manager)
+        if conflicts and not force:
+            raise ApplyConflict(conflicts)
+        if conflicts:
+            others = take_ownership(others, {c.path for c in conflicts})
+    result = _apply_merge(base, clean)
     if mine is not None:
         other_paths: set[tuple] = set()
         for e in others:

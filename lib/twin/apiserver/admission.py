@@ -12,11 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..managed_fields import manager_from_user_agent, record_update
 from ..store import ResourceType
-from .responses import HTTPError
+from .responses import HTTPError, now_rfc3339
 from .validation import invalid, semantic_causes, unknown_fields
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+#: where a request keeps the warnings its response sends (aiohttp >= 3.11 types the key)
+WARNINGS: Any = web.RequestKey("warnings", list) if hasattr(web, "RequestKey") else "warnings"
 
 
 class AdmissionChecks:
@@ -60,16 +63,24 @@ class AdmissionChecks:
                                 f'{t.kind} in version "{t.version}" cannot be handled as a '
                                 f"{t.kind}: strict decoding error: {fields}")
             if unknown and mode == "Warn":
-                request.setdefault("warnings", []).extend(f'unknown field "{u}"' for u in unknown)
+                request.setdefault(WARNINGS, []).extend(f'unknown field "{u}"' for u in unknown)
         if subresource is None:
             causes = semantic_causes(t, obj)
             if causes:
                 raise invalid(t, (obj.get("metadata") or {}).get("name", ""), causes)
 
+    def _record_manager(self, request: web.Request, t: ResourceType, old: dict | None,
+                        new: dict) -> None:
+        """Give the write's field manager (``fieldManager`` or the User-Agent's first word)
+        the fields it changed in ``new.metadata.managedFields`` (operation ``Update``)."""
+        manager = request.query.get("fieldManager") or \
+            manager_from_user_agent(request.headers.get("User-Agent", ""))
+        record_update(old, new, manager=manager, api_version=t.api_version, now=now_rfc3339())
+
 
 def warning_headers(request: web.Request, resp: web.StreamResponse) -> None:
     """Send the request's warnings as ``Warning: 299 - "..."`` headers."""
-    for w in request.get("warnings", ()):
+    for w in request.get(WARNINGS, ()):
         escaped = w.replace("\\", "\\\\").replace('"', '\\"')
         resp.headers.add("Warning", f'299 - "{escaped}"')
 

@@ -69,6 +69,8 @@ class PatchRoutes:
         if not patched_rv:
             result["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
         self._admit(request, t, result, subresource=sub, apply=kind == "apply")
+        if kind != "apply" and sub is None:
+            self._record_manager(request, t, current, result)
         if dry:
             return json_response(result)
         return json_response(self.rt.store.update(result, rtype=t, subresource=sub,
@@ -77,11 +79,14 @@ class PatchRoutes:
 
     @staticmethod
     def _patched(kind: str, current: dict | None, patch_body: Any, request: web.Request) -> dict:
+        from ..managed_fields import ApplyConflict
         from ..patch import PatchError
         try:
             return apply_patch(kind, current, patch_body,
                                manager=request.query.get("fieldManager", ""),
                                force=request.query.get("force") == "true")
+        except ApplyConflict as e:
+            raise HTTPError(409, "Conflict", str(e), {"causes": e.causes()}) from e
         except PatchError as e:
             raise HTTPError(e.code, "BadRequest" if e.code == 400 else "Invalid", e.message) from e
         except (ValueError, KeyError, IndexError, TypeError) as e:

@@ -166,6 +166,7 @@ class ResourceRoutes:
         self._require_namespace(ns)
         self.apply_defaults(t, body)
         self._admit(request, t, body)
+        self._record_manager(request, t, None, body)
         if self._dry_run(request):
             name = body["metadata"].get("name")
             if name and self.rt.store.try_get(t, ns, name) is not None:
@@ -183,6 +184,10 @@ class ResourceRoutes:
                                                f"({body['metadata'].get('name')}) does not match the name on the URL ({name})")
         body["metadata"]["name"] = name
         self._admit(request, t, body, subresource=sub)
+        if sub is None:
+            cur = self.rt.store.get(t, ns, name)
+            body["metadata"]["managedFields"] = cur["metadata"].get("managedFields") or []
+            self._record_manager(request, t, cur, body)
         if self._dry_run(request):
             cur = self.rt.store.get(t, ns, name)
             if sub == "status":

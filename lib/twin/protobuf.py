@@ -1,14 +1,21 @@
-"""Decode the Kubernetes protobuf bodies real clients send (helm's release Secrets).
+"""Decode the Kubernetes protobuf bodies real clients send (kubectl's typed commands, helm).
 
-Helm (through client-go) stores releases as Secrets and sends their bodies as
-``application/vnd.kubernetes.protobuf``: the 4-byte magic ``k8s\\x00`` followed by a
-``runtime.Unknown`` message whose ``raw`` field holds the typed object. Only the few
-types clients actually send this way are described here (Secret, ConfigMap, Namespace,
-DeleteOptions); everything is decoded into the same JSON-like dict the JSON API takes.
-The twin always answers in JSON, which client-go accepts.
+client-go sends built-in kinds as ``application/vnd.kubernetes.protobuf``: the 4-byte
+magic ``k8s\\x00`` followed by a ``runtime.Unknown`` message whose ``raw`` field holds the
+typed object. kubectl's ``create deployment|service|role|...``, ``auth can-i``,
+``create token`` and helm's release Secrets all arrive this way. Every kind of the GA
+API groups is decoded into the same JSON-like dict the JSON API takes; the twin always
+answers in JSON, which client-go accepts.
 
-The decoder is a small hand-written reader of the protobuf wire format driven by
-field tables (number -> name, kind); unknown fields are skipped, as protobuf requires.
+The decoder is a generic reader of the protobuf wire format driven by a table of field
+numbers, names and types (``protobuf_fields.json``, generated from Kubernetes'
+``generated.proto`` files by :mod:`twin.protobuf_generate`). The few messages that are
+not objects in JSON are special-cased: Time/MicroTime (RFC 3339), IntOrString,
+Quantity, RawExtension/FieldsV1 (embedded JSON), list wrappers (``ExtraValue``).
+Unknown fields are skipped, as protobuf requires; empty strings and zero times are
+left out, as Go's JSON encoding of the same object omits them. Zero numbers and false
+booleans are kept: the wire cannot tell a pointer's explicit 0 (``replicas: 0``) from a
+plain field's zero, and keeping it never changes what the object means.
 
 Example:
     >>> decode_body(encode_unknown("v1", "ConfigMap",
@@ -19,6 +26,10 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
+import json
+import struct
+from pathlib import Path
 from typing import Any
 
 MAGIC = b"k8s\x00"
@@ -79,90 +90,159 @@ def _signed64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-# --- schemas -----------------------------------------------------------------------------
-# A schema maps field number -> (json name, kind). Kinds: "str", "bytes" (base64 in JSON,
-# as the JSON API represents []byte), "int", "bool", "time", "strlist", "map_ss",
-# "map_sb" (bytes values, base64), ("msg", schema), ("msglist", schema).
-_TIME: dict = {}   # metav1.Time is {seconds=1, nanos=2}; handled by the "time" kind
-
-OWNER_REF = {1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
-             6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
-MANAGED_FIELDS = {1: ("manager", "str"), 2: ("operation", "str"), 3: ("apiVersion", "str"),
-                  4: ("time", "time"), 6: ("fieldsType", "str"), 8: ("subresource", "str")}
-OBJECT_META = {
-    1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"),
-    4: ("selfLink", "str"), 5: ("uid", "str"), 6: ("resourceVersion", "str"),
-    7: ("generation", "int"), 8: ("creationTimestamp", "time"),
-    9: ("deletionTimestamp", "time"), 10: ("deletionGracePeriodSeconds", "int"),
-    11: ("labels", "map_ss"), 12: ("annotations", "map_ss"),
-    13: ("ownerReferences", ("msglist", OWNER_REF)), 14: ("finalizers", "strlist"),
-    17: ("managedFields", ("msglist", MANAGED_FIELDS)),
-}
-SECRET = {1: ("metadata", ("msg", OBJECT_META)), 2: ("data", "map_sb"), 3: ("type", "str"),
-          4: ("stringData", "map_ss"), 5: ("immutable", "bool")}
-CONFIG_MAP = {1: ("metadata", ("msg", OBJECT_META)), 2: ("data", "map_ss"),
-              3: ("binaryData", "map_sb"), 4: ("immutable", "bool")}
-NAMESPACE = {1: ("metadata", ("msg", OBJECT_META)),
-             2: ("spec", ("msg", {1: ("finalizers", "strlist")}))}
-PRECONDITIONS = {1: ("uid", "str"), 2: ("resourceVersion", "str")}
-DELETE_OPTIONS = {1: ("gracePeriodSeconds", "int"), 2: ("preconditions", ("msg", PRECONDITIONS)),
-                  3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "str"),
-                  5: ("dryRun", "strlist")}
-
-#: kind -> schema of the typed objects this module can decode.
-SCHEMAS: dict[str, dict] = {"Secret": SECRET, "ConfigMap": CONFIG_MAP, "Namespace": NAMESPACE,
-                            "DeleteOptions": DELETE_OPTIONS}
+# --- messages ------------------------------------------------------------------------------
+# Field numbers, names and types of every Kubernetes message (GA versions and apimachinery),
+# generated from Kubernetes' generated.proto files by twin.protobuf_generate.
+_TABLE_PATH = Path(__file__).with_name("protobuf_fields.json")
+_META = "k8s.io.apimachinery.pkg.apis.meta.v1."
+_TIMES = {_META + "Time", _META + "MicroTime"}
+_INT_OR_STRING = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
+_QUANTITY = "k8s.io.apimachinery.pkg.api.resource.Quantity"
+_RAW_JSON = {"k8s.io.apimachinery.pkg.runtime.RawExtension", _META + "FieldsV1"}
+_SIGNED = {"int32", "int64"}
+#: string fields (Go pointers) where "" is a value, not an absence ("no storage class").
+_EMPTY_MEANS_SOMETHING = {"storageClassName"}
+#: API groups whose protobuf package is not named after the group's first label.
+_PACKAGES = {"": "core"}
 
 
-def _map_entry_decode(raw: bytes) -> tuple[str, bytes]:
-    key, val = "", b""
-    for num, _wt, v in iter_fields(raw):
-        if num == 1:
-            key = bytes(v).decode()
-        elif num == 2:
-            val = bytes(v)
-    return key, val
+@functools.lru_cache(maxsize=1)
+def table() -> dict[str, dict[str, list[str]]]:
+    """Message name -> field number -> [json name, type, label] (see twin.protobuf_generate)."""
+    with open(_TABLE_PATH, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def _time(raw: bytes) -> str:
-    seconds = 0
+def message_name(api_version: str, kind: str) -> str | None:
+    """The protobuf message of a kind (``apps/v1``, ``Deployment`` -> ``k8s.io.api.apps.v1.Deployment``)."""
+    group, _, version = api_version.rpartition("/")
+    pkg = _PACKAGES.get(group, group.split(".")[0])
+    for name in (f"k8s.io.api.{pkg}.{version}.{kind}", f"{_META}{kind}"):
+        if name in table():
+            return name
+    return None
+
+
+def _time(raw: bytes, micro: bool) -> str | None:
+    seconds = nanos = 0
     for num, _wt, v in iter_fields(raw):
         if num == 1:
             seconds = _signed64(v)
-    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif num == 2:
+            nanos = v
+    if seconds == 0 and nanos == 0:
+        return None   # the zero time: absent in JSON
+    t = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    if micro:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos // 1000:06d}Z"
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def decode_message(raw: bytes, schema: dict) -> dict:
-    """Decode one message into a dict following ``schema`` (unknown fields skipped)."""
+def _special(type_name: str, raw: bytes) -> tuple[bool, Any]:
+    """(handled, JSON value) for messages that are not objects in JSON."""
+    if type_name in _TIMES:
+        return True, _time(raw, type_name.endswith("MicroTime"))
+    if type_name == _INT_OR_STRING:
+        f = {num: v for num, _wt, v in iter_fields(raw)}
+        if f.get(1, 0) == 1:
+            return True, bytes(f.get(3, b"")).decode()
+        return True, _signed32(f.get(2, 0))
+    if type_name == _QUANTITY:
+        f = {num: v for num, _wt, v in iter_fields(raw)}
+        return True, bytes(f.get(1, b"")).decode()
+    if type_name in _RAW_JSON:
+        f = {num: v for num, _wt, v in iter_fields(raw)}
+        data = bytes(f.get(1, b""))
+        try:
+            return True, json.loads(data) if data else {}
+        except ValueError as e:
+            raise ProtobufError(f"{type_name} does not hold JSON: {e}") from None
+    fields = table().get(type_name) or {}
+    if list(fields.values()) == [["items", fields.get("1", ["", ""])[1], "r"]] and \
+            fields["1"][1] in ("string", "bytes"):
+        # A list wrapper (ExtraValue, Verbs): a plain list in JSON.
+        return True, [bytes(v).decode() for _n, _wt, v in iter_fields(raw)]
+    return False, None
+
+
+def _signed32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _scalar(type_name: str, wt: int, v: Any) -> Any:
+    if type_name == "string":
+        return bytes(v).decode()
+    if type_name == "bytes":
+        return base64.b64encode(bytes(v)).decode()
+    if type_name == "bool":
+        return bool(v)
+    if type_name in _SIGNED:
+        return _signed32(v) if type_name == "int32" else _signed64(v)
+    if type_name == "double" and wt == 1:
+        return struct.unpack("<d", v.to_bytes(8, "little"))[0]
+    if type_name == "float" and wt == 5:
+        return struct.unpack("<f", v.to_bytes(4, "little"))[0]
+    return v
+
+
+def _value(type_name: str, wt: int, v: Any) -> Any:
+    if type_name in _SCALARS:
+        return _scalar(type_name, wt, v)
+    return decode_message(bytes(v), type_name)
+
+
+def _packed(type_name: str, raw: bytes) -> list:
+    """A packed repeated scalar field (proto2 [packed=true] is not used by Kubernetes, but
+    proto3 writers pack by default)."""
+    out, pos = [], 0
+    while pos < len(raw):
+        v, pos = _varint(raw, pos)
+        out.append(_scalar(type_name, 0, v))
+    return out
+
+
+_SCALARS = {"string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "double", "float",
+            "fixed32", "fixed64", "sint32", "sint64"}
+
+
+def decode_message(raw: bytes, type_name: str) -> Any:
+    """Decode one message into its JSON form (unknown fields skipped, empty strings and
+    zero times left out as Go's JSON encoder omits them)."""
+    handled, value = _special(type_name, raw)
+    if handled:
+        return value
+    fields = table().get(type_name)
+    if fields is None:
+        raise ProtobufError(f"no field table for protobuf message {type_name}")
     out: dict[str, Any] = {}
     for num, wt, v in iter_fields(raw):
-        spec = schema.get(num)
+        spec = fields.get(str(num))
         if spec is None:
             continue
-        name, kind = spec
-        if kind == "str":
-            out[name] = bytes(v).decode()
-        elif kind == "bytes":
-            out[name] = base64.b64encode(bytes(v)).decode()
-        elif kind == "int":
-            out[name] = _signed64(v)
-        elif kind == "bool":
-            out[name] = bool(v)
-        elif kind == "time":
-            out[name] = _time(bytes(v))
-        elif kind == "strlist":
-            out.setdefault(name, []).append(bytes(v).decode())
-        elif kind in ("map_ss", "map_sb"):
-            k, val = _map_entry_decode(bytes(v))
-            out.setdefault(name, {})[k] = (val.decode() if kind == "map_ss"
-                                           else base64.b64encode(val).decode())
-        elif isinstance(kind, tuple) and kind[0] == "msg":
-            out[name] = decode_message(bytes(v), kind[1])
-        elif isinstance(kind, tuple) and kind[0] == "msglist":
-            out.setdefault(name, []).append(decode_message(bytes(v), kind[1]))
-        else:  # pragma: no cover - schema bug
-            raise ProtobufError(f"bad schema kind {kind!r}")
-        del wt
+        name, ftype, label = spec
+        if label == "m":
+            key, val_raw, val_wt = "", b"", 2
+            for enum_, ewt, ev in iter_fields(bytes(v)):
+                if enum_ == 1:
+                    key = bytes(ev).decode()
+                elif enum_ == 2:
+                    val_raw, val_wt = ev, ewt
+            if ftype in _SCALARS:
+                entry = _scalar(ftype, val_wt, val_raw if val_raw != b"" or ftype in ("string", "bytes") else 0)
+            else:
+                entry = decode_message(bytes(val_raw), ftype)
+            out.setdefault(name, {})[key] = entry
+        elif label == "r":
+            if ftype in _SCALARS and ftype not in ("string", "bytes") and wt == 2:
+                out.setdefault(name, []).extend(_packed(ftype, bytes(v)))
+            else:
+                out.setdefault(name, []).append(_value(ftype, wt, v))
+        else:
+            val = _value(ftype, wt, v)
+            if val is None or (ftype == "string" and val == "" and name not in _EMPTY_MEANS_SOMETHING):
+                continue
+            out[name] = val
     return out
 
 
@@ -194,15 +274,16 @@ def decode_body(body: bytes) -> dict:
     """Decode a Kubernetes protobuf request body into the JSON form of the object.
 
     Raises:
-        ProtobufError: bad envelope, compressed content, or a kind not described here.
+        ProtobufError: bad envelope, compressed content, or a kind without a message.
     """
     api_version, kind, raw, encoding = decode_unknown(body)
     if encoding:
         raise ProtobufError(f"unsupported protobuf contentEncoding {encoding!r}")
-    schema = SCHEMAS.get(kind)
-    if schema is None:
-        raise ProtobufError(f"protobuf bodies of kind {kind!r} are not supported; send JSON")
-    obj = decode_message(raw, schema)
+    name = message_name(api_version, kind)
+    if name is None:
+        raise ProtobufError(f"protobuf bodies of kind {kind!r} ({api_version}) are not supported; "
+                            "send JSON")
+    obj = decode_message(raw, name)
     return {"apiVersion": api_version, "kind": kind, **obj}
 
 

@@ -1,4 +1,4 @@
-"""The hand-written protobuf decoder for helm's Secret/ConfigMap bodies."""
+"""The table-driven protobuf decoder (helm's Secrets, kubectl's typed bodies)."""
 from __future__ import annotations
 
 import base64
@@ -58,7 +58,7 @@ def test_varints_and_negative_numbers():
 
 @pytest.mark.parametrize("body,match", [
     (b'{"kind":"Secret"}', "magic"),
-    (pb.encode_unknown("v1", "Pod", b""), "not supported"),
+    (pb.encode_unknown("example.com/v1", "Widget", b""), "not supported"),
     (pb.MAGIC + b"\x0a\x05ab", "truncated"),
     (pb.MAGIC + b"\x0b", "wire type"),
 ])

@@ -70,6 +70,9 @@ _B64_PEM = re.compile(r"(?:LS0tLS1CRUdJT|TFMwdExTMUNSVWRKT)[A-Za-z0-9+/=\\n]{20,
 _CLI_FLAG = re.compile(r"(?P<pre>(?<![\w-])--(?:agent-token|token|password)(?:=|[ \t]+))"
                        r"(?P<val>[^\s'\"]+)")
 _HELM_BLOB = re.compile(r"(?:H4sI|SDRzSU)[A-Za-z0-9+/=]{24,}")
+# a JSON Web Token on its own (`kubectl create token` prints one bare): header.payload.sig,
+# each base64url, header and payload JSON objects ("eyJ" is base64 of '{"').
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 # any long base64 value of a "release" key (helm's Secret/ConfigMap storage), whatever
 # its prefix; "release: cilium" (a name) is left alone.
 _RELEASE_FIELD = re.compile(
@@ -162,6 +165,7 @@ def redact(text: str, extra_secrets: Iterable[str] = ()) -> str:
     text = _K3S_TOKEN.sub(MASK, text)
     text = _K3S_SHORT.sub(MASK, text)
     text = _HELM_BLOB.sub(MASK, text)
+    text = _JWT.sub(MASK, text)
     text = _RELEASE_FIELD.sub(lambda m: m.group("pre") + MASK, text)
     text = _CLI_FLAG.sub(lambda m: m.group("pre") + MASK, text)
     text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)

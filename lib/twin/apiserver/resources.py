@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .. import protobuf, tables
 from ..store import NotFound, ResourceType
+from .auth import REVIEW_KEYS, USER
 from .bodies import check_namespace, check_object, decode_body
 from .responses import JSON, HTTPError, accept_as, accept_table, json_response, now_rfc3339
 from .routing import Route
@@ -40,6 +41,12 @@ class ResourceRoutes:
         ns = route.namespace if t.namespaced else None
         m = request.method
         q = request.query
+        if (t.group, t.plural) in REVIEW_KEYS:
+            if m != "POST" or route.name is not None:
+                raise HTTPError(405, "MethodNotAllowed",
+                                "the server does not allow this method on the requested resource")
+            body = check_object(await self._read_body(request), t)
+            return self._review(request, t, ns, body, request[USER])
         if route.watch_path or (m == "GET" and q.get("watch") in ("true", "1") and route.name is None):
             if route.name is not None:
                 fs = f"metadata.name={route.name}"

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ..store import StoreError
 from .admission import AdmissionChecks, warning_headers
+from .auth import USER, AuthRoutes, review_types
 from .defaults import CreateDefaults
 from .discovery import K8S_VERSION, DiscoveryRoutes
 from .openapi import OpenAPIRoutes
@@ -37,7 +38,7 @@ log = logging.getLogger("twin.apiserver")
 
 
 class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes, WatchRoutes,
-                CreateDefaults, OpenAPIRoutes, AdmissionChecks):
+                CreateDefaults, OpenAPIRoutes, AdmissionChecks, AuthRoutes):
     """HTTPS Kubernetes API endpoint of the twin (a runtime component).
 
     Args:
@@ -92,6 +93,10 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
                                                      "kubernetes.default.svc", *self.extra_dns_names])
         self._ssl = pair.ssl_context()
         self.token = secrets.token_urlsafe(32)
+        self._sa_key = secrets.token_bytes(32)   # signs the service account tokens it issues
+        for t in review_types():
+            if rt.store.lookup(t.group, t.version, t.plural) is None:
+                rt.store.register(t)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # access_log=None: aiohttp's access log would not add anything to our own line.
@@ -209,16 +214,16 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
                 log.debug("%s %s %d %.1fms", request.method, request.path_qs, status,
                           (time.perf_counter() - t0) * 1000)
 
-    def _authorized(self, request: web.Request) -> bool:
-        auth = request.headers.get("Authorization", "")
-        return auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), self.token)
-
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         # k3s runs its API server with --anonymous-auth=false: even /version and
-        # /healthz need the token.
-        if not self._authorized(request):
+        # /healthz need a token.
+        user = self._authenticate(request)
+        if user is None:
             raise HTTPError(401, "Unauthorized", "Unauthorized")
+        request[USER] = user
+        route = parse_resource_path(path)
+        self._check_access(request, user, path, route if isinstance(route, Route) else None)
         if path == "/version":
             return json_response(K8S_VERSION)
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
@@ -231,7 +236,6 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
             return self._openapi(request, path)
         if path.startswith("/apis/") and path.count("/") == 2:
             return self._api_group(path.split("/")[2])
-        route = parse_resource_path(path)
         if route == "discovery":
             parts = [p for p in path.split("/") if p]
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])

@@ -47,6 +47,8 @@ class SubresourceRoutes:
             self._do_delete(t, ns, name, opts, self._dry_run(request))
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                   "status": "Success", "code": 201}, 201)
+        elif sub == "token" and (t.group, t.plural) == ("", "serviceaccounts") and m == "POST":
+            return self._token_request(request, ns or "", name, await self._read_body(request))
         elif sub == "log" and (t.group, t.plural) == ("", "pods") and m == "GET":
             self.rt.store.get(t, ns, name)
             return web.Response(text="", content_type="text/plain")

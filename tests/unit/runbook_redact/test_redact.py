@@ -192,3 +192,10 @@ def test_empty_and_none_inputs() -> None:
     R.register_secret(None)
     R.register_secret("   ")
     assert R.registered_secrets() == frozenset()
+
+
+def test_bare_service_account_tokens() -> None:
+    # `kubectl create token` prints the token alone on a line; a notebook may show it.
+    out = redact(f"$ kubectl create token runbook -n kube-system\n{JWT}\n")
+    assert JWT not in out and out.endswith(f"{MASK}\n")
+    assert redact("image: quay.io/cilium/cilium:v1.19.3") == "image: quay.io/cilium/cilium:v1.19.3"

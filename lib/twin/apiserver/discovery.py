@@ -89,6 +89,8 @@ class DiscoveryRoutes:
         if t.group == "" and t.plural == "pods":
             subs.append(("eviction", "policy", "v1", "Eviction", ["create"]))
             subs.append(("log", "", "v1", "Pod", ["get"]))
+            subs.append(("exec", "", "v1", "PodExecOptions", ["create", "get"]))
+            subs.append(("portforward", "", "v1", "PodPortForwardOptions", ["create", "get"]))
         if t.group == "" and t.plural == "serviceaccounts":
             subs.append(("token", "authentication.k8s.io", "v1", "TokenRequest", ["create"]))
         return subs

@@ -1,5 +1,5 @@
-"""Subresources: ``status``, ``scale``, a namespace's ``finalize``, a pod's ``eviction``
-and ``log``.
+"""Subresources: ``status``, ``scale``, a namespace's ``finalize``, a pod's ``eviction``,
+``log``, ``exec`` and ``portforward``, a service account's ``token``.
 
 Discovery lists the same set (:meth:`DiscoveryRoutes._subresources`); a subresource
 not served here answers the real server's 404.
@@ -47,6 +47,10 @@ class SubresourceRoutes:
             self._do_delete(t, ns, name, opts, self._dry_run(request))
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                   "status": "Success", "code": 201}, 201)
+        elif sub == "exec" and (t.group, t.plural) == ("", "pods") and m in ("GET", "POST"):
+            return await self._exec(request, ns or "", name)
+        elif sub == "portforward" and (t.group, t.plural) == ("", "pods") and m in ("GET", "POST"):
+            return await self._portforward(request, ns or "", name)
         elif sub == "token" and (t.group, t.plural) == ("", "serviceaccounts") and m == "POST":
             return self._token_request(request, ns or "", name, await self._read_body(request))
         elif sub == "log" and (t.group, t.plural) == ("", "pods") and m == "GET":

@@ -24,6 +24,7 @@ from aiohttp import web
 from ..store import StoreError
 from .admission import AdmissionChecks, warning_headers
 from .auth import USER, AuthRoutes, review_types
+from .portforward import PortForwardRoutes
 from .remotecommand import RemoteCommandRoutes
 from .defaults import CreateDefaults
 from .discovery import K8S_VERSION, DiscoveryRoutes
@@ -39,7 +40,8 @@ log = logging.getLogger("twin.apiserver")
 
 
 class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes, WatchRoutes,
-                CreateDefaults, OpenAPIRoutes, AdmissionChecks, AuthRoutes, RemoteCommandRoutes):
+                CreateDefaults, OpenAPIRoutes, AdmissionChecks, AuthRoutes, RemoteCommandRoutes,
+                PortForwardRoutes):
     """HTTPS Kubernetes API endpoint of the twin (a runtime component).
 
     Args:

@@ -78,6 +78,8 @@ def builtin_types() -> list[ResourceType]:
             status=True),
         _rt("", "v1", "persistentvolumes", "PersistentVolume", False, ("pv",), status=True),
         _rt("", "v1", "events", "Event", True, ("ev",)),
+        _rt("", "v1", "replicationcontrollers", "ReplicationController", True, ("rc",),
+            status=True, scale=True, categories=all_),
         _rt("", "v1", "limitranges", "LimitRange", True, ("limits",)),
         _rt("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), status=True),
         _rt("apps", "v1", "deployments", "Deployment", True, ("deploy",), status=True,

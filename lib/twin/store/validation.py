@@ -2,7 +2,8 @@
 
 Names per resource (RFC 1123 subdomain or label, DNS-1035 for Services, path segments
 for RBAC), label keys and values, string-valued annotations, and the few defaults that
-clients read back (a Namespace's finalizer and phase, a Pod's ``Pending`` phase).
+clients read back (a Namespace's finalizer and phase, a Pod's ``Pending`` phase, a
+Service's empty ``status.loadBalancer``).
 """
 from __future__ import annotations
 
@@ -81,4 +82,9 @@ def apply_defaults(key: tuple[str, str], obj: dict) -> None:
     elif key == POD_KEY:
         status = obj.get("status") or {}
         status.setdefault("phase", "Pending")
+        obj["status"] = status
+    elif key == ("", "services"):
+        # A new Service's status is empty but present: {"loadBalancer": {}}.
+        status = obj.get("status") or {}
+        status.setdefault("loadBalancer", {})
         obj["status"] = status

@@ -296,7 +296,8 @@ def test_builtin_types_table():
         assert "all" in types[key].categories
     assert "all" not in types[("", "configmaps")].categories
     assert {k for k, t in types.items() if t.scale_subresource} == {
-        ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")}
+        ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"),
+        ("", "replicationcontrollers")}
     assert not types[("", "nodes")].namespaced and types[("", "secrets")].namespaced
     assert types[("rbac.authorization.k8s.io", "clusterrolebindings")].kind == "ClusterRoleBinding"
     assert types[("", "endpoints")].kind == "Endpoints"

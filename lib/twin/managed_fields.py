@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _SERVER_META = {"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-                "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"}
+                "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "name",
+                "namespace", "generateName"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def changed_fields(old: Any, new: Any, *, top: bool = True, in_meta: bool = Fals
         prev = old.get(key)
         if isinstance(value, dict):
             sub = changed_fields(prev, value, top=False, in_meta=top and key == "metadata")
+            if not sub and (isinstance(prev, dict) or (top and key == "metadata")):
+                continue   # only unowned parts changed (metadata.resourceVersion ...)
             out["f:" + key] = sub
         elif _named_list(value):
             prev_items = {x.get("name"): x for x in prev} if _named_list(prev) else {}
@@ -219,8 +222,13 @@ def _prune_missing(tree: dict, obj: Any, prefix: tuple = ()) -> dict:
         found, _v = value_at(obj, prefix + (key,))
         if not found:
             continue
-        kept = _prune_missing(sub, obj, prefix + (key,)) if isinstance(sub, dict) and sub else sub
-        out[key] = kept
+        if isinstance(sub, dict) and sub:
+            kept = _prune_missing(sub, obj, prefix + (key,))
+            if not kept:
+                continue   # everything below it is gone
+            out[key] = kept
+        else:
+            out[key] = sub
     return out
 
 

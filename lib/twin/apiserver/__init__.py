@@ -7,8 +7,11 @@ need. One component (``name = "apiserver"``) of the twin's runtime:
 - at start it takes (or creates) the twin's CA, issues a serving certificate, makes a
   random bearer token and writes ``state_dir/kubeconfig``;
 - it serves discovery, CRUD on every registered type (CRDs included), the four PATCH
-  flavours, watches with bookmarks and initial events, server-side Table output,
-  ``/openapi/v2`` and helm's protobuf Secret/ConfigMap bodies;
+  flavours (server-side apply with field managers and conflicts), watches with
+  bookmarks and initial events, server-side Table output, ``/openapi/v2`` and
+  ``/openapi/v3`` with the published schemas, validation (``fieldValidation``, 422
+  causes, field labels), protobuf bodies of every GA kind, authentication and RBAC
+  with the review APIs and ``TokenRequest``, ``exec`` and ``portforward``;
 - :meth:`APIServer.outage` stops listening for a while (connections are refused, as
   while k3s restarts) and then listens again on the same port.
 
@@ -18,12 +21,15 @@ new route module mixed into :class:`APIServer` plus a line in its dispatch):
 - ``server``: the component (TLS, token, kubeconfig, outages, auth, dispatch);
 - ``routing``: resource paths into a ``Route``;
 - ``responses``: ``Status`` errors, JSON responses, Accept negotiation;
-- ``discovery`` and ``openapi``: the documents clients read before anything else;
+- ``discovery``, ``openapi`` and ``schemas``: the documents clients read before anything else;
+- ``admission`` and ``validation``: what every write must pass;
+- ``auth`` and ``rbac``: who a request is and what it may do;
+- ``remotecommand``, ``portforward`` and ``spdy``: streams into pods;
 - ``resources``: get, list, create, update, delete, deletecollection;
 - ``bodies``: request bodies (JSON, YAML, protobuf) and their shape checks;
 - ``defaults``: what a create fills in (Service IPs and ports, apps/v1 defaults);
 - ``patching``: the four PATCH flavours;
-- ``subresources``: status, scale, finalize, eviction, log;
+- ``subresources``: status, scale, finalize, eviction, log, exec, portforward, token;
 - ``watch``: watch streams, bookmarks, Table rows, expired versions.
 """
 from __future__ import annotations

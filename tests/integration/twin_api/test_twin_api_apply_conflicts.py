@@ -66,3 +66,16 @@ def test_update_managers_and_conflict_status(kubectl_bin, api, kube_env):
     assert body["details"]["causes"] == [{"reason": "FieldManagerConflict",
                                           "message": 'conflict with "kubectl-patch" using v1',
                                           "field": ".data.mode"}]
+
+
+def test_client_side_apply_keeps_working(kubectl_bin, api, kube_env, tmp_path):
+    f = tmp_path / "cm.yaml"
+    f.write_text(CM.format(mode="x", level="1").replace("owned", "csa"))
+    assert "created" in kubectl(kubectl_bin, api, kube_env, "apply", "-f", str(f)).stdout
+    f.write_text(CM.format(mode="y", level="1").replace("owned", "csa"))
+    assert "configured" in kubectl(kubectl_bin, api, kube_env, "apply", "-f", str(f)).stdout
+    store = api.rt.store
+    cm = api.call(lambda: store.get(store.lookup("", "v1", "configmaps"), "demo", "csa"))
+    assert cm["data"]["mode"] == "y"
+    assert "kubectl.kubernetes.io/last-applied-configuration" in cm["metadata"]["annotations"]
+    assert {e["manager"] for e in cm["metadata"]["managedFields"]} == {"kubectl-client-side-apply"}

@@ -134,7 +134,10 @@ class AuthRoutes:
                 raise HTTPError(403, "Forbidden", f"forbidden: {a.describe(user)}", {})
             return
         watch = route.watch_path or request.query.get("watch") in ("true", "1")
-        a = Attributes(verb=verb_of(request.method, route.name is not None, watch),
+        verb = verb_of(request.method, route.name is not None, watch)
+        if route.subresource in ("exec", "attach", "portforward"):
+            verb = "create"   # also for the WebSocket GET, as Kubernetes >= 1.31 authorizes it
+        a = Attributes(verb=verb,
                        resource=route.plural, group=route.group, namespace=route.namespace or "",
                        name=route.name or "", subresource=route.subresource or "")
         if not authorize(self._rbac_objects, user, a):

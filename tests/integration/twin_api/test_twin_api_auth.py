@@ -44,6 +44,9 @@ def test_service_account_token_follows_rbac(kubectl_bin, api, kube_env):
     assert _as_token(api, token, "GET", "/api/v1/namespaces/demo/pods").status_code == 200
     assert _as_token(api, token, "GET", "/api/v1/namespaces/kube-system/pods").status_code == 403
     assert _as_token(api, token, "DELETE", "/api/v1/namespaces/demo/pods/web-00").status_code == 403
+    p = kubectl(kubectl_bin, api, kube_env, "exec", "--as=system:serviceaccount:demo:auditor",
+                "-n", "demo", "web-01", "--", "echo", check=False)
+    assert p.returncode != 0 and 'cannot create resource "pods/exec"' in p.stderr
     review = requests.post(api.url + "/apis/authentication.k8s.io/v1/tokenreviews",
                            headers={"Authorization": f"Bearer {api.token}"}, verify=str(api.ca_path),
                            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",

@@ -1,24 +1,21 @@
-"""Shared fixtures: the real client binaries, and fresh twins over real sockets."""
+"""Shared fixtures: the real client binaries, the official chart, fresh twins over real
+sockets, and the session's one migrated run (helpers in ``tests/helpers``).
+
+A missing tool or chart skips its tests locally and fails them with
+``RUNBOOK_REQUIRE_TOOLS=1`` (``.ci/run``): see ``helpers.required_tools``.
+"""
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from helpers.required_tools import require_binary, require_cilium_chart
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CHART = (REPO.parent / "shared" / "charts" / "cilium-1.19.3.tgz").resolve()
-
-
-def _binary(name: str) -> str:
-    from runbook.errors import RunbookError
-    from runbook.tools import find_binary
-
-    try:
-        return find_binary(name)
-    except RunbookError as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"{name} unavailable: {e}")
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +30,12 @@ def _keep_umask():
 
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
-    return _binary("helm")
+    return require_binary("helm")
 
 
 @pytest.fixture(scope="session")
 def kubectl_bin() -> str:
-    return _binary("kubectl")
+    return require_binary("kubectl")
 
 
 @pytest.fixture
@@ -55,10 +52,8 @@ def tool_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cilium_chart() -> Path:
-    """The official chart archive from ../shared/charts, or skip with the reason."""
-    if not SHARED_CHART.is_file():
-        pytest.skip(f"official Cilium chart archive not present at {SHARED_CHART}")
-    return SHARED_CHART
+    """The official chart archive (``$RUNBOOK_CILIUM_CHART``, ../shared/charts, /work/shared/charts)."""
+    return require_cilium_chart()
 
 
 def _start_twin(tmp_path_factory: pytest.TempPathFactory, **kw):
@@ -81,6 +76,22 @@ def fresh_twin(tmp_path_factory: pytest.TempPathFactory):
     t = _start_twin(tmp_path_factory)
     yield t
     t.stop()
+
+
+@pytest.fixture
+def make_twin(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: ``make_twin(faults={...})`` starts a whole twin of its own (``twin.api.Twin``
+    keywords); every twin it started is stopped at the end of the test."""
+    started: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        t = _start_twin(tmp_path_factory, **kw)
+        started.append(t)
+        return t
+
+    yield make
+    for t in started:
+        t.stop()
 
 
 def run_tool(args: list[str], env: dict[str, str], *, check: bool = True,

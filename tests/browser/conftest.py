@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.required_tools import missing
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -60,8 +61,8 @@ def find_chromium() -> str | None:
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium installed (Debian package `chromium`): the browser checks are skipped; "
-                    "the HTML checks in this folder still run")
+        missing("no Chromium installed (Debian package `chromium`): the browser checks are skipped; "
+                "the HTML checks in this folder still run")
     return Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))
 
 

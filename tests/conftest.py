@@ -94,6 +94,23 @@ def make_twin(tmp_path_factory: pytest.TempPathFactory):
         t.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_run(tmp_path_factory: pytest.TempPathFactory):
+    """The session's one ``runbook rehearse --with-rollback`` (stand-in chart), for tests that
+    only read a migration's evidence (``helpers.migrated_run``). Never change what it holds."""
+    from helpers.migrated_run import rehearse_once
+
+    return rehearse_once(tmp_path_factory.mktemp("migrated-run"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every reader of the shared migrated run goes to one xdist worker (``--dist loadgroup``),
+    so the run is made once per session, not once per worker."""
+    for item in items:
+        if "migrated_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("migrated_run"))
+
+
 def run_tool(args: list[str], env: dict[str, str], *, check: bool = True,
              input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run helm/kubectl with captured text output; on failure show both streams."""

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
-                      fast_params, journal, policies, report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, baseline, cluster, fast_params, policies, run
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, read_journal, report_text
 
 pytestmark = [pytest.mark.integration]
 PARENT = "argocd/platform-root"
@@ -39,12 +40,8 @@ def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin,
 
     def sample() -> None:
         # every Application's policy, sampled from the end of preflight to the end of install
-        import json
         while not stop.is_set():
-            try:
-                doc = json.loads(jpath.read_text())
-            except (OSError, ValueError):
-                doc = {"phases": {}}
+            doc = read_journal(jpath)
             if (doc.get("phases", {}).get("preflight") or {}).get("status") == "passed":
                 samples.append((time.monotonic(), policies(c)))
             time.sleep(0.3)

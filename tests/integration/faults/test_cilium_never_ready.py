@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from faults_helpers import (FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, entries,
-                      failed_cell_source, fast_params, journal, report_text, run, statuses)
+from faults_helpers import FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, fast_params, run
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, report_text
 from runbook import checks, evidence
 from runbook import params as params_mod
 from runbook.cluster import node_ready

@@ -15,8 +15,9 @@ import copy
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
-                      report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, baseline, cluster, fast_params, run
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, journal, report_text
 from runbook import evidence
 
 pytestmark = [pytest.mark.integration]

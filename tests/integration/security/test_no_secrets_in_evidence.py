@@ -110,6 +110,8 @@ def test_full_rehearsal_leaves_no_secret_in_the_run_folder(migrated_run):
     secrets.update(_cluster_secret_payloads(migrated_run.live_secrets.values()))
     assert secrets["helm release payload"], ("cilium was installed by helm: its release secret exists "
                                              f"(API read errors: {migrated_run.watch_errors[-3:]})")
+    assert secrets["tls private key"], ("the chart generated its CA: a private key was in a Secret "
+                                        f"(API read errors: {migrated_run.watch_errors[-3:]})")
     run_dir = migrated_run.run_dir
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".ipynb" for p in files) and (run_dir / "index.html").exists()

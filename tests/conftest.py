@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers.required_tools import require_binary, require_cilium_chart
+from helpers.required_tools import REQUIRE_ENV, require_binary, require_cilium_chart, tools_required
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,11 +104,31 @@ def migrated_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every reader of the shared migrated run goes to one xdist worker (``--dist loadgroup``),
-    so the run is made once per session, not once per worker."""
+    """Groups for pytest-xdist's ``--dist loadgroup`` (the Makefile), so that a costly shared
+    fixture is made once, not once per worker: every reader of the shared migrated run goes
+    to one worker, and the tests of a module with a module-scoped fixture stay together.
+    Every other test goes to whichever worker is free."""
     for item in items:
-        if "migrated_run" in getattr(item, "fixturenames", ()):
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if "migrated_run" in info.names_closure:
             item.add_marker(pytest.mark.xdist_group("migrated_run"))
+        elif any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With ``RUNBOOK_REQUIRE_TOOLS=1`` no test may skip, whatever skipped it (a ``skipif``
+    on a missing command, an ``importorskip``): CI runs every test or fails."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail") and tools_required():
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"{reason}\n[{REQUIRE_ENV}=1: a test may not skip here; install what it "
+                        "needs (see .ci/run)]")
 
 
 def run_tool(args: list[str], env: dict[str, str], *, check: bool = True,

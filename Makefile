@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # pytest-xdist workers for the test targets (0: one process). The twins listen on ephemeral
 # loopback ports and keep their state in pytest's per-worker temp folders, so workers never
-# collide; --dist loadgroup keeps a costly shared fixture on one worker (tests/conftest.py).
+# collide; the session's shared migrated run is made once, in the background (tests/conftest.py).
 PYTEST_WORKERS ?= 3
-XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS))
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark
 

@@ -94,28 +94,46 @@ def make_twin(tmp_path_factory: pytest.TempPathFactory):
         t.stop()
 
 
+def _shared_tmp(config: pytest.Config) -> Path:
+    """The session's temp folder that every pytest-xdist worker shares (each worker's own
+    basetemp lies inside it); without xdist, the basetemp itself."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+def _reads_the_migrated_run(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and "migrated_run" in info.names_closure
+
+
 @pytest.fixture(scope="session")
-def migrated_run(tmp_path_factory: pytest.TempPathFactory):
+def migrated_run(pytestconfig: pytest.Config):
     """The session's one ``runbook rehearse --with-rollback`` (stand-in chart), for tests that
     only read a migration's evidence (``helpers.migrated_run``). Never change what it holds."""
-    from helpers.migrated_run import rehearse_once
+    from helpers import migrated_run as shared
 
-    return rehearse_once(tmp_path_factory.mktemp("migrated-run"))
+    return shared.wait(_shared_tmp(pytestconfig))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (the Makefile), so that a costly shared
-    fixture is made once, not once per worker: every reader of the shared migrated run goes
-    to one worker, and the tests of a module with a module-scoped fixture stay together.
-    Every other test goes to whichever worker is free."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        if "migrated_run" in info.names_closure:
-            item.add_marker(pytest.mark.xdist_group("migrated_run"))
-        elif any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """The readers of the shared migrated run go last: it runs in the background meanwhile."""
+    items.sort(key=_reads_the_migrated_run)      # stable: every other test keeps its place
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the shared migrated run in the background once any collected test reads it
+    (one process of the session claims it; see ``helpers.migrated_run``)."""
+    if session.config.option.collectonly or not any(map(_reads_the_migrated_run, session.items)):
+        return
+    from helpers import migrated_run as shared
+
+    shared.start(_shared_tmp(session.config))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from helpers import migrated_run as shared
+
+    shared.finish(abandon=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop))
 
 
 @pytest.hookimpl(hookwrapper=True)

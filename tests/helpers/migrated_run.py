@@ -2,18 +2,23 @@
 
 A whole migration plus rollback takes minutes. The tests that only READ what such a run
 leaves behind (the report in a browser, the CLI's output, the no-secrets search) share
-one: :func:`rehearse_once` runs the console script exactly as ``make rehearse`` does
-(stand-in chart, a bare environment: ``PATH=/usr/bin:/bin``, its own ``HOME``) into a
-private folder, and returns a :class:`MigratedRun` describing it. ``tests/conftest.py``
-serves it as the session fixture ``migrated_run``; its readers carry
-``pytest.mark.xdist_group("migrated_run")`` so that under pytest-xdist one worker runs
-it once (see the Makefile).
+one. It runs the console script exactly as ``make rehearse`` does (stand-in chart, a
+bare environment: ``PATH=/usr/bin:/bin``, its own ``HOME``) into a private folder.
 
-While the rehearsal runs, a watcher in this process reads the cluster's Secrets through
-the twin's API (the admin kubeconfig the twin wrote) from the moment the journal says
-``helm-install`` is done until the rollback starts: the helm release payloads and the
-generated TLS keys exist only then, and the no-secrets search needs them. Those are
-throwaway credentials of this run's twin; they stay in memory.
+Once per session, whatever the number of pytest-xdist workers, and in the background:
+
+* when collection finds a test that uses the fixture ``migrated_run``, the first process
+  to claim the folder ``<session temp>/migrated-run`` (an atomic ``mkdir``) starts the
+  rehearsal and goes on with its tests; the readers are ordered last (tests/conftest.py),
+  so the run is usually finished before the first of them asks for it;
+* the readers, in any worker, wait for ``result.json`` in that folder and get a
+  :class:`MigratedRun`; the process that started the run waits for it before it exits.
+
+While the rehearsal runs, a watcher reads the cluster's Secrets through the twin's API
+(the admin kubeconfig the twin wrote) from the moment the journal says ``helm-install``
+is done until the rollback starts: the helm release payloads and the generated TLS keys
+exist only then, and the no-secrets search needs them. They are throwaway credentials of
+this run's twin, kept in ``result.json`` (0600) next to the twin's own state.
 
 Tests that change a cluster, need a fault, the official chart or a failed run start
 their own twin: they must never be handed this run.
@@ -21,9 +26,12 @@ their own twin: they must never be handed this run.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +39,9 @@ from typing import Any
 from helpers.run_evidence import entries, read_journal
 
 RUNBOOK = Path(sys.executable).parent / "runbook"
-#: the rollback checks ``runbook rehearse --with-rollback`` prints and writes to rehearsal.json
-ROLLBACK_CHECKS = ("configs byte-identical", "flannel back on every node", "no cilium leftovers on nodes")
+FOLDER = "migrated-run"
+RESULT = "result.json"
+TIMEOUT = 880.0        # seconds the rehearsal may take before it is killed
 
 
 @dataclass
@@ -40,14 +49,22 @@ class MigratedRun:
     """What one ``runbook rehearse --with-rollback`` left behind (read it, never change it)."""
 
     root: Path                    #: private folder holding everything below
-    state_dir: Path               #: the twin's state: kubeconfig, ssh key, node roots (twin stopped)
-    reports_dir: Path             #: ``--reports-dir``: holds the one run folder
     returncode: int
     stdout: str
     stderr: str
-    #: every Secret the API served between helm install and the rollback, by namespace/name
+    #: every Secret the API served between helm install and the rollback, by namespace/name/uid
     live_secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     watch_errors: list[str] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        """The twin's state: kubeconfig, SSH key, node roots (the twin has stopped)."""
+        return self.root / "twin"
+
+    @property
+    def reports_dir(self) -> Path:
+        """``--reports-dir``: holds the one run folder."""
+        return self.root / "reports"
 
     @property
     def ok(self) -> bool:
@@ -76,16 +93,12 @@ class MigratedRun:
         return json.loads((self.run_dir / "rehearsal.json").read_text())["checks"]
 
 
-def _run_dirs(reports: Path) -> list[Path]:
-    return sorted(p.parent for p in reports.glob("*/journal.json")) if reports.is_dir() else []
-
-
 class _SecretWatcher(threading.Thread):
     """Reads every Secret through the twin's API while the migration's helm release exists."""
 
-    def __init__(self, state_dir: Path, reports: Path) -> None:
-        super().__init__(daemon=True)
-        self.state_dir, self.reports = state_dir, reports
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True, name="migrated-run secrets")
+        self.root = root
         self.done = threading.Event()           #: set when the rehearsal process ended
         self.secrets: dict[str, dict[str, Any]] = {}
         self.errors: list[str] = []
@@ -96,15 +109,16 @@ class _SecretWatcher(threading.Thread):
             from runbook import params as params_mod
             from runbook.cluster import Cluster
 
-            self._cluster = Cluster.from_params(params_mod.load(self.state_dir / "params.yaml"))
+            self._cluster = Cluster.from_params(params_mod.load(self.root / "twin" / "params.yaml"))
         for s in self._cluster.list("secrets"):
             md = s.get("metadata") or {}
             self.secrets[f"{md.get('namespace')}/{md.get('name')}/{md.get('uid')}"] = s
 
     def run(self) -> None:
+        reports = self.root / "reports"
         while not self.done.is_set():
-            dirs = _run_dirs(self.reports)
-            doc = read_journal(dirs[0] / "journal.json") if dirs else {"entries": [], "phases": {}}
+            journals = sorted(reports.glob("*/journal.json")) if reports.is_dir() else []
+            doc = read_journal(journals[0]) if journals else {"entries": [], "phases": {}}
             if "rollback" in (doc.get("phases") or {}):
                 return                              # helm-uninstall is next: the window closed
             if entries(doc, "helm-install", status="done"):
@@ -115,27 +129,84 @@ class _SecretWatcher(threading.Thread):
             self.done.wait(0.25)
 
 
-def rehearse_once(root: Path, *, timeout: float = 880) -> MigratedRun:
-    """Run ``runbook rehearse --with-rollback`` (stand-in chart) into ``root``; never raises
-    for a failed rehearsal (its readers assert on :attr:`MigratedRun.ok` with the log)."""
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    home, state, reports = root / "home", root / "twin", root / "reports"
-    home.mkdir(mode=0o700, exist_ok=True)
-    proc = subprocess.Popen(
-        [str(RUNBOOK), "rehearse", "--with-rollback", "--reports-dir", str(reports), "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"})
-    watcher = _SecretWatcher(state, reports)
-    watcher.start()
+class _Rehearsal:
+    """The background rehearsal this process started (at most one per process)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        home = root / "home"
+        home.mkdir(mode=0o700)
+        self.proc = subprocess.Popen(
+            [str(RUNBOOK), "rehearse", "--with-rollback", "--reports-dir", str(root / "reports"),
+             "--state-dir", str(root / "twin")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"})
+        self.watcher = _SecretWatcher(root)
+        self.watcher.start()
+        self.finisher = threading.Thread(target=self._finish, daemon=True, name="migrated-run")
+        self.finisher.start()
+
+    def _finish(self) -> None:
+        try:
+            stdout, stderr = self.proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            stdout, stderr = self.proc.communicate()
+            stderr += f"\n[tests] runbook rehearse killed after {TIMEOUT:.0f} s"
+        self.watcher.done.set()
+        self.watcher.join(10)
+        doc = {"returncode": self.proc.returncode, "stdout": stdout, "stderr": stderr,
+               "live_secrets": self.watcher.secrets, "watch_errors": self.watcher.errors}
+        tmp = self.root / (RESULT + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, self.root / RESULT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)   # the CLI, its twin and its kernels
+            except ProcessLookupError:
+                pass
+
+
+_started: _Rehearsal | None = None
+
+
+def start(shared: Path) -> bool:
+    """Start the session's rehearsal under ``shared`` unless a process already claimed it.
+    Returns True when this process started it."""
+    global _started
+    root = shared / FOLDER
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[tests] runbook rehearse killed after {timeout:.0f} s"
-    finally:
-        watcher.done.set()
-        watcher.join(10)
-    return MigratedRun(root=root, state_dir=state, reports_dir=reports, returncode=proc.returncode,
-                       stdout=stdout, stderr=stderr, live_secrets=watcher.secrets,
-                       watch_errors=watcher.errors)
+        root.mkdir(mode=0o700, parents=False)
+    except FileExistsError:
+        return False
+    _started = _Rehearsal(root)
+    return True
+
+
+def wait(shared: Path, *, timeout: float = TIMEOUT + 60) -> MigratedRun:
+    """The session's rehearsal, once it finished (started here if nobody did)."""
+    root = shared / FOLDER
+    if not root.exists():
+        start(shared)
+    deadline = time.monotonic() + timeout
+    result = root / RESULT
+    while not result.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the shared rehearsal in {root} did not finish in {timeout:.0f} s")
+        time.sleep(0.5)
+    doc = json.loads(result.read_text())
+    return MigratedRun(root=root, **doc)
+
+
+def finish(*, abandon: bool) -> None:
+    """At the end of this process's session: wait for the rehearsal it started (other
+    workers may be waiting for it), or kill it when the session was interrupted."""
+    if _started is None:
+        return
+    if abandon:
+        _started.kill()
+    _started.finisher.join(TIMEOUT + 30)

@@ -116,8 +116,12 @@ def migrated_run(pytestconfig: pytest.Config):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The readers of the shared migrated run go last: it runs in the background meanwhile."""
-    items.sort(key=_reads_the_migrated_run)      # stable: every other test keeps its place
+    """Heavy tests spread over the xdist workers, the shared run's readers late
+    (``helpers.scheduling``); the same order in every worker."""
+    from helpers.scheduling import arrange
+
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = arrange(items, workers, _reads_the_migrated_run)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

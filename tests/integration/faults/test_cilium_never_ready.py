@@ -1,10 +1,10 @@
 """Scenario 4 (issue 6): the Cilium agents never become Ready (images never pull).
 
-``tests/integration/phases`` already proves the install gate lists every agent pod with
-its reason (test_reconfigure_install.py) and that a rollback brings flannel back
-(test_verify_rollback.py). This test runs the whole story once with the shared
-"nothing lost" check: install stops at its gate within its timeout, the report names the
-pods and the reason; the rollback's own gates pass and flannel is back; verify of the
+``tests/integration/phases/test_verify_rollback.py`` proves that a rollback with the
+optional Velero restore brings flannel back. This test runs the whole story once with the
+shared "nothing lost" check: install stops at its gate within its timeout, the notebook
+and the report name each agent pod with its node and the reason (this was also a test of
+its own in test_reconfigure_install.py, merged here: the same failed install twice); the rollback's own gates pass and flannel is back; verify of the
 flannel state passes (nodes Ready, every pod Running, every ingress check answering its
 expected status); configs, Argo CD policies, PVCs and workloads are as before the run.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from faults_helpers import FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, fast_params, run
 from helpers.phase_runs import statuses
-from helpers.run_evidence import entries, failed_cell_source, journal, report_text
+from helpers.run_evidence import entries, failed_cell_source, journal, notebook_outputs, report_text
 from runbook import checks, evidence
 from runbook import params as params_mod
 from runbook.cluster import node_ready
@@ -48,11 +48,13 @@ def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(mak
     [h] = entries(doc, "helm-install")
     assert h["status"] == "failed"
     assert not doc["facts"].get("cilium_installed")
-    # (2) the report lists each agent pod with its node and its reason
+    # (2) the notebook and the report list each agent pod with its node and its reason
+    notebook = notebook_outputs(res.run_dir / "03-install.ipynb")
     text = report_text(res, "03-install.ipynb")
     for n in NODES:
+        assert re.search(rf"kube-system/cilium-[a-z0-9]+ on {n}", notebook), n
         assert re.search(rf"kube-system/cilium-[a-z0-9]+ on {n}", text), n
-    assert "ImagePullBackOff" in text
+    assert "ImagePullBackOff" in notebook and "ImagePullBackOff" in text
     # (3) the rollback (its own gates) brings flannel back ...
     rb = run(params, "rollback", tmp_path, run_id=run_id)
     assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error

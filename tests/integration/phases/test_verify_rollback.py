@@ -68,10 +68,11 @@ def api_state(twin: Any) -> dict[str, Any]:
     return state
 
 
-def run(twin: Any, phases: str, tmp: Path, *, execute: bool, run_id: str, **extra: Any) -> runner.RunResult:
-    """The phases on this module's fast params, into ``tmp/reports``."""
-    return run_phases(fast_params(twin, FAST_TIMEOUTS), phases, tmp / "reports", execute=execute,
-                      run_id=run_id, **extra)
+def run(twin: Any, phases: str, tmp: Path, *, execute: bool, run_id: str,
+        timeouts: dict[str, float] | None = None, **extra: Any) -> runner.RunResult:
+    """The phases on this module's fast params (``timeouts`` on top), into ``tmp/reports``."""
+    return run_phases(fast_params(twin, {**FAST_TIMEOUTS, **(timeouts or {})}), phases, tmp / "reports",
+                      execute=execute, run_id=run_id, **extra)
 
 
 def assert_flannel_back(twin: Any, before: dict[str, bytes]) -> None:
@@ -228,13 +229,14 @@ def test_rollback_after_failed_install(make_twin, tmp_path):
     """Scenario 4: the Cilium agents never become Ready; install stops; the rollback brings
     flannel back with nothing lost, and verify-after-rollback passes."""
     twin = make_twin(faults={"cilium_image_pull_fails": True})
+    doomed = {"helm": 20}      # the install cannot succeed: let helm give up sooner
     before = configs(twin)
     c = Cluster.from_params(params_mod.load(twin.params_path))
     pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.list("persistentvolumeclaims")}
     policies = argo_policies(c)
     assert any(v != "null" for v in policies.values())   # there is something to restore
     res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="bad-install",
-              proceed_despite_deferral=True)
+              timeouts=doomed, proceed_despite_deferral=True)
     assert statuses(res)["install"] == "failed"
     assert "helm upgrade --install cilium --wait" in (res.failed.error or "")
     from runbook import evidence
@@ -242,7 +244,7 @@ def test_rollback_after_failed_install(make_twin, tmp_path):
               if not g["passed"]]
     assert any("ImagePull" in " ".join(g["details"]) for g in failed), failed
     # with the optional Velero restore, policy none: only deleted objects come back
-    res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install",
+    res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install", timeouts=doomed,
               velero_restore=True, existing_resource_policy="none")
     assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
     vr = [e for e in journal(res)["entries"] if e["step"] == "velero-restore"]
@@ -251,7 +253,7 @@ def test_rollback_after_failed_install(make_twin, tmp_path):
     assert {(p["metadata"]["namespace"], p["metadata"]["name"])
             for p in c.list("persistentvolumeclaims")} == pvcs
     assert argo_policies(c) == policies                  # every Argo CD policy exactly as before
-    res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install")
+    res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install", timeouts=doomed)
     assert statuses(res) == {"verify": "passed"}, res.phases[0].error
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from helpers import phase_runs
 from helpers.twin_disks import k3s_configs as configs
@@ -43,6 +43,16 @@ def run(params: Path, phases: str, reports: Path, *, run_id: str, execute: bool 
     """runner.run as the scenarios use it (rehearsal: proceed despite a DEFER verdict)."""
     extra.setdefault("proceed_despite_deferral", True)
     return phase_runs.run_phases(params, phases, reports, execute=execute, run_id=run_id, **extra)
+
+
+def start_scenario(make_twin: Callable[..., Any], *, faults: dict[str, Any] | None = None,
+                   **overrides: Any) -> tuple[Any, Path, Cluster, "Baseline"]:
+    """A whole twin with ``faults``, its fast params (``overrides`` as for :func:`fast_params`),
+    a client and the "nothing lost" baseline taken before anything ran."""
+    twin = make_twin(faults=faults) if faults else make_twin()
+    params = fast_params(twin, **overrides)
+    c = cluster(params)
+    return twin, params, c, baseline(twin, c)
 
 
 def cluster(params: Path) -> Cluster:

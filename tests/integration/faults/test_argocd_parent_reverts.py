@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from faults_helpers import assert_nothing_lost, baseline, cluster, fast_params, policies, run
+from faults_helpers import assert_nothing_lost, fast_params, policies, run, start_scenario
 from helpers.phase_runs import statuses
 from helpers.run_evidence import entries, failed_cell_source, journal, read_journal, report_text
 
@@ -27,10 +27,7 @@ PARENT = "argocd/platform-root"
 
 @pytest.mark.timeout(240)
 def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin, tmp_path):
-    twin = make_twin(faults={"argocd_parent_reverts": True})
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"argocd_parent_reverts": True})
     auto = sorted(k for k, v in before.policies.items() if v not in (None, "<absent>"))
     assert PARENT in auto and len(auto) > 3
     run_id = "s6-parents"
@@ -83,10 +80,8 @@ def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin,
 
 @pytest.mark.timeout(180)
 def test_without_pause_parents_preflight_stops_with_an_explanation(make_twin, tmp_path):
-    twin = make_twin(faults={"argocd_parent_reverts": True})
-    params = fast_params(twin, argocd={"pause_parents": False})
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"argocd_parent_reverts": True},
+                                             argocd={"pause_parents": False})
     res = run(params, "preflight,reconfigure", tmp_path, run_id="s6-noparents")
     # (1) stopped at preflight's prerequisites gate, before the backup and any pause
     assert statuses(res) == {"preflight": "failed", "reconfigure": "not-run"}

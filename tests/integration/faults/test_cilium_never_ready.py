@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from faults_helpers import FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, fast_params, run
+from faults_helpers import FAST_TIMEOUTS, assert_nothing_lost, run, start_scenario
 from helpers.phase_runs import statuses
 from helpers.run_evidence import entries, failed_cell_source, journal, notebook_outputs, report_text
 from runbook import checks, evidence
@@ -28,11 +28,9 @@ NODES = ("set-hog", "fast-skunk", "fast-heron")
 
 @pytest.mark.timeout(300)
 def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(make_twin, tmp_path):
-    twin = make_twin(faults={"cilium_image_pull_fails": True})
     helm_timeout = 20
-    params = fast_params(twin, limits={"timeouts": {**FAST_TIMEOUTS, "helm": helm_timeout}})
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"cilium_image_pull_fails": True},
+                                             limits={"timeouts": {**FAST_TIMEOUTS, "helm": helm_timeout}})
     run_id = "s4-pull"
     t0 = time.monotonic()
     res = run(params, "preflight,reconfigure,install,verify", tmp_path, run_id=run_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from faults_helpers import assert_nothing_lost, baseline, cluster, fast_params, run
+from faults_helpers import assert_nothing_lost, run, start_scenario
 from helpers.phase_runs import statuses
 from helpers.journal_watch import ssh_down_after_restart
 from helpers.run_evidence import entries, journal
@@ -23,10 +23,7 @@ SERVER, AGENTS = "set-hog", ("fast-skunk", "fast-heron")
 
 @pytest.mark.timeout(240)
 def test_rollback_after_ssh_down_restores_changed_nodes_and_leaves_the_other_alone(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin)
     victim = AGENTS[-1]
     victim_disk = node_files(twin, victim)
     run_id = "s2-rollback"

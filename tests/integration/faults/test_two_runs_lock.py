@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from faults_helpers import assert_nothing_lost, baseline, cluster, fast_params, run
+from faults_helpers import assert_nothing_lost, run, start_scenario
 from helpers.phase_runs import statuses
 from helpers.run_evidence import entries, failed_cell_source, journal, report_text
 from runbook import lock
@@ -32,10 +32,7 @@ CRASHED_LEASE = 60
 
 @pytest.mark.timeout(180)
 def test_second_run_refused_while_first_holds_the_lock(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin)
     results: dict[str, object] = {}
     go = threading.Barrier(2)
 
@@ -80,11 +77,8 @@ def test_second_run_refused_while_first_holds_the_lock(make_twin, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_a_crashed_runs_lock_expires_and_the_takeover_is_recorded(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin, limits={"lock_seconds": 60})
+    twin, params, c, before = start_scenario(make_twin, limits={"lock_seconds": 60})
     assert params_mod.load(params).limits.lock_seconds == 60
-    c = cluster(params)
-    before = baseline(twin, c)
     # a run that crashed right after taking the lock: its Lease is all that is left. Its
     # lease outlasts the next run's kernel start-up however loaded the machine is ...
     lock.acquire(c, "s8-crashed", lease_seconds=CRASHED_LEASE)

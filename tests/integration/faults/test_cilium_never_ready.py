@@ -3,10 +3,11 @@
 ``tests/integration/phases/test_verify_rollback.py`` proves that a rollback with the
 optional Velero restore brings flannel back. This test runs the whole story once with the
 shared "nothing lost" check: install stops at its gate within its timeout, the notebook
-and the report name each agent pod with its node and the reason (this was also a test of
-its own in test_reconfigure_install.py, merged here: the same failed install twice); the rollback's own gates pass and flannel is back; verify of the
-flannel state passes (nodes Ready, every pod Running, every ingress check answering its
-expected status); configs, Argo CD policies, PVCs and workloads are as before the run.
+and the report name each agent pod with its node and the reason (once a test of its own
+in test_reconfigure_install.py: the same failed install, merged here); the rollback's own
+gates pass and flannel is back; verify of the flannel state passes (nodes Ready, every pod
+Running, every ingress check answering its expected status); configs, Argo CD policies,
+PVCs and workloads are as before the run.
 """
 from __future__ import annotations
 

@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # pytest-xdist workers for the test targets (0: one process). The twins listen on ephemeral
 # loopback ports and keep their state in pytest's per-worker temp folders, so workers never
-# collide. Workers take tests one at a time from one queue, heavy tests first
-# (tests/helpers/scheduling.py); the session's shared migrated run is made once, in the
-# background (tests/helpers/migrated_run.py).
+# collide. Workers take tests one at a time, heavy tests first, and a module with a
+# module-scoped fixture as a whole (loadgroup as tests/helpers/scheduling.py implements
+# it); the session's shared migrated run is made once, in the background
+# (tests/helpers/migrated_run.py).
 PYTEST_WORKERS ?= 3
-XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist load --maxschedchunk 1)
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark
 

@@ -124,14 +124,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = arrange(items, workers, _reads_the_migrated_run)
 
 
+@pytest.hookimpl(tryfirst=True)   # before an xdist worker reports its collection
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the shared migrated run in the background once any collected test reads it
+    """Tell the xdist controller which tests must share a worker (``helpers.scheduling``);
+    start the shared migrated run in the background once any collected test reads it
     (one process of the session claims it; see ``helpers.migrated_run``)."""
+    if hasattr(session.config, "workerinput"):
+        from helpers.scheduling import write_groups
+
+        write_groups(session.items, _shared_tmp(session.config))
     if session.config.option.collectonly or not any(map(_reads_the_migrated_run, session.items)):
         return
     from helpers import migrated_run as shared
 
     shared.start(_shared_tmp(session.config))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` as this suite needs it (``helpers.scheduling``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from helpers.scheduling import make_scheduler
+
+    return make_scheduler(config, log, _shared_tmp(config))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # module-scoped fixture as a whole (loadgroup as tests/helpers/scheduling.py implements
 # it); the session's shared migrated run is made once, in the background
 # (tests/helpers/migrated_run.py).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark

@@ -4,6 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# pytest-xdist workers for the test targets (0: one process). The twins listen on ephemeral
+# loopback ports and keep their state in pytest's per-worker temp folders, so workers never
+# collide. Workers take tests one at a time, heavy tests first, and a module with a
+# module-scoped fixture as a whole (loadgroup as tests/helpers/scheduling.py implements
+# it); the session's shared migrated run is made once, in the background
+# (tests/helpers/migrated_run.py).
+PYTEST_WORKERS ?= 4
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark
 
@@ -17,13 +25,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit $(XDIST) $(PYTEST_ARGS)
 
 test-integration: venv
-	$(BIN)/python -m pytest -m "integration or notebooks" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "integration or notebooks" $(XDIST) $(PYTEST_ARGS)
 
 # the five notebooks, dry-run by nbval against one migrated twin (notebooks/conftest.py)
 nbval: venv

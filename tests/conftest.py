@@ -1,24 +1,21 @@
-"""Shared fixtures: the real client binaries, and fresh twins over real sockets."""
+"""Shared fixtures: the real client binaries, the official chart, fresh twins over real
+sockets, and the session's one migrated run (helpers in ``tests/helpers``).
+
+A missing tool or chart skips its tests locally and fails them with
+``RUNBOOK_REQUIRE_TOOLS=1`` (``.ci/run``): see ``helpers.required_tools``.
+"""
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from helpers.required_tools import REQUIRE_ENV, require_binary, require_cilium_chart, tools_required
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CHART = (REPO.parent / "shared" / "charts" / "cilium-1.19.3.tgz").resolve()
-
-
-def _binary(name: str) -> str:
-    from runbook.errors import RunbookError
-    from runbook.tools import find_binary
-
-    try:
-        return find_binary(name)
-    except RunbookError as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"{name} unavailable: {e}")
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +30,12 @@ def _keep_umask():
 
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
-    return _binary("helm")
+    return require_binary("helm")
 
 
 @pytest.fixture(scope="session")
 def kubectl_bin() -> str:
-    return _binary("kubectl")
+    return require_binary("kubectl")
 
 
 @pytest.fixture
@@ -55,10 +52,8 @@ def tool_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cilium_chart() -> Path:
-    """The official chart archive from ../shared/charts, or skip with the reason."""
-    if not SHARED_CHART.is_file():
-        pytest.skip(f"official Cilium chart archive not present at {SHARED_CHART}")
-    return SHARED_CHART
+    """The official chart archive (``$RUNBOOK_CILIUM_CHART``, ../shared/charts, /work/shared/charts)."""
+    return require_cilium_chart()
 
 
 def _start_twin(tmp_path_factory: pytest.TempPathFactory, **kw):
@@ -81,6 +76,97 @@ def fresh_twin(tmp_path_factory: pytest.TempPathFactory):
     t = _start_twin(tmp_path_factory)
     yield t
     t.stop()
+
+
+@pytest.fixture
+def make_twin(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: ``make_twin(faults={...})`` starts a whole twin of its own (``twin.api.Twin``
+    keywords); every twin it started is stopped at the end of the test."""
+    started: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        t = _start_twin(tmp_path_factory, **kw)
+        started.append(t)
+        return t
+
+    yield make
+    for t in started:
+        t.stop()
+
+
+def _shared_tmp(config: pytest.Config) -> Path:
+    """The session's temp folder that every pytest-xdist worker shares (each worker's own
+    basetemp lies inside it); without xdist, the basetemp itself."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+def _reads_the_migrated_run(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and "migrated_run" in info.names_closure
+
+
+@pytest.fixture(scope="session")
+def migrated_run(pytestconfig: pytest.Config):
+    """The session's one ``runbook rehearse --with-rollback`` (stand-in chart), for tests that
+    only read a migration's evidence (``helpers.migrated_run``). Never change what it holds."""
+    from helpers import migrated_run as shared
+
+    return shared.wait(_shared_tmp(pytestconfig))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy tests spread over the xdist workers, the shared run's readers late
+    (``helpers.scheduling``); the same order in every worker."""
+    from helpers.scheduling import arrange
+
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = arrange(items, workers, _reads_the_migrated_run)
+
+
+@pytest.hookimpl(tryfirst=True)   # before an xdist worker reports its collection
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Tell the xdist controller which tests must share a worker (``helpers.scheduling``);
+    start the shared migrated run in the background once any collected test reads it
+    (one process of the session claims it; see ``helpers.migrated_run``)."""
+    if hasattr(session.config, "workerinput"):
+        from helpers.scheduling import write_groups
+
+        write_groups(session.items, _shared_tmp(session.config))
+    if session.config.option.collectonly or not any(map(_reads_the_migrated_run, session.items)):
+        return
+    from helpers import migrated_run as shared
+
+    shared.start(_shared_tmp(session.config))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` as this suite needs it (``helpers.scheduling``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from helpers.scheduling import make_scheduler
+
+    return make_scheduler(config, log, _shared_tmp(config))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from helpers import migrated_run as shared
+
+    shared.finish(abandon=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With ``RUNBOOK_REQUIRE_TOOLS=1`` no test may skip, whatever skipped it (a ``skipif``
+    on a missing command, an ``importorskip``): CI runs every test or fails."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail") and tools_required():
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"{reason}\n[{REQUIRE_ENV}=1: a test may not skip here; install what it "
+                        "needs (see .ci/run)]")
 
 
 def run_tool(args: list[str], env: dict[str, str], *, check: bool = True,

@@ -1,9 +1,10 @@
 """Reports of real runs on a twin, and headless Chromium to open them.
 
-Two reports are made once per module: a passing rehearsal (migration + rollback, the
-stand-in chart: the ``make rehearse`` path) and a run whose preflight stops because the
-Velero backup ends ``PartiallyFailed`` (a twin fault). The HTML assertions need no
-browser; the ``chromium`` fixture skips, with the reason, when no Chromium is installed.
+Two reports: the session's shared rehearsal (migration + rollback, the stand-in chart:
+the ``make rehearse`` path, see ``helpers.migrated_run``) and, made once per module, a run
+whose preflight stops because the Velero backup ends ``PartiallyFailed`` (a twin fault).
+The HTML assertions need no browser; the ``chromium`` fixture skips, with the reason,
+when no Chromium is installed (and fails with ``RUNBOOK_REQUIRE_TOOLS=1``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.required_tools import missing
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -60,22 +62,16 @@ def find_chromium() -> str | None:
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium installed (Debian package `chromium`): the browser checks are skipped; "
-                    "the HTML checks in this folder still run")
+        missing("no Chromium installed (Debian package `chromium`): the browser checks are skipped; "
+                "the HTML checks in this folder still run")
     return Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))
 
 
-@pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory):
-    """A whole rehearsal with rollback (stand-in chart), rendered into a report."""
-    from runbook.rehearse import rehearse
-
-    root = tmp_path_factory.mktemp("rehearsal")
-    lines: list[str] = []
-    out = rehearse(with_rollback=True, reports_dir=str(root / "reports"), state_dir=str(root / "twin"),
-                   progress=lines.append)
-    assert out.ok, "\n".join(lines[-40:])
-    return out
+@pytest.fixture(scope="session")
+def rehearsal(migrated_run):
+    """The session's shared rehearsal with rollback (stand-in chart), rendered into a report."""
+    assert migrated_run.ok, migrated_run.log_tail
+    return migrated_run
 
 
 @pytest.fixture(scope="module")

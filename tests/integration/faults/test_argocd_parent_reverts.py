@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
-                      fast_params, journal, policies, report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, fast_params, policies, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, read_journal, report_text
 
 pytestmark = [pytest.mark.integration]
 PARENT = "argocd/platform-root"
@@ -26,10 +27,7 @@ PARENT = "argocd/platform-root"
 
 @pytest.mark.timeout(240)
 def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin, tmp_path):
-    twin = make_twin(faults={"argocd_parent_reverts": True})
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"argocd_parent_reverts": True})
     auto = sorted(k for k, v in before.policies.items() if v not in (None, "<absent>"))
     assert PARENT in auto and len(auto) > 3
     run_id = "s6-parents"
@@ -39,12 +37,8 @@ def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin,
 
     def sample() -> None:
         # every Application's policy, sampled from the end of preflight to the end of install
-        import json
         while not stop.is_set():
-            try:
-                doc = json.loads(jpath.read_text())
-            except (OSError, ValueError):
-                doc = {"phases": {}}
+            doc = read_journal(jpath)
             if (doc.get("phases", {}).get("preflight") or {}).get("status") == "passed":
                 samples.append((time.monotonic(), policies(c)))
             time.sleep(0.3)
@@ -86,10 +80,8 @@ def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin,
 
 @pytest.mark.timeout(180)
 def test_without_pause_parents_preflight_stops_with_an_explanation(make_twin, tmp_path):
-    twin = make_twin(faults={"argocd_parent_reverts": True})
-    params = fast_params(twin, argocd={"pause_parents": False})
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"argocd_parent_reverts": True},
+                                             argocd={"pause_parents": False})
     res = run(params, "preflight,reconfigure", tmp_path, run_id="s6-noparents")
     # (1) stopped at preflight's prerequisites gate, before the backup and any pause
     assert statuses(res) == {"preflight": "failed", "reconfigure": "not-run"}

@@ -1,12 +1,13 @@
 """Scenario 4 (issue 6): the Cilium agents never become Ready (images never pull).
 
-``tests/integration/phases`` already proves the install gate lists every agent pod with
-its reason (test_reconfigure_install.py) and that a rollback brings flannel back
-(test_verify_rollback.py). This test runs the whole story once with the shared
-"nothing lost" check: install stops at its gate within its timeout, the report names the
-pods and the reason; the rollback's own gates pass and flannel is back; verify of the
-flannel state passes (nodes Ready, every pod Running, every ingress check answering its
-expected status); configs, Argo CD policies, PVCs and workloads are as before the run.
+``tests/integration/phases/test_verify_rollback.py`` proves that a rollback with the
+optional Velero restore brings flannel back. This test runs the whole story once with the
+shared "nothing lost" check: install stops at its gate within its timeout, the notebook
+and the report name each agent pod with its node and the reason (once a test of its own
+in test_reconfigure_install.py: the same failed install, merged here); the rollback's own
+gates pass and flannel is back; verify of the flannel state passes (nodes Ready, every pod
+Running, every ingress check answering its expected status); configs, Argo CD policies,
+PVCs and workloads are as before the run.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import time
 
 import pytest
 
-from faults_helpers import (FAST_TIMEOUTS, assert_nothing_lost, baseline, cluster, entries,
-                      failed_cell_source, fast_params, journal, report_text, run, statuses)
+from faults_helpers import FAST_TIMEOUTS, assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, notebook_outputs, report_text
 from runbook import checks, evidence
 from runbook import params as params_mod
 from runbook.cluster import node_ready
@@ -27,11 +29,9 @@ NODES = ("set-hog", "fast-skunk", "fast-heron")
 
 @pytest.mark.timeout(300)
 def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(make_twin, tmp_path):
-    twin = make_twin(faults={"cilium_image_pull_fails": True})
     helm_timeout = 20
-    params = fast_params(twin, limits={"timeouts": {**FAST_TIMEOUTS, "helm": helm_timeout}})
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"cilium_image_pull_fails": True},
+                                             limits={"timeouts": {**FAST_TIMEOUTS, "helm": helm_timeout}})
     run_id = "s4-pull"
     t0 = time.monotonic()
     res = run(params, "preflight,reconfigure,install,verify", tmp_path, run_id=run_id)
@@ -47,11 +47,13 @@ def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(mak
     [h] = entries(doc, "helm-install")
     assert h["status"] == "failed"
     assert not doc["facts"].get("cilium_installed")
-    # (2) the report lists each agent pod with its node and its reason
+    # (2) the notebook and the report list each agent pod with its node and its reason
+    notebook = notebook_outputs(res.run_dir / "03-install.ipynb")
     text = report_text(res, "03-install.ipynb")
     for n in NODES:
+        assert re.search(rf"kube-system/cilium-[a-z0-9]+ on {n}", notebook), n
         assert re.search(rf"kube-system/cilium-[a-z0-9]+ on {n}", text), n
-    assert "ImagePullBackOff" in text
+    assert "ImagePullBackOff" in notebook and "ImagePullBackOff" in text
     # (3) the rollback (its own gates) brings flannel back ...
     rb = run(params, "rollback", tmp_path, run_id=run_id)
     assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error

@@ -15,8 +15,9 @@ import copy
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
-                      report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, journal, report_text
 from runbook import evidence
 
 pytestmark = [pytest.mark.integration]
@@ -31,10 +32,7 @@ def lb_ip(c) -> list:
 
 @pytest.mark.timeout(240)
 def test_verify_restarts_the_controller_and_passes(make_twin, tmp_path):
-    twin = make_twin(faults={"metallb_sticky": True})
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"metallb_sticky": True})
     ip_before = lb_ip(c)
     assert ip_before
     res = run(params, "preflight,reconfigure,install", tmp_path, run_id="s5-sticky")
@@ -57,12 +55,9 @@ def test_verify_restarts_the_controller_and_passes(make_twin, tmp_path):
     assert_nothing_lost(twin, c, before)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)   # took 180 s on a loaded machine: a migration, two verifies, a rollback
 def test_when_a_restart_is_not_enough_verify_fails_naming_the_service(make_twin, tmp_path):
-    twin = make_twin(faults={"metallb_sticky": True})
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"metallb_sticky": True})
     ip_before = lb_ip(c)
     res = run(params, "preflight,reconfigure,install", tmp_path, run_id="s5-nopool")
     assert res.ok, res.failed and res.failed.error

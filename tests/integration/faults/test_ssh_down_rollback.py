@@ -9,57 +9,27 @@ back, nothing is lost.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-import time
-
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, fast_params, journal,
-                      run, statuses)
+from faults_helpers import assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.journal_watch import ssh_down_after_restart
+from helpers.run_evidence import entries, journal
+from helpers.twin_disks import node_files
 
 pytestmark = [pytest.mark.integration]
 SERVER, AGENTS = "set-hog", ("fast-skunk", "fast-heron")
 
 
-def disk(twin, node: str) -> dict[str, str]:
-    root = twin.state_dir / "nodes" / node
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
 @pytest.mark.timeout(240)
 def test_rollback_after_ssh_down_restores_changed_nodes_and_leaves_the_other_alone(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin)
     victim = AGENTS[-1]
-    victim_disk = disk(twin, victim)
+    victim_disk = node_files(twin, victim)
     run_id = "s2-rollback"
-    jpath = tmp_path / run_id / "journal.json"
-    stop = threading.Event()
-
-    def inject() -> None:
-        # the last agent's SSH goes down once the server has restarted with flannel off
-        while not stop.is_set():
-            try:
-                doc = json.loads(jpath.read_text())
-            except (OSError, ValueError):
-                doc = {"entries": []}
-            if entries(doc, "restart-k3s", SERVER, "done"):
-                twin.set_fault("ssh_down", [victim])
-                return
-            time.sleep(0.01)
-
-    th = threading.Thread(target=inject, daemon=True)
-    th.start()
-    try:
+    # the last agent's SSH goes down once the server has restarted with flannel off
+    with ssh_down_after_restart(twin, tmp_path / run_id / "journal.json", SERVER, victim):
         res = run(params, "reconfigure", tmp_path, run_id=run_id)
-    finally:
-        stop.set()
-        th.join(5)
     assert statuses(res) == {"reconfigure": "failed"} and "NodeError" in res.failed.error
     doc = journal(res)
     assert not entries(doc, "restart-k3s", victim, "done")
@@ -71,7 +41,7 @@ def test_rollback_after_ssh_down_restores_changed_nodes_and_leaves_the_other_alo
     assert any(e["step"] == "restore-config" and e.get("node") == SERVER for e in rolled)
     assert any(e["step"] == "start-k3s" and e.get("node") == AGENTS[0] for e in rolled)
     assert not [e for e in rolled if e.get("node") == victim], [e["step"] for e in rolled if e.get("node") == victim]
-    assert disk(twin, victim) == victim_disk
+    assert node_files(twin, victim) == victim_disk
     # the node comes back: nothing lost
     twin.set_fault("ssh_down", [])
     assert_nothing_lost(twin, c, before)

@@ -7,31 +7,32 @@ rollback releases it, with nothing lost.
 
 A crashed run's lock does not block forever: the lease lasts ``limits.lock_seconds``
 (default 1800 s). A run that crashed right after taking the lock leaves only the Lease;
-once it is older than its duration, a new run takes over, the Lease says from whom, and
+once it is older than its duration (here: its renewal time moved back, rather than a
+race against a two-second lease), a new run takes over, the Lease says from whom, and
 the new run's journal records the takeover (fact ``lock_takeover``).
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
-import time
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
-                      fast_params, journal, report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, report_text
 from runbook import lock
 from runbook import params as params_mod
 
 pytestmark = [pytest.mark.integration]
+#: the crashed run's lease: longer than any run's start-up, so the first refusal never races it
+CRASHED_LEASE = 60
 
 
 @pytest.mark.timeout(180)
 def test_second_run_refused_while_first_holds_the_lock(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin)
     results: dict[str, object] = {}
     go = threading.Barrier(2)
 
@@ -76,17 +77,19 @@ def test_second_run_refused_while_first_holds_the_lock(make_twin, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_a_crashed_runs_lock_expires_and_the_takeover_is_recorded(make_twin, tmp_path):
-    twin = make_twin()
-    params = fast_params(twin, limits={"lock_seconds": 60})
+    twin, params, c, before = start_scenario(make_twin, limits={"lock_seconds": 60})
     assert params_mod.load(params).limits.lock_seconds == 60
-    c = cluster(params)
-    before = baseline(twin, c)
-    # a run that crashed right after taking the lock: its Lease is all that is left
-    lock.acquire(c, "s8-crashed", lease_seconds=2)
+    # a run that crashed right after taking the lock: its Lease is all that is left. Its
+    # lease outlasts the next run's kernel start-up however loaded the machine is ...
+    lock.acquire(c, "s8-crashed", lease_seconds=CRASHED_LEASE)
     res = run(params, "preflight", tmp_path, run_id="s8-early")
     assert statuses(res) == {"preflight": "failed"}
     assert res.failed.error.startswith("LockHeld") and "s8-crashed" in res.failed.error
-    time.sleep(2.5)                                   # the crashed run's lease expires
+    # ... and then grows older than its duration: its last renewal lies further back
+    long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=CRASHED_LEASE + 1)
+                ).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    c.patch("leases", lock.LEASE_NAME, {"spec": {"acquireTime": long_ago, "renewTime": long_ago}},
+            lock.LEASE_NAMESPACE)
     res = run(params, "preflight", tmp_path, run_id="s8-new")
     assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
     lease = c.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{lock.LEASE_NAMESPACE}"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from faults_helpers import (assert_nothing_lost, baseline, cluster, entries, failed_cell_source,
-                      fast_params, journal, report_text, run, statuses)
+from faults_helpers import assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, failed_cell_source, journal, report_text
 from runbook import lock
 
 pytestmark = [pytest.mark.integration]
@@ -20,10 +21,7 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.mark.timeout(180)
 def test_partially_failed_backup_stops_preflight_before_any_change(make_twin, tmp_path):
-    twin = make_twin(faults={"velero_partially_failed": True})
-    params = fast_params(twin)
-    c = cluster(params)
-    before = baseline(twin, c)
+    twin, params, c, before = start_scenario(make_twin, faults={"velero_partially_failed": True})
     node_files = sorted((twin.state_dir / "nodes").rglob("*"))
 
     res = run(params, "preflight,reconfigure", tmp_path, run_id="s1-velero")

@@ -17,33 +17,32 @@ What is proven here, over real sockets (API, SSH) with the real notebooks:
 * 01+02 end with nodes NotReady ("cni plugin not initialized"), 03 ends with every
   non-hostNetwork pod managed and Running and the window closed, and a second 03 is a
   no-op;
-* scenario 4 (agents never Ready): install's gate fails within its timeout and lists
-  each agent pod with its reason.
+* scenario 4 (agents never Ready: install's gate fails within its timeout and lists each
+  agent pod with its reason) lives in ``tests/integration/faults/test_cilium_never_ready.py``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers.journal_watch import restarted, ssh_down_after_restart, wait_for_journal
+from helpers.phase_runs import fast_params as _fast_params
+from helpers.phase_runs import run_phases as run
+from helpers.run_evidence import entries, journal, notebook_outputs as outputs, read_journal
+from helpers.twin_disks import interfaces, iptables, node_files, read_node_file as read
 
-from runbook import runner
 from runbook.cluster import Cluster, node_ready
 from runbook import params as params_mod
 
 pytestmark = [pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[3]
 SERVER, AGENTS = "set-hog", ("fast-skunk", "fast-heron")
 NODES = (SERVER, *AGENTS)
 CONFIG = "etc/rancher/k3s/config.yaml"
@@ -55,42 +54,12 @@ FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 
 
 
 # ----------------------------------------------------------------------------- helpers
-def fast_params(twin: Any) -> Path:
-    """The twin's params with short timeouts (same cluster, same values)."""
-    d = yaml.safe_load(twin.params_path.read_text())
-    d.setdefault("limits", {}).setdefault("timeouts", {}).update(FAST_TIMEOUTS)
-    p = twin.state_dir / "params-fast.yaml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    os.chmod(p, 0o600)
-    return p
+def fast_params(twin: Any, **timeouts: float) -> Any:
+    """The twin's params with this module's short timeouts (same cluster, same values)."""
+    return _fast_params(twin, {**FAST_TIMEOUTS, **timeouts})
 
 
-def run(params: Path, phases: str, *, execute: bool, reports: Path, run_id: str | None = None,
-        extra: dict | None = None) -> runner.RunResult:
-    return runner.run(params, phases=phases, execute=execute, run_id=run_id, reports_dir=reports,
-                      extra=extra, progress=lambda m: None, sample_timeline=False)
-
-
-def node_files(twin: Any) -> dict[str, str]:
-    """sha256 of every regular file under every node root (the nodes' disks)."""
-    root = twin.state_dir / "nodes"
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def read(twin: Any, node: str, rel: str) -> bytes:
-    return (twin.state_dir / "nodes" / node / rel).read_bytes()
-
-
-def interfaces(twin: Any, node: str) -> set[str]:
-    return set(twin.call(lambda: list(twin.rt.nodes[node].interfaces)))
-
-
-def iptables(twin: Any, node: str) -> str:
-    return twin.call(lambda: twin.rt.nodes[node].iptables_save() + twin.rt.nodes[node].iptables_save(v6=True))
-
-
-def cluster(params: Path) -> Cluster:
+def cluster(params: Any) -> Cluster:
     return Cluster.from_params(params_mod.load(params))
 
 
@@ -107,46 +76,10 @@ def api_state(c: Cluster) -> dict[str, Any]:
                                  for n in c.list("nodes"))}
 
 
-def journal(result: runner.RunResult) -> dict[str, Any]:
-    return json.loads((result.run_dir / "journal.json").read_text())
-
-
-def entries(j: dict, step: str, node: str | None = None, status: str | None = None) -> list[dict]:
-    return [e for e in j["entries"] if e["step"] == step and (node is None or e.get("node") == node)
-            and (status is None or e.get("status") == status)]
-
-
-def outputs(nb_path: Path) -> str:
-    """All text of an executed notebook's outputs (streams, plain text, errors)."""
-    nb = json.loads(nb_path.read_text())
-    out = []
-    for c in nb["cells"]:
-        for o in c.get("outputs", []):
-            if "text" in o:
-                out.append("".join(o["text"]))
-            data = o.get("data") or {}
-            if "text/plain" in data:
-                out.append("".join(data["text/plain"]))
-            if o.get("output_type") == "error":
-                out.append(o.get("evalue", ""))
-                out.append(re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(o.get("traceback", []))))
-    return "\n".join(out)
-
-
 @pytest.fixture
-def twin(tmp_path_factory: pytest.TempPathFactory):
+def twin(fresh_twin):
     """A fresh minicloud twin as twin.api builds it by default."""
-    from twin.api import Twin
-
-    t = Twin(tmp_path_factory.mktemp("twin")).start()
-    yield t
-    t.stop()
-
-
-def _full_twin(tmp_path_factory: pytest.TempPathFactory, **kw: Any):
-    from twin.api import Twin
-
-    return Twin(tmp_path_factory.mktemp("twin"), **kw).start()
+    return fresh_twin
 
 
 # ----------------------------------------------------------------------------- dry run
@@ -231,28 +164,9 @@ def test_agent_ssh_down_mid_reconfigure_stops_then_rerun_finishes(twin, tmp_path
     victim = AGENTS[-1]
     run_id = "scenario2"
     jpath = tmp_path / run_id / "journal.json"
-    stop = threading.Event()
-
-    def inject() -> None:
-        # take the last agent's SSH down as soon as the server restart is done
-        while not stop.is_set():
-            try:
-                doc = json.loads(jpath.read_text())
-            except (OSError, ValueError):
-                doc = {"entries": []}
-            if any(e["step"] == "restart-k3s" and e.get("node") == SERVER and e["status"] == "done"
-                   for e in doc["entries"]):
-                twin.set_fault("ssh_down", [victim])
-                return
-            time.sleep(0.01)
-
-    th = threading.Thread(target=inject, daemon=True)
-    th.start()
-    try:
+    # take the last agent's SSH down as soon as the server restart is done
+    with ssh_down_after_restart(twin, jpath, SERVER, victim):
         res = run(params, "reconfigure", execute=True, reports=tmp_path, run_id=run_id)
-    finally:
-        stop.set()
-        th.join(5)
     assert not res.ok and res.failed.phase == "reconfigure"
     assert "NodeError" in (res.failed.error or "")
     text = outputs(res.run_dir / "02-reconfigure.ipynb")
@@ -276,23 +190,17 @@ def test_agent_ssh_down_mid_reconfigure_stops_then_rerun_finishes(twin, tmp_path
 
 # ----------------------------------------------------------------------------- scenario 3
 @pytest.mark.timeout(180)
-def test_api_away_20s_during_server_restart_is_waited_for(tmp_path_factory, tmp_path):
-    from twin.api import Twin
-
-    t = Twin(tmp_path_factory.mktemp("twin"),
-             faults={"api_down_on_restart": True, "api_down_seconds": 20}).start()
-    try:
-        params = fast_params(t)
-        res = run(params, "reconfigure", execute=True, reports=tmp_path)
-        assert res.ok, res.phases[0].error
-        outages = journal(res)["facts"]["api_outages"]
-        # 20 cluster seconds at the twin's speed (0.05): about one wall second away
-        assert outages and max(o["seconds"] for o in outages) >= 0.5
-        assert all(o["attempts"] >= 1 for o in outages)
-        text = outputs(res.run_dir / "02-reconfigure.ipynb")
-        assert "API answered" in text and "api_away_seconds" in text
-    finally:
-        t.stop()
+def test_api_away_20s_during_server_restart_is_waited_for(make_twin, tmp_path):
+    t = make_twin(faults={"api_down_on_restart": True, "api_down_seconds": 20})
+    params = fast_params(t)
+    res = run(params, "reconfigure", execute=True, reports=tmp_path)
+    assert res.ok, res.phases[0].error
+    outages = journal(res)["facts"]["api_outages"]
+    # 20 cluster seconds at the twin's speed (0.05): about one wall second away
+    assert outages and max(o["seconds"] for o in outages) >= 0.5
+    assert all(o["attempts"] >= 1 for o in outages)
+    text = outputs(res.run_dir / "02-reconfigure.ipynb")
+    assert "API answered" in text and "api_away_seconds" in text
 
 
 # ----------------------------------------------------------------------------- scenario 7
@@ -308,23 +216,15 @@ def test_killed_mid_reconfigure_rerun_resumes(twin, tmp_path):
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = False
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                doc = json.loads(jpath.read_text())
-            except (OSError, ValueError):
-                doc = {"entries": []}
-            if any(e["step"] == "restart-k3s" and e["status"] == "done" for e in doc["entries"]):
-                os.killpg(proc.pid, signal.SIGKILL)      # runner and its kernel, mid-phase
-                killed = True
-                break
-            time.sleep(0.01)
+        if wait_for_journal(jpath, restarted(), timeout=120, alive=lambda: proc.poll() is None):
+            os.killpg(proc.pid, signal.SIGKILL)      # runner and its kernel, mid-phase
+            killed = True
     finally:
         if proc.poll() is None and not killed:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     assert killed, "the run finished before it could be killed"
-    j = json.loads(jpath.read_text())
+    j = read_journal(jpath)
     assert j["phases"]["reconfigure"]["status"] == "running"     # it never ended
     restarted_before = {e["node"] for e in entries(j, "restart-k3s", status="done")}
     res = run(params, "reconfigure", execute=True, reports=tmp_path, run_id=run_id)
@@ -339,66 +239,40 @@ def test_killed_mid_reconfigure_rerun_resumes(twin, tmp_path):
 
 # ----------------------------------------------------------------------------- whole twin
 @pytest.mark.timeout(300)
-def test_preflight_reconfigure_install_on_the_whole_twin(tmp_path_factory, tmp_path):
-    t = _full_twin(tmp_path_factory)
-    try:
-        params = fast_params(t)
-        c = cluster(params)
-        before = {n: read(t, n, CONFIG) for n in NODES}
-        res = run(params, "preflight,reconfigure", execute=True, reports=tmp_path,
-                  extra={"proceed_despite_deferral": True})
-        assert res.ok, [p.error for p in res.phases]
-        assert read(t, SERVER, CONFIG) != before[SERVER]
-        assert all(read(t, a, CONFIG) == before[a] for a in AGENTS)
-        # the no-CNI window: every node NotReady, "cni plugin not initialized"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(node_ready(n) for n in c.list("nodes")):
-            time.sleep(0.5)
-        nodes = c.list("nodes")
-        assert not any(node_ready(n) for n in nodes)
-        assert all("cni plugin not initialized" in json.dumps(n["status"]["conditions"]) for n in nodes)
-        inst = run(params, "install", execute=True, reports=tmp_path, run_id=res.run_id)
-        assert inst.ok, inst.phases[0].error
-        pods = c.list("pods")
-        plain = [p for p in pods if not p["spec"].get("hostNetwork")]
-        ceps = {(e["metadata"]["namespace"], e["metadata"]["name"]) for e in c.list("ciliumendpoints")}
-        assert all(p["status"].get("phase") == "Running" for p in plain)
-        assert all((p["metadata"]["namespace"], p["metadata"]["name"]) in ceps for p in plain)
-        assert all(node_ready(n) for n in c.list("nodes"))
-        j = journal(inst)
-        win = j["facts"]["no_cni_window"]
-        assert win["closed_at"] and win["seconds"] is not None and win["seconds"] >= 0
-        assert j["facts"]["cilium_installed"] is True
-        [h] = entries(j, "helm-install", status="done")
-        assert h["data"]["version"] == "1.19.3" and h["data"]["values_sha256"]
-        # a second install of the same run is a no-op that passes (no new helm revision)
-        again = run(params, "install", execute=True, reports=tmp_path, run_id=res.run_id)
-        assert again.ok, again.phases[0].error
-        j2 = journal(again)
-        assert len(entries(j2, "helm-install")) == 1 and len(entries(j2, "restart-pods")) == len(
-            entries(j, "restart-pods"))
-    finally:
-        t.stop()
-
-
-@pytest.mark.timeout(300)
-def test_agents_never_ready_fail_install_gate_with_each_pod_and_reason(tmp_path_factory, tmp_path):
-    t = _full_twin(tmp_path_factory, faults={"cilium_image_pull_fails": True})
-    try:
-        d = yaml.safe_load(t.params_path.read_text())
-        d.setdefault("limits", {}).setdefault("timeouts", {}).update({**FAST_TIMEOUTS, "helm": 20})
-        params = t.state_dir / "params-fast.yaml"
-        params.write_text(yaml.safe_dump(d, sort_keys=False))
-        t0 = time.monotonic()
-        res = run(params, "reconfigure,install", execute=True, reports=tmp_path)
-        assert [p.status for p in res.phases] == ["passed", "failed"]
-        assert time.monotonic() - t0 < 200
-        assert (res.failed.error or "").startswith("GateFailed")
-        text = outputs(res.run_dir / "03-install.ipynb")
-        assert "ImagePullBackOff" in text
-        for n in NODES:   # every agent pod is named with its node
-            assert re.search(rf"kube-system/cilium-[a-z0-9]+ on {n}", text), n
-        [h] = entries(journal(res), "helm-install")
-        assert h["status"] == "failed"
-    finally:
-        t.stop()
+def test_preflight_reconfigure_install_on_the_whole_twin(make_twin, tmp_path):
+    t = make_twin()
+    params = fast_params(t)
+    c = cluster(params)
+    before = {n: read(t, n, CONFIG) for n in NODES}
+    res = run(params, "preflight,reconfigure", execute=True, reports=tmp_path,
+              proceed_despite_deferral=True)
+    assert res.ok, [p.error for p in res.phases]
+    assert read(t, SERVER, CONFIG) != before[SERVER]
+    assert all(read(t, a, CONFIG) == before[a] for a in AGENTS)
+    # the no-CNI window: every node NotReady, "cni plugin not initialized"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(node_ready(n) for n in c.list("nodes")):
+        time.sleep(0.5)
+    nodes = c.list("nodes")
+    assert not any(node_ready(n) for n in nodes)
+    assert all("cni plugin not initialized" in json.dumps(n["status"]["conditions"]) for n in nodes)
+    inst = run(params, "install", execute=True, reports=tmp_path, run_id=res.run_id)
+    assert inst.ok, inst.phases[0].error
+    pods = c.list("pods")
+    plain = [p for p in pods if not p["spec"].get("hostNetwork")]
+    ceps = {(e["metadata"]["namespace"], e["metadata"]["name"]) for e in c.list("ciliumendpoints")}
+    assert all(p["status"].get("phase") == "Running" for p in plain)
+    assert all((p["metadata"]["namespace"], p["metadata"]["name"]) in ceps for p in plain)
+    assert all(node_ready(n) for n in c.list("nodes"))
+    j = journal(inst)
+    win = j["facts"]["no_cni_window"]
+    assert win["closed_at"] and win["seconds"] is not None and win["seconds"] >= 0
+    assert j["facts"]["cilium_installed"] is True
+    [h] = entries(j, "helm-install", status="done")
+    assert h["data"]["version"] == "1.19.3" and h["data"]["values_sha256"]
+    # a second install of the same run is a no-op that passes (no new helm revision)
+    again = run(params, "install", execute=True, reports=tmp_path, run_id=res.run_id)
+    assert again.ok, again.phases[0].error
+    j2 = journal(again)
+    assert len(entries(j2, "helm-install")) == 1 and len(entries(j2, "restart-pods")) == len(
+        entries(j, "restart-pods"))

@@ -19,13 +19,14 @@ a phase that cannot succeed fails inside the test's own timeout.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from helpers.phase_runs import fast_params, run_phases, statuses
+from helpers.run_evidence import journal, steps
+from helpers.twin_disks import interfaces, k3s_configs as configs, node_files
 
 from runbook import runner
 from runbook.cluster import Cluster
@@ -33,9 +34,7 @@ from runbook import params as params_mod
 
 pytestmark = [pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[3]
 NODES = ("set-hog", "fast-skunk", "fast-heron")
-CONFIG = "etc/rancher/k3s/config.yaml"
 FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
                  "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
 #: short waits, so a phase that cannot succeed fails inside the test's timeout
@@ -46,20 +45,6 @@ FAST_TIMEOUTS = {"helm": 45, "agents_ready": 45, "pods_ready": 90, "node_ready":
 # ----------------------------------------------------------------------------- helpers
 def node_root(twin: Any, node: str) -> Path:
     return twin.state_dir / "nodes" / node
-
-
-def node_files(twin: Any) -> dict[str, str]:
-    """sha256 of every regular file under every node root (the nodes' disks)."""
-    out = {}
-    root = twin.state_dir / "nodes"
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def configs(twin: Any) -> dict[str, bytes]:
-    return {n: (node_root(twin, n) / CONFIG).read_bytes() for n in NODES}
 
 
 def api_state(twin: Any) -> dict[str, Any]:
@@ -83,37 +68,11 @@ def api_state(twin: Any) -> dict[str, Any]:
     return state
 
 
-def fast_params(twin: Any) -> Path:
-    """The twin's params with short waits (written once next to the twin's own)."""
-    path = twin.state_dir / "params-fast.yaml"
-    if not path.exists():
-        data = yaml.safe_load(twin.params_path.read_text())
-        data.setdefault("limits", {}).setdefault("timeouts", {}).update(FAST_TIMEOUTS)
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        path.chmod(0o600)
-    return path
-
-
-def run(twin: Any, phases: str, tmp: Path, *, execute: bool, run_id: str, **extra: Any) -> runner.RunResult:
-    return runner.run(fast_params(twin), phases=phases, execute=execute, run_id=run_id,
-                      reports_dir=tmp / "reports", extra=extra or None, progress=lambda m: None,
-                      sample_timeline=False)
-
-
-def statuses(res: runner.RunResult) -> dict[str, str]:
-    return {p.phase: p.status for p in res.phases}
-
-
-def journal(res: runner.RunResult) -> dict[str, Any]:
-    return json.loads((res.run_dir / "journal.json").read_text())
-
-
-def steps(doc: dict[str, Any], phase: str | None = None) -> list[str]:
-    return [e["step"] for e in doc["entries"] if phase is None or e.get("phase") == phase]
-
-
-def interfaces(twin: Any, node: str) -> set[str]:
-    return set(twin.rt.nodes[node].interfaces)
+def run(twin: Any, phases: str, tmp: Path, *, execute: bool, run_id: str,
+        timeouts: dict[str, float] | None = None, **extra: Any) -> runner.RunResult:
+    """The phases on this module's fast params (``timeouts`` on top), into ``tmp/reports``."""
+    return run_phases(fast_params(twin, {**FAST_TIMEOUTS, **(timeouts or {})}), phases, tmp / "reports",
+                      execute=execute, run_id=run_id, **extra)
 
 
 def assert_flannel_back(twin: Any, before: dict[str, bytes]) -> None:
@@ -151,7 +110,7 @@ def test_rollback_after_reconfigure_restores_configs_and_flannel(fresh_twin, tmp
     twin = fresh_twin
     before = configs(twin)
     run_dir = tmp_path / "reports" / "rb-reconf"
-    s = session.start("reconfigure", str(fast_params(twin)), str(run_dir), execute=True)
+    s = session.start("reconfigure", str(fast_params(twin, FAST_TIMEOUTS)), str(run_dir), execute=True)
     plans = reconfigure.config_plans(s)
     assert any(not p.noop for p in plans)
     reconfigure.write_configs(s, plans)
@@ -198,48 +157,43 @@ def heron_files(twin: Any) -> dict[str, str]:
 
 
 @pytest.mark.timeout(240)
-def test_rollback_leaves_an_unreached_agent_alone(tmp_path_factory, tmp_path):
+def test_rollback_leaves_an_unreached_agent_alone(make_twin, tmp_path):
     """Scenario 2: an agent's SSH is down in the middle of reconfigure. The journal says
     which nodes changed; the rollback restores those and does not touch (or even need)
     the unreached one; verify after the rollback passes once it is back."""
-    from twin.api import Twin
+    twin = make_twin()
+    before = configs(twin)
+    res = run(twin, "preflight", tmp_path, execute=True, run_id="ssh-down", proceed_despite_deferral=True)
+    assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
+    heron = heron_files(twin)
+    # 02-reconfigure's own calls; the agent's SSH goes down between the server restart
+    # and the agents' (the notebook itself refuses to start with a node unreachable)
+    from runbook import reconfigure, session
+    from runbook.errors import NodeError
 
-    twin = Twin(tmp_path_factory.mktemp("twin")).start()
-    try:
-        before = configs(twin)
-        res = run(twin, "preflight", tmp_path, execute=True, run_id="ssh-down", proceed_despite_deferral=True)
-        assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
-        heron = heron_files(twin)
-        # 02-reconfigure's own calls; the agent's SSH goes down between the server restart
-        # and the agents' (the notebook itself refuses to start with a node unreachable)
-        from runbook import reconfigure, session
-        from runbook.errors import NodeError
+    s = session.start("reconfigure", str(fast_params(twin, FAST_TIMEOUTS)), str(res.run_dir), execute=True)
+    reconfigure.write_configs(s, reconfigure.config_plans(s))
+    reconfigure.restart_servers(s)
+    twin.set_fault("ssh_down", ["fast-heron"])
+    with pytest.raises(NodeError) as ei:
+        reconfigure.restart_agents(s)
+    assert "fast-heron" in str(ei.value)
+    s.journal.end_phase("reconfigure", "failed")
+    doc = json.loads((res.run_dir / "journal.json").read_text())
+    assert {e["node"] for e in doc["entries"] if e["step"] == "restart-k3s"} == {"set-hog", "fast-skunk"}
 
-        s = session.start("reconfigure", str(fast_params(twin)), str(res.run_dir), execute=True)
-        reconfigure.write_configs(s, reconfigure.config_plans(s))
-        reconfigure.restart_servers(s)
-        twin.set_fault("ssh_down", ["fast-heron"])
-        with pytest.raises(NodeError) as ei:
-            reconfigure.restart_agents(s)
-        assert "fast-heron" in str(ei.value)
-        s.journal.end_phase("reconfigure", "failed")
-        doc = json.loads((res.run_dir / "journal.json").read_text())
-        assert {e["node"] for e in doc["entries"] if e["step"] == "restart-k3s"} == {"set-hog", "fast-skunk"}
+    res = run(twin, "rollback", tmp_path, execute=True, run_id="ssh-down")   # heron still down
+    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+    assert configs(twin) == before
+    doc = journal(res)
+    assert not [e for e in doc["entries"] if e.get("phase") == "rollback" and e.get("node") == "fast-heron"]
+    assert heron_files(twin) == heron
+    assert {e["node"] for e in doc["entries"] if e["step"] == "start-k3s"} == {"set-hog", "fast-skunk"}
 
-        res = run(twin, "rollback", tmp_path, execute=True, run_id="ssh-down")   # heron still down
-        assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
-        assert configs(twin) == before
-        doc = journal(res)
-        assert not [e for e in doc["entries"] if e.get("phase") == "rollback" and e.get("node") == "fast-heron"]
-        assert heron_files(twin) == heron
-        assert {e["node"] for e in doc["entries"] if e["step"] == "start-k3s"} == {"set-hog", "fast-skunk"}
-
-        twin.set_fault("ssh_down", [])
-        res = run(twin, "verify", tmp_path, execute=True, run_id="ssh-down")
-        assert statuses(res) == {"verify": "passed"}, res.phases[0].error
-        assert all("flannel.1" in interfaces(twin, n) for n in NODES)
-    finally:
-        twin.stop()
+    twin.set_fault("ssh_down", [])
+    res = run(twin, "verify", tmp_path, execute=True, run_id="ssh-down")
+    assert statuses(res) == {"verify": "passed"}, res.phases[0].error
+    assert all("flannel.1" in interfaces(twin, n) for n in NODES)
 
 
 @pytest.mark.timeout(300)
@@ -271,78 +225,69 @@ def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_rollback_after_failed_install(tmp_path_factory, tmp_path):
+def test_rollback_after_failed_install(make_twin, tmp_path):
     """Scenario 4: the Cilium agents never become Ready; install stops; the rollback brings
     flannel back with nothing lost, and verify-after-rollback passes."""
-    from twin.api import Twin
-
-    twin = Twin(tmp_path_factory.mktemp("twin"), faults={"cilium_image_pull_fails": True}).start()
-    try:
-        before = configs(twin)
-        c = Cluster.from_params(params_mod.load(twin.params_path))
-        pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.list("persistentvolumeclaims")}
-        policies = argo_policies(c)
-        assert any(v != "null" for v in policies.values())   # there is something to restore
-        res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="bad-install",
-                  proceed_despite_deferral=True)
-        assert statuses(res)["install"] == "failed"
-        assert "helm upgrade --install cilium --wait" in (res.failed.error or "")
-        from runbook import evidence
-        failed = [g for g in evidence.gates(evidence.read_records(res.run_dir / "03-install.ipynb"))
-                  if not g["passed"]]
-        assert any("ImagePull" in " ".join(g["details"]) for g in failed), failed
-        # with the optional Velero restore, policy none: only deleted objects come back
-        res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install",
-                  velero_restore=True, existing_resource_policy="none")
-        assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
-        vr = [e for e in journal(res)["entries"] if e["step"] == "velero-restore"]
-        assert len(vr) == 1 and vr[0]["status"] == "done" and vr[0]["data"]["policy"] == "none"
-        assert_flannel_back(twin, before)
-        assert {(p["metadata"]["namespace"], p["metadata"]["name"])
-                for p in c.list("persistentvolumeclaims")} == pvcs
-        assert argo_policies(c) == policies                  # every Argo CD policy exactly as before
-        res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install")
-        assert statuses(res) == {"verify": "passed"}, res.phases[0].error
-    finally:
-        twin.stop()
+    twin = make_twin(faults={"cilium_image_pull_fails": True})
+    doomed = {"helm": 20}      # the install cannot succeed: let helm give up sooner
+    before = configs(twin)
+    c = Cluster.from_params(params_mod.load(twin.params_path))
+    pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.list("persistentvolumeclaims")}
+    policies = argo_policies(c)
+    assert any(v != "null" for v in policies.values())   # there is something to restore
+    res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="bad-install",
+              timeouts=doomed, proceed_despite_deferral=True)
+    assert statuses(res)["install"] == "failed"
+    assert "helm upgrade --install cilium --wait" in (res.failed.error or "")
+    from runbook import evidence
+    failed = [g for g in evidence.gates(evidence.read_records(res.run_dir / "03-install.ipynb"))
+              if not g["passed"]]
+    assert any("ImagePull" in " ".join(g["details"]) for g in failed), failed
+    # with the optional Velero restore, policy none: only deleted objects come back
+    res = run(twin, "rollback", tmp_path, execute=True, run_id="bad-install", timeouts=doomed,
+              velero_restore=True, existing_resource_policy="none")
+    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
+    vr = [e for e in journal(res)["entries"] if e["step"] == "velero-restore"]
+    assert len(vr) == 1 and vr[0]["status"] == "done" and vr[0]["data"]["policy"] == "none"
+    assert_flannel_back(twin, before)
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"])
+            for p in c.list("persistentvolumeclaims")} == pvcs
+    assert argo_policies(c) == policies                  # every Argo CD policy exactly as before
+    res = run(twin, "verify", tmp_path, execute=True, run_id="bad-install", timeouts=doomed)
+    assert statuses(res) == {"verify": "passed"}, res.phases[0].error
 
 
 @pytest.mark.timeout(240)
-def test_verify_restarts_metallb_when_an_ip_does_not_reattach(tmp_path_factory, tmp_path):
+def test_verify_restarts_metallb_when_an_ip_does_not_reattach(make_twin, tmp_path):
     """Scenario 5: with MetalLB "sticky", the first controller restart drops every
     LoadBalancer IP (as the migration's pod restarts would). Verify restarts the
     controller once, journaled as metallb-restart, and the IPs come back; the rest of
     verify still fails (nothing was migrated), which shows the checks are collected."""
-    from twin.api import Twin
+    twin = make_twin(faults={"metallb_sticky": True})
+    res = run(twin, "preflight", tmp_path, execute=True, run_id="sticky", proceed_despite_deferral=True)
+    assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
+    c = Cluster.from_params(params_mod.load(twin.params_path))
+    ctrl = c.list("pods", "metallb-system", label_selector="app.kubernetes.io/component=controller")
+    for p in ctrl:
+        c.delete("pods", p["metadata"]["name"], "metallb-system")
 
-    twin = Twin(tmp_path_factory.mktemp("twin"), faults={"metallb_sticky": True}).start()
-    try:
-        res = run(twin, "preflight", tmp_path, execute=True, run_id="sticky", proceed_despite_deferral=True)
-        assert statuses(res) == {"preflight": "passed"}, res.phases[0].error
-        c = Cluster.from_params(params_mod.load(twin.params_path))
-        ctrl = c.list("pods", "metallb-system", label_selector="app.kubernetes.io/component=controller")
-        for p in ctrl:
-            c.delete("pods", p["metadata"]["name"], "metallb-system")
+    def lb_lost() -> tuple[bool, list[str]]:
+        svc = c.get("services", "ingress-nginx-controller", "ingress-nginx") or {}
+        ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return not ing, ["the IP still attached"]
+    c.wait_for(lb_lost, timeout=60, what="MetalLB to drop the IP")
 
-        def lb_lost() -> tuple[bool, list[str]]:
-            svc = c.get("services", "ingress-nginx-controller", "ingress-nginx") or {}
-            ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-            return not ing, ["the IP still attached"]
-        c.wait_for(lb_lost, timeout=60, what="MetalLB to drop the IP")
-
-        res = run(twin, "verify", tmp_path, execute=True, run_id="sticky")
-        assert statuses(res) == {"verify": "failed"}
-        doc = journal(res)
-        restarts = [e for e in doc["entries"] if e["step"] == "metallb-restart"]
-        assert len(restarts) == 1 and restarts[0]["status"] == "done"
-        assert restarts[0]["result"]["still_lost"] == []
-        assert any("ingress-nginx/ingress-nginx-controller" in d for d in restarts[0]["data"]["lost"])
-        from runbook import evidence
-        rec = evidence.read_records(res.run_dir / "04-verify.ipynb")
-        assert rec["gate/loadbalancer-ips"]["passed"] is True
-        assert rec["gate/kube-proxy-replacement"]["passed"] is False
-        assert rec["gate/verification"]["passed"] is False
-        # Argo CD stays paused after a failed verification
-        assert "argocd-resume" not in steps(doc, "verify")
-    finally:
-        twin.stop()
+    res = run(twin, "verify", tmp_path, execute=True, run_id="sticky")
+    assert statuses(res) == {"verify": "failed"}
+    doc = journal(res)
+    restarts = [e for e in doc["entries"] if e["step"] == "metallb-restart"]
+    assert len(restarts) == 1 and restarts[0]["status"] == "done"
+    assert restarts[0]["result"]["still_lost"] == []
+    assert any("ingress-nginx/ingress-nginx-controller" in d for d in restarts[0]["data"]["lost"])
+    from runbook import evidence
+    rec = evidence.read_records(res.run_dir / "04-verify.ipynb")
+    assert rec["gate/loadbalancer-ips"]["passed"] is True
+    assert rec["gate/kube-proxy-replacement"]["passed"] is False
+    assert rec["gate/verification"]["passed"] is False
+    # Argo CD stays paused after a failed verification
+    assert "argocd-resume" not in steps(doc, "verify")

@@ -1,8 +1,10 @@
 """The whole rehearsal: twin, four migration phases, rollback, report.
 
-One run uses the REAL Cilium chart archive (../shared/charts/cilium-1.19.3.tgz, served
-by the twin's chart repository; skipped with the reason when absent) through the
-library; the other is ``make rehearse`` itself, the CLI with the stand-in chart.
+One run uses the REAL Cilium chart archive (``cilium_chart``: $RUNBOOK_CILIUM_CHART or
+../shared/charts/cilium-1.19.3.tgz, served by the twin's chart repository; skipped with
+the reason when absent, a failure under RUNBOOK_REQUIRE_TOOLS=1) through the library; the
+other is ``make rehearse`` itself, the CLI with the stand-in chart: the session's shared
+migrated run (``helpers.migrated_run``).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from helpers.run_evidence import notebook_outputs
 
 from runbook import runner
 
@@ -24,16 +26,6 @@ RUNBOOK = Path(sys.executable).parent / "runbook"
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _outputs_text(nb_path: Path) -> str:
-    nb = nbformat.read(nb_path, as_version=4)
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text") or "")
-            parts.extend(str(v) for v in (out.get("data") or {}).values())
-    return "\n".join(parts)
 
 
 @pytest.mark.timeout(900)
@@ -64,7 +56,7 @@ def test_rehearsal_with_the_real_cilium_chart(cilium_chart: Path, tmp_path: Path
     # helm home holds the archive byte for byte, and the release notes are Cilium's own.
     cached = list((run_dir / "helm").rglob("*.chart"))
     assert _sha256(cilium_chart) in {_sha256(c) for c in cached}, cached
-    install = _outputs_text(run_dir / "03-install.ipynb")
+    install = notebook_outputs(run_dir / "03-install.ipynb", every_mimetype=True)
     assert "STAND-IN" not in install
     assert "You have successfully installed Cilium" in install
     journal = json.loads((run_dir / "journal.json").read_text())
@@ -74,27 +66,26 @@ def test_rehearsal_with_the_real_cilium_chart(cilium_chart: Path, tmp_path: Path
 
 
 @pytest.mark.timeout(900)
-def test_runbook_rehearse_cli_is_make_rehearse(tmp_path: Path) -> None:
-    """``runbook rehearse --with-rollback`` (the stand-in chart): exit 0, report path printed."""
-    env_home = tmp_path / "home"
-    env_home.mkdir()
-    p = subprocess.run([str(RUNBOOK), "rehearse", "--with-rollback", "--reports-dir", str(tmp_path / "reports"),
-                        "--state-dir", str(tmp_path / "twin")],
-                       capture_output=True, text=True, timeout=880,
-                       env={"PATH": "/usr/bin:/bin", "HOME": str(env_home), "LANG": "C.UTF-8"})
+def test_runbook_rehearse_cli_is_make_rehearse(migrated_run) -> None:
+    """``runbook rehearse --with-rollback`` (the stand-in chart): exit 0, report path printed.
+
+    The session's shared run (``helpers.migrated_run``) is this very command, run as the
+    console script in a bare environment (``PATH=/usr/bin:/bin``, its own ``HOME``).
+    """
+    p = migrated_run
     assert p.returncode == 0, (p.stdout[-4000:], p.stderr[-4000:])
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("report: "), last
     index = Path(last.removeprefix("report: "))
     assert index.is_file() and index.name == "index.html"
-    assert index.parent.parent == tmp_path / "reports"
+    assert index.parent.parent == p.reports_dir
     assert "REHEARSAL PASSED" in p.stdout
     for check in ("configs byte-identical", "flannel back on every node", "no cilium leftovers on nodes"):
         assert f"rollback check: {check}: OK" in p.stdout
     text = index.read_text()
     assert "ALL PHASES PASSED" in text and "Rehearsal: back on flannel" in text
     # the stand-in chart, as the twin serves it by default
-    assert "STAND-IN" in _outputs_text(index.parent / "03-install.ipynb")
+    assert "STAND-IN" in notebook_outputs(index.parent / "03-install.ipynb", every_mimetype=True)
 
 
 @pytest.mark.timeout(60)

@@ -185,18 +185,13 @@ def test_ingress_probe_refuses_a_remote_address() -> None:
                              kind="twin")
 
 
-def test_helm_refuses_a_remote_repository_before_running_helm(tmp_path: Path,
+def test_helm_refuses_a_remote_repository_before_running_helm(tmp_path: Path, helm_bin: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from runbook import helm as helm_mod
-    from runbook.tools import find_binary
 
-    try:
-        binary = find_binary("helm")
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"helm unavailable: {e}")
     spawned: list[Any] = []
     monkeypatch.setattr(helm_mod.subprocess, "run", lambda *a, **kw: spawned.append(a) or None)
-    h = helm_mod.Helm(binary=binary, env_home=tmp_path / "helm", kind="twin")
+    h = helm_mod.Helm(binary=helm_bin, env_home=tmp_path / "helm", kind="twin")
     with pytest.raises(LoopbackViolation, match="helm repository cilium"):
         h.repo_add("cilium", "https://helm.cilium.io/")
     assert spawned == [], "helm was started for a refused repository"

@@ -1,5 +1,9 @@
 """No credential ever reaches the evidence: a complete rehearsal with rollback, then a search.
 
+The rehearsal is the session's shared ``runbook rehearse --with-rollback``
+(``helpers.migrated_run``): its twin's state folder holds the API token, the SSH key, the
+join token and the admin token; the helm release payloads and the generated TLS keys
+were read through the API while the release existed (between install and rollback).
 Every file under the run folder (executed notebooks, HTML pages, index, journal,
 snapshots, command log, timeline) is searched for each secret the twin holds: the API
 bearer token, the SSH client private key, the k3s join token of the agents, the admin
@@ -13,6 +17,7 @@ import io
 import re
 import tarfile
 from pathlib import Path
+from typing import Any, Iterable
 
 import pytest
 import yaml
@@ -60,8 +65,8 @@ def _with_base64(secrets: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-def _twin_secrets(twin) -> dict[str, list[str]]:
-    sd = twin.state_dir
+def _twin_secrets(sd: Path) -> dict[str, list[str]]:
+    """The credentials a twin's state folder holds (on disk; the twin may be stopped)."""
     kube = yaml.safe_load((sd / "kubeconfig").read_text())
     token = kube["users"][0]["user"]["token"]
     join = None
@@ -83,44 +88,31 @@ def _twin_secrets(twin) -> dict[str, list[str]]:
     return out
 
 
-def _cluster_secret_payloads(twin) -> dict[str, list[str]]:
-    """helm release payloads and the private keys in Secrets (read from the twin's store)."""
-
-    def collect():
-        store = twin.rt.store
-        st = store.lookup("", "v1", "secrets")
-        found: dict[str, list[str]] = {"helm release payload": [], "tls private key": []}
-        for s in store.iter_objects(st):
-            data = s.get("data") or {}
-            labels = (s.get("metadata") or {}).get("labels") or {}
-            if labels.get("owner") == "helm" and data.get("release"):
-                blob = data["release"]
-                found["helm release payload"] += [blob[i:i + 64] for i in range(0, min(len(blob), 640), 64)]
-            for k in ("ca.key", "tls.key"):
-                if data.get(k):
-                    pem = base64.b64decode(data[k]).decode("utf-8", "replace")
-                    found["tls private key"] += _key_fragments(pem) + [data[k][:64]]
-        return found
-
-    return twin.call(collect)
+def _cluster_secret_payloads(secret_objects: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """helm release payloads and the private keys in Secrets (as the API served them)."""
+    found: dict[str, list[str]] = {"helm release payload": [], "tls private key": []}
+    for s in secret_objects:
+        data = s.get("data") or {}
+        labels = (s.get("metadata") or {}).get("labels") or {}
+        if labels.get("owner") == "helm" and data.get("release"):
+            blob = data["release"]
+            found["helm release payload"] += [blob[i:i + 64] for i in range(0, min(len(blob), 640), 64)]
+        for k in ("ca.key", "tls.key"):
+            if data.get(k):
+                pem = base64.b64decode(data[k]).decode("utf-8", "replace")
+                found["tls private key"] += _key_fragments(pem) + [data[k][:64]]
+    return found
 
 
-def test_full_rehearsal_leaves_no_secret_in_the_run_folder(tmp_path):
-    from twin.api import Twin
-
-    reports = tmp_path / "reports"
-    with Twin(tmp_path / "twin") as twin:
-        secrets = _twin_secrets(twin)
-        mig = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id="secrets",
-                         reports_dir=reports, extra={"proceed_despite_deferral": True},
-                         progress=lambda m: None)
-        assert mig.ok, f"migration failed: {mig.failed}"
-        secrets.update(_cluster_secret_payloads(twin))
-        assert secrets["helm release payload"], "cilium was installed by helm: its release secret exists"
-        rb = runner.run(twin.params_path, phases=["rollback"], execute=True, run_id="secrets",
-                        reports_dir=reports, progress=lambda m: None)
-        assert rb.ok, f"rollback failed: {rb.failed}"
-    run_dir = reports / "secrets"
+def test_full_rehearsal_leaves_no_secret_in_the_run_folder(migrated_run):
+    assert migrated_run.ok, migrated_run.log_tail        # the migration and the rollback passed
+    secrets = _twin_secrets(migrated_run.state_dir)
+    secrets.update(_cluster_secret_payloads(migrated_run.live_secrets.values()))
+    assert secrets["helm release payload"], ("cilium was installed by helm: its release secret exists "
+                                             f"(API read errors: {migrated_run.watch_errors[-3:]})")
+    assert secrets["tls private key"], ("the chart generated its CA: a private key was in a Secret "
+                                        f"(API read errors: {migrated_run.watch_errors[-3:]})")
+    run_dir = migrated_run.run_dir
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".ipynb" for p in files) and (run_dir / "index.html").exists()
     assert any(p.suffix == ".html" and p.parent.name == "html" for p in files)
@@ -173,7 +165,7 @@ def test_config_diff_shows_the_join_token_masked(tmp_path):
 
     reports = tmp_path / "reports"
     with Twin(tmp_path / "twin") as twin:
-        join = _twin_secrets(twin)["k3s join token"][0]
+        join = _twin_secrets(twin.state_dir)["k3s join token"][0]
         cfg = twin.state_dir / "nodes" / "fast-skunk" / "etc" / "rancher" / "k3s" / "config.yaml"
         text = cfg.read_text()
         assert f"token: {join}\n" in text

@@ -272,8 +272,6 @@ def test_agrees_with_the_real_clusters_params(fx):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[3] / "params" / "minicloud.yaml"
-    if not path.exists():
-        pytest.skip("params/minicloud.yaml is not there")
     params = yaml.safe_load(path.read_text())
     assert [(n["name"], n["role"], n["address"]) for n in params["nodes"]] == [
         (n.name, n.role, n.ip) for n in fx.nodes]

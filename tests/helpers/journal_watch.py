@@ -1,0 +1,71 @@
+"""Act on a running phase at a precise point: when its journal reaches a step.
+
+The runbook journals each step before and after it acts, so the journal is the clock
+the fault tests inject faults by: "the agent's SSH goes down once the server's k3s
+restart is done", "the runner is killed once any restart is done".
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from helpers.run_evidence import entries, read_journal
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+@contextmanager
+def when_journal(path: Path, predicate: Predicate, action: Callable[[], None], *,
+                 poll: float = 0.01) -> Iterator[threading.Event]:
+    """Within the ``with`` block, run ``action()`` once, as soon as the journal at ``path``
+    satisfies ``predicate``; the yielded event is set once it ran.
+
+    Example:
+        >>> with when_journal(jpath, lambda d: bool(d["entries"]), stop_it):   # doctest: +SKIP
+        ...     runner.run(...)
+    """
+    stop, fired = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if predicate(read_journal(path)):
+                action()
+                fired.set()
+                return
+            time.sleep(poll)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    try:
+        yield fired
+    finally:
+        stop.set()
+        th.join(5)
+
+
+def restarted(node: str | None = None) -> Predicate:
+    """A journal predicate: k3s was restarted (``restart-k3s`` done) on ``node`` or on any node."""
+    return lambda doc: bool(entries(doc, "restart-k3s", node, "done"))
+
+
+@contextmanager
+def ssh_down_after_restart(twin: Any, path: Path, server: str, victim: str) -> Iterator[threading.Event]:
+    """Scenario 2's fault: ``victim``'s SSH goes down as soon as ``server``'s k3s restart is
+    journaled done, i.e. in the middle of the agent restarts."""
+    with when_journal(path, restarted(server), lambda: twin.set_fault("ssh_down", [victim])) as fired:
+        yield fired
+
+
+def wait_for_journal(path: Path, predicate: Predicate, *, timeout: float,
+                     alive: Callable[[], bool] = lambda: True, poll: float = 0.01) -> bool:
+    """Poll the journal until ``predicate`` holds (True), ``alive()`` turns False or
+    ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if predicate(read_journal(path)):
+            return True
+        time.sleep(poll)
+    return False

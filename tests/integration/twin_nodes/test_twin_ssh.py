@@ -5,11 +5,11 @@ import os
 import stat
 import time
 import subprocess
-import shutil
 
 import paramiko
 import pytest
 
+from helpers.required_tools import require_command
 from twin_nodes_harness import run_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -205,8 +205,8 @@ def test_reboot_drops_the_session(nodes_twin):
     assert run_cmd(c2, "ip -o link show flannel.1")[0] == 0     # flannel re-created it
 
 
-@pytest.mark.skipif(not shutil.which("ssh"), reason="OpenSSH client not installed")
 def test_openssh_client_accepts_known_hosts(nodes_twin):
+    require_command("ssh", "openssh-client")
     t = nodes_twin
     port = t.rt.endpoints["ssh"]["server-1"]
     p = subprocess.run(

@@ -61,11 +61,9 @@ def test_nodes_from_objects(tmp_path):
 
 
 def test_component_with_minicloud_fixture(tmp_path):
-    fixtures = pytest.importorskip("twin.fixtures")
-    try:
-        fx = fixtures.load("minicloud")
-    except Exception as e:  # pragma: no cover - the fixture is a teammate's work in progress
-        pytest.skip(f"minicloud fixture unavailable: {e}")
+    from twin import fixtures
+
+    fx = fixtures.load("minicloud")
     from twin.faults import Faults
     from twin.runtime import Runtime
 

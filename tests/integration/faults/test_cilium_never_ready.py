@@ -12,7 +12,6 @@ PVCs and workloads are as before the run.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -33,15 +32,15 @@ def test_install_gate_fails_then_rollback_restores_flannel_with_nothing_lost(mak
     twin, params, c, before = start_scenario(make_twin, faults={"cilium_image_pull_fails": True},
                                              limits={"timeouts": {**FAST_TIMEOUTS, "helm": helm_timeout}})
     run_id = "s4-pull"
-    t0 = time.monotonic()
     res = run(params, "preflight,reconfigure,install,verify", tmp_path, run_id=run_id)
     # (1) stopped at install's gate, within its timeout; verify never ran
     assert statuses(res) == {"preflight": "passed", "reconfigure": "passed", "install": "failed",
                              "verify": "not-run"}
     install = next(p for p in res.phases if p.phase == "install")
     assert install.error.startswith("GateFailed"), install.error
-    assert install.seconds < helm_timeout + 60, install.seconds
-    assert time.monotonic() - t0 < 200
+    # helm was given this scenario's timeout, not the default one (no wall-clock assertion:
+    # the gate's wording and the journaled command line say which timeout was in force)
+    assert f"--wait succeeded within {helm_timeout}s" in install.error, install.error
     assert "helm" in failed_cell_source(res.run_dir / "03-install.ipynb").lower()
     doc = journal(res)
     [h] = entries(doc, "helm-install")

@@ -58,6 +58,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..node.k3s_network import add_hostport_chains
 from .base import Controller
 from .network_view import NodeView
 from .reach import Reachability, Trace
@@ -445,6 +446,9 @@ class NetworkModel:
             return PodFate("Pending", False, "ContainerCreating",
                            f'Failed to create pod sandbox: plugin type="{plugin}" failed (add): '
                            "failed to allocate for range 0: no IP addresses available in range set")
+        if cni == "flannel" and nm is not None:
+            # flannel's conflist chains the portmap plugin: a hostPort gets its CNI-* chains.
+            add_hostport_chains(nm, pod, ip)
         return PodFate("Running", True, cni=cni, ip=ip, delay=self.start_seconds)
 
     def allocate_ip(self, cni: str, pod: dict, node: dict) -> str | None:

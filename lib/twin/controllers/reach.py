@@ -172,12 +172,14 @@ class Reachability:
         return table
 
     def pod_at(self, ip: str) -> dict | None:
-        """The live, non-hostNetwork pod holding ``ip`` now (None: nobody has it)."""
-        for p in self._pods():
-            if (p.get("status") or {}).get("podIP") == ip and not (p.get("spec") or {}).get("hostNetwork") \
-                    and self.pod_live(p):
-                return p
-        return None
+        """The live, non-hostNetwork pod holding ``ip`` now (None: nobody has it). Two
+        pods may hold one address (Cilium's ``ipam: kubernetes`` next to old flannel
+        pods): the node's working CNI delivers to its own sandbox."""
+        found = [p for p in self._pods() if (p.get("status") or {}).get("podIP") == ip
+                 and not (p.get("spec") or {}).get("hostNetwork") and self.pod_live(p)]
+        if len(found) > 1:
+            found.sort(key=lambda p: not self.net.pod_reachable(p)[0])
+        return found[0] if found else None
 
     def node_at(self, ip: str) -> Any:
         return next((n for n in self.rt.nodes.values() if str(n.spec.ip) == ip), None)
@@ -364,7 +366,7 @@ class Reachability:
             return Trace(False, f"{label}: {dst.name}'s firewall drops {proto.upper()} {port} from {node}",
                          "timeout", hops=hops)
         if port in (6443, 6444) and proto == "tcp":
-            if dst.role != "server" and port == 6443 or dst.unit_state != "active":
+            if (dst.role != "server" and port == 6443) or dst.unit_state != "active":
                 return Trace(False, f"{label}: nothing listens on {addr} (k3s {dst.unit_state})",
                              "refused", hops=hops)
         if port in (4240, 4244) and proto == "tcp":

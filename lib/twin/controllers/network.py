@@ -44,6 +44,8 @@ sandbox policy, as a real kubelet + CNI would:
 - **Data path** (:meth:`NetworkModel.pod_reachable`): a Running pod is reachable iff it
   is hostNetwork, or its sandbox CNI is the node's working CNI. Old flannel pods after
   the swap are "unmanaged": Running but unreachable until deleted and recreated.
+  :meth:`NetworkModel.reach` follows one connection from a node or a pod (service
+  translation, NodePorts, the overlay, the ``firewall`` fault; see :mod:`.reach`).
 
 Example (inside the twin's loop)::
 

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable
 
 from . import nettools
@@ -148,7 +149,7 @@ def cilium_health(rt: Any, pod: dict, container: str, argv: list[str], stdin: by
 
     def status(s: str, seed: str) -> str:
         return f"OK, RTT={seed}" if not s else s
-    lines = ["Probe time:\t2026-11-02T08:00:00Z", "Nodes:"]
+    lines = [f"Probe time:\t{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", "Nodes:"]
     for n in ordered:
         lines.append(f"  {n['name']}{' (localhost)' if n['local'] else ''}:")
         lines += [f"    Host connectivity to {n['ip']}:", f"      ICMP to stack:\t{status(n['host_icmp'], n['rtt'])}",

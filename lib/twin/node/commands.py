@@ -63,6 +63,7 @@ COMMANDS: dict[str, Handler] = {
     "hostname": cmd_system.hostname,
     "uname": cmd_system.uname,
     "k3s": cmd_system.k3s,
+    "scp": cmd_system.scp,
     # services
     "systemctl": cmd_service.systemctl,
     "journalctl": cmd_service.journalctl,

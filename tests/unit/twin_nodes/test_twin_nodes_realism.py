@@ -221,3 +221,11 @@ def test_portmap_chains_stay_through_k3s_restarts(nodes):
     kept = "".join(line + "\n" for line in a.iptables_save().splitlines() if "CNI-" not in line)
     assert sh(a, "sudo iptables-restore", kept.encode()).rc == 0     # what k3s-killall.sh does
     assert "CNI-" not in a.iptables_save()
+
+
+def test_scp_through_the_command_table_explains_itself(nodes):
+    a = nodes["agent-1"]
+    rc, _, err = sh(a, "sudo scp -t /etc/rancher/k3s/config.yaml")
+    assert rc == 1 and b"copy to /tmp, then `sudo cp`" in err
+    rc, _, err = sh(a, "scp /tmp/x other:/tmp/x")
+    assert rc == 1 and b"lost connection" in err

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 Trace = Any
 Result = tuple[int, bytes, bytes, float]
 KERNEL_CONNECT_SECONDS = 130.0     # tcp_syn_retries=6: when connect() gives up
-DNS_TIMEOUT_SECONDS = 5.0          # per try (nslookup/dig default), 3 tries... dig +tries
+DNS_TIMEOUT_SECONDS = 5.0          # one try of nslookup/dig (both try 3 times by default)
 API_PORTS = (6443, 6444)
 
 
@@ -140,9 +140,9 @@ def curl(args: list[str], trace: Callable[..., Trace], resolve: Callable[..., An
         return fail(7, f"Failed to connect to {host} port {port} after 0 ms: Couldn't connect to server")
     verbose = f"*   Trying {ip}:{port}...\n* Connected to {host} ({ip}) port {port}\n" if opts["verbose"] else ""
     if scheme == "https" and not opts["insecure"]:
-        return 60, b"", ((verbose + "" if quiet_err else verbose +
-                          "curl: (60) SSL certificate problem: unable to get local issuer certificate\n"
-                          "More details here: https://curl.se/docs/sslcerts.html\n").encode()), 0
+        msg = "" if quiet_err else ("curl: (60) SSL certificate problem: unable to get local issuer "
+                                    "certificate\nMore details here: https://curl.se/docs/sslcerts.html\n")
+        return 60, b"", (verbose + msg).encode(), 0
     status, ctype, body = http_answer(t, scheme, parts.path or "/")
     head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Unauthorized'}\r\n"
             f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n")

@@ -37,8 +37,6 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import datapath
-
 CNI_DIR = "/etc/cni/net.d"
 CNI_FILES = ("10-cilium-cni.conf", "00-cilium-cni.conf", "05-cilium-cni.conf", "05-cilium.conf",
              "05-cilium.conflist")
@@ -157,7 +155,7 @@ def run(view: ContainerView, args: list[str], stdin: bytes) -> tuple[int, bytes,
             if not view.privileged:
                 err.append(f"Error: {denied}\n")
                 break
-            for r in [r for r in _routes_of(nm, i.name)]:
+            for r in _routes_of(nm, i.name):
                 out.append(f"removed route {{Ifindex: {i.index} Dst: {r} Src: <nil> Gw: <nil> Flags: [] "
                            "Table: 254 Realm: 0}\n")
             nm.remove_interface(i.name)
@@ -192,5 +190,3 @@ def _routes_of(nm: Any, dev: str) -> list[str]:
         return []
     return [c for c, _ in (host.info.get("routes") or ())]
 
-
-__all__ = ["ContainerView", "run", "datapath"]

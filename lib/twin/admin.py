@@ -14,7 +14,9 @@ Routes (JSON in and out):
     name -> 400 and nothing is set). Side effects that make a switch take hold at once:
     ``ssh_down`` takes the listed nodes' SSH servers down (and the others back up)
     through the ``ssh`` component; ``api_down_seconds`` > 0 (without
-    ``api_down_on_restart``) starts an API outage of that many cluster seconds.
+    ``api_down_on_restart``) starts an API outage of that many cluster seconds;
+    ``containerd_template`` writes (or removes) the nodes' ``config.toml.tmpl`` through
+    the ``nodes`` component; ``firewall`` rules are checked (a bad rule -> 400).
 ``POST /faults/api-outage`` ``{"seconds": N}``
     API server down for N cluster seconds (``rt.component("apiserver").outage(N)``,
     started in the background; the answer comes at once, 202).
@@ -145,11 +147,22 @@ class AdminEndpoint:
             if unknown_nodes:
                 return _error(400, f"unknown node(s) in ssh_down: {', '.join(map(str, unknown_nodes))}; "
                                    f"known: {', '.join(getattr(ssh, 'ports', {}))}")
+        if "containerd_template" in body:
+            wanted = body["containerd_template"]
+            wanted = wanted if isinstance(wanted, list) else [wanted]
+            unknown_nodes = [n for n in wanted if n not in self.rt.nodes]
+            if unknown_nodes:
+                return _error(400, f"unknown node(s) in containerd_template: "
+                                   f"{', '.join(map(str, unknown_nodes))}; known: {', '.join(self.rt.nodes)}")
         try:
             for k, v in body.items():
                 self.rt.faults.set(k, v)
         except (TypeError, ValueError) as e:
             return _error(400, f"bad value: {e}")
+        if "containerd_template" in body:
+            nodes = self._component("nodes")
+            if nodes is not None and hasattr(nodes, "apply_containerd_template"):
+                nodes.apply_containerd_template()
         if "ssh_down" in body:
             if ssh is not None:
                 now_down = set(self.rt.faults.ssh_down)

@@ -9,6 +9,14 @@ Each switch is read by the component it breaks; nothing else. Names:
 - ``velero_partially_failed``: the next Velero Backup ends PartiallyFailed.
 - ``metallb_sticky``: MetalLB does not reassign an IP until its controller restarts.
 - ``argocd_parent_reverts``: an Argo CD parent app reverts its children's syncPolicy.
+- ``firewall``: nodes' firewalls dropping ports from other nodes, a list of
+  ``{"node": N, "from": [M, ...] | "*", "ports": ["udp/8473", "tcp/4240", ...]}``
+  (N's firewall drops those ports coming from M). Read by the network model's
+  reachability: VXLAN blocked means cross-node pod traffic fails while agents are Ready.
+- ``containerd_template``: set of node names that have a ``config.toml.tmpl`` hard-coding
+  k3s's CNI folder beside containerd's config (as a GPU runtime setup leaves it). Setting
+  it writes the file on those nodes (and removes it from the others that got it this
+  way); it takes effect at each node's next k3s start.
 """
 from __future__ import annotations
 
@@ -25,6 +33,8 @@ class Faults:
     velero_partially_failed: bool = False
     metallb_sticky: bool = False
     argocd_parent_reverts: bool = False
+    firewall: list = field(default_factory=list)
+    containerd_template: set[str] = field(default_factory=set)
 
     def set(self, name: str, value: Any) -> None:
         """Set one switch by name, with a clear error for an unknown name."""
@@ -37,9 +47,37 @@ class Faults:
             value = bool(value)
         elif isinstance(current, float):
             value = float(value)
+        elif isinstance(current, list):
+            value = check_firewall(value)
         setattr(self, name, value)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["ssh_down"] = sorted(self.ssh_down)
+        d["containerd_template"] = sorted(self.containerd_template)
         return d
+
+
+def check_firewall(value: Any) -> list[dict]:
+    """The ``firewall`` fault's rules, checked (ValueError names what is wrong).
+
+    >>> check_firewall([{"node": "b", "from": ["a"], "ports": ["UDP/8473"]}])
+    [{'node': 'b', 'from': ['a'], 'ports': ['udp/8473']}]
+    """
+    if not isinstance(value, (list, tuple)):
+        raise ValueError('firewall: expected a list of {"node": N, "from": [..] | "*", "ports": ["udp/8473"]}')
+    rules = []
+    for r in value:
+        if not isinstance(r, dict) or not isinstance(r.get("node"), str) or not r.get("ports"):
+            raise ValueError(f"firewall: bad rule {r!r}: needs node (a name) and ports")
+        frm = r.get("from", "*")
+        if frm != "*" and not (isinstance(frm, list) and all(isinstance(x, str) for x in frm)):
+            raise ValueError(f'firewall: bad rule {r!r}: from is "*" or a list of node names')
+        ports = []
+        for p in r["ports"]:
+            proto, _, num = str(p).lower().partition("/")
+            if proto not in ("tcp", "udp") or not num.isdigit() or not 0 < int(num) < 65536:
+                raise ValueError(f"firewall: bad port {p!r}: expected udp/N or tcp/N")
+            ports.append(f"{proto}/{int(num)}")
+        rules.append({"node": r["node"], "from": frm, "ports": ports})
+    return rules

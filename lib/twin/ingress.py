@@ -20,7 +20,8 @@ Each request is answered from the store and the network model:
   ``app.kubernetes.io/component=controller`` or a name starting with
   ``ingress-nginx-controller``) is Ready and reachable by the CNI that runs;
 * ``502`` when the controller is fine but no pod selected by the backend Service is
-  Ready and reachable;
+  Ready and reachable from it (the network model's ``reach(controller, pod IP, target
+  port)``: a blocked tunnel between their nodes counts);
 * ``200`` otherwise, with a small HTML page naming the backend service and pod.
 
 Every answer carries ``X-Twin-Reason`` (why), and 200s ``X-Twin-Backend-Pod``.
@@ -377,7 +378,7 @@ class IngressEndpoint:
         for p in self.rt.store.iter_objects(pods, ns):
             if not sel.matches_object(p):
                 continue
-            ok, reason = pod_reachable(self.rt, p)
+            ok, reason = self.backend_reachable(ctrl, p, svc, port)
             (good if ok else why_not).append(p if ok else reason)
         if not good:
             detail = "; ".join(why_not[:5]) if why_not else "no pod matches its selector"
@@ -389,6 +390,30 @@ class IngressEndpoint:
                       ingress=ing_name, service=svc_label,
                       pod=f"{_meta(pod).get('namespace')}/{_meta(pod).get('name')}",
                       pod_ip=(pod.get("status") or {}).get("podIP"), controller=ctrl_name)
+
+    def backend_reachable(self, ctrl: dict, pod: dict, svc: dict, port: dict) -> tuple[bool, str]:
+        """Whether the controller pod reaches a backend pod: nginx proxies to the pod's
+        address and target port, across nodes over the overlay (the network model's
+        ``reach``); without a network model, whether the pod is Ready."""
+        ok, reason = pod_reachable(self.rt, pod)
+        if not ok:
+            return ok, reason
+        try:
+            net = self.rt.component("network")
+        except (KeyError, AttributeError):
+            return ok, reason
+        reach = getattr(net, "reach", None)
+        ip = (pod.get("status") or {}).get("podIP")
+        if reach is None or not ip or (pod.get("spec") or {}).get("hostNetwork"):
+            return ok, reason
+        sport = next((p for p in (svc.get("spec") or {}).get("ports") or ()
+                      if p.get("port") == port.get("number") or (port.get("name") and p.get("name") == port.get("name"))),
+                     None) or {}
+        target = sport.get("targetPort", sport.get("port", 80))
+        if isinstance(target, str):
+            target = next((cp.get("containerPort") for c in (pod.get("spec") or {}).get("containers") or ()
+                           for cp in c.get("ports") or () if cp.get("name") == target), 80)
+        return reach(ctrl, ip, int(target or 80))
 
     # -- HTTP -----------------------------------------------------------------------------
     def _accepted(self, transport: asyncio.Transport) -> None:

@@ -174,6 +174,13 @@ class _NodeSFTP(asyncssh.SFTPServer):
     def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         self.setstat(path, attrs)
 
+    def exit(self) -> None:
+        # sshd reports the exit status of sftp-server (0 after a clean session); scp in
+        # SFTP mode exits 1 without it.
+        chan = getattr(self, "_chan", None)
+        if chan is not None and not chan.is_closing():
+            chan.exit(0)
+
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         raise asyncssh.SFTPPermissionDenied("the twin does not create symbolic links")
 
@@ -312,7 +319,7 @@ class SSHServers:
             server_host_keys=[self._host_keys[name]],
             process_factory=lambda proc: self._handle(name, proc),
             sftp_factory=lambda chan: self._sftp(name, chan, node),
-            allow_scp=False, encoding=None, line_editor=False, agent_forwarding=False,
+            allow_scp=True, encoding=None, line_editor=False, agent_forwarding=False,
             x11_forwarding=False, allow_pty=False, reuse_address=True,
             server_version="OpenSSH_8.9p1 Ubuntu-3ubuntu0.10")
         self._servers[name] = server

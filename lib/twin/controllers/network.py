@@ -5,16 +5,14 @@ It reads the node models (``rt.nodes``, see :mod:`twin.node`) and the Cilium mod
 (``rt.component("cilium")``, optional) and acts only through the store and the kubelet's
 sandbox policy, as a real kubelet + CNI would:
 
-- **Working CNI of a node** (:meth:`NetworkModel.working_cni`):
-
-  - ``"cilium"`` when the node's cilium agent pod is Ready (per the Cilium model) and
-    ``/etc/cni/net.d/05-cilium.conflist`` exists on the node (the agent writes it once
-    Ready; containerd picks the first conflist, and ``05-`` sorts before flannel's);
-  - else ``"flannel"`` when k3s on that node runs flannel (its *running* settings: a
-    config change does nothing until k3s restarts, and agents inherit the server's
-    settings), flannel's device exists (``flannel.1`` for the vxlan backend) and
-    flannel's conflist is present;
-  - else ``None``: "cni plugin not initialized".
+- **Working CNI of a node** (:meth:`NetworkModel.working_cni`): what containerd uses.
+  Its CNI folder comes from the ``config.toml`` k3s generated when it started (the k3s
+  folder with flannel on or a ``config.toml.tmpl`` naming it, ``/etc/cni/net.d`` with
+  ``flannel-backend: none``); the first conflist there decides (:meth:`cni_in_use`):
+  ``cilium-cni`` works while the node's cilium agent is Ready; ``flannel`` while k3s runs
+  flannel (its *running* settings; agents inherit the server's) with its device; a
+  plugin binary missing from the bin dir, no conflist, or anything else: ``None`` ("cni
+  plugin not initialized"). A conflist in a folder containerd does not read does nothing.
 
 - **Node Ready condition** (written through the store, ``status`` subresource):
   ``True``/``KubeletReady`` with a working CNI; ``False``/``KubeletNotReady`` with
@@ -46,6 +44,8 @@ sandbox policy, as a real kubelet + CNI would:
 - **Data path** (:meth:`NetworkModel.pod_reachable`): a Running pod is reachable iff it
   is hostNetwork, or its sandbox CNI is the node's working CNI. Old flannel pods after
   the swap are "unmanaged": Running but unreachable until deleted and recreated.
+  :meth:`NetworkModel.reach` follows one connection from a node or a pod (service
+  translation, NodePorts, the overlay, the ``firewall`` fault; see :mod:`.reach`).
 
 Example (inside the twin's loop)::
 
@@ -55,11 +55,15 @@ Example (inside the twin's loop)::
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..node.k3s_network import add_hostport_chains
 from .base import Controller
+from .network_view import NodeView
+from .reach import Reachability, Trace
 from .kubelet import (NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, DefaultSandboxPolicy,
                       PodFate, settled_fate)
 from .scheduler import node_ready_status, now_rfc3339, ready_condition
@@ -111,6 +115,11 @@ class NodeNetwork:
         flannel_conf: flannel's conflist exists.
         cilium_agent_ready: the Cilium model says the node's agent is Ready.
         cilium_conf: ``/etc/cni/net.d/05-cilium.conflist`` exists.
+        cni_conf: the CNI config file containerd uses now (first in the conf dir its
+            generated ``config.toml`` names), or None.
+        cni_plugin: the first plugin ``type`` of that config (``flannel``, ``cilium-cni``).
+        cni_plugin_missing: containerd's error when the plugin binary is not in its bin
+            dir (sandboxes fail with it), or None.
     """
 
     node: str
@@ -122,6 +131,9 @@ class NodeNetwork:
     flannel_conf: bool
     cilium_agent_ready: bool
     cilium_conf: bool
+    cni_conf: str | None = None
+    cni_plugin: str | None = None
+    cni_plugin_missing: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +222,8 @@ class NetworkModel:
         self._unsubs: list[Any] = []
         self.resandboxed: list[tuple[str, str, str]] = []
         self.status_writes = 0
+        self._conf_cache: dict[str, tuple[tuple, str | None]] = {}
+        self.reachability = Reachability(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, rt: Any) -> None:
@@ -222,9 +236,11 @@ class NetworkModel:
             if t.key in (("", "pods"), ("", "nodes")) and t.version == "v1":
                 self.types[t.plural] = t
         self.fallback = DefaultSandboxPolicy(self.kubelet.ipam)
+        view = NodeView(self)
         for name, nm in rt.nodes.items():
             self._last_settings[name] = dict(nm.running or {})
             self._unsubs.append(nm.subscribe(self._on_node_event))
+            nm.cluster_view = view
         self.ctrl = _NodeStatus(self)
         self.policy = NetworkSandboxPolicy(self, start_seconds=self.start_seconds)
         # Pods already running keep their fate; only pods still waiting are re-decided
@@ -239,6 +255,8 @@ class NetworkModel:
         for u in self._unsubs:
             u()
         self._unsubs.clear()
+        for nm in (self.rt.nodes.values() if self.rt else ()):
+            nm.cluster_view = None
         if self.ctrl is not None:
             await self.ctrl.stop()
 
@@ -289,22 +307,57 @@ class NetworkModel:
             return None
         settings = nm.running or self._last_settings.get(name) or {}
         flannel_conf = nm.exists(FLANNEL_CONFLIST)
-        device, flannel_ok = flannel_works(settings, nm.interfaces, flannel_conf)
+        device, flannel_ok = flannel_works(settings, nm.interfaces, True)
         cil = self.cilium
         agent_ready = bool(cil is not None and cil.agent_ready(name))
-        cilium_conf = nm.exists(CILIUM_CONFLIST)
+        conf, plugin, missing = self.cni_in_use(nm)
         if not nm.up:
             cni = None   # a machine that is down forwards nothing
-        elif agent_ready and cilium_conf:
-            cni = "cilium"
-        elif flannel_ok:
-            cni = "flannel"
+        elif missing:
+            cni = None   # containerd loads the config; every sandbox fails to find the plugin
+        elif plugin == "cilium-cni":
+            cni = "cilium" if agent_ready else None
+        elif plugin == "flannel":
+            cni = "flannel" if flannel_ok else None
         else:
             cni = None
         return NodeNetwork(node=name, k3s_active=nm.unit_state == "active", up=bool(nm.up),
                            cni=cni, flannel_running=bool(settings.get("flannel")),
                            flannel_device=device, flannel_conf=flannel_conf,
-                           cilium_agent_ready=agent_ready, cilium_conf=cilium_conf)
+                           cilium_agent_ready=agent_ready, cilium_conf=nm.exists(CILIUM_CONFLIST),
+                           cni_conf=conf, cni_plugin=plugin, cni_plugin_missing=missing)
+
+    def cni_in_use(self, nm: Any) -> tuple[str | None, str | None, str | None]:
+        """What containerd on ``nm`` uses now: ``(conf file, first plugin type, the
+        plugin binary missing from its bin dir or None)``. The conf dir and bin dir come
+        from the ``config.toml`` k3s wrote when it started (:mod:`twin.node.containerd`):
+        a leftover conflist in a folder containerd does not read does nothing."""
+        conf = nm.cni_config()
+        if conf is None:
+            return None, None, None
+        try:
+            st = nm.host_path(conf).stat()
+            key = (conf, st.st_mtime_ns, st.st_size)
+        except OSError:
+            return conf, None, None
+        cached = self._conf_cache.get(nm.name)
+        if cached is None or cached[0] != key:
+            plugin = None
+            try:
+                doc = json.loads(nm.read_text(conf))
+                plugins = doc.get("plugins") if isinstance(doc, dict) else None
+                first = plugins[0] if isinstance(plugins, list) and plugins else doc
+                plugin = str(first.get("type")) if isinstance(first, dict) and first.get("type") else None
+            except (ValueError, OSError, UnicodeDecodeError):
+                plugin = None
+            cached = (key, plugin)
+            self._conf_cache[nm.name] = cached
+        plugin = cached[1]
+        bin_dir = nm.k3s.cni_dirs[1] if nm.k3s.cni_dirs else None
+        missing = None
+        if plugin and bin_dir and not nm.exists(f"{bin_dir}/{plugin}"):
+            missing = f'failed to find plugin "{plugin}" in path [{bin_dir}]'
+        return conf, plugin, missing
 
     def working_cni(self, name: str) -> str | None:
         """"cilium", "flannel" or None for node ``name`` (see module doc)."""
@@ -349,6 +402,25 @@ class NetworkModel:
         return False, (f"unmanaged: sandbox created by {sandbox}, node {node} now runs {cni}; "
                        "the pod must be deleted and recreated")
 
+    def reach(self, src: str | dict, dst_ip: str, port: int, proto: str = "tcp") -> tuple[bool, str]:
+        """Whether ``src`` (a node name, or a pod dict) reaches ``dst_ip:port`` now, and why.
+
+        Decided by the CNI in force on each side and its tunnel port, the nodes'
+        firewalls (fault ``firewall``), whether the pods' sandboxes belong to the CNI
+        that works, service translation (a socket LB Cilium left behind, kube-proxy,
+        Cilium's KPR), NodePorts and Service endpoints (see :mod:`.reach`).
+
+        Example:
+            >>> net.reach("set-hog", "10.43.0.10", 53, "udp")  # doctest: +SKIP
+            (True, 'kube-proxy (in k3s) on set-hog translated 10.43.0.10:53/udp; node set-hog reached ...')
+        """
+        t = self.reachability.trace(src, dst_ip, int(port), proto)
+        return t.ok, t.reason
+
+    def trace(self, src: str | dict, dst_ip: str, port: int, proto: str = "tcp") -> Trace:
+        """:meth:`reach` with the details: how it failed and which pod answered."""
+        return self.reachability.trace(src, dst_ip, int(port), proto)
+
     # ------------------------------------------------------------------ sandboxes
     def generic_fate(self, pod: dict, node: dict) -> PodFate | None:
         """The fate of an ordinary pod on a node whose k3s runs."""
@@ -358,12 +430,16 @@ class NetworkModel:
         name = node["metadata"]["name"]
         cni = self.working_cni(name)
         cil = self.cilium
-        if cni != "cilium" and cil is not None and cil.agent_pending(name):
-            nm = self.node_model(name)
-            if nm is not None and nm.exists(CILIUM_CONFLIST):
-                # containerd picks 05-cilium.conflist first; its plugin needs the agent,
-                # which is (re)starting on this node (e.g. after a reboot).
-                return PodFate("Pending", False, "ContainerCreating", CILIUM_CNI_DOWN_MESSAGE)
+        nm = self.node_model(name)
+        _, plugin, missing = self.cni_in_use(nm) if nm is not None else (None, None, None)
+        if missing:
+            return PodFate("Pending", False, "ContainerCreating",
+                           f"Failed to create pod sandbox: rpc error: code = Unknown desc = failed to "
+                           f"setup network for sandbox: plugin type=\"{plugin}\" failed (add): {missing}")
+        if cni != "cilium" and plugin == "cilium-cni" and cil is not None and cil.agent_pending(name):
+            # containerd uses Cilium's conflist; its plugin needs the agent, which is
+            # (re)starting on this node (e.g. after a reboot).
+            return PodFate("Pending", False, "ContainerCreating", CILIUM_CNI_DOWN_MESSAGE)
         if cni is None:
             return PodFate("Pending", False, "ContainerCreating", NETWORK_NOT_READY_MESSAGE)
         ip = self.allocate_ip(cni, pod, node)
@@ -372,6 +448,9 @@ class NetworkModel:
             return PodFate("Pending", False, "ContainerCreating",
                            f'Failed to create pod sandbox: plugin type="{plugin}" failed (add): '
                            "failed to allocate for range 0: no IP addresses available in range set")
+        if cni == "flannel" and nm is not None:
+            # flannel's conflist chains the portmap plugin: a hostPort gets its CNI-* chains.
+            add_hostport_chains(nm, pod, ip)
         return PodFate("Running", True, cni=cni, ip=ip, delay=self.start_seconds)
 
     def allocate_ip(self, cni: str, pod: dict, node: dict) -> str | None:

@@ -13,13 +13,16 @@ reproduces what matters for a Flannel -> Cilium migration:
 - A reboot clears interfaces (but ``lo`` and ``eth0``), all iptables rules, ``/tmp`` and
   ``/run``; then k3s starts again and re-creates what its configuration says.
 
-Where things live (one concern per module; a new concern such as BPF maps or containerd
-is a new part plus its ``cmd_*`` handlers and rows in ``commands.COMMANDS``):
+Where things live (one concern per module; a new concern is a new part plus its
+``cmd_*`` handlers and rows in ``commands.COMMANDS``):
 
 - ``model``: :class:`NodeModel`, the composition, events and reboot;
 - ``files``, ``leases``, ``seed``: the file system, flannel's lease files, a fresh node;
-- ``links``, ``iptables``, ``kube_proxy``: interfaces, rules, kube-proxy's chains;
-- ``k3s_config``, ``k3s_service``, ``k3s_network``: what k3s reads, its unit, what it runs;
+- ``links``, ``routes``, ``iptables``, ``kube_proxy``, ``ipsets``: interfaces, routes,
+  rules, kube-proxy's chains, kube-router's sets;
+- ``bpf``: BPF programs on the NICs and the cgroup root, pinned maps, the socket-LB table;
+- ``k3s_config``, ``k3s_service``, ``k3s_network``, ``containerd``, ``kubeconfig``: what
+  k3s reads, its unit, what it runs, the containerd config and admin kubeconfig it writes;
 - ``shell``, ``commands``, ``cmd_*``: command-line parsing, the command table, handlers;
 - ``build``, ``component``: nodes from a fixture, the runtime component.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from . import routes
 from .iptables import IPTABLES_VERSION, IptablesError
 from .shell import Ctx, ExecResult, result
 
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
 async def ip(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     opts = [a for a in args if a.startswith("-")]
     rest = [a for a in args if not a.startswith("-")]
+    as_json = bool({"-j", "-json"} & set(opts))
+    if rest and rest[0] in ("route", "r", "ro"):
+        return _ip_route(node, rest[1:], as_json)
     if not rest or rest[0] not in ("link", "l"):
-        return result(255, err="the twin supports `ip [-o|-j] link show [dev] [IFACE]` and "
-                               "`ip link delete [dev] IFACE`\n")
+        return result(255, err="the twin supports `ip [-o|-j|-d] link show [dev] [IFACE]`, "
+                               "`ip link delete [dev] IFACE` and `ip [-j] route [show] [dev IFACE]`\n")
     verb = rest[1] if len(rest) > 1 else "show"
     names = [a for a in rest[2:] if a != "dev"]
     interfaces = node.links.interfaces
@@ -37,11 +41,21 @@ async def ip(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
             sel = [iface]
         else:
             sel = sorted(interfaces.values(), key=lambda i: i.index)
-        if "-j" in opts or "-json" in opts:
-            return result(0, json.dumps([i.as_json() for i in sel]) + "\n")
+        details = bool({"-d", "-details"} & set(opts))
+        local = str(node.spec.ip)
+        if as_json:
+            docs = []
+            for i in sel:
+                d = i.as_json()
+                info = i.link_info(local) if details else None
+                if info:
+                    d["linkinfo"] = info
+                docs.append(d)
+            return result(0, json.dumps(docs) + "\n")
+        lines = [i.link_line() + (i.detail_suffix(local) if details else "") for i in sel]
         if "-o" in opts or "-oneline" in opts:
-            return result(0, "".join(i.link_line() + "\n" for i in sel))
-        return result(0, "".join(i.link_line().replace("\\   ", "\n   ") + "\n" for i in sel))
+            return result(0, "".join(line + "\n" for line in lines))
+        return result(0, "".join(line.replace("\\   ", "\n   ") + "\n" for line in lines))
     if verb in ("delete", "del", "d"):
         if not names:
             return result(255, err="Not enough information: \"dev\" argument is required.\n")
@@ -52,6 +66,21 @@ async def ip(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         node.links.remove(names[0])
         return result(0)
     return result(255, err=f'Command "{verb}" is unknown, try "ip link help".\n')
+
+
+def _ip_route(node: NodeModel, args: list[str], as_json: bool) -> ExecResult:
+    """``ip route [show|list] [dev IFACE]``: the routes of the devices that exist now."""
+    verb = args[0] if args else "show"
+    if verb not in ("show", "list", "ls", "dev"):
+        return result(255, err=f'Command "{verb}" is unknown, try "ip route help".\n')
+    rest = args[1:] if verb != "dev" else args
+    dev = rest[rest.index("dev") + 1] if "dev" in rest and rest.index("dev") + 1 < len(rest) else None
+    if dev is not None and dev not in node.links.interfaces:
+        return result(1, err=f'Cannot find device "{dev}"\n')
+    sel = [r for r in routes.table(node) if dev is None or r.dev == dev]
+    if as_json:
+        return result(0, json.dumps([r.as_json() for r in sel]) + "\n")
+    return result(0, "".join(r.text() + " \n" for r in sel))
 
 
 def _not_root(tool: str) -> ExecResult:

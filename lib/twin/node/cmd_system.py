@@ -1,4 +1,5 @@
-"""The node's small system commands: ``true false echo hostname uname`` and ``k3s --version``.
+"""The node's small system commands: ``true false echo hostname uname``, ``k3s --version``
+and what reaches the table of ``scp`` (the SSH server serves copies to the node itself).
 
 Example:
     >>> await uname(node, ["-r"], Ctx(root=False, stdin=b""))  # doctest: +SKIP
@@ -57,3 +58,14 @@ async def k3s(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         return result(0, f"k3s version {node.k3s_version} ({commit})\ngo version go1.22.8\n")
     return result(1, err="the twin's k3s binary supports only `k3s --version`; "
                          "configure k3s through /etc/rancher/k3s/config.yaml\n")
+
+
+async def scp(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
+    """What reaches the table of ``scp``: not the server side of a copy to this node (the
+    SSH server runs ``scp -t``/``-f`` itself, as ubuntu, with SFTP's permissions), but
+    ``sudo scp`` or a copy from this node to another host."""
+    if ctx.root and {"-t", "-f"} & set(args):
+        return result(1, err="scp: the twin runs the receiving side of scp as ubuntu only (writes "
+                             "under /home/ubuntu and /tmp): copy to /tmp, then `sudo cp`\n")
+    return result(1, err="ssh: connect to host: Network is unreachable (a twin node reaches no other "
+                         "host)\nlost connection\n")

@@ -1,7 +1,8 @@
 """The command table of a twin node: which program name runs which handler.
 
 A handler is ``async (node, args, ctx) -> ExecResult`` and lives in the module of its
-concern (``cmd_files``, ``cmd_net``, ``cmd_service``, ``cmd_system``). A new command is a
+concern (``cmd_files``, ``cmd_net``, ``cmd_sockets``, ``cmd_bpf``, ``cmd_probe``,
+``cmd_runtime``, ``cmd_service``, ``cmd_system``). A new command is a
 handler there and one row in :data:`COMMANDS`; a name not in the table answers as bash
 does, ``command not found`` with exit 127 (``sudo: X: command not found``, exit 1, under
 sudo). ``/usr/bin/X`` and the other standard directories name the same program as ``X``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from . import cmd_files, cmd_net, cmd_service, cmd_system
+from . import cmd_bpf, cmd_files, cmd_net, cmd_probe, cmd_runtime, cmd_service, cmd_sockets, cmd_system
 from .shell import SHELL_REFUSED, SHELLS, Ctx, ExecResult, ShellRefused, expand, result, tokenize
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ COMMANDS: dict[str, Handler] = {
     "hostname": cmd_system.hostname,
     "uname": cmd_system.uname,
     "k3s": cmd_system.k3s,
+    "scp": cmd_system.scp,
     # services
     "systemctl": cmd_service.systemctl,
     "journalctl": cmd_service.journalctl,
@@ -72,6 +74,16 @@ COMMANDS: dict[str, Handler] = {
     "ip6tables-save": cmd_net.ip6tables_save,
     "iptables-restore": cmd_net.iptables_restore,
     "ip6tables-restore": cmd_net.ip6tables_restore,
+    "ss": cmd_sockets.ss,
+    "ipset": cmd_sockets.ipset,
+    "bpftool": cmd_bpf.bpftool,
+    # probes (answered by the network model)
+    "curl": cmd_probe.curl,
+    "nslookup": cmd_probe.nslookup,
+    "dig": cmd_probe.dig,
+    "getent": cmd_probe.getent,
+    # container runtime
+    "crictl": cmd_runtime.crictl,
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import build_nodes, fixture_pods, fixture_services
+from .containerd import CONFIG_TMPL, HARDCODED_K3S_TEMPLATE
 from .model import NodeModel
 
 # From this many fixture pods on (generated scale fixtures), the nodes component defers
@@ -37,6 +38,7 @@ class NodesComponent:
         self._outage_t0 = 0.0
         self._outage_min = 0.0
         self._later: set[asyncio.Task] = set()
+        self._templated: set[str] = set()
 
     async def start(self, rt: Any) -> None:
         self.rt = rt
@@ -51,6 +53,24 @@ class NodesComponent:
             n.on_server_restart = self._api_down
             n.on_server_started = self._api_up
         rt.nodes.update(self.nodes)
+        if getattr(getattr(rt, "faults", None), "containerd_template", None):
+            self.apply_containerd_template()
+
+    def apply_containerd_template(self) -> None:
+        """Fault ``containerd_template``: the listed nodes get a ``config.toml.tmpl`` that
+        hard-codes k3s's CNI folder; nodes that got one this way and are no longer
+        listed lose it. It counts from each node's next k3s start."""
+        want = set(getattr(self.rt.faults, "containerd_template", set()) or ())
+        for name in sorted(want - self._templated):
+            node = self.nodes.get(name)
+            if node is not None:
+                node.write(CONFIG_TMPL, HARDCODED_K3S_TEMPLATE, 0o644)
+                self._templated.add(name)
+        for name in sorted(self._templated - want):
+            node = self.nodes.get(name)
+            if node is not None and node.exists(CONFIG_TMPL):
+                node.remove(CONFIG_TMPL)
+            self._templated.discard(name)
 
     def _api_down(self, seconds: float) -> None:
         try:

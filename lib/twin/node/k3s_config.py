@@ -23,8 +23,6 @@ from .files import NodeFiles
 
 CONFIG = "/etc/rancher/k3s/config.yaml"
 CONFIG_DIR = "/etc/rancher/k3s/config.yaml.d"
-K3S_CNI_CONF_DIR = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
-K3S_CNI_BIN_DIR = "/var/lib/rancher/k3s/data/current/bin"
 FLANNEL_BACKENDS = ("vxlan", "host-gw", "wireguard-native", "none")
 NETWORK_KEYS = ("flannel_backend", "flannel", "network_policy", "kube_proxy", "cluster_cidr",
                 "service_cidr", "disable")   # the settings an agent takes from its server
@@ -138,11 +136,12 @@ def server_settings(cfg: dict[str, Any], cluster: dict, source: str) -> dict[str
 
 def node_settings(net: dict[str, Any], cfg: dict[str, Any], node_ip: str, ignored: list[str],
                   error: str | None) -> dict[str, Any]:
-    """``net`` completed with this node's own settings (``net`` is changed and returned)."""
-    # With flannel disabled, k3s points containerd at the standard CNI directories,
-    # where another CNI (Cilium) installs its config and binaries.
+    """``net`` completed with this node's own settings (``net`` is changed and returned).
+
+    Which CNI folders containerd reads is not decided here: k3s writes containerd's
+    config when it starts (:mod:`twin.node.containerd`) and the running settings take
+    ``cni_conf_dir``/``cni_bin_dir`` from that file."""
     net.update(node_ip=str(cfg.get("node-ip", node_ip)), ignored_keys=ignored,
                config_error=error,
-               cni_conf_dir=K3S_CNI_CONF_DIR if net["flannel"] else "/etc/cni/net.d",
-               cni_bin_dir=K3S_CNI_BIN_DIR if net["flannel"] else "/opt/cni/bin")
+               write_kubeconfig_mode=str(cfg.get("write-kubeconfig-mode", "") or ""))
     return net

@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
@@ -113,3 +114,31 @@ def sync_kube_router(v4: Iptables, v6: Iptables, service_cidr: str) -> None:
                                  f'"allow LOCAL {proto.upper()} traffic to node ports - {h}" '
                                  "-m addrtype --dst-type LOCAL -m multiport "
                                  "--dports 30000:32767 -j RETURN")
+
+
+def add_hostport_chains(node: NodeModel, pod: dict, ip: str) -> None:
+    """What the ``portmap`` CNI plugin (chained in flannel's conflist) adds when a pod with
+    a ``hostPort`` gets its sandbox: the ``CNI-HOSTPORT-*`` chains and one ``CNI-DN-*`` per
+    sandbox. Nobody removes the shared chains: they stay through k3s restarts (k3s
+    cleans nothing up) until ``k3s-killall.sh`` (``grep -v CNI-``) or a reboot."""
+    ports = [(str(p.get("protocol", "TCP")).lower(), int(p["hostPort"]), int(p.get("containerPort", p["hostPort"])))
+             for c in (pod.get("spec") or {}).get("containers") or () for p in c.get("ports") or ()
+             if p.get("hostPort")]
+    if not ports:
+        return
+    md = pod.get("metadata") or {}
+    cid = hashlib.sha256(f"{md.get('namespace')}/{md.get('name')}/{md.get('uid')}".encode()).hexdigest()
+    dn = "CNI-DN-" + hashlib.sha256(f"cbr0{cid}".encode()).hexdigest()[:24]
+    node.add_chain("nat", "CNI-HOSTPORT-SETMARK", [
+        '-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000'])
+    node.add_chain("nat", "CNI-HOSTPORT-MASQ", [
+        '-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ',
+        "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE"])
+    rules = ["-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+             "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"]
+    for proto, host, cport in ports:
+        rules += [f'-A CNI-HOSTPORT-DNAT -p {proto} -m comment --comment "dnat name: \\"cbr0\\" id: '
+                  f'\\"{cid}\\"" -m multiport --dports {host} -j {dn}',
+                  f"-A {dn} -s {ip}/32 -p {proto} -m {proto} --dport {host} -j CNI-HOSTPORT-SETMARK",
+                  f"-A {dn} -p {proto} -m {proto} --dport {host} -j DNAT --to-destination {ip}:{cport}"]
+    node.add_chain("nat", "CNI-HOSTPORT-DNAT", rules)

@@ -23,8 +23,10 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import k3s_config
+from . import containerd, k3s_config
+from .containerd import ContainerdConfigError
 from .k3s_config import FLANNEL_BACKENDS, NETWORK_KEYS
+from .kubeconfig import write_admin_kubeconfig
 from .k3s_network import FLANNEL_VXLAN_PORT, start_flannel, sync_flannel_rules, sync_kube_router, sync_kubelet
 
 if TYPE_CHECKING:
@@ -57,6 +59,9 @@ class K3sService:
         self.running: dict[str, Any] = {}
         self.journal_lines: list[str] = []
         self.pid = 1000 + secrets.randbelow(8000)
+        # containerd's CNI (conf_dir, bin_dir) from the config.toml k3s wrote when it last
+        # started. containerd outlives a stopped k3s (KillMode=process), not a reboot.
+        self.cni_dirs: tuple[str, str] | None = None
 
     @property
     def start_seconds(self) -> float:
@@ -113,10 +118,11 @@ class K3sService:
 
     def cni_config(self) -> str | None:
         """The CNI config file the container runtime uses now, like containerd: the
-        first ``*.conflist``/``*.conf`` (by name) in the running k3s's CNI conf dir.
-        None when k3s is stopped or the directory holds none ("cni plugin not
-        initialized")."""
-        d = self.running.get("cni_conf_dir")
+        first ``*.conflist``/``*.conf`` (by name) in the conf dir of the ``config.toml``
+        k3s wrote when it started (:mod:`twin.node.containerd`). None when k3s is
+        stopped or the directory holds none ("cni plugin not initialized"). containerd
+        keeps running (with its pods) when k3s stops; a reboot ends it."""
+        d = self.cni_dirs[0] if self.cni_dirs else None
         files = self.node.files
         if not d or not files.is_dir(d):
             return None
@@ -157,6 +163,15 @@ class K3sService:
                              f"flannel-backend={s['flannel_backend']} "
                              f"disable-network-policy={str(not s['network_policy']).lower()} "
                              f"disable-kube-proxy={str(not s['kube_proxy']).lower()}")
+        try:
+            # k3s writes containerd's config (or renders config.toml.tmpl) and starts it:
+            # the CNI folders containerd reads come from that file.
+            s["cni_conf_dir"], s["cni_bin_dir"] = containerd.generate(node, bool(s["flannel"]))
+            self.cni_dirs = (s["cni_conf_dir"], s["cni_bin_dir"])
+        except ContainerdConfigError as e:
+            return self._fail(f"failed to generate containerd config: {e}")
+        if node.role == "server":
+            write_admin_kubeconfig(node, s.get("write_kubeconfig_mode") or "")
         before_if = set(node.interfaces)
         sync_kubelet(node.iptables, node.ip6tables)
         if s["flannel"]:

@@ -50,6 +50,41 @@ class Interface:
         return (f"{self.index}: {label}: <{flags}> mtu {self.mtu} qdisc {qdisc}{master} "
                 f"state {state} mode DEFAULT group default{qlen}\\    {link}")
 
+    def kind_details(self, local_ip: str) -> str:
+        """The kind line ``ip -d link show`` adds (VXLAN id and UDP port), or ""."""
+        if self.kind != "vxlan":
+            return {"bridge": "bridge forward_delay 1500 hello_time 200 max_age 2000",
+                    "veth": "veth", "dummy": "dummy"}.get(self.kind, "")
+        port = int(self.info.get("vxlan_port", 8472))
+        tail = ("srcport 0 0 dstport {port} nolearning ttl auto ageing 300 udpcsum "
+                "noudp6zerocsumtx noudp6zerocsumrx").format(port=port)
+        if self.info.get("external"):
+            proto = "geneve" if self.info.get("geneve") else "vxlan"
+            return f"{proto} external id 0 {tail}"
+        return f"vxlan id {int(self.info.get('vni', 1))} local {local_ip} dev eth0 {tail}"
+
+    def detail_suffix(self, local_ip: str) -> str:
+        """What ``ip -d`` appends to the ``ip -o link`` line: the link details and, after
+        the one-line separator, the kind line (for VXLAN its id and ``dstport``)."""
+        kind = self.kind_details(local_ip)
+        return (" promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 "
+                + (f"\\    {kind} " if kind else "")
+                + "addrgenmode eui64 numtxqueues 1 numrxqueues 1 gso_max_size 65536 gso_max_segs 65535 ")
+
+    def link_info(self, local_ip: str) -> dict[str, Any] | None:
+        """``linkinfo`` of ``ip -d -j link show``."""
+        if self.kind == "vxlan":
+            data: dict[str, Any] = {"port": int(self.info.get("vxlan_port", 8472)), "learning": False,
+                                    "ttl": 0, "ageing": 300}
+            if self.info.get("external"):
+                data.update(external=True, id=0)
+            else:
+                data.update(id=int(self.info.get("vni", 1)), local=local_ip, link="eth0")
+            return {"info_kind": "geneve" if self.info.get("geneve") else "vxlan", "info_data": data}
+        if self.kind in ("bridge", "veth", "dummy"):
+            return {"info_kind": self.kind}
+        return None
+
     def as_json(self) -> dict[str, Any]:
         """The object ``ip -j link show`` prints."""
         d: dict[str, Any] = {"ifindex": self.index, "ifname": self.name,

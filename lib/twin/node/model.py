@@ -7,7 +7,10 @@ A :class:`NodeModel` is an Ubuntu k3s node. Its parts:
 - ``links`` (:mod:`.links`): the interfaces ``ip link`` shows;
 - ``iptables`` / ``ip6tables`` (:mod:`.iptables`): the rules of each family;
 - ``kube_proxy`` (:mod:`.kube_proxy`): the Service chains the embedded kube-proxy keeps;
-- ``k3s`` (:mod:`.k3s_service`): the k3s unit, its config and what it runs.
+- ``k3s`` (:mod:`.k3s_service`): the k3s unit, its config and what it runs (it writes
+  containerd's config, :mod:`.containerd`, and a server's admin kubeconfig);
+- ``bpf`` (:mod:`.bpf`): BPF programs on the NICs and the cgroup root, pinned maps;
+- ``ipsets`` (:mod:`.ipsets`): kube-router's sets; routes are derived (:mod:`.routes`).
 
 Commands reach the parts through the command table (:mod:`.commands`). Other twin
 components read the node through the methods below (documented in ``lib/twin/README.md``,
@@ -28,9 +31,11 @@ import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
+from .bpf import BpfState
 from .commands import exec_line
 from .files import NodeFiles
 from .iptables import Iptables
+from .ipsets import IpSets
 from .k3s_service import SERVER_RESTART_SECONDS, K3sService
 from .kube_proxy import KubeProxy, KubeService, default_services
 from .leases import LeaseFiles
@@ -68,6 +73,10 @@ class NodeModel:
             stop). May return an awaitable, which is scheduled, not awaited.
         on_server_started: called (no argument) when this server's k3s is up again.
             The nodes component uses both to keep the API server down in between.
+        cluster_view: what the node's tools see of the cluster beyond the machine
+            (its pods' sandboxes for ``crictl``, reachability for ``curl``/``nslookup``,
+            NetworkPolicies for kube-router's ipsets); set by the network model, None
+            when the twin runs without one.
     """
 
     def __init__(self, spec: Any, cluster: dict, root: Path, peers: dict[str, "NodeModel"],
@@ -83,6 +92,7 @@ class NodeModel:
         self.join_token = join_token
         self.on_server_restart: Callable[[float], Any] | None = None
         self.on_server_started: Callable[[], Any] | None = None
+        self.cluster_view: Any = None
         self.up = True
         self.boot_count = 1
         self._subscribers: list[Callable[["NodeModel", str, dict], None]] = []
@@ -96,6 +106,8 @@ class NodeModel:
         self.kube_proxy = KubeProxy(self.iptables, self.ip6tables,
                                     default_services(self.cluster, spec.pod_cidr, peers))
         self.k3s = K3sService(self)
+        self.bpf = BpfState(self)
+        self.ipsets = IpSets(self)
         if not (self.root / "etc" / "hostname").exists():
             seed_files(self, pod_ips, defer_leases)
         else:
@@ -103,6 +115,7 @@ class NodeModel:
             if self.join_token is None:
                 self.join_token = token_from_files(self)
         self.links.reset(self.boot_count)
+        self.bpf.reset()    # a fresh boot: nothing in the kernel yet
         # A node of the fixture is running when the twin starts: k3s is up.
         err = self.k3s.start_now(emit=False)
         if err:
@@ -161,18 +174,21 @@ class NodeModel:
         return await exec_line(self, command_line, stdin)
 
     async def reboot(self) -> None:
-        """Reboot: down for ``REBOOT_SECONDS``; interfaces, iptables, /tmp and /run are
-        cleared; k3s starts again from its config."""
+        """Reboot: down for ``REBOOT_SECONDS``; interfaces, iptables, BPF state, ipsets,
+        /tmp and /run are cleared; k3s starts again from its config."""
         self.up = False
         self.emit("rebooting")
         self.k3s.notify_down(REBOOT_SECONDS + SERVER_RESTART_SECONDS)
         self.k3s.stop_now()
+        self.k3s.cni_dirs = None    # containerd goes down with the machine
         await self.clock.sleep(REBOOT_SECONDS)
         removed = [n for n in self.interfaces if n not in ("lo", "eth0")]
         self.boot_count += 1
         self.links.reset(self.boot_count)
         self.iptables.reset()
         self.ip6tables.reset()
+        self.bpf.reset()
+        self.ipsets.reset()
         for d in ("/tmp", "/run"):
             self.files.clear(d)
         self.k3s.journal_lines.append(f"-- Boot {secrets.token_hex(16)} --")

@@ -11,9 +11,11 @@ Example:
 """
 from __future__ import annotations
 
+import os
 import secrets
 from typing import TYPE_CHECKING
 
+from .containerd import CONFIG_TMPL
 from .files import HOME
 from .k3s_config import CONFIG
 from .leases import CNI_LEASES
@@ -28,7 +30,8 @@ DIRECTORIES = (("/etc", 0o755), ("/root", 0o700), (HOME, 0o750), ("/tmp", 0o1777
                ("/run", 0o755), ("/var/log", 0o755), ("/etc/cni/net.d", 0o755),
                ("/var/lib/rancher/k3s/agent/etc/cni/net.d", 0o755),
                ("/var/lib/rancher/k3s/agent/etc/flannel", 0o755),
-               (CNI_LEASES, 0o755), ("/opt/cni/bin", 0o755))
+               (CNI_LEASES, 0o755), ("/opt/cni/bin", 0o755), ("/etc/sysctl.d", 0o755),
+               ("/sys/fs/bpf", 0o700), ("/sys/fs/cgroup", 0o755))
 
 
 def new_join_token() -> str:
@@ -103,6 +106,10 @@ def seed_files(node: NodeModel, pods: list[tuple[str, str]] | None, defer_leases
     for d, mode in DIRECTORIES:
         files.mkdir(d, mode)
         files.chmod(d, mode)
+    var_run = files.host_path("/var/run")   # Ubuntu: /var/run is a link to /run
+    if not var_run.exists() and not var_run.is_symlink():
+        var_run.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("../run", var_run)
     files.write("/etc/hostname", f"{node.name}\n")
     files.write("/etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {node.name}\n{node.spec.ip} {node.name}\n")
     files.write("/etc/os-release", os_release(getattr(node.spec, "os_image", "Ubuntu 22.04.4 LTS")))
@@ -114,5 +121,8 @@ def seed_files(node: NodeModel, pods: list[tuple[str, str]] | None, defer_leases
     unit = node.k3s.unit
     files.write(f"/etc/systemd/system/{unit}.service", unit_file_text(unit, node.role))
     files.write(f"/etc/systemd/system/{unit}.service.env", "", 0o600)
+    tmpl = getattr(node.spec, "containerd_template", None)
+    if tmpl:   # the fixture's node has its own containerd template (e.g. a GPU runtime)
+        files.write(CONFIG_TMPL, tmpl)
     # The pods of the fixture (or a few) hold addresses from flannel's host-local IPAM.
     node.lease_files.seed(node.spec.pod_cidr, pods, defer_leases)

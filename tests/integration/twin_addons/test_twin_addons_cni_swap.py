@@ -66,6 +66,18 @@ def _install(at: Any, docs: list[dict]) -> None:
         at.twin.call(store.create, dict(d, metadata=md), rtype=t)
 
 
+def _flannel_off(at: Any) -> None:
+    """``flannel-backend: none`` on the server, every node's k3s restarted: containerd's
+    generated config then names /etc/cni/net.d, where Cilium writes its conflist (next to
+    a running flannel, containerd never reads it)."""
+    nodes = at.twin.rt.nodes
+    server = nodes["set-hog"]
+    cfg = at.twin.call(server.read_text, "/etc/rancher/k3s/config.yaml")
+    at.twin.call(server.write, "/etc/rancher/k3s/config.yaml", cfg + "flannel-backend: none\n")
+    for n in NODES:
+        at.twin.call(nodes[n].k3s_restart)
+
+
 def _restart(at: Any, ns: str, selector: str) -> None:
     old = {p["metadata"]["name"] for p in at.cluster.list("pods", ns, label_selector=selector)}
     for name in old:
@@ -78,6 +90,7 @@ def test_unrestarted_pods_break_ingress_metallb_and_velero(swap_twin, helm_bin, 
     at = swap_twin
     net = at.twin.rt.component("network")
     assert at.https(PODINFO).status == 200
+    _flannel_off(at)
     _install(at, _render(helm_bin, tool_env))
     at.until(lambda: all(at.twin.call(net.working_cni, n) == "cilium" for n in NODES),
              timeout=30, what="cilium is the working CNI everywhere")

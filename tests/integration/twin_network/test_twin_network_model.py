@@ -64,6 +64,23 @@ def switch_off_flannel(env: Net, *, kube_proxy: bool = False) -> None:
     env.restart(SERVER, AGENT1, AGENT2)
 
 
+def switch_on_flannel(env: Net) -> None:
+    """The rollback of :func:`switch_off_flannel`: the server's config as it was, every node restarted."""
+    cfg = env.call(env.node(SERVER).read_text, "/etc/rancher/k3s/config.yaml")
+    for line in ("flannel-backend: none", "disable-network-policy: true", "disable-kube-proxy: true"):
+        cfg = cfg.replace(line + "\n", "")
+    env.call(env.node(SERVER).write, "/etc/rancher/k3s/config.yaml", cfg)
+    env.restart(SERVER, AGENT1, AGENT2)
+
+
+def cilium_takes_over(env: Net, docs: list[dict]) -> None:
+    """Install Cilium where containerd will read its conflist: k3s's generated containerd
+    config names /etc/cni/net.d only once flannel is off (a conflist written there next
+    to a running flannel is never read). Tunnel port 8473: flannel.1 may stay."""
+    switch_off_flannel(env, kube_proxy=True)
+    env.apply(docs)
+
+
 def all_agents_ready(env: Net, nodes=NODES) -> bool:
     return all(env.agent_ready(n) for n in nodes)
 
@@ -202,13 +219,13 @@ def test_kube_proxy_chains_stay_without_disable_kube_proxy(env, render):
 
 # ----------------------------------------------------------------------------- defect 6
 def test_old_pods_stay_unmanaged_until_restarted(env, render):
-    """Migration-guide style (tunnel port 8473, flannel still running): Cilium takes
-    over every node, and the pods flannel created keep running without a network."""
-    env.apply(render(tunnelPort=8473))
-    env.until(lambda: all_agents_ready(env), what="agents Ready next to flannel")
+    """Tunnel port 8473, flannel off on the server: Cilium takes over every node, and the
+    pods flannel created keep running without a network."""
+    cilium_takes_over(env, render(tunnelPort=8473))
+    env.until(lambda: all_agents_ready(env), what="agents Ready next to flannel.1")
     env.until(lambda: all(env.cni(n) == "cilium" for n in NODES), what="cilium everywhere")
-    assert all(env.ready(n)[0] == "True" for n in NODES)     # no outage window this way
-    assert all("flannel.1" in env.interfaces(n) for n in NODES)
+    env.until(lambda: all(env.ready(n)[0] == "True" for n in NODES), what="nodes Ready on cilium")
+    assert all("flannel.1" in env.interfaces(n) for n in NODES)    # disabling removed nothing
 
     old = next(p for p in env.pods("whoami") if sandbox(p) == "flannel")
     ns, name = old["metadata"]["namespace"], old["metadata"]["name"]
@@ -235,7 +252,7 @@ def test_old_pods_stay_unmanaged_until_restarted(env, render):
 
 
 def test_unmanaged_pod_watcher_restarts_only_kube_dns(env, render):
-    env.apply(render(tunnelPort=8473))     # unmanagedPodWatcher.restart: default true (15 s)
+    cilium_takes_over(env, render(tunnelPort=8473))   # unmanagedPodWatcher.restart: default true (15 s)
     env.until(lambda: all_agents_ready(env), what="agents Ready")
     apps_before = {p["metadata"]["name"] for p in env.pods("whoami")}
     env.until(lambda: env.call(lambda: list(env.cil.watcher_restarts)), what="a kube-dns restart")
@@ -361,7 +378,7 @@ def test_uninstall_leaves_interfaces_and_conflist_until_reboot(env, render):
 
 
 def test_reboot_gives_pods_new_sandboxes_from_the_current_cni(env, render):
-    env.apply(render(tunnelPort=8473))
+    cilium_takes_over(env, render(tunnelPort=8473))
     env.until(lambda: all_agents_ready(env), what="agents Ready")
     before = [p for p in env.list("pods") if p["spec"].get("nodeName") == AGENT1
               and not p["spec"].get("hostNetwork") and sandbox(p) == "flannel"]
@@ -402,7 +419,7 @@ def test_stopped_k3s_makes_the_node_unknown_but_a_restart_does_not(env):
 # ----------------------------------------------------------------------------- rollback
 def test_cilium_pods_are_unreachable_once_the_node_is_back_on_flannel(env, render):
     docs = render(tunnelPort=8473)
-    env.apply(docs)
+    cilium_takes_over(env, docs)
     env.until(lambda: all_agents_ready(env), what="agents Ready")
     env.create(deployment("probe", 2))
     env.until(lambda: len([p for p in env.pods("default", "app=probe")
@@ -413,6 +430,7 @@ def test_cilium_pods_are_unreachable_once_the_node_is_back_on_flannel(env, rende
     assert all(env.reachable(p)[0] for p in probe)
 
     env.delete_release(docs)
+    switch_on_flannel(env)
     env.until(lambda: all(env.cni(n) == "flannel" for n in NODES), what="flannel again")
     for p in env.pods("default", "app=probe"):
         ok, why = env.reachable(p)
@@ -431,7 +449,7 @@ def pinned(name: str, node: str, replicas: int) -> dict:
 
 
 def test_ipam_kubernetes_reuses_addresses_old_flannel_pods_hold(env, render):
-    env.apply(render(tunnelPort=8473))          # Phase 22 values: ipam.mode kubernetes
+    cilium_takes_over(env, render(tunnelPort=8473))     # Phase 22 values: ipam.mode kubernetes
     env.until(lambda: all_agents_ready(env), what="agents Ready")
     env.create(pinned("probe", AGENT1, 4))
     env.until(lambda: len([p for p in env.pods("default", "app=probe")
@@ -446,8 +464,8 @@ def test_ipam_kubernetes_reuses_addresses_old_flannel_pods_hold(env, render):
 
 
 def test_ipam_cluster_pool_uses_a_new_range(env, render):
-    env.apply(render(tunnelPort=8473, **{"ipam.mode": "cluster-pool",
-                                         "ipam.operator.clusterPoolIPv4PodCIDRList": "{10.100.0.0/16}"}))
+    cilium_takes_over(env, render(tunnelPort=8473, **{"ipam.mode": "cluster-pool",
+                                                      "ipam.operator.clusterPoolIPv4PodCIDRList": "{10.100.0.0/16}"}))
     env.until(lambda: all_agents_ready(env), what="agents Ready")
     env.create(pinned("probe", AGENT1, 3))
     env.until(lambda: len([p for p in env.pods("default", "app=probe")

@@ -3,8 +3,10 @@ reachability, timestamps, and creating an object as the API server would.
 
 Reachability: a pod counts as reachable when it is Ready and, if the twin runs a
 network model (component ``"network"`` with ``pod_reachable(pod) -> (bool, reason)``),
-that model says its sandbox's CNI works on its node. Without a network model, Ready is
-enough.
+that model says its sandbox's CNI works on its node. A controller also has to reach the
+API server: :func:`controller_pod_ready` asks the network model's ``reach(pod,
+kubernetes ClusterIP, 443)`` (through whatever translates the ClusterIP on its node).
+Without a network model, Ready is enough.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def pod_ready(pod: dict) -> bool:
                for c in st.get("conditions") or ())
 
 
-def pod_reachable(rt: Any, pod: dict) -> tuple[bool, str]:
-    """Ready, and (when the twin has a network model) its data path works."""
+def pod_reachable(rt: Any, pod: dict, *, needs_api: bool = False) -> tuple[bool, str]:
+    """Ready, and (when the twin has a network model) its data path works; with
+    ``needs_api`` it also reaches the API server through the ``kubernetes`` Service."""
     name = f"{meta(pod).get('namespace')}/{meta(pod).get('name')}"
     if not pod_ready(pod):
         return False, f"pod {name} is not Ready"
@@ -49,10 +52,24 @@ def pod_reachable(rt: Any, pod: dict) -> tuple[bool, str]:
         return True, f"pod {name} is Ready"
     try:
         ok, reason = fn(pod)
+        reach = getattr(net, "reach", None)
+        api = kubernetes_service_ip(rt) if needs_api and ok and reach is not None else None
+        if api is not None:
+            ok, why = reach(pod, api, 443)
+            if not ok:
+                reason = f"pod {name} cannot reach the API server: {why}"
     except Exception:  # a broken model must not take the add-ons down
         log.exception("network.pod_reachable failed for %s", name)
         return False, f"pod {name}: network model error"
     return bool(ok), reason or ("reachable" if ok else "unreachable")
+
+
+def kubernetes_service_ip(rt: Any) -> str | None:
+    """The ClusterIP of ``default/kubernetes`` (None when the store has no such Service)."""
+    t = find_type(rt.store, "", "services")
+    svc = rt.store.peek(t, "default", "kubernetes") if t is not None else None
+    ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+    return ip if ip and ip != "None" else None
 
 
 def types_by_key(store: Any) -> dict[tuple[str, str], Any]:
@@ -104,6 +121,6 @@ def controller_pod_ready(rt: Any, namespace: str, app_name: str) -> bool:
     for p in rt.store.iter_objects(pods, namespace):
         if (meta(p).get("labels") or {}).get("app.kubernetes.io/name") == app_name:
             found = True
-            if pod_reachable(rt, p)[0]:
+            if pod_reachable(rt, p, needs_api=True)[0]:
                 return True
     return not found

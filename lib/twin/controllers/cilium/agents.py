@@ -19,14 +19,16 @@ A crash-looping agent's ``restartCount`` grows with the kubelet's back-off
 (10 s, 20 s, ... 300 s cluster time). Once Ready (per boot of the node) it stays Ready
 until its pod goes or the node reboots.
 
-**A Ready agent** writes ``/etc/cni/net.d/05-cilium.conflist``, creates ``cilium_host``,
-``cilium_net`` and ``cilium_vxlan`` (VXLAN on the tunnel port) and the ``CILIUM_*``
+**A Ready agent** sets its node up (:mod:`.datapath`: ``05-cilium.conflist``, the CNI
+binary, the sysctl override, ``cilium_host``/``cilium_net``/``cilium_vxlan`` with their
+routes, BPF programs on the NIC and the cgroup root, pinned maps) and the ``CILIUM_*``
 iptables chains, and publishes a ``CiliumNode`` (cluster-scoped, ``spec.addresses``,
 ``spec.ipam.podCIDRs``). Kube-proxy replacement is active only with
 ``kube-proxy-replacement: "true"``; the ``KUBE-SVC-*`` chains k3s's kube-proxy left stay
-in ``iptables-save``. ``helm uninstall`` removes the pods; interfaces, chains and the
-conflist stay (as on a node) until deleted; a reboot clears interfaces and chains, not
-the file.
+in ``iptables-save``. ``helm uninstall`` removes the pods; everything else stays (as on
+a node): the socket LB keeps translating services to the backends of that moment until
+``cilium-dbg post-uninstall-cleanup`` (:mod:`.cleanup`) or a reboot; a reboot clears
+interfaces, chains and BPF, not the files.
 
 **cilium-envoy** is Ready with the agent of its node. **hubble-relay/hubble-ui** get
 their sandbox from the node's working CNI like any pod and are Ready once some agent is
@@ -36,17 +38,17 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from typing import Any
 
 from ..kubelet import IPAllocator, PodFate, has_sandbox, node_internal_ip
+from . import datapath
 from .config import (AGENT_READY_SECONDS, BACKOFF_BASE, BACKOFF_MAX, CONFIG_MAP,
                      CRASH_RUN_SECONDS, ENVOY_READY_SECONDS, FLANNEL_VXLAN_PORT,
                      IMAGE_PULL_SECONDS, MIN_KERNEL, NAMESPACE, OPERATOR_READY_SECONDS,
                      CiliumConfig, api_reachable, container_env, is_ready, kernel_tuple,
                      labels_of, pod_app)
 
-CILIUM_CONFLIST = "/etc/cni/net.d/05-cilium.conflist"
+CILIUM_CONFLIST = datapath.CILIUM_CONFLIST
 
 # What the real agent programs, per table: (chain, feeder parent) pairs.
 CILIUM_CHAINS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -239,23 +241,17 @@ class Agents:
                 entry[0], entry[1], entry[2] = count + 1, "crash", now
                 self.kubelet.enqueue(key)
 
-    def _ensure_node_artifacts(self, nm: Any, cfg: CiliumConfig) -> None:
-        """What a Ready agent creates on its node (idempotent: no event when present)."""
-        conf = json.dumps({"cniVersion": "0.3.1", "name": "cilium", "plugins": [
-            {"type": "cilium-cni", "enable-debug": False,
-             "log-file": "/var/run/cilium/cilium-cni.log"}]}, indent=2) + "\n"
-        try:
-            current = nm.read_text(CILIUM_CONFLIST) if nm.exists(CILIUM_CONFLIST) else None
-        except OSError:
-            current = None
-        if current != conf:
-            nm.write(CILIUM_CONFLIST, conf, 0o644)
-        nm.add_interface("cilium_net", "veth", 1500, peer="cilium_host")
-        nm.add_interface("cilium_host", "veth", 1500, peer="cilium_net")
-        if cfg.tunnel and cfg.tunnel_protocol == "vxlan":
-            nm.add_interface("cilium_vxlan", "vxlan", 1500, info={"vxlan_port": cfg.tunnel_port})
-        elif cfg.tunnel and cfg.tunnel_protocol == "geneve":
-            nm.add_interface("cilium_geneve", "vxlan", 1500, info={"vxlan_port": cfg.tunnel_port})
+    def _ensure_node_artifacts(self, nm: Any, cfg: CiliumConfig, node: dict | None = None) -> None:
+        """What a Ready agent keeps on its node (idempotent; see :mod:`.datapath`)."""
+        router = local = None
+        remote: list[str] = []
+        if node is not None:
+            local = self.node_pod_cidrs(node, cfg)
+            router = self.ipam.allocate("cilium/" + nm.name, local[0] if local else None, f"router/{nm.name}")
+            for other in self.cache.all(("", "nodes")):
+                if other["metadata"]["name"] != nm.name:
+                    remote += self.node_pod_cidrs(other, cfg)
+        datapath.install(nm, cfg, router_ip=router, local=list(local or []), remote=sorted(remote))
         for table, chains in CILIUM_CHAINS.items():
             for chain, parent in chains:
                 rules = [f'-A {parent} -m comment --comment "cilium-feeder: {chain}" -j {chain}']

@@ -65,6 +65,7 @@ class CiliumConfig:
     hubble: bool = True
     hubble_listen: str = ":4244"
     unmanaged_watcher_seconds: float = 15.0
+    bpf_lb_sock: bool = False
 
     @classmethod
     def from_data(cls, data: dict | None) -> "CiliumConfig":
@@ -90,11 +91,18 @@ class CiliumConfig:
                    pool_cidrs=pools, pool_mask=mask,
                    hubble=d.get("enable-hubble", "false").strip().lower() == "true",
                    hubble_listen=d.get("hubble-listen-address", ":4244"),
-                   unmanaged_watcher_seconds=parse_duration(d.get("unmanaged-pod-watcher-interval", "15")))
+                   unmanaged_watcher_seconds=parse_duration(d.get("unmanaged-pod-watcher-interval", "15")),
+                   bpf_lb_sock=d.get("bpf-lb-sock", "false").strip().lower() == "true")
 
     @property
     def tunnel(self) -> bool:
         return self.routing_mode == "tunnel"
+
+    @property
+    def socket_lb(self) -> bool:
+        """The agent attaches its socket load balancer to the cgroup root: with
+        kube-proxy replacement (which turns it on) or ``bpf-lb-sock: "true"``."""
+        return self.kpr or self.bpf_lb_sock
 
 
 def parse_duration(text: str) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from ...ticker import Ticker
 from ..base import Controller
 from ..kubelet import SANDBOX_CNI_ANNOTATION, IPAllocator
+from . import datapath
 from .agents import Agents
 from .cilium_operator import Operator
 from .config import CONFIG_MAP, NAMESPACE, TICK_SECONDS, CiliumConfig, is_ready, labels_of, pod_app
@@ -263,11 +264,17 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
         if net is not None:
             net.invalidate(node)
         nm = self.rt.nodes.get(node)
-        if nm is None or not self.agent_ready(node):
+        if nm is None:
+            return
+        if not self.agent_ready(node):
+            if nm.bpf.lb_live and net is not None:
+                # The agent stopped: the kernel keeps its datapath, the socket LB with
+                # the services as they are now.
+                datapath.agent_gone(nm, net.reachability.lb_snapshot())
             return
         cfg = self.config()
-        self._ensure_node_artifacts(nm, cfg)
         n = self.cache.get(("", "nodes"), "", node)
+        self._ensure_node_artifacts(nm, cfg, n)
         if n is not None:
             self._publish_cilium_node(n, nm, cfg)
         for pod in self.cache.pods_on(node):

@@ -5,7 +5,7 @@ Trace`` and ``resolve(name, server) -> DnsAnswer``, both bound to a source by th
 caller) to ``(rc, stdout, stderr, seconds)``: the exit code and output of the real tool
 (curl 8, bind9 ``nslookup``/``dig`` 9.18, glibc ``getent``, busybox ``wget``) and how
 long it would have waited (a timeout takes its time). The node's commands
-(:mod:`twin.node.cmd_probe`) and the in-pod commands (:mod:`twin.podexec_net`) both use
+(:mod:`twin.node.cmd_probe`) and the in-pod commands (:mod:`twin.podexec.net`) both use
 them, with the network model's answers (:mod:`twin.controllers.network_view`).
 
 Example:

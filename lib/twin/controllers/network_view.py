@@ -1,7 +1,7 @@
 """What a node's (or a pod's) tools see of the cluster beyond their machine.
 
 :class:`NodeView` is the ``cluster_view`` the network model hands every node model
-(``NodeModel.cluster_view``) and what the in-pod commands (:mod:`twin.podexec_net`) use:
+(``NodeModel.cluster_view``) and what the in-pod commands (:mod:`twin.podexec.net`) use:
 
 - :meth:`NodeView.trace`: one connection attempt (:mod:`.reach`);
 - :meth:`NodeView.resolve`: a DNS lookup as the source's resolver would do it. A pod

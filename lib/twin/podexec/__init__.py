@@ -27,15 +27,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any, Callable
 
 Handler = Callable[[Any, dict, str, list, bytes], "tuple[int, bytes, bytes]"]
 
 #: the modules whose COMMANDS are collected (package-relative or absolute names)
-MODULES = ["twin.podexec.shell", "twin.podexec.cilium_dbg"]
-# --- network commands (nslookup, getent, curl, wget, cilium-health) of the node-realism work:
-OPTIONAL_MODULES = ["twin.podexec_net"]
+MODULES = ["twin.podexec.shell", "twin.podexec.cilium_dbg", "twin.podexec.net"]
 
 
 def not_found(name: str) -> tuple[int, bytes, bytes]:
@@ -47,14 +44,7 @@ def not_found(name: str) -> tuple[int, bytes, bytes]:
 
 def _collect() -> dict[str, Handler]:
     commands: dict[str, Handler] = {}
-    names = list(MODULES)
-    for opt in OPTIONAL_MODULES:
-        try:
-            if importlib.util.find_spec(opt) is not None:
-                names.append(opt)
-        except (ImportError, ValueError):
-            continue
-    for name in names:
+    for name in MODULES:
         commands.update(getattr(importlib.import_module(name), "COMMANDS", {}))
     return commands
 
@@ -73,4 +63,4 @@ def run(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes = b"")
     return handler(rt, pod, container, list(argv), stdin)
 
 
-__all__ = ["COMMANDS", "Handler", "MODULES", "OPTIONAL_MODULES", "not_found", "run"]
+__all__ = ["COMMANDS", "Handler", "MODULES", "not_found", "run"]

@@ -8,8 +8,8 @@ container (another image) the binary does not exist (:func:`twin.podexec.not_fou
 What ``status`` says comes from :class:`twin.controllers.cilium.status.AgentStatus`
 and the agent's configuration (``kube-system/cilium-config``): the KubeProxyReplacement
 line, routing (tunnel protocol), IPAM usage on the node, the Kubernetes connection,
-controller health and the Cluster health line (nodes whose agent answers health
-probes; from the network model when it offers ``reach``). ``service list`` prints the
+controller health and the Cluster health line (what ``cilium-health status`` finds,
+:mod:`twin.podexec.net`). ``post-uninstall-cleanup`` is routed to :mod:`twin.podexec.net`. ``service list`` prints the
 load-balancer table the agent programs from Services and their endpoints: ClusterIP
 always, NodePort and LoadBalancer frontends only with kube-proxy replacement.
 
@@ -64,28 +64,18 @@ def _node_ip(node: dict | None) -> str:
     return ""
 
 
-def _cluster_health(rt: Any, model: Any, node_name: str) -> tuple[int, int]:
-    """(reachable, total) nodes as the agent's health probes see them."""
-    nodes = [n["metadata"]["name"] for n in _store_objects(rt, "", "nodes")]
-    net = None
-    try:
-        net = rt.component("network")
-    except (KeyError, AttributeError):
-        pass
-    reach = getattr(net, "reach", None)
-    ok = 0
-    for n in nodes:
-        if not model.agent_ready(n):
-            continue
-        if callable(reach) and n != node_name:
-            try:
-                res = reach(node_name, n)
-                if not (res[0] if isinstance(res, tuple) else bool(res)):
-                    continue
-            except TypeError:
-                pass   # another signature: fall back to the agents' readiness
-        ok += 1
-    return ok, len(nodes)
+def _cluster_health(rt: Any, pod: dict, node_name: str) -> tuple[int, int]:
+    """(reachable, total) nodes as this agent's health probes see them: the same answer as
+    ``cilium-health status`` (:meth:`twin.controllers.network_view.NodeView.health`)."""
+    from .net import view_for
+
+    view = view_for(rt, pod)
+    if view is None:
+        nodes = _store_objects(rt, "", "nodes")
+        return 0, len(nodes)
+    nodes = view.health(node_name)
+    ok = [n for n in nodes if not (n["host_icmp"] or n["host_http"] or n["endpoint_icmp"] or n["endpoint_http"])]
+    return len(ok), len(nodes)
 
 
 def status_text(rt: Any, pod: dict, verbose: bool) -> tuple[int, str]:
@@ -113,7 +103,7 @@ def status_text(rt: Any, pod: dict, verbose: bool) -> tuple[int, str]:
                and not (p.get("spec") or {}).get("hostNetwork")
                and (p.get("status") or {}).get("podIP"))
     ipam = f"IPv4: {used + 1}/254 allocated from {cidrs[0]}, " if cidrs else "IPv4: 0/0 allocated"
-    ok_nodes, all_nodes = _cluster_health(rt, model, node_name)
+    ok_nodes, all_nodes = _cluster_health(rt, pod, node_name)
     controllers = 42
     failing = 0 if st.ready else 3
     cilium_line = (f"Ok   {ver} (v{ver})" if st.ready else
@@ -212,6 +202,12 @@ def service_list_text(rt: Any) -> str:
 
 def cmd_cilium_dbg(rt: Any, pod: dict, container: str, argv: list[str],
                    stdin: bytes) -> tuple[int, bytes, bytes]:
+    from .net import CILIUM_DBG_SUBCOMMANDS
+
+    if len(argv) > 1 and argv[1] in CILIUM_DBG_SUBCOMMANDS:
+        # any container of the Cilium image has the binary (the cleanup runs in a
+        # privileged hostNetwork pod once the agent is gone); the handler checks the image
+        return CILIUM_DBG_SUBCOMMANDS[argv[1]](rt, pod, container, list(argv), stdin)
     if not is_agent_container(pod, container):
         return not_found(argv[0])
     args = [a for a in argv[1:] if a not in ("-o", "--output")]

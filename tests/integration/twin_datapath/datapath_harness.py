@@ -5,7 +5,7 @@ Setup may take the short road (objects rendered by the real ``helm template`` cr
 the store, k3s configs edited on the node model), as the network tests do; every FACT a
 test asserts is read over a real socket: SSH (paramiko, host keys verified) for node
 commands, HTTPS for the Kubernetes API, HTTP for the admin endpoint. In-pod commands are
-the ``twin.podexec_net`` handlers called on the twin's loop (the exec transport is
+the ``twin.podexec.net`` handlers called on the twin's loop (the exec transport is
 another part's)."""
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from datapath_harness import AGENT1, AGENT2, NODES, SERVER, Ops, render_env
-from twin import podexec_net
+from twin.podexec import net as podexec_net
 from twin_network_helpers import deployment, pod_ready, sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

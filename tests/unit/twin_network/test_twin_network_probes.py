@@ -1,5 +1,5 @@
 """The probes' output (``twin.nettools``), Cilium's cleanup on a node model
-(``twin.controllers.cilium.cleanup``) and the in-pod handlers (``twin.podexec_net``),
+(``twin.controllers.cilium.cleanup``) and the in-pod handlers (``twin.podexec.net``),
 called directly with stand-ins for the network model's answers."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from twin import nettools, podexec_net
+from twin import nettools
+from twin.podexec import net as podexec_net
 from twin.clock import Clock
 from twin.controllers.cilium import cleanup, datapath
 from twin.controllers.cilium.config import CiliumConfig

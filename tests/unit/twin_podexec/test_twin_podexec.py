@@ -17,9 +17,9 @@ POD = {"metadata": {"name": "web-0", "namespace": "shop", "uid": "u-1"},
                   "containerStatuses": [{"name": "app", "state": {"running": {}}}]}}
 
 
-def test_registry_collects_modules_and_keeps_a_place_for_the_network_commands():
-    assert {"echo", "cat", "env", "hostname", "sh", "true", "false", "cilium-dbg", "cilium"} <= set(podexec.COMMANDS)
-    assert podexec.OPTIONAL_MODULES == ["twin.podexec_net"]
+def test_registry_collects_every_module_including_the_network_commands():
+    assert {"echo", "cat", "env", "hostname", "sh", "true", "false", "cilium-dbg", "cilium",
+            "nslookup", "getent", "curl", "wget", "cilium-health"} <= set(podexec.COMMANDS)
 
 
 def test_unknown_command_is_runc_not_found():

@@ -2,8 +2,8 @@
 
 Each handler has the team's signature ``handler(rt, pod, container, argv, stdin) ->
 (rc, stdout, stderr)``; ``argv`` is the whole command, ``argv[0]`` the program. The exec
-transport (``twin.podexec``) collects :data:`COMMANDS`; ``cilium-dbg``'s subcommands it
-routes to :data:`CILIUM_DBG_SUBCOMMANDS`.
+transport (``twin.podexec``) collects :data:`COMMANDS`; ``cilium-dbg``
+(:mod:`twin.podexec.cilium_dbg`) routes the subcommands in :data:`CILIUM_DBG_SUBCOMMANDS` here.
 
 - ``nslookup``, ``getent hosts``, ``curl``, ``wget``: probes from the pod, answered by the
   network model (:mod:`twin.controllers.network_view`, :mod:`twin.controllers.reach`):
@@ -30,14 +30,15 @@ import json
 import time
 from typing import Any, Callable
 
-from . import nettools
-from .controllers.cilium import cleanup as cilium_cleanup
-from .controllers.network_view import NodeView
+from .. import nettools
+from ..controllers.cilium import cleanup as cilium_cleanup
+from ..controllers.network_view import NodeView
 
 Handler = Callable[[Any, dict, str, list[str], bytes], tuple[int, bytes, bytes]]
 
 
-def _view(rt: Any, pod: dict) -> NodeView | None:
+def view_for(rt: Any, pod: dict) -> NodeView | None:
+    """The network view the pod's node answers from (None: the twin runs no network model)."""
     node = (pod.get("spec") or {}).get("nodeName") or ""
     nm = rt.nodes.get(node)
     if nm is not None and nm.cluster_view is not None:
@@ -70,7 +71,7 @@ def _probes(view: NodeView, pod: dict) -> tuple[Callable[..., Any], Callable[...
 
 
 def nslookup(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    view = _view(rt, pod)
+    view = view_for(rt, pod)
     if view is None:
         return _no_model("nslookup")
     rc, out, err, _ = nettools.nslookup(argv[1:], _probes(view, pod)[1], view.resolver_of(pod)[0])
@@ -78,7 +79,7 @@ def nslookup(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) 
 
 
 def getent(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    view = _view(rt, pod)
+    view = view_for(rt, pod)
     if view is None:
         return _no_model("getent")
     rc, out, err, _ = nettools.getent(argv[1:], _probes(view, pod)[1])
@@ -86,7 +87,7 @@ def getent(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) ->
 
 
 def curl(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    view = _view(rt, pod)
+    view = view_for(rt, pod)
     if view is None:
         return _no_model("curl")
     rc, out, err, _ = nettools.curl(argv[1:], *_probes(view, pod))
@@ -94,7 +95,7 @@ def curl(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) -> t
 
 
 def wget(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    view = _view(rt, pod)
+    view = view_for(rt, pod)
     if view is None:
         return _no_model("wget")
     rc, out, err, _ = nettools.wget(argv[1:], *_probes(view, pod))
@@ -120,7 +121,7 @@ def cilium_health(rt: Any, pod: dict, container: str, argv: list[str], stdin: by
     if not args or args[0] != "status":
         return 1, b"", b"the twin's cilium-health supports `cilium-health status [--succinct] [-o json]`\n"
     node = (pod.get("spec") or {}).get("nodeName") or ""
-    view = _view(rt, pod)
+    view = view_for(rt, pod)
     cil = view.net.cilium if view is not None else None
     if view is None or cil is None or not cil.agent_ready(node):
         return 1, b"", (b'Error: Cannot get status: Get "http://%2Fvar%2Frun%2Fcilium%2Fhealth.sock/v1beta/status": '

@@ -6,8 +6,12 @@ import asyncio
 import gc
 from typing import Any
 
+from ...fixtures.images import catalog_for
+from ...ticker import Ticker
 from ..base import CACHED_KINDS, Cache, Controller, controller_ref, obj_key
+from ..events import SWEEP_SECONDS, EventRecorder
 from ..kubelet import Kubelet, SandboxPolicy
+from ..service_reach import service_reach
 from ..scheduler import NodeLifecycle, Scheduler
 from .daemonsets import DaemonSetController
 from .deployments import DeploymentController
@@ -40,6 +44,8 @@ class WorkloadControllers:
         self.controllers: list[Controller] = []
         self._unsubscribe = None
         self.store: Any = None
+        self.events: EventRecorder | None = None
+        self._tickers: list[Ticker] = []
         self.start_seconds = 0.0
 
     async def start(self, rt: Any) -> None:
@@ -61,6 +67,11 @@ class WorkloadControllers:
             if gc_was_enabled:
                 gc.enable()
         rt.options["kubelet"] = self.kubelet
+        rt.options["events"] = self.events
+        rt.options["container_logs"] = self.kubelet.logs
+        self._tickers = [Ticker("event-ttl", SWEEP_SECONDS, self.events.sweep, sleep=rt.clock.sleep)]
+        for t in self._tickers:
+            t.start()
         self.start_seconds = loop.time() - t0
 
     def _start(self, rt: Any, store: Any, types: dict) -> None:
@@ -68,9 +79,12 @@ class WorkloadControllers:
             if kind[1] in types:
                 self.cache.load(store, types[kind[1]])
         clock = rt.clock
-        self.kubelet = Kubelet(store, self.cache, clock, types, self._policy)
+        self.events = EventRecorder(store, clock)
+        self.kubelet = Kubelet(store, self.cache, clock, types, self._policy, events=self.events,
+                               catalog=catalog_for(rt.fixture), reach=service_reach(store))
         self.scheduler = Scheduler(store, self.cache, clock, types)
         self.node_lifecycle = NodeLifecycle(store, self.cache, clock, types, self.kubelet)
+        self.scheduler.events = self.node_lifecycle.events = self.events
         self.deployments = DeploymentController(store, self.cache, clock, types)
         self.replicasets = ReplicaSetController(store, self.cache, clock, types)
         self.daemonsets = DaemonSetController(store, self.cache, clock, types)
@@ -142,6 +156,8 @@ class WorkloadControllers:
                     self.daemonsets.enqueue(obj_key(ds))
 
     async def stop(self) -> None:
+        for t in self._tickers:
+            await t.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -331,8 +331,9 @@ class Kubelet(Controller):
         self.store.mutate(self.types["pods"], key[0] or None, key[1], write,
                           subresource=None if annotate else "status")
         self.applied += 1
-        if fate.phase == "Running" and not fate.waiting_reason:
-            self.runs.started(key, pod, self.clock.cluster_now())
+        if fate.phase == "Running" and not fate.waiting_reason and \
+                self.runs.started(key, pod, self.clock.cluster_now()):
+            self.enqueue(key)      # its programs exit: follow them
         self._report(key, pod, new_status, crash_lines)
 
     def _report(self, key: ObjKey, pod: dict, new_status: dict, crash_lines: tuple[str, ...]) -> None:
@@ -353,8 +354,10 @@ class Kubelet(Controller):
                     self.logs.restart(uid, r.container)
                 if r.log_lines:
                     self.logs.write(uid, r.container, *r.log_lines)
-                else:
+                elif r.reason == "Created" or r.ended:
                     self.logs.ensure(uid, r.container)   # it ran: it has a (maybe empty) log
+                if r.ended:
+                    self.logs.finish(uid, r.container)
             if r.reason:
                 self.events.record(pod, r.etype, r.reason, r.message, component="kubelet", host=node,
                                    field_path=container_path(pod, r.container) if r.container else None)

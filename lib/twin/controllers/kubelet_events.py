@@ -39,6 +39,7 @@ class Report:
     message: str = ""
     restart_log: bool = False
     log_lines: tuple[str, ...] = field(default_factory=tuple)
+    ended: bool = False           # the instance exited: log followers' streams end
 
 
 def _state(cs: dict | None) -> tuple[str | None, dict]:
@@ -103,9 +104,9 @@ def status_changes(pod: dict, new_status: dict, *, image_present: bool,
                                   f"Back-off restarting failed container {name} in pod "
                                   f"{md.get('name', '')}_{md.get('namespace', '')}({md.get('uid', '')})",
                                   restart_log=okind != "running" and orestarts > 0 and okind is not None,
-                                  log_lines=lines))
+                                  log_lines=lines, ended=True))
         elif nkind == "terminated" and okind == "running":
-            out.append(Report(name, log_lines=exit_lines.get(name, ())))
+            out.append(Report(name, log_lines=exit_lines.get(name, ()), ended=True))
     waiting_msgs = [(_state(c)[1].get("reason"), _state(c)[1].get("message"))
                     for c in new_status.get("containerStatuses") or () if _state(c)[0] == "waiting"]
     old_msgs = [(_state(c)[1].get("reason"), _state(c)[1].get("message")) for c in old.values()

@@ -83,9 +83,15 @@ class ContainerLogs:
         old = self._current.pop(key, None)
         new = self._instance(uid, container)
         if old is not None:
-            new.followers = old.followers   # a follower of "the container" keeps following
-            old.followers = set()
             self._previous[key] = old
+
+    def finish(self, uid: str, container: str) -> None:
+        """The current instance exited: its followers' streams end (``None``)."""
+        inst = self._current.get((uid, container))
+        if inst is not None:
+            for q in inst.followers:
+                q.put_nowait(None)
+            inst.followers = set()
 
     def has(self, uid: str, container: str, *, previous: bool = False) -> bool:
         """Whether that instance exists (a container that never ran has no logs)."""

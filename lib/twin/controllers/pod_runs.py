@@ -113,16 +113,18 @@ class PodRuns:
         return PodFate("Pending", False, reason, msg, cni=fate.cni, ip=fate.ip), due
 
     # ------------------------------------------------------------------ runs
-    def started(self, key: Any, pod: dict, now: float) -> None:
-        """The pod's containers started now (the kubelet applied Running)."""
+    def started(self, key: Any, pod: dict, now: float) -> bool:
+        """The pod's containers started now (the kubelet applied Running); True when a
+        program will exit by itself (the kubelet then follows the pod)."""
         if key in self._runs:
-            return
+            return False
         spec = pod.get("spec") or {}
         programs = {c.get("name", ""): program_for(pod, c, self.reach)
                     for c in spec.get("containers") or ()}
         if all(p.runs_for is None for p in programs.values()):
-            return     # servers: nothing to follow
+            return False     # servers: nothing to follow
         self._runs[key] = _Run(now, programs, spec.get("restartPolicy") or "Always")
+        return True
 
     def program(self, key: Any, pod: dict, container: str) -> Program:
         run = self._runs.get(key)

@@ -91,6 +91,8 @@ def builtin_types() -> list[ResourceType]:
         _rt("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), status=True,
             scale=True, categories=all_),
         _rt("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+        _rt("batch", "v1", "jobs", "Job", True, (), status=True, categories=all_),
+        _rt("batch", "v1", "cronjobs", "CronJob", True, ("cj",), status=True, categories=all_),
         _rt("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), status=True),
         _rt("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
         _rt("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),

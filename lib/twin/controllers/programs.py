@@ -205,10 +205,12 @@ def _command(words: list[str], pod_name: str, ns: str,
         if url is None:
             return None
         ok, why = reach(url, ns)
+        quiet = cmd == "curl" or any(a.startswith("-") and "q" in a and not a.startswith("--") for a in args)
+        said = [] if quiet else [f"Connecting to {_host(url)}"]
         if ok:
-            return 0.1, 0, [] if cmd == "curl" else [f"Connecting to {_host(url)}"], False
+            return 0.1, 0, said, False
         if cmd == "wget":
-            return 1.0, 1, [f"Connecting to {_host(url)}", f"wget: {why}"], False
+            return 1.0, 1, said + [f"wget: {why}"], False
         return 1.0, 7, [f"curl: (7) {why}"], False
     return None
 

@@ -18,7 +18,8 @@ def _ready(p):
 
 
 def _bare(name, node=None, host=False, ns="default", tolerations=None):
-    spec = {"containers": [{"name": "c", "image": "busybox:1"}]}
+    # pause runs until stopped (busybox without a command would exit at once, as on a node)
+    spec = {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
     if node:
         spec["nodeName"] = node
     if host:

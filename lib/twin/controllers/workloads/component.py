@@ -10,6 +10,7 @@ from ...fixtures.images import catalog_for
 from ...ticker import Ticker
 from ..base import CACHED_KINDS, Cache, Controller, controller_ref, obj_key
 from ..events import SWEEP_SECONDS, EventRecorder
+from ..heartbeats import TICK_SECONDS, Heartbeats
 from ..kubelet import Kubelet, SandboxPolicy
 from ..service_reach import service_reach
 from ..scheduler import NodeLifecycle, Scheduler
@@ -72,7 +73,10 @@ class WorkloadControllers:
         rt.options["kubelet"] = self.kubelet
         rt.options["events"] = self.events
         rt.options["container_logs"] = self.kubelet.logs
-        self._tickers = [Ticker("event-ttl", SWEEP_SECONDS, self.events.sweep, sleep=rt.clock.sleep)]
+        self.heartbeats = Heartbeats(self.store, self.cache, rt.clock, self.kubelet)
+        self._tickers = [Ticker("event-ttl", SWEEP_SECONDS, self.events.sweep, sleep=rt.clock.sleep),
+                         Ticker("node-heartbeats", TICK_SECONDS, self.heartbeats.tick,
+                                sleep=rt.clock.sleep, immediate=True)]
         for t in self._tickers:
             t.start()
         self.start_seconds = loop.time() - t0

@@ -151,6 +151,7 @@ class Kubelet(Controller):
         self._pending: dict[ObjKey, tuple[tuple, float]] = {}
         self._crash: dict[ObjKey, float] = {}     # next crash-loop restart (cluster time)
         self._node_images: dict[str, set[str]] = {}   # images already on each node
+        self._log_run: dict[tuple[str, str], int] = {}  # (pod uid, container) -> run its log holds
         self.applied = 0
 
     # -- public hooks for the network model --------------------------------------------
@@ -216,6 +217,8 @@ class Kubelet(Controller):
                 if md.get("uid"):
                     self.ipam.release(md["uid"])
                     self.logs.forget(md["uid"])
+                    for c in (obj.get("spec") or {}).get("containers") or ():
+                        self._log_run.pop((md["uid"], c.get("name", "")), None)
                 return
             node = (obj.get("spec") or {}).get("nodeName")
             if not node:
@@ -261,8 +264,10 @@ class Kubelet(Controller):
             return
         now = self.clock.cluster_now()
         fate, due = self.runs.adjust(key, pod, fate, now)
-        if due is not None:
-            self.requeue_after(key, max(0.0, due - now))
+        line_due = self._write_lines(key, pod, now)
+        for t in (due, line_due):
+            if t is not None:
+                self.requeue_after(key, max(0.0, t - now))
         sig = fate.signature()
         if sig == current_signature(pod) and overlay_applied(pod, fate.overlay):
             self._pending.pop(key, None)
@@ -333,8 +338,22 @@ class Kubelet(Controller):
         self.applied += 1
         if fate.phase == "Running" and not fate.waiting_reason and \
                 self.runs.started(key, pod, self.clock.cluster_now()):
-            self.enqueue(key)      # its programs exit: follow them
+            self.enqueue(key)      # its programs exit or write later: follow them
         self._report(key, pod, new_status, crash_lines)
+        if self.runs.follows(key):
+            self._write_lines(key, pod, self.clock.cluster_now())
+
+    def _write_lines(self, key: ObjKey, pod: dict, now: float) -> float | None:
+        """Log what the pod's programs wrote by now (into the run its log holds)."""
+        uid = (pod.get("metadata") or {}).get("uid") or ""
+        if not uid or not self.runs.follows(key):
+            return None
+        runs = {c.get("name", ""): self._log_run.get((uid, c.get("name", "")), 0)
+                for c in (pod.get("spec") or {}).get("containers") or ()}
+        lines, nxt = self.runs.lines_due(key, now, runs)
+        for container, text in lines:
+            self.logs.write(uid, container, *text)
+        return nxt
 
     def _report(self, key: ObjKey, pod: dict, new_status: dict, crash_lines: tuple[str, ...]) -> None:
         """Record the events of this status change and write the containers' logs."""
@@ -342,16 +361,17 @@ class Kubelet(Controller):
         images = self._node_images.setdefault(node, set())
         containers = (pod.get("spec") or {}).get("containers") or ()
         present = all(c.get("image", "") in images for c in containers)
-        start_lines, exit_lines = {}, {}
-        for c in containers:
-            prog = self.runs.program(key, pod, c.get("name", ""))
-            (start_lines if prog.runs_for is None else exit_lines)[c.get("name", "")] = prog.output
+        start_lines = {}
+        if not self.runs.follows(key):     # followed programs log through _write_lines
+            for c in containers:
+                start_lines[c.get("name", "")] = self.runs.program(key, pod, c.get("name", "")).lines
         uid = (pod.get("metadata") or {}).get("uid") or ""
         for r in status_changes(pod, new_status, image_present=present, start_lines=start_lines,
-                                exit_lines=exit_lines, crash_lines=crash_lines):
+                                exit_lines={}, crash_lines=crash_lines):
             if r.container is not None and uid:
                 if r.restart_log:
                     self.logs.restart(uid, r.container)
+                    self._log_run[(uid, r.container)] = self._log_run.get((uid, r.container), 0) + 1
                 if r.log_lines:
                     self.logs.write(uid, r.container, *r.log_lines)
                 elif r.reason == "Created" or r.ended:

@@ -23,7 +23,7 @@ the next change.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..fixtures.images import ImageCatalog, canonical_ref
@@ -46,11 +46,13 @@ def pull_backoff_message(image: str) -> str:
 
 @dataclass
 class _Run:
-    """One pod's containers since they first started (cluster times)."""
+    """One pod's containers since they first started (cluster times); ``written``: lines
+    of each (container, run) already logged."""
 
     started: float
     programs: dict[str, Program]
     policy: str
+    written: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def _started_containers(pod: dict) -> bool:
@@ -121,10 +123,43 @@ class PodRuns:
         spec = pod.get("spec") or {}
         programs = {c.get("name", ""): program_for(pod, c, self.reach)
                     for c in spec.get("containers") or ()}
-        if all(p.runs_for is None for p in programs.values()):
-            return False     # servers: nothing to follow
+        if not any(p.timed for p in programs.values()):
+            return False     # servers that log only when they start: nothing to follow
         self._runs[key] = _Run(now, programs, spec.get("restartPolicy") or "Always")
         return True
+
+    def follows(self, key: Any) -> bool:
+        return key in self._runs
+
+    def lines_due(self, key: Any, now: float, log_run: dict[str, int]) -> tuple[list[tuple[str, list[str]]], float | None]:
+        """Lines the programs have written by ``now`` and not yet logged, for the run each
+        container's log holds now (``log_run``: container -> run number); and the cluster
+        time of the next line."""
+        run = self._runs.get(key)
+        if run is None:
+            return [], None
+        out: list[tuple[str, list[str]]] = []
+        nxt: float | None = None
+        for name, prog in run.programs.items():
+            st, _ = container_state(prog, run.policy, now - run.started)
+            last = st.restarts if st.kind != "waiting" else st.restarts - 1
+            n = log_run.get(name, 0)
+            if n > last or n < last - 1:
+                continue           # that run has not started, or is long gone
+            if n < last or st.kind != "running":
+                elapsed = float("inf")      # that run has ended: everything it wrote
+            else:
+                elapsed = now - (run.started + st.run_started)
+            done = run.written.get((name, n), 0)
+            due = [ln for t, ln in prog.output[done:] if t <= elapsed + 1e-9]
+            if due:
+                run.written[(name, n)] = done + len(due)
+                out.append((name, due))
+            rest = prog.output[done + len(due):]
+            if rest and elapsed != float("inf"):
+                t = run.started + st.run_started + rest[0][0]
+                nxt = t if nxt is None else min(nxt, t)
+        return out, nxt
 
     def program(self, key: Any, pod: dict, container: str) -> Program:
         run = self._runs.get(key)

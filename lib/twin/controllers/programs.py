@@ -22,7 +22,7 @@ The twin runs no processes; :func:`program_for` reads a container's ``command``/
 Example:
     >>> c = {"name": "t", "image": "busybox:1.36", "command": ["sh", "-c", "echo hi; exit 3"]}
     >>> p = program_for({"metadata": {"name": "p"}}, c)
-    >>> (p.runs_for, p.exit_code, p.output)
+    >>> (p.runs_for, p.exit_code, p.lines)
     (0.0, 3, ('hi',))
 """
 from __future__ import annotations
@@ -64,15 +64,25 @@ class Program:
     Attributes:
         runs_for: cluster seconds until it exits by itself; None: until stopped.
         exit_code: its exit code when it exits by itself.
-        output: the lines it writes while it runs (logged when it starts/ends).
+        output: ``(seconds after the start, line)`` of what it writes while it runs.
         stop_seconds: cluster seconds it takes to exit after SIGTERM; None: it ignores
             SIGTERM and is killed at the end of the grace period.
     """
 
     runs_for: float | None
     exit_code: int = 0
-    output: tuple[str, ...] = ()
+    output: tuple[tuple[float, str], ...] = ()
     stop_seconds: float | None = 1.0
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """What it writes, without the times."""
+        return tuple(line for _, line in self.output)
+
+    @property
+    def timed(self) -> bool:
+        """Whether it exits by itself or writes anything after its start."""
+        return self.runs_for is not None or any(t > 0 for t, _ in self.output)
 
 
 def repository(image: str) -> str:
@@ -112,7 +122,8 @@ def program_for(pod: dict, container: dict, reach: Reach | None = None) -> Progr
         if repo.rsplit("/", 1)[-1] in BASE_IMAGES and repo.startswith("library/"):
             prog = Program(0.0, 0, ())          # a shell with no terminal: exits at once
         else:
-            prog = Program(None, 0, START_LINES.get(repo, ()), seconds("pod.sigterm-exit"))
+            prog = Program(None, 0, tuple((0.0, ln) for ln in START_LINES.get(repo, ())),
+                           seconds("pod.sigterm-exit"))
     else:
         prog = _run_argv(argv, name, ns, reach)
     overridden, stop = _sigterm_override(pod)
@@ -131,7 +142,7 @@ def _run_argv(argv: list[str], pod_name: str, ns: str, reach: Reach | None) -> P
         pid1_ignores = prog0 in ("sleep",) or prog0 in SHELLS
     elapsed = 0.0
     code = 0
-    out: list[str] = []
+    out: list[tuple[float, str]] = []
     for joiner, words in commands:
         if joiner == "&&" and code != 0 or joiner == "||" and code == 0:
             continue
@@ -147,7 +158,7 @@ def _run_argv(argv: list[str], pod_name: str, ns: str, reach: Reach | None) -> P
             stop = None if pid1_ignores else seconds("pod.sigterm-exit")
             return Program(None, 0, tuple(out), stop)
         took, code, lines, stop_all = result
-        out.extend(lines)
+        out.extend((elapsed, ln) for ln in lines)
         if took is None:
             return Program(None, 0, tuple(out), None if pid1_ignores else seconds("pod.sigterm-exit"))
         elapsed += took

@@ -217,7 +217,7 @@ class ContainerState:
     kind: str
     restarts: int
     run_started: float          # seconds since the pod's start, of the current/last run
-    exit_code: int = 0
+    exit_code: int = 0          # of the last run that ended
     exited_at: float = 0.0      # of the last run that ended
     final: bool = False
 
@@ -235,11 +235,12 @@ def container_state(prog: Program, policy: str, t: float) -> tuple[ContainerStat
     """
     if prog.runs_for is None:
         return ContainerState("running", 0, 0.0), None
-    start, restarts = 0.0, 0
+    start, restarts, last_end = 0.0, 0, 0.0
     while True:
         end = start + prog.runs_for
         if t < end:
-            return ContainerState("running", restarts, start), end
+            return ContainerState("running", restarts, start, prog.exit_code if restarts else 0,
+                                  last_end), end
         restart = policy == "Always" or (policy == "OnFailure" and prog.exit_code != 0)
         if not restart:
             return ContainerState("terminated", restarts, start, prog.exit_code, end, True), None
@@ -247,7 +248,7 @@ def container_state(prog: Program, policy: str, t: float) -> tuple[ContainerStat
         nxt = end + backoff("pod.crash-loop", restarts)
         if t < nxt:
             return ContainerState("waiting", restarts, start, prog.exit_code, end), nxt
-        start = nxt
+        start, last_end = nxt, end
         if restarts > 10_000:      # a guard for zero-length runs far in the future
             return ContainerState("waiting", restarts, start, prog.exit_code, end), nxt
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -66,3 +67,15 @@ def container_status(pod: dict, name: str) -> dict:
 
 def condition(obj: dict, ctype: str) -> dict | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == ctype), None)
+
+
+def start_twin(tmp_path_factory: Any, kubectl: str, helm: str, **kw: Any) -> Kube:
+    """A minicloud twin of its own (``Twin`` keyword arguments) with kubectl/helm set up."""
+    from twin.api import Twin
+
+    twin = Twin(tmp_path_factory.mktemp("twin"), **kw).start()
+    home = tmp_path_factory.mktemp("home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "HELM_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
+               XDG_DATA_HOME=str(home / ".local/share"), KUBECONFIG=str(twin.kubeconfig))
+    return Kube(kubectl, helm, env, twin)

@@ -12,10 +12,12 @@ The twin runs no processes; :func:`program_for` reads a container's ``command``/
   joined by ``&&``, ``||``, ``;`` or newlines. A command the twin cannot know the
   effect of (a server, a tool) runs until it is stopped.
 - a base image run without a command (``busybox``, ``alpine``, ``ubuntu``, ``debian``)
-  starts a non-interactive shell that exits at once with 0, as on a node;
+  starts a non-interactive shell that exits at once with 0, as on a node; ``args``
+  without ``command`` are the arguments of another image's own entrypoint (its server);
 - SIGTERM: most programs exit within :func:`~.stages.seconds` ``("pod.sigterm-exit")``;
   a shell or ``sleep`` running as PID 1 installs no handler, so the signal is ignored
-  and the container is killed when the grace period ends (exit code 137). The pod
+  and the container is killed when the grace period ends (exit code 137), unless the
+  script ``trap``s TERM. The pod
   annotation ``twin.phase22.io/sigterm-exit-seconds`` (a number, or ``ignore``)
   overrides this for every container of a pod.
 
@@ -114,12 +116,16 @@ def _sigterm_override(pod: dict) -> tuple[bool, float | None]:
 
 def program_for(pod: dict, container: dict, reach: Reach | None = None) -> Program:
     """The program of ``container`` in ``pod`` (see module doc)."""
-    argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
     repo = repository(container.get("image", ""))
+    base = repo.rsplit("/", 1)[-1] in BASE_IMAGES and repo.startswith("library/")
+    if container.get("command") or base:
+        argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    else:
+        argv = []     # args without a command go to the image's own entrypoint: its program
     name = (pod.get("metadata") or {}).get("name", "")
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     if not argv:
-        if repo.rsplit("/", 1)[-1] in BASE_IMAGES and repo.startswith("library/"):
+        if base:
             prog = Program(0.0, 0, ())          # a shell with no terminal: exits at once
         else:
             prog = Program(None, 0, tuple((0.0, ln) for ln in START_LINES.get(repo, ())),
@@ -147,6 +153,11 @@ def _run_argv(argv: list[str], pod_name: str, ns: str, reach: Reach | None) -> P
         if joiner == "&&" and code != 0 or joiner == "||" and code == 0:
             continue
         if not words:
+            continue
+        if words[0] == "trap" and {"TERM", "SIGTERM", "15"} & set(words[2:]):
+            pid1_ignores = False        # the script handles SIGTERM itself
+            continue
+        if words[0] == "wait":
             continue
         if words[0] == "exec":          # the shell becomes the program: it gets SIGTERM
             words, pid1_ignores = words[1:], words[1:2] in (["sleep"], ["sh"])

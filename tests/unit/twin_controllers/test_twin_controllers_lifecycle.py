@@ -39,6 +39,9 @@ def test_every_stage_names_its_source_and_backoffs_double_to_their_cap():
     ({"image": "x", "command": ["sh", "-c", "echo a && false || echo b; exit 4"]}, (0.0, 4, ("a", "b"), None)),
     ({"image": "x", "command": ["sh", "-c", "exec myserver --port 80"]}, (None, 0, (), 1.0)),
     ({"image": "x", "command": ["/bin/sh", "-c"], "args": ["sleep 2m; echo done"]}, (120.0, 0, ("done",), None)),
+    ({"image": "longhornio/longhorn-manager:v1.7.2", "args": ["sleep", "infinity"]}, (None, 0, (), 1.0)),
+    ({"image": "busybox:1.36", "args": ["sleep", "5"]}, (5.0, 0, (), None)),   # no entrypoint: args run
+    ({"image": "x", "command": ["sh", "-ec", "trap true INT TERM; sleep infinity & wait"]}, (None, 0, (), 1.0)),
 ])
 def test_programs_read_like_a_shell(container, want):
     p = program_for(POD, container)

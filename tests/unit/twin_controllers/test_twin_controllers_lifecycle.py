@@ -255,3 +255,70 @@ def test_docstring_examples_of_the_lifecycle_modules_run():
                  "twin.controllers.workloads.rollouts", "twin.controllers.workloads.cronjobs"):
         result = doctest.testmod(importlib.import_module(name), verbose=False)
         assert result.failed == 0 and result.attempted > 0, name
+
+
+class _Clock:
+    speed = 0.05
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def cluster_now(self) -> float:
+        return self.now
+
+    def real(self, s: float) -> float:
+        return s * self.speed
+
+
+def _event_store():
+    from twin.store import Store
+    s = Store()
+    s.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    return s
+
+
+def test_event_recorder_aggregates_repeats_within_ten_minutes():
+    from twin.controllers.events import EventRecorder
+    store, clock = _event_store(), _Clock()
+    rec = EventRecorder(store, clock)
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "uid": "u"}}
+    for _ in range(3):
+        rec.record(pod, "Warning", "BackOff", "Back-off restarting failed container c", component="kubelet",
+                   host="n1", field_path="spec.containers{c}")
+    events = store.list(store.lookup("", "v1", "events"), "default").items
+    assert len(events) == 1 and events[0]["count"] == 3 and events[0]["series"]["count"] == 3
+    assert events[0]["metadata"]["name"].startswith("p.")
+    clock.now += 601      # past the correlator's window: a new Event
+    rec.record(pod, "Warning", "BackOff", "Back-off restarting failed container c", component="kubelet",
+               host="n1", field_path="spec.containers{c}")
+    assert len(store.list(store.lookup("", "v1", "events"), "default").items) == 2
+
+
+def test_event_recorder_keeps_events_bounded_by_count_and_ttl():
+    from twin.controllers.events import EventRecorder
+    store, clock = _event_store(), _Clock()
+    rec = EventRecorder(store, clock, max_events=5)
+    node = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n1", "uid": "u"}}
+    for i in range(8):
+        rec.record(node, "Normal", "NodeReady", f"Node n1 status is now: NodeReady ({i})", component="node-controller")
+    events_t = store.lookup("", "v1", "events")
+    kept = store.list(events_t, "default").items
+    assert len(kept) == 5 and {e["involvedObject"]["kind"] for e in kept} == {"Node"}
+    assert not any(e["message"].endswith("(0)") for e in kept)      # the oldest went first
+    old = dict(kept[0], metadata={"name": "stale", "namespace": "default"},
+               lastTimestamp="2000-01-01T00:00:00Z")
+    store.create(old, rtype=events_t)                                 # written by someone else
+    assert rec.sweep() == 1
+    assert store.try_get(events_t, "default", "stale") is None
+
+
+def test_a_cilium_cni_sandbox_failure_is_failed_create_pod_sandbox():
+    from twin.controllers.network import CILIUM_CNI_DOWN_MESSAGE
+    pod = {"metadata": dict(POD["metadata"]), "spec": {"containers": [{"name": "c", "image": "x"}]},
+           "status": {"containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    new = {"containerStatuses": [{"name": "c", "state": {"waiting": {
+        "reason": "ContainerCreating", "message": CILIUM_CNI_DOWN_MESSAGE}}}]}
+    got = status_changes(pod, new, image_present=True, start_lines={}, exit_lines={})
+    assert [(r.etype, r.reason, r.message) for r in got] == [
+        ("Warning", "FailedCreatePodSandBox", CILIUM_CNI_DOWN_MESSAGE)]
+    assert 'plugin type="cilium-cni"' in got[0].message

@@ -152,6 +152,11 @@ def pod_problem(pod: dict) -> str:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("message"):
             msg = waiting["message"]
+            # A crash loop's waiting message is only the kubelet's back-off; why it
+            # crashed is the last crash's termination message (FallbackToLogsOnError).
+            crashed = ((cs.get("lastState") or {}).get("terminated") or {}).get("message")
+            if waiting.get("reason") == "CrashLoopBackOff" and crashed:
+                msg = f"{msg}; last crash: {crashed.strip().splitlines()[-1]}"
             break
     if not msg:
         for c in st.get("conditions") or []:

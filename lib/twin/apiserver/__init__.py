@@ -29,7 +29,8 @@ new route module mixed into :class:`APIServer` plus a line in its dispatch):
 - ``bodies``: request bodies (JSON, YAML, protobuf) and their shape checks;
 - ``defaults``: what a create fills in (Service IPs and ports, apps/v1 defaults);
 - ``patching``: the four PATCH flavours;
-- ``subresources``: status, scale, finalize, eviction, log, exec, portforward, token;
+- ``subresources``: status, scale, finalize, exec, portforward, token; ``eviction``
+  (PodDisruptionBudgets decide) and ``logs`` (container logs, follow) are mixed into it;
 - ``watch``: watch streams, bookmarks, Table rows, expired versions.
 """
 from __future__ import annotations

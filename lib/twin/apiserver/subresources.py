@@ -12,11 +12,13 @@ from aiohttp import web
 
 from ..store import ResourceType
 from .bodies import check_object
+from .eviction import EvictionRoutes
+from .logs import PodLogRoutes
 from .patching import apply_patch
 from .responses import HTTPError, json_response
 
 
-class SubresourceRoutes:
+class SubresourceRoutes(EvictionRoutes, PodLogRoutes):
     """The :class:`APIServer`'s subresource requests (uses its ``rt``)."""
 
     rt: Any
@@ -40,13 +42,7 @@ class SubresourceRoutes:
         elif sub == "scale" and t.scale_subresource:
             return await self._scale(request, t, ns, name)
         elif sub == "eviction" and (t.group, t.plural) == ("", "pods") and m == "POST":
-            opts = {}
-            body = await self._read_body(request)
-            if isinstance(body, dict) and isinstance(body.get("deleteOptions"), dict):
-                opts = body["deleteOptions"]
-            self._do_delete(t, ns, name, opts, self._dry_run(request))
-            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                  "status": "Success", "code": 201}, 201)
+            return await self._evict(request, t, ns, name)
         elif sub == "exec" and (t.group, t.plural) == ("", "pods") and m in ("GET", "POST"):
             return await self._exec(request, ns or "", name)
         elif sub == "portforward" and (t.group, t.plural) == ("", "pods") and m in ("GET", "POST"):
@@ -54,8 +50,7 @@ class SubresourceRoutes:
         elif sub == "token" and (t.group, t.plural) == ("", "serviceaccounts") and m == "POST":
             return self._token_request(request, ns or "", name, await self._read_body(request))
         elif sub == "log" and (t.group, t.plural) == ("", "pods") and m == "GET":
-            self.rt.store.get(t, ns, name)
-            return web.Response(text="", content_type="text/plain")
+            return await self._pod_log(request, t, ns, name)
         raise HTTPError(404, "NotFound", "the server could not find the requested resource")
 
     async def _scale(self, request: web.Request, t: ResourceType, ns: str | None, name: str) -> web.Response:

@@ -2,9 +2,15 @@
 
 - :mod:`.base`: the informer-like :class:`Cache` and the work-queue :class:`Controller`.
 - :mod:`.scheduler`: the scheduler and node lifecycle (taints, evictions).
-- :mod:`.kubelet`: pod status and sandboxes, with a pluggable :class:`SandboxPolicy`.
-- :mod:`.workloads`: Deployment, ReplicaSet, DaemonSet and StatefulSet controllers and the
-  runtime component ``"workloads"`` that runs all of the above.
+- :mod:`.stages`: the lifecycle table (every delay, with the real setting it models).
+- :mod:`.kubelet`: pod status and sandboxes, with a pluggable :class:`SandboxPolicy`;
+  with :mod:`.pod_status`, :mod:`.pod_runs` (image pulls, container runs),
+  :mod:`.programs` (what a container runs), :mod:`.termination` (graceful deletion),
+  :mod:`.kubelet_events`, :mod:`.events` (the recorder), :mod:`.logs` (container logs),
+  :mod:`.heartbeats` (node Leases, status reports), :mod:`.ipam`, :mod:`.service_reach`.
+- :mod:`.workloads`: Deployment, ReplicaSet, DaemonSet, StatefulSet, Job, CronJob and
+  disruption (PDB) controllers and the runtime component ``"workloads"`` that runs all
+  of the above.
 - :mod:`.network`: the node network model (which CNI works where).
 - :mod:`.cilium`: the Cilium model (agents, endpoints, operator, status).
 - :mod:`.addons`: Velero, Argo CD, MetalLB and operator-owned (Longhorn) pods.

@@ -36,6 +36,9 @@ CACHED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps", "deployments"),
     ("apps", "daemonsets"),
     ("apps", "statefulsets"),
+    ("policy", "poddisruptionbudgets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
 )
 
 
@@ -67,10 +70,10 @@ class Cache:
         self.pods_by_node: dict[str, set[ObjKey]] = {}
         # objects (pods, replicasets) by the uid of their controlling owner
         self.by_owner: dict[tuple[str, str], dict[str, set[ObjKey]]] = {
-            ("", "pods"): {}, ("apps", "replicasets"): {}}
+            ("", "pods"): {}, ("apps", "replicasets"): {}, ("batch", "jobs"): {}}
         # objects without a controlling owner, by namespace (adoption candidates)
         self.orphans: dict[tuple[str, str], dict[str, set[ObjKey]]] = {
-            ("", "pods"): {}, ("apps", "replicasets"): {}}
+            ("", "pods"): {}, ("apps", "replicasets"): {}, ("batch", "jobs"): {}}
 
     # -- feeding ------------------------------------------------------------------
     def load(self, store: Any, rtype: Any) -> int:

@@ -25,6 +25,14 @@ A fate with ``waiting_reason="CrashLoopBackOff"`` keeps the container restarting
 the kubelet's back-off (10 s doubling to 300 s), so RESTARTS climbs until the policy
 says otherwise.
 
+Around the policy's decision the kubelet also does what a node does (delays in
+:mod:`.stages`): it pulls images and fails those the fixture's registry does not know
+(ErrImagePull / ImagePullBackOff), runs each container's program and honours
+``restartPolicy`` when it exits (:mod:`.pod_runs`), stops deleted pods gracefully
+(:mod:`.termination`), records the events a kubelet records (:mod:`.kubelet_events`,
+through :mod:`.events`) and keeps the containers' logs (:mod:`.logs`). Status building
+is in :mod:`.pod_status`, pod IPAM in :mod:`.ipam`.
+
 The CNI that created a pod's sandbox is recorded once, in the annotation
 ``twin.phase22.io/sandbox-cni``, when the sandbox is created: a running pod keeps it
 until it is deleted and recreated, which is how pods left "unmanaged" by a CNI swap are
@@ -32,139 +40,43 @@ modelled.
 """
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..fixtures.images import ImageCatalog
 from .base import Cache, Controller, ObjKey
-from .scheduler import _condition, _set_condition, node_ready_status, now_rfc3339
+from .events import EventRecorder, container_path
+from .ipam import IPAllocator
+from .kubelet_events import status_changes
+from .logs import ContainerLogs
+from .pod_runs import PodRuns
+from .pod_status import (NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, PodFate, _digest,
+                         build_pod_status, current_signature, has_sandbox, image_ref,
+                         node_internal_ip, overlay_applied, qos_class)
+from .programs import Reach
+from .scheduler import node_ready_status, now_rfc3339
+from .stages import backoff, seconds
+from .termination import Termination
 
 log = logging.getLogger("twin.controllers.kubelet")
 
-SANDBOX_CNI_ANNOTATION = "twin.phase22.io/sandbox-cni"
-NETWORK_NOT_READY_MESSAGE = (
-    "network is not ready: container runtime network not ready: NetworkReady=false "
-    "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
-CONTAINER_START_SECONDS = 2.0
+__all__ = ["CONTAINER_START_SECONDS", "DefaultSandboxPolicy", "IPAllocator", "Kubelet",
+           "NETWORK_NOT_READY_MESSAGE", "PodFate", "SANDBOX_CNI_ANNOTATION", "SandboxPolicy",
+           "_digest", "build_pod_status", "current_signature", "has_sandbox", "image_ref",
+           "node_internal_ip", "qos_class", "settled_fate"]
 
-
-@dataclass
-class PodFate:
-    """What the node does with a pod, decided by a :class:`SandboxPolicy`.
-
-    Attributes:
-        phase: Pending | Running | Succeeded | Failed.
-        ready: whether the containers pass their readiness checks.
-        waiting_reason: e.g. "ContainerCreating", "CrashLoopBackOff", "ImagePullBackOff".
-        message: the waiting message shown by ``kubectl describe``.
-        cni: "flannel" | "cilium" | "host" | None: which CNI created the sandbox.
-        ip: the pod IP (hostNetwork: the node's InternalIP), None without a sandbox.
-        delay: cluster seconds before this fate is applied (container start, pull).
-    """
-
-    phase: str
-    ready: bool
-    waiting_reason: str | None = None
-    message: str | None = None
-    cni: str | None = None
-    ip: str | None = None
-    delay: float = 0.0
-
-    def signature(self) -> tuple:
-        """What must match the pod's current status for the fate to be already applied."""
-        return (self.phase, self.ready, self.waiting_reason,
-                self.message if self.waiting_reason else None, self.cni, self.ip)
+CONTAINER_START_SECONDS = seconds("pod.start")
 
 
 class SandboxPolicy(Protocol):
     def decide(self, pod: dict, node: dict) -> PodFate | None:
-        """The fate of ``pod`` on ``node``; None leaves the pod as it is."""
+        """The fate of ``pod`` on ``node``; None leaves the pod as it is.
+
+        A policy may also offer ``kubelet_running(node_name) -> bool`` (False while the
+        node's k3s is down: deleted pods then stay Terminating).
+        """
 
 
-# --------------------------------------------------------------------------- IPAM
-class IPAllocator:
-    """Per-node host-local IPAM over each node's ``spec.podCIDR``.
-
-    Allocation is idempotent per pod uid (asking twice gives the same address) and never
-    hands out an address in use; ``.1`` is left to the bridge (cni0/cilium_host), as
-    host-local IPAM does.
-
-    Example:
-        >>> a = IPAllocator()
-        >>> a.allocate("n1", "10.42.1.0/24", "uid-1")
-        '10.42.1.2'
-        >>> a.allocate("n1", "10.42.1.0/24", "uid-1")
-        '10.42.1.2'
-    """
-
-    def __init__(self) -> None:
-        self._used: dict[str, set[str]] = {}
-        self._next: dict[str, int] = {}
-        self._by_uid: dict[str, tuple[str, str]] = {}
-
-    def reserve(self, node: str, ip: str, uid: str | None = None) -> None:
-        """Mark an address as in use (pods that already run, from the fixture)."""
-        self._used.setdefault(node, set()).add(ip)
-        if uid:
-            self._by_uid[uid] = (node, ip)
-
-    def allocate(self, node: str, cidr: str | None, uid: str) -> str | None:
-        """An address for pod ``uid`` on ``node``, or None when the range is exhausted."""
-        have = self._by_uid.get(uid)
-        if have is not None and have[0] == node:
-            return have[1]
-        if have is not None:
-            self.release(uid)
-        if not cidr:
-            return None
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            return None
-        used = self._used.setdefault(node, set())
-        first = int(net.network_address) + 2
-        last = int(net.broadcast_address) - 1 if net.version == 4 else int(net.broadcast_address)
-        size = last - first + 1
-        if size <= 0:
-            return None
-        start = self._next.get(node, first)
-        if not first <= start <= last:
-            start = first
-        # Next-fit: continue after the last address handed out, like host-local.
-        for i in range(size):
-            cand = first + (start - first + i) % size
-            ip = str(ipaddress.ip_address(cand))
-            if ip not in used:
-                used.add(ip)
-                self._by_uid[uid] = (node, ip)
-                self._next[node] = cand + 1 if cand < last else first
-                return ip
-        return None
-
-    def release(self, uid: str) -> None:
-        have = self._by_uid.pop(uid, None)
-        if have is not None:
-            self._used.get(have[0], set()).discard(have[1])
-
-    def in_use(self, node: str) -> set[str]:
-        return set(self._used.get(node, ()))
-
-
-def node_internal_ip(node: dict) -> str | None:
-    for a in (node.get("status") or {}).get("addresses") or ():
-        if a.get("type") == "InternalIP":
-            return a.get("address")
-    return None
-
-
-def has_sandbox(pod: dict) -> bool:
-    """A pod whose sandbox exists: annotated with its CNI and started."""
-    ann = (pod.get("metadata") or {}).get("annotations") or {}
-    st = pod.get("status") or {}
-    return SANDBOX_CNI_ANNOTATION in ann and (st.get("phase") in ("Running", "Succeeded", "Failed")
-                                             or bool(st.get("podIP")))
 
 
 def settled_fate(pod: dict, node: dict, start_seconds: float) -> PodFate | None:
@@ -210,190 +122,36 @@ class DefaultSandboxPolicy:
         return PodFate("Running", True, cni=self.cni, ip=ip, delay=self.start_seconds)
 
 
-# --------------------------------------------------------------------------- status
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
-
-
-def image_ref(image: str) -> str:
-    """Fully qualified repository of an image, as containerd reports it."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-    first = name.split("/", 1)[0]
-    if "/" not in name:
-        return f"docker.io/library/{name}"
-    if "." not in first and ":" not in first and first != "localhost":
-        return f"docker.io/{name}"
-    return name
-
-
-def _qty(v: Any) -> str:
-    return str(v) if v is not None else ""
-
-
-def qos_class(spec: dict) -> str:
-    """Guaranteed / Burstable / BestEffort from the containers' requests and limits."""
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    any_set = False
-    guaranteed = True
-    for c in containers:
-        res = c.get("resources") or {}
-        req = res.get("requests") or {}
-        lim = res.get("limits") or {}
-        if req or lim:
-            any_set = True
-        for r in ("cpu", "memory"):
-            if r not in lim:
-                guaranteed = False
-            elif r in req and _qty(req[r]) != _qty(lim[r]):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed and containers else "Burstable"
-
-
-def current_signature(pod: dict) -> tuple:
-    """The applied fate signature of a pod, read back from its status."""
-    st = pod.get("status") or {}
-    ann = (pod.get("metadata") or {}).get("annotations") or {}
-    cond = _condition(pod, "Ready")
-    ready = bool(cond and cond.get("status") == "True")
-    waiting = message = None
-    for cs in st.get("containerStatuses") or ():
-        w = (cs.get("state") or {}).get("waiting")
-        if w:
-            waiting, message = w.get("reason"), w.get("message")
-            break
-    return (st.get("phase"), ready, waiting, message if waiting else None,
-            ann.get(SANDBOX_CNI_ANNOTATION), st.get("podIP"))
-
-
-def build_pod_status(pod: dict, node: dict | None, fate: PodFate, now: str, *,
-                     restart: bool = False) -> dict:
-    """The complete ``status`` of ``pod`` once ``fate`` is applied.
-
-    Keeps timestamps (startTime, startedAt, lastTransitionTime) that did not change, and
-    counts a restart each time a container enters CrashLoopBackOff (and, with
-    ``restart``, once more for a crash-looping container that just crashed again).
-    """
-    spec = pod.get("spec") or {}
-    prev = pod.get("status") or {}
-    uid = (pod.get("metadata") or {}).get("uid") or (pod.get("metadata") or {}).get("name", "")
-    status: dict = {"phase": fate.phase, "conditions": [dict(c) for c in prev.get("conditions") or ()]}
-    host_ip = node_internal_ip(node) if node else prev.get("hostIP")
-    sandbox = fate.ip is not None or fate.phase in ("Running", "Succeeded", "Failed")
-    running = fate.phase == "Running"
-    prev_cs = {c.get("name"): c for c in prev.get("containerStatuses") or ()}
-
-    def container_status(c: dict, init: bool) -> dict:
-        name = c.get("name", "")
-        image = c.get("image", "")
-        old = prev_cs.get(name) if not init else None
-        restarts = int((old or {}).get("restartCount") or 0)
-        cs: dict = {"name": name, "image": image, "imageID": "", "ready": False,
-                    "restartCount": restarts, "started": False}
-        if old and old.get("lastState"):
-            cs["lastState"] = old["lastState"]
-        if init:
-            if sandbox and fate.phase != "Pending":
-                cs.update(ready=True, imageID=f"{image_ref(image)}@sha256:{_digest(image)}",
-                          containerID=f"containerd://{_digest(uid, 'init', name)}")
-                cs["state"] = {"terminated": {"exitCode": 0, "reason": "Completed",
-                                              "startedAt": prev.get("startTime") or now,
-                                              "finishedAt": prev.get("startTime") or now,
-                                              "containerID": cs["containerID"]}}
-            else:
-                cs["state"] = {"waiting": {"reason": fate.waiting_reason or "PodInitializing"}}
-                if fate.message:
-                    cs["state"]["waiting"]["message"] = fate.message
-            return cs
-        waiting_reason = fate.waiting_reason
-        if running and not waiting_reason:
-            old_run = ((old or {}).get("state") or {}).get("running")
-            started = old_run.get("startedAt") if old_run else now
-            cs.update(ready=fate.ready, started=True,
-                      imageID=f"{image_ref(image)}@sha256:{_digest(image)}",
-                      containerID=f"containerd://{_digest(uid, name, str(restarts))}")
-            cs["state"] = {"running": {"startedAt": started}}
-        elif fate.phase in ("Succeeded", "Failed"):
-            code = 0 if fate.phase == "Succeeded" else 1
-            cs.update(imageID=f"{image_ref(image)}@sha256:{_digest(image)}",
-                      containerID=f"containerd://{_digest(uid, name, str(restarts))}")
-            cs["state"] = {"terminated": {"exitCode": code,
-                                          "reason": "Completed" if code == 0 else "Error",
-                                          "startedAt": prev.get("startTime") or now,
-                                          "finishedAt": now, "containerID": cs["containerID"]}}
-        else:
-            reason = waiting_reason or "ContainerCreating"
-            old_wait = ((old or {}).get("state") or {}).get("waiting") or {}
-            if reason == "CrashLoopBackOff" and (restart or old_wait.get("reason") != "CrashLoopBackOff"):
-                cs["restartCount"] = restarts + 1
-                cs["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
-                                                  "startedAt": now, "finishedAt": now}}
-            if reason in ("CrashLoopBackOff",):
-                cs["imageID"] = f"{image_ref(image)}@sha256:{_digest(image)}"
-            cs["state"] = {"waiting": {"reason": reason}}
-            if fate.message:
-                cs["state"]["waiting"]["message"] = fate.message
-        return cs
-
-    containers = spec.get("containers") or []
-    inits = spec.get("initContainers") or []
-    status["containerStatuses"] = [container_status(c, False) for c in containers]
-    if inits:
-        status["initContainerStatuses"] = [container_status(c, True) for c in inits]
-
-    initialized = not inits or (sandbox and fate.phase != "Pending")
-    ready = running and fate.ready and not fate.waiting_reason
-    unready = [c.get("name", "") for c in containers if not ready]
-    _set_condition(status, {"type": "PodReadyToStartContainers",
-                            "status": "True" if sandbox else "False"})
-    _set_condition(status, {"type": "Initialized", "status": "True" if initialized else "False",
-                            "reason": None if initialized else "ContainersNotInitialized",
-                            "message": None if initialized else
-                            f"containers with incomplete status: [{' '.join(c.get('name', '') for c in inits)}]"})
-    for ctype in ("ContainersReady", "Ready"):
-        _set_condition(status, {"type": ctype, "status": "True" if ready else "False",
-                                "reason": None if ready else "ContainersNotReady",
-                                "message": None if ready else
-                                f"containers with unready status: [{' '.join(unready)}]"})
-    _set_condition(status, {"type": "PodScheduled", "status": "True"})
-    order = {"PodReadyToStartContainers": 0, "Initialized": 1, "Ready": 2, "ContainersReady": 3,
-             "PodScheduled": 4}
-    status["conditions"].sort(key=lambda c: order.get(c.get("type"), 9))
-    if host_ip:
-        status["hostIP"] = host_ip
-        status["hostIPs"] = [{"ip": host_ip}]
-    if fate.ip:
-        status["podIP"] = fate.ip
-        status["podIPs"] = [{"ip": fate.ip}]
-    status["startTime"] = prev.get("startTime") or now
-    status["qosClass"] = qos_class(spec)
-    return status
-
-
 # --------------------------------------------------------------------------- controller
 class Kubelet(Controller):
-    """Applies sandbox policy decisions to the pods bound to nodes.
+    """Applies sandbox policy decisions to the pods bound to nodes (see module doc).
 
     Attributes:
         ipam: the per-node allocator used by the default policy (the network model may
             reuse it for podCIDR-based IPAM).
         policy: the current :class:`SandboxPolicy`.
+        events: the :class:`~.events.EventRecorder` the kubelet records through.
+        logs: every container's :class:`~.logs.ContainerLogs`.
+        runs: image pulls and container runs (:class:`~.pod_runs.PodRuns`).
     """
 
     def __init__(self, store: Any, cache: Cache, clock: Any, types: dict,
-                 policy: SandboxPolicy | None = None) -> None:
+                 policy: SandboxPolicy | None = None, *, events: EventRecorder | None = None,
+                 catalog: ImageCatalog | None = None, reach: Reach | None = None) -> None:
         super().__init__("kubelet", clock, batch=200)
         self.store = store
         self.cache = cache
         self.types = types
         self.ipam = IPAllocator()
         self.policy: SandboxPolicy = policy or DefaultSandboxPolicy(self.ipam)
+        self.events = events or EventRecorder(store, clock)
+        self.logs = ContainerLogs()
+        self.runs = PodRuns(catalog, reach)
+        self.termination = Termination(self)
         self._pending: dict[ObjKey, tuple[tuple, float]] = {}
         self._crash: dict[ObjKey, float] = {}     # next crash-loop restart (cluster time)
+        self._node_images: dict[str, set[str]] = {}   # images already on each node
+        self._log_run: dict[tuple[str, str], int] = {}  # (pod uid, container) -> run its log holds
         self.applied = 0
 
     # -- public hooks for the network model --------------------------------------------
@@ -404,6 +162,11 @@ class Kubelet(Controller):
         self._crash.clear()
         if reevaluate:
             self.reevaluate()
+
+    def kubelet_running(self, node_name: str) -> bool:
+        """Whether the kubelet of ``node_name`` runs (the policy's say, else True)."""
+        check = getattr(self.policy, "kubelet_running", None)
+        return True if check is None else bool(check(node_name))
 
     def reevaluate(self, node_name: str | None = None) -> int:
         """Queue the pods of ``node_name`` (all bound pods when None) for a new decision.
@@ -419,7 +182,8 @@ class Kubelet(Controller):
         return n
 
     def seed(self) -> None:
-        """At start: reserve the IPs of existing pods and queue pods not yet running.
+        """At start: reserve the IPs of existing pods, note the images already on each
+        node, and queue pods not yet running or being deleted.
 
         Pods already Running (e.g. from the fixture) are deliberately not queued: their
         status and sandbox annotation are kept as loaded.
@@ -430,9 +194,13 @@ class Kubelet(Controller):
             node = spec.get("nodeName")
             if not node:
                 continue
+            images = self._node_images.setdefault(node, set())
+            for c in spec.get("containers") or ():
+                images.add(c.get("image", ""))
             if st.get("podIP") and not spec.get("hostNetwork"):
                 self.ipam.reserve(node, st["podIP"], (pod.get("metadata") or {}).get("uid"))
-            if st.get("phase") not in ("Running", "Succeeded", "Failed"):
+            if st.get("phase") not in ("Running", "Succeeded", "Failed") or \
+                    (pod.get("metadata") or {}).get("deletionTimestamp"):
                 self.enqueue((pod["metadata"].get("namespace") or "", pod["metadata"]["name"]))
 
     # -- events -----------------------------------------------------------------------------
@@ -443,15 +211,25 @@ class Kubelet(Controller):
             if event_type == "DELETED":
                 self._pending.pop(key, None)
                 self._crash.pop(key, None)
+                self.runs.forget(key)
+                self.termination.forget(key)
                 self.forget(key)
                 if md.get("uid"):
                     self.ipam.release(md["uid"])
+                    self.logs.forget(md["uid"])
+                    for c in (obj.get("spec") or {}).get("containers") or ():
+                        self._log_run.pop((md["uid"], c.get("name", "")), None)
                 return
             node = (obj.get("spec") or {}).get("nodeName")
             if not node:
                 return
             if old is None or (old.get("spec") or {}).get("nodeName") != node:
                 self.enqueue(key)
+            elif md.get("deletionTimestamp") and \
+                    md.get("deletionGracePeriodSeconds") != (old.get("metadata") or {}).get("deletionGracePeriodSeconds"):
+                self.enqueue(key)     # deleted (or its grace period shortened)
+            elif _images(obj) != _images(old):
+                self.enqueue(key)     # kubectl set image on a pod
         elif kind == ("", "nodes"):
             name = obj["metadata"]["name"]
             if event_type == "DELETED":
@@ -468,7 +246,14 @@ class Kubelet(Controller):
         spec = pod.get("spec") or {}
         md = pod.get("metadata") or {}
         phase = (pod.get("status") or {}).get("phase")
-        if not spec.get("nodeName") or md.get("deletionTimestamp") or phase in ("Succeeded", "Failed"):
+        if not spec.get("nodeName"):
+            self._pending.pop(key, None)
+            return
+        if md.get("deletionTimestamp"):
+            self._pending.pop(key, None)
+            self.termination.reconcile(key, pod, spec["nodeName"])
+            return
+        if phase in ("Succeeded", "Failed"):
             self._pending.pop(key, None)
             return
         node = self.cache.get(("", "nodes"), "", spec["nodeName"])
@@ -477,16 +262,21 @@ class Kubelet(Controller):
             self._pending.pop(key, None)
             self._crash.pop(key, None)
             return
+        now = self.clock.cluster_now()
+        fate, due = self.runs.adjust(key, pod, fate, now)
+        line_due = self._write_lines(key, pod, now)
+        for t in (due, line_due):
+            if t is not None:
+                self.requeue_after(key, max(0.0, t - now))
         sig = fate.signature()
-        if sig == current_signature(pod):
+        if sig == current_signature(pod) and overlay_applied(pod, fate.overlay):
             self._pending.pop(key, None)
-            if fate.waiting_reason == "CrashLoopBackOff":
+            if fate.waiting_reason == "CrashLoopBackOff" and not fate.overlay:
                 self._crash_loop(key, pod, node, fate)
             else:
                 self._crash.pop(key, None)
             return
         self._crash.pop(key, None)
-        now = self.clock.cluster_now()
         pend = self._pending.get(key)
         if fate.delay > 0 and (pend is None or pend[0] != sig):
             self._pending[key] = (sig, now + fate.delay)
@@ -501,7 +291,7 @@ class Kubelet(Controller):
             return
         self._pending.pop(key, None)
         self._apply(key, pod, node, fate)
-        if fate.waiting_reason == "CrashLoopBackOff":
+        if fate.waiting_reason == "CrashLoopBackOff" and not fate.overlay:
             self.enqueue(key)    # start the back-off clock
 
     def _crash_loop(self, key: ObjKey, pod: dict, node: dict | None, fate: PodFate) -> None:
@@ -511,22 +301,29 @@ class Kubelet(Controller):
         due = self._crash.get(key)
         restarts = max([int(cs.get("restartCount") or 0)
                         for cs in (pod.get("status") or {}).get("containerStatuses") or ()] or [0])
-        backoff = min(300.0, 10.0 * (2 ** max(0, restarts - 1)))
+        wait = backoff("pod.crash-loop", restarts)
         if due is None:
-            self._crash[key] = now + backoff
-            self.requeue_after(key, backoff)
+            self._crash[key] = now + wait
+            self.requeue_after(key, wait)
         elif now + 1e-6 >= due:
             del self._crash[key]
             self._apply(key, pod, node, fate, restart=True)
-            self._crash[key] = now + min(300.0, backoff * 2)
-            self.requeue_after(key, min(300.0, backoff * 2))
+            nxt = backoff("pod.crash-loop", restarts + 1)
+            self._crash[key] = now + nxt
+            self.requeue_after(key, nxt)
         else:
             self.requeue_after(key, due - now)
 
     def _apply(self, key: ObjKey, pod: dict, node: dict | None, fate: PodFate, *,
                restart: bool = False) -> None:
         now = now_rfc3339()
-        new_status = build_pod_status(pod, node, fate, now, restart=restart)
+        crash_lines = fate.logs or ((fate.message,) if fate.waiting_reason == "CrashLoopBackOff"
+                                    and fate.message and not fate.overlay else ())
+        crash_messages = {c.get("name", ""): "\n".join(crash_lines)[-2048:]
+                          for c in (pod.get("spec") or {}).get("containers") or ()
+                          if crash_lines and c.get("terminationMessagePolicy") == "FallbackToLogsOnError"}
+        new_status = build_pod_status(pod, node, fate, now, restart=restart,
+                                      crash_messages=crash_messages)
         ann = (pod.get("metadata") or {}).get("annotations") or {}
         # The sandbox is created now: record which CNI made it (once, for its life).
         annotate = bool(fate.cni and SANDBOX_CNI_ANNOTATION not in ann and fate.phase != "Pending")
@@ -539,6 +336,57 @@ class Kubelet(Controller):
         self.store.mutate(self.types["pods"], key[0] or None, key[1], write,
                           subresource=None if annotate else "status")
         self.applied += 1
+        if fate.phase == "Running" and not fate.waiting_reason and \
+                self.runs.started(key, pod, self.clock.cluster_now()):
+            self.enqueue(key)      # its programs exit or write later: follow them
+        self._report(key, pod, new_status, crash_lines)
+        if self.runs.follows(key):
+            self._write_lines(key, pod, self.clock.cluster_now())
+
+    def _write_lines(self, key: ObjKey, pod: dict, now: float) -> float | None:
+        """Log what the pod's programs wrote by now (into the run its log holds)."""
+        uid = (pod.get("metadata") or {}).get("uid") or ""
+        if not uid or not self.runs.follows(key):
+            return None
+        runs = {c.get("name", ""): self._log_run.get((uid, c.get("name", "")), 0)
+                for c in (pod.get("spec") or {}).get("containers") or ()}
+        lines, nxt = self.runs.lines_due(key, now, runs)
+        for container, text in lines:
+            self.logs.write(uid, container, *text)
+        return nxt
+
+    def _report(self, key: ObjKey, pod: dict, new_status: dict, crash_lines: tuple[str, ...]) -> None:
+        """Record the events of this status change and write the containers' logs."""
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        images = self._node_images.setdefault(node, set())
+        containers = (pod.get("spec") or {}).get("containers") or ()
+        present = all(c.get("image", "") in images for c in containers)
+        start_lines = {}
+        if not self.runs.follows(key):     # followed programs log through _write_lines
+            for c in containers:
+                start_lines[c.get("name", "")] = self.runs.program(key, pod, c.get("name", "")).lines
+        uid = (pod.get("metadata") or {}).get("uid") or ""
+        for r in status_changes(pod, new_status, image_present=present, start_lines=start_lines,
+                                exit_lines={}, crash_lines=crash_lines):
+            if r.container is not None and uid:
+                if r.restart_log:
+                    self.logs.restart(uid, r.container)
+                    self._log_run[(uid, r.container)] = self._log_run.get((uid, r.container), 0) + 1
+                if r.log_lines:
+                    self.logs.write(uid, r.container, *r.log_lines)
+                elif r.reason == "Created" or r.ended:
+                    self.logs.ensure(uid, r.container)   # it ran: it has a (maybe empty) log
+                if r.ended:
+                    self.logs.finish(uid, r.container)
+            if r.reason:
+                self.events.record(pod, r.etype, r.reason, r.message, component="kubelet", host=node,
+                                   field_path=container_path(pod, r.container) if r.container else None)
+            if r.reason == "Pulled":
+                images.update(c.get("image", "") for c in containers)
+
+
+def _images(pod: dict) -> list[str]:
+    return [c.get("image", "") for c in (pod.get("spec") or {}).get("containers") or ()]
 
 
 def _node_view(node: dict) -> tuple:

@@ -169,6 +169,11 @@ class NetworkSandboxPolicy:
         self.net = net
         self.start_seconds = start_seconds
 
+    def kubelet_running(self, node_name: str) -> bool:
+        """The kubelet runs inside k3s: not while k3s is down or the node reboots."""
+        nm = self.net.node_model(node_name)
+        return nm is None or bool(nm.up and nm.unit_state == "active")
+
     def decide(self, pod: dict, node: dict | None) -> PodFate | None:
         if node is None:
             return None

@@ -213,6 +213,7 @@ class Scheduler(Controller):
         self.types = types
         self.unschedulable: set[ObjKey] = set()
         self.bound = 0
+        self.events: Any = None      # an EventRecorder (the workloads component sets it)
 
     def wants(self, pod: dict) -> bool:
         spec = pod.get("spec") or {}
@@ -269,6 +270,9 @@ class Scheduler(Controller):
                 st["phase"] = "Pending"
                 _set_condition(st, cond)
             self.store.mutate(pods_rt, key[0] or None, key[1], mark, subresource="status")
+            if self.events is not None:
+                self.events.record(pod, "Warning", "FailedScheduling", message,
+                                   component="default-scheduler")
             return
         self.unschedulable.discard(key)
 
@@ -278,8 +282,12 @@ class Scheduler(Controller):
             st = p.setdefault("status", {})
             st.setdefault("phase", "Pending")
             _set_condition(st, {"type": "PodScheduled", "status": "True"})
-        self.store.mutate(pods_rt, key[0] or None, key[1], bind)
+        bound = self.store.mutate(pods_rt, key[0] or None, key[1], bind)
         self.bound += 1
+        if self.events is not None:
+            self.events.record(bound, "Normal", "Scheduled",
+                               f"Successfully assigned {key[0]}/{key[1]} to {best}",
+                               component="default-scheduler")
 
 
 def _sched_view(node: dict) -> tuple:
@@ -337,6 +345,8 @@ class NodeLifecycle(Controller):
         self._taint_seen: dict[tuple[str, str, str], float] = {}
         self._noexec: set[str] = set()     # nodes that carry a NoExecute taint
         self.evicted: list[tuple[str, str, str]] = []   # (namespace, name, node), for describe/tests
+        self.events: Any = None      # an EventRecorder (the workloads component sets it)
+        self._ready_seen: dict[str, str] = {}     # node -> last Ready status reported
 
     def on_event(self, event_type: str, kind: tuple[str, str], obj: dict, old: dict | None) -> None:
         if kind == ("", "nodes"):
@@ -377,6 +387,7 @@ class NodeLifecycle(Controller):
                     log.debug("collecting %s failed", md["name"], exc_info=True)
             return
         status = node_ready_status(node)
+        self._report_readiness(node, status)
         want: list[dict] = []
         if status == "False":
             want = [{"key": TAINT_NOT_READY, "effect": e} for e in ("NoSchedule", "NoExecute")]
@@ -410,6 +421,18 @@ class NodeLifecycle(Controller):
                 self._mark_pods_not_ready(name)
         self._evict(node)
 
+    def _report_readiness(self, node: dict, status: str) -> None:
+        """Event NodeNotReady / NodeReady on a change of the node's Ready condition (the
+        node lifecycle controller's "Node X status is now: ...")."""
+        name = node["metadata"]["name"]
+        before = self._ready_seen.get(name)
+        self._ready_seen[name] = status
+        if self.events is None or before is None or before == status:
+            return
+        word = "NodeReady" if status == "True" else "NodeNotReady"
+        self.events.record(node, "Normal", word, f"Node {name} status is now: {word}",
+                           component="node-controller")
+
     def _mark_pods_not_ready(self, node: str) -> None:
         """Like MarkPodsNotReady: nobody else updates pods of a node whose kubelet is gone."""
         for pod in self.cache.pods_on(node):
@@ -425,6 +448,9 @@ class NodeLifecycle(Controller):
             try:
                 self.store.mutate(self.types["pods"], pod["metadata"].get("namespace"),
                                   pod["metadata"]["name"], unready, subresource="status")
+                if self.events is not None:
+                    self.events.record(pod, "Warning", "NodeNotReady", "Node is not ready",
+                                       component="node-controller")
             except Exception:  # the pod may be gone meanwhile
                 log.debug("marking %s not ready failed", pod["metadata"]["name"], exc_info=True)
 
@@ -460,6 +486,10 @@ class NodeLifecycle(Controller):
             if deadline <= now + 1e-6:
                 md = pod["metadata"]
                 log.info("evicting %s/%s from %s", md.get("namespace"), md["name"], name)
+                if self.events is not None:
+                    self.events.record(pod, "Normal", "TaintManagerEviction",
+                                       f"Marking for deletion Pod {md.get('namespace')}/{md['name']}",
+                                       component="taint-eviction-controller")
                 try:
                     self.store.delete(self.types["pods"], md.get("namespace"), md["name"])
                     self.evicted.append((md.get("namespace") or "", md["name"], name))

@@ -57,7 +57,8 @@ Twin-specific choices (beyond the contract)
     * Watch objects and list items are copies; the ``obj``/``old`` handed to subscribers
       are the stored dicts and must be treated as read-only.
     * ``propagation="Foreground"`` deletes the dependents first, then the owner.
-    * Core ``events`` and ``events.k8s.io`` events are stored separately.
+    * ``events.k8s.io`` events are the core ``events``, served converted
+      (:mod:`.conversion`), as a real server stores them once.
     * Field selectors accept any dotted path (a missing field is ``""``).
 
 Layout

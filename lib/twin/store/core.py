@@ -19,6 +19,7 @@ from typing import Any, Callable
 from twin.selectors import format_label_selector
 
 from .buckets import Bucket
+from .conversion import to_storage
 from .crds import CRDMixin
 from .errors import AlreadyExists, BadRequest, Conflict, Forbidden, Invalid, NotFound
 from .garbage_collection import GarbageCollectionMixin
@@ -72,7 +73,8 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         bucket = self._buckets.get(rtype.key)
         if bucket is None:
             self._buckets[rtype.key] = Bucket(rtype, self._history)
-        elif bucket.rtype.version == rtype.version or not self._served(bucket.rtype):
+        elif not rtype.storage and (bucket.rtype.version == rtype.version
+                                    or not self._served(bucket.rtype)):
             bucket.rtype = rtype
 
     def _served(self, rtype: ResourceType) -> bool:
@@ -190,6 +192,8 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         if not isinstance(obj, dict):
             raise BadRequest("object must be a JSON object")
         new = json_copy(obj)
+        if rtype.storage:   # a view of another resource: store in that resource's shape
+            new = to_storage(new, rtype.group)
         meta = new.get("metadata")
         if meta is None:
             meta = new["metadata"] = {}
@@ -229,8 +233,9 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
             raise AlreadyExists(f'{rtype.qualified} "{name}" already exists',
                                 details={"name": name, "group": rtype.group,
                                          "kind": rtype.plural})
-        new["apiVersion"] = rtype.api_version
-        new["kind"] = rtype.kind
+        stored_as = bucket.rtype if rtype.storage else rtype
+        new["apiVersion"] = stored_as.api_version
+        new["kind"] = stored_as.kind
         if reset_status and rtype.status_subresource:
             new.pop("status", None)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -293,7 +298,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
             else:
                 new.pop("status", None)
         elif not subresource:
-            new = json_copy(obj)
+            new = to_storage(json_copy(obj), rtype.group) if rtype.storage else json_copy(obj)
             if preserve_status and rtype.status_subresource:
                 if "status" in stored:
                     new["status"] = json_copy(stored["status"])
@@ -338,7 +343,8 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         if crd_types is not None:
             self._crd_register(name, crd_types)
         self._emit(bucket, "MODIFIED", new, stored)
-        if nmeta.get("deletionTimestamp") and not nmeta.get("finalizers"):
+        if nmeta.get("deletionTimestamp") and not nmeta.get("finalizers") and \
+                not nmeta.get("deletionGracePeriodSeconds"):   # a pod still terminating stays
             final = self._remove(bucket, ns, name, "Background")
             return self._render(final, rtype)
         return self._render(new, rtype)

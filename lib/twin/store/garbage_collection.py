@@ -7,13 +7,49 @@ uid) recursively: "Background" deletes them after the owner, "Foreground" before
 "Orphan" strips the reference instead; a dependent with another live owner only loses
 the reference, as the real garbage collector does. Deleting a namespace marks it
 Terminating, deletes everything inside at once, and removes it once nothing is left.
+
+Pods are deleted gracefully (:func:`pod_grace_seconds`): a bound, running pod only gets
+``deletionTimestamp`` (now + grace) and ``deletionGracePeriodSeconds``; the kubelet
+stops its containers and deletes it again with grace 0, which removes it (or leaves it
+to its finalizers). A second delete may only shorten the grace period.
 """
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
 
 from .buckets import Bucket
 from .errors import BadRequest, Conflict
 from .objects import json_copy, meta_of
-from .resource_types import CRD_KEY, NAMESPACE_KEY, ResourceType
+from .resource_types import CRD_KEY, NAMESPACE_KEY, POD_KEY, ResourceType
+
+DEFAULT_POD_GRACE_SECONDS = 30
+
+
+def pod_grace_seconds(pod: dict, requested: int | None) -> int:
+    """The grace period of deleting ``pod`` (the API server's pod strategy).
+
+    ``requested`` (DeleteOptions.gracePeriodSeconds) wins over
+    ``spec.terminationGracePeriodSeconds`` (30 by default); a pod not bound to a node
+    or already Succeeded/Failed goes at once (0); a negative value means 1.
+
+    Example:
+        >>> pod_grace_seconds({"spec": {"nodeName": "n"}}, None)
+        30
+        >>> pod_grace_seconds({"spec": {}}, 10)
+        0
+    """
+    spec = pod.get("spec") or {}
+    if requested is not None:
+        period = int(requested)
+    else:
+        period = int(spec.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_SECONDS) or 0)
+    if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        period = 0
+    return 1 if period < 0 else period
+
+
+def _in_seconds(seconds: int) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class GarbageCollectionMixin:
@@ -59,6 +95,13 @@ class GarbageCollectionMixin:
         meta = stored["metadata"]
         if propagation == "Orphan":
             self._orphan(meta.get("uid"))
+        if bucket.rtype.key == POD_KEY:
+            # Pods terminate gracefully: the kubelet stops the containers, then deletes
+            # the pod with grace 0 (deletionGracePeriodSeconds 0 lets it go).
+            grace = pod_grace_seconds(stored, grace_period)
+            if grace > 0 or meta.get("deletionGracePeriodSeconds"):
+                return self._graceful(bucket, ns, name, stored, grace)
+            grace_period = grace
         is_ns = bucket.rtype.key == NAMESPACE_KEY
         if meta.get("finalizers") or is_ns:
             if meta.get("deletionTimestamp"):
@@ -83,6 +126,23 @@ class GarbageCollectionMixin:
         if propagation == "Foreground":
             self._collect(meta.get("uid"), "Foreground")
         return self._remove(bucket, ns, name, propagation)
+
+    def _graceful(self, bucket: Bucket, ns: str, name: str, stored: dict, grace: int) -> dict:
+        """Set or shorten a pod's graceful deletion; with grace 0 (force) it goes now
+        unless finalizers hold it."""
+        meta = stored["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and int(current) <= grace:
+            return stored   # already terminating at least as fast
+        if grace == 0 and not meta.get("finalizers"):
+            return self._remove(bucket, ns, name, "Background")
+        new = json_copy(stored)
+        new["metadata"]["deletionTimestamp"] = _in_seconds(grace)
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        new["metadata"]["resourceVersion"] = str(self._next_rv())
+        bucket.put(ns, name, new)
+        self._emit(bucket, "MODIFIED", new, stored)
+        return new
 
     def _remove(self, bucket: Bucket, ns: str, name: str, propagation: str) -> dict:
         """Take the object out of storage, emit DELETED, then collect its dependents."""

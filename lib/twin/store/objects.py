@@ -10,6 +10,7 @@ import marshal
 from datetime import datetime, timezone
 from typing import Any
 
+from .conversion import to_served
 from .resource_types import ResourceType
 
 
@@ -49,6 +50,8 @@ def spec_part(obj: dict) -> dict:
 def render(obj: dict, rtype: ResourceType) -> dict:
     """A copy of a stored object as served at ``rtype``'s version."""
     out = json_copy(obj)
+    if rtype.storage:
+        out = to_served(out, rtype.group)
     out["apiVersion"] = rtype.api_version
     out["kind"] = rtype.kind
     return out

@@ -24,6 +24,7 @@ from twin.selectors import (
 )
 
 from .buckets import Bucket
+from .conversion import to_served
 from .errors import BadRequest
 from .resource_types import POD_KEY, ResourceType
 
@@ -160,6 +161,9 @@ class ReadsMixin:
                 remaining = n - i
         if copy:
             items = [self._render(o, rtype) for o in items]
+        elif rtype.storage:
+            items = [to_served(dict(o, apiVersion=rtype.api_version, kind=rtype.kind), rtype.group)
+                     for o in items]
         elif any(o.get("apiVersion") != rtype.api_version for o in items):
             items = [dict(o, apiVersion=rtype.api_version, kind=rtype.kind) for o in items]
         return ListResult(items, str(list_rv), token, remaining)

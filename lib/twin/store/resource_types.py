@@ -29,6 +29,7 @@ class ResourceType:
     status_subresource: bool = True
     scale_subresource: bool = False
     table_columns: tuple[dict, ...] = ()   # additionalPrinterColumns for CRDs (Table output)
+    storage: tuple[str, str] | None = None  # another resource's storage, served converted
 
     @property
     def api_version(self) -> str:
@@ -36,8 +37,9 @@ class ResourceType:
 
     @property
     def key(self) -> tuple[str, str]:
-        """Storage key: shared by every version of the resource."""
-        return (self.group, self.plural)
+        """Storage key: shared by every version of the resource (and by another group's
+        view of the same objects: ``events.k8s.io`` events are core events)."""
+        return self.storage or (self.group, self.plural)
 
     @property
     def qualified(self) -> str:
@@ -91,6 +93,8 @@ def builtin_types() -> list[ResourceType]:
         _rt("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), status=True,
             scale=True, categories=all_),
         _rt("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+        _rt("batch", "v1", "jobs", "Job", True, (), status=True, categories=all_),
+        _rt("batch", "v1", "cronjobs", "CronJob", True, ("cj",), status=True, categories=all_),
         _rt("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), status=True),
         _rt("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
         _rt("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
@@ -104,7 +108,9 @@ def builtin_types() -> list[ResourceType]:
             "CustomResourceDefinition", False, ("crd", "crds"), status=True,
             categories=("api-extensions",)),
         _rt("coordination.k8s.io", "v1", "leases", "Lease", True),
-        _rt("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
+        ResourceType(group="events.k8s.io", version="v1", plural="events", kind="Event",
+                     namespaced=True, singular="event", short_names=("ev",),
+                     list_kind="EventList", status_subresource=False, storage=("", "events")),
         _rt("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
         _rt("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
     ]

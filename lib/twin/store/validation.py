@@ -88,3 +88,30 @@ def apply_defaults(key: tuple[str, str], obj: dict) -> None:
         status = obj.get("status") or {}
         status.setdefault("loadBalancer", {})
         obj["status"] = status
+    elif key == ("batch", "jobs"):
+        job_defaults(obj)
+    elif key == ("batch", "cronjobs"):
+        spec = obj.setdefault("spec", {})
+        for k, v in (("concurrencyPolicy", "Allow"), ("suspend", False),
+                     ("successfulJobsHistoryLimit", 3), ("failedJobsHistoryLimit", 1)):
+            spec.setdefault(k, v)
+
+
+def job_defaults(job: dict) -> None:
+    """What the API server fills on a Job at create (needs ``metadata.uid``): the
+    generated selector and pod labels, parallelism, completions, backoffLimit."""
+    md = job.get("metadata") or {}
+    spec = job.setdefault("spec", {})
+    uid, name = md.get("uid", ""), md.get("name", "")
+    if not spec.get("manualSelector") and uid:
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+        labels.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+                       "controller-uid": uid, "job-name": name})
+    if "completions" not in spec and "parallelism" not in spec:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")

@@ -64,16 +64,41 @@ NAMESPACE_COLUMNS = (
     Column("Age", "string", age),
 )
 
+def _event_first(o: dict, n: float) -> str:
+    t = parse_time(o.get("firstTimestamp") or o.get("eventTime")
+                   or _get(o, "metadata", "creationTimestamp"))
+    return human_duration(n - (t or n))
+
+
+def _event_last(o: dict, n: float) -> str:
+    """The printer's LAST SEEN: the series' last observation, else lastTimestamp."""
+    t = parse_time(_get(o, "series", "lastObservedTime") or o.get("lastTimestamp"))
+    return human_duration(n - t) if t is not None else _event_first(o, n)
+
+
+def _event_count(o: dict, _n: float) -> int:
+    return int(_get(o, "series", "count") or o.get("count") or 1)
+
+
+def _event_source(o: dict, _n: float) -> str:
+    src = o.get("source") or {}
+    comp = src.get("component") or o.get("reportingComponent") or ""
+    host = src.get("host") or o.get("reportingInstance") or ""
+    return f"{comp}, {host}" if comp and host else comp or host
+
+
 EVENT_COLUMNS = (
-    Column("Last Seen", "string",
-           lambda o, n: human_duration(n - (parse_time(o.get("lastTimestamp") or o.get("eventTime")
-                                                       or _get(o, "metadata", "creationTimestamp"))
-                                            or n))),
+    Column("Last Seen", "string", _event_last),
     Column("Type", "string", lambda o, n: o.get("type", "")),
     Column("Reason", "string", lambda o, n: o.get("reason", "")),
     Column("Object", "string", lambda o, n: "%s/%s" % ((_get(o, "involvedObject", "kind") or "").lower(),
                                                         _get(o, "involvedObject", "name") or "")),
+    Column("Subobject", "string", lambda o, n: _get(o, "involvedObject", "fieldPath") or "", priority=1),
+    Column("Source", "string", _event_source, priority=1),
     Column("Message", "string", lambda o, n: (o.get("message") or "").strip()),
+    Column("First Seen", "string", _event_first, priority=1),
+    Column("Count", "integer", _event_count, priority=1),
+    Column("Name", "string", lambda o, n: _get(o, "metadata", "name") or "", priority=1),
 )
 
 CRD_COLUMNS = (

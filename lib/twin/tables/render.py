@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .batch import CRONJOB_COLUMNS, JOB_COLUMNS
 from .cells import DEFAULT_COLUMNS, Column
 from .cluster import CRD_COLUMNS, EVENT_COLUMNS, NAMESPACE_COLUMNS, NODE_COLUMNS
 from .config import CONFIGMAP_COLUMNS, SECRET_COLUMNS, SERVICEACCOUNT_COLUMNS
@@ -33,6 +34,8 @@ BUILTIN_COLUMNS: dict[tuple[str, str], tuple[Column, ...]] = {
     ("networking.k8s.io", "ingresses"): INGRESS_COLUMNS,
     ("networking.k8s.io", "networkpolicies"): NETWORKPOLICY_COLUMNS,
     ("policy", "poddisruptionbudgets"): PDB_COLUMNS,
+    ("batch", "jobs"): JOB_COLUMNS,
+    ("batch", "cronjobs"): CRONJOB_COLUMNS,
     ("apiextensions.k8s.io", "customresourcedefinitions"): CRD_COLUMNS,
 }
 

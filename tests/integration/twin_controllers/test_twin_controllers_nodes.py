@@ -18,7 +18,8 @@ def _ready(p):
 
 
 def _bare(name, node=None, host=False, ns="default", tolerations=None):
-    spec = {"containers": [{"name": "c", "image": "busybox:1"}]}
+    # pause runs until stopped (busybox without a command would exit at once, as on a node)
+    spec = {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
     if node:
         spec["nodeName"] = node
     if host:
@@ -122,6 +123,11 @@ def test_eviction_after_toleration_seconds(tmp_path):
             waited = env.rt.clock.cluster_now() - t0
             assert waited >= 290, f"evicted after {waited:.0f} cluster seconds"
             assert ("default", victim["metadata"]["name"], "fast-skunk") in lc.evicted
+            events = [e for e in env.store.list(env.rtype("events"), "default").items
+                      if e["involvedObject"]["name"] == victim["metadata"]["name"]]
+            marked = [e for e in events if e["reason"] == "TaintManagerEviction"]
+            assert marked and marked[0]["message"] == f"Marking for deletion Pod default/{victim['metadata']['name']}"
+            assert marked[0]["source"]["component"] == "taint-eviction-controller"
             # the DaemonSet pod tolerates not-ready forever and stays
             assert [p["spec"]["nodeName"] for p in env.pods("kube-system")].count("fast-skunk") == 1
             # the ReplicaSet replaced the evicted pod on a Ready node

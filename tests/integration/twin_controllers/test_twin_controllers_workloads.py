@@ -103,8 +103,9 @@ def test_deployment_rollout_on_template_change(tmp_path):
             assert rses[new_rs]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
             d = env.get("deployments", "default", "api", "apps")
             assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
-            pods = env.pods()
-            assert len(pods) == 3
+            # the old pods terminate gracefully (a second or so), then they are gone
+            pods = await env.until(lambda: (lambda ps: ps if len(ps) == 3 else None)(env.pods()),
+                                   what="old pods gone")
             assert all(p["spec"]["containers"][0]["image"] == "api:2" for p in pods)
             assert all(p["metadata"]["name"].startswith(new_rs + "-") for p in pods)
             # the rolling update never dropped below the wanted number of Ready pods
@@ -122,13 +123,15 @@ def test_pod_gc_when_replicaset_or_deployment_deleted(tmp_path):
             await env.until(lambda: _status(env, "deployments", "gc").get("availableReplicas") == 2)
             rs = env.store.list(env.rtype("replicasets", "apps"), "default").items[0]
             env.store.delete(env.rtype("replicasets", "apps"), "default", rs["metadata"]["name"])
-            # the store collects the pods; the Deployment then makes a fresh RS and pods
-            assert all(p["metadata"]["ownerReferences"][0]["uid"] != rs["metadata"]["uid"]
-                       for p in env.pods())
+            # the store collects the pods (they terminate gracefully); the Deployment then
+            # makes a fresh RS and pods
+            assert all(p["metadata"].get("deletionTimestamp") for p in env.pods()
+                       if p["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"])
             await env.until(lambda: _status(env, "deployments", "gc").get("availableReplicas") == 2
                             and len(env.pods()) == 2, what="recreated")
             env.store.delete(env.rtype("deployments", "apps"), "default", "gc")
-            assert env.pods() == []
+            assert all(p["metadata"].get("deletionTimestamp") for p in env.pods())
+            await env.until(lambda: env.pods() == [], what="pods gone")
             assert env.store.list(env.rtype("replicasets", "apps"), "default").items == []
             # and nothing comes back
             assert await env.wc.wait_idle(5)

@@ -161,7 +161,12 @@ def test_install_while_flannel1_exists_leaves_that_agent_unready(env, render):
     assert "port 8472 is used by flannel.1" in a.reason
     pod = env.get("pods", "kube-system", a.pod)
     assert pod["status"]["phase"] == "Running" and not pod_ready(pod)
-    assert "address already in use" in waiting(pod)[1]
+    # As on a node: the waiting message is the kubelet's back-off; the agent's own words
+    # are in its log and (FallbackToLogsOnError) in the crash's termination message.
+    assert waiting(pod)[1].startswith("back-off ")
+    crashed = next(cs for cs in pod["status"]["containerStatuses"] if cs["name"] == "cilium-agent")
+    assert crashed["lastState"]["terminated"]["exitCode"] == 1
+    assert "address already in use" in crashed["lastState"]["terminated"]["message"]
     assert env.ready(AGENT2)[0] == "False"
     assert env.cni(AGENT2) is None
 

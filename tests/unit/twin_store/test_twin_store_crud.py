@@ -225,7 +225,8 @@ def test_finalizers_hold_deletion_until_emptied(store, pods):
     store.create(pod("web", finalizers=["example.com/hold"]))
     held = store.delete(pods, "default", "web", grace_period=30)
     assert held["metadata"]["deletionTimestamp"]
-    assert held["metadata"]["deletionGracePeriodSeconds"] == 30
+    # An unscheduled pod has nothing to stop: its grace period is 0 (pod strategy).
+    assert held["metadata"]["deletionGracePeriodSeconds"] == 0
     assert store.try_get(pods, "default", "web") is not None
     # A second delete changes nothing.
     again = store.delete(pods, "default", "web")
@@ -345,3 +346,38 @@ def test_reset_status_on_create(store, pods):
                        "metadata": {"name": "c", "namespace": "default"}}, reset_status=True)
     assert cm["status"] == {"x": "y"}                  # no status subresource: kept
     assert store.create(pod("seeded", phase="Running"))["status"]["phase"] == "Running"
+
+
+def test_bound_pod_terminates_gracefully_until_deleted_with_grace_0(store, pods):
+    store.create(pod("web", node="n1"))
+    held = store.delete(pods, "default", "web")
+    assert held["metadata"]["deletionGracePeriodSeconds"] == 30   # the default grace period
+    assert held["metadata"]["deletionTimestamp"]
+    # A status write while terminating does not remove it.
+    store.mutate(pods, "default", "web", lambda o: o.setdefault("status", {}).update(phase="Running"),
+                 subresource="status")
+    assert store.try_get(pods, "default", "web") is not None
+    # A longer grace period changes nothing; a shorter one shortens it.
+    again = store.delete(pods, "default", "web", grace_period=60)
+    assert again["metadata"]["deletionGracePeriodSeconds"] == 30
+    short = store.delete(pods, "default", "web", grace_period=5)
+    assert short["metadata"]["deletionGracePeriodSeconds"] == 5
+    # The kubelet's final delete (grace 0) removes it.
+    store.delete(pods, "default", "web", grace_period=0)
+    assert store.try_get(pods, "default", "web") is None
+
+
+def test_force_delete_of_a_bound_pod_with_finalizers_waits_for_them(store, pods):
+    store.create(pod("web", node="n1", finalizers=["example.com/hold"]))
+    held = store.delete(pods, "default", "web", grace_period=0)
+    assert held["metadata"]["deletionGracePeriodSeconds"] == 0
+    store.mutate(pods, "default", "web", lambda o: o["metadata"].update(finalizers=[]))
+    assert store.try_get(pods, "default", "web") is None
+
+
+def test_finished_pod_goes_at_once(store, pods):
+    p = pod("done", node="n1")
+    p["status"] = {"phase": "Succeeded"}
+    store.create(p)
+    store.delete(pods, "default", "done")
+    assert store.try_get(pods, "default", "done") is None

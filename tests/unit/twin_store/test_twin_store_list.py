@@ -64,7 +64,7 @@ def test_node_name_index_follows_updates(populated, pods):
     assert "p01" not in [o["metadata"]["name"] for o in
                          populated.list(pods, field_selector="spec.nodeName=n1").items]
     assert [o["metadata"]["name"] for o in populated.pods_on_node("n9")] == ["p01"]
-    populated.delete(pods, "default", "p01")
+    populated.delete(pods, "default", "p01", grace_period=0)   # force: no kubelet here
     assert populated.list(pods, field_selector="spec.nodeName=n9").items == []
     # Namespace restriction and extra terms still apply on the indexed path.
     both = populated.list(pods, "other", field_selector="spec.nodeName=n1,status.phase=Running")
@@ -109,8 +109,8 @@ def test_pagination_is_consistent_under_writes(populated, pods):
     first = populated.list(pods, limit=10)
     seen = _names(first)
     # Between pages: delete a seen and an unseen object, add some before and after the cursor.
-    populated.delete(pods, "default", "p01")
-    populated.delete(pods, "other", "p27")
+    populated.delete(pods, "default", "p01", grace_period=0)
+    populated.delete(pods, "other", "p27", grace_period=0)
     populated.create(pod("a-early", "default"))
     populated.create(pod("zz-late", "other"))
     populated.mutate(pods, "other", "p24", lambda o: o["metadata"]["labels"].update(x="1"))

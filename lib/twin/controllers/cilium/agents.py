@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import re
+import time
 from typing import Any
 
 from ..kubelet import IPAllocator, PodFate, has_sandbox, node_internal_ip
@@ -227,7 +230,8 @@ class Agents:
         if entry[1] == "running":
             # Between two crashes the container runs for a moment (not Ready).
             return PodFate("Running", False, cni="host", ip=ip, delay=delay)
-        return PodFate("Running", False, "CrashLoopBackOff", problem, cni="host", ip=ip, delay=delay)
+        return PodFate("Running", False, "CrashLoopBackOff", problem, cni="host", ip=ip, delay=delay,
+                       logs=crash_log(problem))
 
     def _advance_crash_loops(self, now: float) -> None:
         """The kubelet's CrashLoopBackOff clock: a crashed container restarts after the
@@ -290,6 +294,35 @@ class Agents:
             def put(o: dict) -> None:
                 o["spec"] = spec
             self.store.mutate(t, None, name, put)
+
+
+def crash_log(problem: str) -> tuple[str, ...]:
+    """The last lines a crashing agent/operator logs for ``problem``, in the agent's words
+    (they become ``kubectl logs``, ``--previous`` and, with FallbackToLogsOnError, the
+    crash's termination message)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000000Z"
+    head = f"time={now}"
+    if "address already in use" in problem:
+        m = re.search(r"port (\d+) is used by (\S+?)\)", problem)
+        port = m.group(1) if m else str(FLANNEL_VXLAN_PORT)
+        kind = "geneve" if "geneve" in problem else "vxlan"
+        dev = f"cilium_{kind}"
+        err = (f"failed to setup {kind} tunnel device: setting up {kind} device: creating {kind} device "
+               f"{dev}: setting up device {dev}: address already in use")
+        return (f'{head} level=info msg="Setting up tunnel device" module=agent.datapath device={dev} port={port}',
+                f'{head} level=error msg="Start hook failed" module=agent error="{err}"',
+                f'{head} level=fatal msg="failed to start: {err}" module=agent')
+    if problem.startswith("kernel version"):
+        return (f'{head} level=fatal msg="{problem}" module=agent.datapath',)
+    if problem.startswith("unable to reach the API server"):
+        addr = problem.split(" at ", 1)[-1].split(":", 2)
+        target = ":".join(addr[:2]) if len(addr) >= 2 else problem
+        return (f'{head} level=info msg="Establishing connection to apiserver" module=agent.infra.k8s-client host=https://{target}',
+                f'{head} level=error msg="Unable to contact k8s api-server" module=agent.infra.k8s-client '
+                f'error="Get \\"https://{target}/api/v1/namespaces/kube-system\\": dial tcp {target}: connect: connection refused"',
+                f'{head} level=fatal msg="failed to start: unable to create k8s client: unable to connect to '
+                f'apiserver: dial tcp {target}: connect: connection refused" module=agent')
+    return (f'{head} level=fatal msg="failed to start: {problem}" module=agent',)
 
 
 def _pull_message(pod: dict) -> str:

@@ -16,10 +16,14 @@ Also: orphans matching a selector are adopted (a StatefulSet only claims its own
 names); objects created without the apps/v1 spec defaults (``updateStrategy`` ...) get
 them (:func:`workload_defaults`), because kubectl and helm read them.
 
-Not modelled: ``minReadySeconds`` (a Ready pod counts as available), maxSurge (a new
-ReplicaSet is sized at once), ControllerRevision objects, Jobs. Garbage collection of
-dependents (ownerReferences) is the store's job. Each of those would be a module of its
-own here (``jobs.py``, ``rollouts.py``, ``eviction.py`` ...).
+Also: :mod:`.rollouts` (the Deployment controller's maxSurge/maxUnavailable arithmetic),
+:mod:`.disruption` (PodDisruptionBudget status and the eviction decision),
+:mod:`.jobs` and :mod:`.cronjobs` (``batch/v1``).
+
+Not modelled: ``minReadySeconds`` (a Ready pod counts as available), ControllerRevision
+objects, Indexed Jobs, Job pod failure policies and success policies, CronJob time zones.
+Garbage collection of dependents (ownerReferences) and graceful pod deletion are the
+store's job; stopping a deleted pod is the kubelet's (:mod:`twin.controllers.termination`).
 """
 from __future__ import annotations
 

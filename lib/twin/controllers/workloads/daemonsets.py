@@ -3,7 +3,8 @@
 Eligible: nodeSelector, required node affinity, taints vs the template's tolerations
 plus the automatic DaemonSet tolerations; ``spec.nodeName`` is set directly.
 RollingUpdate honours ``maxUnavailable`` (default 1): old pods are deleted at most that
-many unavailable at a time and recreated with the new template; ``OnDelete`` leaves
+many unavailable at a time and recreated with the new template once the old pod is gone
+(a node never runs two daemon pods while one terminates); ``OnDelete`` leaves
 them. Pods on nodes with an untolerated NoExecute taint or no longer matching the
 selector are deleted; an untolerated NoSchedule taint only stops new pods
 (``numberMisscheduled``).
@@ -82,10 +83,13 @@ class DaemonSetController(WorkloadBase):
             by_node.setdefault((p.get("spec") or {}).get("nodeName") or "", []).append(p)
         nodes = {n["metadata"]["name"]: n for n in self.cache.all(NODE)}
         decisions = {name: daemonset_node_decision(tspec, n) for name, n in nodes.items()}
+        # A node whose old daemon pod is still terminating gets its new one once it is gone.
+        terminating = {(p.get("spec") or {}).get("nodeName") for p in self.cache.owned(POD, ds["metadata"]["uid"])
+                       if (p.get("metadata") or {}).get("deletionTimestamp")}
         created = 0
         for name, (run, cont) in decisions.items():
             here = by_node.get(name) or []
-            if run and not here and created < MAX_CREATES_PER_PASS:
+            if run and not here and name not in terminating and created < MAX_CREATES_PER_PASS:
                 pod = new_pod(template, name=f"{ds['metadata']['name']}-{random_suffix()}",
                               namespace=key[0], owner=ds, node_name=name, daemonset=True,
                               extra_labels={REVISION_HASH_LABEL: cur_hash,

@@ -3,8 +3,9 @@
 A Deployment owns ReplicaSets ``<deploy>-<pod-template-hash>`` (hash of the pod
 template, label ``pod-template-hash``, annotation ``deployment.kubernetes.io/revision``
 on both). A template change creates a new ReplicaSet at full size and scales the old
-ones down as new pods become Ready (a simplified RollingUpdate: surge first, never
-fewer Ready pods than wanted); ``Recreate`` scales the old ones to 0 first. Old
+ones down as the real controller does (:mod:`.rollouts`: ``maxSurge`` and
+``maxUnavailable`` honoured, percentages rounding up for surge and down for
+unavailable); ``Recreate`` scales the old ones to 0 and waits for their pods to be gone. Old
 ReplicaSets beyond ``revisionHistoryLimit`` (default 10) are deleted. The current
 ReplicaSet is found by comparing templates (ignoring ``pod-template-hash``), as the
 real controller does, so a fixture with another hash function is not rolled out.
@@ -19,9 +20,10 @@ from typing import Any
 from ...store import AlreadyExists
 from ..base import Cache, ObjKey, controller_ref
 from ..scheduler import now_rfc3339
-from .templates import (HASH_LABEL, owner_ref_for, pod_template_hash, resolve_int_or_percent,
-                        templates_equal)
-from .workload_base import DEPLOY, RS, WorkloadBase, compiled_selector
+from .rollouts import fenceposts, new_rs_replicas, old_pods_running, old_rs_targets
+from .templates import (HASH_LABEL, owner_ref_for, pod_active, pod_template_hash,
+                        resolve_int_or_percent, templates_equal)
+from .workload_base import DEPLOY, POD, RS, WorkloadBase, compiled_selector
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
@@ -143,35 +145,37 @@ class DeploymentController(WorkloadBase):
         olds = [r for r in rses if r is not new_rs]
         max_rev = max((_revision(r) for r in rses), default=0)
         strategy = (spec.get("strategy") or {}).get("type") or "RollingUpdate"
-        old_pods = sum(int((r.get("status") or {}).get("replicas") or 0) for r in olds)
         rs_rt = self._rt(RS)
         created = False
         if not spec.get("paused"):
+            surge, unavailable = fenceposts((spec.get("strategy") or {}).get("rollingUpdate", {}).get("maxSurge"),
+                                            (spec.get("strategy") or {}).get("rollingUpdate", {}).get("maxUnavailable"),
+                                            desired) if strategy == "RollingUpdate" else (0, 0)
+            active_olds = [r for r in olds if int((r.get("spec") or {}).get("replicas") or 0)]
+            if strategy == "Recreate":
+                for r in active_olds:
+                    self._scale(r, 0, desired, desired)
+                running = old_pods_running(olds) or any(
+                    pod_active(p) or (p.get("metadata") or {}).get("deletionTimestamp")
+                    for r in olds for p in self.cache.owned(POD, r["metadata"]["uid"]))
+                target = 0 if running else desired
+            else:
+                target = new_rs_replicas(desired, surge, new_rs, rses)
             if new_rs is None:
                 created = True
-                new_rs = self._create_rs(d, template, max_rev + 1,
-                                         0 if strategy == "Recreate" and old_pods else desired)
+                new_rs = self._create_rs(d, template, max_rev + 1, target, desired + surge)
             else:
                 if _revision(new_rs) < max_rev:
                     # A rollback to an older template: that RS becomes the newest revision.
                     rev = str(max_rev + 1)
                     new_rs = self.store.mutate(rs_rt, key[0], new_rs["metadata"]["name"], lambda o: o[
                         "metadata"].setdefault("annotations", {}).__setitem__(REVISION_ANNOTATION, rev))
-                target = 0 if strategy == "Recreate" and old_pods else desired
-                self._scale(new_rs, target, desired)
+                self._scale(new_rs, target, desired, desired + surge)
             new_rs = self.cache.get(RS, key[0], new_rs["metadata"]["name"]) or new_rs
-            new_ready = int((new_rs.get("status") or {}).get("readyReplicas") or 0)
-            if strategy == "Recreate":
-                budget = 0
-            else:
-                # Keep at least `desired` Ready pods overall: old pods go as new ones are Ready.
-                budget = max(0, desired - new_ready)
-            for r in sorted(olds, key=_revision, reverse=True):
-                cur = int((r.get("spec") or {}).get("replicas") or 0)
-                keep = min(cur, budget)
-                budget -= keep
-                if keep != cur:
-                    self._scale(r, keep, desired)
+            if strategy != "Recreate":
+                for name, replicas in old_rs_targets(desired, unavailable, new_rs, active_olds).items():
+                    rs = next(r for r in active_olds if r["metadata"]["name"] == name)
+                    self._scale(rs, replicas, desired, desired + surge)
             self._cleanup(d, olds)
             rev = str(_revision(new_rs))
             if ((d["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)) != rev:
@@ -223,7 +227,7 @@ class DeploymentController(WorkloadBase):
         else:
             self.requeue_after(key, float(deadline) - waited + 0.01)
 
-    def _create_rs(self, d: dict, template: dict, revision: int, replicas: int) -> dict:
+    def _create_rs(self, d: dict, template: dict, revision: int, replicas: int, max_replicas: int) -> dict:
         md = d["metadata"]
         collision = 0
         while True:
@@ -241,7 +245,7 @@ class DeploymentController(WorkloadBase):
                                                "deployment.kubernetes.io/desired-replicas":
                                                    str((d.get("spec") or {}).get("replicas", 1)),
                                                "deployment.kubernetes.io/max-replicas":
-                                                   str((d.get("spec") or {}).get("replicas", 1))},
+                                                   str(max_replicas)},
                                "ownerReferences": [owner_ref_for(d, "Deployment")]},
                   "spec": {"replicas": replicas, "selector": sel, "template": tpl,
                            **({"minReadySeconds": d["spec"]["minReadySeconds"]}
@@ -262,17 +266,18 @@ class DeploymentController(WorkloadBase):
                 if collision > 5:
                     raise
 
-    def _scale(self, rs: dict, replicas: int, desired: int) -> None:
+    def _scale(self, rs: dict, replicas: int, desired: int, max_replicas: int) -> None:
         cur = (rs.get("spec") or {}).get("replicas")
         ann = (rs.get("metadata") or {}).get("annotations") or {}
-        if cur == replicas and ann.get("deployment.kubernetes.io/desired-replicas") == str(desired):
+        if cur == replicas and ann.get("deployment.kubernetes.io/desired-replicas") == str(desired) \
+                and ann.get("deployment.kubernetes.io/max-replicas") == str(max_replicas):
             return
 
         def put(o: dict) -> None:
             o["spec"]["replicas"] = replicas
             a = o["metadata"].setdefault("annotations", {})
             a["deployment.kubernetes.io/desired-replicas"] = str(desired)
-            a["deployment.kubernetes.io/max-replicas"] = str(desired)
+            a["deployment.kubernetes.io/max-replicas"] = str(max_replicas)
         self.store.mutate(self._rt(RS), rs["metadata"].get("namespace"), rs["metadata"]["name"], put)
 
     def _cleanup(self, d: dict, olds: list[dict]) -> None:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from .cluster import Cluster, pod_ready
 from .errors import GateFailed, RunbookError
+from .fleet import Fleet
 from .pods import pod_problem  # noqa: F401 - re-exported: cilium.pod_problem
 
 COMPONENTS = [("DaemonSet", "cilium"), ("DaemonSet", "cilium-envoy"),
@@ -170,22 +171,23 @@ def wait_ready(cluster: Cluster, *, namespace: str = "kube-system", timeout: flo
         time.sleep(1.0)
 
 
-def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kube-system") -> pd.DataFrame:
+def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kube-system", *,
+                 parallel: int = 20) -> pd.DataFrame:
     """Kube-proxy replacement evidence: the config flag and each node's KUBE-SVC chains.
 
     On k3s there is no kube-proxy DaemonSet to look for (defect 2): kube-proxy runs
-    inside the k3s process, so the proof is the nodes' iptables.
+    inside the k3s process, so the proof is the nodes' iptables, read ``parallel``
+    nodes at a time (``limits.parallel_reads``).
     """
     cm = cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/cilium-config", ok_missing=True)
     flag = ((cm or {}).get("data") or {}).get("kube-proxy-replacement", "absent")
-    rows = []
-    for n in fleet_nodes:
-        summ = n.iptables_summary()
-        rows.append({"node": n.name, "kube-proxy-replacement": flag,
-                     "KUBE-SVC chains": _count(summ, "KUBE-SVC"),
-                     "KUBE-ROUTER chains": _count(summ, "KUBE-ROUTER"),
-                     "CILIUM chains": _count(summ, "CILIUM")})
-    return pd.DataFrame(rows)
+    res = Fleet(fleet_nodes, parallel_reads=parallel).read(
+        lambda n: n.iptables_summary(), description="read iptables (kube-proxy replacement)")
+    res.raise_for_failures()
+    return pd.DataFrame([{"node": o.node, "kube-proxy-replacement": flag,
+                          "KUBE-SVC chains": _count(o.value, "KUBE-SVC"),
+                          "KUBE-ROUTER chains": _count(o.value, "KUBE-ROUTER"),
+                          "CILIUM chains": _count(o.value, "CILIUM")} for o in res.outcomes])
 
 
 def _count(summary: Any, prefix: str) -> int:

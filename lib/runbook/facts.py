@@ -156,7 +156,41 @@ class IptablesSummary:
         )
 
 
-def _rule_tokens(line: str) -> list[str]:
+_FLAGS = {"-A": 0, "-j": 1, "-g": 1, "--jump": 1, "--goto": 1, "--comment": 2}
+
+
+def _rule_words(line: str) -> list[str]:
+    """The words of a rule line, as ``shlex.split`` reads them.
+
+    iptables-save quotes with double quotes only (a comment with spaces) and escapes
+    with a backslash only a quote inside one; such rare lines, single quotes and
+    unbalanced quotes go to ``shlex`` (on a ValueError the line is split on spaces).
+    Every other line is split with ``str.split`` and ``"`` alone, in C: a node running
+    kube-proxy or Cilium has thousands of rules, nearly all with a quoted comment.
+    """
+    if '"' not in line:
+        if "'" not in line and "\\" not in line:
+            return line.split()
+    elif "'" not in line and "\\" not in line:
+        parts = line.split('"')
+        if len(parts) % 2:          # balanced
+            words: list[str] = []
+            glue = False            # the next piece continues the last word
+            for i, part in enumerate(parts):
+                if i % 2:           # inside quotes: literal, may be empty
+                    if glue:
+                        words[-1] += part
+                    else:
+                        words.append(part)
+                    glue = True
+                elif part:
+                    ws = part.split()
+                    if ws and glue and not part[0].isspace():
+                        words[-1] += ws[0]
+                        del ws[0]
+                    words.extend(ws)
+                    glue = not part[-1].isspace()
+            return words
     try:
         return shlex.split(line)
     except ValueError:  # unbalanced quote in a comment: fall back to whitespace split
@@ -164,19 +198,17 @@ def _rule_tokens(line: str) -> list[str]:
 
 
 def _rule_chain_and_target(line: str) -> tuple[str | None, str | None, str | None]:
-    """(chain, jump target, comment) of an ``-A`` line."""
-    toks = _rule_tokens(line)
-    if toks and toks[0].startswith("[") and toks[0].endswith("]"):  # iptables-save -c
-        toks = toks[1:]
-    chain = target = comment = None
-    for i, tok in enumerate(toks[:-1]):
-        if tok == "-A" and chain is None:
-            chain = toks[i + 1]
-        elif tok in ("-j", "-g", "--jump", "--goto"):
-            target = toks[i + 1]
-        elif tok == "--comment":
-            comment = toks[i + 1]
-    return chain, target, comment
+    """(chain, jump target, comment) of an ``-A`` line (one pass over its words)."""
+    words = _rule_words(line)
+    if words and words[0].startswith("[") and words[0].endswith("]"):  # iptables-save -c
+        del words[0]
+    found: list[str | None] = [None, None, None]
+    flags = _FLAGS
+    for i in range(len(words) - 1):
+        slot = flags.get(words[i])
+        if slot is not None and (slot or found[0] is None):
+            found[slot] = words[i + 1]
+    return found[0], found[1], found[2]
 
 
 def _match(name: str | None, prefixes: Iterable[str]) -> str | None:

@@ -189,7 +189,8 @@ def kube_proxy_replacement(s: Session) -> Check:
     After a rollback (:func:`mode` flannel) the opposite is required: no Cilium config
     flag, and k3s's kube-proxy chains back on every node.
     """
-    table = cilium.kpr_evidence(s.cluster, s.nodes, s.params.cilium.namespace)
+    table = cilium.kpr_evidence(s.cluster, s.nodes, s.params.cilium.namespace,
+                                parallel=s.params.limits.parallel_reads)
     if mode(s) == "flannel":
         bad = [f"{r['node']}: no KUBE-SVC chains: k3s' kube-proxy is not serving Services"
                for r in table.to_dict("records") if not r["KUBE-SVC chains"]]

@@ -220,8 +220,37 @@ def _match(name: str | None, prefixes: Iterable[str]) -> str | None:
     return None
 
 
+def _quick_chain_and_target(line: str) -> tuple[str, str | None] | None:
+    """(chain, jump target) of an ``-A`` line without reading its words, or None.
+
+    iptables-save writes ``[counters] -A CHAIN <matches> -j TARGET <target options>``,
+    with quotes only around comments and prefixes among the matches. So when the last
+    `` -j ``/`` -g `` comes after the last quote, it is the jump, outside any quote:
+    the rest need not be tokenised. Anything else (a tab, ``--jump``, a quote after
+    the jump) returns None and the caller reads the words (:func:`_rule_chain_and_target`).
+    """
+    head = line.split(None, 3)
+    i = 1 if head and head[0][:1] == "[" and head[0][-1:] == "]" else 0
+    if len(head) < i + 2 or head[i] != "-A" or "\t" in line or "--jump" in line or "--goto" in line:
+        return None
+    chain = head[i + 1]
+    if any(q in chain for q in "\"'\\"):
+        return None   # a quoted chain name (iptables-save never writes one)
+    quote = max(line.rfind('"'), line.rfind("'"), line.rfind("\\"))
+    jump = max(line.rfind(" -j "), line.rfind(" -g "))
+    if jump < 0:
+        return chain, None
+    if jump < quote:
+        return None
+    rest = line[jump + 4:].split(None, 1)
+    return (chain, rest[0]) if rest else None
+
+
 def parse_iptables_save(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> IptablesSummary:
     """Summarise an ``iptables-save`` dump by chain prefix.
+
+    One pass over the lines; a rule's words are read only when quoting requires it
+    (a node with kube-proxy or Cilium has thousands of rules).
 
     Args:
         text: the dump (IPv4 and IPv6 dumps may be concatenated).
@@ -236,27 +265,46 @@ def parse_iptables_save(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -
     prefixes = tuple(prefixes)
     s = IptablesSummary(chains={p: 0 for p in prefixes}, rules={p: 0 for p in prefixes},
                         jumps={p: 0 for p in prefixes})
+    matched: dict[str | None, str | None] = {None: None}
+
+    def match(name: str | None) -> str | None:
+        try:
+            return matched[name]
+        except KeyError:
+            p = matched[name] = _match(name, prefixes)
+            return p
+
+    tables: dict[str, None] = {}
+    chains, rules, jumps = s.chains, s.rules, s.jumps
     for raw in text.splitlines():
         line = raw.strip()
-        if line.startswith("*"):
-            s.tables.append(line[1:])
-            s.tables = list(dict.fromkeys(s.tables))
-        elif line.startswith(":"):
+        if not line:
+            continue
+        first = line[0]
+        if first == "*":
+            tables[line[1:]] = None
+        elif first == ":":
             s.total_chains += 1
-            p = _match(line[1:].split()[0] if line[1:].split() else None, prefixes)
+            words = line[1:].split(None, 1)
+            p = match(words[0] if words else None)
             if p:
-                s.chains[p] += 1
-        elif line.startswith("-A") or (line.startswith("[") and " -A " in line):
+                chains[p] += 1
+        elif line.startswith("-A") or (first == "[" and " -A " in line):
             s.total_rules += 1
-            chain, target, comment = _rule_chain_and_target(line)
-            p = _match(chain, prefixes)
+            quick = None if FLANNEL_FORWARD_COMMENT in line else _quick_chain_and_target(line)
+            if quick is None:
+                chain, target, comment = _rule_chain_and_target(line)
+                if comment and FLANNEL_FORWARD_COMMENT in comment:
+                    s.flannel_forward_rules += 1
+            else:
+                chain, target = quick
+            p = match(chain)
             if p:
-                s.rules[p] += 1
-            pt = _match(target, prefixes)
+                rules[p] += 1
+            pt = match(target)
             if pt and pt != p:
-                s.jumps[pt] += 1
-            if comment and FLANNEL_FORWARD_COMMENT in comment:
-                s.flannel_forward_rules += 1
+                jumps[pt] += 1
+    s.tables = list(tables)
     return s
 
 

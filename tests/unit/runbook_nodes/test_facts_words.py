@@ -63,3 +63,17 @@ def test_quoted_target_and_comment_are_unquoted():
     chain, target, comment = facts._rule_chain_and_target(
         '[0:0] -A KUBE-SVC-1 -m comment --comment "ns/a:http -> 10.42.0.5:80" -j "KUBE-SEP-2"')
     assert (chain, target, comment) == ("KUBE-SVC-1", "KUBE-SEP-2", "ns/a:http -> 10.42.0.5:80")
+
+
+def test_quick_path_agrees_with_the_words_wherever_it_answers():
+    rules = [ln for ln in fixture_lines() if ln.startswith("-A") or ln.startswith("[")]
+    answered = 0
+    for ln in rules + ['-A X -m comment --comment "a -j FAKE" -j REAL',
+                       '-A X -m comment --comment "then -j FAKE"',
+                       "-A X -j LOG --log-prefix 'x -j Y'", '-A X -j', '-A "X" -j Y']:
+        quick = facts._quick_chain_and_target(ln)
+        if quick is not None:
+            answered += 1
+            chain, target, _ = facts._rule_chain_and_target(ln)
+            assert quick == (chain, target), ln
+    assert answered > 0.9 * len(rules)

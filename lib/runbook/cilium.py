@@ -35,6 +35,7 @@ from .cluster import Cluster, pod_ready
 from .errors import GateFailed, RunbookError
 from .fleet import Fleet
 from .pods import pod_problem  # noqa: F401 - re-exported: cilium.pod_problem
+from .watches import Changes, log_wait
 
 COMPONENTS = [("DaemonSet", "cilium"), ("DaemonSet", "cilium-envoy"),
               ("Deployment", "cilium-operator"), ("Deployment", "hubble-relay"),
@@ -150,6 +151,18 @@ def wait_ready(cluster: Cluster, *, namespace: str = "kube-system", timeout: flo
         GateFailed: on timeout, listing each unready agent pod with its reason.
     """
     t0 = time.monotonic()
+    # re-checked at each change of the namespace's pods, DaemonSets or Deployments
+    # (every second at the latest), as `cilium status --wait` follows them
+    with Changes(cluster, [("pods", namespace), ("daemonsets", namespace),
+                           ("deployments", namespace)]) as changes:
+        st = _wait_ready(cluster, namespace, timeout, progress, t0, changes)
+    log_wait(cluster, "Cilium components Ready", time.monotonic() - t0, ok=True, timeout=timeout,
+             events=changes.events)
+    return st
+
+
+def _wait_ready(cluster: Cluster, namespace: str, timeout: float,
+                progress: Callable[[str], None] | None, t0: float, changes: Changes) -> CiliumStatus:
     last = None
     while True:
         st = status(cluster, namespace)
@@ -168,7 +181,7 @@ def wait_ready(cluster: Cluster, *, namespace: str = "kube-system", timeout: flo
                                   "exists on that node; 'unable to reach the API server' means "
                                   "k8sServiceHost/Port are wrong; ImagePullBackOff means the node cannot "
                                   "pull the images. The rollback notebook restores flannel.")
-        time.sleep(1.0)
+        changes.wait(min(1.0, max(0.0, timeout - (time.monotonic() - t0)) + 0.01))
 
 
 def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kube-system", *,

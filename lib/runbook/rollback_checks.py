@@ -47,7 +47,8 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
             return not bad and not missing, ([f"node {b} not Ready" for b in bad]
                                              + [f"{m}: flannel.1 not back yet" for m in missing])
         s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
-                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress)
+                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress,
+                           watch=["nodes"])
     ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
 
     def one(n: Node) -> dict[str, Any]:

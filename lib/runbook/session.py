@@ -96,7 +96,7 @@ class Session:
 
         return Fleet(self.nodes if nodes is None else nodes,
                      batch_size=self.params.limits.agent_batch_size,
-                     parallel_reads=self.params.limits.parallel_reads)
+                     parallel_reads=getattr(self.params.limits, "parallel_reads", 20))
 
     def read_nodes(self, op: Callable[[Node], Any], *, description: str,
                    nodes: list[Node] | None = None) -> FleetResult:
@@ -294,6 +294,7 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
         params_mod.validate_run_id(rd.name)
         rd.mkdir(mode=0o700, parents=True, exist_ok=True)
     c = Cluster.from_params(p)
+    c.wait_log = rd / "waits.jsonl"   # how long each wait took (benchmarks/rehearse.py reads it)
     uid = c.identity()
     j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
     j.begin_phase(phase, _notebook_hash(phase))

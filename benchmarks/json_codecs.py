@@ -5,7 +5,7 @@ Run: `make benchmark-json` or `.venv/bin/python benchmarks/json_codecs.py`.
 The page is a generated twin's first 500 pods (minicloud's shapes), as the twin's API
 server serialises a list response and as `runbook.cluster` decodes it. Measured: the
 standard library (`json.dumps` with compact separators, `json.loads`) against the fast
-codecs installed (orjson, msgspec), each the median of interleaved repetitions, with
+codecs installed (msgspec, which the twin and the library use, and orjson if present), each the median of interleaved repetitions, with
 a check that every codec round-trips the page to the same data. The twin and the
 library use the fastest only where this says it wins. Nothing is asserted.
 """

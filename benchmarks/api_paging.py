@@ -2,10 +2,12 @@
 
 Run: `make benchmark` or `.venv/bin/python benchmarks/api_paging.py [--big-nodes 500 --big-pods 50000]`.
 
-For each size it starts a generated twin (same shape as minicloud), pages through every
-pod with the official Python client (raw JSON, limit=500, as runbook.cluster does), and
-prints the time per request. The per-request time must stay flat as the store grows:
-the store indexes by resource and namespace and pages with a sorted key index.
+For each size it starts a generated twin (same shape as minicloud) in its own process
+(`runbook twin up --scale`, so the client and the API server do not share one
+interpreter), pages through every pod with the official Python client (raw JSON,
+limit=500, as runbook.cluster does) until at least 50 requests were timed, and prints
+the time per request. The per-request time must stay flat as the store grows: the
+store indexes by resource and namespace and pages with a sorted key index.
 Nothing here is asserted; this is a measurement, printed as a table.
 """
 from __future__ import annotations
@@ -20,10 +22,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from twin.api import Twin
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import table  # noqa: E402
+from bench_common import TwinProcess, table  # noqa: E402
 
 
 def page_all(kubeconfig: str, limit: int = 500) -> tuple[int, list[float]]:
@@ -41,21 +41,17 @@ def page_all(kubeconfig: str, limit: int = 500) -> tuple[int, list[float]]:
             return total, times
 
 
-def measure(nodes: int, pods: int, repeat: int = 5) -> dict:
+def measure(nodes: int, pods: int, min_requests: int = 50) -> dict:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
-        t0 = time.perf_counter()
-        twin = Twin(d, scale=(nodes, pods)).start(timeout=300)
-        startup = time.perf_counter() - t0
-        try:
+        with TwinProcess(Path(d) / "twin", scale=f"nodes={nodes},pods={pods}") as twin:
+            startup = twin.startup_s
             # The controllers' first status pass runs right after start: let it finish,
-            # then page everything a few times so the small cluster has enough samples.
+            # then page everything until enough requests were timed.
             time.sleep(3)
             times: list[float] = []
-            for _ in range(repeat):
+            while len(times) < min_requests:
                 total, t = page_all(str(twin.kubeconfig))
                 times += t
-        finally:
-            twin.stop()
     return {"nodes": nodes, "pods": total, "startup_s": startup, "requests": len(times),
             "median_ms": 1000 * statistics.median(times), "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))],
             "total_s": sum(times)}

@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 4
 XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: venv test test-unit test-integration nbval rehearse lab benchmark
+.PHONY: venv test test-unit test-integration nbval rehearse lab benchmark benchmark-paging \
+        benchmark-rehearse benchmark-fanout benchmark-snapshot benchmark-json
 
 venv: $(STAMP)
 
@@ -44,5 +45,20 @@ lab: venv
 	$(BIN)/python -m pip install -q -e '.[test,lab]'
 	$(BIN)/runbook lab
 
-benchmark: venv
+# Each benchmark prints a table with the load average beside it; nothing is asserted.
+benchmark: benchmark-json benchmark-fanout benchmark-rehearse benchmark-paging benchmark-snapshot
+
+benchmark-paging: venv
 	$(BIN)/python benchmarks/api_paging.py
+
+benchmark-rehearse: venv
+	$(BIN)/python benchmarks/rehearse.py
+
+benchmark-fanout: venv
+	$(BIN)/python benchmarks/fanout.py
+
+benchmark-snapshot: venv
+	$(BIN)/python benchmarks/snapshot.py
+
+benchmark-json: venv
+	$(BIN)/python benchmarks/json_codecs.py

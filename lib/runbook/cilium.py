@@ -33,7 +33,9 @@ import pandas as pd
 
 from .cluster import Cluster, pod_ready
 from .errors import GateFailed, RunbookError
+from .fleet import Fleet
 from .pods import pod_problem  # noqa: F401 - re-exported: cilium.pod_problem
+from .watches import Changes, log_wait
 
 COMPONENTS = [("DaemonSet", "cilium"), ("DaemonSet", "cilium-envoy"),
               ("Deployment", "cilium-operator"), ("Deployment", "hubble-relay"),
@@ -149,6 +151,18 @@ def wait_ready(cluster: Cluster, *, namespace: str = "kube-system", timeout: flo
         GateFailed: on timeout, listing each unready agent pod with its reason.
     """
     t0 = time.monotonic()
+    # re-checked at each change of the namespace's pods, DaemonSets or Deployments
+    # (every second at the latest), as `cilium status --wait` follows them
+    with Changes(cluster, [("pods", namespace), ("daemonsets", namespace),
+                           ("deployments", namespace)]) as changes:
+        st = _wait_ready(cluster, namespace, timeout, progress, t0, changes)
+    log_wait(cluster, "Cilium components Ready", time.monotonic() - t0, ok=True, timeout=timeout,
+             events=changes.events)
+    return st
+
+
+def _wait_ready(cluster: Cluster, namespace: str, timeout: float,
+                progress: Callable[[str], None] | None, t0: float, changes: Changes) -> CiliumStatus:
     last = None
     while True:
         st = status(cluster, namespace)
@@ -167,25 +181,26 @@ def wait_ready(cluster: Cluster, *, namespace: str = "kube-system", timeout: flo
                                   "exists on that node; 'unable to reach the API server' means "
                                   "k8sServiceHost/Port are wrong; ImagePullBackOff means the node cannot "
                                   "pull the images. The rollback notebook restores flannel.")
-        time.sleep(1.0)
+        changes.wait(min(1.0, max(0.0, timeout - (time.monotonic() - t0)) + 0.01))
 
 
-def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kube-system") -> pd.DataFrame:
+def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kube-system", *,
+                 parallel: int = 20) -> pd.DataFrame:
     """Kube-proxy replacement evidence: the config flag and each node's KUBE-SVC chains.
 
     On k3s there is no kube-proxy DaemonSet to look for (defect 2): kube-proxy runs
-    inside the k3s process, so the proof is the nodes' iptables.
+    inside the k3s process, so the proof is the nodes' iptables, read ``parallel``
+    nodes at a time (``limits.parallel_reads``).
     """
     cm = cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/cilium-config", ok_missing=True)
     flag = ((cm or {}).get("data") or {}).get("kube-proxy-replacement", "absent")
-    rows = []
-    for n in fleet_nodes:
-        summ = n.iptables_summary()
-        rows.append({"node": n.name, "kube-proxy-replacement": flag,
-                     "KUBE-SVC chains": _count(summ, "KUBE-SVC"),
-                     "KUBE-ROUTER chains": _count(summ, "KUBE-ROUTER"),
-                     "CILIUM chains": _count(summ, "CILIUM")})
-    return pd.DataFrame(rows)
+    res = Fleet(fleet_nodes, parallel_reads=parallel).read(
+        lambda n: n.iptables_summary(), description="read iptables (kube-proxy replacement)")
+    res.raise_for_failures()
+    return pd.DataFrame([{"node": o.node, "kube-proxy-replacement": flag,
+                          "KUBE-SVC chains": _count(o.value, "KUBE-SVC"),
+                          "KUBE-ROUTER chains": _count(o.value, "KUBE-ROUTER"),
+                          "CILIUM chains": _count(o.value, "CILIUM")} for o in res.outcomes])
 
 
 def _count(summary: Any, prefix: str) -> int:

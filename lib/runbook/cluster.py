@@ -17,15 +17,17 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, urlsplit
 
 import pandas as pd
 
 from .errors import ClusterError, WaitTimeout
+from .paging import Pager, loads
 from .safety import require_loopback_url
 
 # (apiVersion, plural, namespaced) of what the runbook reads and writes.
@@ -108,6 +110,8 @@ class Cluster:
     retry_for: float = 120.0
     request_timeout: float = 30.0
     outages: list[Outage] = field(default_factory=list)
+    #: where :meth:`wait_for` logs each wait (``<run_dir>/waits.jsonl``; None: nowhere)
+    wait_log: Path | None = None
     _api: Any = field(default=None, repr=False)
 
     @classmethod
@@ -156,12 +160,22 @@ class Cluster:
     # -- the choke point ------------------------------------------------------------------
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                 body: Any = None, content_type: str | None = None,
-                ok_missing: bool = False) -> Any:
+                ok_missing: bool = False, retry_for: float | None = None) -> Any:
         """One API call, returning parsed JSON (None for 404 when ``ok_missing``).
 
         Retries connection failures, 429 and 5xx with exponential backoff for up to
-        ``retry_for`` seconds, recording the outage; other errors raise ClusterError.
+        ``retry_for`` seconds (default the cluster's), recording the outage; other
+        errors raise ClusterError.
         """
+        data = self.request_raw(method, path, query=query, body=body, content_type=content_type,
+                                ok_missing=ok_missing, retry_for=retry_for)
+        return loads(data) if data else None
+
+    def request_raw(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+                    body: Any = None, content_type: str | None = None,
+                    ok_missing: bool = False, retry_for: float | None = None) -> bytes | None:
+        """:meth:`request` without decoding: the response body (None for 404 when
+        ``ok_missing``), for callers that decode it themselves (paging)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -171,7 +185,7 @@ class Cluster:
         elif body is not None:
             headers["Content-Type"] = "application/json"
         q = [(k, v) for k, v in (query or {}).items() if v is not None]
-        deadline = time.monotonic() + self.retry_for
+        deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
         delay = 0.2
         outage: Outage | None = None
         while True:
@@ -187,7 +201,7 @@ class Cluster:
                 if outage is not None:
                     outage.ended = time.time()
                 if 200 <= status < 300:
-                    return json.loads(data) if data else None
+                    return data
                 if status == 404 and ok_missing:
                     return None
                 msg = _status_message(data)
@@ -214,6 +228,21 @@ class Cluster:
             time.sleep(delay)
             delay = min(delay * 1.6, 2.0)
 
+    def watch_stream(self, path: str, query: dict[str, Any], *, read_timeout: float = 90.0) -> Any:
+        """Open a watch (``?watch=true``) and return the streaming response (urllib3's),
+        one JSON event per line. No retries: :class:`runbook.watches.Changes` resumes
+        from its last resourceVersion, and polls while a watch cannot be opened."""
+        req = self.api.param_serialize(method="GET", resource_path=path,
+                                       query_params=[(k, v) for k, v in query.items() if v is not None],
+                                       header_params={"Accept": "application/json"},
+                                       auth_settings=["BearerToken"])
+        resp = self.api.call_api(*req, _request_timeout=(self.request_timeout, read_timeout))
+        if resp.status != 200:
+            data = resp.read()
+            raise ClusterError(f"watch {path} failed: {resp.status} {_status_message(data)}",
+                               status=resp.status, reason=_status_reason(data))
+        return resp.response
+
     # -- convenience ----------------------------------------------------------------------
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
         """One object (raw dict), or None when absent."""
@@ -223,21 +252,21 @@ class Cluster:
     def iter_list(self, resource: str, namespace: str | None = None, *,
                   label_selector: str | None = None, field_selector: str | None = None,
                   limit: int = 500) -> Iterator[dict]:
-        """Every object of a resource, page by page (``limit``/``continue``)."""
+        """Every object of a resource, page by page (``limit``/``continue``), the next
+        page read ahead while this one is decoded (:class:`runbook.paging.Pager`)."""
         api_version, plural, _ = RESOURCES[resource]
         path = resource_path(api_version, plural, namespace)
-        token: str | None = None
-        while True:
-            page = self.request("GET", path, query={"limit": limit, "continue": token,
-                                                    "labelSelector": label_selector,
-                                                    "fieldSelector": field_selector},
-                                ok_missing=True)
-            if page is None:  # the resource type does not exist (e.g. no cilium.io CRDs yet)
-                return
+
+        def fetch(token: str | None) -> bytes | None:
+            # None: the resource type does not exist (e.g. no cilium.io CRDs yet)
+            return self.request_raw("GET", path, query={"limit": limit, "continue": token,
+                                                        "labelSelector": label_selector,
+                                                        "fieldSelector": field_selector},
+                                    ok_missing=True)
+
+        # the next page is fetched while this one is decoded (runbook.paging)
+        for page in Pager(fetch):
             yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
 
     def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
         """All objects of a resource as raw dicts (paged)."""
@@ -288,39 +317,81 @@ class Cluster:
 
     def ping(self) -> bool:
         """True when the API answers right now (no retries)."""
-        saved, self.retry_for = self.retry_for, 0.0
         try:
-            self.request("GET", "/version")
+            self.request("GET", "/version", retry_for=0.0)
             return True
         except ClusterError:
             return False
-        finally:
-            self.retry_for = saved
 
     # -- waits ----------------------------------------------------------------------------
     def wait_for(self, check: Callable[[], tuple[bool, list[str]]], *, timeout: float,
                  what: str, interval: float = 1.0,
-                 progress: Callable[[str], None] | None = None) -> float:
-        """Poll ``check`` until it returns ``(True, [])``; returns the seconds waited.
+                 progress: Callable[[str], None] | None = None,
+                 watch: Sequence[Any] = ()) -> float:
+        """Re-check ``check`` until it returns ``(True, [])``; returns the seconds waited.
 
         ``check`` returns ``(done, pending)`` where ``pending`` lists, in words, what is
         not there yet. On timeout raises WaitTimeout with that list.
+
+        Args:
+            watch: the resources ``check`` reads (names of :data:`RESOURCES`, or
+                ``(name, namespace)``): it is re-checked as soon as one of them changes
+                (:class:`runbook.watches.Changes`), and every ``interval`` seconds anyway
+                (the fallback for what no watch sees, or while no watch can be opened).
+                Without ``watch``, ``check`` is polled every ``interval`` seconds.
+
+        Example:
+            >>> c.wait_for(lambda: (all(node_ready(n) for n in c.list("nodes")), []),
+            ...            timeout=300, what="every node Ready", watch=["nodes"])   # doctest: +SKIP
         """
+        from .watches import Changes
+
         t0 = time.monotonic()
         pending: list[str] = []
         last_report = 0.0
-        while True:
-            done, pending = check()
-            waited = time.monotonic() - t0
-            if done:
-                return waited
-            if waited >= timeout:
-                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}",
-                                  pending=pending)
-            if progress and waited - last_report >= 10:
-                progress(f"still waiting for {what} ({waited:.0f}s): {len(pending)} pending")
-                last_report = waited
-            time.sleep(interval)
+        checks = 0
+        changes = Changes(self, watch) if watch else None
+        ok = False
+        try:
+            while True:
+                done, pending = check()
+                checks += 1
+                waited = time.monotonic() - t0
+                if done:
+                    ok = True
+                    return waited
+                if waited >= timeout:
+                    raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}",
+                                      pending=pending)
+                if progress and waited - last_report >= 10:
+                    progress(f"still waiting for {what} ({waited:.0f}s): {len(pending)} pending")
+                    last_report = waited
+                pause = min(interval, max(0.0, timeout - waited))
+                if changes is not None:
+                    changes.wait(pause)
+                else:
+                    time.sleep(pause)
+        finally:
+            if changes is not None:
+                changes.close()
+            self.log_wait(what, time.monotonic() - t0, ok=ok, timeout=timeout, checks=checks,
+                          events=changes.events if changes else None)
+
+    def log_wait(self, what: str, seconds: float, *, ok: bool, timeout: float,
+                 checks: int | None = None, events: int | None = None) -> None:
+        """Append one wait to ``wait_log`` (``waits.jsonl`` in the run folder), if set:
+        how long the run waited for what, and whether it came (evidence of where a
+        run's time went). Best effort: a wait never fails for its log."""
+        if self.wait_log is None:
+            return
+        entry = {"ts": time.time(), "what": what, "seconds": round(seconds, 3), "ok": ok,
+                 "timeout": timeout, "checks": checks, "events": events}
+        try:
+            fd = os.open(self.wait_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError:
+            pass
 
     # -- snapshots --------------------------------------------------------------------------
     def snapshot(self, kind: str) -> pd.DataFrame:
@@ -354,7 +425,7 @@ def _register_secret(value: str) -> None:
 
 def _status_message(data: bytes | None) -> str:
     try:
-        doc = json.loads(data or b"{}")
+        doc = loads(data or b"{}")
         return str(doc.get("message") or doc.get("reason") or "")[:500]
     except ValueError:
         return (data or b"")[:200].decode("utf-8", "replace")
@@ -362,7 +433,7 @@ def _status_message(data: bytes | None) -> str:
 
 def _status_reason(data: bytes | None) -> str | None:
     try:
-        return json.loads(data or b"{}").get("reason")
+        return loads(data or b"{}").get("reason")
     except ValueError:
         return None
 

@@ -156,7 +156,41 @@ class IptablesSummary:
         )
 
 
-def _rule_tokens(line: str) -> list[str]:
+_FLAGS = {"-A": 0, "-j": 1, "-g": 1, "--jump": 1, "--goto": 1, "--comment": 2}
+
+
+def _rule_words(line: str) -> list[str]:
+    """The words of a rule line, as ``shlex.split`` reads them.
+
+    iptables-save quotes with double quotes only (a comment with spaces) and escapes
+    with a backslash only a quote inside one; such rare lines, single quotes and
+    unbalanced quotes go to ``shlex`` (on a ValueError the line is split on spaces).
+    Every other line is split with ``str.split`` and ``"`` alone, in C: a node running
+    kube-proxy or Cilium has thousands of rules, nearly all with a quoted comment.
+    """
+    if '"' not in line:
+        if "'" not in line and "\\" not in line:
+            return line.split()
+    elif "'" not in line and "\\" not in line:
+        parts = line.split('"')
+        if len(parts) % 2:          # balanced
+            words: list[str] = []
+            glue = False            # the next piece continues the last word
+            for i, part in enumerate(parts):
+                if i % 2:           # inside quotes: literal, may be empty
+                    if glue:
+                        words[-1] += part
+                    else:
+                        words.append(part)
+                    glue = True
+                elif part:
+                    ws = part.split()
+                    if ws and glue and not part[0].isspace():
+                        words[-1] += ws[0]
+                        del ws[0]
+                    words.extend(ws)
+                    glue = not part[-1].isspace()
+            return words
     try:
         return shlex.split(line)
     except ValueError:  # unbalanced quote in a comment: fall back to whitespace split
@@ -164,19 +198,17 @@ def _rule_tokens(line: str) -> list[str]:
 
 
 def _rule_chain_and_target(line: str) -> tuple[str | None, str | None, str | None]:
-    """(chain, jump target, comment) of an ``-A`` line."""
-    toks = _rule_tokens(line)
-    if toks and toks[0].startswith("[") and toks[0].endswith("]"):  # iptables-save -c
-        toks = toks[1:]
-    chain = target = comment = None
-    for i, tok in enumerate(toks[:-1]):
-        if tok == "-A" and chain is None:
-            chain = toks[i + 1]
-        elif tok in ("-j", "-g", "--jump", "--goto"):
-            target = toks[i + 1]
-        elif tok == "--comment":
-            comment = toks[i + 1]
-    return chain, target, comment
+    """(chain, jump target, comment) of an ``-A`` line (one pass over its words)."""
+    words = _rule_words(line)
+    if words and words[0].startswith("[") and words[0].endswith("]"):  # iptables-save -c
+        del words[0]
+    found: list[str | None] = [None, None, None]
+    flags = _FLAGS
+    for i in range(len(words) - 1):
+        slot = flags.get(words[i])
+        if slot is not None and (slot or found[0] is None):
+            found[slot] = words[i + 1]
+    return found[0], found[1], found[2]
 
 
 def _match(name: str | None, prefixes: Iterable[str]) -> str | None:
@@ -188,8 +220,37 @@ def _match(name: str | None, prefixes: Iterable[str]) -> str | None:
     return None
 
 
+def _quick_chain_and_target(line: str) -> tuple[str, str | None] | None:
+    """(chain, jump target) of an ``-A`` line without reading its words, or None.
+
+    iptables-save writes ``[counters] -A CHAIN <matches> -j TARGET <target options>``,
+    with quotes only around comments and prefixes among the matches. So when the last
+    `` -j ``/`` -g `` comes after the last quote, it is the jump, outside any quote:
+    the rest need not be tokenised. Anything else (a tab, ``--jump``, a quote after
+    the jump) returns None and the caller reads the words (:func:`_rule_chain_and_target`).
+    """
+    head = line.split(None, 3)
+    i = 1 if head and head[0][:1] == "[" and head[0][-1:] == "]" else 0
+    if len(head) < i + 2 or head[i] != "-A" or "\t" in line or "--jump" in line or "--goto" in line:
+        return None
+    chain = head[i + 1]
+    if any(q in chain for q in "\"'\\"):
+        return None   # a quoted chain name (iptables-save never writes one)
+    quote = max(line.rfind('"'), line.rfind("'"), line.rfind("\\"))
+    jump = max(line.rfind(" -j "), line.rfind(" -g "))
+    if jump < 0:
+        return chain, None
+    if jump < quote:
+        return None
+    rest = line[jump + 4:].split(None, 1)
+    return (chain, rest[0]) if rest else None
+
+
 def parse_iptables_save(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> IptablesSummary:
     """Summarise an ``iptables-save`` dump by chain prefix.
+
+    One pass over the lines; a rule's words are read only when quoting requires it
+    (a node with kube-proxy or Cilium has thousands of rules).
 
     Args:
         text: the dump (IPv4 and IPv6 dumps may be concatenated).
@@ -204,27 +265,46 @@ def parse_iptables_save(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -
     prefixes = tuple(prefixes)
     s = IptablesSummary(chains={p: 0 for p in prefixes}, rules={p: 0 for p in prefixes},
                         jumps={p: 0 for p in prefixes})
+    matched: dict[str | None, str | None] = {None: None}
+
+    def match(name: str | None) -> str | None:
+        try:
+            return matched[name]
+        except KeyError:
+            p = matched[name] = _match(name, prefixes)
+            return p
+
+    tables: dict[str, None] = {}
+    chains, rules, jumps = s.chains, s.rules, s.jumps
     for raw in text.splitlines():
         line = raw.strip()
-        if line.startswith("*"):
-            s.tables.append(line[1:])
-            s.tables = list(dict.fromkeys(s.tables))
-        elif line.startswith(":"):
+        if not line:
+            continue
+        first = line[0]
+        if first == "*":
+            tables[line[1:]] = None
+        elif first == ":":
             s.total_chains += 1
-            p = _match(line[1:].split()[0] if line[1:].split() else None, prefixes)
+            words = line[1:].split(None, 1)
+            p = match(words[0] if words else None)
             if p:
-                s.chains[p] += 1
-        elif line.startswith("-A") or (line.startswith("[") and " -A " in line):
+                chains[p] += 1
+        elif line.startswith("-A") or (first == "[" and " -A " in line):
             s.total_rules += 1
-            chain, target, comment = _rule_chain_and_target(line)
-            p = _match(chain, prefixes)
+            quick = None if FLANNEL_FORWARD_COMMENT in line else _quick_chain_and_target(line)
+            if quick is None:
+                chain, target, comment = _rule_chain_and_target(line)
+                if comment and FLANNEL_FORWARD_COMMENT in comment:
+                    s.flannel_forward_rules += 1
+            else:
+                chain, target = quick
+            p = match(chain)
             if p:
-                s.rules[p] += 1
-            pt = _match(target, prefixes)
+                rules[p] += 1
+            pt = match(target)
             if pt and pt != p:
-                s.jumps[pt] += 1
-            if comment and FLANNEL_FORWARD_COMMENT in comment:
-                s.flannel_forward_rules += 1
+                jumps[pt] += 1
+    s.tables = list(tables)
     return s
 
 

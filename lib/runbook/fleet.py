@@ -1,8 +1,10 @@
-"""The fan-out over nodes: servers one at a time, then agents in batches.
+"""The fan-out over nodes: changes batch by batch, reads all at once.
 
-:class:`Fleet` applies one operation to many nodes and stops after the first batch
-with a failure, so a broken step never spreads over the whole cluster; the nodes it
-did not reach are reported as such. It only needs objects with ``name`` and ``role``
+:meth:`Fleet.apply` (changes) applies one operation to servers one at a time, then to
+agents in batches, and stops after the first batch with a failure, so a broken step
+never spreads over the whole cluster; the nodes it did not reach are reported as such.
+:meth:`Fleet.read` (facts and checks, nothing changed) reads every node at once from a
+bounded pool (``limits.parallel_reads``) and reports each node's outcome. It only needs objects with ``name`` and ``role``
 (normally :class:`runbook.nodes.Node`), so it is tested without SSH.
 
 Example:
@@ -12,6 +14,8 @@ Example:
     [['s1'], ['a1']]
     >>> f.apply(lambda n: n.name.upper(), description="shout").values()
     {'s1': 'S1', 'a1': 'A1'}
+    >>> f.read(lambda n: len(n.name), description="name length").values()
+    {'s1': 2, 'a1': 2}
 """
 from __future__ import annotations
 
@@ -119,16 +123,18 @@ class Fleet:
 
     Args:
         nodes: objects with ``name`` and ``role`` (normally :class:`Node`).
-        batch_size: agents handled concurrently (``limits.agent_batch_size``).
+        batch_size: agents changed concurrently (``limits.agent_batch_size``).
+        parallel_reads: nodes read concurrently by :meth:`read` (``limits.parallel_reads``).
 
     Example:
         >>> Fleet(nodes, 2).apply(lambda n: n.systemctl("restart", "k3s-agent"),
         ...                       description="restart agents").raise_for_failures()  # doctest: +SKIP
     """
 
-    def __init__(self, nodes: Sequence[Any], batch_size: int = 1) -> None:
+    def __init__(self, nodes: Sequence[Any], batch_size: int = 1, parallel_reads: int = 20) -> None:
         self.nodes = list(nodes)
         self.batch_size = max(1, int(batch_size))
+        self.parallel_reads = max(1, int(parallel_reads))
 
     def batches(self) -> list[list[Any]]:
         """The plan: one batch per server (in order), then agents by ``batch_size``."""
@@ -166,14 +172,36 @@ class Fleet:
         order = [n.name for batch in plan for n in batch]
         return FleetResult(description, [outcomes[name] for name in order])
 
+    def read(self, op: Callable[[Any], T], *, description: str) -> FleetResult[T]:
+        """Run a read-only ``op(node)`` on every node at once, ``parallel_reads`` at a time.
+
+        For facts and checks only: nothing is skipped after a failure (a read changes
+        nothing, so there is nothing to contain) and every node's outcome is reported,
+        in the order of ``nodes``. Never use it for a change: changes go through
+        :meth:`apply`, batch by batch.
+
+        Example:
+            >>> Fleet(nodes, parallel_reads=20).read(lambda n: n.kernel(),
+            ...                                      description="kernel").raise_for_failures()  # doctest: +SKIP
+        """
+        order = self.nodes
+        workers = min(self.parallel_reads, len(order))
+        if workers <= 1:
+            results = [self._one(op, n, 0) for n in order]
+        else:
+            with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet-read") as ex:
+                results = list(ex.map(lambda n: self._one(op, n, 0), order))
+        return FleetResult(description, results)
+
     @staticmethod
     def _one(op: Callable[[Any], T], node: Any, batch: int) -> NodeOutcome[T]:
         start = time.monotonic()
         try:
             value = op(node)
         except Exception as e:  # noqa: BLE001 - recorded per node, re-raised by the caller
-            return NodeOutcome(node.name, node.role, "failed", error=f"{type(e).__name__}: {e}",
-                               batch=batch, duration=time.monotonic() - start, exception=e)
-        return NodeOutcome(node.name, node.role, "ok", value=value, batch=batch,
+            return NodeOutcome(node.name, getattr(node, "role", ""), "failed",
+                               error=f"{type(e).__name__}: {e}", batch=batch,
+                               duration=time.monotonic() - start, exception=e)
+        return NodeOutcome(node.name, getattr(node, "role", ""), "ok", value=value, batch=batch,
                            duration=time.monotonic() - start)
 

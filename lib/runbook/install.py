@@ -369,7 +369,8 @@ def nodes_ready_check(s: Session, *, wait: bool = True) -> pd.DataFrame:
             return not bad, [f"node {b} not Ready" for b in bad]
         try:
             s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
-                               what="every node Ready", interval=1.0, progress=s.progress)
+                               what="every node Ready", interval=1.0, progress=s.progress,
+                               watch=["nodes"])
         except WaitTimeout as e:  # the gate after this shows which nodes and why
             s.progress(f"not every node Ready yet: {e}")
     return node_readiness(s.cluster)

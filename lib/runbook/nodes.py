@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shlex
 import socket
 import threading
@@ -66,6 +67,15 @@ class KernelFact:
     version: tuple[int, int, int]
     raw: str
     parsed: facts.KernelVersion
+
+
+def _no_delay(client: paramiko.SSHClient) -> None:
+    """Send each SSH packet at once (``TCP_NODELAY``): a command is a few small packets
+    each way, and Nagle's algorithm against the peer's delayed ACK costs ~40 ms apiece."""
+    transport = client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 # --------------------------------------------------------------------------- the node
@@ -171,6 +181,7 @@ class Node(NodeFiles):
                     pkey=pkey, timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
                     allow_agent=False, look_for_keys=False)
+                _no_delay(client)
                 return client
             except HostKeyError:
                 client.close()
@@ -300,8 +311,16 @@ class Node(NodeFiles):
             raise NodeError("SSH transport closed", node=self.name, command=redact_text(line))
         chan = transport.open_session(timeout=self.connect_timeout)
         deadline = time.monotonic() + timeout if timeout else None
+
+        def timed_out() -> NodeError:
+            return NodeError(f"command timed out after {timeout}s", node=self.name,
+                             command=redact_text(line))
+
         try:
             chan.settimeout(timeout)
+            # The channel's file descriptor becomes readable when stdout or stderr data
+            # arrives or the channel reaches EOF: block on it rather than poll.
+            ready_fd = chan.fileno()
             chan.exec_command(line)
             if stdin is not None:
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
@@ -310,26 +329,24 @@ class Node(NodeFiles):
             # Drain stdout and stderr together: reading one to EOF first can deadlock
             # when the other fills the channel window.
             while True:
-                got = False
                 while chan.recv_ready():
                     out += chan.recv(65536)
-                    got = True
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                    got = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    if chan.eof_received or chan.closed:
-                        break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise NodeError(f"command timed out after {timeout}s", node=self.name,
-                                    command=redact_text(line))
-                if not got:
-                    time.sleep(0.005)
-            rc = chan.recv_exit_status()
-            return rc, bytes(out), bytes(err)
+                if (chan.eof_received or chan.closed) and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise timed_out()
+                select.select([ready_fd], [], [], wait)
+            # The exit status may follow the EOF (OpenSSH sends EOF, exit-status, close).
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not chan.status_event.wait(wait):
+                raise timed_out()
+            return chan.exit_status, bytes(out), bytes(err)
         except socket.timeout as e:
-            raise NodeError(f"command timed out after {timeout}s", node=self.name,
-                            command=redact_text(line)) from e
+            raise timed_out() from e
         finally:
             chan.close()
 

@@ -340,4 +340,5 @@ def wait_replacements(cluster: Cluster, batch: list[dict], *, timeout: float) ->
                 pending.append(f"{ns}/{kind}/{name}: " + ("; ".join(bad) if bad else "no pod yet"))
         return not pending, pending
 
-    cluster.wait_for(check, timeout=timeout, what="restarted pods to be Ready", interval=0.5)
+    cluster.wait_for(check, timeout=timeout, what="restarted pods to be Ready", interval=0.5,
+                     watch=sorted({("pods", ns) for ns, _, _ in owners}))

@@ -42,15 +42,18 @@ def _node_fact_row(n: Node) -> dict[str, Any]:
 
 
 def node_facts(s: Session) -> pd.DataFrame:
-    """Per node (over SSH, host keys verified): k3s version, kernel, CNI interfaces, chains."""
-    res = s.fleet().apply(_node_fact_row, description="gather node facts").raise_for_failures()
+    """Per node (over SSH, host keys verified): k3s version, kernel, CNI interfaces, chains.
+
+    Every node is read at once (``limits.parallel_reads`` at a time)."""
+    res = s.read_nodes(_node_fact_row, description="gather node facts").raise_for_failures()
     return pd.DataFrame([o.value for o in res.outcomes])
 
 
 def node_configs(s: Session) -> dict[str, str]:
     """Each node's current k3s ``config.yaml`` (secrets stay in memory; show them masked)."""
     path = s.params.paths.k3s_config
-    return {n.name: n.read_file(path) for n in s.nodes}
+    res = s.read_nodes(lambda n: n.read_file(path), description=f"read {path}").raise_for_failures()
+    return {o.node: o.value for o in res.outcomes}
 
 
 @dataclass

@@ -39,8 +39,8 @@ STEP_WRITE = "write-file"
 def read_configs(s: Session) -> dict[str, str]:
     """Each node's current ``config.yaml`` (holds the join token: never print it)."""
     path = s.params.paths.k3s_config
-    res = s.fleet().apply(lambda n: n.read_file(path) if n.exists(path) else "",
-                          description=f"read {path}").raise_for_failures()
+    res = s.read_nodes(lambda n: n.read_file(path) if n.exists(path) else "",
+                       description=f"read {path}").raise_for_failures()
     return {o.node: o.value or "" for o in res.outcomes}
 
 
@@ -68,8 +68,8 @@ def gather_leftovers(s: Session, nodes: Iterable[Node] | None = None) -> list[Le
     """Read each node's leftovers over SSH and plan their cleanup (read-only)."""
     paths = s.params.paths
     kpr = s.params.disable_kube_proxy(s.values)
-    fleet = s.fleet(None if nodes is None else list(nodes))
-    res = fleet.apply(lambda n: gather_node(n, paths), description="gather leftovers")
+    res = s.read_nodes(lambda n: gather_node(n, paths), description="gather leftovers",
+                       nodes=None if nodes is None else list(nodes))
     res.raise_for_failures()
     return [plan_leftovers(o.value, kpr=kpr, backup_dir=paths.backup_dir, run_id=s.run_id)
             for o in res.outcomes]

@@ -40,15 +40,18 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
     if wait and s.execute and rp.touched_nodes:
         def check() -> tuple[bool, list[str]]:
             bad = [n["metadata"]["name"] for n in s.cluster.list("nodes") if not node_ready(n)]
-            missing = [n.name for n in nodes_named(s, [r.node for r in rp.nodes if r.restart])
-                       if "flannel.1" not in {i.name for i in n.interfaces()}]
+            res = s.read_nodes(lambda n: {i.name for i in n.interfaces()}, description="read interfaces",
+                               nodes=nodes_named(s, [r.node for r in rp.nodes if r.restart]))
+            res.raise_for_failures()
+            missing = [o.node for o in res.outcomes if "flannel.1" not in o.value]
             return not bad and not missing, ([f"node {b} not Ready" for b in bad]
                                              + [f"{m}: flannel.1 not back yet" for m in missing])
         s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
-                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress)
+                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress,
+                           watch=["nodes"])
     ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
-    rows = []
-    for n in s.nodes:
+
+    def one(n: Node) -> dict[str, Any]:
         row: dict[str, Any] = {"node": n.name, "role": n.role, "Ready": ready.get(n.name, False)}
         ifaces = _interfaces(n, rp.node(n.name))
         if ifaces is None:
@@ -58,8 +61,11 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
             row.update({"flannel.1": "flannel.1" in ifaces,
                         "cilium interfaces": ", ".join(sorted(i for i in ifaces if i.startswith("cilium_"))) or "none",
                         "checked": "yes"})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
+        return row
+
+    res = s.read_nodes(one, description="read interfaces").raise_for_failures()
+    return pd.DataFrame([o.value for o in res.outcomes],
+                        columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
 
 
 def _interfaces(n: Node, nr: NodeRollback) -> set[str] | None:
@@ -107,16 +113,15 @@ def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     reach is reported as not read (it was not changed by this run)."""
     cni = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
     path = s.params.paths.k3s_config
-    rows = []
-    for n in s.nodes:
+
+    def one(n: Node) -> dict[str, Any]:
         nr = rp.node(n.name)
         ifaces = _interfaces(n, nr)
         if ifaces is None:
-            rows.append({"node": n.name, "role": n.role, "config sha256 now": "not read (unreachable)",
-                         "pre-run sha256": "not changed by this run", "config identical": True,
-                         "flannel.1 present": None, "cilium interfaces absent": None,
-                         "05-cilium absent": None, "ok": True})
-            continue
+            return {"node": n.name, "role": n.role, "config sha256 now": "not read (unreachable)",
+                    "pre-run sha256": "not changed by this run", "config identical": True,
+                    "flannel.1 present": None, "cilium interfaces absent": None,
+                    "05-cilium absent": None, "ok": True}
         now = n.sha256(path)
         pre = nr.restore_config["sha256"] if nr.restore_config else None
         cil = sorted(i for i in ifaces if i in CILIUM_INTERFACES)
@@ -127,8 +132,10 @@ def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
                "cilium interfaces absent": not cil, "05-cilium absent": not n.exists(cni)}
         row["ok"] = bool(row["config identical"] and row["flannel.1 present"]
                          and row["cilium interfaces absent"] and row["05-cilium absent"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+        return row
+
+    res = s.read_nodes(one, description="check nodes after the rollback").raise_for_failures()
+    return pd.DataFrame([o.value for o in res.outcomes])
 
 
 def node_problems(table: pd.DataFrame) -> list[str]:

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import checks, evidence, lock
 from . import params as params_mod
@@ -40,7 +40,7 @@ from .runner import NOTEBOOKS_DIR, PHASES, REPORTS_DIR, make_run_dir, new_run_id
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .fleet import Fleet
+    from .fleet import Fleet, FleetResult
     from .nodes import Node
     from .params import Params
 
@@ -95,7 +95,21 @@ class Session:
         from .fleet import Fleet
 
         return Fleet(self.nodes if nodes is None else nodes,
-                     batch_size=self.params.limits.agent_batch_size)
+                     batch_size=self.params.limits.agent_batch_size,
+                     parallel_reads=getattr(self.params.limits, "parallel_reads", 20))
+
+    def read_nodes(self, op: Callable[[Node], Any], *, description: str,
+                   nodes: list[Node] | None = None) -> FleetResult:
+        """Read every node at once (``limits.parallel_reads`` at a time): facts, checks.
+
+        Read-only operations only; changes go through :meth:`fleet` (batched). Failures
+        are per node in the result (``raise_for_failures()`` to stop on one).
+
+        Example:
+            >>> s.read_nodes(lambda n: n.kernel().raw, description="kernel").values()  # doctest: +SKIP
+            {'set-hog': '6.1.0-18-amd64', ...}
+        """
+        return self.fleet(nodes).read(op, description=description)
 
     @property
     def timeouts(self) -> Any:
@@ -280,6 +294,7 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
         params_mod.validate_run_id(rd.name)
         rd.mkdir(mode=0o700, parents=True, exist_ok=True)
     c = Cluster.from_params(p)
+    c.wait_log = rd / "waits.jsonl"   # how long each wait took (benchmarks/rehearse.py reads it)
     uid = c.identity()
     j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
     j.begin_phase(phase, _notebook_hash(phase))

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .cluster import Cluster
 from .errors import VeleroError
+from .watches import Changes, log_wait
 
 TERMINAL_FAILED = {"PartiallyFailed", "Failed", "FailedValidation"}
 SUCCESS = "Completed"
@@ -103,6 +104,17 @@ def wait(cluster: Cluster, kind: str, name: str, *, namespace: str = "velero",
     """
     resource = {"Backup": "backups", "Restore": "restores"}[kind]
     t0 = time.monotonic()
+    # re-checked at each change of the namespace's Backups/Restores, every `interval` at the latest
+    with Changes(cluster, [(resource, namespace)]) as changes:
+        res = _wait(cluster, kind, resource, name, namespace, timeout, interval, progress, t0, changes)
+    log_wait(cluster, f"{kind} {name}", time.monotonic() - t0, ok=True, timeout=timeout,
+             events=changes.events)
+    return res
+
+
+def _wait(cluster: Cluster, kind: str, resource: str, name: str, namespace: str, timeout: float,
+          interval: float, progress: Callable[[str], None] | None, t0: float,
+          changes: Changes) -> VeleroResult:
     last_phase = None
     while True:
         obj = cluster.get(resource, name, namespace)
@@ -132,7 +144,7 @@ def wait(cluster: Cluster, kind: str, name: str, *, namespace: str = "velero",
             raise VeleroError(f"{kind} {name} still {res.phase} after {timeout:.0f}s",
                               name=name, phase=res.phase,
                               hint="check the velero deployment's logs in the velero namespace")
-        time.sleep(interval)
+        changes.wait(min(interval, max(0.0, timeout - (time.monotonic() - t0)) + 0.01))
 
 
 def failed_volume_backups(cluster: Cluster, backup_name: str, namespace: str = "velero") -> list[str]:

@@ -42,6 +42,7 @@ import pandas as pd
 from . import argocd, checks, cilium, evidence, lock
 from .cluster import pod_display_status, pod_ready
 from .errors import ClusterError
+from .watches import Changes
 
 if TYPE_CHECKING:
     from .session import Session
@@ -189,7 +190,8 @@ def kube_proxy_replacement(s: Session) -> Check:
     After a rollback (:func:`mode` flannel) the opposite is required: no Cilium config
     flag, and k3s's kube-proxy chains back on every node.
     """
-    table = cilium.kpr_evidence(s.cluster, s.nodes, s.params.cilium.namespace)
+    table = cilium.kpr_evidence(s.cluster, s.nodes, s.params.cilium.namespace,
+                                parallel=getattr(s.params.limits, "parallel_reads", 20))
     if mode(s) == "flannel":
         bad = [f"{r['node']}: no KUBE-SVC chains: k3s' kube-proxy is not serving Services"
                for r in table.to_dict("records") if not r["KUBE-SVC chains"]]
@@ -321,13 +323,15 @@ def remediate_lb(s: Session, check: Check, *, namespace: str = METALLB_NAMESPACE
             return ok, [] if ok else ["a new MetalLB controller pod Ready"]
 
         s.cluster.wait_for(controller_back, timeout=timeout, what="the MetalLB controller",
-                           interval=0.5, progress=s.progress)
+                           interval=0.5, progress=s.progress, watch=[("pods", namespace)])
         t0 = time.monotonic()
         again = lb_ips(s)
-        # the controller reassigns asynchronously: give it a little time
-        while not again.ok and time.monotonic() - t0 < min(timeout, 60):
-            time.sleep(1.0)
-            again = lb_ips(s)
+        # the controller reassigns asynchronously: give it a little time (re-checked at
+        # each Service change, every second at the latest)
+        with Changes(s.cluster, ["services"]) as changes:
+            while not again.ok and time.monotonic() - t0 < min(timeout, 60):
+                changes.wait(min(1.0, max(0.0, min(timeout, 60) - (time.monotonic() - t0))))
+                again = lb_ips(s)
     except Exception as e:
         s.journal.fail(entry, e)
         raise

@@ -140,7 +140,8 @@ class Twin:
         rt.store = Store()
         for t in builtin_types():
             rt.store.register(t)
-        rt.options["load_counts"] = fixtures.load_into(rt.store, fx)
+        # the fixture is the twin's own (fresh): the store keeps its objects, no copies
+        rt.options["load_counts"] = fixtures.load_into(rt.store, fx, adopt=True)
         if self.cilium_chart:
             rt.options["cilium_chart"] = str(self.cilium_chart)
         return rt

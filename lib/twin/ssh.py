@@ -285,8 +285,10 @@ class SSHServers:
         for name, node in rt.nodes.items():
             self._host_keys[name] = asyncssh.generate_private_key("ssh-ed25519",
                                                                   comment=f"root@{name}")
-            await self._listen(name, 0)
             self._unsubscribe.append(node.subscribe(self._on_node_event))
+        # every node's listener at once: at 500 nodes, one after the other costs seconds
+        await asyncio.gather(*(self._listen(name, 0) for name in rt.nodes))
+        self.ports = {name: self.ports[name] for name in rt.nodes}   # in the nodes' order
         self._write_known_hosts()
         rt.endpoints["ssh"] = dict(self.ports)
         self._watch.start()

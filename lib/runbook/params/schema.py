@@ -208,6 +208,10 @@ class Limits(_Model):
     """Blast-radius caps."""
 
     agent_batch_size: int = Field(1, ge=1, description="Agents restarted at once.")
+    parallel_reads: int = Field(20, ge=1, le=256, description=(
+        "Nodes read at once when gathering facts and running checks (read-only SSH "
+        "commands, a bounded pool). Changes are never fanned out this way: they keep "
+        "one server at a time and agents in agent_batch_size batches."))
     pod_restart_batch: int = Field(10, ge=1, description="Pods restarted at once.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Wait timeouts.")
     lock_seconds: int = Field(1800, ge=1, description="Lifetime of the migration lock (a Lease "

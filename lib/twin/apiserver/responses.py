@@ -12,6 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
+try:  # a fast encoder when installed (a dependency of the package); same JSON
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover
+    _msgspec = None
+
 JSON = "application/json"
 TABLE_VERSIONS = ("v1", "v1beta1")
 
@@ -33,10 +38,25 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
     return body
 
 
+def dumps(obj: Any) -> bytes:
+    """``obj`` as compact JSON bytes: the one encoder of every response and watch event.
+
+    msgspec when installed (8x the standard library on a page of 500 pods here:
+    ``benchmarks/json_codecs.py``); the standard library for what msgspec refuses, so
+    the output means the same (both write UTF-8 JSON; msgspec does not escape
+    non-ASCII, which JSON does not require).
+    """
+    if _msgspec is not None:
+        try:
+            return _msgspec.json.encode(obj)
+        except (TypeError, _msgspec.EncodeError):
+            pass
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def json_response(obj: Any, status: int = 200) -> web.Response:
     """``obj`` as a compact JSON response."""
-    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=status,
-                        content_type=JSON)
+    return web.Response(body=dumps(obj), status=status, content_type=JSON)
 
 
 def error_response(e: HTTPError) -> web.Response:

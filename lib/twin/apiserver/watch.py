@@ -8,7 +8,6 @@ answered as the real server does: a 200 stream with one 410 ERROR event.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -16,7 +15,7 @@ from aiohttp import web
 
 from .. import tables
 from ..store import Gone, ResourceType
-from .responses import JSON, HTTPError, accept_table, status_body
+from .responses import JSON, HTTPError, accept_table, dumps, status_body
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
@@ -138,7 +137,7 @@ class WatchRoutes:
                                       api_version=f"meta.k8s.io/{table_v}",
                                       list_metadata={"resourceVersion":
                                                      obj.get("metadata", {}).get("resourceVersion", "")})
-        return json.dumps({"type": ev.type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        return dumps({"type": ev.type, "object": obj}) + b"\n"
 
     async def _watch_gone(self, request: web.Request, message: str) -> web.StreamResponse:
         """An expired resourceVersion: a 200 stream with one ERROR event (as the real server)."""
@@ -151,5 +150,4 @@ class WatchRoutes:
 
     @staticmethod
     def _error_line(code: int, reason: str, message: str) -> bytes:
-        return json.dumps({"type": "ERROR", "object": status_body(code, reason, message)},
-                          separators=(",", ":")).encode() + b"\n"
+        return dumps({"type": "ERROR", "object": status_body(code, reason, message)}) + b"\n"

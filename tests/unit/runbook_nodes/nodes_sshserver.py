@@ -12,6 +12,7 @@ import hashlib
 import shlex
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 import paramiko
@@ -67,6 +68,11 @@ class FakeHost:
             return 0, b"6.1.0-18-amd64\n", b""
         if cmd == "fail":
             return 3, b"partial\n", b"boom token: s3cr3t-value\n"
+        if cmd == "spew":          # spew OUT ERR: that many bytes on stdout and stderr
+            return 0, b"o" * int(args[0]), b"e" * int(args[1])
+        if cmd == "sleep":
+            time.sleep(float(args[0]))
+            return 0, b"", b""
         if cmd == "ip" and args[:2] == ["link", "show"]:
             return (0, b"", b"") if args[2] in self.links else (1, b"", b"does not exist\n")
         if cmd == "ip" and args[:2] == ["link", "delete"]:

@@ -80,3 +80,49 @@ def test_failing_server_stops_before_agents():
     res = Fleet(nodes, 3).apply(lambda n: (_ for _ in ()).throw(RuntimeError("x")) if n.fail else 1,
                                 description="d")
     assert [o.status for o in res.outcomes] == ["failed"] + ["skipped"] * 6
+
+
+def test_read_reaches_every_node_at_once_within_the_bound():
+    nodes = [FakeNode(f"n{i}", "server" if i == 0 else "agent") for i in range(12)]
+    lock, live, peak = threading.Lock(), [0], [0]
+    all_in = threading.Barrier(4, timeout=5)
+
+    def op(n):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        if n.name in ("n0", "n1", "n2", "n3"):
+            all_in.wait()       # four reads in flight together, or this times out
+        time.sleep(0.01)
+        with lock:
+            live[0] -= 1
+        return n.name.upper()
+
+    res = Fleet(nodes, batch_size=1, parallel_reads=4).read(op, description="read")
+    assert res.ok and res.values() == {n.name: n.name.upper() for n in nodes}
+    assert peak[0] == 4                                   # bounded by parallel_reads
+    assert [o.node for o in res.outcomes] == [n.name for n in nodes]
+
+
+def test_read_does_not_skip_nodes_after_a_failure():
+    nodes = fleet_nodes(fail=("s1", "a3"))
+
+    def op(n):
+        if n.fail:
+            raise NodeError("unreachable", node=n.name)
+        return "ok"
+
+    res = Fleet(nodes, batch_size=2).read(op, description="facts")
+    assert [o.node for o in res.failed] == ["s1", "a3"]
+    assert not res.skipped and len(res.values()) == len(nodes) - 2
+    with pytest.raises(NodeError, match="facts: failed on 2 node"):
+        res.raise_for_failures()
+
+
+def test_read_with_one_worker_is_serial_and_apply_keeps_its_batches():
+    nodes = fleet_nodes()
+    seen = []
+    Fleet(nodes, batch_size=2, parallel_reads=1).read(lambda n: seen.append(n.name), description="r")
+    assert seen == [n.name for n in nodes]
+    assert [[n.name for n in b] for b in Fleet(nodes, batch_size=2, parallel_reads=50).batches()] == \
+        [["s1"], ["s2"], ["a1", "a2"], ["a3", "a4"], ["a5"]]

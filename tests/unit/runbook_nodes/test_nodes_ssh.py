@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -257,3 +258,28 @@ def test_other_key_type_known_is_refused_even_with_tofu(server, tmp_path):
     assert "MISMATCH" in str(ei.value) and "ssh-keygen -R" in str(ei.value)
     assert (tmp_path / "known_hosts").read_text() == line     # nothing appended
     assert server.host.lines == []
+
+
+def test_client_socket_sends_small_packets_at_once(server, tmp_path):
+    # TCP_NODELAY: a command's few small packets are not held for the peer's delayed ACK
+    node = make_node(server, tmp_path)
+    assert node.run("uname -r").ok
+    sock = node.client().get_transport().sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    node.close()
+
+
+def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):
+    # both far beyond the channel window: reading one to EOF first would deadlock
+    node = make_node(server, tmp_path)
+    r = node.run("spew %s %s", 3_000_000, 1_500_000, timeout=60)
+    assert r.rc == 0 and r.stdout == "o" * 3_000_000 and r.stderr == "e" * 1_500_000
+    node.close()
+
+
+def test_a_command_past_its_timeout_is_a_node_error(server, tmp_path):
+    node = make_node(server, tmp_path)
+    with pytest.raises(NodeError, match="timed out after 0.3s"):
+        node.run("sleep %s", 3, timeout=0.3)
+    assert node.run("uname -r").ok       # the next command reconnects
+    node.close()

@@ -1,0 +1,108 @@
+"""runbook.paging: pages read ahead, the continue token peeked, the collector held off."""
+from __future__ import annotations
+
+import gc
+import json
+import threading
+
+import pytest
+
+from runbook import paging
+from runbook.paging import Pager, loads, no_full_collections, peek_continue
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+
+def pages_of(n_pages: int, per_page: int = 3, *, spaced: bool = False) -> dict:
+    """token -> raw page, as an API server sends them (metadata before items)."""
+    out = {}
+    for i in range(n_pages):
+        token = None if i == 0 else f"tok{i}"
+        meta = {"resourceVersion": "7"}
+        if i < n_pages - 1:
+            meta["continue"] = f"tok{i + 1}"
+        doc = {"kind": "PodList", "metadata": meta,
+               "items": [{"n": i * per_page + k} for k in range(per_page)]}
+        out[token] = json.dumps(doc, separators=None if spaced else (",", ":")).encode()
+    return out
+
+
+def recorder(pages: dict):
+    calls: list = []
+    lock = threading.Lock()
+
+    def fetch(token):
+        with lock:
+            calls.append(token)
+        return pages[token]
+    return fetch, calls
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+@pytest.mark.parametrize("spaced", [True, False])
+def test_every_item_once_in_order_and_each_page_fetched_once(prefetch, spaced):
+    fetch, calls = recorder(pages_of(5, spaced=spaced))
+    items = [it["n"] for page in Pager(fetch, prefetch=prefetch) for it in page["items"]]
+    assert items == list(range(15))
+    assert sorted(calls, key=str) == sorted([None, "tok1", "tok2", "tok3", "tok4"], key=str)
+
+
+def test_a_wrong_guess_is_fetched_again_with_the_real_token():
+    # the body's head names a token the decoded metadata contradicts: never trust a guess
+    real = {"metadata": {"continue": "real"}, "items": [1]}
+    first = b'{"metadata":{"x":{"continue":"fake"},"continue":"real"},"items":[1]}'
+    assert peek_continue(first) == "fake"
+    pages = {None: first, "fake": b'{"metadata":{},"items":[99]}',
+             "real": b'{"metadata":{},"items":[2]}'}
+    fetch, calls = recorder(pages)
+    got = [i for page in Pager(fetch) for i in page["items"]]
+    assert got == [1, 2] and json.loads(first)["metadata"]["continue"] == real["metadata"]["continue"]
+    assert "real" in calls
+
+
+def test_a_missing_collection_yields_nothing():
+    assert list(Pager(lambda token: None)) == []
+
+
+def test_an_error_of_the_read_ahead_reaches_the_caller():
+    pages = pages_of(3)
+
+    def fetch(token):
+        if token == "tok2":
+            raise RuntimeError("410 Gone: continue token expired")
+        return pages[token]
+    with pytest.raises(RuntimeError, match="expired"):
+        list(Pager(fetch))
+
+
+def test_peek_continue_ignores_tokens_after_the_items():
+    assert peek_continue(b'{"metadata":{},"items":[{"continue":"no"}]}') is None
+    assert peek_continue(b'{"metadata": {"continue": "abc_-"}, "items": []}') == "abc_-"
+    assert peek_continue(b'{"metadata":{"continue":""},"items":[]}') is None
+
+
+def test_loads_reads_what_only_the_standard_library_reads():
+    assert loads(b'{"a": NaN}')["a"] != loads(b'{"a": NaN}')["a"]       # NaN, as json.loads
+    assert loads(b'{"big": 123456789012345678901234567890}')["big"] == 123456789012345678901234567890
+    with pytest.raises(ValueError):
+        loads(b'{"broken": ')
+
+
+def test_full_collections_are_held_off_inside_and_restored_after():
+    before = gc.get_threshold()
+    with no_full_collections():
+        assert gc.get_threshold()[2] > 1_000_000
+        with no_full_collections():       # nested (a pager inside a pager's consumer)
+            assert gc.get_threshold()[2] > 1_000_000
+        assert gc.get_threshold()[2] > 1_000_000
+    assert gc.get_threshold() == before
+    assert paging._gc_depth == 0
+
+
+def test_thresholds_are_restored_when_the_consumer_stops_early():
+    before = gc.get_threshold()
+    fetch, _ = recorder(pages_of(4))
+    it = iter(Pager(fetch))
+    next(it)
+    it.close()
+    assert gc.get_threshold() == before

@@ -102,7 +102,12 @@ class FleetResult(Generic[T]):
         if self.failed:
             lines = [f"{o.node}: {o.error}" for o in self.failed]
             untouched = [o.node for o in self.skipped]
-            msg = f"{self.description}: failed on {len(self.failed)} node(s)\n  " + "\n  ".join(lines)
+            msg = f"{self.description}: failed on {len(self.failed)} node(s)"
+            causes = {(o.error or "").splitlines()[0].replace(f"[{o.node}] ", "")
+                      for o in self.failed}
+            if len(causes) == 1:  # the same cause everywhere: say it on the first line
+                msg += f" ({next(iter(causes))})"
+            msg += "\n  " + "\n  ".join(lines)
             if untouched:
                 msg += "\n  not reached (left untouched): " + ", ".join(untouched)
             first = self.failed[0].exception

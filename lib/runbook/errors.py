@@ -244,3 +244,19 @@ class GateFailed(RunbookError):
             if len(self.details) > len(shown):
                 text += f"\n  ... and {len(self.details) - len(shown)} more"
         super().__init__(text, hint=hint)
+
+
+class DeferredStop(GateFailed):
+    """A deliberate stop: preflight's verdict is DEFER and nobody chose to go on.
+
+    Not a fault, so a notebook shows it as a short stop message naming the parameter
+    that goes on anyway, not as a traceback (IPython calls ``_render_traceback_``). A
+    headless run still stops here and is marked stopped, with exit code 1.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = ["STOPPED: " + self.gate]
+        lines += [f"  - {d}" for d in self.details]
+        if self.hint:
+            lines.append(self.hint)
+        return lines

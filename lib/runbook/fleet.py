@@ -53,8 +53,10 @@ class NodeOutcome(Generic[T]):
 class FleetResult(Generic[T]):
     """Per-node outcomes of :meth:`Fleet.apply`, in the order nodes were planned.
 
-    ``frame()`` columns: ``node``, ``role``, ``batch``, ``status`` (ok/failed/skipped),
-    ``error``, ``duration_s``, ``value``.
+    ``frame()`` columns: ``node``, ``role``, ``batch`` (counted from 1, as every table a
+    person reads: the restart order, the pod restart's progress), ``status``
+    (ok/failed/skipped), ``error``, ``duration_s``, ``value`` (in words, see
+    :func:`runbook.presentation.plain`).
     """
 
     description: str
@@ -85,11 +87,14 @@ class FleetResult(Generic[T]):
     def frame(self):  # -> pandas.DataFrame
         """The outcomes as a pandas DataFrame (columns documented on the class)."""
         import pandas as pd  # noqa: PLC0415
+
+        from .presentation import plain  # noqa: PLC0415
         return pd.DataFrame([{
-            "node": o.node, "role": o.role, "batch": o.batch, "status": o.status,
-            "error": redact_text(o.error) if o.error else None,
+            "node": o.node, "role": o.role, "batch": None if o.batch is None else o.batch + 1,
+            "status": o.status,
+            "error": redact_text(o.error) if o.error else "",
             "duration_s": round(o.duration, 2),
-            "value": redact_text(str(o.value)) if o.value is not None else None,
+            "value": redact_text(plain(o.value)) if o.value is not None else "",
         } for o in self.outcomes], columns=["node", "role", "batch", "status", "error",
                                             "duration_s", "value"])
 
@@ -111,7 +116,9 @@ class FleetResult(Generic[T]):
     def _repr_html_(self) -> str:
         head = (f"<p><b>{html.escape(self.description)}</b>: "
                 f"{'all ok' if self.ok else 'FAILED'}</p>")
-        return head + self.frame().to_html(index=False, escape=True)
+        from .presentation import frame_html  # noqa: PLC0415
+
+        return head + frame_html(self.frame())
 
 
 class Fleet:

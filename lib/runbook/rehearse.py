@@ -103,15 +103,18 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
         before = _config_digests(twin.state_dir)
         run_id = run_id or runner.new_run_id()
+        # The report is rendered once, at the end (a failed phase renders it at once too,
+        # so a rehearsal that dies later still leaves one).
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,
                              reports_dir=reports_dir, extra={"proceed_despite_deferral": True},
-                             progress=progress)
+                             progress=progress, render=not with_rollback)
         out.index_html = out.run.index_html
         if with_rollback:
             if not out.run.ok:
                 progress("migration failed: running the rollback from where it stopped")
             out.rollback = runner.run(twin.params_path, phases=["rollback"], execute=True,
-                                      run_id=run_id, reports_dir=reports_dir, progress=progress)
+                                      run_id=run_id, reports_dir=reports_dir, progress=progress,
+                                      render=False)
             out.checks = verify_back_on_flannel(twin, before)
             for name, c in out.checks.items():
                 progress(f"rollback check: {name}: {'OK' if c['ok'] else 'FAILED'} ({c['detail']})")
@@ -119,6 +122,7 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             path.write_text(json.dumps({"checks": out.checks, "ok": out.ok}, indent=2))
             os.chmod(path, 0o600)
             out.index_html = report.render_run(out.rollback.run_dir)
+            progress(f"report: {out.index_html}")
     finally:
         twin.stop()
         if tmp:

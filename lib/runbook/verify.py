@@ -42,6 +42,7 @@ import pandas as pd
 from . import argocd, checks, cilium, evidence, lock
 from .cluster import pod_display_status, pod_ready
 from .errors import ClusterError
+from .presentation import frame_html
 
 if TYPE_CHECKING:
     from .session import Session
@@ -83,7 +84,7 @@ class Check:
         if self.hint and not self.ok:
             body += f"<p><i>{html.escape(self.hint)}</i></p>"
         if isinstance(self.table, pd.DataFrame) and not self.table.empty:
-            body += self.table.to_html(index=False, max_rows=60)
+            body += frame_html(self.table, max_rows=60)
         return head + body
 
     def __repr__(self) -> str:
@@ -149,7 +150,7 @@ class Verification:
         return self.table().to_string(index=False)
 
     def _repr_html_(self) -> str:
-        return self.table().to_html(index=False)
+        return frame_html(self.table())
 
 
 def mode(s: Session) -> str:
@@ -367,6 +368,10 @@ def regression(s: Session) -> Check:
         rows.append({"check": c.name, "kind": c.kind, "ok": bool(ok), "seen": seen,
                      "expected": c.expect_output or (c.expect_status if c.kind == "http" else "rc=0")})
     table = pd.DataFrame(rows, columns=["check", "kind", "ok", "seen", "expected"])
+    if not rows:
+        checks.flag(s, "no-regression-checks", "the params list no regression checks "
+                    "(checks.regression is empty): only the ingress probes tested the data path; add "
+                    "the checks your services need (an HTTP status, or a command on a node)")
     bad = [f"{r.check}: {r.seen} (expected {r.expected})" for r in table.itertuples() if not r.ok]
     return Check("regression", not bad, f"every regression check passes ({len(rows)} checks)", bad, table)
 

@@ -370,7 +370,8 @@ def render_run(run_dir: str | os.PathLike) -> Path:
         chart=chart.ChartIdentity.from_dict(facts.get(chart.FACT)), attention=attention,
         outages=[{"label": w.label, "fact": w.fact, "opened_at": w.opened_at, "closed_at": w.closed_at,
                   "seconds": w.seconds, **outage.measure(w, samples)} for w in windows],
-        rollback_command=runinfo.rollback_command(info, default_reports_dir=REPORTS_DIR) if failure else None,
+        rollback_command=(runinfo.rollback_command(info, default_reports_dir=REPORTS_DIR)
+                          if failure and "EXECUTE" in runinfo.mode(info) else None),
         rehearsal=rehearsal, journal_facts=facts)
     _copy_docs(run_dir)
     index = run_dir / "index.html"

@@ -179,6 +179,8 @@ def _attention(d: IndexData) -> list[str]:
 
 
 def _failure(d: IndexData) -> list[str]:
+    from .runinfo import mode
+
     f = d.failure
     if not f:
         return []
@@ -193,6 +195,8 @@ def _failure(d: IndexData) -> list[str]:
            f"<div class='fail-box'>{_e(f['error'] or 'unknown error')}</div>"]
     if f.get("source"):
         out.append(f"<p>The failing step:</p><pre class='fail-box'>{_e(f['source'])}</pre>")
+    if not d.rollback_command and d.info and "EXECUTE" not in mode(d.info):
+        out.append("<p>This was a dry run: nothing was changed, so there is nothing to roll back.</p>")
     if d.rollback_command:
         kind = (d.info.get("target") or {}).get("kind")
         note = (" The twin of a <code>runbook rehearse</code> is stopped when the rehearsal ends: the "

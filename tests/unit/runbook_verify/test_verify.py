@@ -212,7 +212,7 @@ def test_lb_ips_and_metallb_remediation(tmp_path):
 
 
 def test_verification_collects_and_gates_once(tmp_path):
-    s = session(tmp_path, FakeCluster([]))
+    s = session(tmp_path, FakeCluster([]), facts={"cilium_installed": True})
     v = verify.Verification(s)
     v.add(verify.Check("a", True, "first"))
     v.add(verify.Check("b", False, "second", ["x", "y"]))
@@ -226,6 +226,19 @@ def test_verification_collects_and_gates_once(tmp_path):
     v.add(verify.Check("b", True, "second"))
     v.add(verify.Check("c", True, "third"))
     assert v.ok and v.gate(s).passed
+
+
+def test_a_dry_run_with_no_migration_recorded_shows_the_checks_but_skips_the_gate(tmp_path, capsys):
+    s = session(tmp_path, FakeCluster([]))                 # dry run, nothing in the journal
+    seen = []
+    s.gate = lambda cond, msg, **kw: seen.append((cond, kw.get("only_when_executing")))
+    v = verify.Verification(s)
+    v.add(verify.Check("kpr", False, "kube-proxy replacement really active"))
+    v.gate(s)
+    assert seen == [(False, True)] and "records no migration yet" in capsys.readouterr().out
+    s.execute = True                                        # executing: the gate holds as ever
+    with pytest.raises(GateFailed):
+        verify.Verification.gate(v, session(tmp_path, FakeCluster([]), execute=True))
 
 
 def test_regression_command_quotes_argv(tmp_path):

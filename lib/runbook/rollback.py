@@ -7,7 +7,7 @@ of the journal document and the node list, golden-tested under
 :mod:`runbook.rollback_checks` the read-only checks after them (every name the notebook
 uses is importable from here). The original Phase 22
 rollback missed half of this (defect 10): ``helm uninstall cilium``, deleting Cilium's
-interfaces and CILIUM chains BEFORE k3s stops (reference §5: otherwise the host can lose
+interfaces and CILIUM chains BEFORE k3s stops (docs/cilium-on-k3s.md §4: otherwise the host can lose
 connectivity, and flannel fails with "address already in use" while ``cilium_vxlan``
 holds UDP 8472), removing ``disable-kube-proxy`` (restoring the config byte-for-byte does
 it), and restarting the pods again.
@@ -135,7 +135,7 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
 
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
-    node Cilium may have run on, BEFORE k3s stops (reference §5). Idempotent."""
+    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4). Idempotent."""
     names = [n.node for n in rp.nodes if n.delete_cilium]
     if not names or not s.require_execute("deleting the Cilium interfaces and chains"):
         return None

@@ -42,7 +42,7 @@ from .outage import ts
 
 log = logging.getLogger("runbook.timeline")
 
-__all__ = ["live_network", "sample", "Sampler", "load", "CILIUM_AGENT_LABEL"]
+__all__ = ["live_network", "classify", "sample", "Sampler", "load", "CILIUM_AGENT_LABEL"]
 
 #: the label of Cilium's agent pods (the chart's DaemonSet)
 CILIUM_AGENT_LABEL = ("k8s-app", "cilium")
@@ -70,7 +70,15 @@ def _is_agent(pod: dict, namespace: str | None) -> bool:
 
 def live_network(nodes: list[dict], pods: list[dict], endpoints: list[dict], *,
                  cilium_namespace: str | None = "kube-system") -> tuple[int, int]:
-    """(pods with a live network, non-hostNetwork pods), from the cluster's own state.
+    """(pods with a live network, non-hostNetwork pods), from the cluster's own state
+    (:func:`classify` says which pod is which)."""
+    live = classify(nodes, pods, endpoints, cilium_namespace=cilium_namespace)
+    return sum(live.values()), len(live)
+
+
+def classify(nodes: list[dict], pods: list[dict], endpoints: list[dict], *,
+             cilium_namespace: str | None = "kube-system") -> dict[str, bool]:
+    """``namespace/name`` -> whether the pod has a live network, for every counted pod.
 
     A non-hostNetwork pod counts as live when it is Ready, its node is Ready, and the CNI
     in force on that node manages it:
@@ -91,23 +99,24 @@ def live_network(nodes: list[dict], pods: list[dict], endpoints: list[dict], *,
                     if _is_agent(p, cilium_namespace) and pod_ready(p)}
     ceps = {((e.get("metadata") or {}).get("namespace"), (e.get("metadata") or {}).get("name"))
             for e in endpoints}
-    total = live = 0
+    out: dict[str, bool] = {}
     for p in pods:
         spec, md = p.get("spec") or {}, p.get("metadata") or {}
         if spec.get("hostNetwork") or (p.get("status") or {}).get("phase") == "Succeeded":
             continue
-        total += 1
+        key = f"{md.get('namespace')}/{md.get('name')}"
         node = by_node.get(spec.get("nodeName"))
         if node is None or not node_ready(node) or not pod_ready(p) or md.get("deletionTimestamp"):
+            out[key] = False
             continue
         has_cep = (md.get("namespace"), md.get("name")) in ceps
         if spec.get("nodeName") in cilium_nodes:
-            live += has_cep
+            out[key] = has_cep
             continue
         back = ts(_condition(node, "Ready").get("lastTransitionTime"))
         made = _sandbox_time(p)
-        live += (not has_cep) and (back is None or made is None or made >= back)
-    return live, total
+        out[key] = (not has_cep) and (back is None or made is None or made >= back)
+    return out
 
 
 def sample(c: Cluster, *, cilium_namespace: str = "kube-system") -> dict[str, Any]:

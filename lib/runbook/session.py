@@ -359,11 +359,11 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     _show_whole_cells()
     if _in_kernel():
         presentation.install()
-    runinfo.record_session(rd, phase=phase, params=p, execute=execute)
     taken = None
     if execute and take_lock:
         lease = lock.acquire(c, rd.name, lease_seconds=p.limits.lock_seconds)
         taken = _record_takeover(j, lease)
+    runinfo.record_session(rd, phase=phase, params=p, execute=execute)
     s = Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,
                 cluster=c, journal=j, cluster_uid=uid)
     if taken:

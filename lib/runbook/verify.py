@@ -142,18 +142,16 @@ class Verification:
     def gate(self, s: Session) -> Any:
         """The one gate that stops the phase, listing every failed check.
 
-        A dry run whose run folder records no migration (no Cilium install, no rollback),
-        such as a first "Run All" in ``make lab``, shows the checks against the cluster as
-        it is and skips the gate: there is nothing to verify yet."""
-        if not s.execute and not (s.journal.get("cilium_installed") or s.journal.get("rolled_back")):
-            print("DRY RUN: this run folder records no migration yet, so the checks above describe "
-                  "the cluster as it is; the gate applies once 03-install (or 05-rollback) has run.")
-            return s.gate(self.ok, "every verification check passed", name="verification",
-                          only_when_executing=True)
+        When the run folder records no migration yet (no Cilium install, no rollback),
+        as in a first "Run All" in ``make lab``, the hint says so: the checks describe
+        the cluster as it is, and 01 to 03 come first."""
+        migrated = s.journal.get("cilium_installed") or s.journal.get("rolled_back")
+        hint = ("each failed check above says what to look at; Argo CD stays paused. "
+                "Fix and re-run 04-verify, or run 05-rollback to return to flannel") if migrated else \
+            ("this run folder records no migration yet, so the checks describe the cluster as it is: "
+             "run 01-preflight, 02-reconfigure and 03-install (execute=True) first, then 04-verify")
         return s.gate(self.ok, "every verification check passed", name="verification",
-                      details=self.failures,
-                      hint="each failed check above says what to look at; Argo CD stays paused. "
-                           "Fix and re-run 04-verify, or run 05-rollback to return to flannel")
+                      details=self.failures, hint=hint)
 
     def __repr__(self) -> str:
         return self.table().to_string(index=False)

@@ -2,9 +2,13 @@
 no parameters injected (the defaults: a dry run, the params from ``RUNBOOK_PARAMS``, one
 run folder shared through ``RUNBOOK_RUN_DIR``).
 
-Every notebook must end without a traceback. Minicloud's honest preflight verdict is
-DEFER, so 01-preflight must end with a short stop message that names the parameter to
-set, not with a Python stack; the other four must run to their last cell.
+Every notebook must end without a Python traceback:
+
+* minicloud's honest preflight verdict is DEFER, so 01-preflight ends with a short stop
+  message that names the parameter to set;
+* nothing was migrated, so 04-verify's gate fails, and says so as a message (what failed,
+  and that 01 to 03 come first), not as a stack;
+* 02-reconfigure, 03-install and 05-rollback show their plans and run to their last cell.
 """
 from __future__ import annotations
 
@@ -64,16 +68,31 @@ def test_run_all_of_preflight_ends_with_a_stop_message_naming_the_parameter(lab_
     assert len(errors) == 1, errors
     index, err = errors[0]
     assert err["ename"] == "DeferredStop"
-    text = "\n".join(err["traceback"])
+    text = _no_stack(err)
     assert text.startswith("STOPPED: the verdict is DEFER")
     assert "proceed_despite_deferral = True" in text
-    assert "Traceback" not in text and "File " not in text and ".py" not in text
     assert "execute_or_defer" in nb.cells[index].source        # it stopped at the gate, nothing after
     assert not any(c.get("outputs") for c in nb.cells[index + 1:] if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("name", ORDER[1:])
-def test_run_all_of_each_other_notebook_ends_without_a_traceback(name, lab_twin, monkeypatch):
+def _no_stack(err: dict) -> str:
+    text = "\n".join(err["traceback"])
+    assert "Traceback" not in text and "File " not in text and ".py" not in text, text
+    return text
+
+
+def test_run_all_of_verify_before_any_migration_ends_with_the_gate_as_a_message(lab_twin, monkeypatch):
+    twin, run_dir = lab_twin
+    nb = _run_all("04-verify", twin, run_dir, monkeypatch)
+    errors = _errors(nb)
+    assert len(errors) == 1 and errors[0][1]["ename"] == "GateFailed", errors
+    text = _no_stack(errors[0][1])
+    assert text.startswith("GATE FAILED: every verification check passed")
+    assert "records no migration yet" in text and "03-install" in text
+
+
+@pytest.mark.parametrize("name", ["02-reconfigure", "03-install", "05-rollback"])
+def test_run_all_of_each_planning_notebook_ends_without_an_error(name, lab_twin, monkeypatch):
     twin, run_dir = lab_twin
     nb = _run_all(name, twin, run_dir, monkeypatch)
     assert _errors(nb) == []

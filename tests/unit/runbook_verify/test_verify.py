@@ -228,17 +228,17 @@ def test_verification_collects_and_gates_once(tmp_path):
     assert v.ok and v.gate(s).passed
 
 
-def test_a_dry_run_with_no_migration_recorded_shows_the_checks_but_skips_the_gate(tmp_path, capsys):
-    s = session(tmp_path, FakeCluster([]))                 # dry run, nothing in the journal
-    seen = []
-    s.gate = lambda cond, msg, **kw: seen.append((cond, kw.get("only_when_executing")))
+def test_verify_before_any_migration_fails_with_a_hint_to_migrate_first(tmp_path):
+    s = session(tmp_path, FakeCluster([]))                 # nothing in the journal
     v = verify.Verification(s)
     v.add(verify.Check("kpr", False, "kube-proxy replacement really active"))
-    v.gate(s)
-    assert seen == [(False, True)] and "records no migration yet" in capsys.readouterr().out
-    s.execute = True                                        # executing: the gate holds as ever
-    with pytest.raises(GateFailed):
-        verify.Verification.gate(v, session(tmp_path, FakeCluster([]), execute=True))
+    with pytest.raises(GateFailed) as ei:
+        v.gate(s)
+    assert "records no migration yet" in ei.value.hint and "03-install" in ei.value.hint
+    migrated = session(tmp_path, FakeCluster([]), facts={"cilium_installed": True})
+    with pytest.raises(GateFailed) as ei:
+        verify.Verification.gate(v, migrated)
+    assert "05-rollback" in ei.value.hint
 
 
 def test_regression_command_quotes_argv(tmp_path):

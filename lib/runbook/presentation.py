@@ -91,12 +91,13 @@ def cell_html(value: Any) -> str:
     return html.escape(plain(value)).replace("/", "/<wbr>")
 
 
-def frame_html(df: Any, *, max_rows: int | None = 60) -> str:
+def frame_html(df: Any, *, max_rows: int | None = 60, min_rows: int = 20) -> str:
     """A DataFrame as an HTML table for a phase page.
 
     The default index (0, 1, 2 ...) is left out: it numbers nothing a person needs. A
-    named or non-default index is kept as the first column. Long tables show their
-    first and last rows with a line saying how many were left out.
+    named or non-default index is kept as the first column. A table longer than
+    ``max_rows`` shows its first and last ``min_rows / 2`` rows with a line saying how
+    many were left out (as pandas does).
     """
     import pandas as pd  # noqa: PLC0415
 
@@ -105,14 +106,14 @@ def frame_html(df: Any, *, max_rows: int | None = 60) -> str:
         frame = frame.reset_index()
     total = len(frame)
     cut = max_rows is not None and total > max_rows
+    half = max(1, min(min_rows, max_rows or min_rows) // 2)
     if cut:
-        half = max_rows // 2
         frame = pd.concat([frame.head(half), frame.tail(half)])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for i, rec in enumerate(frame.itertuples(index=False, name=None)):
-        if cut and i == max_rows // 2:
-            rows.append(f"<tr><td colspan='{len(frame.columns)}'>... {total - max_rows} more rows "
+        if cut and i == half:
+            rows.append(f"<tr><td colspan='{len(frame.columns)}'>... {total - 2 * half} more rows "
                         "(the full table is in the run folder's snapshots or the notebook)</td></tr>")
         rows.append("<tr>" + "".join(f"<td>{cell_html(v)}</td>" for v in rec) + "</tr>")
     foot = f"<p class='p22-rows'>{total} rows</p>" if cut else ""

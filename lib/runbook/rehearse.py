@@ -120,7 +120,6 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             path.write_text(json.dumps({"checks": out.checks, "ok": out.ok}, indent=2))
             os.chmod(path, 0o600)
             out.index_html = report.render_run(out.rollback.run_dir)
-            progress(f"report: {out.index_html}")
     finally:
         twin.stop()
         if tmp:

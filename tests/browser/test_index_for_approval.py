@@ -161,3 +161,17 @@ def test_every_page_has_one_title_a_way_back_and_its_contents(rehearsal, chromiu
     assert (run / "html" / "03-install.html").read_text().count("helm list --namespace") == 1
     batches = re.findall(r"<td>(?:set-hog|fast-skunk|fast-heron)</td><td>(?:server|agent)</td><td>(\d+)</td>", rollback)
     assert batches and min(int(b) for b in batches) == 1
+
+
+def test_a_defer_verdict_stops_a_headless_run_and_the_index_says_how_to_go_on(deferred_run, chromium) -> None:
+    assert [p.status for p in deferred_run.phases] == ["stopped", "not-run"]
+    assert not deferred_run.ok and deferred_run.failed.phase == "preflight"
+    assert deferred_run.failed.error.startswith("DeferredStop")
+    phases = json.loads((deferred_run.run_dir / "phases.json").read_text())
+    assert [(p["phase"], p["status"]) for p in phases] == [("preflight", "stopped")]
+    dom = chromium.dump_dom(deferred_run.index_html)
+    assert "RUN STOPPED at preflight: a deliberate stop" in dom
+    stopped = _text(_section(dom, "stopped"))
+    assert "proceed_despite_deferral" in stopped and "the verdict is DEFER" in stopped
+    assert "This was a dry run" in stopped and "To roll this run back" not in stopped
+    assert re.search(r"<tr data-phase=\"preflight\"><td>.*?</td><td class=\"stopped\">STOPPED", dom)

@@ -220,3 +220,26 @@ def test_a_phase_page_has_the_title_a_bar_back_to_the_index_and_contents(tmp_pat
     assert [t for t in re.findall(r">([^<>]+)</a>", toc)] == ["Connect and validate", "A detail", "Summary"]
     for anchor in re.findall(r"href='#([^']+)'", toc):
         assert f'id="{anchor}"' in page
+
+
+def test_attention_items_and_lost_evidence_are_read_back_with_their_cells(tmp_path):
+    from runbook import evidence
+
+    flagged = v4.new_code_cell("preflight.execute_or_defer(s, decision, True)")
+    flagged.id = "c-defer"
+    flagged.outputs = [v4.new_output("display_data", data={
+        evidence.MIMETYPE: {"kind": "deferral-overridden", "message": "went on", "phase": "preflight"},
+        "text/plain": "[evidence] attention/deferral-overridden/1 = ..."},
+        metadata={"name": "attention/deferral-overridden/1"})]
+    lost = v4.new_code_cell("s.gate(ok, 'x')")
+    lost.id = "c-lost"
+    lost.outputs = [v4.new_output("display_data", data={
+        "text/plain": "EVIDENCE LOST: gate/x was not recorded (OSError: disk full); the report index will not show it",
+        "text/html": "<div>lost</div>"})]
+    nb = v4.new_notebook(cells=[flagged, lost])
+    items = report._attention("preflight", nb, Path("html/01-preflight.html"),
+                              {"evidence_lost": [{"name": "gate/x", "reason": "OSError: disk full"}]})
+    assert [(i["kind"], i["link"]) for i in items] == [
+        ("deferral-overridden", "html/01-preflight.html#cell-id=c-defer"),
+        ("evidence-lost", "html/01-preflight.html#cell-id=c-lost")]     # listed once, at its cell
+    assert items[1]["message"].startswith("EVIDENCE LOST: gate/x")

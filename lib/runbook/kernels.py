@@ -7,9 +7,11 @@ kernel on the ``ipc`` transport uses Unix sockets instead, in a folder only this
 can open, and the warning (rightly) goes away.
 
 Unix socket paths are limited to about 100 bytes, and the default place (next to the
-connection file, in the Jupyter runtime folder) can be longer than that in a test's
-temporary folder; the sockets therefore live in one short private folder per process,
-removed at exit.
+connection file, in the Jupyter runtime folder) is easily longer than that (a deep
+project folder, a test's temporary folder); the sockets therefore live in one short
+private folder per process (``/tmp/p22k-…``), removed at exit. Kernels sharing the
+folder do not collide: each socket's name ends with a port number that is checked to
+be unused. ``runbook lab`` gives JupyterLab's kernels the same kind of folder.
 
 Example:
     >>> import papermill as pm                                     # doctest: +SKIP

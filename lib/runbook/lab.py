@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import kernels
+
 __all__ = ["port_free", "LabConfig", "write_config", "serve", "jupyter_binary", "PortBusy"]
 
 
@@ -72,8 +74,12 @@ class LabConfig:
         return f"http://127.0.0.1:{self.port}/lab?token={self.token}"
 
 
-def write_config(state_dir: Path, *, port: int, root_dir: Path) -> LabConfig:
-    """A JupyterLab config file (0600) holding the token, the address and the kernels' transport."""
+def write_config(state_dir: Path, *, port: int, root_dir: Path, sockets: str | None = None) -> LabConfig:
+    """A JupyterLab config file (0600) holding the token, the address and the kernels' transport.
+
+    ``sockets``: the path prefix of the kernels' Unix sockets (default: a short private
+    folder, :func:`runbook.kernels.socket_dir`). A socket path must stay under about 100
+    bytes, which a prefix in a deep state folder would not."""
     folder = Path(state_dir) / "lab"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -84,7 +90,8 @@ def write_config(state_dir: Path, *, port: int, root_dir: Path) -> LabConfig:
         "IdentityProvider": {"token": token},
         "ServerApp": {"ip": "127.0.0.1", "port": port, "port_retries": 0, "open_browser": False,
                       "root_dir": str(root_dir), "allow_root": hasattr(os, "geteuid") and os.geteuid() == 0},
-        "KernelManager": {"transport": "ipc"},
+        "KernelManager": {"transport": "ipc",
+                          "ip": sockets or os.path.join(kernels.socket_dir(), "lab")},
     }
     path = folder / "jupyter_lab_config.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

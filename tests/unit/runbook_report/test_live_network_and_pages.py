@@ -243,3 +243,10 @@ def test_attention_items_and_lost_evidence_are_read_back_with_their_cells(tmp_pa
         ("deferral-overridden", "html/01-preflight.html#cell-id=c-defer"),
         ("evidence-lost", "html/01-preflight.html#cell-id=c-lost")]     # listed once, at its cell
     assert items[1]["message"].startswith("EVIDENCE LOST: gate/x")
+
+
+def test_the_official_archive_is_recognised_as_official(tmp_path, cilium_chart):
+    """The real helm.cilium.io archive (when the suite is given one) matches the digest
+    the runbook carries for 1.19.3."""
+    ident = _identify(_cache(tmp_path, cilium_chart.read_bytes()))
+    assert ident.official and ident.banner() is None and ident.sha256 == chart.OFFICIAL_SHA256["1.19.3"]

@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 # (tests/helpers/migrated_run.py).
 PYTEST_WORKERS ?= 4
 XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
+LAB_PORT ?= 8888
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark benchmark-paging \
         benchmark-rehearse benchmark-fanout benchmark-snapshot benchmark-json
@@ -19,11 +20,17 @@ XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist load
 venv: $(STAMP)
 
 # Re-install only when the dependency list changes; the package itself is editable.
+# JupyterLab (the [lab] extra) is installed too: `make lab` needs it and the test suite
+# checks the lab (tests/integration/lab).
 $(STAMP): pyproject.toml
+	@echo "==> [1/3] creating the virtual environment $(VENV) ($(PYTHON))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@echo "==> [2/3] upgrading pip"
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@echo "==> [3/3] installing the runbook with its dependencies, test tools and JupyterLab (a few minutes; pip names each package)"
+	@$(BIN)/python -m pip install --progress-bar off -e '.[test,lab]'
 	@touch $(STAMP)
+	@echo "==> $(VENV) is ready"
 
 test: venv
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
@@ -42,8 +49,7 @@ rehearse: venv
 	$(BIN)/runbook rehearse --with-rollback
 
 lab: venv
-	$(BIN)/python -m pip install -q -e '.[test,lab]'
-	$(BIN)/runbook lab
+	$(BIN)/runbook lab --port $(LAB_PORT)
 
 # Each benchmark prints a table with the load average beside it; nothing is asserted.
 benchmark: benchmark-json benchmark-fanout benchmark-rehearse benchmark-paging benchmark-snapshot

@@ -66,6 +66,11 @@ class App:
         return "auto" + (f" ({', '.join(flags)})" if flags else "")
 
 
+def _words(automated: dict | None) -> str:
+    """An ``automated`` block in words (``auto (prune, selfHeal)``, ``manual``)."""
+    return App("", "", automated).policy_words()
+
+
 @dataclass
 class Risk:
     app: str
@@ -266,9 +271,9 @@ def resume(cluster: Cluster, journal: Any, *, namespace: str = "argocd",
             _set_automated(cluster, path, obj, "/spec/syncPolicy/automated", want)
             journal.complete(entry)
             now = _automated(cluster.request("GET", path))
-            rows.append({"app": key, "restore": str(want), "matches": now == want})
+            rows.append({"app": key, "restore": f"set back to {_words(want)}", "matches": now == want})
         else:
-            rows.append({"app": key, "restore": f"would set automated: {want}", "matches": False})
+            rows.append({"app": key, "restore": f"would set back to {_words(want)}", "matches": False})
     return pd.DataFrame(rows, columns=["app", "restore", "matches"])
 
 

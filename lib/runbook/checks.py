@@ -31,6 +31,7 @@ from . import evidence
 from .errors import GateFailed, LoopbackViolation
 from .params import split_host_port
 from .safety import require_loopback
+from .presentation import frame_html
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +52,8 @@ class GateResult:
     details: list[str] = field(default_factory=list)
     hint: str | None = None
     at: float = field(default_factory=time.time)
+    #: passed only because a person chose to go on (shown as OVERRIDDEN, not as a pass)
+    overridden: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +66,7 @@ def _slug(text: str) -> str:
 def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
          hint: str | None = None, name: str | None = None, record: bool = True,
          gates: list[GateResult] | None = None,
-         lost: list[EvidenceLost] | None = None) -> GateResult:
+         lost: list[EvidenceLost] | None = None, overridden: bool = False) -> GateResult:
     """Require ``condition``; raise :class:`GateFailed` (the phase stops here) otherwise.
 
     In a notebook call it as ``s.gate(...)`` (:meth:`runbook.session.Session.gate`),
@@ -81,6 +84,7 @@ def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
             the gate still holds or fails as it should.
         gates: the list this result is appended to (the session's gates).
         lost: the list evidence that could not be recorded is appended to.
+        overridden: the condition holds only because a person chose to go on.
 
     Returns:
         the passed :class:`GateResult`.
@@ -90,7 +94,7 @@ def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
         ...        details=[f"{p.namespace}/{p.name}" for p in unmanaged])   # doctest: +SKIP
     """
     result = GateResult(name or _slug(message), bool(condition), message,
-                        [str(d) for d in (details or [])], hint)
+                        [str(d) for d in (details or [])], hint, overridden=bool(overridden and condition))
     if gates is not None:
         gates.append(result)
     if record:
@@ -98,6 +102,14 @@ def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
     if not result.passed:
         raise GateFailed(message, details=result.details, hint=hint, data=result)
     return result
+
+
+def flag(s: Any, kind: str, message: str) -> None:
+    """``s.attention(kind, message)`` when ``s`` is a session that has it (a phase helper
+    called with a stand-in session in a unit test just goes on)."""
+    attention = getattr(s, "attention", None)
+    if callable(attention):
+        attention(kind, message)
 
 
 def gate_summary(gates: Iterable[GateResult]) -> pd.DataFrame:
@@ -309,7 +321,7 @@ class SnapshotDiff:
                 f"fewer pods: {len(self.fewer)}, new: {len(self.new)}, "
                 f"IP changes: {len(self.ip_changes)}, restarted: {len(self.restarts)}</p>")
         bad = self.by_workload[self.by_workload["delta"] != 0]
-        return head + (bad.to_html(index=False) if not bad.empty else "<p>no count changes</p>")
+        return head + (frame_html(bad) if not bad.empty else "<p>no count changes</p>")
 
 
 def compare_snapshots(before_pods: Any, after_pods: Any) -> SnapshotDiff:
@@ -399,7 +411,7 @@ class LbIpDiff:
         return self.lost + self.changed
 
     def _repr_html_(self) -> str:
-        return self.table.to_html(index=False)
+        return frame_html(self.table)
 
 
 def _ips(value: Any) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from .cluster import Cluster, pod_ready
 from .errors import GateFailed, RunbookError
 from .fleet import Fleet
 from .pods import pod_problem  # noqa: F401 - re-exported: cilium.pod_problem
+from .presentation import frame_html
 from .watches import Changes, log_wait
 
 COMPONENTS = [("DaemonSet", "cilium"), ("DaemonSet", "cilium-envoy"),
@@ -88,7 +89,7 @@ class CiliumStatus:
                 f"{self.managed}/{self.total} managed by Cilium · KubeProxyReplacement: "
                 f"{'True' if self.kube_proxy_replacement else 'False'}</p>")
         probs = "".join(f"<li>{p}</li>" for p in self.agent_problems[:20])
-        return head + self.table().to_html(index=False) + (f"<ul>{probs}</ul>" if probs else "")
+        return head + frame_html(self.table()) + (f"<ul>{probs}</ul>" if probs else "")
 
 
 def _component(cluster: Cluster, kind: str, name: str, namespace: str) -> Component:

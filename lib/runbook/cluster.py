@@ -135,8 +135,11 @@ class Cluster:
         from kubernetes.client import Configuration
 
         if not Path(self.kubeconfig).is_file():
-            raise ClusterError(f"kubeconfig not found: {self.kubeconfig}",
-                               hint="check target.kubeconfig in the params file")
+            raise ClusterError(f"kubeconfig not found: {self.kubeconfig}", hint=(
+                "a twin writes its kubeconfig next to its params.yaml when it starts: is it running? "
+                "Start one with `.venv/bin/runbook twin up --state-dir .twin` (then use "
+                ".twin/params.yaml), or rehearse everything with `make rehearse`"
+                if self.kind == "twin" else "check target.kubeconfig in the params file"))
         cfg = Configuration()
         try:
             kconfig.load_kube_config(config_file=self.kubeconfig, context=self.context,

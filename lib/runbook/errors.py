@@ -244,3 +244,30 @@ class GateFailed(RunbookError):
             if len(self.details) > len(shown):
                 text += f"\n  ... and {len(self.details) - len(shown)} more"
         super().__init__(text, hint=hint)
+
+    def _render_traceback_(self) -> list[str]:
+        """What a notebook (IPython) shows for a failed gate: the requirement, what broke
+        it and the hint. A gate is the runbook's own verdict, not a crash: no Python stack."""
+        return _gate_lines("GATE FAILED", self)
+
+
+def _gate_lines(kind: str, e: GateFailed) -> list[str]:
+    lines = [f"{kind}: {e.gate}"]
+    lines += [f"  - {d}" for d in e.details[:30]]
+    if len(e.details) > 30:
+        lines.append(f"  ... and {len(e.details) - 30} more")
+    if e.hint:
+        lines.append(f"  hint: {e.hint}")
+    return lines
+
+
+class DeferredStop(GateFailed):
+    """A deliberate stop: preflight's verdict is DEFER and nobody chose to go on.
+
+    Not a fault, so a notebook shows it as a short stop message naming the parameter
+    that goes on anyway, not as a traceback (IPython calls ``_render_traceback_``). A
+    headless run still stops here and is marked stopped, with exit code 1.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return _gate_lines("STOPPED", self)

@@ -119,7 +119,11 @@ def record(name: str, value: Any) -> Any:
     if not _NAME_RE.match(name):
         raise ValueError(f"evidence name {name!r} must be a plain key")
     clean = redact_value(value)
-    bundle = {MIMETYPE: clean, "text/plain": f"[evidence] {name} = {_short(clean)}"}
+    # JupyterLab (and VS Code) show the richest type they can render: an HTML comment,
+    # i.e. nothing, so the record stays out of sight there as on the report's pages. The
+    # text/plain line remains for plain-text consumers (a terminal, nbconvert --to text).
+    bundle = {MIMETYPE: clean, "text/html": f"<!-- phase22 evidence: {html.escape(name)} -->",
+              "text/plain": f"[evidence] {name} = {_short(clean)}"}
     try:
         from IPython import get_ipython  # noqa: PLC0415
         from IPython.display import display  # noqa: PLC0415
@@ -240,7 +244,13 @@ def read_records(notebook_path: str | os.PathLike[str]) -> dict[str, Any]:
     import nbformat  # noqa: PLC0415
 
     nb = nbformat.read(str(notebook_path), as_version=4)
-    out: dict[str, Any] = {}
+    return {name: value for name, (value, _cell) in records_with_cells(nb).items()}
+
+
+def records_with_cells(nb: Any) -> dict[str, tuple[Any, str | None]]:
+    """name -> (value, id of the cell that recorded it), from a read notebook (later
+    records win). The cell id is the anchor the report links to (``#cell-id=<id>``)."""
+    out: dict[str, tuple[Any, str | None]] = {}
     for cell in nb.cells:
         if cell.get("cell_type") != "code":
             continue
@@ -251,7 +261,20 @@ def read_records(notebook_path: str | os.PathLike[str]) -> dict[str, Any]:
             meta = o.get("metadata") or {}
             name = meta.get("name") or (meta.get(MIMETYPE) or {}).get("name")
             if name:
-                out[name] = data[MIMETYPE]
+                out[name] = (data[MIMETYPE], cell.get("id"))
+    return out
+
+
+def lost_in(nb: Any) -> list[tuple[str, str | None]]:
+    """(the ``EVIDENCE LOST`` line, id of its cell) for each warning shown in a read
+    notebook: evidence that could not be recorded leaves only this trace."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            text = (o.get("data") or {}).get("text/plain") or ""
+            text = "".join(text) if isinstance(text, list) else str(text)
+            if text.startswith("EVIDENCE LOST:"):
+                out.append((text.strip(), cell.get("id")))
     return out
 
 

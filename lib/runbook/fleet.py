@@ -57,8 +57,10 @@ class NodeOutcome(Generic[T]):
 class FleetResult(Generic[T]):
     """Per-node outcomes of :meth:`Fleet.apply`, in the order nodes were planned.
 
-    ``frame()`` columns: ``node``, ``role``, ``batch``, ``status`` (ok/failed/skipped),
-    ``error``, ``duration_s``, ``value``.
+    ``frame()`` columns: ``node``, ``role``, ``batch`` (counted from 1 within the node's
+    role, as the restart order shows it: servers 1, 2 ... one at a time, then agents
+    1, 2 ...), ``status`` (ok/failed/skipped), ``error``, ``duration_s``, ``value`` (in
+    words, see :func:`runbook.presentation.plain`).
     """
 
     description: str
@@ -89,13 +91,25 @@ class FleetResult(Generic[T]):
     def frame(self):  # -> pandas.DataFrame
         """The outcomes as a pandas DataFrame (columns documented on the class)."""
         import pandas as pd  # noqa: PLC0415
+
+        from .presentation import plain  # noqa: PLC0415
         return pd.DataFrame([{
-            "node": o.node, "role": o.role, "batch": o.batch, "status": o.status,
-            "error": redact_text(o.error) if o.error else None,
+            "node": o.node, "role": o.role, "batch": self._batch_in_role(o),
+            "status": o.status,
+            "error": redact_text(o.error) if o.error else "",
             "duration_s": round(o.duration, 2),
-            "value": redact_text(str(o.value)) if o.value is not None else None,
+            "value": redact_text(plain(o.value)) if o.value is not None else "",
         } for o in self.outcomes], columns=["node", "role", "batch", "status", "error",
                                             "duration_s", "value"])
+
+    def _batch_in_role(self, o: NodeOutcome[T]) -> int | None:
+        """``o``'s batch counted from 1 among its role's batches (servers come first)."""
+        if o.batch is None:
+            return None
+        if o.role == "server":
+            return o.batch + 1
+        servers = {x.batch for x in self.outcomes if x.role == "server" and x.batch is not None}
+        return o.batch - len(servers) + 1
 
     def raise_for_failures(self) -> "FleetResult[T]":
         """Raise :class:`NodeError` naming failed and untouched nodes, if any failed."""
@@ -120,7 +134,9 @@ class FleetResult(Generic[T]):
     def _repr_html_(self) -> str:
         head = (f"<p><b>{html.escape(self.description)}</b>: "
                 f"{'all ok' if self.ok else 'FAILED'}</p>")
-        return head + self.frame().to_html(index=False, escape=True)
+        from .presentation import frame_html  # noqa: PLC0415
+
+        return head + frame_html(self.frame())
 
 
 class Fleet:

@@ -33,15 +33,15 @@ import hashlib
 import html
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import cilium, pods
+from . import chart, checks, cilium, outage, pods
 from .cluster import node_ready
 from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
+from .presentation import frame_html
 
 if TYPE_CHECKING:
     from .session import Session
@@ -61,10 +61,6 @@ HELM_WAIT_PROVES = pd.DataFrame([
      "sandbox until restarted (defect 6)"),
     ("LoadBalancer IPs and ingress hosts answer", "no: verify probes every one"),
 ], columns=["what", "does helm --wait prove it?"])
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -107,7 +103,7 @@ class InstallPlan:
 
     def _repr_html_(self) -> str:
         cmds = "\n".join(f"$ {c}" for c in self.commands)
-        return f"<pre>{html.escape(cmds)}</pre>" + self.frame().to_html(index=False)
+        return f"<pre>{html.escape(cmds)}</pre>" + frame_html(self.frame())
 
 
 class ValuesView:
@@ -166,19 +162,28 @@ class HelmOutcome:
     revision: int | None
     seconds: float
     results: list[Any] = field(default_factory=list)
+    #: the archive installed and whether it is the official one (:mod:`runbook.chart`)
+    chart: Any = None
 
     def _repr_html_(self) -> str:
         body = "".join(r._repr_html_() for r in self.results)
+        ident = self.chart._repr_html_() if self.chart is not None else ""
         return (f"<p>helm: <b>{html.escape(self.action)}</b> (revision {self.revision}, "
-                f"{self.seconds:.1f}s)</p>" + body)
+                f"{self.seconds:.1f}s)</p>" + ident + body)
 
     def __repr__(self) -> str:
         return f"HelmOutcome({self.action!r}, revision={self.revision}, seconds={self.seconds:.1f})"
 
 
-def _deployed_same(h: Helm, ip: InstallPlan, values: dict[str, Any]) -> tuple[bool, int | None]:
-    """True when the release is deployed with the planned chart version and values."""
-    if not h.is_installed(ip.release, namespace=ip.namespace):
+def _deployed_same(h: Helm, ip: InstallPlan, values: dict[str, Any], *,
+                   installed: bool | None = None) -> tuple[bool, int | None]:
+    """True when the release is deployed with the planned chart version and values.
+
+    ``installed``: whether ``helm list`` shows the release, when the caller asked already
+    (so the page shows ``helm list`` once); None asks helm here."""
+    if installed is None:
+        installed = h.is_installed(ip.release, namespace=ip.namespace)
+    if not installed:
         return False, None
     st = h.status(ip.release, namespace=ip.namespace)
     info = st.get("info") or {}
@@ -207,12 +212,12 @@ def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     t0 = time.monotonic()
     h.repo_add(ip.repo_name, ip.repo_url)
     h.repo_update(ip.repo_name)
-    same, rev = _deployed_same(h, ip, s.values)
+    existed = h.is_installed(ip.release, namespace=ip.namespace)
+    same, rev = _deployed_same(h, ip, s.values, installed=existed)
     if same:
         s.journal.set("cilium_installed", True)
         return HelmOutcome("already deployed with this version and these values", rev,
-                           time.monotonic() - t0, list(h.results))
-    existed = h.is_installed(ip.release, namespace=ip.namespace)
+                           time.monotonic() - t0, list(h.results), _identify_chart(s, ip))
     entry = s.journal.record(STEP_HELM, f"helm upgrade --install {ip.release} {ip.chart} "
                              f"--version {ip.version}", data=ip.journal_data())
     try:
@@ -241,7 +246,18 @@ def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     s.journal.set("cilium_installed", True)
     s.figure("helm_seconds", round(time.monotonic() - t0, 1))
     return HelmOutcome("upgraded" if existed else "installed", revision, time.monotonic() - t0,
-                       list(h.results))
+                       list(h.results), _identify_chart(s, ip))
+
+
+def _identify_chart(s: Session, ip: InstallPlan) -> Any:
+    """The installed archive's identity (fact ``cilium_chart``); a failure to tell is itself
+    something to look at, never a reason to fail an install that worked."""
+    try:
+        return chart.record(s, repo=ip.repo_name, repo_url=ip.repo_url, chart=ip.chart.split("/")[-1],
+                            version=ip.version)
+    except Exception as e:  # noqa: BLE001 - the index then says "not identified"
+        print(f"the installed chart could not be identified: {type(e).__name__}: {e}")
+        return None
 
 
 def wait_ready(s: Session) -> cilium.CiliumStatus:
@@ -305,6 +321,9 @@ def restart_pods(s: Session) -> pods.RestartResult | None:
                        timeout=s.params.limits.timeouts.pods_ready, timeout_scope="run",
                        progress=s.progress)
     s.figure("pods_restarted", len(res.deleted))
+    text = pods.follow_up_text(res.skipped, after="the install")
+    if text:
+        checks.flag(s, "pods-skipped", text)
     return res
 
 
@@ -349,12 +368,8 @@ def close_window(s: Session, check: ManagedCheck) -> dict[str, Any] | None:
     if win.get("closed_at"):
         s.figure("no_cni_window_seconds", win.get("seconds"))
         return win
-    closed = _now()
-    opened = datetime.fromisoformat(str(win["opened_at"]).replace("Z", "+00:00"))
-    seconds = round((datetime.fromisoformat(closed.replace("Z", "+00:00")) - opened).total_seconds(), 1)
-    win = {**win, "closed_at": closed, "seconds": seconds}
-    s.journal.set("no_cni_window", win)
-    s.figure("no_cni_window_seconds", seconds)
+    win = outage.close_window(s.journal, "no_cni_window")
+    s.figure("no_cni_window_seconds", win.get("seconds"))
     return win
 
 

@@ -1,7 +1,7 @@
 """Plan the k3s ``config.yaml`` edits of the migration, node by node.
 
 The Phase 22 text wrote ``flannel-backend: none`` and ``disable-network-policy: true``
-on every node and never ``disable-kube-proxy``. The right edit (reference §1, defects 1
+on every node and never ``disable-kube-proxy``. The right edit (docs/cilium-on-k3s.md §1, defects 1
 and 2) is:
 
 * servers get the three server-only options; ``disable-kube-proxy: true`` exactly when

@@ -12,6 +12,8 @@ Example:
     '05-rollback.ipynb'
     >>> phases.get("install").direction
     'migration'
+    >>> phases.get("preflight").full_title
+    'Phase 22 · 01 — Preflight'
 """
 from __future__ import annotations
 
@@ -34,15 +36,21 @@ class Phase:
     name: str
     notebook: str
     direction: Literal["migration", "rollback"]
+    title: str = ""
+
+    @property
+    def full_title(self) -> str:
+        """The title every page, heading and table uses: ``Phase 22 · 01 — Preflight``."""
+        return f"Phase 22 · {self.notebook[:2]} — {self.title}"
 
 
 #: Every phase, in the order a run executes them and the report shows them.
 ALL: tuple[Phase, ...] = (
-    Phase("preflight", "01-preflight.ipynb", "migration"),
-    Phase("reconfigure", "02-reconfigure.ipynb", "migration"),
-    Phase("install", "03-install.ipynb", "migration"),
-    Phase("verify", "04-verify.ipynb", "migration"),
-    Phase("rollback", "05-rollback.ipynb", "rollback"),
+    Phase("preflight", "01-preflight.ipynb", "migration", "Preflight"),
+    Phase("reconfigure", "02-reconfigure.ipynb", "migration", "Reconfigure"),
+    Phase("install", "03-install.ipynb", "migration", "Install"),
+    Phase("verify", "04-verify.ipynb", "migration", "Verify"),
+    Phase("rollback", "05-rollback.ipynb", "rollback", "Rollback"),
 )
 
 #: phase name -> notebook file, in run order.

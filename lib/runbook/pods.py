@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 import pandas as pd
 
 from .cluster import pod_display_status, pod_ready
+from .presentation import frame_html
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RECREATING_OWNERS", "OwnerPolicy", "POLICIES", "PHASE_POLICY", "policy_for",
            "owner_of", "owner_class", "pod_key", "pod_problem", "SkippedPod", "RestartPlan",
-           "plan_restart", "RestartResult", "restart", "wait_replacements", "STEP"]
+           "plan_restart", "RestartResult", "restart", "wait_replacements", "STEP", "follow_up_text"]
 
 #: the journal step of every restart batch (install and rollback)
 STEP = "restart-pods"
@@ -192,6 +193,25 @@ class SkippedPod:
         return f"{self.pod} ({self.reason})"
 
 
+def follow_up_text(skipped: list[SkippedPod], *, after: str, limit: int = 20) -> str | None:
+    r"""The pods a restart left alone as one message for the report's "Needs attention"
+    (one line per pod, with its owner and what to do), or None when none was left.
+
+    Example:
+        >>> follow_up_text([SkippedPod("ns/p", "n1", None, None, "no controller: recreate it by hand")],
+        ...                after="the install")
+        '1 pod was not restarted by the install; a person must:\nns/p (no controller: recreate it by hand)'
+    """
+    if not skipped:
+        return None
+    lines = [str(sk) for sk in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"... and {len(skipped) - limit} more (see the phase page)")
+    n = len(skipped)
+    return (f"{n} pod{' was' if n == 1 else 's were'} not restarted by {after}; a person must:\n"
+            + "\n".join(lines))
+
+
 def _skip(pod: dict) -> SkippedPod:
     kind, name = owner_of(pod)
     reason = (f"owned by {kind}/{name}: restart it through its operator" if kind
@@ -254,7 +274,7 @@ class RestartResult:
         head = (f"<p>Restarted <b>{len(self.deleted)}</b> pod(s) in {self.batches} batch(es) "
                 f"in {self.seconds:.1f}s; skipped {len(self.skipped)}.</p>")
         follow = "".join(f"<li>{html.escape(line)}</li>" for line in self.follow_ups())
-        return (head + self.table().to_html(index=False, max_rows=40)
+        return (head + frame_html(self.table(), max_rows=40)
                 + (f"<p>Left for a person:</p><ul>{follow}</ul>" if follow else ""))
 
 

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import argocd, params as params_mod, velero
+from .checks import flag
 from .cluster import Cluster
+from .errors import DeferredStop, GateFailed
+from .presentation import frame_html
 
 if TYPE_CHECKING:
     from .nodes import Node
@@ -149,7 +152,7 @@ class Decision:
     def _repr_html_(self) -> str:
         color = "#116611" if self.verdict == "EXECUTE" else "#b36b00"
         return (f"<p style='font-size:1.3em'>Verdict: <b style='color:{color}'>{self.verdict}</b></p>"
-                + self.criteria.to_html(index=False))
+                + frame_html(self.criteria))
 
 
 def decide(radius: BlastRadius, decision: Any) -> Decision:
@@ -176,6 +179,45 @@ def decide(radius: BlastRadius, decision: Any) -> Decision:
     ]
     df = pd.DataFrame([{"criterion": c, "observed": o, "holds": h} for c, o, h in rows])
     return Decision("EXECUTE" if df["holds"].any() else "DEFER", df)
+
+
+#: the parameter (and CLI flag) that goes on despite a DEFER verdict
+PROCEED = "proceed_despite_deferral"
+
+
+def execute_or_defer(s: Session, decision: Decision, proceed_despite_deferral: bool = False) -> Any:
+    """The execute-or-defer gate.
+
+    EXECUTE passes. DEFER stops the phase with a short message saying how to go on
+    (:class:`runbook.errors.DeferredStop`: a stop, not a fault, so no traceback in a
+    notebook; a headless run is marked stopped). DEFER with
+    ``proceed_despite_deferral=True`` (``runbook run --proceed-despite-deferral``) goes
+    on, shown as OVERRIDDEN in its own colour and listed under "Needs attention".
+
+    Example:
+        >>> preflight.execute_or_defer(s, decision, proceed_despite_deferral)   # doctest: +SKIP
+        GATE OVERRIDDEN: the verdict is DEFER; the run goes on because proceed_despite_deferral=True
+    """
+    if decision.verdict == "EXECUTE":
+        return s.gate(True, "the execute criteria hold", name="execute-or-defer",
+                      details=[r for r, h in zip(decision.reasons, decision.criteria["holds"]) if h])
+    if proceed_despite_deferral:
+        view = s.gate(True, f"the verdict is DEFER; the run goes on because {PROCEED}=True",
+                      name="execute-or-defer", overridden=True, details=decision.reasons)
+        s.attention("deferral-overridden", "preflight's verdict is DEFER (no execute criterion holds) and "
+                    f"the run went on because {PROCEED}=True (--proceed-despite-deferral): fine for a "
+                    "rehearsal, not for the real cluster without a reason written down")
+        return view
+    try:
+        s.gate(False, "the verdict is DEFER: no execute criterion holds", name="execute-or-defer",
+               details=decision.reasons)
+    except GateFailed:
+        raise DeferredStop(
+            "the verdict is DEFER: no execute criterion holds, so this run stops here before "
+            "anything changes", details=decision.reasons,
+            hint=f"To go on anyway (a rehearsal): set {PROCEED} = True in the parameters cell and run "
+                 "all cells again, or `runbook run ... --proceed-despite-deferral`. For the real "
+                 "cluster, the criteria say: migrate later.") from None
 
 
 def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.DataFrame:
@@ -236,6 +278,9 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
                  f"{p.velero.namespace}/{p.velero.storage_location}: {phase or 'absent'}"))
     rows.append(("firewall: TCP 4240 (health), 4244 (Hubble), UDP 8473 (VXLAN)", "warn",
                  "not verifiable from the API: confirm the host firewalls allow them between nodes"))
+    for check, status, detail in rows:
+        if status == "warn":
+            flag(s, "preflight-warning", f"{check}: {detail}")
     return pd.DataFrame(rows, columns=["check", "status", "detail"])
 
 

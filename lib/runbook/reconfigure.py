@@ -35,12 +35,11 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import k3sconfig
+from . import k3sconfig, outage
 from .errors import NodeError
 from .fleet import FleetResult
 from .k3sconfig import unit_for
@@ -48,6 +47,7 @@ from .leftovers import (FLANNEL_COMMENTS, FLANNEL_INTERFACES, FLANNEL_PREFIXES, 
                         NETPOL_PREFIXES, STEP_CLEANUP, LeftoverPlan, NodeLeftovers, backup_name,
                         clean_node, cleanup_prefixes, flannel_files, flannel_present, gather_node,
                         leftovers_frame, plan_leftovers)
+from .presentation import frame_html
 from .reconfigure_plan import (STEP_RESTART, STEP_WRITE, PlanView, changes_table, config_plans,
                                config_written, gather_leftovers, read_configs, restart_needed,
                                restart_order)
@@ -65,10 +65,6 @@ __all__ = [
     "restart_agents", "cleanup", "Verification", "verify", "node_readiness", "changes_table",
     "unit_for", "window", "RestartOutcome", "STEP_RESTART", "STEP_CLEANUP", "STEP_WRITE",
 ]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # =========================================================================== execute: write
@@ -199,8 +195,7 @@ def restart_servers(s: Session) -> RestartOutcome | None:
     api_back = round(time.monotonic() - t0, 2) if restarted else None
     outages = _record_outages(s, s.cluster.outages[seen:])
     if restarted and s.params.k3s.flannel_backend == "none":
-        s.journal.setdefault("no_cni_window", {"opened_at": _now(), "closed_at": None,
-                                               "seconds": None})
+        outage.open_window(s.journal, "no_cni_window")
     if res.failed:
         _raise_with_progress(s, res)
     out = RestartOutcome(res, api_back, outages)
@@ -215,12 +210,12 @@ def _figure(s: Session, name: str, value: Any) -> None:
         s.figure(name, value)
 
 
-def window(s: Session) -> dict[str, Any] | None:
-    """The no-CNI window as recorded in the journal (fact ``no_cni_window``)."""
+def window(s: Session) -> outage.Window:
+    """The no-CNI window as recorded in the journal (fact ``no_cni_window``), in words."""
     win = s.journal.get("no_cni_window")
     if win:
         _figure(s, "no_cni_window_opened_at", win.get("opened_at"))
-    return win
+    return outage.Window.from_fact("no_cni_window", win)
 
 
 def restart_agents(s: Session) -> RestartOutcome | None:
@@ -304,7 +299,7 @@ class Verification:
         head = ("<p style='color:#116611'><b>every node reconfigured</b></p>" if self.ok else
                 "<p style='color:#b00020'><b>not reconfigured yet:</b></p><ul>" +
                 "".join(f"<li>{html.escape(p)}</li>" for p in self.problems) + "</ul>")
-        return head + self.table.to_html(index=False)
+        return head + frame_html(self.table)
 
 
 def verify(s: Session) -> Verification:

@@ -111,7 +111,10 @@ def restart_order(s: Session, plans: list[k3sconfig.NodePlan] | None = None) -> 
     changing = {p.node for p in plans or [] if not p.noop}
     server_changes = any(sp.name in changing for sp in s.params.servers)
     rows = []
-    for b, batch in enumerate(s.fleet().batches()):
+    seen: dict[str, int] = {}    # batches counted within each role, as the restart tables count them
+    for batch in s.fleet().batches():
+        role = "server" if batch[0].role == "server" else "agent"
+        seen[role] = b = seen.get(role, 0) + 1
         for n in batch:
             if s.journal.is_done(STEP_RESTART, node=n.name):
                 state = "done"
@@ -120,7 +123,7 @@ def restart_order(s: Session, plans: list[k3sconfig.NodePlan] | None = None) -> 
                 state = "planned"
             else:
                 state = "not needed"
-            rows.append({"batch": b + 1, "node": n.name, "role": n.role,
+            rows.append({"batch": b, "node": n.name, "role": n.role,
                          "command": f"systemctl restart {unit_for(n.role)}", "state": state})
     return pd.DataFrame(rows)
 

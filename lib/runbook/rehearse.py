@@ -16,9 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -103,15 +101,18 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
         before = _config_digests(twin.state_dir)
         run_id = run_id or runner.new_run_id()
+        # The report is rendered once, at the end (a failed phase renders it at once too,
+        # so a rehearsal that dies later still leaves one).
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,
                              reports_dir=reports_dir, extra={"proceed_despite_deferral": True},
-                             progress=progress)
+                             progress=progress, render=not with_rollback)
         out.index_html = out.run.index_html
         if with_rollback:
             if not out.run.ok:
                 progress("migration failed: running the rollback from where it stopped")
             out.rollback = runner.run(twin.params_path, phases=["rollback"], execute=True,
-                                      run_id=run_id, reports_dir=reports_dir, progress=progress)
+                                      run_id=run_id, reports_dir=reports_dir, progress=progress,
+                                      render=False)
             out.checks = verify_back_on_flannel(twin, before)
             for name, c in out.checks.items():
                 progress(f"rollback check: {name}: {'OK' if c['ok'] else 'FAILED'} ({c['detail']})")
@@ -127,26 +128,34 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
     return out
 
 
-def lab(state_dir: Path, *, port: int = 8888) -> int:
-    """JupyterLab on 127.0.0.1 with a token, next to a running twin of minicloud."""
+def lab(state_dir: Path, *, port: int = 8888, out: Callable[[str], None] = print) -> int:
+    """JupyterLab on 127.0.0.1 (token in a private config file) next to a twin of minicloud.
+
+    The notebooks read the twin's params from ``RUNBOOK_PARAMS`` and share one new run
+    folder, ``RUNBOOK_RUN_DIR`` (``reports/<id>-lab``, created by the first phase run).
+    A busy ``port`` is refused before the twin starts (exit code 2).
+    """
     from twin.api import Twin
 
-    if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
+    from . import lab as lab_mod
+
+    if lab_mod.jupyter_binary() is None:
         print("JupyterLab is not installed: run `make lab` (installs the [lab] extra)", file=sys.stderr)
         return 2
+    if not lab_mod.port_free(port):
+        print(f"error: port {port} on 127.0.0.1 is already in use (another JupyterLab?): choose a free "
+              f"one, e.g. `runbook lab --port {port + 1}` or `make lab LAB_PORT={port + 1}`", file=sys.stderr)
+        return 2
     twin = Twin(state_dir).start()
-    token = secrets.token_urlsafe(24)
-    env = dict(os.environ, RUNBOOK_PARAMS=str(twin.params_path))
-    print(f"twin ready; params: {twin.params_path}")
-    # JupyterLab masks a configured token in its own log: print the address once, here.
-    print(f"open http://127.0.0.1:{port}/lab?token={token}  (Ctrl-C stops JupyterLab and the twin)")
+    run_dir = runner.REPORTS_DIR / f"{runner.new_run_id()}-lab"
+    env = dict(os.environ, RUNBOOK_PARAMS=str(twin.params_path), RUNBOOK_RUN_DIR=str(run_dir))
+    out(f"twin ready; params: {twin.params_path}")
+    out(f"the notebooks share the run folder {run_dir} (created when the first one runs)")
     try:
-        cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--ip", "127.0.0.1",
-               "--port", str(port), "--no-browser", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={runner.NOTEBOOKS_DIR}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.append("--allow-root")  # containers and CI machines run as root
-        return subprocess.call(cmd, env=env)
+        return lab_mod.serve(state_dir, port=port, root_dir=runner.NOTEBOOKS_DIR, env=env, out=out)
+    except lab_mod.PortBusy as e:   # taken between the check and the start
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
     finally:

@@ -2,17 +2,23 @@
 
 The phase pages are the executed notebooks through nbconvert (lab template, prompts
 hidden, cells tagged ``remove-input``/``hide-input`` shown without their code, cells
-tagged ``remove-cell`` dropped). Images are embedded and the template's CDN scripts
+tagged ``remove-cell`` dropped). Each page opens with a bar linking back to the index,
+its title (``Phase 22 · 01 — Preflight``, the same everywhere), its status and a table
+of contents of its steps. Images are embedded and the template's CDN scripts
 (require.js, MathJax, Mermaid) are left out, so each page stands alone: it opens from a
 laptop or an air-gapped bastion and fetches nothing. The evidence records the index
 reads back (a JSON line per gate and the summary) stay in the executed notebook but not
 on the page, where they would only repeat the "GATE PASSED" line and the summary table.
 
-``index.html`` leads with what an on-call engineer needs: each phase's status and
-duration, its gates and key figures (read back from the evidence the notebooks
-recorded), where and why a failed run stopped, a timeline of node and pod readiness
-across the whole run with the no-CNI window shaded, and links to every page and to the
-raw evidence (journal, snapshots, executed notebooks).
+``index.html`` (:mod:`runbook.report_index`) leads with what the engineer who approves
+the run needs: what was rehearsed (target, mode, chart, params, runbook version, who and
+when), what needs attention, where and why a failed run stopped and the command that
+rolls it back, each phase's status and figures, and the timeline with every outage
+window measured.
+
+A run is rendered once, at its end (and once more when a phase fails, so a failed run
+always leaves a report). A page whose notebook has not changed since it was rendered is
+not rendered again.
 
 Everything written passes through :func:`runbook.redact.redact`.
 
@@ -22,18 +28,21 @@ Example:
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from . import outage, phases as phases_mod
 from .phases import PHASES
 
 _EXPORTER = None
+
+#: the error a deliberate stop raises (preflight's DEFER): the phase is "stopped", not "failed"
+STOP_ERRORS = {"DeferredStop"}
 
 
 def _exporter() -> Any:
@@ -66,8 +75,9 @@ def _exporter() -> Any:
 # use no widgets, LaTeX or Mermaid) and a few rules, in the last block of <head> so that
 # they come after the lab CSS, so that the pages read as a report:
 # monospace <pre> for configs, diffs and command logs (the lab CSS makes output <pre>
-# inherit the prose font), and table cells aligned left and top, long paths allowed to break
-# (else one wide column squeezes the explanation column to a word per line).
+# inherit the prose font); table cells aligned left and top, where a word never breaks
+# (paths get break points after each "/" from runbook.presentation instead); the
+# navigation bar and the table of contents.
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
@@ -82,8 +92,16 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 .jp-OutputArea-output.jp-RenderedText pre { background: none; border: none; padding: 0; }
 .jp-OutputArea-output.jp-RenderedHTMLCommon td, .jp-OutputArea-output.jp-RenderedHTMLCommon th {
   text-align: left; vertical-align: top; }
-.jp-OutputArea-output.jp-RenderedHTMLCommon td { overflow-wrap: anywhere; min-width: 4em; }
-.jp-OutputArea-output.jp-RenderedHTMLCommon tbody th { color: #888; font-weight: normal; }
+.jp-OutputArea-output.jp-RenderedHTMLCommon td { overflow-wrap: break-word; word-break: normal;
+  min-width: 4em; }
+.jp-OutputArea-output.jp-RenderedHTMLCommon tbody th { color: #555; font-weight: 600; }
+.p22-nav { position: sticky; top: 0; z-index: 10; background: #f3f4f6; border-bottom: 1px solid #d1d5db;
+  padding: .45rem 1rem; font: 14px system-ui, sans-serif; }
+.p22-nav a { margin-right: 1rem; } .p22-nav .passed { color: #116611; font-weight: 600; }
+.p22-nav .failed { color: #b00020; font-weight: 600; } .p22-nav .stopped { color: #b45309; font-weight: 600; }
+.p22-toc { font: 14px system-ui, sans-serif; margin: .8rem 1rem 0 1.2rem; padding: .4rem .8rem;
+  border-left: 3px solid #d1d5db; }
+.p22-toc ol { margin: .2rem 0 .2rem 1.2rem; padding: 0; } .p22-toc li.sub { list-style: circle; margin-left: 1rem; }
 </style>
 {%- endblock html_head_css -%}
 """
@@ -112,35 +130,86 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_phases(run_dir: Path) -> list[dict[str, Any]]:
+    """``phases.json`` of a run folder ([] when absent)."""
+    try:
+        data = json.loads((Path(run_dir) / "phases.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _journal(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(run_dir) / "journal.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def outages_of(run_dir: Path, phase: str | None = None) -> list[dict[str, Any]]:
+    """The journaled outage windows (of ``phase``: the ones it opened or closed), each
+    with the timeline's measurement (:func:`runbook.outage.measure`)."""
+    from .timeline import load
+
+    facts = _journal(run_dir).get("facts") or {}
+    rows = load(run_dir)
+    out = []
+    for w in outage.windows(facts):
+        opener, closer = outage.OPENED_BY.get(w.fact), outage.WINDOWS[w.fact][1]
+        if phase is not None and phase not in (opener, closer):
+            continue
+        out.append({"window": w.fact, "label": w.label, "opened_at": w.opened_at,
+                    "closed_at": w.closed_at, "seconds": w.seconds, **outage.measure(w, rows)})
+    return out
+
+
 def record_phase(run_dir: Path, result: Any) -> None:
-    """Append a phase outcome to ``phases.json`` (read by the index)."""
+    """Append a phase outcome to ``phases.json`` (read by the index), with the outage
+    windows the phase opened or closed and their measured figures."""
     path = Path(run_dir) / "phases.json"
-    data = json.loads(path.read_text()) if path.exists() else []
-    data = [d for d in data if d.get("phase") != result.phase]
+    data = [d for d in read_phases(run_dir) if d.get("phase") != result.phase]
     end = dt.datetime.now(dt.timezone.utc).timestamp()
-    data.append({"phase": result.phase, "status": result.status, "seconds": round(result.seconds, 2),
+    data.append({"phase": result.phase, "title": phases_mod.get(result.phase).full_title,
+                 "status": result.status, "seconds": round(result.seconds, 2),
                  "error": result.error, "failed_cell": result.failed_cell,
-                 "started": end - result.seconds, "ended": end})
-    path.write_text(json.dumps(data, indent=2))
-    os.chmod(path, 0o600)
+                 "started": end - result.seconds, "ended": end,
+                 "outages": outages_of(Path(run_dir), result.phase)})
+    _write_json(path, data)
 
 
 def notebook_status(nb: Any) -> dict[str, Any]:
-    """Status, duration and failure of an executed notebook from papermill's metadata."""
+    """Status, duration and failure of an executed notebook from papermill's metadata.
+
+    ``status`` is ``passed``, ``failed``, ``stopped`` (a deliberate stop such as
+    preflight's DEFER: :data:`STOP_ERRORS`) or ``incomplete``.
+    """
     pm = nb.metadata.get("papermill", {})
     failed_cell = None
     error = None
+    ename = None
     for i, cell in enumerate(nb.cells):
         cpm = cell.get("metadata", {}).get("papermill", {})
         if cpm.get("exception") or cpm.get("status") == "failed":
             failed_cell = i
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
-                    error = f"{out.get('ename')}: {out.get('evalue')}"
+                    ename = out.get("ename")
+                    error = f"{ename}: {out.get('evalue')}"
             break
     if pm.get("exception") and failed_cell is None:
         error = "the kernel died or the run was interrupted"
     status = "failed" if (pm.get("exception") or failed_cell is not None) else "passed"
+    if status == "failed" and ename in STOP_ERRORS:
+        status = "stopped"
     if not pm.get("end_time") and status == "passed":
         status = "incomplete"
     return {"status": status, "seconds": pm.get("duration"), "error": error,
@@ -148,153 +217,58 @@ def notebook_status(nb: Any) -> dict[str, Any]:
             "cells": [(c.get("metadata", {}).get("papermill", {}).get("duration") or 0) for c in nb.cells]}
 
 
-def render_phase(nb_path: Path, out_dir: Path) -> Path:
-    """Render one executed notebook to ``out_dir/<name>.html``."""
+# ------------------------------------------------------------------------ phase pages
+_HEADING = re.compile(r"<h([23]) id=\"([^\"]+)\"[^>]*>(.*?)</h\1>", re.S)
+
+
+def _toc(body: str) -> str:
+    items = []
+    for level, anchor, inner in _HEADING.findall(body):
+        text = re.sub(r"<[^>]+>", "", inner).replace("¶", "").strip()
+        if text:
+            cls = " class='sub'" if level == "3" else ""
+            items.append(f"<li{cls}><a href='#{html.escape(anchor, quote=True)}'>{html.escape(text)}</a></li>")
+    return f"<nav class='p22-toc'><b>Contents</b><ol>{''.join(items)}</ol></nav>" if items else ""
+
+
+def _page_chrome(body: str, *, title: str, status: dict[str, Any] | None, run_id: str) -> str:
+    """The page's <title>, the bar back to the index and the table of contents."""
+    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", body, count=1, flags=re.S)
+    state = ""
+    if status:
+        secs = f" in {status['seconds']:.1f}s" if isinstance(status.get("seconds"), (int, float)) else ""
+        state = (f"<span class='{html.escape(status['status'])}'>{html.escape(status['status'].upper())}</span>"
+                 f"{secs}")
+    nav = (f"<nav class='p22-nav'><a href='../index.html'>&larr; run index</a>"
+           f"<b>{html.escape(title)}</b> &middot; {state} &middot; run <code>{html.escape(run_id)}</code></nav>")
+    chrome = nav + _toc(body)
+    m = re.search(r"<main[^>]*>", body) or re.search(r"<body[^>]*>", body)
+    return body[:m.end()] + chrome + body[m.end():] if m else chrome + body
+
+
+def render_phase(nb_path: Path, out_dir: Path, *, nb: Any = None, status: dict[str, Any] | None = None,
+                 force: bool = True) -> Path:
+    """Render one executed notebook to ``out_dir/<name>.html``.
+
+    Args:
+        nb: the notebook when already read; status: :func:`notebook_status` of it.
+        force: render even when the page is newer than the notebook (else it is kept).
+    """
     import nbformat
 
-    nb = nbformat.read(nb_path, as_version=4)
-    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": nb_path.stem}})
     out = out_dir / (nb_path.stem + ".html")
-    _write(out, body)
+    if not force and out.exists() and out.stat().st_mtime_ns >= nb_path.stat().st_mtime_ns:
+        return out
+    nb = nb if nb is not None else nbformat.read(nb_path, as_version=4)
+    phase = next((p for p in phases_mod.ALL if p.notebook == nb_path.name), None)
+    title = phase.full_title if phase else nb_path.stem
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    run_id = nb_path.parent.name
+    _write(out, _page_chrome(body, title=title, status=status, run_id=run_id))
     return out
 
 
-def _timeline_png(run_dir: Path, phases: list[dict[str, Any]], window: dict[str, Any]) -> str | None:
-    from .timeline import load
-
-    rows = load(run_dir)
-    if len(rows) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = rows[0]["t"]
-    fig, ax = plt.subplots(figsize=(10, 3.8), dpi=100)
-    ok = [r for r in rows if r.get("api")]
-    xs = [r["t"] - t0 for r in ok]
-    if ok:
-        # Pods drawn wide underneath, nodes narrow on top: at 100% both stay visible.
-        ax.step(xs, [100.0 * r["pods_ready"] / max(r["pods"], 1) for r in ok], where="post",
-                label="pods Ready % (non-hostNetwork)", color="#2ca02c", lw=3, alpha=0.8)
-        ax.step(xs, [100.0 * r["nodes_ready"] / max(r["nodes"], 1) for r in ok], where="post",
-                label="nodes Ready %", color="#1f77b4", lw=1.3)
-    down = [r["t"] - t0 for r in rows if not r.get("api")]
-    if down:
-        ax.scatter(down, [2] * len(down), marker="|", color="#d62728", label="API unreachable")
-    opened, closed = _ts(window.get("opened_at")), _ts(window.get("closed_at"))
-    if opened:
-        ax.axvspan(opened - t0, (closed or rows[-1]["t"]) - t0, color="#ff7f0e", alpha=0.15,
-                   label="no-CNI window")
-    for ph in phases:
-        if ph.get("started"):
-            ax.axvline(ph["started"] - t0, color="#999", lw=0.8, ls="--")
-            ax.text(ph["started"] - t0, 103, ph["phase"], fontsize=8, color="#555")
-    ax.set_ylim(0, 110)
-    ax.set_xlabel("seconds since the run started")
-    ax.set_ylabel("% ready")
-    # Below the axes: inside them the legend hid the API-unreachable marks near 0%.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _ts(value: Any) -> float | None:
-    if not value:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _journal(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "journal.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.1f}"
-    if isinstance(v, (list, dict)):
-        return html.escape(json.dumps(v)[:200])
-    return html.escape(str(v))
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
-h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;width:100%;margin:1rem 0} th,td{border:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
-th{background:#f5f5f5} .passed{color:#116611;font-weight:600} .failed{color:#b00020;font-weight:600}
-.not-run,.incomplete{color:#888} .verdict{font-size:1.3rem;padding:.6rem 1rem;border-radius:6px;display:inline-block}
-.ok{background:#e6f4ea;color:#116611} .bad{background:#fde7e9;color:#b00020}
-.fail-box{border-left:4px solid #b00020;background:#fff5f5;padding:.6rem 1rem;white-space:pre-wrap;font-family:monospace}
-ul.gates{margin:0;padding-left:1.1rem} code{background:#f3f3f3;padding:0 .2rem}
-"""
-
-
-def render_run(run_dir: str | os.PathLike) -> Path:
-    """Render every executed phase notebook and ``index.html``; returns the index path."""
-    import nbformat
-
-    from .evidence import read_records
-
-    run_dir = Path(run_dir)
-    html_dir = run_dir / "html"
-    html_dir.mkdir(mode=0o700, exist_ok=True)
-    recorded = {p["phase"]: p for p in (json.loads((run_dir / "phases.json").read_text())
-                                         if (run_dir / "phases.json").exists() else [])}
-    journal = _journal(run_dir)
-    rows = []
-    failure = None
-    for phase, fname in PHASES.items():
-        nb_path = run_dir / fname
-        if not nb_path.exists():
-            if phase in recorded:
-                rows.append({"phase": phase, "status": recorded[phase]["status"], "seconds": None,
-                             "page": None, "nb": None, "summary": {}, "error": recorded[phase].get("error")})
-            continue
-        nb = nbformat.read(nb_path, as_version=4)
-        st = notebook_status(nb)
-        try:
-            page = render_phase(nb_path, html_dir)
-        except Exception as e:  # a page that cannot render must not hide the others
-            page, st["error"] = None, (st["error"] or "") + f" (page not rendered: {e})"
-        records = read_records(nb_path)
-        summary = records.get("summary") or {}
-        if not summary.get("gates"):
-            # A phase that stopped never reached s.finish(): its gates (the failed one
-            # included) are still in the per-gate records, in the order they were met.
-            summary = {**summary, "gates": [v for k, v in records.items()
-                                            if k.startswith("gate/") and isinstance(v, dict)]}
-        row = {"phase": phase, "status": st["status"], "seconds": st["seconds"], "page": page,
-               "nb": nb_path, "summary": summary, "error": st["error"]}
-        rows.append(row)
-        if st["status"] == "failed" and failure is None:
-            cell_src, step, anchor = "", None, None
-            if st["failed_cell"] is not None:
-                cell = nb.cells[st["failed_cell"]]
-                cell_src, anchor = cell.get("source", ""), cell.get("id")
-                step = _section_of(nb, st["failed_cell"])
-            failure = {"phase": phase, "error": st["error"], "cell": st["failed_cell"], "source": cell_src,
-                       "page": page, "step": step, "anchor": anchor}
-    window = journal.get("facts", journal).get("no_cni_window", {}) if isinstance(journal, dict) else {}
-    png = _timeline_png(run_dir, list(recorded.values()), window or {})
-    index = run_dir / "index.html"
-    _write(index, _index_html(run_dir, rows, failure, png, window or {}))
-    return index
-
-
+# ------------------------------------------------------------------------ the run
 def _section_of(nb: Any, index: int) -> str | None:
     """The heading of the runbook step a cell belongs to (the nearest Markdown heading above)."""
     for cell in reversed(nb.cells[:index]):
@@ -306,86 +280,122 @@ def _section_of(nb: Any, index: int) -> str | None:
     return None
 
 
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+def _attention(phase: str, nb: Any, page: Path | None, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The phase's "Needs attention" items: attention records, overridden gates and lost
+    evidence, each with the link to its cell."""
+    from .evidence import lost_in, records_with_cells
+
+    def link(cell: str | None) -> str | None:
+        return f"html/{page.name}#cell-id={cell}" if page is not None and cell else \
+            (f"html/{page.name}" if page is not None else None)
+
+    items = []
+    for name, (value, cell) in records_with_cells(nb).items():
+        if name.startswith("attention/") and isinstance(value, dict):
+            items.append({"phase": phase, "kind": value.get("kind", "note"),
+                          "message": str(value.get("message", "")), "link": link(cell)})
+    for text, cell in lost_in(nb):
+        items.append({"phase": phase, "kind": "evidence-lost", "message": text, "link": link(cell)})
+    known = {i["message"] for i in items}
+    for lost in summary.get("evidence_lost") or []:   # recorded in the summary but not shown?
+        text = f"EVIDENCE LOST: {lost.get('name')} was not recorded ({lost.get('reason')})"
+        if not any(str(lost.get("name")) in k for k in known):
+            items.append({"phase": phase, "kind": "evidence-lost", "message": text, "link": link(None)})
+    return items
 
 
-def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str | None,
-                window: dict[str, Any]) -> str:
-    ran = [r for r in rows if r["status"] != "not-run"]
-    all_ok = bool(ran) and all(r["status"] == "passed" for r in ran)
-    verdicts = [r["summary"].get("verdict") for r in ran if r["summary"].get("verdict")]
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Phase 22 run {html.escape(run_dir.name)}</title>",
-           f"<style>{_CSS}</style></head><body>",
-           "<h1>Phase 22: k3s Flannel → Cilium + Hubble</h1>",
-           f"<p class='sub'>run <code>{html.escape(run_dir.name)}</code> · rendered "
-           f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}</p>",
-           f"<p class='verdict {'ok' if all_ok else 'bad'}'>"
-           f"{'ALL PHASES PASSED' if all_ok else 'RUN STOPPED: see below'}"
-           + (f" · verdict: {html.escape(verdicts[-1])}" if verdicts else "") + "</p>"]
-    if failure:
-        # The pages hide cell numbers, so the step is named by its heading and the link
-        # opens the page at the failing cell (nbconvert gives each cell an id anchor).
-        link = ""
-        if failure.get("page"):
-            frag = f"#cell-id={failure['anchor']}" if failure.get("anchor") else ""
-            link = (f" (<a href='html/{html.escape(failure['page'].name + frag)}'>open the page at the "
-                    f"failing cell</a>)")
-        where = (f"step <b>{html.escape(failure['step'])}</b>" if failure.get("step")
-                 else f"cell {failure['cell']}")
-        out.append(f"<h2>Where and why it stopped</h2><p>Phase <b>{html.escape(failure['phase'])}</b>, "
-                   f"{where}{link}</p>")
-        out.append(f"<div class='fail-box'>{html.escape(failure['error'] or 'unknown error')}</div>")
-        if failure.get("source"):
-            out.append(f"<p>The failing step:</p><pre class='fail-box'>{html.escape(failure['source'])}</pre>")
-    out.append("<h2>Phases</h2><table><tr><th>phase</th><th>status</th><th>duration</th>"
-               "<th>gates</th><th>key figures</th><th>evidence</th></tr>")
-    for r in rows:
-        s = r["summary"]
-        gates = s.get("gates") or []
-        glist = "".join(f"<li class='{'passed' if g.get('passed') else 'failed'}'>"
-                        f"{'✔' if g.get('passed') else '✘'} {html.escape(str(g.get('name')))}</li>" for g in gates)
-        figs = "".join(f"<div>{html.escape(str(k))}: <b>{_fmt(v)}</b></div>"
-                       for k, v in (s.get("figures") or {}).items())
-        links = []
-        if r.get("page"):
-            links.append(f"<a href='html/{r['page'].name}'>page</a>")
-        if r.get("nb"):
-            links.append(f"<a href='{r['nb'].name}'>notebook</a>")
-        dur = f"{r['seconds']:.1f}s" if isinstance(r.get("seconds"), (int, float)) else "–"
-        # The full message is in "Where and why it stopped" above: the table keeps one line.
-        err = f"<div class='failed'>{html.escape(_short(r['error']))}</div>" if r.get("error") else ""
-        out.append(f"<tr><td>{html.escape(r['phase'])}</td><td class='{r['status']}'>{r['status'].upper()}{err}</td>"
-                   f"<td>{dur}</td><td><ul class='gates'>{glist}</ul></td><td>{figs}</td>"
-                   f"<td>{' · '.join(links)}</td></tr>")
-    out.append("</table>")
-    reh = run_dir / "rehearsal.json"
-    if reh.exists():
-        data = json.loads(reh.read_text())
-        out.append("<h2>Rehearsal: back on flannel after the rollback?</h2><table>"
-                   "<tr><th>check (made from the twin's side)</th><th>result</th><th>detail</th></tr>")
-        for name, c in data.get("checks", {}).items():
-            out.append(f"<tr><td>{html.escape(name)}</td><td class='{'passed' if c['ok'] else 'failed'}'>"
-                       f"{'OK' if c['ok'] else 'FAILED'}</td><td>{_fmt(c['detail'])}</td></tr>")
-        out.append("</table>")
-    out.append("<h2>Timeline</h2>")
-    if png:
-        out.append(f"<img alt='node and pod readiness over the run' src='data:image/png;base64,{png}'>")
-    else:
-        out.append("<p>No readiness samples were recorded for this run.</p>")
-    if window.get("opened_at"):
-        out.append(f"<p>No-CNI window: opened {html.escape(str(window.get('opened_at')))}, "
-                   f"closed {html.escape(str(window.get('closed_at') or 'not closed'))}"
-                   + (f" ({window['seconds']:.1f}s)" if isinstance(window.get("seconds"), (int, float)) else "")
-                   + "</p>")
-    out.append("<h2>Raw evidence</h2><ul>")
-    for name in ("journal.json", "commands.jsonl", "phases.json", "timeline.jsonl", "rehearsal.json"):
-        if (run_dir / name).exists():
-            out.append(f"<li><a href='{name}'>{name}</a></li>")
-    snaps = sorted((run_dir / "snapshots").rglob("*.*")) if (run_dir / "snapshots").exists() else []
-    for sp in snaps:
-        rel = sp.relative_to(run_dir)
-        out.append(f"<li><a href='{html.escape(str(rel))}'>{html.escape(str(rel))}</a></li>")
-    out.append("</ul></body></html>")
-    return "\n".join(out)
+def render_run(run_dir: str | os.PathLike) -> Path:
+    """Render every executed phase notebook and ``index.html``; returns the index path."""
+    import nbformat
+
+    from . import chart, report_index, runinfo, timeline_plot
+    from .evidence import records_with_cells
+    from .timeline import load
+
+    run_dir = Path(run_dir)
+    html_dir = run_dir / "html"
+    html_dir.mkdir(mode=0o700, exist_ok=True)
+    recorded_list = read_phases(run_dir)
+    recorded = {p["phase"]: p for p in recorded_list}
+    journal = _journal(run_dir)
+    facts = journal.get("facts") or {}
+    rows, attention = [], []
+    failure = None
+    for phase, fname in PHASES.items():
+        nb_path = run_dir / fname
+        title = phases_mod.get(phase).full_title
+        if not nb_path.exists():
+            if phase in recorded:
+                rows.append({"phase": phase, "title": title, "status": recorded[phase]["status"],
+                             "seconds": None, "page": None, "nb": None, "summary": {},
+                             "error": recorded[phase].get("error")})
+            continue
+        nb = nbformat.read(nb_path, as_version=4)
+        st = notebook_status(nb)
+        if phase in recorded and recorded[phase].get("status") == "stopped":
+            st["status"] = "stopped"
+        try:
+            page = render_phase(nb_path, html_dir, nb=nb, status=st, force=False)
+        except Exception as e:  # a page that cannot render must not hide the others
+            page, st["error"] = None, (st["error"] or "") + f" (page not rendered: {e})"
+        records = {k: v for k, (v, _c) in records_with_cells(nb).items()}
+        summary = records.get("summary") or {}
+        if not summary.get("gates"):
+            # A phase that stopped never reached s.finish(): its gates (the failed one
+            # included) are still in the per-gate records, in the order they were met.
+            summary = {**summary, "gates": [v for k, v in records.items()
+                                            if k.startswith("gate/") and isinstance(v, dict)]}
+        rows.append({"phase": phase, "title": title, "status": st["status"], "seconds": st["seconds"],
+                     "page": page, "nb": nb_path, "summary": summary, "error": st["error"]})
+        attention += _attention(phase, nb, page, summary)
+        if st["status"] in ("failed", "stopped") and failure is None:
+            cell_src, step, anchor = "", None, None
+            if st["failed_cell"] is not None:
+                cell = nb.cells[st["failed_cell"]]
+                cell_src, anchor = cell.get("source", ""), cell.get("id")
+                step = _section_of(nb, st["failed_cell"])
+            failure = {"phase": phase, "title": title, "status": st["status"], "error": st["error"],
+                       "cell": st["failed_cell"], "source": cell_src, "page": page, "step": step,
+                       "anchor": anchor}
+    info = runinfo.read(run_dir)
+    windows = outage.windows(facts)
+    samples = load(run_dir)
+    rehearsal = _rehearsal(run_dir)
+    png = timeline_plot.png(samples, recorded_list, windows,
+                            timeline_plot.availability_series(rehearsal))
+    from .runner import REPORTS_DIR
+
+    data = report_index.IndexData(
+        run_dir=run_dir, rows=rows, failure=failure, png=png, info=info,
+        chart=chart.ChartIdentity.from_dict(facts.get(chart.FACT)), attention=attention,
+        outages=[{"label": w.label, "fact": w.fact, "opened_at": w.opened_at, "closed_at": w.closed_at,
+                  "seconds": w.seconds, **outage.measure(w, samples)} for w in windows],
+        rollback_command=(runinfo.rollback_command(info, default_reports_dir=REPORTS_DIR)
+                          if failure and "EXECUTE" in runinfo.mode(info) else None),
+        rehearsal=rehearsal, journal_facts=facts)
+    _copy_docs(run_dir)
+    index = run_dir / "index.html"
+    _write(index, report_index.index_html(data))
+    return index
+
+
+def _copy_docs(run_dir: Path) -> None:
+    """The project's reference (``docs/*.md``) next to the pages, which link to it as the
+    notebooks do (``../docs/...``): the run folder stays readable on its own."""
+    from .runner import REPO
+
+    src = REPO / "docs"
+    if not src.is_dir():
+        return
+    dst = run_dir / "docs"
+    dst.mkdir(mode=0o700, exist_ok=True)
+    for md in src.glob("*.md"):
+        _write(dst / md.name, md.read_text())
+
+
+def _rehearsal(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / "rehearsal.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -7,7 +7,7 @@ of the journal document and the node list, golden-tested under
 :mod:`runbook.rollback_checks` the read-only checks after them (every name the notebook
 uses is importable from here). The original Phase 22
 rollback missed half of this (defect 10): ``helm uninstall cilium``, deleting Cilium's
-interfaces and CILIUM chains BEFORE k3s stops (reference §5: otherwise the host can lose
+interfaces and CILIUM chains BEFORE k3s stops (docs/cilium-on-k3s.md §4: otherwise the host can lose
 connectivity, and flannel fails with "address already in use" while ``cilium_vxlan``
 holds UDP 8472), removing ``disable-kube-proxy`` (restoring the config byte-for-byte does
 it), and restarting the pods again.
@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import argocd, lock, pods, velero
+from . import argocd, lock, outage, pods, velero
+from .checks import flag
+from .cluster import node_ready, pod_ready
 from .errors import GateFailed, NodeError, ParamsError
 from .k3sconfig import unit_for
 from .rollback_checks import (flannel_problems, node_problems, node_table, nodes_named,
@@ -63,10 +65,12 @@ __all__ = [
     "VELERO_POLICY_WHY", "velero_policy", "optional_velero_restore", "argocd_resume", "node_table",
     "finish", "VERDICT", "flannel_problems", "node_problems", "pods_health", "PlanView",
     "restart_candidates", "restart_plan", "unit_for", "BRIDGE", "CILIUM_PREFIXES", "ROLLBACK_STEPS",
-    "STEP_PODS",
+    "STEP_PODS", "WINDOW", "close_window",
 ]
 
 VERDICT = "ROLLED BACK: flannel restored, configs identical"
+#: the journal fact of the rollback's own outage (see :mod:`runbook.outage`)
+WINDOW = "rollback_window"
 #: the journal's words for one batch of the rollback's pod restart
 RESTART_ACTION = "restart {n} pod(s) so they get a flannel sandbox"
 
@@ -105,6 +109,7 @@ def helm_uninstall(s: Session, rp: RollbackPlan) -> str:
 
     h = Helm.from_params(s.params, run_dir=s.run_dir)
     timeout = f"{int(s.params.limits.timeouts.helm)}s"
+    outage.open_window(s.journal, WINDOW)  # the agents go: the pods lose the CNI in force
 
     def do() -> dict[str, Any]:
         present = h.is_installed(rel, namespace=ns)
@@ -130,7 +135,7 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
 
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
-    node Cilium may have run on, BEFORE k3s stops (reference §5). Idempotent."""
+    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4). Idempotent."""
     names = [n.node for n in rp.nodes if n.delete_cilium]
     if not names or not s.require_execute("deleting the Cilium interfaces and chains"):
         return None
@@ -157,6 +162,7 @@ def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
             if STEP_STOP in done:
                 return "already stopped in this rollback"
             unit = unit_for(node.role)
+            outage.open_window(s.journal, WINDOW)  # already open when Cilium was uninstalled
 
             def do() -> dict[str, Any]:
                 node.systemctl("stop", unit)
@@ -299,7 +305,32 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     pods.restart(s.cluster, p, action=RESTART_ACTION, batch_size=s.params.limits.pod_restart_batch,
                  execute=True, journal=s.journal, timeout=s.params.limits.timeouts.pods_ready,
                  timeout_scope="batch", progress=s.progress)
+    text = pods.follow_up_text(p.skipped, after="the rollback (they are not on flannel yet)")
+    if text:
+        flag(s, "pods-skipped", text)
     return pd.DataFrame(rows, columns=["pod", "node", "action"])
+
+
+def close_window(s: Session, checks: list[Any]) -> outage.Window:
+    """Close the rollback's outage window (fact ``rollback_window``) once the data path is
+    back: ``checks`` passed (pods Running, ingress answering), every node Ready and every
+    non-hostNetwork pod Ready. Otherwise the window stays open and says so.
+
+    Example:
+        >>> rollback.close_window(s, back)      # doctest: +SKIP
+        rollback outage: opened 2026-11-26T05:20:01Z, closed 2026-11-26T05:20:31Z (30.0s)
+    """
+    win = s.journal.get(WINDOW)
+    if s.execute and win and not win.get("closed_at") and all(getattr(c, "ok", False) for c in checks):
+        nodes_ok = all(node_ready(n) for n in s.cluster.list("nodes"))
+        pods_ok = all(pod_ready(p) for p in s.cluster.list("pods")
+                      if not (p.get("spec") or {}).get("hostNetwork")
+                      and (p.get("status") or {}).get("phase") != "Succeeded")
+        if nodes_ok and pods_ok:
+            win = outage.close_window(s.journal, WINDOW)
+    if win and win.get("seconds") is not None:
+        s.figure("rollback_outage_seconds", win["seconds"])
+    return outage.Window.from_fact(WINDOW, win)
 
 
 VELERO_POLICY_WHY = {

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import pods as pods_mod
 from .k3sconfig import unit_for
+from .presentation import frame_html
 
 __all__ = [
     "CILIUM_INTERFACES", "CILIUM_CNI_FILE", "CILIUM_PREFIXES", "MIGRATION_STEPS", "BRIDGE",
@@ -186,7 +187,7 @@ class RollbackPlan:
         if self.nothing_to_do:
             return ("<p><b>Nothing to roll back</b>: the journal records no change of a node's "
                     "k3s config, no k3s restart, no cleanup and no helm install.</p>")
-        return self.steps().to_html(index=False) + self.frame().to_html(index=False)
+        return frame_html(self.steps()) + frame_html(self.frame())
 
 
 def _entries(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import report
+from . import kernels, report
 from .errors import ParamsError, RunIdError
 from .phases import MIGRATION, PHASES
 
@@ -42,7 +42,7 @@ class PhaseResult:
 
     phase: str
     notebook: Path
-    status: str = "not-run"        # passed | failed | not-run
+    status: str = "not-run"        # passed | failed | stopped (a deliberate stop: DEFER) | not-run
     seconds: float = 0.0
     error: str | None = None       # "GateFailed: ..." for a failed phase
     failed_cell: int | None = None
@@ -62,7 +62,8 @@ class RunResult:
 
     @property
     def failed(self) -> PhaseResult | None:
-        return next((p for p in self.phases if p.status == "failed"), None)
+        """The phase that failed or was stopped (None when none did)."""
+        return next((p for p in self.phases if p.status in ("failed", "stopped")), None)
 
 
 def new_run_id() -> str:
@@ -163,13 +164,13 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
     try:
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
                             progress_bar=False, cwd=str(src.parent), execution_timeout=cell_timeout,
-                            on_cell_start=on_start,
+                            on_cell_start=on_start, kernel_manager_class=kernels.LocalKernelManager,
                             # every output is in by then, and the library keeps nothing to
                             # flush at exit: a graceful kernel shutdown costs ~1 s a phase
                             shutdown_kernel="immediate")
         result.status = "passed"
     except PapermillExecutionError as e:
-        result.status = "failed"
+        result.status = "stopped" if e.ename in report.STOP_ERRORS else "failed"
         result.error = f"{e.ename}: {_first_line(e.evalue)}"
         result.failed_cell = e.exec_count
     except Exception as e:  # kernel death, missing notebook ...
@@ -192,7 +193,8 @@ def _first_line(text: str) -> str:
 def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None,
         execute: bool = False, confirm: str = "", run_id: str | None = None,
         reports_dir: str | os.PathLike | None = None, extra: dict[str, Any] | None = None,
-        progress: Callable[[str], None] = print, sample_timeline: bool = True) -> RunResult:
+        progress: Callable[[str], None] = print, sample_timeline: bool = True,
+        render: bool = True) -> RunResult:
     """Validate the params, then run ``phases`` in order, stopping at the first failure.
 
     Args:
@@ -202,6 +204,13 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
         confirm: the cluster name; required with ``execute`` on a real target.
         run_id: resume or name a run (default: a new id).
         extra: more notebook parameters (e.g. ``{"proceed_despite_deferral": True}``).
+        render: render the report at the end. A caller that runs more phases into the
+            same folder afterwards (a rehearsal's rollback) passes False and renders once
+            at its own end; a failed or stopped run is rendered anyway.
+
+    Raises:
+        ParamsError (and subclasses), ClusterError: before the run folder is created
+            (bad params; the target's kubeconfig missing or its API not answering).
 
     Returns:
         RunResult with each phase's status and the path of ``index.html``.
@@ -213,12 +222,39 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
     # process (rehearsals, tests) would create its node files with it.
     return _run(params_path, phases=phases, execute=execute, confirm=confirm, run_id=run_id,
                 reports_dir=reports_dir, extra=extra, progress=progress,
-                sample_timeline=sample_timeline)
+                sample_timeline=sample_timeline, render=render)
+
+
+def reachable(p: Any) -> None:
+    """Refuse to start a run whose cluster cannot be reached, before a run folder exists.
+
+    A twin is given a few seconds (when it is not running, nothing will answer); a real
+    cluster the usual ``limits.timeouts.api_ready``.
+
+    Raises:
+        ClusterError: the kubeconfig is missing or the API does not answer; for a twin
+            the hint says how to start one.
+    """
+    from .cluster import Cluster
+    from .errors import ClusterError
+
+    c = Cluster.from_params(p)
+    if p.target.kind == "twin":
+        c.retry_for = min(c.retry_for, 5.0)
+    try:
+        c.version()
+    except ClusterError as e:
+        if p.target.kind != "twin" or "kubeconfig" in e.message:
+            raise
+        raise ClusterError(f"no API server answers at {c.server}: {e.message.splitlines()[0]}", hint=(
+            "the twin that wrote these params is not running: start it with `.venv/bin/runbook twin up "
+            f"--state-dir {Path(p.source).parent if p.source else '.twin'}` (or rehearse everything with "
+            "`make rehearse`)")) from e
 
 
 def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, confirm: str,
          run_id: str | None, reports_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
-         progress: Callable[[str], None], sample_timeline: bool) -> RunResult:
+         progress: Callable[[str], None], sample_timeline: bool, render: bool) -> RunResult:
     from . import params as params_mod
 
     p = params_mod.load(params_path)
@@ -226,6 +262,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
     params_mod.require_confirmation(p, execute, confirm)
     names = parse_phases(phases)
     run_id = check_run_id(run_id) if run_id else new_run_id()
+    reachable(p)   # a run that cannot start leaves no empty run folder behind
     run_dir = make_run_dir(run_id, Path(reports_dir) if reports_dir else None)
     result = RunResult(run_id=run_id, run_dir=run_dir,
                        phases=[PhaseResult(ph, run_dir / PHASES[ph]) for ph in names])
@@ -257,11 +294,14 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
     finally:
         if sampler is not None:
             sampler.stop()
-        try:
-            result.index_html = report.render_run(run_dir)
-            progress(f"report: {result.index_html}")
-        except Exception as e:  # the report must never hide the run's own outcome
-            progress(f"report rendering failed: {type(e).__name__}: {e}")
+        if render or not result.ok:
+            try:
+                result.index_html = report.render_run(run_dir)
+                progress(f"report: {result.index_html}")
+            except Exception as e:  # the report must never hide the run's own outcome
+                progress(f"report rendering failed: {type(e).__name__}: {e}")
+        else:
+            result.index_html = None   # the caller renders once, at its own end
         secure_tree(run_dir)
     return result
 

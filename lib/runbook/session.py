@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import checks, evidence, lock
+from . import checks, evidence, lock, presentation, runinfo
 from . import params as params_mod
 from .cluster import Cluster
 from .errors import ParamsError
@@ -69,6 +69,8 @@ class Session:
     gates: list[checks.GateResult] = field(default_factory=list)
     #: evidence that could not be recorded in this phase (shown in the summary)
     evidence_lost: list[EvidenceLost] = field(default_factory=list)
+    #: what the approving engineer must look at (the index's "Needs attention")
+    attention_items: list[Attention] = field(default_factory=list)
     _nodes: list[Node] | None = None
 
     # -- nodes ---------------------------------------------------------------------------
@@ -117,7 +119,7 @@ class Session:
 
     # -- gates and figures -------------------------------------------------------------------
     def gate(self, condition: bool, message: str, *, only_when_executing: bool = False,
-             **kw: Any) -> "GateView":
+             overridden: bool = False, **kw: Any) -> "GateView":
         """Require ``condition`` (see :func:`runbook.checks.gate`): the phase stops here if not.
 
         Args:
@@ -127,10 +129,42 @@ class Session:
 
         Returns a view that shows ``GATE PASSED: <message>`` in the notebook. The result
         (passed or failed) is kept in ``s.gates`` for the summary.
+            overridden: the gate holds only because a person chose to go on (preflight's
+                DEFER with ``proceed_despite_deferral``): shown as OVERRIDDEN, in its own
+                colour on the page and the index, never as a plain pass.
         """
         if only_when_executing and not self.execute:
             return GateView(None, skipped=message)
-        return GateView(checks.gate(condition, message, gates=self.gates, lost=self.evidence_lost, **kw))
+        return GateView(checks.gate(condition, message, gates=self.gates, lost=self.evidence_lost,
+                                    overridden=overridden, **kw))
+
+    def attention(self, kind: str, message: str) -> Attention:
+        """Flag something the engineer who approves the run must look at.
+
+        It is shown in the cell (a framed line) and recorded as evidence
+        ``attention/<kind>/<n>``, which the report's index lists under "Needs attention"
+        with a link to this cell.
+
+        Args:
+            kind: one of :data:`ATTENTION_KINDS` (``deferral-overridden``,
+                ``preflight-warning``, ``no-regression-checks``, ``pods-skipped``,
+                ``lock-takeover``).
+            message: one sentence, with what to do about it.
+
+        Example:
+            >>> s.attention("preflight-warning", "firewall ports not verifiable from the API")  # doctest: +SKIP
+        """
+        item = Attention(kind, message, self.phase)
+        self.attention_items.append(item)
+        evidence.record_or_warn(f"attention/{kind}/{len(self.attention_items)}", item.to_dict(),
+                                lost=self.evidence_lost)
+        if _in_kernel():
+            from IPython.display import display
+
+            display(item)
+        else:
+            print(repr(item), flush=True)
+        return item
 
     def record(self, name: str, value: Any) -> Any:
         """Record a named result as evidence (:func:`runbook.evidence.record`); if that
@@ -174,16 +208,20 @@ class Session:
         gates = [g.to_dict() for g in self.gates]
         summary = {"phase": self.phase, "verdict": verdict, "execute": self.execute,
                    "seconds": round(time.time() - self.started, 1),
-                   "gates": [{"name": g["name"], "passed": g["passed"], "message": g["message"]}
-                             for g in gates], "figures": self.figures,
+                   "gates": [{"name": g["name"], "passed": g["passed"], "message": g["message"],
+                              "overridden": g.get("overridden", False)} for g in gates],
+                   "figures": self.figures,
+                   "attention": [a.to_dict() for a in self.attention_items],
                    "evidence_lost": [{"name": e.name, "reason": e.reason} for e in self.evidence_lost]}
         evidence.record_or_warn("summary", summary, lost=self.evidence_lost)
         self.journal.end_phase(self.phase, "passed")
-        rows = [{"item": f"gate: {g['message']}", "result": "PASSED" if g["passed"] else "FAILED"}
+        rows = [{"item": f"gate: {g['message']}",
+                 "result": "OVERRIDDEN" if g.get("overridden") else "PASSED" if g["passed"] else "FAILED"}
                 for g in gates]
         rows += [{"item": k, "result": v} for k, v in self.figures.items()]
         if verdict and self.figures.get("verdict") != verdict:
             rows.append({"item": "verdict", "result": verdict})
+        rows += [{"item": f"NEEDS ATTENTION: {a.kind}", "result": a.message} for a in self.attention_items]
         rows += [{"item": f"EVIDENCE LOST: {e.name}", "result": e.reason} for e in self.evidence_lost]
         return pd.DataFrame(rows, columns=["item", "result"])
 
@@ -216,6 +254,37 @@ def _in_kernel() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+#: The kinds of "Needs attention" items, with the words the index uses for each.
+ATTENTION_KINDS: dict[str, str] = {
+    "deferral-overridden": "DEFER overridden",
+    "preflight-warning": "preflight warning",
+    "no-regression-checks": "no regression checks",
+    "pods-skipped": "pods left for a person",
+    "lock-takeover": "lock taken over",
+    "evidence-lost": "evidence lost",
+}
+
+
+@dataclass
+class Attention:
+    """One thing the approving engineer must look at (see :meth:`Session.attention`)."""
+
+    kind: str
+    message: str
+    phase: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message, "phase": self.phase}
+
+    def __repr__(self) -> str:
+        return f"NEEDS ATTENTION ({ATTENTION_KINDS.get(self.kind, self.kind)}): {self.message}"
+
+    def _repr_html_(self) -> str:
+        return ("<div class='p22-attention' style='border-left:4px solid #b45309;background:#fff7e6;"
+                "padding:.3rem .7rem;margin:.2rem 0'><b>&#9888; NEEDS ATTENTION</b> "
+                f"({html.escape(ATTENTION_KINDS.get(self.kind, self.kind))}): {html.escape(self.message)}</div>")
+
+
 @dataclass
 class GateView:
     """How a passed gate reads in a notebook (a failed gate raises instead)."""
@@ -226,15 +295,20 @@ class GateView:
     def __repr__(self) -> str:
         if self.result is None:
             return f"GATE SKIPPED (dry run): {self.skipped}"
+        if self.result.overridden:
+            return f"GATE OVERRIDDEN: {self.result.message}"
         return f"GATE PASSED: {self.result.message}"
 
     def _repr_html_(self) -> str:
         if self.result is None:
             return f"<p style='color:#666'><b>GATE SKIPPED (dry run)</b>: {html.escape(str(self.skipped))}</p>"
+        if self.result.overridden:
+            return (f"<p style='color:#7c3aed'><b>&#9888; GATE OVERRIDDEN</b>: "
+                    f"{html.escape(self.result.message)}</p>")
         return (f"<p style='color:#116611'><b>✔ GATE PASSED</b>: {html.escape(self.result.message)}</p>")
 
 
-def _record_takeover(j: Journal, lease: dict) -> None:
+def _record_takeover(j: Journal, lease: dict) -> str | None:
     """Keep in the journal that this run took over an expired lock from another run
     (the lease's annotation says which; the first takeover of a run is kept)."""
     ann = ((lease or {}).get("metadata") or {}).get("annotations") or {}
@@ -242,9 +316,8 @@ def _record_takeover(j: Journal, lease: dict) -> None:
     if taken and not j.get("lock_takeover"):
         j.set("lock_takeover", {"from": taken, "lease": f"{lock.LEASE_NAMESPACE}/{lock.LEASE_NAME}",
                                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        print(f"took over the migration lock from run {taken}. If that run changed anything, "
-              "roll it back with its own run id first: its journal holds the originals "
-              "(Argo CD policies, config backups) that this run cannot know.", flush=True)
+        return taken
+    return None
 
 
 def _show_whole_cells() -> None:
@@ -299,8 +372,22 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
     j.begin_phase(phase, _notebook_hash(phase))
     _show_whole_cells()
+    if _in_kernel():
+        presentation.install()
+    taken = None
     if execute and take_lock:
         lease = lock.acquire(c, rd.name, lease_seconds=p.limits.lock_seconds)
-        _record_takeover(j, lease)
-    return Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,
-                   cluster=c, journal=j, cluster_uid=uid)
+        taken = _record_takeover(j, lease)
+    runinfo.record_session(rd, phase=phase, params=p, execute=execute)
+    s = Session(phase=phase, params=p, values=values, run_dir=rd, run_id=rd.name, execute=execute,
+                cluster=c, journal=j, cluster_uid=uid)
+    if taken:
+        s.attention("lock-takeover", takeover_advice(taken))
+    return s
+
+
+def takeover_advice(taken: str) -> str:
+    """What to do after this run took over the expired lock of run ``taken``."""
+    return (f"took over the migration lock from run {taken}. If that run changed anything, roll "
+            "it back with its own run id first: its journal holds the originals (Argo CD "
+            "policies, config backups) that this run cannot know.")

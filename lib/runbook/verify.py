@@ -42,6 +42,7 @@ import pandas as pd
 from . import argocd, checks, cilium, evidence, lock
 from .cluster import pod_display_status, pod_ready
 from .errors import ClusterError
+from .presentation import frame_html
 from .watches import Changes
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class Check:
         if self.hint and not self.ok:
             body += f"<p><i>{html.escape(self.hint)}</i></p>"
         if isinstance(self.table, pd.DataFrame) and not self.table.empty:
-            body += self.table.to_html(index=False, max_rows=60)
+            body += frame_html(self.table, max_rows=60)
         return head + body
 
     def __repr__(self) -> str:
@@ -140,17 +141,24 @@ class Verification:
                              for c in self.results], columns=["check", "result", "requirement", "offenders"])
 
     def gate(self, s: Session) -> Any:
-        """The one gate that stops the phase, listing every failed check."""
+        """The one gate that stops the phase, listing every failed check.
+
+        When the run folder records no migration yet (no Cilium install, no rollback),
+        as in a first "Run All" in ``make lab``, the hint says so: the checks describe
+        the cluster as it is, and 01 to 03 come first."""
+        migrated = s.journal.get("cilium_installed") or s.journal.get("rolled_back")
+        hint = ("each failed check above says what to look at; Argo CD stays paused. "
+                "Fix and re-run 04-verify, or run 05-rollback to return to flannel") if migrated else \
+            ("this run folder records no migration yet, so the checks describe the cluster as it is: "
+             "run 01-preflight, 02-reconfigure and 03-install (execute=True) first, then 04-verify")
         return s.gate(self.ok, "every verification check passed", name="verification",
-                      details=self.failures,
-                      hint="each failed check above says what to look at; Argo CD stays paused. "
-                           "Fix and re-run 04-verify, or run 05-rollback to return to flannel")
+                      details=self.failures, hint=hint)
 
     def __repr__(self) -> str:
         return self.table().to_string(index=False)
 
     def _repr_html_(self) -> str:
-        return self.table().to_html(index=False)
+        return frame_html(self.table())
 
 
 def mode(s: Session) -> str:
@@ -371,6 +379,10 @@ def regression(s: Session) -> Check:
         rows.append({"check": c.name, "kind": c.kind, "ok": bool(ok), "seen": seen,
                      "expected": c.expect_output or (c.expect_status if c.kind == "http" else "rc=0")})
     table = pd.DataFrame(rows, columns=["check", "kind", "ok", "seen", "expected"])
+    if not rows:
+        checks.flag(s, "no-regression-checks", "the params list no regression checks "
+                    "(checks.regression is empty): only the ingress probes tested the data path; add "
+                    "the checks your services need (an HTTP status, or a command on a node)")
     bad = [f"{r.check}: {r.seen} (expected {r.expected})" for r in table.itertuples() if not r.ok]
     return Check("regression", not bad, f"every regression check passes ({len(rows)} checks)", bad, table)
 

@@ -3,8 +3,8 @@
 The runbook installs Cilium with the real ``helm`` from a chart repository, so the twin
 serves one on loopback. It serves exactly one chart, ``cilium``:
 
-* **the official archive** when ``rt.options["cilium_chart"]`` names one (in this
-  workspace ``../shared/charts/cilium-1.19.3.tgz``; any file from ``helm pull`` works).
+* **the official archive** when ``rt.options["cilium_chart"]`` names one (for example
+  an archive from ``helm pull cilium/cilium --version 1.19.3``, see ``docs/charts.md``).
   It is served byte for byte from where it is, never copied into the project;
 * **the stand-in** otherwise: ``twin/charts/cilium`` is packaged at start into
   ``<state_dir>/charts/cilium-<version>.tgz`` with :func:`package_chart`, so no

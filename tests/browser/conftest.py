@@ -89,3 +89,20 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory):
     finally:
         twin.stop()
     return result
+
+
+@pytest.fixture(scope="module")
+def deferred_run(tmp_path_factory: pytest.TempPathFactory):
+    """A dry run of preflight on a fresh twin, without proceed_despite_deferral: minicloud's
+    honest verdict is DEFER, so the headless run stops there."""
+    from runbook import runner
+    from twin.api import Twin
+
+    root = tmp_path_factory.mktemp("deferred")
+    twin = Twin(root / "twin").start()
+    try:
+        result = runner.run(twin.params_path, phases=["preflight", "reconfigure"], reports_dir=root / "reports",
+                            progress=lambda _line: None)
+    finally:
+        twin.stop()
+    return result

@@ -139,7 +139,10 @@ def load(path: str | os.PathLike[str]) -> Params:
     try:
         text = src.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsFileError("params file does not exist", file=str(src)) from None
+        raise ParamsFileError("params file does not exist", file=str(src), hint=(
+            "for a rehearsal cluster, start a twin first: `.venv/bin/runbook twin up --state-dir .twin` "
+            "writes .twin/params.yaml (or run `make rehearse`, which starts its own); for a real "
+            "cluster, copy params/minicloud.yaml and edit it")) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ParamsFileError(f"cannot read params file: {e}", file=str(src)) from e
     try:

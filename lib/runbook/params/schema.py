@@ -109,6 +109,11 @@ class Cilium(_Model):
     chart_repo_url: str = Field("https://helm.cilium.io/", description="Helm repository URL.")
     chart_repo_name: str = Field("cilium", description="Local name of the helm repository.")
     chart: str = Field("cilium", description="Chart name in the repository.")
+    chart_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the chart archive you expect (e.g. of the archive you pulled and "
+                    "checked); the report compares the installed archive with it. null = compare "
+                    "with the runbook's table of official Cilium releases (runbook.chart).")
     release: str = Field("cilium", description="Helm release name.")
     namespace: str = Field("kube-system", description="Release namespace.")
     values_file: str = Field("cilium-values.yaml",

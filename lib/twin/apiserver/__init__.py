@@ -1,8 +1,9 @@
 """The twin's Kubernetes API server: HTTPS on loopback in front of :mod:`twin.store`.
 
 Real clients (kubectl 1.32, helm 4, the official Python client) talk to it exactly as to
-a k3s server; ``/work/shared/reference/k8s-api-for-real-clients.md`` lists what they
-need. One component (``name = "apiserver"``) of the twin's runtime:
+a k3s server (the Kubernetes "API Concepts" reference lists what they rely on:
+https://kubernetes.io/docs/reference/using-api/api-concepts/). One component
+(``name = "apiserver"``) of the twin's runtime:
 
 - at start it takes (or creates) the twin's CA, issues a serving certificate, makes a
   random bearer token and writes ``state_dir/kubeconfig``;

@@ -133,7 +133,7 @@ def test_resume_touches_only_recorded_apps(journal):
     journal.set(argocd.JOURNAL_KEY, {"argocd/a": {"selfHeal": True}, "argocd/gone": None})
     dry = argocd.resume(fake, journal, execute=False)
     assert fake.writes == []
-    assert dict(zip(dry["app"], dry["restore"])) == {"argocd/a": "would set automated: {'selfHeal': True}",
+    assert dict(zip(dry["app"], dry["restore"])) == {"argocd/a": "would set back to auto (selfHeal)",
                                                      "argocd/gone": "app no longer exists"}
     argocd.resume(fake, journal, execute=True)
     assert fake.app("a")["spec"]["syncPolicy"]["automated"] == {"selfHeal": True}

@@ -91,8 +91,10 @@ def test_rehearse_checks_the_run_id_before_starting_anything(monkeypatch, capsys
 # --------------------------------------------------------------------------- runner
 @pytest.fixture
 def recorders(monkeypatch) -> dict[str, list]:
-    """Replace the phase executor and the timeline sampler with recorders."""
-    seen: dict[str, list] = {"phases": [], "sampler": []}
+    """Replace the phase executor and the timeline sampler with recorders, and the
+    cluster's reachability check with one that records instead of connecting."""
+    seen: dict[str, list] = {"phases": [], "sampler": [], "reached": []}
+    monkeypatch.setattr(runner, "reachable", lambda p: seen["reached"].append(p.target.name))
 
     def execute_phase(phase: str, run_dir: Path, parameters: dict, **kw: Any):
         seen["phases"].append(phase)
@@ -145,7 +147,7 @@ def test_runner_refuses_before_creating_or_starting_anything(kwargs: dict, exc: 
     reports = tmp_path / "reports"
     with pytest.raises(exc):
         runner.run(_params_copy(tmp_path), reports_dir=reports, progress=lambda m: None, **kwargs)
-    assert recorders == {"phases": [], "sampler": []}
+    assert recorders == {"phases": [], "sampler": [], "reached": []}
     assert not reports.exists()
 
 
@@ -153,7 +155,33 @@ def test_runner_refuses_bad_params_before_anything(tmp_path: Path, recorders) ->
     path = _params_copy(tmp_path, ssh__sudoo=True)
     with pytest.raises(errors.UnknownKeyError):
         runner.run(path, reports_dir=tmp_path / "reports", progress=lambda m: None)
-    assert recorders == {"phases": [], "sampler": []} and not (tmp_path / "reports").exists()
+    assert recorders == {"phases": [], "sampler": [], "reached": []} and not (tmp_path / "reports").exists()
+
+
+def test_a_run_whose_cluster_cannot_be_reached_leaves_no_run_folder(tmp_path: Path, monkeypatch) -> None:
+    """The kubeconfig of the params is absent: the run stops before it starts, with the
+    hint, and creates no reports folder (the real reachability check, no stub)."""
+    ran = []
+    monkeypatch.setattr(runner, "execute_phase", lambda *a, **kw: ran.append(a))
+    reports = tmp_path / "reports"
+    with pytest.raises(errors.ClusterError) as ei:
+        runner.run(_params_copy(tmp_path), reports_dir=reports, progress=lambda m: None)
+    assert "kubeconfig not found" in str(ei.value) and ei.value.hint
+    assert ran == [] and not reports.exists()
+
+
+def test_a_twin_that_is_not_running_is_named_in_the_error(tmp_path: Path) -> None:
+    """A twin's params whose kubeconfig is gone: the message says how to start one."""
+    from runbook import params as params_mod
+
+    d = yaml.safe_load((REPO / "params" / "twin.yaml").read_text())
+    d["target"]["kubeconfig"] = str(tmp_path / "absent-kubeconfig")
+    d["cilium"]["values_file"] = str(REPO / "params" / "cilium-values.yaml")
+    path = tmp_path / "twin.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(errors.ClusterError) as ei:
+        runner.reachable(params_mod.load(path))
+    assert "runbook twin up" in (ei.value.hint or "")
 
 
 def test_runner_leaves_the_umask_alone_and_the_run_owner_only(tmp_path: Path, recorders) -> None:
@@ -168,7 +196,7 @@ def test_runner_leaves_the_umask_alone_and_the_run_owner_only(tmp_path: Path, re
         assert os.umask(0o022) == 0o022, "restored after an error too"
     finally:
         os.umask(before)
-    assert recorders["phases"] == ["preflight"]
+    assert recorders["phases"] == ["preflight"] and recorders["reached"] == ["minicloud"]
     assert stat.S_IMODE(res.run_dir.stat().st_mode) == 0o700
 
 

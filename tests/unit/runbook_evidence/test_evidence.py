@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from dataclasses import dataclass
 
@@ -83,3 +84,19 @@ def test_snapshot_roundtrip_permissions_and_redaction(tmp_path):
         evidence.save_snapshot(tmp_path, "../x", "pods", {})
     with pytest.raises(ValueError):
         evidence.save_snapshot(tmp_path, "preflight", "a/b", {})
+
+
+def test_a_record_shows_nothing_in_jupyterlab_but_stays_readable(tmp_path):
+    """JupyterLab renders the richest type it knows: the record's HTML is a comment, so the
+    ``[evidence] ...`` line does not print under every gate; the JSON is still there."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as cap:
+        evidence.record("gate/kpr", {"passed": True})
+    (out,) = cap.outputs
+    html = out.data["text/html"]
+    assert re.fullmatch(r"<!--[^>]*-->", html), html          # renders as nothing
+    assert out.data[evidence.MIMETYPE] == {"passed": True}
+    assert out.data["text/plain"].startswith("[evidence] gate/kpr")

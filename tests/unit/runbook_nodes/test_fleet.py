@@ -50,7 +50,7 @@ def test_servers_first_one_at_a_time_then_agent_batches():
     assert res.values()["a3"] == "A3"
     df = res.frame()
     assert list(df.columns) == ["node", "role", "batch", "status", "error", "duration_s", "value"]
-    assert list(df["batch"]) == [0, 1, 2, 2, 3, 3, 4]
+    assert list(df["batch"]) == [1, 2, 1, 1, 2, 2, 3]   # from 1, within each role, as the restart order
     assert "restart k3s" in res._repr_html_()
 
 

@@ -79,12 +79,17 @@ def test_gates_belong_to_their_session(tmp_path):
 
 
 def test_record_takeover_keeps_the_first(tmp_path, capsys):
-    j = _session(tmp_path, True).journal
-    session._record_takeover(j, {"metadata": {"annotations": {}}})
+    s = _session(tmp_path, True)
+    j = s.journal
+    assert session._record_takeover(j, {"metadata": {"annotations": {}}}) is None
     assert j.get("lock_takeover") is None
     lease = {"metadata": {"annotations": {lock.TAKEOVER_ANNOTATION: "run-old (expired x)"}}}
-    session._record_takeover(j, lease)
-    session._record_takeover(j, {"metadata": {"annotations": {lock.TAKEOVER_ANNOTATION: "run-other"}}})
+    assert session._record_takeover(j, lease) == "run-old (expired x)"
+    assert session._record_takeover(
+        j, {"metadata": {"annotations": {lock.TAKEOVER_ANNOTATION: "run-other"}}}) is None
     rec = j.get("lock_takeover")
     assert rec["from"] == "run-old (expired x)" and rec["lease"] == "kube-system/phase22-migration"
+    # start() flags it for the index; outside a notebook the flag is printed
+    item = s.attention("lock-takeover", session.takeover_advice(rec["from"]))
     assert "roll it back with its own run id" in capsys.readouterr().out
+    assert s.attention_items == [item] and item.phase == s.phase

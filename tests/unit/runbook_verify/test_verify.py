@@ -212,7 +212,7 @@ def test_lb_ips_and_metallb_remediation(tmp_path):
 
 
 def test_verification_collects_and_gates_once(tmp_path):
-    s = session(tmp_path, FakeCluster([]))
+    s = session(tmp_path, FakeCluster([]), facts={"cilium_installed": True})
     v = verify.Verification(s)
     v.add(verify.Check("a", True, "first"))
     v.add(verify.Check("b", False, "second", ["x", "y"]))
@@ -226,6 +226,19 @@ def test_verification_collects_and_gates_once(tmp_path):
     v.add(verify.Check("b", True, "second"))
     v.add(verify.Check("c", True, "third"))
     assert v.ok and v.gate(s).passed
+
+
+def test_verify_before_any_migration_fails_with_a_hint_to_migrate_first(tmp_path):
+    s = session(tmp_path, FakeCluster([]))                 # nothing in the journal
+    v = verify.Verification(s)
+    v.add(verify.Check("kpr", False, "kube-proxy replacement really active"))
+    with pytest.raises(GateFailed) as ei:
+        v.gate(s)
+    assert "records no migration yet" in ei.value.hint and "03-install" in ei.value.hint
+    migrated = session(tmp_path, FakeCluster([]), facts={"cilium_installed": True})
+    with pytest.raises(GateFailed) as ei:
+        verify.Verification.gate(v, migrated)
+    assert "05-rollback" in ei.value.hint
 
 
 def test_regression_command_quotes_argv(tmp_path):

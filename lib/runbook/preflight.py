@@ -191,7 +191,8 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
                                                                 engine="python")["internal_ip"]}
     if (host, port) == K3S_LOCAL_PROXY:
         rows.append(("k8sServiceHost reaches the API", "ok",
-                     "127.0.0.1:6444 is k3s's apiserver proxy on every node: no single control-plane IP"))
+                     "127.0.0.1:6444 answers on every node: on a server its own kube-apiserver, on an "
+                     "agent k3s's load balancer towards the servers; no single control-plane IP"))
     elif host in servers or host in ips:
         rows.append(("k8sServiceHost reaches the API", "warn" if port == 6443 else "fail",
                      f"{host}:{port} is one server's address: a single point of failure with several "

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import k3sconfig
+from . import deadline, k3sconfig
 from .errors import NodeError
 from .fleet import FleetResult
 from .k3sconfig import unit_for
@@ -151,6 +151,7 @@ def _restart_one(s: Session, n: Node) -> str:
         return "not needed: no config change in this run and flannel is gone"
     n.client()  # an unreachable node fails here, before an intent is journaled
     unit = unit_for(n.role)
+    deadline.check(s, f"02-reconfigure, before restarting {unit} on {n.name}")
     entry = s.journal.record(STEP_RESTART, f"systemctl restart {unit}", node=n.name,
                              data={"unit": unit})
     try:
@@ -196,6 +197,7 @@ def restart_servers(s: Session) -> RestartOutcome | None:
         return out
 
     res = s.fleet(servers).apply(op, description="restart k3s on the servers")
+    deadline.reraise(res)
     api_back = round(time.monotonic() - t0, 2) if restarted else None
     outages = _record_outages(s, s.cluster.outages[seen:])
     if restarted and s.params.k3s.flannel_backend == "none":
@@ -234,6 +236,7 @@ def restart_agents(s: Session) -> RestartOutcome | None:
     agents = [n for n in s.nodes if n.role != "server"]
     res = s.fleet(agents).apply(lambda n: _restart_one(s, n),
                                   description="restart k3s-agent in batches")
+    deadline.reraise(res)
     if res.failed:
         _raise_with_progress(s, res)
     return RestartOutcome(res)
@@ -259,6 +262,7 @@ def _cleanup_one(s: Session, n: Node, kpr: bool) -> str:
         raise NodeError(f"k3s on {n.name} has not restarted with the new settings yet: "
                         "what it still runs would re-create the leftovers", node=n.name,
                         hint="run the restart steps first")
+    deadline.check(s, f"02-reconfigure, before cleaning the leftovers on {n.name}")
     paths = s.params.paths
     plan = plan_leftovers(gather_node(n, paths), kpr=kpr, backup_dir=paths.backup_dir,
                           run_id=s.run_id)
@@ -278,6 +282,7 @@ def cleanup(s: Session) -> FleetResult | None:
         return None
     kpr = s.params.disable_kube_proxy(s.values)
     res = s.fleet().apply(lambda n: _cleanup_one(s, n, kpr), description="clean up leftovers")
+    deadline.reraise(res)
     if res.failed:
         _raise_with_progress(s, res)
     return res

@@ -181,10 +181,11 @@ DATAPATH_HINT = ("run 05-rollback again with the same run: Cilium's cleanup runs
 
 
 # =========================================================================== ClusterIP DNS
-def dns_checks(s: Session) -> pd.DataFrame:
+def dns_checks(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     """A lookup of ``kubernetes.default.svc.cluster.local`` through the kube-dns ClusterIP,
     from every node (SSH) and from a running pod on every node (``kubectl exec``); each must
-    answer the ``kubernetes`` Service's ClusterIP."""
+    answer the ``kubernetes`` Service's ClusterIP. A node the rollback left alone whose SSH
+    cannot be reached is reported as not checked (``ok`` None), as in :func:`node_table`."""
     server = dns_probe.service_ip(s.cluster, "kube-system", "kube-dns")
     expect = dns_probe.service_ip(s.cluster, "default", "kubernetes")
     cols = ["from", "node", "tool", "ok", "answer"]
@@ -194,14 +195,23 @@ def dns_checks(s: Session) -> pd.DataFrame:
                             columns=cols)
     rows = [dns_probe.from_node(n, server=server, expect=expect) for n in s.nodes]
     rows += dns_probe.probe_pods(s.cluster, [n.name for n in s.nodes], server=server, expect=expect)
-    return pd.DataFrame([{"from": r.source, "node": r.node, "tool": r.tool, "ok": r.ok,
-                          "answer": r.answer} for r in rows], columns=cols)
+    out = []
+    for r in rows:
+        row = {"from": r.source, "node": r.node, "tool": r.tool, "ok": r.ok, "answer": r.answer}
+        if r.tool == "ssh" and not rp.node(r.node).touched:
+            row.update(ok=None, answer="not checked: unreachable, and the rollback left it alone")
+        out.append(row)
+    return pd.DataFrame(out, columns=cols)
 
 
 def dns_problems(table: pd.DataFrame) -> list[str]:
     """One line per lookup that did not answer the expected address."""
     return [f"{r['from']} (node {r['node']}, {r['tool']}): {r['answer']}"
-            for r in table.to_dict("records") if not r["ok"]]
+            for r in table.to_dict("records") if not _unchecked(r["ok"]) and not bool(r["ok"])]
+
+
+def _unchecked(ok: Any) -> bool:
+    return ok is None or (isinstance(ok, float) and ok != ok)
 
 
 DNS_HINT = ("a Cilium socket load balancer left on the node (`cil_sock*` in `sudo bpftool cgroup "

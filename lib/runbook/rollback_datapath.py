@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import cilium_cleanup, datapath
-from .errors import NodeError
+from .errors import NodeError, WaitTimeout
 from .leftovers import backup_name, move_aside
 from .rollback_checks import nodes_named
 from .rollback_plan import STEP_CRDS, STEP_FILES, STEP_KILLALL, RollbackPlan
@@ -187,13 +187,20 @@ def cleanup_nodes(s: Session, rp: RollbackPlan) -> Any:
                                                          " and running its cleanup on the nodes")):
         return None
     ns = rp.helm_uninstall["namespace"] if rp.helm_uninstall else s.params.cilium.namespace
-    agents = [p for p in s.cluster.list("pods", ns, label_selector="k8s-app=cilium")
-              if (p.get("spec") or {}).get("nodeName") in names]
-    if agents:
-        raise NodeError("Cilium agent pods still exist: " + ", ".join(
-            f"{p['metadata']['name']} on {p['spec'].get('nodeName')}" for p in agents),
-            hint="helm uninstall has not finished removing them: wait, then run this cell again "
-                 "(Cilium's cleanup refuses while an agent runs)")
+    def agents_gone() -> tuple[bool, list[str]]:
+        left = [f"{p['metadata']['name']} on {(p.get('spec') or {}).get('nodeName')}"
+                for p in s.cluster.list("pods", ns, label_selector="k8s-app=cilium")
+                if (p.get("spec") or {}).get("nodeName") in names]
+        return not left, left
+
+    try:   # the agents' pods end after the uninstall (their grace period): wait for them
+        s.cluster.wait_for(agents_gone, timeout=s.params.limits.timeouts.cleanup,
+                           what="the Cilium agent pods gone", interval=1.0, progress=s.progress)
+    except WaitTimeout as e:
+        raise NodeError("Cilium agent pods still exist: " + ", ".join(e.pending), node=None,
+                        hint="helm uninstall has not removed them (Cilium's cleanup refuses while an "
+                             "agent runs): `kubectl -n kube-system get pods -l k8s-app=cilium -o wide`; "
+                             "once they are gone run this notebook again") from e
     cilium_cleanup.sweep(s, ns)
     return s.fleet(nodes_named(s, names)).apply(lambda n: _cleanup_one(s, n, rp),
                                                description="Cilium's files and cleanup").raise_for_failures()

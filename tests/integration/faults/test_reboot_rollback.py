@@ -5,9 +5,12 @@ A full migration, then 05-rollback rebooting every node (servers first, one at a
 instead of running Cilium's cleanup in pods: every gate of the rollback passes (no Cilium
 program, map, device or file left; a ClusterIP DNS lookup answers from every node and a pod
 on each), the twin's own view agrees (``runbook.rehearse.verify_back_on_flannel``), each
-node was rebooted once, in order, and nothing is lost.
+node was rebooted once, in order, the cilium.io CRDs are gone after their objects were saved
+(``rollback.remove_crds``), and nothing is lost.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +25,7 @@ NODES = ["set-hog", "fast-skunk", "fast-heron"]
 
 @pytest.mark.timeout(420)
 def test_reboot_path_ends_in_the_same_state_as_the_cleanup(make_twin, tmp_path):
-    twin, params, c, before = start_scenario(make_twin, rollback={"reboot_nodes": True})
+    twin, params, c, before = start_scenario(make_twin, rollback={"reboot_nodes": True, "remove_crds": True})
     digests = rehearse._config_digests(twin.state_dir)
     boots = {n: twin.call(lambda n=n: twin.rt.nodes[n].boot_count) for n in NODES}
     run_id = "reboot"
@@ -41,6 +44,10 @@ def test_reboot_path_ends_in_the_same_state_as_the_cleanup(make_twin, tmp_path):
     rec = evidence.read_records(rb.run_dir / "05-rollback.ipynb")
     for gate in ("gate/datapath-gone", "gate/clusterip-dns", "gate/flannel-back", "gate/rolled-back"):
         assert rec[gate]["passed"] is True, gate
+    # rollback.remove_crds: every cilium.io object saved and journaled, then the CRDs gone
+    [crds] = entries(doc, "remove-cilium-crds")
+    assert crds["status"] == "done" and crds["data"]["crds"] and Path(crds["data"]["objects_file"]).is_file()
+    assert not [d for d in c.list("customresourcedefinitions") if d["spec"]["group"].endswith("cilium.io")]
     checks = rehearse.verify_back_on_flannel(twin, digests)
     assert all(v["ok"] for v in checks.values()), checks
     assert_nothing_lost(twin, c, before)

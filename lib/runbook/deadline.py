@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from contextlib import contextmanager
@@ -131,10 +132,11 @@ def check(s: Session, where: str) -> None:
 
 
 def cap(s: Session, timeout: float) -> float:
-    """``timeout`` cut to what is left of the open window (at least 1 s); unchanged when no
-    window is open."""
+    """``timeout`` cut to what is left of the open window, rounded up and one second more
+    (so a wait that gives up has outlived the deadline, and :func:`watch` names it);
+    unchanged when no window is open."""
     left = remaining(s)
-    return timeout if left is None else max(1.0, min(float(timeout), left))
+    return timeout if left is None else max(1.0, min(float(timeout), math.ceil(left) + 1.0))
 
 
 @contextmanager

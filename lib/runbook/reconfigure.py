@@ -169,7 +169,12 @@ def _restart_one(s: Session, n: Node) -> str:
 
 
 class CniFolderMismatch(NodeError):
-    """containerd on a restarted node does not read the folder Cilium writes its CNI config to."""
+    """containerd on a restarted node does not read the folder Cilium writes its CNI config to
+    (``detail``: what its config.toml names instead)."""
+
+    def __init__(self, detail: str, *, node: str) -> None:
+        super().__init__(detail, node=node)
+        self.detail = detail
 
 
 def _check_cni(s: Session, n: Node) -> str:
@@ -215,7 +220,7 @@ def _gate_cni(s: Session, res: FleetResult) -> None:
     if not bad:
         return
     untouched = [o.node for o in res.skipped]
-    details = [f"{o.node}: {o.exception.args[0] if o.exception.args else o.error}" for o in bad]
+    details = [f"{o.node}: {o.exception.detail}" for o in bad]
     if untouched:
         details.append("not restarted (left untouched): " + ", ".join(untouched))
     s.gate(False, "containerd reads the CNI folder Cilium writes to on every restarted node",

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import posixpath
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
@@ -40,7 +41,8 @@ def nodes_named(s: Session, names: Iterable[str]) -> list[Node]:
 
 def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame:
     """Wait (execute) until every node is Ready; then per node: Ready, flannel.1 present,
-    Cilium interfaces absent (over SSH)."""
+    Cilium interfaces absent (over SSH). The first time they are, the journal fact
+    ``rollback_flannel_back_at`` records it."""
     if wait and s.execute and rp.touched_nodes:
         def check() -> tuple[bool, list[str]]:
             bad = [n["metadata"]["name"] for n in s.cluster.list("nodes") if not node_ready(n)]
@@ -50,6 +52,9 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
                                              + [f"{m}: flannel.1 not back yet" for m in missing])
         s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
                            what="nodes Ready with flannel.1", interval=1.0, progress=s.progress)
+        # when the nodes are back on flannel (the report's rollback outage reads it)
+        s.journal.setdefault("rollback_flannel_back_at",
+                             datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
     rows = []
     for n in s.nodes:

@@ -31,15 +31,15 @@ def test_install_stops_at_the_deadline_and_prints_the_rollback_command(make_twin
     res = run(params, "preflight,reconfigure,install", tmp_path, run_id=run_id)
     assert statuses(res) == {"preflight": "passed", "reconfigure": "passed", "install": "failed"}
     err = res.phases[-1].error
-    assert err.startswith("DeadlineExceeded"), err
-    assert f"limits.no_cni_window_max ({WINDOW_MAX}s)" in err
-    assert "03-install, helm upgrade --install --wait" in err
+    assert err.startswith("DeadlineExceeded") and f"limits.no_cni_window_max ({WINDOW_MAX}s)" in err, err
     cmd = journal(res)["facts"]["no_cni_deadline"]["rollback_command"]
     assert cmd == (f"runbook run --params {shlex.quote(str(params))} --phases rollback --run-id {run_id} "
                    f"--reports-dir {shlex.quote(str(tmp_path))} --execute")
-    assert cmd in err
-    rec = evidence.read_records(res.run_dir / "03-install.ipynb")
-    assert rec["gate/no-cni-deadline"]["passed"] is False
+    gate = evidence.read_records(res.run_dir / "03-install.ipynb")["gate/no-cni-deadline"]
+    assert gate["passed"] is False and cmd in gate["hint"]
+    details = "\n".join(gate["details"])
+    assert "the run stopped during: 03-install, helm upgrade --install --wait" in details
+    assert f"roll back with: {cmd}" in details and "300 s" in details
     assert cmd in report_text(res, "03-install.ipynb")
     [h] = entries(journal(res), "helm-install")
     assert h["status"] == "failed"          # helm's wait was cut to the window, not 240 s

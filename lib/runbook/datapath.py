@@ -231,8 +231,12 @@ class NodeDatapath:
                 "clean": not self.problems()}
 
 
-def _bpftool(n: Node, *args: str) -> tuple[bool, str]:
-    r = n.run("bpftool -j " + " ".join(["%s"] * len(args)), *args, sudo=True)
+#: the three read-only bpftool commands, JSON output (fixed command lines)
+BPFTOOL = {"net": "bpftool -j net show", "cgroup": "bpftool -j cgroup tree", "maps": "bpftool -j map show -f"}
+
+
+def _bpftool(n: Node, what: str) -> tuple[bool, str]:
+    r = n.run(BPFTOOL[what], sudo=True)
     if r.rc == 127 or "command not found" in r.stderr:
         return False, ""
     return True, r.check_output()
@@ -247,17 +251,14 @@ def gather(n: Node, *, files: Sequence[str], bpf: bool = True) -> NodeDatapath:
     """
     dp = NodeDatapath(n.name, n.role, bpftool=None)
     if bpf:
-        ok, net = _bpftool(n, "net", "show")
+        ok, net = _bpftool(n, "net")
         dp.bpftool = ok
         if ok:
             dp.tc = parse_net_show(net)
-            dp.cgroup = parse_cgroup_tree(_bpftool(n, "cgroup", "tree")[1])
-            dp.maps = parse_maps(_bpftool(n, "map", "show", "-f")[1])
+            dp.cgroup = parse_cgroup_tree(_bpftool(n, "cgroup")[1])
+            dp.maps = parse_maps(_bpftool(n, "maps")[1])
     dp.interfaces = cilium_interfaces([i.name for i in n.interfaces()])
-    if files:
-        r = n.run("stat -c %s " + " ".join(["%s"] * len(files)), "%n", *files, sudo=True)
-        present = set(r.stdout.split())
-        dp.files = [f for f in files if f in present]
+    dp.files = [f for f in files if n.run("test -e %s", f, sudo=True).ok]
     for d in (LIB_DIR, RUN_DIR):
         r = n.run("ls -A %s", d, sudo=True)
         if r.ok and r.stdout.split():

@@ -24,7 +24,8 @@ Order, and why:
 3. delete ``cilium_host``, ``cilium_net``, ``cilium_vxlan`` (if still there) and the
    CILIUM chains, while k3s still runs;
 4. stop the agents, then the servers (nothing reconciles half-restored nodes), and
-   remove what ``k3s-killall.sh`` would: the ``CNI-*`` chains and kube-router's ipsets;
+   remove the ``CNI-*`` chains (as ``k3s-killall.sh`` does) and kube-router's ipsets
+   (which that script leaves);
 5. restore each ``config.yaml`` from its journaled backup, checked against the pre-run
    sha256, and put back the flannel files reconfigure moved away. With flannel on, k3s
    writes containerd's ``config.toml`` naming its own CNI folder again, so containerd

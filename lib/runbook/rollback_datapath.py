@@ -245,7 +245,7 @@ def _killall_one(s: Session, n: Node) -> dict[str, Any]:
 
 def killall_cleanup(s: Session, rp: RollbackPlan) -> Any:
     """With k3s stopped on them: on every node the rollback restarts, remove the ``CNI-*``
-    chains and destroy kube-router's ipsets (what ``k3s-killall.sh`` would leave clean)."""
+    chains (as ``k3s-killall.sh`` does) and destroy kube-router's ipsets (which it leaves)."""
     if rp.reboot_nodes:
         return "not needed: the reboot clears iptables and ipsets"
     names = [n.node for n in rp.nodes if n.restart and not {"start-k3s", STEP_KILLALL} & set(n.done)]

@@ -308,6 +308,19 @@ class Cluster:
         return self.request("DELETE", resource_path(api_version, plural, namespace, name),
                             ok_missing=True)
 
+    def exec(self, namespace: str, pod: str, argv: list[str], **kw: Any) -> Any:
+        """Run a command in a pod over the API's WebSocket (``kubectl exec``); see
+        :func:`runbook.pod_exec.exec_in_pod` for the arguments. Returns an
+        :class:`~runbook.pod_exec.ExecResult` (rc, stdout, stderr), never raising on a
+        non-zero exit status.
+
+        Example:
+            >>> c.exec("kube-system", "coredns-6799fbcd5-x2x9q", ["nslookup", "kubernetes"])  # doctest: +SKIP
+        """
+        from .pod_exec import exec_in_pod
+
+        return exec_in_pod(self, namespace, pod, argv, **kw)
+
     def identity(self) -> str:
         """The cluster's identity for provenance: the kube-system namespace UID."""
         ns = self.get("namespaces", "kube-system")

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chart, checks, cilium, outage, pods
+from . import chart, checks, cilium, deadline, outage, pods
 from .cluster import node_ready
 from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
@@ -221,8 +221,15 @@ def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     entry = s.journal.record(STEP_HELM, f"helm upgrade --install {ip.release} {ip.chart} "
                              f"--version {ip.version}", data=ip.journal_data())
     try:
-        h.upgrade_install(ip.release, ip.chart, version=ip.version, values_file=ip.values_file,
-                          namespace=ip.namespace, wait=True, timeout=ip.timeout)
+        with deadline.watch(s, "03-install, helm upgrade --install --wait"):
+            helm_timeout = deadline.cap(s, s.params.limits.timeouts.helm)
+            h.upgrade_install(ip.release, ip.chart, version=ip.version, values_file=ip.values_file,
+                              namespace=ip.namespace, wait=True,
+                              timeout=ip.timeout if helm_timeout >= s.params.limits.timeouts.helm
+                              else f"{int(helm_timeout)}s")
+    except deadline.DeadlineExceeded as e:
+        s.journal.fail(entry, e)
+        raise
     except HelmError as e:
         s.journal.fail(entry, e)
         st = cilium.status(s.cluster, ip.namespace)
@@ -270,8 +277,12 @@ def wait_ready(s: Session) -> cilium.CiliumStatus:
         print("DRY RUN: the status is read once, not waited for.")
         return cilium.status(s.cluster, s.params.cilium.namespace)
     try:
-        st = cilium.wait_ready(s.cluster, namespace=s.params.cilium.namespace,
-                               timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
+        with deadline.watch(s, "03-install, waiting for the Cilium agents"):
+            st = cilium.wait_ready(s.cluster, namespace=s.params.cilium.namespace,
+                                   timeout=deadline.cap(s, s.params.limits.timeouts.agents_ready),
+                                   progress=s.progress)
+    except deadline.DeadlineExceeded:
+        raise
     except GateFailed as e:
         # recorded like every gate, so the report index shows which gate stopped the run
         s.gate(False, e.gate, name="cilium-ready", details=e.details, hint=e.hint)
@@ -316,10 +327,12 @@ def restart_pods(s: Session) -> pods.RestartResult | None:
     pods the owner policy leaves alone are listed with their owners."""
     if not s.require_execute("restarting the unmanaged pods"):
         return None
-    res = pods.restart(s.cluster, restart_plan(s), action=RESTART_ACTION,
-                       batch_size=s.params.limits.pod_restart_batch, execute=True, journal=s.journal,
-                       timeout=s.params.limits.timeouts.pods_ready, timeout_scope="run",
-                       progress=s.progress)
+    # no check after: the window closes right after this step when every pod is managed
+    with deadline.watch(s, "03-install, restarting the unmanaged pods", after=False):
+        res = pods.restart(s.cluster, restart_plan(s), action=RESTART_ACTION,
+                           batch_size=s.params.limits.pod_restart_batch, execute=True, journal=s.journal,
+                           timeout=deadline.cap(s, s.params.limits.timeouts.pods_ready),
+                           timeout_scope="run", progress=s.progress)
     s.figure("pods_restarted", len(res.deleted))
     text = pods.follow_up_text(res.skipped, after="the install")
     if text:

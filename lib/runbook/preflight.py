@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import argocd, params as params_mod, velero
+from . import containerd, datapath
 from .checks import flag
 from .cluster import Cluster
 from .errors import DeferredStop, GateFailed
@@ -41,7 +42,8 @@ def _node_fact_row(n: Node) -> dict[str, Any]:
             "flannel.1": "flannel.1" in ifaces, "cni0": "cni0" in ifaces,
             "cilium_*": sorted(i for i in ifaces if i.startswith("cilium_")),
             "KUBE-SVC": ipt.chains.get("KUBE-SVC", 0), "KUBE-ROUTER": ipt.chains.get("KUBE-ROUTER", 0),
-            "FLANNEL": ipt.chains.get("FLANNEL", 0), "CILIUM": ipt.chains.get("CILIUM", 0)}
+            "FLANNEL": ipt.chains.get("FLANNEL", 0), "CILIUM": ipt.chains.get("CILIUM", 0),
+            "cni_template": containerd.template_fact(n), "bpftool": containerd.has_bpftool(n)}
 
 
 def node_facts(s: Session) -> pd.DataFrame:
@@ -236,7 +238,8 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
                                                                 engine="python")["internal_ip"]}
     if (host, port) == K3S_LOCAL_PROXY:
         rows.append(("k8sServiceHost reaches the API", "ok",
-                     "127.0.0.1:6444 is k3s's apiserver proxy on every node: no single control-plane IP"))
+                     "127.0.0.1:6444 answers on every node: on a server its own kube-apiserver, on an "
+                     "agent k3s's load balancer towards the servers; no single control-plane IP"))
     elif host in servers or host in ips:
         rows.append(("k8sServiceHost reaches the API", "warn" if port == 6443 else "fail",
                      f"{host}:{port} is one server's address: a single point of failure with several "
@@ -276,6 +279,11 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
     phase = ((bsl or {}).get("status") or {}).get("phase")
     rows.append(("Velero backup location available", "ok" if phase == "Available" else "fail",
                  f"{p.velero.namespace}/{p.velero.storage_location}: {phase or 'absent'}"))
+    if "cni_template" in facts:     # node facts of this runbook version (over SSH)
+        rows += containerd.preflight_rows(dict(zip(facts["node"], facts["cni_template"])),
+                                          datapath.cni_dirs(values))
+    if "bpftool" in facts:
+        rows.append(containerd.bpftool_row(dict(zip(facts["node"], facts["bpftool"]))))
     rows.append(("firewall: TCP 4240 (health), 4244 (Hubble), UDP 8473 (VXLAN)", "warn",
                  "not verifiable from the API: confirm the host firewalls allow them between nodes"))
     for check, status, detail in rows:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import k3sconfig, outage
+from . import containerd, datapath, deadline, k3sconfig, outage
 from .errors import NodeError
 from .fleet import FleetResult
 from .k3sconfig import unit_for
@@ -64,6 +64,7 @@ __all__ = [
     "leftovers_frame", "restart_order", "restart_needed", "write_configs", "restart_servers",
     "restart_agents", "cleanup", "Verification", "verify", "node_readiness", "changes_table",
     "unit_for", "window", "RestartOutcome", "STEP_RESTART", "STEP_CLEANUP", "STEP_WRITE",
+    "containerd_cni", "CniFolderMismatch",
 ]
 
 
@@ -147,6 +148,7 @@ def _restart_one(s: Session, n: Node) -> str:
         return "not needed: no config change in this run and flannel is gone"
     n.client()  # an unreachable node fails here, before an intent is journaled
     unit = unit_for(n.role)
+    deadline.check(s, f"02-reconfigure, before restarting {unit} on {n.name}")
     entry = s.journal.record(STEP_RESTART, f"systemctl restart {unit}", node=n.name,
                              data={"unit": unit})
     try:
@@ -160,6 +162,72 @@ def _restart_one(s: Session, n: Node) -> str:
         raise
     s.journal.complete(entry, result={"active": True})
     return "restarted"
+
+
+class CniFolderMismatch(NodeError):
+    """containerd on a restarted node does not read the folder Cilium writes its CNI config to
+    (``detail``: what its config.toml names instead)."""
+
+    def __init__(self, detail: str, *, node: str) -> None:
+        super().__init__(detail, node=node)
+        self.detail = detail
+
+
+def _check_cni(s: Session, n: Node) -> str:
+    """After ``n``'s k3s restart without flannel: the ``config.toml`` k3s generated must
+    make containerd read Cilium's CNI folders (else raise :class:`CniFolderMismatch`)."""
+    if s.params.k3s.flannel_backend != "none":
+        return ""
+    want = datapath.cni_dirs(s.values)
+    try:
+        have = containerd.config_cni_dirs(containerd.read_config(n))
+    except ValueError as e:
+        raise CniFolderMismatch(f"{containerd.CONFIG_TOML} is not TOML ({e})", node=n.name) from e
+    diffs = containerd.mismatch(have, want)
+    if diffs:
+        tmpl = " (rendered from config.toml.tmpl)" if containerd.read_template(n) is not None else ""
+        raise CniFolderMismatch(f"{containerd.CONFIG_TOML}{tmpl} has {'; '.join(diffs)}", node=n.name)
+    return f"containerd reads {have[0]}"
+
+
+def containerd_cni(s: Session) -> pd.DataFrame:
+    """Per node: the CNI folders in the ``config.toml`` k3s generated at its last start,
+    whether a ``config.toml.tmpl`` is there, and whether they are Cilium's (over SSH)."""
+    want = datapath.cni_dirs(s.values)
+    rows = []
+    for n in s.nodes:
+        try:
+            have = containerd.config_cni_dirs(containerd.read_config(n))
+        except (ValueError, NodeError) as e:
+            rows.append({"node": n.name, "conf_dir": f"not read: {e}", "bin_dir": "-",
+                         "config.toml.tmpl": "-", "Cilium's folders": False})
+            continue
+        rows.append({"node": n.name, "conf_dir": have[0], "bin_dir": have[1],
+                     "config.toml.tmpl": "yes" if containerd.read_template(n) is not None else "no",
+                     "Cilium's folders": not containerd.mismatch(have, want)})
+    return pd.DataFrame(rows, columns=["node", "conf_dir", "bin_dir", "config.toml.tmpl",
+                                       "Cilium's folders"])
+
+
+def _gate_cni(s: Session, res: FleetResult) -> None:
+    """The gate ``containerd-cni-folder``: stop when a restarted node's containerd does not
+    read Cilium's CNI folder (the nodes after it were not restarted)."""
+    bad = [o for o in res.failed if isinstance(o.exception, CniFolderMismatch)]
+    if not bad:
+        return
+    untouched = [o.node for o in res.skipped]
+    details = [f"{o.node}: {o.exception.detail}" for o in bad]
+    if untouched:
+        details.append("not restarted (left untouched): " + ", ".join(untouched))
+    s.gate(False, "containerd reads the CNI folder Cilium writes to on every restarted node",
+           name="containerd-cni-folder", details=details,
+           hint="the node stays NotReady with no CNI until containerd reads Cilium's folder. Fix its "
+                "config.toml.tmpl (conf_dir/bin_dir of the CRI cni section: Cilium's folders, or "
+                "{{ .NodeConfig.AgentConfig.CNIConfDir }}/{{ .NodeConfig.AgentConfig.CNIBinDir }}, "
+                "which k3s leaves empty without flannel), run `sudo systemctl restart k3s-agent` "
+                "(`k3s` on a server) there, and run this notebook again with the same run. Or roll "
+                "back now: "
+                + deadline.session_rollback_command(s))
 
 
 def _record_outages(s: Session, new: list[Any]) -> list[dict[str, Any]]:
@@ -189,13 +257,17 @@ def restart_servers(s: Session) -> RestartOutcome | None:
             # the choke point retries through the outage; the node object proves the
             # API serves again (not just its TCP port)
             s.cluster.get("nodes", n.name)
+        if not out.startswith("not needed"):
+            _check_cni(s, n)
         return out
 
     res = s.fleet(servers).apply(op, description="restart k3s on the servers")
+    deadline.reraise(res)
     api_back = round(time.monotonic() - t0, 2) if restarted else None
     outages = _record_outages(s, s.cluster.outages[seen:])
     if restarted and s.params.k3s.flannel_backend == "none":
         outage.open_window(s.journal, "no_cni_window")
+    _gate_cni(s, res)
     if res.failed:
         _raise_with_progress(s, res)
     out = RestartOutcome(res, api_back, outages)
@@ -227,8 +299,13 @@ def restart_agents(s: Session) -> RestartOutcome | None:
     if not s.require_execute("restarting the k3s agents"):
         return None
     agents = [n for n in s.nodes if n.role != "server"]
-    res = s.fleet(agents).apply(lambda n: _restart_one(s, n),
-                                  description="restart k3s-agent in batches")
+    def op(n: Node) -> str:
+        out = _restart_one(s, n)
+        return out if out.startswith("not needed") else (out + "; " + _check_cni(s, n)).strip("; ")
+
+    res = s.fleet(agents).apply(op, description="restart k3s-agent in batches")
+    deadline.reraise(res)
+    _gate_cni(s, res)
     if res.failed:
         _raise_with_progress(s, res)
     return RestartOutcome(res)
@@ -254,6 +331,7 @@ def _cleanup_one(s: Session, n: Node, kpr: bool) -> str:
         raise NodeError(f"k3s on {n.name} has not restarted with the new settings yet: "
                         "what it still runs would re-create the leftovers", node=n.name,
                         hint="run the restart steps first")
+    deadline.check(s, f"02-reconfigure, before cleaning the leftovers on {n.name}")
     paths = s.params.paths
     plan = plan_leftovers(gather_node(n, paths), kpr=kpr, backup_dir=paths.backup_dir,
                           run_id=s.run_id)
@@ -273,6 +351,7 @@ def cleanup(s: Session) -> FleetResult | None:
         return None
     kpr = s.params.disable_kube_proxy(s.values)
     res = s.fleet().apply(lambda n: _cleanup_one(s, n, kpr), description="clean up leftovers")
+    deadline.reraise(res)
     if res.failed:
         _raise_with_progress(s, res)
     return res

@@ -7,8 +7,9 @@ notebook cannot tell a twin from a real cluster, only its params file differs.
 A rehearsal starts a twin, runs the four migration phases with ``execute`` (and
 ``proceed_despite_deferral``, since minicloud's preflight verdict is DEFER), then with
 ``--with-rollback`` runs ``05-rollback`` and checks, from the twin's side, that every
-node's ``config.yaml`` is byte-identical to what it was before the run and that
-flannel is back. The result of that check is written to ``rehearsal.json`` in the run
+node's ``config.yaml`` is byte-identical to what it was before the run, that flannel is
+back, that no Cilium BPF program, map, device or file is left on any node, and that a
+DNS lookup through the kube-dns ClusterIP answers from every node. The result of that check is written to ``rehearsal.json`` in the run
 folder and shown on the report's index page.
 """
 from __future__ import annotations
@@ -53,27 +54,66 @@ def _config_digests(state_dir: Path) -> dict[str, str]:
     return out
 
 
+CILIUM_FILES = ("/etc/cni/net.d/05-cilium.conflist", "/opt/cni/bin/cilium-cni",
+                "/etc/sysctl.d/99-zzz-override_cilium.conf")
+CILIUM_DIRS = ("/var/lib/cilium", "/run/cilium")
+DNS_NAME = "kubernetes.default.svc.cluster.local"
+
+
+def _node_state(twin: Any) -> dict[str, Any]:
+    """Per node, read from the twin's own models (not through the runbook's tools)."""
+    res = {}
+    for name, nm in twin.rt.nodes.items():
+        ifaces = set(nm.interfaces)
+        bpf = nm.bpf
+        res[name] = {
+            "flannel.1": "flannel.1" in ifaces,
+            "cilium": sorted(i for i in ifaces if i.startswith("cilium")),
+            "05-cilium": nm.exists("/etc/cni/net.d/05-cilium.conflist"),
+            "bpf": ([f"tc {p.dev} {p.name}" for p in bpf.tc_programs() if p.name.startswith("cil")]
+                    + [f"cgroup {p.name}" for p in bpf.cgroup_programs() if p.name.startswith("cil")]
+                    + [f"map {m.path}" for m in bpf.maps() if "cilium" in m.path]),
+            "files": [f for f in CILIUM_FILES if nm.exists(f)]
+                     + [d for d in CILIUM_DIRS if nm.is_dir(d) and nm.listdir(d)],
+        }
+    return res
+
+
+async def _clusterip_dns(twin: Any) -> dict[str, str]:
+    """``nslookup`` of the kubernetes Service through the kube-dns ClusterIP, run as the
+    node's own command (the twin's network model answers): node -> problem ("" = answered)."""
+    out = {}
+    view = next(iter(twin.rt.nodes.values())).cluster_view
+    dns = view.cluster_dns() if view is not None else "10.43.0.10"
+    for name, nm in twin.rt.nodes.items():
+        r = await nm.exec(f"nslookup {DNS_NAME} {dns}")
+        text = r.stdout.decode(errors="replace")
+        ok = r.rc == 0 and "Address: 10.43.0.1" in text
+        out[name] = "" if ok else (" ".join((text + r.stderr.decode(errors="replace")).split())[:160]
+                                   or f"rc={r.rc}")
+    return out
+
+
 def verify_back_on_flannel(twin: Any, before: dict[str, str]) -> dict[str, Any]:
-    """Independent check after a rollback: configs identical, flannel running, no cilium left."""
+    """Independent check after a rollback, from the twin's side: configs identical, flannel
+    running, no Cilium device, BPF program or map, no Cilium file, and a ClusterIP DNS
+    lookup that answers from every node."""
     after = _config_digests(twin.state_dir)
     changed = [n for n in before if before[n] != after.get(n)]
     checks: dict[str, Any] = {
         "configs byte-identical": {"ok": not changed, "detail": changed or "all nodes identical"}}
-
-    def node_state() -> dict[str, Any]:
-        res = {}
-        for name, nm in twin.rt.nodes.items():
-            ifaces = set(nm.interfaces)
-            res[name] = {"flannel.1": "flannel.1" in ifaces,
-                         "cilium": sorted(i for i in ifaces if i.startswith("cilium")),
-                         "05-cilium": nm.exists("/etc/cni/net.d/05-cilium.conflist")}
-        return res
-
-    state = twin.call(node_state)
+    state = twin.call(_node_state, twin)
     no_flannel = [n for n, s in state.items() if not s["flannel.1"]]
     leftovers = [n for n, s in state.items() if s["cilium"] or s["05-cilium"]]
+    bpf = {n: s["bpf"][:4] for n, s in state.items() if s["bpf"]}
+    files = {n: s["files"] for n, s in state.items() if s["files"]}
+    dns = {n: why for n, why in twin.call(_clusterip_dns, twin).items() if why}
     checks["flannel back on every node"] = {"ok": not no_flannel, "detail": no_flannel or "flannel.1 present everywhere"}
     checks["no cilium leftovers on nodes"] = {"ok": not leftovers, "detail": leftovers or "none"}
+    checks["no Cilium BPF state on nodes"] = {"ok": not bpf, "detail": bpf or "no cil_ program, no cilium map"}
+    checks["no Cilium files on nodes"] = {"ok": not files, "detail": files or "none"}
+    checks["ClusterIP DNS answers from every node"] = {"ok": not dns, "detail": dns or
+                                                       f"{DNS_NAME} -> 10.43.0.1 on every node"}
     return checks
 
 

@@ -14,21 +14,35 @@ it), and restarting the pods again.
 
 Order, and why:
 
-1. ``helm uninstall`` while the API still answers (the agents stop re-creating their
-   interfaces and CNI file);
-2. on each node Cilium touched: delete ``cilium_host``, ``cilium_net``, ``cilium_vxlan``
-   and the CILIUM chains, while k3s still runs;
-3. stop the agents, then the servers (nothing reconciles half-restored nodes);
-4. restore each ``config.yaml`` from its journaled backup, checked against the pre-run
-   sha256; move ``05-cilium.conflist`` to the backup folder (containerd takes the first
-   conflist by name, and ``05-`` sorts before flannel's ``10-``); put back the flannel
-   files reconfigure moved away;
-5. start the servers first and wait for the API, then the agents; wait for the nodes to
+1. record the agent image, then ``helm uninstall`` while the API still answers (the
+   agents stop re-creating their interfaces and CNI file); the cilium.io CRDs go too
+   only with ``rollback.remove_crds`` (objects saved first);
+2. on each node Cilium may have run on: its files (CNI config, CNI binary, sysctl
+   override) to the backup folder, then Cilium's own ``post-uninstall-cleanup`` in a
+   pod on that node, where anything is left (:mod:`runbook.rollback_datapath`;
+   after the uninstall, since the command refuses while an agent runs);
+3. delete ``cilium_host``, ``cilium_net``, ``cilium_vxlan`` (if still there) and the
+   CILIUM chains, while k3s still runs;
+4. stop the agents, then the servers (nothing reconciles half-restored nodes), and
+   remove the ``CNI-*`` chains (as ``k3s-killall.sh`` does) and kube-router's ipsets
+   (which that script leaves);
+5. restore each ``config.yaml`` from its journaled backup, checked against the pre-run
+   sha256, and put back the flannel files reconfigure moved away. With flannel on, k3s
+   writes containerd's ``config.toml`` naming its own CNI folder again, so containerd
+   reads ``10-flannel.conflist`` there; Cilium's conflist in ``/etc/cni/net.d`` would
+   not be read (it goes anyway: nothing of Cilium's stays);
+6. start the servers first and wait for the API, then the agents; wait for the nodes to
    be Ready with ``flannel.1`` back;
-6. restart the pods whose sandbox is not flannel's (created under Cilium or in the
+7. restart the pods whose sandbox is not flannel's (created under Cilium or in the
    no-CNI window, or hanging off a ``cni0`` bridge that reconfigure deleted);
-7. optionally a Velero restore (a restore is not a revert, defect 11);
-8. restore Argo CD's policies exactly from the journal.
+8. optionally a Velero restore (a restore is not a revert, defect 11);
+9. restore Argo CD's policies exactly from the journal.
+
+With ``rollback.reboot_nodes`` steps 2-6 become: files removed and restored, then each
+node rebooted, servers first, one at a time (:mod:`runbook.rollback_reboot`); a reboot
+clears the kernel state, iptables and ipsets, and re-creates every pod sandbox.
+After either path, gates prove that no Cilium program, map, device or file is left on
+any node and that a ClusterIP DNS lookup answers from every node and a pod on each.
 
 Example:
     >>> p = rollback.plan(s)                  # doctest: +SKIP
@@ -44,12 +58,17 @@ import pandas as pd
 from . import argocd, lock, outage, pods, velero
 from .checks import flag
 from .cluster import node_ready, pod_ready
+from . import datapath
+from .rollback_datapath import cleanup_nodes, killall_cleanup, record_image, remove_crds
+from .rollback_reboot import reboot_nodes
 from .errors import GateFailed, NodeError, ParamsError
 from .k3sconfig import unit_for
+from .rollback_checks import (DATAPATH_HINT, DNS_HINT, datapath_after, datapath_frame,
+                              datapath_problems, dns_checks, dns_problems)
 from .rollback_checks import (flannel_problems, node_problems, node_table, nodes_named,
                               pods_health, wait_flannel)
 from .rollback_plan import (BRIDGE, CILIUM_CNI_FILE, CILIUM_INTERFACES, CILIUM_PREFIXES,
-                            MIGRATION_STEPS, ROLLBACK_STEPS, STEP_CNI, STEP_FLANNEL, STEP_HELM,
+                            MIGRATION_STEPS, ROLLBACK_STEPS, STEP_FLANNEL, STEP_HELM,
                             STEP_IFACES, STEP_PODS, STEP_RESTORE, STEP_START, STEP_STOP,
                             STEP_VELERO, NodeRollback, PlanView, RollbackPlan, plan_from_journal,
                             pods_to_restart, restart_candidates, restart_plan)
@@ -68,6 +87,10 @@ __all__ = [
     "STEP_PODS", "WINDOW", "close_window",
 ]
 
+__all__ += ["record_image", "remove_crds", "cleanup_nodes", "killall_cleanup", "reboot_nodes",
+            "datapath_after", "datapath_frame", "datapath_problems", "DATAPATH_HINT", "dns_checks",
+            "dns_problems", "DNS_HINT"]
+
 VERDICT = "ROLLED BACK: flannel restored, configs identical"
 #: the journal fact of the rollback's own outage (see :mod:`runbook.outage`)
 WINDOW = "rollback_window"
@@ -80,7 +103,9 @@ def plan(s: Session) -> RollbackPlan:
     p = s.params
     return plan_from_journal(s.journal.to_dict(), [(n.name, n.role) for n in p.nodes],
                              k3s_config=p.paths.k3s_config, release=p.cilium.release,
-                             namespace=p.cilium.namespace)
+                             namespace=p.cilium.namespace, reboot_nodes=p.rollback.reboot_nodes,
+                             remove_crds=p.rollback.remove_crds,
+                             cilium_files=datapath.cilium_files(s.values))
 
 
 # =========================================================================== execution helpers
@@ -136,6 +161,8 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
     node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4). Idempotent."""
+    if rp.reboot_nodes:
+        return "not needed: the reboot clears Cilium's devices and chains"
     names = [n.node for n in rp.nodes if n.delete_cilium]
     if not names or not s.require_execute("deleting the Cilium interfaces and chains"):
         return None
@@ -145,7 +172,10 @@ def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
 
 
 def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
-    """Stop k3s on the nodes to restart: agents first (in batches), then the servers."""
+    """Stop k3s on the nodes to restart: agents first (in batches), then the servers
+    (not on the reboot path: the reboot restarts k3s)."""
+    if rp.reboot_nodes:
+        return None
     order = rp._restart_order()
     if not order or not s.require_execute("stopping k3s"):
         return None
@@ -176,11 +206,6 @@ def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def _backup_target(s: Session, path: str) -> str:
-    flat = path.strip("/").replace("/", "_")
-    return f"{s.params.paths.backup_dir.rstrip('/')}/{flat}.{s.run_id}.rollback"
-
-
 def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if nr.restore_config and n.sha256(nr.restore_config["path"]) == nr.restore_config["sha256"]:
@@ -200,22 +225,6 @@ def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
 
         out["config"] = _journaled(s, STEP_RESTORE, f"restore {rc['path']} from {rc['backup']}",
                                    restore, node=n.name, data=dict(rc))
-    cni_path = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
-    if nr.remove_cilium_cni and not n.exists(cni_path):
-        out["cilium_cni"] = "absent"
-    elif nr.remove_cilium_cni:
-        path = cni_path
-
-        def remove() -> dict[str, Any]:
-            if not n.exists(path):
-                return {"moved": None}
-            dst = _backup_target(s, path)
-            n.run("mkdir -p %s", s.params.paths.backup_dir, sudo=True).check_output()
-            n.run("mv -f %s %s", path, dst, sudo=True).check_output()
-            return {"moved": dst}
-
-        out["cilium_cni"] = _journaled(s, STEP_CNI, f"move {path} to the backup folder", remove,
-                                       node=n.name, data={"path": path})
     pending = [f for f in nr.restore_files if not n.exists(f["path"]) and n.exists(f["backup"])]
     if nr.restore_files and not pending:
         out["flannel_files"] = "nothing to move back"
@@ -240,9 +249,10 @@ def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
 
 
 def restore_files(s: Session, rp: RollbackPlan) -> Any:
-    """With k3s stopped: restore each ``config.yaml`` byte-for-byte (sha256 = pre-run),
-    move ``05-cilium.conflist`` to the backup folder, put the flannel files back."""
-    todo = [n for n in rp.nodes if n.restore_config or n.remove_cilium_cni or n.restore_files]
+    """Restore each ``config.yaml`` byte-for-byte (sha256 = pre-run) and put the flannel
+    files back (k3s stopped; on the reboot path k3s runs and reads them at boot).
+    Cilium's own files went earlier (:func:`runbook.rollback_datapath.cleanup_nodes`)."""
+    todo = [n for n in rp.nodes if n.restore_config or n.restore_files]
     if not todo or not s.require_execute("restoring the node files"):
         return None
     by = {n.node: n for n in todo}
@@ -251,7 +261,10 @@ def restore_files(s: Session, rp: RollbackPlan) -> Any:
 
 
 def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
-    """Start the servers first and wait for the API, then the agents in batches."""
+    """Start the servers first and wait for the API, then the agents in batches (on the
+    reboot path :func:`runbook.rollback_reboot.reboot_nodes` does it instead)."""
+    if rp.reboot_nodes:
+        return None
     order = rp._restart_order(start=True)
     if not order or not s.require_execute("starting k3s"):
         return None

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 
+from . import datapath, dns_probe
 from .cluster import node_ready, pod_display_status, pod_ready
+from .datapath import NodeDatapath
 from .errors import NodeError
 from .pods import pod_key
 from .rollback_plan import CILIUM_CNI_FILE, CILIUM_INTERFACES, NodeRollback, RollbackPlan
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
     from .nodes import Node
     from .session import Session
 
-__all__ = ["nodes_named", "wait_flannel", "flannel_problems", "pods_health", "node_table", "node_problems"]
+__all__ = ["nodes_named", "wait_flannel", "flannel_problems", "pods_health", "node_table", "node_problems",
+           "datapath_after", "datapath_frame", "datapath_problems", "DATAPATH_HINT", "dns_checks",
+           "dns_problems", "DNS_HINT"]
 
 
 def nodes_named(s: Session, names: Iterable[str]) -> list[Node]:
@@ -150,3 +154,74 @@ def node_problems(table: pd.DataFrame) -> list[str]:
                    + (f" (sha256 now {r['config sha256 now']}, pre-run {r['pre-run sha256']})"
                       if not r["config identical"] else ""))
     return out
+
+
+# =========================================================================== Cilium's datapath gone
+def datapath_after(s: Session, rp: RollbackPlan) -> list[NodeDatapath]:
+    """What Cilium left on every node (over SSH, with ``bpftool``): after the rollback it
+    must be nothing. A node the rollback left alone and cannot reach is not read."""
+    files = rp.cilium_files or datapath.cilium_files(s.values)
+    out = []
+    for n in s.nodes:
+        try:
+            out.append(datapath.gather(n, files=files))
+        except NodeError:
+            if rp.node(n.name).touched:
+                raise
+    return out
+
+
+def datapath_frame(dps: list[NodeDatapath]) -> pd.DataFrame:
+    """One row per node: Cilium's programs, maps, devices, files and folders left."""
+    return pd.DataFrame([d.row() for d in dps])
+
+
+def datapath_problems(dps: list[NodeDatapath]) -> list[str]:
+    """One line per node with anything of Cilium's left (the gate's details)."""
+    return [f"{d.node}: " + "; ".join(d.problems()) for d in dps if d.problems()]
+
+
+DATAPATH_HINT = ("run 05-rollback again with the same run: Cilium's cleanup runs in a pod on every "
+                 "node where anything is left (`sudo bpftool net show`, `sudo bpftool cgroup tree` "
+                 "show what). Or reboot that node: a reboot clears the kernel state (programs, "
+                 "maps, devices); a file left over is moved to the backup folder by hand")
+
+
+# =========================================================================== ClusterIP DNS
+def dns_checks(s: Session, rp: RollbackPlan) -> pd.DataFrame:
+    """A lookup of ``kubernetes.default.svc.cluster.local`` through the kube-dns ClusterIP,
+    from every node (SSH) and from a running pod on every node (``kubectl exec``); each must
+    answer the ``kubernetes`` Service's ClusterIP. A node the rollback left alone whose SSH
+    cannot be reached is reported as not checked (``ok`` None), as in :func:`node_table`."""
+    server = dns_probe.service_ip(s.cluster, "kube-system", "kube-dns")
+    expect = dns_probe.service_ip(s.cluster, "default", "kubernetes")
+    cols = ["from", "node", "tool", "ok", "answer"]
+    if not server or not expect:
+        return pd.DataFrame([{"from": "-", "node": "-", "tool": "-", "ok": False,
+                              "answer": "Service kube-system/kube-dns or default/kubernetes not found"}],
+                            columns=cols)
+    rows = [dns_probe.from_node(n, server=server, expect=expect) for n in s.nodes]
+    rows += dns_probe.probe_pods(s.cluster, [n.name for n in s.nodes], server=server, expect=expect)
+    out = []
+    for r in rows:
+        row = {"from": r.source, "node": r.node, "tool": r.tool, "ok": r.ok, "answer": r.answer}
+        if r.tool == "ssh" and not rp.node(r.node).touched:
+            row.update(ok=None, answer="not checked: unreachable, and the rollback left it alone")
+        out.append(row)
+    return pd.DataFrame(out, columns=cols)
+
+
+def dns_problems(table: pd.DataFrame) -> list[str]:
+    """One line per lookup that did not answer the expected address."""
+    return [f"{r['from']} (node {r['node']}, {r['tool']}): {r['answer']}"
+            for r in table.to_dict("records") if not _unchecked(r["ok"]) and not bool(r["ok"])]
+
+
+def _unchecked(ok: Any) -> bool:
+    return ok is None or (isinstance(ok, float) and ok != ok)
+
+
+DNS_HINT = ("a Cilium socket load balancer left on the node (`cil_sock*` in `sudo bpftool cgroup "
+            "tree`) sends ClusterIP traffic to Cilium-era pods: the datapath gate above names it. "
+            "Otherwise: are the coredns pods Running and Ready, and does the node have its "
+            "KUBE-SVC chains back (`sudo iptables-save | grep KUBE-SVC`)?")

@@ -29,6 +29,7 @@ from .k3sconfig import unit_for
 from .presentation import frame_html
 
 __all__ = [
+    "STEP_CRDS", "STEP_FILES", "STEP_CLEANUP", "STEP_KILLALL", "STEP_REBOOT",
     "CILIUM_INTERFACES", "CILIUM_CNI_FILE", "CILIUM_PREFIXES", "MIGRATION_STEPS", "BRIDGE",
     "ROLLBACK_STEPS", "NodeRollback", "RollbackPlan", "plan_from_journal", "restart_candidates",
     "restart_plan", "pods_to_restart", "PlanView",
@@ -54,8 +55,14 @@ STEP_FLANNEL = "restore-flannel-files"
 STEP_START = "start-k3s"
 STEP_PODS = "restart-pods"
 STEP_VELERO = "velero-restore"
+STEP_CRDS = "remove-cilium-crds"
+STEP_FILES = "remove-cilium-files"
+STEP_CLEANUP = "cilium-cleanup"
+STEP_KILLALL = "remove-cni-chains-ipsets"
+STEP_REBOOT = "reboot-node"
 ROLLBACK_STEPS = (STEP_HELM, STEP_IFACES, STEP_STOP, STEP_RESTORE, STEP_CNI, STEP_FLANNEL,
-                  STEP_START, STEP_PODS, STEP_VELERO)
+                  STEP_START, STEP_PODS, STEP_VELERO, STEP_CRDS, STEP_FILES, STEP_CLEANUP,
+                  STEP_KILLALL, STEP_REBOOT)
 
 
 @dataclass
@@ -69,7 +76,8 @@ class NodeRollback:
         restart: stop k3s before the file changes and start it after (k3s ran with the
             migration's settings, or its flannel devices were deleted).
         restore_config: ``{"path", "backup", "sha256"}`` (sha256 = pre-run content) or None.
-        remove_cilium_cni: move ``05-cilium.conflist`` to the backup folder.
+        remove_cilium_cni: Cilium's files go to the backup folder (its CNI config and binary,
+            its sysctl override) and Cilium's own cleanup runs here (or the node reboots).
         restore_files: ``[{"path", "backup"}]`` flannel files/leases to move back.
         lost_bridge: reconfigure deleted ``cni0`` here: its old pods lost their network.
         done: rollback steps already done for this node since the last migration step.
@@ -110,6 +118,12 @@ class RollbackPlan:
         velero_backup: the pre-migration backup, for the optional restore.
         helm_done: the uninstall is already done in this rollback.
         pods_done: the pod restart is already done in this rollback.
+        reboot_nodes: the nodes k3s would restart are rebooted instead, servers first, one at
+            a time (``rollback.reboot_nodes``); a reboot clears the kernel state, so no
+            cleanup pod, no stop/start of k3s and no pod restarts on those nodes.
+        remove_crds: the cilium.io CRDs are deleted after the uninstall (``rollback.remove_crds``).
+        cilium_files: the paths of Cilium's files (from the values' CNI folders).
+        crds_done: the CRDs are already deleted in this rollback.
     """
 
     helm_uninstall: dict[str, str] | None
@@ -119,6 +133,10 @@ class RollbackPlan:
     velero_backup: str | None
     helm_done: bool = False
     pods_done: bool = False
+    reboot_nodes: bool = False
+    remove_crds: bool = False
+    cilium_files: list[str] = field(default_factory=list)
+    crds_done: bool = False
 
     @property
     def touched_nodes(self) -> list[NodeRollback]:
@@ -135,7 +153,9 @@ class RollbackPlan:
         return {"helm_uninstall": self.helm_uninstall, "nodes": [n.to_dict() for n in self.nodes],
                 "pods_since": self.pods_since, "argocd_recorded": list(self.argocd_recorded),
                 "velero_backup": self.velero_backup, "helm_done": self.helm_done,
-                "pods_done": self.pods_done}
+                "pods_done": self.pods_done, "reboot_nodes": self.reboot_nodes,
+                "remove_crds": self.remove_crds, "cilium_files": list(self.cilium_files),
+                "crds_done": self.crds_done}
 
     def frame(self) -> pd.DataFrame:
         """One row per node: what will be done there (``-`` = left alone)."""
@@ -143,10 +163,12 @@ class RollbackPlan:
         for n in self.nodes:
             rows.append({
                 "node": n.node, "role": n.role,
-                "delete cilium ifaces/chains": "yes" if n.delete_cilium else "-",
-                "stop/start k3s": unit_for(n.role) if n.restart else "-",
+                "Cilium's cleanup": ("files; reboot clears the kernel state" if self.reboot_nodes
+                                     else "files, cleanup pod") if n.remove_cilium_cni else "-",
+                "delete cilium ifaces/chains": "yes" if n.delete_cilium and not self.reboot_nodes else "-",
+                ("reboot" if self.reboot_nodes else "stop/start k3s"):
+                    ("reboot" if self.reboot_nodes else unit_for(n.role)) if n.restart else "-",
                 "restore config.yaml": (f"from {n.restore_config['backup']}" if n.restore_config else "-"),
-                "remove 05-cilium.conflist": "yes" if n.remove_cilium_cni else "-",
                 "put back flannel files": ", ".join(f["path"] for f in n.restore_files) or "-",
                 "already done": ", ".join(n.done) or "-",
                 "why": "; ".join(n.reasons) or "not changed by this run: left alone"})
@@ -155,25 +177,43 @@ class RollbackPlan:
     def steps(self) -> pd.DataFrame:
         """The cluster-wide steps in order, with what the journal says about each."""
         touched = self.touched_nodes
+        cil = ", ".join(n.node for n in touched if n.remove_cilium_cni) or "not needed"
+        order = ", ".join(n.node for n in self._restart_order(start=True)) or "not needed"
+        restore = ", ".join(n.node for n in touched if n.restore_config or n.restore_files) or "not needed"
+        pods = ("done" if self.pods_done else
+                "not needed: a reboot re-creates every sandbox on flannel" if self.reboot_nodes else
+                (f"pods created since {self.pods_since} or on "
+                 f"{', '.join(n.node for n in self.nodes if n.lost_bridge) or 'no node'}")
+                if self.pods_since or any(n.lost_bridge for n in self.nodes) else "not needed")
         rows = [
             ("1", "helm uninstall " + (self.helm_uninstall or {}).get("release", "cilium"),
              "done" if self.helm_done else ("planned" if self.helm_uninstall else "not needed: never installed")),
-            ("2", "delete cilium interfaces + CILIUM chains (k3s still running)",
-             ", ".join(n.node for n in touched if n.delete_cilium) or "not needed"),
-            ("3", "stop k3s: agents, then servers",
-             ", ".join(n.node for n in self._restart_order()) or "not needed"),
-            ("4", "restore config.yaml byte-for-byte, remove 05-cilium, put back flannel files",
-             ", ".join(n.node for n in touched if n.restore_config or n.remove_cilium_cni or n.restore_files)
-             or "not needed"),
-            ("5", "start k3s: servers first (wait for the API), then agents; wait for flannel.1",
-             ", ".join(n.node for n in self._restart_order(start=True)) or "not needed"),
-            ("6", "restart pods whose sandbox is not flannel's",
-             "done" if self.pods_done else (f"pods created since {self.pods_since} or on "
-                                            f"{', '.join(n.node for n in self.nodes if n.lost_bridge) or 'no node'}"
-                                            if self.pods_since or any(n.lost_bridge for n in self.nodes)
-                                            else "not needed")),
-            ("7", "Velero restore (optional)", self.velero_backup or "no backup recorded"),
-            ("8", "restore Argo CD policies exactly", f"{len(self.argocd_recorded)} app(s) recorded"),
+            ("2", "delete the cilium.io CRDs (objects saved first)",
+             "done" if self.crds_done else "planned" if self.remove_crds and self.helm_uninstall
+             else "kept (rollback.remove_crds: false)" if self.helm_uninstall else "not needed"),
+            ("3", "Cilium's files to the backup folder; " + ("the reboot clears the kernel state"
+                                                            if self.reboot_nodes else
+                                                            "cilium-dbg post-uninstall-cleanup in a pod"), cil),
+        ]
+        if self.reboot_nodes:
+            rows += [
+                ("4", "restore config.yaml byte-for-byte, put back flannel files", restore),
+                ("5", "reboot: servers first, one node at a time, each Ready with flannel.1 before "
+                      "the next", order),
+            ]
+        else:
+            rows += [
+                ("4", "delete cilium interfaces + CILIUM chains (k3s still running)",
+                 ", ".join(n.node for n in touched if n.delete_cilium) or "not needed"),
+                ("5", "stop k3s: agents, then servers; remove CNI-* chains and kube-router ipsets",
+                 ", ".join(n.node for n in self._restart_order()) or "not needed"),
+                ("6", "restore config.yaml byte-for-byte, put back flannel files", restore),
+                ("7", "start k3s: servers first (wait for the API), then agents; wait for flannel.1", order),
+            ]
+        rows += [
+            (str(len(rows) + 1), "restart pods whose sandbox is not flannel's", pods),
+            (str(len(rows) + 2), "Velero restore (optional)", self.velero_backup or "no backup recorded"),
+            (str(len(rows) + 3), "restore Argo CD policies exactly", f"{len(self.argocd_recorded)} app(s) recorded"),
         ]
         return pd.DataFrame(rows, columns=["#", "step", "journal says / targets"])
 
@@ -200,7 +240,9 @@ def _is_migration(e: dict[str, Any]) -> bool:
 
 def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
                       k3s_config: str = "/etc/rancher/k3s/config.yaml",
-                      release: str = "cilium", namespace: str = "kube-system") -> RollbackPlan:
+                      release: str = "cilium", namespace: str = "kube-system",
+                      reboot_nodes: bool = False, remove_crds: bool = False,
+                      cilium_files: Sequence[str] = ()) -> RollbackPlan:
     """Compute the rollback from a journal document (pure: golden-tested).
 
     Args:
@@ -208,6 +250,8 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
         nodes: ``(name, role)`` of every node in the params.
         k3s_config: the config path whose backups are restored.
         release, namespace: the Cilium helm release.
+        reboot_nodes, remove_crds: the params' ``rollback`` section.
+        cilium_files: the paths of Cilium's files (:func:`runbook.datapath.cilium_files`).
 
     Rules (what was done is what gets undone):
 
@@ -220,7 +264,9 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
     * a node restarted or cleaned by reconfigure is stopped and started again (agents
       inherit the server's restored settings at start; flannel.1 comes back at start);
     * files reconfigure moved to the backup folder are moved back;
-    * a node the journal does not name (an agent never reached) is left alone.
+    * a node the journal does not name (an agent never reached) is left alone;
+    * with ``reboot_nodes`` every node k3s would restart is rebooted instead (servers first,
+      one at a time), and no pod is restarted: the reboot re-creates every sandbox.
 
     A rollback step recorded done AFTER the last migration step is reported in
     ``done`` and skipped on a rerun.
@@ -301,7 +347,10 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
     return RollbackPlan(helm_uninstall=helm_plan, nodes=out, pods_since=pods_since,
                         argocd_recorded=recorded, velero_backup=facts.get("velero_backup"),
                         helm_done=STEP_HELM in done_steps and cilium,
-                        pods_done=STEP_PODS in done_steps)
+                        pods_done=STEP_PODS in done_steps, reboot_nodes=bool(reboot_nodes),
+                        remove_crds=bool(remove_crds) and cilium,
+                        cilium_files=list(cilium_files) if cilium else [],
+                        crds_done=STEP_CRDS in done_steps and cilium)
 
 
 def _ts(value: str) -> datetime:
@@ -323,7 +372,10 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
     was switched off (their sandbox is Cilium's, or none), and every non-hostNetwork pod
     on a node whose ``cni0`` bridge reconfigure deleted (its veth hangs off nothing).
     Pods on nodes the rollback leaves alone, hostNetwork pods, finished pods and
-    unscheduled pods are not touched."""
+    unscheduled pods are not touched; on the reboot path none is (the reboot re-creates
+    every sandbox of a node with flannel)."""
+    if rp.reboot_nodes:  # a reboot re-creates every sandbox of the node with flannel
+        return []
     since = _ts(rp.pods_since) if rp.pods_since else None
     bridge_lost = {n.node for n in rp.nodes if n.lost_bridge}
     # a node the rollback leaves alone kept its CNI: its pods are left alone too

@@ -29,7 +29,7 @@ from .loading import RETIRED_KEYS, from_dict, load
 from .run_checks import params_hash, require_confirmation, validate_run_id, values_hash
 from .schema import (SSH, ArgoCD, BaseModel, Checks, Cilium, Decision, IngressCheck, K3s,
                      Limits, LoadBalancerIP, NodeParams, Params, Paths, RegressionCheck, Target,
-                     Timeouts, Twin, Velero, kpr_enabled, split_host_port)
+                     Rollback, Timeouts, Twin, Velero, kpr_enabled, split_host_port)
 from .values_check import FLANNEL_VXLAN_PORT, K3S_LOCAL_APISERVER_PORT, Finding, check_values, validate
 from .yaml_io import kubeconfig_servers
 
@@ -41,5 +41,5 @@ __all__ = [
     # the sections
     "Target", "SSH", "NodeParams", "Paths", "Cilium", "Velero", "ArgoCD", "IngressCheck",
     "LoadBalancerIP", "RegressionCheck", "Checks", "Timeouts", "Limits", "Decision", "K3s",
-    "Twin",
+    "Rollback", "Twin",
 ]

@@ -29,7 +29,7 @@ from .yaml_io import YAMLError, kubeconfig_servers, strict_yaml, yaml_problem
 __all__ = [
     "Params", "Target", "SSH", "NodeParams", "Paths", "Cilium", "Velero", "ArgoCD",
     "IngressCheck", "LoadBalancerIP", "RegressionCheck", "Checks", "Timeouts", "Limits",
-    "Decision", "K3s", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
+    "Decision", "K3s", "Rollback", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
 ]
 
 
@@ -207,6 +207,9 @@ class Timeouts(_Model):
     pods_ready: float = Field(600, gt=0, description="Restarted pods Ready.")
     velero: float = Field(600, gt=0, description="Velero backup/restore terminal phase.")
     ssh_command: float = Field(60, gt=0, description="One command on a node.")
+    cleanup: float = Field(180, gt=0, description="Cilium's cleanup on one node during the "
+                                                  "rollback: its pod started, the cleanup run, "
+                                                  "the pod gone.")
 
 
 class Limits(_Model):
@@ -222,6 +225,15 @@ class Limits(_Model):
     lock_seconds: int = Field(1800, ge=1, description="Lifetime of the migration lock (a Lease "
                                                        "renewed by each phase): after it, a crashed "
                                                        "run's lock may be taken over.")
+    no_cni_window_max: float = Field(
+        600, gt=0, description="Seconds the no-CNI window may stay open, counted from the "
+                               "moment 02-reconfigure restarts the first server without flannel "
+                               "(journal fact no_cni_window). Past it, reconfigure, install or "
+                               "the pod restarts stop wherever they are and the report prints "
+                               "this run's rollback command. 600 s: the node controller starts "
+                               "evicting pods 300 s after a node turns NotReady, and the install's "
+                               "pod restarts need the rest; a window that long means something is "
+                               "wrong, and rolling back costs less than waiting.")
 
 
 class Decision(_Model):
@@ -252,6 +264,23 @@ class K3s(_Model):
                             "kubeProxyReplacement (defect 2).")
 
 
+class Rollback(_Model):
+    """How 05-rollback takes Cilium off the nodes (decided before the run: the journal is
+    bound to these params)."""
+
+    reboot_nodes: bool = Field(
+        False, description="Reboot every node Cilium ran on (servers first, one node at a "
+                           "time, each back Ready before the next) instead of running Cilium's "
+                           "own cleanup in a pod on each node. Ends in the same state: a reboot "
+                           "clears the kernel state (BPF programs and maps, devices, iptables) "
+                           "and /run; the files are removed either way.")
+    remove_crds: bool = Field(
+        False, description="Also delete the cilium.io CustomResourceDefinitions (and with them "
+                           "every Cilium object) after helm uninstall; every object is saved in "
+                           "the run folder and journaled first. Off by default: they do nothing "
+                           "without Cilium and a second attempt reuses them.")
+
+
 class Twin(_Model):
     """Extra facts of a twin target (written by `runbook twin up`)."""
 
@@ -274,6 +303,8 @@ class Params(_Model):
     limits: Limits = Field(default_factory=Limits, description="Batches and timeouts.")
     decision: Decision = Field(default_factory=Decision, description="Execute/defer criteria.")
     k3s: K3s = Field(default_factory=K3s, description="k3s server options to set.")
+    rollback: Rollback = Field(default_factory=Rollback, description="How the rollback "
+                                                                     "removes Cilium.")
     twin: Twin | None = Field(None, description="Only for kind twin.")
 
     _source: Path | None = PrivateAttr(None)

@@ -28,7 +28,9 @@ __all__ = ["Finding", "check_values", "validate", "FLANNEL_VXLAN_PORT",
 
 #: flannel's VXLAN UDP port, which is also Cilium's default when ``tunnelPort`` is unset.
 FLANNEL_VXLAN_PORT = 8472
-#: k3s serves an apiserver proxy on every node (servers and agents) at 127.0.0.1:6444.
+#: 127.0.0.1:6444 answers on every k3s node: on a server it is k3s's own kube-apiserver
+#: (bound to loopback, behind the supervisor on 6443); on an agent, k3s's client load
+#: balancer towards the servers.
 K3S_LOCAL_APISERVER_PORT = 6444
 
 
@@ -137,8 +139,9 @@ def check_values(params: Params, values: dict[str, Any]) -> list[Finding]:
         elif host_s in ("127.0.0.1", "localhost"):
             if port_i != K3S_LOCAL_APISERVER_PORT:
                 add(Finding("error", "k8sServicePort",
-                            f"127.0.0.1:{port} is not served on k3s agents; k3s' local "
-                            "apiserver proxy listens on 127.0.0.1:6444 on every node",
+                            f"127.0.0.1:{port} is not served on k3s agents; 127.0.0.1:6444 is "
+                            "(a server's own kube-apiserver, an agent's load balancer "
+                            "towards the servers)",
                             "k8sServicePort: 6444"))
         elif host_s in servers or is_loopback(host_s):
             add(Finding("warning", "k8sServiceHost",

@@ -1,7 +1,10 @@
 """The node's service commands: ``systemctl``, ``journalctl`` and ``reboot``.
 
 They act on the k3s unit (:mod:`twin.node.k3s_service`) and the node's reboot; starting,
-stopping and rebooting need root and fail with systemd's messages otherwise.
+stopping and rebooting need root and fail with systemd's messages otherwise. The oneshot
+units in :data:`ONESHOT_UNITS` (``systemd-sysctl``, which applies ``/etc/sysctl.d`` and
+which Cilium's ``sysctlfix`` restarts) are active and may be (re)started by root; the twin
+keeps no kernel parameter values, so starting one changes nothing it could show.
 
 Example:
     >>> await systemctl(node, ["is-active", "k3s"], Ctx(root=False, stdin=b""))  # doctest: +SKIP
@@ -17,6 +20,10 @@ if TYPE_CHECKING:
     from .model import NodeModel
 
 
+#: oneshot units of every node that stay "active (exited)" once they ran at boot
+ONESHOT_UNITS = ("systemd-sysctl",)
+
+
 async def systemctl(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     k3s = node.k3s
     ops = [a for a in args if not a.startswith("-")]
@@ -28,6 +35,8 @@ async def systemctl(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         return result(1, err="systemctl: the twin supports systemctl start|stop|restart|"
                              "is-active|is-enabled|status UNIT\n")
     verb, unit = ops[0], ops[1].removesuffix(".service")
+    if unit in ONESHOT_UNITS:
+        return _oneshot(unit, verb, args, ctx)
     known = unit == k3s.unit
     if verb == "is-active":
         state = k3s.unit_state if known else "inactive"
@@ -56,6 +65,21 @@ async def systemctl(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
         return result(1, err=f"Job for {unit}.service failed because the control process exited "
                              f"with error code.\nSee \"systemctl status {unit}.service\" and "
                              f"\"journalctl -xeu {unit}.service\" for details.\n")
+    return result(0)
+
+
+def _oneshot(unit: str, verb: str, args: list[str], ctx: Ctx) -> ExecResult:
+    if verb == "is-active":
+        return result(0, "" if ("-q" in args or "--quiet" in args) else "active\n")
+    if verb == "is-enabled":
+        return result(0, "static\n")
+    if verb == "status":
+        return result(0, f"● {unit}.service\n     Active: active (exited)\n")
+    if verb not in ("start", "restart", "reload-or-restart", "try-restart"):
+        return result(1, err=f"Unknown command verb {verb}.\n") if verb != "stop" else result(0)
+    if not ctx.root:
+        return result(1, err=f"Failed to {verb} {unit}.service: Interactive authentication "
+                             "required.\n")
     return result(0)
 
 

@@ -28,6 +28,7 @@ import hashlib
 import logging
 import math
 import secrets
+import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -47,6 +48,7 @@ log = logging.getLogger("twin.node")
 
 EVENTS = ("k3s-started", "k3s-stopped", "rebooting", "rebooted", "interfaces-changed",
           "iptables-changed", "file-changed")
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 REBOOT_SECONDS = 20.0           # cluster seconds: shutdown + firmware + boot until systemd starts k3s
 
 
@@ -116,6 +118,7 @@ class NodeModel:
                 self.join_token = token_from_files(self)
         self.links.reset(self.boot_count)
         self.bpf.reset()    # a fresh boot: nothing in the kernel yet
+        self._new_boot_id()
         # A node of the fixture is running when the twin starts: k3s is up.
         err = self.k3s.start_now(emit=False)
         if err:
@@ -184,6 +187,7 @@ class NodeModel:
         await self.clock.sleep(REBOOT_SECONDS)
         removed = [n for n in self.interfaces if n not in ("lo", "eth0")]
         self.boot_count += 1
+        self._new_boot_id()
         self.links.reset(self.boot_count)
         self.iptables.reset()
         self.ip6tables.reset()
@@ -200,6 +204,11 @@ class NodeModel:
         await self.clock.sleep(self.k3s.start_seconds)
         if self.k3s.start_now():
             self.spawn(self.k3s.retry_start())
+
+    def _new_boot_id(self) -> None:
+        """``/proc/sys/kernel/random/boot_id``: a new random id at every boot (what the
+        kubelet reports as ``nodeInfo.bootID``, and how a client tells a reboot happened)."""
+        self.files.write(BOOT_ID, str(uuid.uuid4()) + "\n", 0o644)
 
     # ----------------------------------------------------------------- facts
     @property

@@ -1,16 +1,16 @@
-"""The runbook's rollback on a twin whose nodes keep Cilium's datapath (issue #11).
+"""The runbook's rollback on a twin whose nodes keep Cilium's datapath (issues #11, #12).
 
 The full migration (01-04) and then 05-rollback run with papermill against a fresh
-twin, as in ``test_verify_rollback``. The rollback passes today, and so do its own
-checks, yet every node keeps Cilium's socket load balancer on its cgroup root: the
-kube-dns ClusterIP still goes to the Cilium-era coredns address, so DNS from the nodes
-fails although flannel and kube-proxy are back. Seen over SSH, with the operator's
-tools. This is the runbook's next issue (#12): the test flips to passing once the
-rollback runs ``cilium-dbg post-uninstall-cleanup`` on every node (or reboots them) and
-proves the data path.
+twin, as in ``test_verify_rollback``. Without Cilium's own cleanup every node would keep
+Cilium's socket load balancer on its cgroup root, and the kube-dns ClusterIP would still
+go to the Cilium-era coredns address: DNS from the nodes would fail although flannel and
+kube-proxy are back. The rollback runs ``cilium-dbg post-uninstall-cleanup`` in a pod on
+every node after ``helm uninstall``; seen over SSH with the operator's tools, no Cilium
+program is left and DNS through the ClusterIP answers on every node.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ import paramiko
 import pytest
 
 from test_verify_rollback import NODES, run, statuses
+
+from runbook import params as params_mod
+from runbook.cluster import Cluster
 
 pytestmark = [pytest.mark.integration]
 
@@ -40,8 +43,6 @@ def ssh(twin: Any, node: str, command: str) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: "
-                                       "a complete rollback, storage kept safe, a data path proven")
 def test_rollback_leaves_no_cilium_datapath_and_dns_works_from_every_node(fresh_twin, tmp_path):
     twin = fresh_twin
     for n in NODES:
@@ -57,3 +58,15 @@ def test_rollback_leaves_no_cilium_datapath_and_dns_works_from_every_node(fresh_
         assert rc == 0 and "Address: 10.43.0.1" in out, f"{n}: DNS through kube-dns fails:\n{out}"
         rc, tree = ssh(twin, n, "sudo bpftool cgroup tree /sys/fs/cgroup")
         assert rc == 0 and "cil_" not in tree, f"{n}: Cilium's socket LB is still attached:\n{tree}"
+        rc, net = ssh(twin, n, "sudo bpftool net show")
+        assert rc == 0 and "cil_" not in net, f"{n}: Cilium's tc programs are still attached:\n{net}"
+        rc, maps = ssh(twin, n, "sudo bpftool map show -f")
+        assert rc == 0 and "cilium_" not in maps, f"{n}: Cilium's maps are still pinned:\n{maps}"
+    # each node's cleanup ran once, journaled, and its pod is gone
+    c = Cluster.from_params(params_mod.load(twin.params_path))
+    assert c.list("pods", label_selector="app.kubernetes.io/name=phase22-cilium-cleanup") == []
+    doc = json.loads((res.run_dir / "journal.json").read_text())
+    cleanups = [e for e in doc["entries"] if e["step"] == "cilium-cleanup"]
+    assert sorted(e["node"] for e in cleanups) == sorted(NODES)
+    assert all(e["status"] == "done" and e["result"]["rc"] == 0 and e["result"]["deleted"] for e in cleanups)
+    assert all(any("socketlb" in r for r in e["result"]["removed"]) for e in cleanups)

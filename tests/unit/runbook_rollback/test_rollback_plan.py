@@ -24,13 +24,16 @@ CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "journal.json").is_fil
 
 
 def _plan(case: str) -> rollback.RollbackPlan:
+    """The plan of ``case``; its ``options.json`` (when present) holds the keyword arguments
+    the params would give (``reboot_nodes``, ``remove_crds``, ``cilium_files``)."""
     doc = json.loads((FIXTURES / case / "journal.json").read_text())
-    return plan_from_journal(doc, NODES)
+    opts = FIXTURES / case / "options.json"
+    return plan_from_journal(doc, NODES, **(json.loads(opts.read_text()) if opts.is_file() else {}))
 
 
 def test_cases_present() -> None:
     assert {"after-preflight", "reconfigure-agent-unreached", "install-failed",
-            "full-migration-partial-rollback"} <= set(CASES)
+            "full-migration-partial-rollback", "reboot-after-full-migration", "cleanup-resumed"} <= set(CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -199,3 +202,33 @@ def test_velero_policy_is_checked_and_explained() -> None:
     with pytest.raises(ParamsError) as ei:
         rollback.velero_policy("merge")
     assert "existing_resource_policy" in str(ei.value)
+
+
+def test_reboot_path_reboots_every_restarted_node_servers_first_and_restarts_no_pod() -> None:
+    p = _plan("reboot-after-full-migration")
+    assert p.reboot_nodes and p.remove_crds and not p.crds_done
+    assert [n.node for n in p._restart_order(start=True)] == ["set-hog", "fast-skunk", "fast-heron"]
+    assert p.cilium_files == ["/etc/cni/net.d/05-cilium.conflist", "/opt/cni/bin/cilium-cni",
+                              "/etc/sysctl.d/99-zzz-override_cilium.conf"]
+    steps = " | ".join(p.steps()["step"])
+    assert "reboot: servers first, one node at a time" in steps
+    assert "stop k3s" not in steps and "delete cilium interfaces" not in steps
+    # a reboot re-creates every sandbox with flannel: no pod is deleted
+    pods = json.loads((FIXTURES / "install-failed" / "pods.json").read_text())
+    assert rollback.restart_candidates(pods, p) == []
+
+
+def test_an_interrupted_cleanup_resumes_with_what_the_journal_shows_done() -> None:
+    p = _plan("cleanup-resumed")
+    assert p.helm_done and p.crds_done and not p.reboot_nodes
+    assert p.node("set-hog").done == ["cilium-cleanup", "remove-cilium-files"]
+    # the failed cleanup on fast-skunk is not done: the rerun runs it again
+    assert p.node("fast-skunk").done == ["remove-cilium-files"]
+    assert p.node("fast-heron").done == []
+    assert set(p.steps()["journal says / targets"][:2]) == {"done"}
+
+
+def test_crds_are_never_planned_without_an_install() -> None:
+    doc = json.loads((FIXTURES / "reconfigure-agent-unreached" / "journal.json").read_text())
+    p = plan_from_journal(doc, NODES, remove_crds=True, cilium_files=["/x"])
+    assert not p.remove_crds and p.cilium_files == []

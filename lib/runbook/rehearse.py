@@ -81,8 +81,10 @@ def verify_back_on_flannel(twin: Any, before: dict[str, str]) -> dict[str, Any]:
 
 def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
              run_id: str | None = None, reports_dir: str | None = None,
-             state_dir: str | None = None, progress: Callable[[str], None] = print) -> Rehearsal:
-    """Start a twin of minicloud, run the migration (and rollback) on it, render the report."""
+             state_dir: str | None = None, progress: Callable[[str], None] = print,
+             snapshot: str | None = None) -> Rehearsal:
+    """Start a twin (of minicloud, or of the ``snapshot`` archive), run the migration
+    (and rollback) on it, render the report."""
     from twin.api import Twin
 
     from . import report
@@ -96,11 +98,13 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
 
         raise ParamsError(f"chart archive not found: {cilium_chart}", field="--cilium-chart")
     out = Rehearsal()
-    progress(f"starting a twin of minicloud in {state_dir}"
+    progress(f"starting a twin of {snapshot or 'minicloud'} in {state_dir}"
              + (f" serving {cilium_chart}" if cilium_chart else " (stand-in cilium chart)"))
-    twin = Twin(state_dir, cilium_chart=cilium_chart).start()
+    twin = Twin(state_dir, cilium_chart=cilium_chart, snapshot=snapshot).start()
     try:
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
+        for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
+            progress(f"assumed: {line}")
         before = _config_digests(twin.state_dir)
         run_id = run_id or runner.new_run_id()
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,

@@ -369,6 +369,7 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
             out.append(f"<tr><td>{html.escape(name)}</td><td class='{'passed' if c['ok'] else 'failed'}'>"
                        f"{'OK' if c['ok'] else 'FAILED'}</td><td>{_fmt(c['detail'])}</td></tr>")
         out.append("</table>")
+    out += _snapshot_html(run_dir)
     out.append("<h2>Timeline</h2>")
     if png:
         out.append(f"<img alt='node and pod readiness over the run' src='data:image/png;base64,{png}'>")
@@ -389,3 +390,23 @@ def _index_html(run_dir: Path, rows: list[dict], failure: dict | None, png: str 
         out.append(f"<li><a href='{html.escape(str(rel))}'>{html.escape(str(rel))}</a></li>")
     out.append("</ul></body></html>")
     return "\n".join(out)
+
+
+def _snapshot_html(run_dir: Path) -> list[str]:
+    """The cluster snapshot preflight took (a link) and, for a twin built from a snapshot,
+    what it assumed (``assumed.json``): the section "Cluster snapshot" of the index."""
+    out: list[str] = []
+    arch, assumed = run_dir / "cluster-snapshot.tar.gz", run_dir / "assumed.json"
+    if arch.exists():
+        out.append("<h2>Cluster snapshot</h2><p>Taken by preflight, secrets masked: "
+                   "<a href='cluster-snapshot.tar.gz'>cluster-snapshot.tar.gz</a> "
+                   f"({arch.stat().st_size // 1024} KiB). Rehearse this cluster: <code>runbook "
+                   "rehearse --from-snapshot cluster-snapshot.tar.gz --with-rollback</code></p>")
+    if assumed.exists():
+        data = json.loads(assumed.read_text())
+        out.append("<h2>Assumed</h2><p>This run's cluster is a twin built from the snapshot "
+                   f"<code>{html.escape(str(data.get('snapshot') or ''))}</code>; where the archive "
+                   "could not tell, it assumed:</p><ul class='assumed'>"
+                   + "".join(f"<li>{html.escape(str(a))}</li>" for a in data.get("assumptions") or [])
+                   + "</ul>")
+    return out

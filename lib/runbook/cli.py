@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rehearse on a twin of this snapshot (default: minicloud)")
 
     snap = sub.add_parser("snapshot", help="read a cluster (API + SSH, read-only) into one archive")
-    snap.add_argument("--params", required=True, help="params YAML file of the cluster (real or twin)")
+    what = snap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--params", help="params YAML file of the cluster (real or twin)")
+    what.add_argument("--of-twin", metavar="FIXTURE", default=None,
+                      help="snapshot a fresh twin of this fixture (minicloud, a fixture file, "
+                           "or nodes=N,pods=M), then stop it")
     snap.add_argument("--out", default=None, metavar="ARCHIVE",
                       help="archive to write (default: <cluster>-<UTC time>.snapshot.tar.gz)")
     snap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -130,9 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "snapshot":
             from . import params as params_mod, snapshot
 
-            p = params_mod.load(args.params)
-            out = args.out or snapshot.default_name(p.target.name)
-            res = snapshot.take(p, out, overwrite=args.overwrite)
+            if args.of_twin:
+                from .rehearse import snapshot_of_twin
+
+                name = Path(args.of_twin).stem if "nodes=" not in args.of_twin else "scaled"
+                res = snapshot_of_twin(args.out or snapshot.default_name(f"twin-{name}"),
+                                       fixture=args.of_twin, overwrite=args.overwrite)
+            else:
+                p = params_mod.load(args.params)
+                out = args.out or snapshot.default_name(p.target.name)
+                res = snapshot.take(p, out, overwrite=args.overwrite)
             print(f"\nsnapshot: {res.path}")
             return 0
         if args.command == "twin" and args.twin_command == "up":

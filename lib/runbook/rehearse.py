@@ -131,6 +131,32 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
     return out
 
 
+def snapshot_of_twin(out: str | Path, *, fixture: str = "minicloud", overwrite: bool = False,
+                     progress: Callable[[str], None] = print) -> Any:
+    """``runbook snapshot --of-twin FIXTURE``: start a fresh twin, snapshot it, stop it.
+
+    ``fixture`` is a fixture name or file, or ``nodes=N,pods=M`` for a generated cluster
+    of that size. This is how ``lib/twin/fixtures/minicloud.snapshot.tar.gz`` is made
+    (``runbook snapshot --of-twin minicloud --out lib/twin/fixtures/minicloud.snapshot.tar.gz
+    --overwrite``), and how benchmarks get a large archive. Returns the
+    :class:`runbook.snapshot.SnapshotResult`.
+    """
+    from twin.api import Twin, parse_scale
+
+    from . import params, snapshot
+
+    scale = parse_scale(fixture) if "nodes=" in fixture else None
+    with tempfile.TemporaryDirectory(prefix="phase22-snapshot-twin-") as sd:
+        progress(f"starting a twin of {fixture} to snapshot it")
+        twin = Twin(sd, fixture=fixture, scale=scale).start()
+        try:
+            progress(f"twin ready in {twin.startup_seconds:.1f}s")
+            return snapshot.take(params.load(twin.params_path), out, overwrite=overwrite,
+                                 progress=progress)
+        finally:
+            twin.stop()
+
+
 def lab(state_dir: Path, *, port: int = 8888) -> int:
     """JupyterLab on 127.0.0.1 with a token, next to a running twin of minicloud."""
     from twin.api import Twin

@@ -39,10 +39,11 @@ from .redact import redact
 CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
 CONTAINERD_CONFIG = f"{CONTAINERD_DIR}/config.toml"
 CONTAINERD_TEMPLATE = f"{CONTAINERD_DIR}/config.toml.tmpl"
-#: The table headers of containerd's CNI section: config version 2 (containerd 1.x,
-#: ``io.containerd.grpc.v1.cri``) and version 3 (containerd 2.x, ``io.containerd.cri.v1.runtime``).
-_CNI_HEADER = re.compile(r'^\s*\[plugins\.(?:"io\.containerd\.grpc\.v1\.cri"|'
-                         r'"io\.containerd\.cri\.v1\.runtime")\.cni\]\s*$')
+#: The table headers of containerd's CNI section: config version 1 (``plugins.cri``),
+#: version 2 (containerd 1.x, ``"io.containerd.grpc.v1.cri"``) and version 3 (containerd
+#: 2.x, ``'io.containerd.cri.v1.runtime'``, single quotes as k3s writes it).
+_CNI_HEADER = re.compile(r"""^\s*\[plugins\.(?:cri|(["'])io\.containerd\.grpc\.v1\.cri\1|"""
+                         r"""(["'])io\.containerd\.cri\.v1\.runtime\2)\.cni\]\s*$""")
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
 

@@ -72,6 +72,20 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SECRET_ENV = re.compile(r"(PASS|TOKEN|SECRET|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH)",
                          re.IGNORECASE)
 _SECRET_KEY_SET = {k.lower() for k in SECRET_KEYS}
+# ``adminPassword: x``, ``db.password=x``, ``apiToken: x`` inside a text (Helm values,
+# config files): a key *ending* in a credential word, which redact()'s exact keys miss.
+_SUFFIX_KEY = re.compile(r"(?P<pre>[A-Za-z0-9_.-]*(?:password|passwd|token|secret|apikey|api_key|"
+                         r"accesskey|access_key|secretkey|secret_key)['\"]?[ \t]*[:=][ \t]*)"
+                         r"(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;}\]]+)", re.IGNORECASE)
+
+
+def _mask_text(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        bare = m.group("val").strip("\"'")
+        if bare in ("", "null", "~", "true", "false", "|", ">", "|-", ">-") or set(bare) <= {"*"}:
+            return m.group(0)
+        return m.group("pre") + MASK
+    return _SUFFIX_KEY.sub(sub, redact(text))
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -91,7 +105,7 @@ def _mask_tree(node: Any, key: str | None = None) -> Any:
     if isinstance(node, str):
         if key is not None and key.lower() in _SECRET_KEY_SET and node and set(node) != {"*"}:
             return MASK
-        return redact(node)
+        return _mask_text(node)
     return node
 
 
@@ -121,11 +135,11 @@ def clean(obj: dict) -> dict:
         _mask_env(pspec.get("containers"))
         _mask_env(pspec.get("initContainers"))
     elif kind == "ConfigMap":
-        obj["data"] = {k: redact(str(v)) for k, v in (obj.get("data") or {}).items()}
+        obj["data"] = {k: _mask_text(str(v)) for k, v in (obj.get("data") or {}).items()}
         if obj.get("binaryData"):
             obj["binaryData"] = {k: "" for k in obj["binaryData"]}
     text = json.dumps(obj, separators=(",", ":"))
-    if redact(text) != text:
+    if redact(text) != text or _SUFFIX_KEY.search(text):
         obj = _mask_tree(obj)
     return obj
 

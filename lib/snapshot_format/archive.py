@@ -195,8 +195,9 @@ def _open_tar(path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(path, mode="r:*")
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise SnapshotFormatError(str(path), f"not a snapshot archive (a .tar.gz): {e}",
-                                  hint=_HINT_RETAKE) from e
+        # tarfile's message lists every compression it tried, one per line: keep one line
+        raise SnapshotFormatError(str(path), "not a snapshot archive (a .tar.gz): it does not read "
+                                  "as a tar file, gzipped or not", hint=_HINT_RETAKE) from e
 
 
 def _missing(path: Path) -> SnapshotFormatError:

@@ -270,6 +270,8 @@ def serve_forever(args: Any) -> int:
         print("  loaded: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), flush=True)
     for line in twin.describe():
         print("  " + line, flush=True)
+    for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
+        print(f"  assumed: {line}", flush=True)
     print(f"  kubeconfig: {twin.kubeconfig}\n  params:     {twin.params_path}", flush=True)
     print(f"  export KUBECONFIG={twin.kubeconfig}", flush=True)
     try:

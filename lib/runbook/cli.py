@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--out", default=None, metavar="ARCHIVE",
                       help="archive to write (default: <cluster>-<UTC time>.snapshot.tar.gz)")
     snap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    snap.add_argument("--api-only", action="store_true",
+                      help="read the API only, no node over SSH (a twin of it gets default k3s configs)")
 
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 with a twin to step through")
     lab.add_argument("--state-dir", default=".twin-lab")
@@ -139,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
 
                 name = Path(args.of_twin).stem if "nodes=" not in args.of_twin else "scaled"
                 res = snapshot_of_twin(args.out or snapshot.default_name(f"twin-{name}"),
-                                       fixture=args.of_twin, overwrite=args.overwrite)
+                                       fixture=args.of_twin, overwrite=args.overwrite,
+                                       ssh=not args.api_only)
             else:
                 p = params_mod.load(args.params)
                 out = args.out or snapshot.default_name(p.target.name)
-                res = snapshot.take(p, out, overwrite=args.overwrite)
+                res = snapshot.take(p, out, overwrite=args.overwrite, ssh=not args.api_only)
             print(f"\nsnapshot: {res.path}")
             return 0
         if args.command == "twin" and args.twin_command == "up":

@@ -132,7 +132,7 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
 
 
 def snapshot_of_twin(out: str | Path, *, fixture: str = "minicloud", overwrite: bool = False,
-                     progress: Callable[[str], None] = print) -> Any:
+                     progress: Callable[[str], None] = print, ssh: bool = True) -> Any:
     """``runbook snapshot --of-twin FIXTURE``: start a fresh twin, snapshot it, stop it.
 
     ``fixture`` is a fixture name or file, or ``nodes=N,pods=M`` for a generated cluster
@@ -152,7 +152,7 @@ def snapshot_of_twin(out: str | Path, *, fixture: str = "minicloud", overwrite: 
         try:
             progress(f"twin ready in {twin.startup_seconds:.1f}s")
             return snapshot.take(params.load(twin.params_path), out, overwrite=overwrite,
-                                 progress=progress)
+                                 progress=progress, ssh=ssh)
         finally:
             twin.stop()
 

@@ -156,7 +156,10 @@ def read_hosts(p: Any, names: list[str], *, nodes: list[Any] | None = None,
     done = [0]
 
     def one(n: Any) -> dict:
-        rec = host_record(n, k3s_config=p.paths.k3s_config, cni_dirs=cni_dirs)
+        try:
+            rec = host_record(n, k3s_config=p.paths.k3s_config, cni_dirs=cni_dirs)
+        finally:
+            n.close()      # one connection per node at a time, not one per node for the whole read
         done[0] += 1
         if done[0] % 25 == 0 or done[0] == len(wanted):
             progress(f"  nodes read over SSH: {done[0]}/{len(wanted)}")
@@ -171,8 +174,6 @@ def read_hosts(p: Any, names: list[str], *, nodes: list[Any] | None = None,
             hint="fix SSH to these nodes (address, key, known_hosts) and take the snapshot again")
     for o in result.outcomes:
         records[o.node] = o.value  # type: ignore[assignment]
-    for n in nodes:
-        n.close()
     return records, warnings
 
 
@@ -293,7 +294,7 @@ def params_document(p: Any) -> dict:
 # --------------------------------------------------------------------------- the whole thing
 def take(p: Any, out: str | Path, *, cluster: Any = None, nodes: list[Any] | None = None,
          progress: Callable[[str], None] = print, command_log: str | None = None,
-         overwrite: bool = False) -> SnapshotResult:
+         overwrite: bool = False, ssh: bool = True) -> SnapshotResult:
     """Read the cluster of params ``p`` and write the archive ``out`` (mode 0600).
 
     Args:
@@ -304,6 +305,9 @@ def take(p: Any, out: str | Path, *, cluster: Any = None, nodes: list[Any] | Non
         progress: one line per step (types read, nodes read).
         command_log: where each SSH command is logged (the run's ``commands.jsonl``).
         overwrite: replace an existing ``out`` (refused by default).
+        ssh: read the nodes over SSH (``--api-only`` turns it off: every node's host
+            record then says so, and a twin built from the archive gives the nodes its
+            default k3s config, recorded as an assumption).
 
     Raises:
         ParamsError: ``out`` exists and ``overwrite`` is off.
@@ -333,7 +337,8 @@ def take(p: Any, out: str | Path, *, cluster: Any = None, nodes: list[Any] | Non
             items = read_type(cluster, rt, progress)
             read[(rt[0], rt[1])] = items
             snap.add_objects(rt[0], rt[1], rt[2], rt[3], items)
-            progress(f"  {rt[2]}: {len(items)}")
+            if items:
+                progress(f"  {rt[2]}: {len(items)}")
 
     read_all(list(BUILTIN))
     crds = read[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
@@ -347,9 +352,13 @@ def take(p: Any, out: str | Path, *, cluster: Any = None, nodes: list[Any] | Non
     progress(f"  secrets: {len(snap.secrets)} (names and types only)")
     node_objs = read[("v1", "Node")]
     names = [n["metadata"]["name"] for n in node_objs]
-    progress(f"reading {len(names)} nodes over SSH (host keys checked), {READ_PARALLEL} at a time")
-    hosts, more = read_hosts(p, names, nodes=nodes, progress=progress, command_log=command_log)
-    warnings += more
+    if ssh:
+        progress(f"reading {len(names)} nodes over SSH (host keys checked), {READ_PARALLEL} at a time")
+        hosts, more = read_hosts(p, names, nodes=nodes, progress=progress, command_log=command_log)
+        warnings += more
+    else:
+        hosts = {n: unreachable("--api-only: the nodes were not read over SSH") for n in names}
+        warnings.append("--api-only: no node was read over SSH (k3s configs, links, iptables, CNI folders)")
     snap.nodes = [node_entry(n, hosts[n["metadata"]["name"]]) for n in node_objs]
     snap.cluster = cluster_facts(p.target.name, snap.nodes, snap, version)
     snap.params = params_document(p)

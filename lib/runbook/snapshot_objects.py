@@ -74,18 +74,28 @@ _SECRET_ENV = re.compile(r"(PASS|TOKEN|SECRET|PRIVATE|CREDENTIAL|API_?KEY|ACCESS
 _SECRET_KEY_SET = {k.lower() for k in SECRET_KEYS}
 # ``adminPassword: x``, ``db.password=x``, ``apiToken: x`` inside a text (Helm values,
 # config files): a key *ending* in a credential word, which redact()'s exact keys miss.
-_SUFFIX_KEY = re.compile(r"(?P<pre>[A-Za-z0-9_.-]*(?:password|passwd|token|secret|apikey|api_key|"
-                         r"accesskey|access_key|secretkey|secret_key)['\"]?[ \t]*[:=][ \t]*)"
-                         r"(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;}\]]+)", re.IGNORECASE)
+_SECRET_WORD = r"(?:password|passwd|token|secret|apikey|api_key|accesskey|access_key|secretkey|secret_key)"
+# A value starting with ``{`` or ``[`` is a structure (``serviceAccountToken: {...}``), not a credential.
+# (The key's start is left out of the match: a leading ``[\w.-]*`` would make the scan quadratic.)
+_SUFFIX_KEY = re.compile(r"(?P<pre>" + _SECRET_WORD + r"['\"]?[ \t]*[:=][ \t]*)"
+                         r"(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;{}\[\]]+)", re.IGNORECASE)
+#: a mapping key naming a credential (``clientSecret``, ``adminPassword``, ``apiToken``)
+_SECRET_NAME = re.compile(_SECRET_WORD + "$", re.IGNORECASE)
+_NOT_A_VALUE = ("", "null", "~", "true", "false", "|", ">", "|-", ">-")
+
+
+def _is_value(m: re.Match[str]) -> bool:
+    bare = m.group("val").strip("\"'")
+    return bare not in _NOT_A_VALUE and not set(bare) <= {"*"}
 
 
 def _mask_text(text: str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        bare = m.group("val").strip("\"'")
-        if bare in ("", "null", "~", "true", "false", "|", ">", "|-", ">-") or set(bare) <= {"*"}:
-            return m.group(0)
-        return m.group("pre") + MASK
-    return _SUFFIX_KEY.sub(sub, redact(text))
+    return _SUFFIX_KEY.sub(lambda m: m.group("pre") + MASK if _is_value(m) else m.group(0), redact(text))
+
+
+def _suspicious(text: str) -> bool:
+    """Anything in ``text`` (an object's JSON) that cleaning would mask."""
+    return redact(text) != text or any(_is_value(m) for m in _SUFFIX_KEY.finditer(text))
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -103,7 +113,8 @@ def _mask_tree(node: Any, key: str | None = None) -> Any:
     if isinstance(node, list):
         return [_mask_tree(v, key) for v in node]
     if isinstance(node, str):
-        if key is not None and key.lower() in _SECRET_KEY_SET and node and set(node) != {"*"}:
+        if key is not None and node and set(node) != {"*"} and (
+                key.lower() in _SECRET_KEY_SET or _SECRET_NAME.search(key)):
             return MASK
         return _mask_text(node)
     return node
@@ -115,7 +126,11 @@ def clean(obj: dict) -> dict:
     The copy keeps everything the twin and a reader need: metadata (names, labels,
     annotations, owners, uids), spec and status.
     """
-    obj = json.loads(json.dumps(obj))
+    text = json.dumps(obj, separators=(",", ":"))
+    # What follows only removes or masks: an object whose JSON shows nothing secret-shaped
+    # now needs no leaf-by-leaf pass (most objects: a pod costs one scan, not thousands).
+    suspicious = _suspicious(text)
+    obj = json.loads(text)
     md = obj.setdefault("metadata", {})
     md.pop("managedFields", None)
     anns = md.get("annotations")
@@ -138,8 +153,7 @@ def clean(obj: dict) -> dict:
         obj["data"] = {k: _mask_text(str(v)) for k, v in (obj.get("data") or {}).items()}
         if obj.get("binaryData"):
             obj["binaryData"] = {k: "" for k in obj["binaryData"]}
-    text = json.dumps(obj, separators=(",", ":"))
-    if redact(text) != text or _SUFFIX_KEY.search(text):
+    if suspicious:
         obj = _mask_tree(obj)
     return obj
 

@@ -246,8 +246,9 @@ def cluster_facts(name: str, nodes: list[dict], snap: snapshot_format.Snapshot,
         "name": name,
         "k3s_version": first.get("k3s_version"),
         "kubernetes_version": (version or {}).get("gitVersion"),
-        "cluster_cidr": str(setting("cluster-cidr")).split(",")[0],
-        "service_cidr": str(setting("service-cidr")).split(",")[0],
+        "cluster_cidr": _cluster_cidr(str(setting("cluster-cidr")).split(",")[0], cidrs, derived),
+        "service_cidr": _service_cidr(str(setting("service-cidr")).split(",")[0], snap.items("Service"),
+                                      derived),
         "cluster_dns": cluster_dns,
         "server_url": f"https://{server_ip}:6443" if server_ip else None,
         "servers": [n["name"] for n in servers if n.get("role") == "server"],
@@ -273,6 +274,35 @@ def cluster_facts(name: str, nodes: list[dict], snap: snapshot_format.Snapshot,
         },
         "derived": derived,
     }
+
+
+def _covering(key: str, configured: str, nets: list[Any], derived: dict[str, str], what: str,
+              widest: int = 32) -> str:
+    """The configured (or default) network when it holds every one of ``nets``, else the
+    smallest network that does, no longer than ``/widest`` (what the objects prove)."""
+    v4 = [n for n in nets if n.version == 4]
+    net = ipaddress.ip_network(configured, strict=False)
+    if not v4 or all(n.subnet_of(net) for n in v4):
+        return str(net)
+    wide = v4[0]
+    while wide.prefixlen > widest or not all(n.subnet_of(wide) for n in v4):
+        wide = wide.supernet()
+    derived[key] = (f"the smallest network holding {what} ({configured}, from "
+                    f"{derived.get(key, 'k3s')}, does not)")
+    return str(wide)
+
+
+def _cluster_cidr(configured: str, pod_cidrs: list[Any], derived: dict[str, str]) -> str:
+    """The cluster CIDR: what the nodes' podCIDRs prove when the setting does not hold them."""
+    return _covering("cluster-cidr", configured, pod_cidrs, derived, "every node's podCIDR")
+
+
+def _service_cidr(configured: str, services: list[dict], derived: dict[str, str]) -> str:
+    """The service CIDR: at least a /16 holding every Service's cluster IP."""
+    ips = [ipaddress.ip_network(ip) for s in services
+           for ip in (s.get("spec") or {}).get("clusterIPs") or [(s.get("spec") or {}).get("clusterIP")]
+           if ip and ip != "None"]
+    return _covering("service-cidr", configured, ips, derived, "every Service's cluster IP", widest=16)
 
 
 def params_document(p: Any) -> dict:

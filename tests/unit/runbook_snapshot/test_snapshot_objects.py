@@ -117,3 +117,28 @@ def test_the_issue_s_list_is_read() -> None:
             "CustomResourceDefinition"} <= kinds
     assert {"argoproj.io", "velero.io", "metallb.io", "longhorn.io"} <= set(ADDON_GROUPS)
     assert "Secret" not in kinds, "Secrets are read apart, by name and type only"
+
+
+def test_the_cluster_cidr_is_what_the_nodes_prove() -> None:
+    import ipaddress
+
+    from runbook.snapshot import _cluster_cidr
+
+    nets = [ipaddress.ip_network(c) for c in ("10.64.0.0/24", "10.65.243.0/24")]
+    derived: dict[str, str] = {"cluster-cidr": "k3s default (the server's config was not read)"}
+    assert _cluster_cidr("10.42.0.0/16", nets, derived) == "10.64.0.0/15"
+    assert "smallest network" in derived["cluster-cidr"]
+    inside = [ipaddress.ip_network("10.42.3.0/24")]
+    assert _cluster_cidr("10.42.0.0/16", inside, {}) == "10.42.0.0/16"
+    assert _cluster_cidr("10.42.0.0/16", [], {}) == "10.42.0.0/16"
+
+
+def test_the_service_cidr_holds_every_cluster_ip() -> None:
+    from runbook.snapshot import _service_cidr
+
+    svcs = [{"spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"]}},
+            {"spec": {"clusterIP": "10.96.12.7"}}, {"spec": {"clusterIP": "None"}}]
+    derived: dict[str, str] = {}
+    assert _service_cidr("10.43.0.0/16", svcs, derived) == "10.96.0.0/16"
+    assert "every Service's cluster IP" in derived["service-cidr"]
+    assert _service_cidr("10.96.0.0/12", svcs, {}) == "10.96.0.0/12"

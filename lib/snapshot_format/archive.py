@@ -305,7 +305,7 @@ def read(path: str | os.PathLike[str]) -> Snapshot:
     for name in sorted(members):
         if not name.startswith(OBJECTS_DIR):
             continue
-        doc = _load_json(where, name, members[name])
+        doc = _load_json(where, name, members.pop(name))
         if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) \
                 or not isinstance(doc.get("apiVersion"), str) or not isinstance(doc.get("kind"), str):
             raise SnapshotFormatError(where, f"{name}: expected an object with apiVersion, kind and items")

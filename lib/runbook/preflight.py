@@ -301,9 +301,14 @@ def cluster_snapshot(s: Session) -> Any:
         path.write_text(json.dumps({"snapshot": twin.snapshot, "assumptions": twin.assumptions},
                                    indent=1) + "\n")
         os.chmod(path, 0o600)
+    def terse(line: str) -> None:
+        # the cell shows the result: keep the steps and the SSH progress, not every type read
+        if not line.startswith(("  ", "snapshot ")) or "over SSH" in line:
+            s.progress(line)
+
     try:
         return snapshot.take(s.params, s.run_dir / SNAPSHOT_FILE, cluster=s.cluster, nodes=s.nodes,
-                             progress=s.progress, overwrite=True)
+                             progress=terse, overwrite=True)
     except RunbookError as e:
         return evidence.evidence_lost("cluster-snapshot", e, into=s.evidence_lost)
 

@@ -303,7 +303,7 @@ def cluster_snapshot(s: Session) -> Any:
         os.chmod(path, 0o600)
     def terse(line: str) -> None:
         # the cell shows the result: keep the steps and the SSH progress, not every type read
-        if not line.startswith(("  ", "snapshot ")) or "over SSH" in line:
+        if line.startswith(("snapshot of", "reading")) or "over SSH:" in line:
             s.progress(line)
 
     try:

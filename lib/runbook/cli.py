@@ -1,9 +1,10 @@
 """The ``runbook`` command: parse arguments, call one library function, map errors to exit codes.
 
 Commands:
-    runbook twin up       start a rehearsal cluster in the foreground
+    runbook twin up       start a rehearsal cluster in the foreground (--from-snapshot ARCHIVE)
     runbook run           execute phase notebooks into reports/<run-id>/
-    runbook rehearse      twin + whole migration (+ rollback) + report
+    runbook rehearse      twin + whole migration (+ rollback) + report (--from-snapshot ARCHIVE)
+    runbook snapshot      read a cluster (API + SSH, read-only) into one archive
     runbook lab           JupyterLab on loopback next to a twin
 
 Exit codes: 0 success; 1 a phase failed; 130 interrupted; otherwise the ``exit_code``
@@ -19,7 +20,9 @@ of the RunbookError subclass. Bad input fails before any connection:
   10-20 a boundary failed at run time (cluster, node, host key, helm ...): see
   runbook.errors.
 A twin given bad input (a chart archive that is not one, a malformed --scale) exits 2
-as well: the twin's own errors (twin.errors) are mapped here, in TWIN_EXIT_CODES.
+as well: the twin's own errors (twin.errors) are mapped here, in TWIN_EXIT_CODES. So does
+a snapshot archive that is missing, is not one, or has a format version this runbook
+does not read (--from-snapshot; snapshot_format.SnapshotFormatError).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from snapshot_format import SnapshotFormatError, read_manifest
 from twin.errors import TwinError, TwinInputError
 
 from .errors import ParamsError, RunbookError
@@ -47,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     twin = sub.add_parser("twin", help="the rehearsal cluster")
     tsub = twin.add_subparsers(dest="twin_command", required=True)
     up = tsub.add_parser("up", help="start a twin in the foreground (Ctrl-C stops it)")
-    up.add_argument("--fixture", default="minicloud", help="fixture name or YAML path (default: minicloud)")
-    up.add_argument("--scale", default=None, metavar="nodes=N,pods=M",
-                    help="generate a cluster of the same shape at this size instead")
+    source = up.add_mutually_exclusive_group()
+    source.add_argument("--fixture", default="minicloud", help="fixture name or YAML path (default: minicloud)")
+    source.add_argument("--scale", default=None, metavar="nodes=N,pods=M",
+                        help="generate a cluster of the same shape at this size instead")
+    source.add_argument("--from-snapshot", default=None, metavar="ARCHIVE",
+                        help="rebuild the cluster of a `runbook snapshot` archive instead")
     up.add_argument("--state-dir", default=".twin", help="where kubeconfig, keys and params.yaml go")
     up.add_argument("--cilium-chart", default=None, metavar="ARCHIVE",
                     help="official cilium chart archive to serve (default: the stand-in chart)")
@@ -75,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     reh.add_argument("--run-id", default=None)
     reh.add_argument("--reports-dir", default=None)
     reh.add_argument("--state-dir", default=None, help="twin state (default: a temporary folder)")
+    reh.add_argument("--from-snapshot", default=None, metavar="ARCHIVE",
+                     help="rehearse on a twin of this snapshot (default: minicloud)")
+
+    snap = sub.add_parser("snapshot", help="read a cluster (API + SSH, read-only) into one archive")
+    what = snap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--params", help="params YAML file of the cluster (real or twin)")
+    what.add_argument("--of-twin", metavar="FIXTURE", default=None,
+                      help="snapshot a fresh twin of this fixture (minicloud, a fixture file, "
+                           "or nodes=N,pods=M), then stop it")
+    snap.add_argument("--out", default=None, metavar="ARCHIVE",
+                      help="archive to write (default: <cluster>-<UTC time>.snapshot.tar.gz)")
+    snap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    snap.add_argument("--api-only", action="store_true",
+                      help="read the API only, no node over SSH (a twin of it gets default k3s configs)")
 
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 with a twin to step through")
     lab.add_argument("--state-dir", default=".twin-lab")
@@ -95,10 +116,41 @@ def twin_exit_code(e: TwinError) -> tuple[int, TwinError] | None:
     return None
 
 
+def check_snapshot(path: str | None) -> None:
+    """Refuse a snapshot archive before any twin starts: missing, not one, another version.
+
+    Raises:
+        ParamsError: exit 2, naming the archive and ``--from-snapshot``.
+    """
+    if path is None:
+        return
+    try:
+        read_manifest(path)
+    except SnapshotFormatError as e:
+        raise ParamsError(e.problem, file=e.path, field="--from-snapshot", hint=e.hint) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "snapshot":
+            from . import params as params_mod, snapshot
+
+            if args.of_twin:
+                from .rehearse import snapshot_of_twin
+
+                name = Path(args.of_twin).stem if "nodes=" not in args.of_twin else "scaled"
+                res = snapshot_of_twin(args.out or snapshot.default_name(f"twin-{name}"),
+                                       fixture=args.of_twin, overwrite=args.overwrite,
+                                       ssh=not args.api_only)
+            else:
+                p = params_mod.load(args.params)
+                out = args.out or snapshot.default_name(p.target.name)
+                res = snapshot.take(p, out, overwrite=args.overwrite, ssh=not args.api_only)
+            print(f"\nsnapshot: {res.path}")
+            return 0
         if args.command == "twin" and args.twin_command == "up":
+            check_snapshot(args.from_snapshot)
             from twin.api import serve_forever  # the CLI is the one place that starts a twin
 
             return serve_forever(args)
@@ -117,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.run_id:  # refuse it before a twin is started for nothing
                 runner.check_run_id(args.run_id)
+            check_snapshot(args.from_snapshot)
 
             outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
                                run_id=args.run_id, reports_dir=args.reports_dir,
-                               state_dir=args.state_dir)
+                               state_dir=args.state_dir, snapshot=args.from_snapshot)
             print(f"\nreport: {outcome.index_html}")
             return 0 if outcome.ok else 1
         if args.command == "lab":

@@ -258,6 +258,15 @@ class Cluster:
         """Every object of a resource, page by page (``limit``/``continue``), the next
         page read ahead while this one is decoded (:class:`runbook.paging.Pager`)."""
         api_version, plural, _ = RESOURCES[resource]
+        yield from self.iter_collection(api_version, plural, namespace, limit=limit,
+                                        label_selector=label_selector,
+                                        field_selector=field_selector)
+
+    def iter_collection(self, api_version: str, plural: str, namespace: str | None = None, *,
+                        label_selector: str | None = None, field_selector: str | None = None,
+                        limit: int = 500) -> Iterator[dict]:
+        """Every object of any served type (``apps/v1``, ``deployments``), paged; nothing
+        when the server does not serve the type (404)."""
         path = resource_path(api_version, plural, namespace)
 
         def fetch(token: str | None) -> bytes | None:

@@ -324,6 +324,51 @@ def backup(s: Session) -> velero.VeleroResult | None:
     return res
 
 
+SNAPSHOT_FILE = "cluster-snapshot.tar.gz"
+ASSUMED_FILE = "assumed.json"
+
+
+def cluster_snapshot(s: Session) -> Any:
+    """The whole cluster as one archive in the run folder: evidence of what was there.
+
+    Read-only, in a dry run too: every object through the API (Secrets by name and type
+    only) and each node's k3s config, links, iptables chains and CNI folders over SSH
+    (:mod:`runbook.snapshot`, ``docs/snapshot-format.md``). The report index links it;
+    ``runbook rehearse --from-snapshot <run>/cluster-snapshot.tar.gz`` rehearses on a
+    twin of it. When the target is itself a twin built from a snapshot, what that twin
+    assumed goes next to it (``assumed.json``, listed on the index as "Assumed").
+
+    A failure here loses this evidence (shown as EVIDENCE LOST) and does not stop the
+    phase: the checks above already gate on the nodes and the API.
+
+    Example:
+        >>> preflight.cluster_snapshot(s)        # doctest: +SKIP
+        snapshot reports/r1/cluster-snapshot.tar.gz (98 KiB, format 1.0): 3 Node, 111 Pod ...
+    """
+    import json
+    import os
+
+    from . import evidence, snapshot
+    from .errors import RunbookError
+
+    twin = s.params.twin
+    if twin is not None and (twin.snapshot or twin.assumptions):
+        path = s.run_dir / ASSUMED_FILE
+        path.write_text(json.dumps({"snapshot": twin.snapshot, "assumptions": twin.assumptions},
+                                   indent=1) + "\n")
+        os.chmod(path, 0o600)
+    def terse(line: str) -> None:
+        # the cell shows the result: keep the steps and the SSH progress, not every type read
+        if line.startswith(("snapshot of", "reading")) or "over SSH:" in line:
+            s.progress(line)
+
+    try:
+        return snapshot.take(s.params, s.run_dir / SNAPSHOT_FILE, cluster=s.cluster, nodes=s.nodes,
+                             progress=terse, overwrite=True)
+    except RunbookError as e:
+        return evidence.evidence_lost("cluster-snapshot", e, into=s.evidence_lost)
+
+
 class ConfigView:
     """Node configs shown with secrets masked (the join token never reaches an output)."""
 

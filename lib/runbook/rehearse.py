@@ -119,8 +119,10 @@ def verify_back_on_flannel(twin: Any, before: dict[str, str]) -> dict[str, Any]:
 
 def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
              run_id: str | None = None, reports_dir: str | None = None,
-             state_dir: str | None = None, progress: Callable[[str], None] = print) -> Rehearsal:
-    """Start a twin of minicloud, run the migration (and rollback) on it, render the report."""
+             state_dir: str | None = None, progress: Callable[[str], None] = print,
+             snapshot: str | None = None) -> Rehearsal:
+    """Start a twin (of minicloud, or of the ``snapshot`` archive), run the migration
+    (and rollback) on it, render the report."""
     from twin.api import Twin
 
     from . import report
@@ -134,11 +136,13 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
 
         raise ParamsError(f"chart archive not found: {cilium_chart}", field="--cilium-chart")
     out = Rehearsal()
-    progress(f"starting a twin of minicloud in {state_dir}"
+    progress(f"starting a twin of {snapshot or 'minicloud'} in {state_dir}"
              + (f" serving {cilium_chart}" if cilium_chart else " (stand-in cilium chart)"))
-    twin = Twin(state_dir, cilium_chart=cilium_chart).start()
+    twin = Twin(state_dir, cilium_chart=cilium_chart, snapshot=snapshot).start()
     try:
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
+        for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
+            progress(f"assumed: {line}")
         before = _config_digests(twin.state_dir)
         run_id = run_id or runner.new_run_id()
         # The report is rendered once, at the end (a failed phase renders it at once too,
@@ -166,6 +170,32 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
     progress("REHEARSAL PASSED" if out.ok else "REHEARSAL FAILED: open the report to see where")
     return out
+
+
+def snapshot_of_twin(out: str | Path, *, fixture: str = "minicloud", overwrite: bool = False,
+                     progress: Callable[[str], None] = print, ssh: bool = True) -> Any:
+    """``runbook snapshot --of-twin FIXTURE``: start a fresh twin, snapshot it, stop it.
+
+    ``fixture`` is a fixture name or file, or ``nodes=N,pods=M`` for a generated cluster
+    of that size. This is how ``lib/twin/fixtures/minicloud.snapshot.tar.gz`` is made
+    (``runbook snapshot --of-twin minicloud --out lib/twin/fixtures/minicloud.snapshot.tar.gz
+    --overwrite``), and how benchmarks get a large archive. Returns the
+    :class:`runbook.snapshot.SnapshotResult`.
+    """
+    from twin.api import Twin, parse_scale
+
+    from . import params, snapshot
+
+    scale = parse_scale(fixture) if "nodes=" in fixture else None
+    with tempfile.TemporaryDirectory(prefix="phase22-snapshot-twin-") as sd:
+        progress(f"starting a twin of {fixture} to snapshot it")
+        twin = Twin(sd, fixture=fixture, scale=scale).start()
+        try:
+            progress(f"twin ready in {twin.startup_seconds:.1f}s")
+            return snapshot.take(params.load(twin.params_path), out, overwrite=overwrite,
+                                 progress=progress, ssh=ssh)
+        finally:
+            twin.stop()
 
 
 def lab(state_dir: Path, *, port: int = 8888, out: Callable[[str], None] = print) -> int:

@@ -16,8 +16,9 @@ Top to bottom:
 5. the phases: status, duration, gates (an overridden gate in its own colour), key
    figures, links to each page and notebook;
 6. the rehearsal's own checks (``rehearsal.json``), when there are any;
-7. the timeline, and a table of every outage window with its measured figures;
-8. the raw evidence.
+7. the cluster snapshot preflight took, and what a twin built from a snapshot assumed;
+8. the timeline, and a table of every outage window with its measured figures;
+9. the raw evidence.
 
 :func:`index_html` is pure: it only formats :class:`IndexData` (``report.render_run``
 gathers it), so the unit tests give it data and read the HTML.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,13 +302,35 @@ def _evidence(d: IndexData) -> list[str]:
     return out
 
 
+def _snapshot(d: IndexData) -> list[str]:
+    """The cluster snapshot preflight took (a link) and, for a twin built from a snapshot,
+    what it assumed (``assumed.json``): the section "Cluster snapshot" of the index."""
+    run_dir = d.run_dir
+    out: list[str] = []
+    arch, assumed = run_dir / "cluster-snapshot.tar.gz", run_dir / "assumed.json"
+    if arch.exists():
+        out.append("<h2>Cluster snapshot</h2><p>Taken by preflight, secrets masked: "
+                   "<a href='cluster-snapshot.tar.gz'>cluster-snapshot.tar.gz</a> "
+                   f"({arch.stat().st_size // 1024} KiB). Rehearse this cluster: <code>runbook "
+                   "rehearse --from-snapshot cluster-snapshot.tar.gz --with-rollback</code></p>")
+    if assumed.exists():
+        data = json.loads(assumed.read_text())
+        out.append("<h2>Assumed</h2><p>This run's cluster is a twin built from the snapshot "
+                   f"<code>{html.escape(str(data.get('snapshot') or ''))}</code>; where the archive "
+                   "could not tell, it assumed:</p><ul class='assumed'>"
+                   + "".join(f"<li>{html.escape(str(a))}</li>" for a in data.get("assumptions") or [])
+                   + "</ul>")
+    return out
+
+
 def index_html(d: IndexData) -> str:
     """The whole page (see the module docstring for its order)."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Phase 22 run {_e(d.run_dir.name)}</title>",
            f"<style>{_CSS}</style></head><body>",
            "<h1>Phase 22: k3s Flannel → Cilium + Hubble</h1>",
            f"<p class='sub'>run <code>{_e(d.run_dir.name)}</code></p>", _verdict(d)]
-    for part in (_header, _attention, _failure, _phases, _rehearsal_checks, _timeline, _evidence):
+    for part in (_header, _attention, _failure, _phases, _rehearsal_checks, _snapshot, _timeline,
+                 _evidence):
         out += part(d)
     out.append("</body></html>")
     return "\n".join(out)

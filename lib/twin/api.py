@@ -71,6 +71,8 @@ class Twin:
         state_dir: where the twin writes its kubeconfig, keys, node roots and params.yaml.
         fixture: "minicloud" or a path to a fixture YAML (ignored when ``scale`` is set).
         scale: ``(nodes, pods)`` to generate a cluster of the same shape at any size.
+        snapshot: a cluster snapshot archive (``runbook snapshot``) to rebuild instead
+            (see :mod:`twin.snapshot_twin`).
         speed: clock speed factor (cluster seconds -> wall seconds).
         cilium_chart: path of an official cilium chart archive to serve (else a stand-in).
         faults: fault switches to set at start, e.g. ``{"velero_partially_failed": True}``.
@@ -80,10 +82,12 @@ class Twin:
                  scale: tuple[int, int] | None = None, speed: float | None = None,
                  cilium_chart: str | os.PathLike | None = None,
                  faults: dict[str, Any] | None = None,
-                 components: Callable[[Runtime], list[Any]] | None = None) -> None:
+                 components: Callable[[Runtime], list[Any]] | None = None,
+                 snapshot: str | os.PathLike | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.fixture_name = fixture
         self.scale = scale
+        self.snapshot = Path(snapshot).resolve() if snapshot else None
         self.speed = speed or DEFAULT_SPEED
         self.cilium_chart = Path(cilium_chart).resolve() if cilium_chart else None
         self.initial_faults = dict(faults or {})
@@ -129,14 +133,20 @@ class Twin:
                 gc.enable()
 
     def _build_runtime(self, fixtures: Any, Store: Any, builtin_types: Any) -> Runtime:
+        options: dict[str, Any] = {}
         if self.scale:
             fx = fixtures.generate(*self.scale)
+        elif self.snapshot is not None:
+            from .snapshot_twin import load_for_twin  # noqa: PLC0415
+
+            fx, options = load_for_twin(self.snapshot)
         else:
             fx = fixtures.load(self.fixture_name)
         faults = Faults()
         for k, v in self.initial_faults.items():
             faults.set(k, v)
         rt = Runtime(state_dir=self.state_dir, clock=Clock(self.speed), faults=faults, fixture=fx)
+        rt.options.update(options)
         rt.store = Store()
         for t in builtin_types():
             rt.store.register(t)
@@ -153,6 +163,10 @@ class Twin:
             await rt.start_all(self._components(rt))
             from .rehearsal_params import write_params  # noqa: PLC0415
             write_params(rt)
+            if rt.options.get("snapshot"):
+                from .snapshot_twin import write_assumptions  # noqa: PLC0415
+
+                write_assumptions(rt)
             (self.state_dir / "ready").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
         except BaseException as e:  # report start failures to the caller's thread
             errors.append(e)
@@ -239,7 +253,8 @@ def serve_forever(args: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     scale = parse_scale(args.scale) if getattr(args, "scale", None) else None
     twin = Twin(args.state_dir, fixture=args.fixture, scale=scale,
-                speed=getattr(args, "speed", None), cilium_chart=getattr(args, "cilium_chart", None))
+                speed=getattr(args, "speed", None), cilium_chart=getattr(args, "cilium_chart", None),
+                snapshot=getattr(args, "from_snapshot", None))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -256,6 +271,8 @@ def serve_forever(args: Any) -> int:
         print("  loaded: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), flush=True)
     for line in twin.describe():
         print("  " + line, flush=True)
+    for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
+        print(f"  assumed: {line}", flush=True)
     print(f"  kubeconfig: {twin.kubeconfig}\n  params:     {twin.params_path}", flush=True)
     print(f"  export KUBECONFIG={twin.kubeconfig}", flush=True)
     try:

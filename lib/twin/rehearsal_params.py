@@ -78,8 +78,14 @@ def write_params(rt: Any) -> Path:
     path = Path(rt.state_dir) / "params.yaml"
     header = ("# Written by `runbook twin up`: params/minicloud.yaml pointed at this twin.\n"
               "# kind: twin makes the runbook refuse every non-loopback address.\n")
+    data = None
+    if rt.options.get("snapshot"):   # a twin of a snapshot: the archive's params and names
+        from .snapshot_twin import snapshot_params  # noqa: PLC0415
+
+        data = snapshot_params(rt)
+        header = header.replace("params/minicloud.yaml", f"the params of snapshot {rt.options['snapshot']}")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(build_params(rt), sort_keys=False))
+    tmp.write_text(header + yaml.safe_dump(data or build_params(rt), sort_keys=False))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path

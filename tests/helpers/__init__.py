@@ -15,4 +15,6 @@ module and conftest can import this package. One module per concern:
   "SSH goes down after the server restarted" sequence, the SIGKILL mid-phase).
 - ``migrated_run``: the pytest session's one ``runbook rehearse --with-rollback``,
   shared by every test that only reads a migration's evidence.
+- ``secret_search``: the credentials a twin holds, and searching files (and every member
+  of a ``.tar.gz``, e.g. a cluster snapshot) for them.
 """

@@ -287,6 +287,11 @@ class Twin(_Model):
     state_dir: str | None = Field(None, description="The twin's state folder.")
     chart_repo_url: str | None = Field(None, description="Overrides cilium.chart_repo_url.")
     admin_url: str | None = Field(None, description="The twin's fault/admin endpoint.")
+    snapshot: str | None = Field(None, description="The snapshot archive the twin was built "
+                                                   "from (`runbook twin up --from-snapshot`).")
+    assumptions: list[str] = Field(default_factory=list, description=(
+        "What the twin assumed where its snapshot could not tell (one rule per line); "
+        "the report index lists them under 'Assumed'."))
 
 
 class Params(_Model):

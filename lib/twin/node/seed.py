@@ -118,6 +118,12 @@ def seed_files(node: NodeModel, pods: list[tuple[str, str]] | None, defer_leases
         files.mkdir("/var/lib/rancher/k3s/server", 0o700)
         files.write(TOKEN_FILE, node.join_token + "\n", 0o600)
     files.write(CONFIG, k3s_config_text(node), 0o600)
+    own = getattr(node.spec, "k3s_files_for", lambda _token: {})(node.join_token)
+    if own:   # a node rebuilt from a snapshot has its own config files
+        if CONFIG not in own:
+            files.remove(CONFIG)
+        for path, text in own.items():
+            files.write(path, text, 0o600)
     unit = node.k3s.unit
     files.write(f"/etc/systemd/system/{unit}.service", unit_file_text(unit, node.role))
     files.write(f"/etc/systemd/system/{unit}.service.env", "", 0o600)

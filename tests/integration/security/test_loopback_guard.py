@@ -208,3 +208,17 @@ def test_cli_exits_6_before_any_connection(tmp_path: Path, tripwire) -> None:
     assert str(path) in first and "field nodes.1.address" in first
     assert "Traceback" not in p.stderr and not (tmp_path / "reports").exists()
     assert tripwire.attempts() == []
+
+
+@pytest.mark.parametrize("mutate", [_set_node(REMOTE), _kube_remote], ids=["ssh-node", "kubeconfig"])
+def test_snapshot_cli_exits_6_before_any_connection(mutate, tmp_path: Path, tripwire) -> None:
+    """``runbook snapshot`` of a twin-kind target off loopback: refused, nothing written."""
+    path = _write(tmp_path, mutate)
+    out = tmp_path / "snap.tar.gz"
+    p = subprocess.run([sys.executable, "-m", "runbook.cli", "snapshot", "--params", str(path),
+                        "--out", str(out)], env=tripwire.env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=90)
+    assert p.returncode == 6, (p.stdout, p.stderr)
+    assert p.stderr.splitlines()[0].startswith("error: refusing to connect to 10.0.0.")
+    assert "Traceback" not in p.stderr and not out.exists()
+    assert tripwire.attempts() == []

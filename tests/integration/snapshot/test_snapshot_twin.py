@@ -29,13 +29,14 @@ READ_COMMANDS = re.compile(r"^(sudo -n )?(test -[ed] |cat |ls -1 |ip -o link sho
 
 
 class _RecordingCluster(Cluster):
-    """The API choke point, recording each method and path."""
+    """The API choke point (every call, decoded or paged, goes through ``request_raw``),
+    recording each method and path."""
 
     calls: list[tuple[str, str]]
 
-    def request(self, method, path, **kw):
+    def request_raw(self, method, path, **kw):
         self.calls.append((method, path))
-        return super().request(method, path, **kw)
+        return super().request_raw(method, path, **kw)
 
 
 def _counts(params_path: Path) -> dict[str, int]:

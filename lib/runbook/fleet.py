@@ -40,7 +40,7 @@ class NodeOutcome(Generic[T]):
     Attributes:
         node, role; status: ``ok``, ``failed`` or ``skipped``; value: what the
         operation returned; error: the exception (failed) or reason (skipped);
-        batch: 0-based batch number (None when not reached); duration: seconds.
+        batch: 0-based batch number (None when not reached, or for a read); duration: seconds.
     """
 
     node: str
@@ -208,14 +208,14 @@ class Fleet:
         order = self.nodes
         workers = min(self.parallel_reads, len(order))
         if workers <= 1:
-            results = [self._one(op, n, 0) for n in order]
+            results = [self._one(op, n, None) for n in order]
         else:
             with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet-read") as ex:
-                results = list(ex.map(lambda n: self._one(op, n, 0), order))
+                results = list(ex.map(lambda n: self._one(op, n, None), order))  # a read has no batches)
         return FleetResult(description, results)
 
     @staticmethod
-    def _one(op: Callable[[Any], T], node: Any, batch: int) -> NodeOutcome[T]:
+    def _one(op: Callable[[Any], T], node: Any, batch: int | None) -> NodeOutcome[T]:
         start = time.monotonic()
         try:
             value = op(node)

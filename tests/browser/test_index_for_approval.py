@@ -159,7 +159,10 @@ def test_every_page_has_one_title_a_way_back_and_its_contents(rehearsal, chromiu
         assert not re.search(r"<tbody>\s*<tr>\s*<th>0</th>", dom), name
     rollback = (run / "html" / "05-rollback.html").read_text()
     assert (run / "html" / "03-install.html").read_text().count("helm list --namespace") == 1
-    batches = re.findall(r"<td>(?:set-hog|fast-skunk|fast-heron)</td><td>(?:server|agent)</td><td>(\d+)</td>", rollback)
+    batch_tables = [t for t in re.findall(r"<table.*?</table>", rollback, re.S)
+                    if re.search(r"<th>node</th>\s*<th>role</th>\s*<th>batch</th>", t)]
+    batches = [b for t in batch_tables for b in re.findall(
+        r"<td>(?:set-hog|fast-skunk|fast-heron)</td>\s*<td>(?:server|agent)</td>\s*<td>(\d+)</td>", t)]
     assert batches and min(int(b) for b in batches) == 1
 
 

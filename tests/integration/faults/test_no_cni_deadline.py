@@ -10,6 +10,7 @@ stops at the same gate.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +34,11 @@ def test_install_stops_at_the_deadline_and_prints_the_rollback_command(make_twin
     err = res.phases[-1].error
     assert err.startswith("DeadlineExceeded") and f"limits.no_cni_window_max ({WINDOW_MAX}s)" in err, err
     cmd = journal(res)["facts"]["no_cni_deadline"]["rollback_command"]
-    assert cmd == (f"runbook run --params {shlex.quote(str(params))} --phases rollback --run-id {run_id} "
-                   f"--reports-dir {shlex.quote(str(tmp_path))} --execute")
+    # the same command the report's index prints: the runbook binary this run used, then its arguments
+    words = shlex.split(cmd)
+    assert Path(words[0]).name == "runbook", cmd
+    assert words[1:] == ["run", "--params", str(params), "--phases", "rollback", "--run-id", run_id,
+                         "--reports-dir", str(tmp_path), "--execute"]
     gate = evidence.read_records(res.run_dir / "03-install.ipynb")["gate/no-cni-deadline"]
     assert gate["passed"] is False and cmd in gate["hint"]
     details = "\n".join(gate["details"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runbook import cluster as cl
+from runbook import cluster_tables as tables
 from runbook.cluster import Cluster
 from runbook.errors import ClusterError, LoopbackViolation
 
@@ -234,14 +235,14 @@ def test_row_builders_golden(case):
     if kind == "pods":
         rs = json.loads((d / "replicasets.json").read_text()) if (d / "replicasets.json").exists() else []
         owners = {(r["metadata"]["namespace"], r["metadata"]["name"]): cl._controller(r) for r in rs}
-        rows = [cl._row_pod(p, owners) for p in items]
+        rows = [tables.row_pod(p, owners) for p in items]
     elif kind == "pvcs":
-        rows = [cl._row_pvc(p) for p in items]
+        rows = [tables.row_pvc(p) for p in items]
     else:
-        rows = [cl._ROWS[kind](o) for o in items]
+        rows = [tables.ROWS[kind](o) for o in items]
     assert rows == want
     for r in rows:
-        assert list(r) == cl._COLUMNS[kind]
+        assert list(r) == tables.COLUMNS[kind]
 
 
 def test_snapshot_pods_resolves_deployment_through_replicaset(tmp_path, fake_api: FakeAPI):
@@ -252,7 +253,7 @@ def test_snapshot_pods_resolves_deployment_through_replicaset(tmp_path, fake_api
                                               "metadata": {}}))
     c = make(tmp_path, fake_api.url)
     df = c.snapshot("pods")
-    assert list(df.columns) == cl._COLUMNS["pods"]
+    assert list(df.columns) == tables.COLUMNS["pods"]
     assert list(df["name"]) == sorted(df["name"]) or list(df["namespace"]) == sorted(df["namespace"])
     want = {r["name"]: r["workload"] for r in json.loads((d / "expected.json").read_text())}
     assert dict(zip(df["name"], df["workload"])) == want

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from runbook import cluster as cl
+from runbook import cluster_tables as tables
 from runbook import params as params_mod
 from runbook import preflight
 
@@ -68,8 +68,8 @@ class SnapshotCluster:
         self.requests: list[str] = []
 
     def snapshot(self, kind):
-        rows = {"pods": lambda o: cl._row_pod(o, {}), "pvcs": cl._row_pvc}.get(kind) or cl._ROWS[kind]
-        return pd.DataFrame([rows(o) for o in self.objects.get(kind, [])], columns=cl._COLUMNS[kind])
+        rows = {"pods": lambda o: tables.row_pod(o, {}), "pvcs": tables.row_pvc}.get(kind) or tables.ROWS[kind]
+        return pd.DataFrame([rows(o) for o in self.objects.get(kind, [])], columns=tables.COLUMNS[kind])
 
     def list(self, resource, namespace=None, **_):
         return copy.deepcopy(self.objects.get(resource, []))

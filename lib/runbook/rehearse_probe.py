@@ -23,6 +23,7 @@ module does not import ``twin``: it is handed a started :class:`twin.api.Twin`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -166,6 +167,18 @@ class AvailabilityProber:
                 pass
 
     def _round(self, clock: Any, plan: list[tuple[dict[str, Any], Any]]) -> None:
+        with self._instant():
+            self._ask_all(clock, plan)
+
+    def _instant(self) -> Any:
+        """The network model's one-instant view (each node's facts read once per round),
+        when the twin has one: a round never yields to the loop, so nothing changes in it."""
+        try:
+            return self.twin.rt.component("network").one_instant()
+        except (KeyError, AttributeError):
+            return contextlib.nullcontext()
+
+    def _ask_all(self, clock: Any, plan: list[tuple[dict[str, Any], Any]]) -> None:
         ct, t = round(clock.cluster_now(), 3), time.time()
         for target, ask in plan:
             try:

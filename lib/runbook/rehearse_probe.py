@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -37,6 +38,14 @@ DEFAULT_INTERVAL = 2.0
 #: the ClusterIP Service probed from every node: namespace, name
 DEFAULT_SERVICE = ("kube-system", "kube-dns")
 WHY_MAX = 240
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average (None where the OS does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _service(rt: Any, namespace: str, name: str) -> dict | None:
@@ -69,11 +78,13 @@ class AvailabilityProber:
         self.stages: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.origin_ct: float | None = None
+        self._load_start: float | None = None
         self._task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
 
     # -- control (from the caller's thread) ---------------------------------------------
     def start(self, stage: str = "migration") -> "AvailabilityProber":
+        self._load_start = _load()
         self.twin.call(self._start, stage)
         return self
 
@@ -87,6 +98,8 @@ class AvailabilityProber:
         out = availability.summarize(self.section(), stages=self.stages, interval_s=self.interval,
                                      strategy=strategy)
         out["origin_ct"] = self.origin_ct   # round k is made at origin_ct + k * interval, or later
+        # the twin's cluster seconds stretch with the machine's load: say how busy it was
+        out["load_average"] = {"start": self._load_start, "end": _load()}
         if self.notes:
             out["notes"] = list(self.notes)
         return out

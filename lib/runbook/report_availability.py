@@ -71,6 +71,12 @@ def availability_html(section: dict[str, Any] | None) -> str:
                    f"<td>{_e(f.get('probes'))}</td><td{cls}>{_e(f.get('failed'))}</td>"
                    f"<td>{_secs(f.get('longest_outage_s'))}{still}</td><td>{_e(why.get(name, ''))}</td></tr>")
     out.append("</table>")
+    load = section.get("load_average") or {}
+    if isinstance(load.get("start"), (int, float)) and isinstance(load.get("end"), (int, float)):
+        out.append(f"<p class='note'>The machine's load average was {load['start']:g} at the start and "
+                   f"{load['end']:g} at the end: on a twin, the runbook's own steps take wall time that "
+                   "the twin's clock counts twenty-fold, so a busier machine measures longer outages. "
+                   "Compare strategies with runs made under a similar load.</p>")
     for note in section.get("notes") or ():
         out.append(f"<p class='note'>{_e(note)}</p>")
     return "\n".join(out)

@@ -92,3 +92,12 @@ def test_the_index_table_names_each_target_and_why_its_longest_outage_started():
 def test_without_probing_the_index_says_so():
     for nothing in (None, {}, {"probes": 0}):
         assert "was not probed" in report_availability.availability_html(nothing)
+
+
+def test_the_index_says_how_busy_the_machine_was() -> None:
+    a = availability.summarize([{"name": "a", "kind": "ingress", "samples": _samples("..x.")}])
+    a["load_average"] = {"start": 1.5, "end": 13.25}
+    page = report_availability.availability_html(a)
+    assert "load average was 1.5 at the start and 13.25 at the end" in page
+    a["load_average"] = {"start": None, "end": None}
+    assert "load average" not in report_availability.availability_html(a)

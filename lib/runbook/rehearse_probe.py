@@ -94,7 +94,11 @@ class AvailabilityProber:
 
     def stop(self, *, strategy: str = "big-bang") -> dict[str, Any]:
         """Stop probing; the ``availability`` section (see :func:`runbook.availability.summarize`)."""
-        self.twin.call(self._halt, timeout=60)
+        try:
+            self.twin.call(self._halt, timeout=60)
+        except Exception as e:  # noqa: BLE001 - the samples taken so far are still worth keeping
+            self.notes.append(f"the prober did not stop cleanly ({type(e).__name__}: {e}); "
+                              "the figures cover the samples taken until then")
         out = availability.summarize(self.section(), stages=self.stages, interval_s=self.interval,
                                      strategy=strategy)
         out["origin_ct"] = self.origin_ct   # round k is made at origin_ct + k * interval, or later

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     reh.add_argument("--state-dir", default=None, help="twin state (default: a temporary folder)")
     reh.add_argument("--from-snapshot", default=None, metavar="ARCHIVE",
                      help="rehearse on a twin of this snapshot (default: minicloud)")
+    reh.add_argument("--strategy", default="big-bang", choices=["big-bang", "node-by-node"],
+                     help="migration strategy (node-by-node is refused until implemented: docs/node-by-node.md)")
 
     snap = sub.add_parser("snapshot", help="read a cluster (API + SSH, read-only) into one archive")
     what = snap.add_mutually_exclusive_group(required=True)
@@ -170,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_id:  # refuse it before a twin is started for nothing
                 runner.check_run_id(args.run_id)
             check_snapshot(args.from_snapshot)
+            if args.strategy != "big-bang":
+                from .params.schema import NODE_BY_NODE_REFUSED
+
+                raise ParamsError(NODE_BY_NODE_REFUSED, field="--strategy")
 
             outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
                                run_id=args.run_id, reports_dir=args.reports_dir,

@@ -48,6 +48,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ingresses": ("networking.k8s.io/v1", "ingresses", True),
     "networkpolicies": ("networking.k8s.io/v1", "networkpolicies", True),
     "leases": ("coordination.k8s.io/v1", "leases", True),
+    "poddisruptionbudgets": ("policy/v1", "poddisruptionbudgets", True),
     "customresourcedefinitions": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     "applications": ("argoproj.io/v1alpha1", "applications", True),
     "applicationsets": ("argoproj.io/v1alpha1", "applicationsets", True),

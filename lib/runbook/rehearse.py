@@ -10,7 +10,10 @@ A rehearsal starts a twin, runs the four migration phases with ``execute`` (and
 node's ``config.yaml`` is byte-identical to what it was before the run, that flannel is
 back, that no Cilium BPF program, map, device or file is left on any node, and that a
 DNS lookup through the kube-dns ClusterIP answers from every node. The result of that check is written to ``rehearsal.json`` in the run
-folder and shown on the report's index page.
+folder and shown on the report's index page. In every rehearsal, a prober outside the
+runbook (:mod:`runbook.rehearse_probe`) measures the availability of every ingress host
+and of one ClusterIP Service from start to finish; its figures go to ``rehearsal.json``
+under ``availability``.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import runner
+from .availability import line as availability_line
+from .rehearse_probe import AvailabilityProber
 
 K3S_CONFIG = "etc/rancher/k3s/config.yaml"
 
@@ -35,6 +40,7 @@ class Rehearsal:
     rollback: runner.RunResult | None = None
     checks: dict[str, Any] = field(default_factory=dict)
     index_html: Path | None = None
+    availability: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -145,25 +151,33 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             progress(f"assumed: {line}")
         before = _config_digests(twin.state_dir)
         run_id = run_id or runner.new_run_id()
+        prober = AvailabilityProber(twin).start("migration")
         # The report is rendered once, at the end (a failed phase renders it at once too,
         # so a rehearsal that dies later still leaves one).
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,
                              reports_dir=reports_dir, extra={"proceed_despite_deferral": True},
-                             progress=progress, render=not with_rollback)
+                             progress=progress, render=False)
         out.index_html = out.run.index_html
         if with_rollback:
             if not out.run.ok:
                 progress("migration failed: running the rollback from where it stopped")
+            prober.mark("rollback")
             out.rollback = runner.run(twin.params_path, phases=["rollback"], execute=True,
                                       run_id=run_id, reports_dir=reports_dir, progress=progress,
                                       render=False)
+        out.availability = prober.stop()
+        progress(f"availability: {availability_line(out.availability)}")
+        if with_rollback:
             out.checks = verify_back_on_flannel(twin, before)
             for name, c in out.checks.items():
                 progress(f"rollback check: {name}: {'OK' if c['ok'] else 'FAILED'} ({c['detail']})")
-            path = out.rollback.run_dir / "rehearsal.json"
-            path.write_text(json.dumps({"checks": out.checks, "ok": out.ok}, indent=2))
-            os.chmod(path, 0o600)
-            out.index_html = report.render_run(out.rollback.run_dir)
+        last = out.rollback or out.run
+        path = last.run_dir / "rehearsal.json"
+        # compact: the prober's samples run to thousands (the index shows the figures)
+        path.write_text(json.dumps({"checks": out.checks, "ok": out.ok, "availability": out.availability},
+                                   separators=(",", ":")))
+        os.chmod(path, 0o600)
+        out.index_html = report.render_run(last.run_dir)
     finally:
         twin.stop()
         if tmp:

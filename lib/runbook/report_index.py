@@ -17,7 +17,9 @@ Top to bottom:
    figures, links to each page and notebook;
 6. the rehearsal's own checks (``rehearsal.json``), when there are any;
 7. the cluster snapshot preflight took, and what a twin built from a snapshot assumed;
-8. the timeline, and a table of every outage window with its measured figures;
+8. the timeline, the service availability a rehearsal's prober measured
+   (:mod:`runbook.report_availability`), and a table of every outage window with its
+   measured figures;
 9. the raw evidence.
 
 :func:`index_html` is pure: it only formats :class:`IndexData` (``report.render_run``
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .presentation import plain
+from .report_availability import availability_html
 
 __all__ = ["IndexData", "index_html", "KIND_WORDS"]
 
@@ -270,8 +273,7 @@ def _timeline(d: IndexData) -> list[str]:
                "CNI in force there manages it: on a node whose Cilium agent is Ready, the pod has a "
                "CiliumEndpoint; on a flannel node, it has none and its sandbox is newer than the node's "
                "last NotReady period. The kubelet's Ready count (dashed) stays high through a CNI swap.</p>")
-    if not (d.rehearsal or {}).get("availability"):
-        out.append("<p>Service availability was not probed from outside during this run, so none is drawn.</p>")
+    out.append(availability_html((d.rehearsal or {}).get("availability")))
     if d.outages:
         out.append("<table class='outages'><tr><th>outage window</th><th>opened</th><th>closed</th>"
                    "<th>length (journal)</th><th>lowest share of pods with a live network</th>"

@@ -10,7 +10,8 @@ What is drawn, from ``timeline.jsonl`` (:mod:`runbook.timeline`) and the journal
   with its measured length;
 * service availability, when the run was probed from outside (the ``availability``
   section of ``rehearsal.json``, :func:`availability_series`): the share of probed
-  ingress hosts that answered. Nothing is drawn when no probing happened.
+  targets (every ingress host, one ClusterIP Service from each node) that answered.
+  Nothing is drawn when no probing happened.
 
 Example:
     >>> availability_series({"availability": {"targets": [
@@ -98,7 +99,7 @@ def png(rows: list[dict[str, Any]], phases: list[dict[str, Any]], windows: list[
                 label="nodes Ready %", color="#1f77b4", lw=1.3)
     if availability:
         ax.step([t - t0 for t, _ in availability], [v for _, v in availability], where="post",
-                label="ingress hosts answering % (probed)", color="#d4a017", lw=1.6)
+                label="probed targets answering % (ingress hosts, a ClusterIP Service)", color="#d4a017", lw=1.6)
     down = [r["t"] - t0 for r in rows if not r.get("api")]
     if down:
         ax.scatter(down, [2] * len(down), marker="|", color="#d62728", label="API unreachable")

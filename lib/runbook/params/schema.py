@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ValuesFileError
 from ..safety import require_loopback, require_loopback_url
@@ -294,6 +294,12 @@ class Twin(_Model):
         "the report index lists them under 'Assumed'."))
 
 
+#: why ``strategy: node-by-node`` is refused (params and ``runbook rehearse --strategy``)
+NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is not implemented yet; see docs/node-by-node.md "
+                        "(the procedure derived from the sources, and its preflight gates); "
+                        "use 'big-bang'")
+
+
 class Params(_Model):
     """The whole params file. Load it with :func:`load`, never by hand."""
 
@@ -311,8 +317,19 @@ class Params(_Model):
     rollback: Rollback = Field(default_factory=Rollback, description="How the rollback "
                                                                      "removes Cilium.")
     twin: Twin | None = Field(None, description="Only for kind twin.")
+    strategy: Literal["big-bang", "node-by-node"] = Field("big-bang", description=(
+        "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "
+        "only strategy implemented) or 'node-by-node' (refused until it is implemented and "
+        "rehearsed: docs/node-by-node.md)."))
 
     _source: Path | None = PrivateAttr(None)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_implemented(cls, v: str) -> str:
+        if v == "node-by-node":
+            raise ValueError(NODE_BY_NODE_REFUSED)
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:

@@ -55,10 +55,11 @@ Example (inside the twin's loop)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from ..node.k3s_network import add_hostport_chains
 from .base import Controller
@@ -228,6 +229,7 @@ class NetworkModel:
         self.resandboxed: list[tuple[str, str, str]] = []
         self.status_writes = 0
         self._conf_cache: dict[str, tuple[tuple, str | None]] = {}
+        self._facts_memo: dict[str, NodeNetwork | None] | None = None
         self.reachability = Reachability(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -305,8 +307,30 @@ class NetworkModel:
             cil.node_event(nm, event, info)
 
     # ------------------------------------------------------------------ facts
+    @contextlib.contextmanager
+    def one_instant(self) -> Iterator[None]:
+        """Within the block each node's facts are read once: for a caller that asks many
+        questions about one instant without yielding to the loop (nothing can change the
+        nodes meanwhile), e.g. an availability prober's round of requests."""
+        outer = self._facts_memo
+        if outer is None:
+            self._facts_memo = {}
+        try:
+            yield
+        finally:
+            self._facts_memo = outer
+
     def facts(self, name: str) -> NodeNetwork | None:
         """The network facts of node ``name`` (None without a node model)."""
+        memo = self._facts_memo
+        if memo is not None and name in memo:
+            return memo[name]
+        f = self._facts(name)
+        if memo is not None:
+            memo[name] = f
+        return f
+
+    def _facts(self, name: str) -> NodeNetwork | None:
         nm = self.node_model(name)
         if nm is None:
             return None

@@ -43,7 +43,7 @@ def test_source_notebooks_are_committed_without_outputs(nb):
 TWIN = REPO / "lib" / "twin"
 RUNBOOK = REPO / "lib" / "runbook"
 #: The runbook's CLI side: the only modules that may start (and so know) a twin.
-MAY_KNOW_THE_TWIN = {RUNBOOK / "cli.py", RUNBOOK / "rehearse.py"}
+MAY_KNOW_THE_TWIN = {RUNBOOK / "cli.py", RUNBOOK / "rehearse.py", RUNBOOK / "rehearse_probe.py"}
 #: Twin-only names that are not found by the harvest below (bare annotation keys).
 TWIN_ONLY_NAMES = ("sandbox-cni",)
 

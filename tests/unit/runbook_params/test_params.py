@@ -166,6 +166,9 @@ FIELD_CASES = [
     ("duplicate-node", _set("nodes.2.name", "set-hog"), "(top level)", "duplicate node names: set-hog"),
     ("no-server", _set("nodes.0.role", "agent"), "(top level)", "no node has role 'server'"),
     ("twin-section-on-real", _set("twin", {"state_dir": "/tmp/x"}), "(top level)", "target.kind: twin"),
+    ("strategy-not-implemented", _set("strategy", "node-by-node"), "strategy",
+     "strategy 'node-by-node' is not implemented yet; see docs/node-by-node.md"),
+    ("strategy-literal", _set("strategy", "rolling"), "strategy", "'big-bang' or 'node-by-node'"),
 ]
 
 

@@ -15,7 +15,7 @@ XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist load
 LAB_PORT ?= 8888
 
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark benchmark-paging \
-        benchmark-rehearse benchmark-fanout benchmark-snapshot benchmark-json
+        benchmark-rehearse benchmark-fanout benchmark-snapshot benchmark-json benchmark-twin-start
 
 venv: $(STAMP)
 
@@ -52,7 +52,7 @@ lab: venv
 	$(BIN)/runbook lab --port $(LAB_PORT)
 
 # Each benchmark prints a table with the load average beside it; nothing is asserted.
-benchmark: benchmark-json benchmark-fanout benchmark-rehearse benchmark-paging benchmark-snapshot
+benchmark: benchmark-json benchmark-fanout benchmark-rehearse benchmark-paging benchmark-snapshot benchmark-twin-start
 
 benchmark-paging: venv
 	$(BIN)/python benchmarks/api_paging.py
@@ -68,3 +68,6 @@ benchmark-snapshot: venv
 
 benchmark-json: venv
 	$(BIN)/python benchmarks/json_codecs.py
+
+benchmark-twin-start: venv
+	$(BIN)/python benchmarks/twin_start.py

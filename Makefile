@@ -17,7 +17,13 @@ LAB_PORT ?= 8888
 .PHONY: venv test test-unit test-integration nbval rehearse lab benchmark benchmark-paging \
         benchmark-rehearse benchmark-fanout benchmark-snapshot benchmark-json benchmark-twin-start
 
+# Then the library's bytecode, brought up to date (a fraction of a second when nothing
+# changed). Where PYTHONDONTWRITEBYTECODE is set (containers, CI), Python never writes it
+# for the editable package, and every process -- each twin, kernel, test worker -- would
+# compile lib/ again: about 0.3 s of CPU per process, most of a twin's start once its
+# fixture is cached (benchmarks/twin_start.py).
 venv: $(STAMP)
+	@$(BIN)/python -m compileall -q lib > /dev/null
 
 # Re-install only when the dependency list changes; the package itself is editable.
 # JupyterLab (the [lab] extra) is installed too: `make lab` needs it and the test suite

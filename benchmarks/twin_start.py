@@ -9,10 +9,13 @@ Run: `make benchmark-twin-start` or
    (``startup_seconds``), and the process's CPU seconds until then (on a shared machine
    the CPU figure is the steadier one). Cases:
 
-   - ``parse cache off``: ``PHASE22_TWIN_CACHE=off``, the fixture YAML parsed in every
-     process (what every start cost before the parsed-fixture cache);
-   - ``cold cache``: an empty cache folder (the first start on a machine: parse + write);
-   - ``warm cache``: the parsed fixture read from the cache folder.
+   - ``no lib bytecode, fixture parsed``: how every start ran before: a copy of lib/
+     without ``__pycache__`` under ``PYTHONDONTWRITEBYTECODE=1`` (set in containers and CI:
+     Python then compiles the editable package in every process) and the fixture YAML
+     parsed in every process (``PHASE22_TWIN_CACHE=off``);
+   - ``lib bytecode, fixture parsed``: lib/ compiled (``make venv`` does it now);
+   - ``parse cache cold``: an empty cache folder (the first start on a machine);
+   - ``parse cache warm``: the parsed fixture read from the cache folder.
 
 2. Workload controllers on a generated cluster of ``--nodes`` x ``--pods`` (in this
    process): the twin's start, the controllers' own start, the time until their first
@@ -63,15 +66,25 @@ def one_start(env: dict[str, str]) -> dict[str, float]:
 
 
 def fresh_starts(runs: int) -> list[list]:
+    """The four cases, each ``runs`` fresh processes; the first is how every start ran
+    before (no bytecode for lib/ where PYTHONDONTWRITEBYTECODE is set, the fixture parsed)."""
+    subprocess.run([str(BIN / "python"), "-m", "compileall", "-q", str(REPO / "lib")],
+                   check=True, capture_output=True)   # as `make venv` does
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-twin-cache-") as cache:
-        cases = [("parse cache off", {"PHASE22_TWIN_CACHE": "off"}, False),
-                 ("cold cache", {}, True),
-                 ("warm cache", {}, False)]
+    with tempfile.TemporaryDirectory(prefix="bench-twin-cache-") as tmp:
+        # lib/ without bytecode: a copy, first on the path, that nothing compiles for good
+        bare = Path(tmp) / "bare"
+        shutil.copytree(REPO / "lib", bare / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+        xdg = Path(tmp) / "xdg"
+        cases = [("no lib bytecode, fixture parsed (before)",
+                  {"PHASE22_TWIN_CACHE": "off", "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYTHONPATH": str(bare / "lib")}, False),
+                 ("lib bytecode, fixture parsed", {"PHASE22_TWIN_CACHE": "off"}, False),
+                 ("lib bytecode, parse cache cold", {}, True),
+                 ("lib bytecode, parse cache warm (after)", {}, False)]
         for name, extra, empty_first in cases:
             results = []
             for _ in range(runs):
-                xdg = Path(cache) / "xdg"
                 if empty_first and xdg.exists():
                     shutil.rmtree(xdg)
                 env = dict(os.environ, XDG_CACHE_HOME=str(xdg), **extra)

@@ -2,6 +2,7 @@
 never trusted when damaged, and off with PHASE22_TWIN_CACHE=off."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def cache(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("PHASE22_TWIN_CACHE", raising=False)
     monkeypatch.setattr(files, "_parsed_cache", {})
+    monkeypatch.setattr(files, "DISK_CACHE_MIN_BYTES", 0)    # the small documents here count
     return tmp_path / "xdg" / "phase22-twin" / "fixtures"
 
 
@@ -100,3 +102,24 @@ def test_data_marshal_cannot_keep_is_loaded_but_not_cached(cache: Path, tmp_path
     files.load(fx_file)
     files.load(fx_file)
     assert len(calls) == 2 and not list(cache.glob("*.marshal"))
+
+
+def test_small_files_stay_out_of_the_folder_and_it_keeps_the_latest(cache: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    fx_file = tmp_path / "fx.yaml"
+    fx_file.write_text(DOC)
+    monkeypatch.setattr(files, "DISK_CACHE_MIN_BYTES", len(DOC) + 1)
+    files.load(fx_file)
+    assert not cache.exists()                                # parsed in milliseconds anyway
+    monkeypatch.setattr(files, "DISK_CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(files, "DISK_CACHE_KEEP", 2)
+    for k in range(4):
+        before = set(cache.glob("*.marshal"))
+        fx_file.write_text(DOC.replace("{k: v}", f"{{k: v{k}}}"))
+        files.load(fx_file)
+        for new in set(cache.glob("*.marshal")) - before:    # distinct times on any file system
+            os.utime(new, (1_000_000 + k, 1_000_000 + k))
+    assert len(list(cache.glob("*.marshal"))) == 2
+    calls = parses(monkeypatch)
+    monkeypatch.setattr(files, "_parsed_cache", {})
+    assert files.load(fx_file).objects[0]["data"] == {"k": "v3"} and calls == []   # the latest kept

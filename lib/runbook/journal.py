@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import JournalError
 from .params import validate_run_id
@@ -417,6 +417,27 @@ class Journal:
             self.fail(e, exc)
             raise
         self.complete(e)
+
+    def perform(self, step: str, action: str, fn: Callable[[], Any], *, node: str | None = None,
+                data: Any = None) -> Any:
+        """Record an intent, call ``fn()``, then mark the entry done with its result (or
+        failed with the error, re-raised); returns the result.
+
+        An interrupt (``KeyboardInterrupt``) leaves the entry pending: whether the change
+        happened is not known, and a rerun checks before it repeats it.
+
+        Example:
+            >>> journal.perform("restart-k3s", "systemctl restart k3s",  # doctest: +SKIP
+            ...                 lambda: node.systemctl("restart", "k3s"), node="set-hog")
+        """
+        entry = self.record(step, action, node=node, data=data)
+        try:
+            result = fn()
+        except Exception as e:
+            self.fail(entry, e)
+            raise
+        self.complete(entry, result=result)
+        return result
 
     def entries(self, step: str | None = None, node: str | None = None,
                 status: str | None = None) -> list[JournalEntry]:

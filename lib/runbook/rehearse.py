@@ -133,18 +133,23 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
 
     from . import report
 
-    tmp = None
-    if state_dir is None:
-        tmp = tempfile.mkdtemp(prefix="phase22-twin-")
-        state_dir = tmp
     if cilium_chart and not Path(cilium_chart).is_file():
         from .errors import ParamsError
 
         raise ParamsError(f"chart archive not found: {cilium_chart}", field="--cilium-chart")
+    tmp = None
+    if state_dir is None:
+        tmp = tempfile.mkdtemp(prefix="phase22-twin-")
+        state_dir = tmp
     out = Rehearsal()
-    progress(f"starting a twin of {snapshot or 'minicloud'} in {state_dir}"
-             + (f" serving {cilium_chart}" if cilium_chart else " (stand-in cilium chart)"))
-    twin = Twin(state_dir, cilium_chart=cilium_chart, snapshot=snapshot).start()
+    try:
+        progress(f"starting a twin of {snapshot or 'minicloud'} in {state_dir}"
+                 + (f" serving {cilium_chart}" if cilium_chart else " (stand-in cilium chart)"))
+        twin = Twin(state_dir, cilium_chart=cilium_chart, snapshot=snapshot).start()
+    except BaseException:   # the twin did not start (or Ctrl-C): its temporary folder goes too
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
         for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:

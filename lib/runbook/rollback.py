@@ -108,19 +108,7 @@ def plan(s: Session) -> RollbackPlan:
                              cilium_files=datapath.cilium_files(s.values))
 
 
-# =========================================================================== execution helpers
-def _journaled(s: Session, step: str, action: str, fn: Any, *, node: str | None = None,
-               data: Any = None) -> Any:
-    entry = s.journal.record(step, action, node=node, data=data)
-    try:
-        result = fn()
-    except Exception as e:
-        s.journal.fail(entry, e)
-        raise
-    s.journal.complete(entry, result=result)
-    return result
-
-
+# =========================================================================== execution
 def helm_uninstall(s: Session, rp: RollbackPlan) -> str:
     """``helm uninstall`` the Cilium release if a helm install was attempted (journaled)."""
     if not rp.helm_uninstall:
@@ -142,8 +130,8 @@ def helm_uninstall(s: Session, rp: RollbackPlan) -> str:
             h.uninstall(rel, namespace=ns, wait=True, timeout=timeout)
         return {"was_installed": present}
 
-    res = _journaled(s, STEP_HELM, f"helm uninstall {rel} --namespace {ns}", do,
-                     data=rp.helm_uninstall)
+    res = s.journal.perform(STEP_HELM, f"helm uninstall {rel} --namespace {ns}", do,
+                            data=rp.helm_uninstall)
     return "uninstalled" if res["was_installed"] else "release already absent"
 
 
@@ -154,8 +142,8 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
         return {"interfaces": deleted, "chains_removed": rm.before.chains.get("CILIUM", 0),
                 "rules_removed": rm.removed_lines}
 
-    return _journaled(s, STEP_IFACES, "delete cilium interfaces and CILIUM chains", do, node=n.name,
-                      data={"interfaces": list(CILIUM_INTERFACES), "prefixes": list(CILIUM_PREFIXES)})
+    return s.journal.perform(STEP_IFACES, "delete cilium interfaces and CILIUM chains", do, node=n.name,
+                             data={"interfaces": list(CILIUM_INTERFACES), "prefixes": list(CILIUM_PREFIXES)})
 
 
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
@@ -198,7 +186,7 @@ def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
                 node.systemctl("stop", unit)
                 return {"active": node.is_active(unit)}
 
-            _journaled(s, STEP_STOP, f"systemctl stop {unit}", do, node=node.name, data={"unit": unit})
+            s.journal.perform(STEP_STOP, f"systemctl stop {unit}", do, node=node.name, data={"unit": unit})
             return "stopped"
 
         res = s.fleet(nodes_named(s, by)).apply(op, description="stop k3s").raise_for_failures()
@@ -223,8 +211,8 @@ def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
                                      "by hand before restarting k3s")
             return {"changed": res.changed, "sha256": now}
 
-        out["config"] = _journaled(s, STEP_RESTORE, f"restore {rc['path']} from {rc['backup']}",
-                                   restore, node=n.name, data=dict(rc))
+        out["config"] = s.journal.perform(STEP_RESTORE, f"restore {rc['path']} from {rc['backup']}",
+                                          restore, node=n.name, data=dict(rc))
     pending = [f for f in nr.restore_files if not n.exists(f["path"]) and n.exists(f["backup"])]
     if nr.restore_files and not pending:
         out["flannel_files"] = "nothing to move back"
@@ -243,8 +231,8 @@ def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
                 done.append(f["path"])
             return {"restored": done, "skipped": kept}
 
-        out["flannel_files"] = _journaled(s, STEP_FLANNEL, "move flannel files back", put_back,
-                                          node=n.name, data={"files": nr.restore_files})
+        out["flannel_files"] = s.journal.perform(STEP_FLANNEL, "move flannel files back", put_back,
+                                                 node=n.name, data={"files": nr.restore_files})
     return out
 
 
@@ -287,7 +275,7 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
                                          "in use' means a cilium_vxlan device still holds UDP 8472")
                 return {"active": True}
 
-            _journaled(s, STEP_START, f"systemctl start {unit}", do, node=node.name, data={"unit": unit})
+            s.journal.perform(STEP_START, f"systemctl start {unit}", do, node=node.name, data={"unit": unit})
             if node.role == "server":
                 # the choke point retries until the API serves the node object again
                 s.cluster.get("nodes", node.name)
@@ -389,12 +377,12 @@ def velero_restore(s: Session, rp: RollbackPlan, *, policy: str = "none") -> Any
     if not s.require_execute(f"Velero restore {name} (existingResourcePolicy={policy})"):
         return None
     ns = s.params.velero.namespace
-    res = _journaled(s, STEP_VELERO, f"Velero restore of {rp.velero_backup} ({policy})",
-                     lambda: velero.as_row(velero.restore(s.cluster, rp.velero_backup, name=name,
-                                                          namespace=ns, existing_resource_policy=policy,
-                                                          timeout=s.params.limits.timeouts.velero,
-                                                          progress=s.progress)),
-                     data={"backup": rp.velero_backup, "restore": name, "policy": policy})
+    res = s.journal.perform(STEP_VELERO, f"Velero restore of {rp.velero_backup} ({policy})",
+                            lambda: velero.as_row(velero.restore(s.cluster, rp.velero_backup, name=name,
+                            namespace=ns, existing_resource_policy=policy,
+                            timeout=s.params.limits.timeouts.velero,
+                            progress=s.progress)),
+                            data={"backup": rp.velero_backup, "restore": name, "policy": policy})
     return pd.DataFrame([res])
 
 

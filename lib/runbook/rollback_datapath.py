@@ -52,17 +52,6 @@ IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "KUBE-POD-FW-", "kube-router-")
 SYSCTL_UNIT = "systemd-sysctl"
 
 
-def _journaled(s: Session, step: str, action: str, fn: Any, *, node: str | None = None,
-               data: Any = None) -> Any:
-    entry = s.journal.record(step, action, node=node, data=data)
-    try:
-        result = fn()
-    except Exception as e:
-        s.journal.fail(entry, e)
-        raise
-    s.journal.complete(entry, result=result)
-    return result
-
 
 # =========================================================================== the image
 def record_image(s: Session, rp: RollbackPlan) -> str | None:
@@ -117,8 +106,8 @@ def remove_crds(s: Session, rp: RollbackPlan) -> pd.DataFrame | str:
             s.cluster.delete("customresourcedefinitions", name)
         return {"deleted": sorted(objects)}
 
-    _journaled(s, STEP_CRDS, f"delete {len(objects)} cilium.io CRD(s) and their objects", do,
-               data={"crds": {k: len(v) for k, v in objects.items()}, "objects_file": str(saved)})
+    s.journal.perform(STEP_CRDS, f"delete {len(objects)} cilium.io CRD(s) and their objects", do,
+                      data={"crds": {k: len(v) for k, v in objects.items()}, "objects_file": str(saved)})
     return table
 
 
@@ -145,8 +134,8 @@ def _move_files(s: Session, n: Node, present: list[str]) -> dict[str, Any]:
             out["sysctl"] = _sysctl_reapply(n)
         return out
 
-    return _journaled(s, STEP_FILES, "move Cilium's files to the backup folder", do, node=n.name,
-                      data={"files": plan})
+    return s.journal.perform(STEP_FILES, "move Cilium's files to the backup folder", do, node=n.name,
+                             data={"files": plan})
 
 
 def _cleanup_one(s: Session, n: Node, rp: RollbackPlan) -> str:
@@ -239,8 +228,8 @@ def _killall_one(s: Session, n: Node) -> dict[str, Any]:
         return {"chains_removed": rm.before.chains.get("CNI-", 0), "rules_removed": rm.removed_lines,
                 "ipsets_destroyed": destroyed}
 
-    return _journaled(s, STEP_KILLALL, "remove CNI-* chains and kube-router ipsets", do, node=n.name,
-                      data={"chains": dict(summary.chains), "ipsets": sets})
+    return s.journal.perform(STEP_KILLALL, "remove CNI-* chains and kube-router ipsets", do, node=n.name,
+                             data={"chains": dict(summary.chains), "ipsets": sets})
 
 
 def killall_cleanup(s: Session, rp: RollbackPlan) -> Any:

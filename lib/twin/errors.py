@@ -35,7 +35,7 @@ class TwinError(Exception):
 
 
 class TwinInputError(TwinError, ValueError):
-    """Something the twin was given cannot be used (a chart archive, ``--scale``).
+    """Something the twin was given cannot be used (a chart archive, ``--scale``, a fixture).
 
     Raised before the twin serves anything; a ``ValueError`` too, for callers that
     validate input generically.

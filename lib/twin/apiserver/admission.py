@@ -1,7 +1,13 @@
-"""The checks every write passes before it is stored: unknown fields and the kind's validation.
+"""What every write passes before it is stored: the mutating admission plugins the twin
+models, then unknown fields and the kind's validation.
 
 Called by create, update, patch and server-side apply (:mod:`.resources`,
-:mod:`.patching`) on the object as it would be stored. ``fieldValidation`` decides what
+:mod:`.patching`) on the object as it would be stored. Mutating first, as a real server
+orders them: DefaultTolerationSeconds gives a pod that does not tolerate
+``node.kubernetes.io/not-ready`` or ``node.kubernetes.io/unreachable`` (NoExecute) a
+toleration for each with ``tolerationSeconds: 300`` (kube-apiserver's
+``--default-not-ready-toleration-seconds`` / ``--default-unreachable-toleration-seconds``
+defaults); subresources are left alone. ``fieldValidation`` decides what
 happens to fields the kind's schema does not declare (see :mod:`.validation`); a
 ``Warn`` leaves its warnings on the request, and the server sends them as ``Warning``
 headers, as a real server does.
@@ -45,6 +51,8 @@ class AdmissionChecks:
             subresource: ``status`` skips the spec checks, as the status strategy does.
             apply: the body was a server-side apply configuration (its error wording).
         """
+        if subresource is None and (t.group, t.plural) == ("", "pods"):
+            default_toleration_seconds(obj)
         mode = request.query.get("fieldValidation") or "Warn"
         if mode not in FIELD_VALIDATION:
             raise HTTPError(400, "BadRequest", f'fieldValidation must be one of "Ignore", '
@@ -78,6 +86,29 @@ class AdmissionChecks:
         record_update(old, new, manager=manager, api_version=t.api_version, now=now_rfc3339())
 
 
+def default_toleration_seconds(pod: dict) -> None:
+    """The DefaultTolerationSeconds admission plugin on a pod written through the API.
+
+    A toleration of the taint already there (its key or an empty key, effect NoExecute or
+    empty) is kept as it is; a missing one is added with 300 s.
+
+    Example:
+        >>> pod = {"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable",
+        ...                                  "operator": "Exists", "effect": "NoExecute"}]}}
+        >>> default_toleration_seconds(pod)
+        >>> [(t["key"], t.get("tolerationSeconds")) for t in pod["spec"]["tolerations"]]
+        [('node.kubernetes.io/unreachable', None), ('node.kubernetes.io/not-ready', 300)]
+    """
+    from ..controllers.workloads import default_tolerations
+
+    spec = pod.get("spec")
+    if isinstance(spec, dict):
+        tols = spec.get("tolerations")
+        added = default_tolerations(tols if isinstance(tols, list) else None)
+        if added != (tols or []):
+            spec["tolerations"] = added
+
+
 def warning_headers(request: web.Request, resp: web.StreamResponse) -> None:
     """Send the request's warnings as ``Warning: 299 - "..."`` headers."""
     for w in request.get(WARNINGS, ()):
@@ -85,4 +116,4 @@ def warning_headers(request: web.Request, resp: web.StreamResponse) -> None:
         resp.headers.add("Warning", f'299 - "{escaped}"')
 
 
-__all__ = ["AdmissionChecks", "FIELD_VALIDATION", "warning_headers"]
+__all__ = ["AdmissionChecks", "FIELD_VALIDATION", "default_toleration_seconds", "warning_headers"]

@@ -26,8 +26,10 @@ from runbook import lock
 from runbook import params as params_mod
 
 pytestmark = [pytest.mark.integration]
-#: the crashed run's lease: longer than any run's start-up, so the first refusal never races it
-CRASHED_LEASE = 60
+#: the crashed run's lease: longer than this test may run at all (its timeout, 180 s), so
+#: the first refusal cannot race its expiry however slow a kernel start is on a loaded
+#: machine (60 s could be reached); it expires only when the test backdates its renewal
+CRASHED_LEASE = 3600
 
 
 @pytest.mark.timeout(180)
@@ -80,7 +82,7 @@ def test_a_crashed_runs_lock_expires_and_the_takeover_is_recorded(make_twin, tmp
     twin, params, c, before = start_scenario(make_twin, limits={"lock_seconds": 60})
     assert params_mod.load(params).limits.lock_seconds == 60
     # a run that crashed right after taking the lock: its Lease is all that is left. Its
-    # lease outlasts the next run's kernel start-up however loaded the machine is ...
+    # lease outlasts the whole test ...
     lock.acquire(c, "s8-crashed", lease_seconds=CRASHED_LEASE)
     res = run(params, "preflight", tmp_path, run_id="s8-early")
     assert statuses(res) == {"preflight": "failed"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -89,13 +88,24 @@ def test_helm_install_upgrade_list_status_uninstall(api, helm_bin, kube_env):
 def test_helm_wait_sees_rolled_out_workloads(api, helm_bin, kube_env):
     writer = StatusWriter(api.kubeconfig, "default")
     writer.start()
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(api.kubeconfig)))
+
+    def rolled_out() -> tuple:
+        d = apps.read_namespaced_deployment("waited-web", "default")
+        return (d.metadata.generation, d.spec.replicas, d.status.observed_generation, d.status.ready_replicas)
+
     try:
-        t0 = time.monotonic()
-        helm(helm_bin, kube_env, "install", "waited", str(CHART), "-n", "default", "--wait",
-             "--timeout", "60s")
+        # helm returns (rc 0, well before its timeout fails it) once it has seen the rollout
+        # of what it just wrote: the status it waited on is of this generation
+        out = helm(helm_bin, kube_env, "install", "waited", str(CHART), "-n", "default", "--wait",
+                   "--timeout", "60s").stdout
+        assert "STATUS: deployed" in out
+        gen, replicas, observed, ready = rolled_out()
+        assert observed == gen and ready == replicas == 2
         helm(helm_bin, kube_env, "upgrade", "waited", str(CHART), "-n", "default", "--wait",
              "--reuse-values", "--set", "replicas=1", "--timeout", "60s")
-        assert time.monotonic() - t0 < 50
+        gen2, replicas, observed, ready = rolled_out()
+        assert gen2 > gen and observed == gen2 and ready == replicas == 1
     finally:
         writer.stop.set()
         writer.join(5)

@@ -3,7 +3,6 @@ logs, containers that exit, Jobs and CronJobs (issue 10, rows 2, 3, 4, 5 and 8).
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -172,12 +171,11 @@ spec:
 """)
     kube.until(lambda: kube.kubectl("logs", "ticker", "-n", "logs", check=False).returncode == 0,
                what="container started")
-    t0 = time.monotonic()
     follow = subprocess.run([kube.kubectl_bin, "logs", "-f", "ticker", "-n", "logs"], env=kube.env,
                             capture_output=True, text=True, timeout=60)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout == "start\nmiddle\nend\n"
-    assert time.monotonic() - t0 < 40          # the stream ended with the container
+    # the stream ended with the container: when kubectl returned, it had terminated
     assert "Completed" in kube.kubectl("get", "pod", "ticker", "-n", "logs").stdout
 
 

@@ -58,9 +58,15 @@ def test_helm_wait_follows_the_agents(net, helm_bin, kubectl_bin, tool_env):
     first = run(install + ["--timeout", "6s"], env, check=False)
     assert first.returncode != 0, first.stdout
     assert "DaemonSet/kube-system/cilium" in first.stderr or "deadline" in first.stderr
-    pods = run(kubectl + ["get", "pods", "-n", "kube-system", "-l", "k8s-app=cilium", "-o", "wide"],
-               env).stdout
-    crashing = [line for line in pods.splitlines() if "CrashLoopBackOff" in line]
+    # helm gave up after 6 s whatever the agents were doing; the agent on AGENT2 reaches
+    # CrashLoopBackOff in its own time (its pod is created, started and crashes first:
+    # on a loaded machine that can take longer than helm's 6 s), and is the only one.
+    def crash_looping() -> list[str]:
+        pods = run(kubectl + ["get", "pods", "-n", "kube-system", "-l", "k8s-app=cilium", "-o", "wide"],
+                   env).stdout
+        return [line for line in pods.splitlines() if "CrashLoopBackOff" in line]
+
+    crashing = net.until(crash_looping, timeout=90, what="a cilium agent in CrashLoopBackOff")
     assert len(crashing) == 1 and AGENT2 in crashing[0]
     a = net.agent(AGENT2)
     assert "port 8472 is used by flannel.1" in a.reason

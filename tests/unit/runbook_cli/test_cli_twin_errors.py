@@ -69,3 +69,25 @@ def test_a_twin_that_crashed_while_starting_keeps_its_traceback(tmp_path: Path, 
         cli.main(["twin", "up", "--state-dir", str(tmp_path / "twin")])
     assert ei.value.cause is crash and ei.value.input_error is None
     assert cli.twin_exit_code(ei.value) is None
+
+
+@pytest.mark.parametrize("text,says", [
+    ("cluster: {name: x}\n", "cluster.k3s_version: missing or not a non-empty string"),
+    ("cluster: [unclosed\n", "not valid YAML"),
+], ids=["missing-field", "not-yaml"])
+def test_a_bad_fixture_file_exits_2_naming_the_file_and_field(text: str, says: str, tmp_path: Path,
+                                                              monkeypatch, capsys) -> None:
+    # The real Twin.start: it fails while loading the fixture, before serving anything.
+    from twin.fixtures import FixtureError
+
+    assert issubclass(FixtureError, TwinInputError)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    monkeypatch.setattr(twin_api.signal, "signal", lambda *a: None)
+
+    code = cli.main(["twin", "up", "--fixture", str(bad), "--state-dir", str(tmp_path / "twin")])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith(f"error: {bad}: ") and says in err and "Traceback" not in err
+    assert not (tmp_path / "twin" / "kubeconfig").exists()

@@ -198,11 +198,19 @@ def test_third_party_exceptions_come_out_as_cluster_error(tmp_path, fake_api: Fa
     assert c.outages[0].attempts == 1
 
 
-def test_ping_does_not_retry(tmp_path):
-    c = make(tmp_path, f"http://127.0.0.1:{free_port()}", retry_for=30.0)
-    t0 = time.monotonic()
+def test_ping_does_not_retry(tmp_path, fake_api: FakeAPI):
+    # a server that would answer on the third try: ping asks once and says no
+    fake_api.on("GET", "/version", (503, {"message": "restarting"}), (503, {"message": "restarting"}),
+                (200, {"gitVersion": "v1.32.0+k3s1"}))
+    c = make(tmp_path, fake_api.url, retry_for=30.0)
     assert c.ping() is False
-    assert time.monotonic() - t0 < 2 and c.retry_for == 30.0
+    assert [r.path for r in fake_api.requests] == ["/version"] and c.retry_for == 30.0
+    assert c.ping() is False and len(fake_api.requests) == 2
+    assert c.ping() is True
+    # nothing listening: one refused connection, no retry either
+    closed = make(tmp_path, f"http://127.0.0.1:{free_port()}", retry_for=30.0)
+    assert closed.ping() is False
+    assert [o.attempts for o in closed.outages] == [1] and "refused" in closed.outages[0].last_error
 
 
 # -- pure helpers ------------------------------------------------------------------------

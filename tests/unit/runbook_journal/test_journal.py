@@ -68,6 +68,36 @@ def test_record_is_on_disk_before_the_change(tmp_path: Path) -> None:
     assert [x.seq for x in j.entries()] == [1, 2]
 
 
+def test_perform_records_before_and_the_outcome_after(tmp_path: Path) -> None:
+    j = _open(tmp_path)
+    seen: list[str] = []
+
+    def change() -> dict:
+        seen.append(_on_disk(tmp_path)["entries"][-1]["status"])   # the intent is on disk first
+        return {"active": False}
+
+    assert j.perform("stop-k3s", "systemctl stop k3s", change, node="set-hog",
+                     data={"unit": "k3s"}) == {"active": False}
+    assert seen == ["intent"]
+    [done] = j.entries(step="stop-k3s")
+    assert (done.status, done.node, done.data, done.result) == ("done", "set-hog", {"unit": "k3s"},
+                                                                {"active": False})
+
+    def broken() -> None:
+        raise RuntimeError("ssh down")
+
+    with pytest.raises(RuntimeError, match="ssh down"):
+        j.perform("start-k3s", "systemctl start k3s", broken, node="set-hog")
+    assert j.entries(step="start-k3s")[0].status == "failed"
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        j.perform("restart", "systemctl restart k3s", interrupted)
+    assert j.entries(step="restart")[0].status == "intent"   # not known whether it happened
+
+
 def test_provenance_refusal(tmp_path: Path) -> None:
     _open(tmp_path).record("x", "y")
     with pytest.raises(JournalError) as ei:

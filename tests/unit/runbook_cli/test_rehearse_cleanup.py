@@ -80,6 +80,9 @@ def test_a_run_that_raises_stops_the_twin_and_removes_its_folder(temp_root: Path
         def stop(self) -> None:
             stopped.append(self.state_dir)
 
+        def call(self, fn, *args):     # the twin's event loop, where the availability prober runs
+            return None
+
     def run(*a, **kw):
         raise RuntimeError("papermill died")
 

@@ -188,8 +188,12 @@ def from_facts(*, nodes: list[dict], server_configs: dict[str, dict[str, Any]], 
         for cs in t.pod_cidrs.values():
             for c in cs:
                 fams.setdefault(_family(c), c)
-        cidrs = [K3S_DEFAULT_CLUSTER_CIDR] if not fams or 4 not in fams else \
-            [_covering(t.pod_cidrs, 4)] + ([_covering(t.pod_cidrs, 6)] if 6 in fams else [])
+        # k3s' default, unless the podCIDRs lie outside it (then the config was not read)
+        default = ipaddress.ip_network(K3S_DEFAULT_CLUSTER_CIDR)
+        v4_in_default = all(ipaddress.ip_network(c, strict=False).subnet_of(default)  # type: ignore[arg-type]
+                            for cs in t.pod_cidrs.values() for c in cs if _family(c) == 4)
+        cidrs = [K3S_DEFAULT_CLUSTER_CIDR if v4_in_default or 4 not in fams else _covering(t.pod_cidrs, 4)]
+        cidrs += [_covering(t.pod_cidrs, 6)] if 6 in fams else []
     t.cluster_cidrs = cidrs
     t.service_cidrs = _as_list(first.get("service-cidr")) or ["10.43.0.0/16"]
     t.dual_stack = any(_family(c) == 6 for c in t.cluster_cidrs + t.service_cidrs) or any(

@@ -35,6 +35,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import netpol
 from .kubelet import SANDBOX_CNI_ANNOTATION, node_internal_ip
 from .scheduler import node_ready_status
 
@@ -335,6 +336,10 @@ class Reachability:
         if not ok:
             return Trace(False, f"{label}: destination pod {pod_name(pod)}: {why}", "timeout", hops=hops)
         dnode = (pod.get("spec") or {}).get("nodeName") or ""
+        policy = netpol.check(self, src, pod, port, proto)
+        if policy is not None and not policy.allowed:
+            return Trace(False, f"{label} to pod {pod_name(pod)} ({ip}:{port}): {policy.why}", "timeout",
+                         hops=hops)
         if dnode == node:
             return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on the same node",
                          backend=pod, addr=f"{ip}:{port}", hops=hops)

@@ -288,12 +288,18 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
                 return {"active": True}
 
             _journaled(s, STEP_START, f"systemctl start {unit}", do, node=node.name, data={"unit": unit})
-            if node.role == "server":
+            if node.role == "server" and not several_servers:
                 # the choke point retries until the API serves the node object again
                 s.cluster.get("nodes", node.name)
             return "started"
 
+        # Several servers (embedded etcd): each waits for a quorum of members, so they are
+        # all started before the API is awaited (docs/topologies.md)
+        several_servers = group[0].role == "server" and len(group) > 1
         res = s.fleet(nodes_named(s, by)).apply(op, description="start k3s").raise_for_failures()
+        if several_servers:
+            for n in group:
+                s.cluster.get("nodes", n.node)
         rows += res.frame().to_dict("records")
     return pd.DataFrame(rows)
 

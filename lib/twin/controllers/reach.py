@@ -374,6 +374,11 @@ class Reachability:
             if (dst.role != "server" and port == 6443) or dst.unit_state != "active":
                 return Trace(False, f"{label}: nothing listens on {addr} (k3s {dst.unit_state})",
                              "refused", hops=hops)
+            if dst.role != "server" and not any(n.role == "server" and n.up and n.unit_state == "active"
+                                                for n in self.rt.nodes.values()):
+                # an agent's 6444 is k3s' load balancer: it forwards to whichever server answers
+                return Trace(False, f"{label}: k3s' load balancer on {addr} has no server to forward to "
+                                    "(every server's k3s is down)", "refused", hops=hops)
         if port in (4240, 4244) and proto == "tcp":
             cil = self.net.cilium
             if cil is None or not cil.agent_ready(dst.name):

@@ -381,10 +381,13 @@ def _server_config(n: Node, path: str) -> dict[str, Any]:
     files: dict[str, str] = {}
     if n.exists(path):
         files[path] = n.read_file(path)
-    d = path + ".d"
-    r = n.run("ls -1 %s", d, sudo=True)
-    if r.ok:
-        for name in sorted(x.strip() for x in r.stdout.splitlines() if x.strip().endswith(".yaml")):
+    # k3s also reads <config>.d/*.yaml; look for that folder in the parent's listing first
+    parent, base = posixpath.split(path)
+    r = n.run("ls -1A %s", parent or "/", sudo=True)
+    if r.ok and f"{base}.d" in {x.strip() for x in r.stdout.splitlines()}:
+        d = path + ".d"
+        listing = n.run("ls -1 %s", d, sudo=True)
+        for name in sorted(x.strip() for x in listing.stdout.splitlines() if x.strip().endswith((".yaml", ".yml"))):
             files[posixpath.join(d, name)] = n.read_file(posixpath.join(d, name))
     return merged_config(files)
 

@@ -165,3 +165,25 @@ def test_server_settings_never_carry_a_secret():
 
     got = topology.server_settings(FakeNode(), "/etc/rancher/k3s/config.yaml")
     assert got == {"flannel-backend": "host-gw", "datastore-endpoint": "set", "server": "set"}
+
+
+def test_server_settings_merge_the_drop_in_folder():
+    files = {"/etc/rancher/k3s/config.yaml": "flannel-backend: vxlan\ndisable:\n  - traefik\n",
+             "/etc/rancher/k3s/config.yaml.d/10-net.yaml": "flannel-backend: host-gw\ndisable+:\n  - servicelb\n"}
+
+    class FakeNode:
+        role = "server"
+
+        def exists(self, path):
+            return path in files
+
+        def read_file(self, path):
+            return files[path]
+
+        def run(self, cmd, path, **kw):
+            names = {"/etc/rancher/k3s": "config.yaml\nconfig.yaml.d\n",
+                     "/etc/rancher/k3s/config.yaml.d": "10-net.yaml\nREADME\n"}
+            return type("R", (), {"ok": path in names, "stdout": names.get(path, "")})()
+
+    got = topology.server_settings(FakeNode(), "/etc/rancher/k3s/config.yaml")
+    assert got == {"flannel-backend": "host-gw", "disable": ["traefik", "servicelb"]}

@@ -280,6 +280,11 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
                 return "already running"
 
             def do() -> dict[str, Any]:
+                if several_servers:
+                    # each server waits for a quorum of etcd members before it is active
+                    # (systemctl start would wait forever on the first): queue them all
+                    node.run("systemctl --no-block start %s", unit, sudo=True).check_output()
+                    return {"queued": True}
                 node.systemctl("start", unit)
                 if not node.is_active(unit):
                     raise NodeError(f"{unit} is not active after start", node=node.name,
@@ -298,8 +303,17 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
         several_servers = group[0].role == "server" and len(group) > 1
         res = s.fleet(nodes_named(s, by)).apply(op, description="start k3s").raise_for_failures()
         if several_servers:
-            for n in group:
-                s.cluster.get("nodes", n.node)
+            names = [n.node for n in group]
+
+            def all_active() -> tuple[bool, list[str]]:
+                states = s.read_nodes(lambda nd: nd.is_active(unit_for(nd.role)), description="k3s active",
+                                      nodes=nodes_named(s, names)).raise_for_failures()
+                waiting = [o.node for o in states.outcomes if not o.value]
+                return not waiting, [f"{w}: k3s still activating (etcd quorum)" for w in waiting]
+            s.cluster.wait_for(all_active, timeout=s.params.limits.timeouts.node_ready,
+                               what="k3s active on every server", interval=1.0, progress=s.progress)
+            for name in names:
+                s.cluster.get("nodes", name)
         rows += res.frame().to_dict("records")
     return pd.DataFrame(rows)
 

@@ -1,6 +1,6 @@
 """The twin of a three-server k3s (embedded etcd): the API lives while two of three
-servers run, stops when quorum is lost, and the agents' 127.0.0.1:6444 load balancer
-follows whichever server answers."""
+servers run, stops when quorum is lost, the agents' 127.0.0.1:6444 load balancer
+follows whichever server answers, and a server started alone waits for etcd's quorum."""
 from __future__ import annotations
 
 import time
@@ -66,3 +66,12 @@ def test_api_keeps_quorum_with_two_of_three_servers_and_stops_without(tmp_path: 
             _sh(twin, s, "sudo systemctl stop k3s")
         lb = _lb(twin, "fast-skunk")
         assert not lb.ok and "no server to forward to" in lb.reason
+        # every server down: the first one started waits for a quorum of etcd members
+        # (activating: `systemctl start` would not return), the second completes it
+        _sh(twin, "set-hog", "sudo systemctl --no-block start k3s")
+        time.sleep(1.0)
+        state = lambda n: twin.call(twin.rt.nodes[n].exec, "systemctl is-active k3s").stdout.decode().strip()  # noqa: E731
+        assert state("set-hog") == "activating" and not _api_answers(p)
+        _sh(twin, "sly-owl", "sudo systemctl --no-block start k3s")
+        _until(lambda: state("set-hog") == "active" and state("sly-owl") == "active", "both servers active")
+        _until(lambda: _api_answers(p), "the API back with 2 of 3 members")

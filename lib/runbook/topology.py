@@ -54,7 +54,7 @@ _BACKEND_NOTES = {
     "vxlan": "flannel.1 (VXLAN, UDP 8472) and cni0: deleted by reconfigure's cleanup, re-created "
              "by k3s when the rollback starts it",
     "host-gw": "no tunnel device: one route per other node's podCIDR via that node's InternalIP, "
-               "plus cni0; the rollback waits for flannel's CNI config instead of a device",
+               "plus cni0 (the routes outlive flannel: the cleanup deletes them, the rollback waits for them)",
     "wireguard-native": "flannel-wg (WireGuard, UDP 51820) and cni0: deleted by the cleanup, "
                         "re-created by k3s (with new keys) when the rollback starts it",
 }

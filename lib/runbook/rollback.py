@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import argocd, lock, outage, pods, velero
+from . import argocd, etcd_quorum, lock, outage, pods, velero
 from .checks import flag
 from .cluster import node_ready, pod_ready
 from . import datapath
@@ -276,15 +276,13 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
 
         def op(node: Node) -> str:
             unit = unit_for(node.role)
+            if etcd_quorum.several_servers(group):   # each waits for etcd's quorum: queue them all
+                return etcd_quorum.queue_start(s, node, unit, step=STEP_START,
+                                               already=STEP_START in by[node.name].done)
             if node.is_active(unit) and STEP_START in by[node.name].done:
                 return "already running"
 
             def do() -> dict[str, Any]:
-                if several_servers:
-                    # each server waits for a quorum of etcd members before it is active
-                    # (systemctl start would wait forever on the first): queue them all
-                    node.run("systemctl --no-block start %s", unit, sudo=True).check_output()
-                    return {"queued": True}
                 node.systemctl("start", unit)
                 if not node.is_active(unit):
                     raise NodeError(f"{unit} is not active after start", node=node.name,
@@ -293,27 +291,14 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
                 return {"active": True}
 
             _journaled(s, STEP_START, f"systemctl start {unit}", do, node=node.name, data={"unit": unit})
-            if node.role == "server" and not several_servers:
+            if node.role == "server":
                 # the choke point retries until the API serves the node object again
                 s.cluster.get("nodes", node.name)
             return "started"
 
-        # Several servers (embedded etcd): each waits for a quorum of members, so they are
-        # all started before the API is awaited (docs/topologies.md)
-        several_servers = group[0].role == "server" and len(group) > 1
         res = s.fleet(nodes_named(s, by)).apply(op, description="start k3s").raise_for_failures()
-        if several_servers:
-            names = [n.node for n in group]
-
-            def all_active() -> tuple[bool, list[str]]:
-                states = s.read_nodes(lambda nd: nd.is_active(unit_for(nd.role)), description="k3s active",
-                                      nodes=nodes_named(s, names)).raise_for_failures()
-                waiting = [o.node for o in states.outcomes if not o.value]
-                return not waiting, [f"{w}: k3s still activating (etcd quorum)" for w in waiting]
-            s.cluster.wait_for(all_active, timeout=s.params.limits.timeouts.node_ready,
-                               what="k3s active on every server", interval=1.0, progress=s.progress)
-            for name in names:
-                s.cluster.get("nodes", name)
+        if etcd_quorum.several_servers(group):
+            etcd_quorum.wait_active(s, [n.node for n in group])
         rows += res.frame().to_dict("records")
     return pd.DataFrame(rows)
 

@@ -8,7 +8,7 @@ of every server (``systemctl --no-block start``, journaled), then waits until ea
 active, then for the API (docs/topologies.md).
 
 Example:
-    >>> etcd_quorum.queue_start(s, node, "k3s", already=False)        # doctest: +SKIP
+    >>> etcd_quorum.queue_start(s, node, "k3s", step="start-k3s", already=False)  # doctest: +SKIP
     'queued'
     >>> etcd_quorum.wait_active(s, ["set-hog", "sly-owl", "sly-fox"])  # doctest: +SKIP
 """

@@ -37,7 +37,7 @@ __all__ = [
     "FLANNEL_INTERFACES", "NETPOL_PREFIXES", "FLANNEL_PREFIXES", "KUBE_PROXY_PREFIXES",
     "FLANNEL_COMMENTS", "STEP_CLEANUP", "cleanup_prefixes", "flannel_files", "NodeLeftovers",
     "LeftoverPlan", "backup_name", "plan_leftovers", "gather_node", "is_ip", "flannel_present",
-    "leftovers_frame", "move_aside", "clean_node",
+    "leftovers_frame", "move_aside", "clean_node", "host_gw_routes", "FLANNEL_SUBNET_ENV",
 ]
 
 #: flannel's devices: the VXLAN device (UDP 8472, which Cilium's default tunnel port
@@ -55,6 +55,8 @@ KUBE_PROXY_PREFIXES = ("KUBE-SVC", "KUBE-SEP", "KUBE-EXT", "KUBE-SERVICES", "KUB
 FLANNEL_COMMENTS = (facts_mod.FLANNEL_FORWARD_COMMENT, "flanneld masq")
 
 STEP_CLEANUP = "cleanup-leftovers"
+#: flannel's lease of the node's subnet (its FLANNEL_NETWORK is the cluster CIDR)
+FLANNEL_SUBNET_ENV = "/run/flannel/subnet.env"
 
 
 def cleanup_prefixes(kpr: bool) -> list[str]:
@@ -85,6 +87,7 @@ class NodeLeftovers:
     Attributes:
         node, role; interfaces: every interface name; files: which candidate files
         exist; leases_dir: the IPAM leases folder when it exists, else None;
+        routes: flannel host-gw routes (``<podCIDR> via <node>``, see :func:`host_gw_routes`);
         leases: number of lease entries in it; iptables: the ``iptables-save`` text
         (IPv4 and IPv6 dumps concatenated; never shown, only summarised).
     """
@@ -96,6 +99,7 @@ class NodeLeftovers:
     leases_dir: str | None
     leases: int
     iptables: str = field(repr=False, default="")
+    routes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +123,7 @@ class LeftoverPlan:
     flannel_rules: int
     prefixes: list[str]
     leases: int = 0
+    routes: list[str] = field(default_factory=list)
 
     @property
     def chain_count(self) -> int:
@@ -127,14 +132,15 @@ class LeftoverPlan:
     @property
     def noop(self) -> bool:
         return not (self.interfaces or self.move or self.chain_count or sum(self.rules.values())
-                    or self.flannel_rules)
+                    or self.flannel_rules or self.routes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "role": self.role, "interfaces": list(self.interfaces),
                 "move": [list(m) for m in self.move],
                 "chains": {k: v for k, v in self.chains.items() if v},
                 "rules": {k: v for k, v in self.rules.items() if v},
-                "flannel_rules": self.flannel_rules, "leases": self.leases, "noop": self.noop}
+                "flannel_rules": self.flannel_rules, "leases": self.leases,
+                **({"routes": list(self.routes)} if self.routes else {}), "noop": self.noop}
 
 
 def backup_name(path: str, backup_dir: str, run_id: str) -> str:
@@ -167,7 +173,7 @@ def plan_leftovers(left: NodeLeftovers, *, kpr: bool, backup_dir: str, run_id: s
         move.append((left.leases_dir, backup_name(left.leases_dir, backup_dir, run_id)))
     flannel_rules = _comment_rules(left.iptables, FLANNEL_COMMENTS)
     return LeftoverPlan(left.node, left.role, ifaces, move, dict(summary.chains),
-                        dict(summary.rules), flannel_rules, prefixes, left.leases)
+                        dict(summary.rules), flannel_rules, prefixes, left.leases, list(left.routes))
 
 
 def _comment_rules(dump: str, comments: Sequence[str]) -> int:
@@ -197,7 +203,41 @@ def gather_node(n: Node, paths: Paths) -> NodeLeftovers:
     r6 = n.run("ip6tables-save", sudo=True)
     if r6.ok:  # a node without IPv6 tables is not an error
         dump += r6.stdout
-    return NodeLeftovers(n.name, n.role, ifaces, files, leases_dir, leases, dump)
+    return NodeLeftovers(n.name, n.role, ifaces, files, leases_dir, leases, dump,
+                         host_gw_routes(n.run("ip -j route show").stdout, n.run("cat %s", FLANNEL_SUBNET_ENV).stdout))
+
+
+def host_gw_routes(routes_json: str, subnet_env: str) -> list[str]:
+    """flannel host-gw's routes on a node: a gateway route into the cluster CIDR
+    (``FLANNEL_NETWORK`` of ``/run/flannel/subnet.env``) on a device that is not flannel's,
+    Cilium's or the pods' bridge. They belong to the LAN device, so they outlive flannel
+    and stay until deleted (or a reboot). Pure.
+
+    >>> env = "FLANNEL_NETWORK=10.42.0.0/16\\nFLANNEL_SUBNET=10.42.0.1/24\\n"
+    >>> host_gw_routes('[{"dst": "10.42.1.0/24", "gateway": "10.0.0.4", "dev": "eth0"},'
+    ...                ' {"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"}]', env)
+    ['10.42.1.0/24']
+    """
+    import json
+
+    net = next((ln.split("=", 1)[1].strip() for ln in subnet_env.splitlines()
+                if ln.startswith("FLANNEL_NETWORK=")), None)
+    try:
+        routes = json.loads(routes_json or "[]")
+        cluster = ipaddress.ip_network(net, strict=False) if net else None
+    except ValueError:
+        return []
+    out = []
+    for r in routes if cluster is not None and isinstance(routes, list) else ():
+        dst, dev = str(r.get("dst", "")), str(r.get("dev", ""))
+        if not r.get("gateway") or dst == "default" or dev.startswith(("flannel", "cni", "cilium")):
+            continue
+        try:
+            if ipaddress.ip_network(dst, strict=False).subnet_of(cluster):  # type: ignore[arg-type]
+                out.append(dst)
+        except (ValueError, TypeError):
+            continue
+    return sorted(out)
 
 
 def is_ip(name: str) -> bool:
@@ -215,8 +255,9 @@ def is_ip(name: str) -> bool:
 
 
 def flannel_present(n: Node, paths: Paths) -> bool:
-    """flannel.1 or flannel's CNI config still present on the node (over SSH)."""
-    if "flannel.1" in {i.name for i in n.interfaces()}:
+    """A flannel device (flannel.1, flannel-wg) or flannel's CNI config still present on
+    the node (over SSH): host-gw has no device, only the config and routes."""
+    if {"flannel.1", "flannel-wg", "flannel-v6.1"} & {i.name for i in n.interfaces()}:
         return True
     return n.exists(flannel_files(paths)[0])
 
@@ -235,6 +276,8 @@ def leftovers_frame(plans: list[LeftoverPlan]) -> pd.DataFrame:
                                                "KUBE-SERVICES", "FLANNEL"))
         row["flannel rules"] = p.flannel_rules
         row["IPAM leases"] = p.leases
+        if p.routes:
+            row["host-gw routes"] = ", ".join(p.routes)
         row["nothing to do"] = p.noop
         rows.append(row)
     return pd.DataFrame(rows)
@@ -264,6 +307,9 @@ def clean_node(n: Node, plan: LeftoverPlan, *, journal: Journal, backup_dir: str
         for i in plan.interfaces:
             if n.delete_interface(i):
                 done["interfaces"].append(i)
+        for dst_net in plan.routes:
+            if n.run("ip route del %s", dst_net, sudo=True).ok:
+                done.setdefault("routes", []).append(dst_net)
         for src, dst in plan.move:
             if n.exists(src):
                 done["moved"].append({"path": src, "backup": move_aside(n, src, dst)})
@@ -275,6 +321,7 @@ def clean_node(n: Node, plan: LeftoverPlan, *, journal: Journal, backup_dir: str
         journal.fail(entry, e)
         raise
     journal.complete(entry, result=done)
-    return (f"deleted {', '.join(done['interfaces']) or 'no interface'}; moved {len(done['moved'])} "
+    routes = f"; deleted {len(done['routes'])} host-gw route(s)" if done.get("routes") else ""
+    return (f"deleted {', '.join(done['interfaces']) or 'no interface'}{routes}; moved {len(done['moved'])} "
             f"path(s) to {backup_dir}; removed {sum(done['chains_removed'].values())} "
             f"chain(s) ({done['lines']} iptables lines)")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import argocd, params as params_mod, velero
-from . import containerd, datapath
+from . import containerd, datapath, topology
 from .checks import flag
 from .cluster import Cluster
 from .errors import DeferredStop, GateFailed
@@ -33,7 +33,7 @@ FLANNEL_VXLAN_PORT = 8472
 K3S_LOCAL_PROXY = ("127.0.0.1", 6444)
 
 
-def _node_fact_row(n: Node) -> dict[str, Any]:
+def _node_fact_row(n: Node, k3s_config: str = "/etc/rancher/k3s/config.yaml") -> dict[str, Any]:
     kernel = n.kernel()
     ifaces = [i.name for i in n.interfaces()]
     ipt = n.iptables_summary()
@@ -43,14 +43,16 @@ def _node_fact_row(n: Node) -> dict[str, Any]:
             "cilium_*": sorted(i for i in ifaces if i.startswith("cilium_")),
             "KUBE-SVC": ipt.chains.get("KUBE-SVC", 0), "KUBE-ROUTER": ipt.chains.get("KUBE-ROUTER", 0),
             "FLANNEL": ipt.chains.get("FLANNEL", 0), "CILIUM": ipt.chains.get("CILIUM", 0),
-            "cni_template": containerd.template_fact(n), "bpftool": containerd.has_bpftool(n)}
+            "cni_template": containerd.template_fact(n), "bpftool": containerd.has_bpftool(n),
+            "k3s_settings": topology.server_settings(n, k3s_config)}
 
 
 def node_facts(s: Session) -> pd.DataFrame:
     """Per node (over SSH, host keys verified): k3s version, kernel, CNI interfaces, chains.
 
     Every node is read at once (``limits.parallel_reads`` at a time)."""
-    res = s.read_nodes(_node_fact_row, description="gather node facts").raise_for_failures()
+    res = s.read_nodes(lambda n: _node_fact_row(n, s.params.paths.k3s_config),
+                       description="gather node facts").raise_for_failures()
     return pd.DataFrame([o.value for o in res.outcomes])
 
 
@@ -274,11 +276,16 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
         rows.append(("no Cilium already installed", "warn", "cilium.io CRDs exist: a previous attempt?"))
     else:
         rows.append(("no Cilium already installed", "ok", "no cilium.io CRDs"))
-    bsl = s.cluster.request("GET", f"/apis/velero.io/v1/namespaces/{p.velero.namespace}/backupstoragelocations/"
-                            f"{p.velero.storage_location}", ok_missing=True)
-    phase = ((bsl or {}).get("status") or {}).get("phase")
-    rows.append(("Velero backup location available", "ok" if phase == "Available" else "fail",
-                 f"{p.velero.namespace}/{p.velero.storage_location}: {phase or 'absent'}"))
+    # servers, flannel backend, CIDRs, hostPorts, policies, add-ons (docs/topologies.md)
+    settings = facts["k3s_settings"] if "k3s_settings" in facts else []
+    topo = topology.from_cluster(s.cluster, {n: c for n, c in zip(facts["node"], settings) if isinstance(c, dict)})
+    rows += topology.rows(topo, values, kpr=kpr)
+    if topo.addons.get("velero", True):
+        bsl = s.cluster.request("GET", f"/apis/velero.io/v1/namespaces/{p.velero.namespace}/backupstoragelocations/"
+                                f"{p.velero.storage_location}", ok_missing=True)
+        phase = ((bsl or {}).get("status") or {}).get("phase")
+        rows.append(("Velero backup location available", "ok" if phase == "Available" else "fail",
+                     f"{p.velero.namespace}/{p.velero.storage_location}: {phase or 'absent'}"))
     if "cni_template" in facts:     # node facts of this runbook version (over SSH)
         rows += containerd.preflight_rows(dict(zip(facts["node"], facts["cni_template"])),
                                           datapath.cni_dirs(values))
@@ -297,6 +304,10 @@ def backup(s: Session) -> velero.VeleroResult | None:
 
     In a dry run it says so and returns None. Records the item count as a key figure.
     """
+    if not topology.addon_installed(s.cluster, "velero"):  # docs/topologies.md
+        print("skipped: Velero is not installed (no velero.io CRDs), so there is no backup to take; "
+              "the rollback restores k3s configs and flannel's files, not objects")
+        return None
     if not s.require_execute("the Velero backup"):
         return None
     name = s.params.velero.backup_name(s.run_id)

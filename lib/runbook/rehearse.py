@@ -73,7 +73,7 @@ def _node_state(twin: Any) -> dict[str, Any]:
         ifaces = set(nm.interfaces)
         bpf = nm.bpf
         res[name] = {
-            "flannel.1": "flannel.1" in ifaces,
+            "flannel.1": _flannel_device_back(nm, ifaces),
             "cilium": sorted(i for i in ifaces if i.startswith("cilium")),
             "05-cilium": nm.exists("/etc/cni/net.d/05-cilium.conflist"),
             "bpf": ([f"tc {p.dev} {p.name}" for p in bpf.tc_programs() if p.name.startswith("cil")]
@@ -83,6 +83,18 @@ def _node_state(twin: Any) -> dict[str, Any]:
                      + [d for d in CILIUM_DIRS if nm.is_dir(d) and nm.listdir(d)],
         }
     return res
+
+
+def _flannel_device_back(nm: Any, ifaces: set[str]) -> bool:
+    """The device of the flannel backend k3s runs with (host-gw has none: its routes)."""
+    from twin.controllers.network import FLANNEL_DEVICES
+    from twin.node.routes import table
+
+    backend = str((nm.k3s.running or {}).get("flannel_backend", "vxlan"))
+    dev = FLANNEL_DEVICES.get(backend)
+    if dev is not None:
+        return dev in ifaces
+    return len(nm.peers) == 1 or any(r.dev == "eth0" and r.via and r.dst != "default" for r in table(nm))
 
 
 async def _clusterip_dns(twin: Any) -> dict[str, str]:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import argocd, lock, outage, pods, velero
+from . import argocd, etcd_quorum, lock, outage, pods, velero
 from .checks import flag
 from .cluster import node_ready, pod_ready
 from . import datapath
@@ -264,6 +264,9 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
 
         def op(node: Node) -> str:
             unit = unit_for(node.role)
+            if etcd_quorum.several_servers(group):   # each waits for etcd's quorum: queue them all
+                return etcd_quorum.queue_start(s, node, unit, step=STEP_START,
+                                               already=STEP_START in by[node.name].done)
             if node.is_active(unit) and STEP_START in by[node.name].done:
                 return "already running"
 
@@ -282,6 +285,8 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
             return "started"
 
         res = s.fleet(nodes_named(s, by)).apply(op, description="start k3s").raise_for_failures()
+        if etcd_quorum.several_servers(group):
+            etcd_quorum.wait_active(s, [n.node for n in group])
         rows += res.frame().to_dict("records")
     return pd.DataFrame(rows)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 
-from . import datapath, dns_probe
+from . import datapath, dns_probe, topology
 from .cluster import node_ready, pod_display_status, pod_ready
 from .datapath import NodeDatapath
 from .errors import NodeError
@@ -39,19 +39,25 @@ def nodes_named(s: Session, names: Iterable[str]) -> list[Node]:
 
 
 def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataFrame:
-    """Wait (execute) until every node is Ready; then per node: Ready, flannel.1 present,
-    Cilium interfaces absent (over SSH)."""
+    """Wait (execute) until every node is Ready; then per node: Ready, flannel's device
+    back (``flannel.1`` for vxlan, ``flannel-wg`` for wireguard-native, the routes for
+    host-gw: the backend the restored server config selects), Cilium interfaces absent
+    (over SSH)."""
+    backend = _backend_in_force(s)
+    dev = topology.flannel_device(backend) or "host-gw routes"
     if wait and s.execute and rp.touched_nodes:
         def check() -> tuple[bool, list[str]]:
             bad = [n["metadata"]["name"] for n in s.cluster.list("nodes") if not node_ready(n)]
-            res = s.read_nodes(lambda n: {i.name for i in n.interfaces()}, description="read interfaces",
+            res = s.read_nodes(lambda n: _flannel_back(n, backend, _interfaces(n, rp.node(n.name)),
+                                                          alone=len(s.nodes) == 1),
+                               description="read interfaces",
                                nodes=nodes_named(s, [r.node for r in rp.nodes if r.restart]))
             res.raise_for_failures()
-            missing = [o.node for o in res.outcomes if "flannel.1" not in o.value]
+            missing = [o.node for o in res.outcomes if not o.value]
             return not bad and not missing, ([f"node {b} not Ready" for b in bad]
-                                             + [f"{m}: flannel.1 not back yet" for m in missing])
+                                             + [f"{m}: {dev} not back yet" for m in missing])
         s.cluster.wait_for(check, timeout=s.params.limits.timeouts.node_ready,
-                           what="nodes Ready with flannel.1", interval=1.0, progress=s.progress,
+                           what=f"nodes Ready with {dev}", interval=1.0, progress=s.progress,
                            watch=["nodes"])
     ready = {n["metadata"]["name"]: node_ready(n) for n in s.cluster.list("nodes")}
 
@@ -62,7 +68,7 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
             row.update({"flannel.1": None, "cilium interfaces": None,
                         "checked": "no: unreachable, and the rollback left it alone"})
         else:
-            row.update({"flannel.1": "flannel.1" in ifaces,
+            row.update({"flannel.1": _flannel_back(n, backend, ifaces, alone=len(s.nodes) == 1),
                         "cilium interfaces": ", ".join(sorted(i for i in ifaces if i.startswith("cilium_"))) or "none",
                         "checked": "yes"})
         return row
@@ -70,6 +76,28 @@ def wait_flannel(s: Session, rp: RollbackPlan, *, wait: bool = True) -> pd.DataF
     res = s.read_nodes(one, description="read interfaces").raise_for_failures()
     return pd.DataFrame([o.value for o in res.outcomes],
                         columns=["node", "role", "Ready", "flannel.1", "cilium interfaces", "checked"])
+
+
+def _backend_in_force(s: Session) -> str:
+    """The flannel backend the servers' (restored) configs select: what comes back."""
+    server = next((n for n in s.nodes if n.role == "server"), None)
+    try:
+        conf = topology.server_settings(server, s.params.paths.k3s_config) if server else None
+    except NodeError:
+        conf = None
+    return str((conf or {}).get("flannel-backend") or topology.K3S_DEFAULT_BACKEND)
+
+
+def _flannel_back(n: Node, backend: str, ifaces: set[str] | None, *, alone: bool = False) -> bool:
+    """flannel's device for ``backend`` is on the node; host-gw has none: its routes to
+    the other nodes are (a node alone has no route to add: Ready is the proof)."""
+    dev = topology.flannel_device(backend)
+    if dev is not None:
+        return ifaces is not None and dev in ifaces
+    if alone:
+        return True
+    from .leftovers import FLANNEL_SUBNET_ENV, host_gw_routes
+    return bool(host_gw_routes(n.run("ip -j route show").stdout, n.run("cat %s", FLANNEL_SUBNET_ENV).stdout))
 
 
 def _interfaces(n: Node, nr: NodeRollback) -> set[str] | None:
@@ -117,6 +145,7 @@ def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     reach is reported as not read (it was not changed by this run)."""
     cni = posixpath.join(s.params.paths.cni_dir, CILIUM_CNI_FILE)
     path = s.params.paths.k3s_config
+    backend = _backend_in_force(s)    # "flannel.1 present": its device for this backend
 
     def one(n: Node) -> dict[str, Any]:
         nr = rp.node(n.name)
@@ -132,7 +161,8 @@ def node_table(s: Session, rp: RollbackPlan) -> pd.DataFrame:
         same = (now == pre) if pre else True
         row = {"node": n.name, "role": n.role, "config sha256 now": (now or "absent")[:16],
                "pre-run sha256": pre[:16] if pre else "not changed by this run",
-               "config identical": same, "flannel.1 present": "flannel.1" in ifaces,
+               "config identical": same, "flannel.1 present": _flannel_back(n, backend, ifaces,
+                                                                                  alone=len(s.nodes) == 1),
                "cilium interfaces absent": not cil, "05-cilium absent": not n.exists(cni)}
         row["ok"] = bool(row["config identical"] and row["flannel.1 present"]
                          and row["cilium interfaces absent"] and row["05-cilium absent"])

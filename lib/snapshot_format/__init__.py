@@ -11,8 +11,9 @@ every field)::
     params.json            the runbook params and Cilium values the snapshot was taken with
     objects/<g>_<v>_<plural>.json   the objects of one resource type, as the API served them
 
-The same layout unpacked into a directory reads the same way: a hand-written topology
-fixture is such a directory (``tests/fixtures/topologies/<name>/``).
+The same layout unpacked into a directory reads the same way. The topology fixtures
+(``tests/fixtures/topologies/<name>.snapshot.tar.gz``) are written with :func:`write`
+from edited minicloud data (``tests/fixtures/topologies/build.py``).
 
 This package is pure data handling (no network, no Kubernetes client): the runbook's
 ``snapshot`` command writes with it, and the twin reads with it, so neither imports the

@@ -35,6 +35,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import netpol
 from .kubelet import SANDBOX_CNI_ANNOTATION, node_internal_ip
 from .scheduler import node_ready_status
 
@@ -335,6 +336,10 @@ class Reachability:
         if not ok:
             return Trace(False, f"{label}: destination pod {pod_name(pod)}: {why}", "timeout", hops=hops)
         dnode = (pod.get("spec") or {}).get("nodeName") or ""
+        policy = netpol.check(self, src, pod, port, proto)
+        if policy is not None and not policy.allowed:
+            return Trace(False, f"{label} to pod {pod_name(pod)} ({ip}:{port}): {policy.why}", "timeout",
+                         hops=hops)
         if dnode == node:
             return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on the same node",
                          backend=pod, addr=f"{ip}:{port}", hops=hops)
@@ -369,6 +374,11 @@ class Reachability:
             if (dst.role != "server" and port == 6443) or dst.unit_state != "active":
                 return Trace(False, f"{label}: nothing listens on {addr} (k3s {dst.unit_state})",
                              "refused", hops=hops)
+            if dst.role != "server" and not any(n.role == "server" and n.up and n.unit_state == "active"
+                                                for n in self.rt.nodes.values()):
+                # an agent's 6444 is k3s' load balancer: it forwards to whichever server answers
+                return Trace(False, f"{label}: k3s' load balancer on {addr} has no server to forward to "
+                                    "(every server's k3s is down)", "refused", hops=hops)
         if port in (4240, 4244) and proto == "tcp":
             cil = self.net.cilium
             if cil is None or not cil.agent_ready(dst.name):

@@ -26,10 +26,10 @@ async def ip(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     rest = [a for a in args if not a.startswith("-")]
     as_json = bool({"-j", "-json"} & set(opts))
     if rest and rest[0] in ("route", "r", "ro"):
-        return _ip_route(node, rest[1:], as_json)
+        return _ip_route(node, rest[1:], as_json, ctx.root)
     if not rest or rest[0] not in ("link", "l"):
         return result(255, err="the twin supports `ip [-o|-j|-d] link show [dev] [IFACE]`, "
-                               "`ip link delete [dev] IFACE` and `ip [-j] route [show] [dev IFACE]`\n")
+                               "`ip link delete [dev] IFACE` and `ip [-j] route [show] [dev IFACE]`, `ip route del CIDR`\n")
     verb = rest[1] if len(rest) > 1 else "show"
     names = [a for a in rest[2:] if a != "dev"]
     interfaces = node.links.interfaces
@@ -68,9 +68,12 @@ async def ip(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     return result(255, err=f'Command "{verb}" is unknown, try "ip link help".\n')
 
 
-def _ip_route(node: NodeModel, args: list[str], as_json: bool) -> ExecResult:
-    """``ip route [show|list] [dev IFACE]``: the routes of the devices that exist now."""
+def _ip_route(node: NodeModel, args: list[str], as_json: bool, ctx_root: bool = False) -> ExecResult:
+    """``ip route [show|list] [dev IFACE]``: the routes of the devices that exist now;
+    ``ip route del CIDR`` (root) removes a route flannel's host-gw backend added."""
     verb = args[0] if args else "show"
+    if verb in ("del", "delete"):
+        return _ip_route_del(node, args[1:], ctx_root)
     if verb not in ("show", "list", "ls", "dev"):
         return result(255, err=f'Command "{verb}" is unknown, try "ip route help".\n')
     rest = args[1:] if verb != "dev" else args
@@ -81,6 +84,21 @@ def _ip_route(node: NodeModel, args: list[str], as_json: bool) -> ExecResult:
     if as_json:
         return result(0, json.dumps([r.as_json() for r in sel]) + "\n")
     return result(0, "".join(r.text() + " \n" for r in sel))
+
+
+def _ip_route_del(node: NodeModel, args: list[str], root: bool) -> ExecResult:
+    from .k3s_network import HOST_GW_ROUTES
+
+    if not root:
+        return result(2, err="RTNETLINK answers: Operation not permitted\n")
+    dst = args[0] if args else ""
+    eth0 = node.links.interfaces.get("eth0")
+    have = list((eth0.info.get(HOST_GW_ROUTES) or ()) if eth0 is not None else ())
+    keep = [r for r in have if r[0] != dst]
+    if not dst or len(keep) == len(have):
+        return result(2, err="RTNETLINK answers: No such process\n")
+    eth0.info[HOST_GW_ROUTES] = keep
+    return result(0)
 
 
 def _not_root(tool: str) -> ExecResult:

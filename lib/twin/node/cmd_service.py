@@ -60,6 +60,10 @@ async def systemctl(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     if verb == "stop":
         await k3s.stop()
         return result(0)
+    if "--no-block" in args:
+        # queue the job and return (systemd's --no-block): the unit may stay activating
+        node.spawn(k3s.start() if verb == "start" else k3s.restart())
+        return result(0)
     ok = await (k3s.start() if verb == "start" else k3s.restart())
     if not ok:
         return result(1, err=f"Job for {unit}.service failed because the control process exited "

@@ -7,12 +7,15 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 from .build import build_nodes, fixture_pods, fixture_services
 from .containerd import CONFIG_TMPL, HARDCODED_K3S_TEMPLATE
 from .model import NodeModel
+
+log = logging.getLogger("twin.nodes")
 
 # From this many fixture pods on (generated scale fixtures), the nodes component defers
 # writing the per-pod lease files until the lease directory is reached (see NodeModel).
@@ -25,7 +28,10 @@ class NodesComponent:
     While a server's k3s is down (stop, restart, reboot, or failing to start) the
     ``apiserver`` component refuses connections: its ``outage()`` runs from the stop and
     is cancelled when k3s is up again, but lasts at least ``faults.api_down_seconds``
-    when the ``api_down_on_restart`` fault is set.
+    when the ``api_down_on_restart`` fault is set. With several servers (embedded etcd,
+    one member each) the API stays up while a majority of them runs (one of three
+    restarting), and goes down when quorum is lost until it is back
+    (:meth:`servers_serving`).
     """
 
     name = "nodes"
@@ -50,8 +56,8 @@ class NodesComponent:
                                  pods=pods, services=fixture_services(objects) or None,
                                  defer_leases=seeded >= DEFER_LEASES_FROM_PODS)
         for n in self.nodes.values():
-            n.on_server_restart = self._api_down
-            n.on_server_started = self._api_up
+            n.on_server_restart = lambda secs, name=n.name: self._api_down(secs, name)
+            n.on_server_started = lambda name=n.name: self._api_up(name)
         rt.nodes.update(self.nodes)
         if getattr(getattr(rt, "faults", None), "containerd_template", None):
             self.apply_containerd_template()
@@ -72,10 +78,24 @@ class NodesComponent:
                 node.remove(CONFIG_TMPL)
             self._templated.discard(name)
 
-    def _api_down(self, seconds: float) -> None:
+    def servers_serving(self, *, going_down: str = "", coming_up: str = "") -> tuple[int, int]:
+        """(servers whose k3s serves, the quorum the datastore needs). With several servers
+        the twin's datastore is embedded etcd (one member per server): the API answers
+        while a majority of them runs, through any of them. One server: SQLite, itself."""
+        servers = [n for n in self.nodes.values() if n.role == "server"]
+        up = sum(1 for n in servers if n.name != going_down
+                 and (n.name == coming_up or (n.up and n.unit_state == "active")))
+        return up, len(servers) // 2 + 1
+
+    def _api_down(self, seconds: float, node: str = "") -> None:
         try:
             api = self.rt.component("apiserver")
         except KeyError:
+            return
+        up, quorum = self.servers_serving(going_down=node)
+        if up >= quorum and not getattr(getattr(self.rt, "faults", None), "api_down_on_restart", False):
+            log.info("server %s restarts; %d of the servers keep etcd's quorum (%d): the API stays up",
+                     node, up, quorum)
             return
         if self._outage is not None and not self._outage.done():
             return
@@ -85,9 +105,13 @@ class NodesComponent:
         self._outage_t0 = self.rt.clock.cluster_now()
         self._outage = asyncio.ensure_future(api.outage(self.UNTIL_STARTED))
 
-    def _api_up(self) -> None:
+    def _api_up(self, node: str = "") -> None:
         task = self._outage
         if task is None or task.done():
+            return
+        up, quorum = self.servers_serving(coming_up=node)
+        if up < quorum:
+            log.info("server %s is up; %d of %d etcd members needed run: the API stays down", node, up, quorum)
             return
         remaining = self._outage_min - (self.rt.clock.cluster_now() - self._outage_t0)
         if remaining <= 0:

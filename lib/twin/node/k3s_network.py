@@ -28,6 +28,8 @@ FLANNEL_CONFLIST = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist
 FLANNEL_NETCONF = "/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"
 FLANNEL_SUBNET_ENV = "/run/flannel/subnet.env"
 FLANNEL_VXLAN_PORT = 8472
+#: ``eth0.info`` key of the routes flannel's host-gw backend added: ``[[cidr, via], ...]``
+HOST_GW_ROUTES = "host_gw_routes"
 
 
 def start_flannel(node: NodeModel, s: dict[str, Any]) -> None:
@@ -42,6 +44,8 @@ def start_flannel(node: NodeModel, s: dict[str, Any]) -> None:
         links.create("flannel.1", "vxlan", 1450, info={"vxlan_port": FLANNEL_VXLAN_PORT, "vni": 1})
     if backend.startswith("wireguard") and "flannel-wg" not in links.interfaces:
         links.create("flannel-wg", "wireguard", 1420)
+    if backend == "host-gw":
+        add_host_gw_routes(node)
     if "cni0" not in links.interfaces:
         links.create("cni0", "bridge", mtu, info={"address": f"{gw}/{net.prefixlen}"})
     # k3s writes flannel's files on every start when flannel runs.
@@ -60,6 +64,20 @@ def start_flannel(node: NodeModel, s: dict[str, Any]) -> None:
                      f"FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n")
     sync_flannel_rules(node.iptables, s["cluster_cidr"], node.spec.pod_cidr)
     node.k3s.log("info", f"Running flannel backend={backend} subnet={net}")
+
+
+def add_host_gw_routes(node: NodeModel) -> None:
+    """host-gw: one route per other node's podCIDR via that node's address on the LAN
+    device. They belong to ``eth0``, so they outlive flannel: only ``ip route del`` or a
+    reboot removes them (``routes.table`` shows them)."""
+    eth0 = node.links.interfaces.get("eth0")
+    if eth0 is None:
+        return
+    have = {tuple(r) for r in eth0.info.get(HOST_GW_ROUTES) or ()}
+    for peer in sorted(node.peers.values(), key=lambda n: n.spec.pod_cidr):
+        if peer.name != node.name:
+            have.add((str(ipaddress.ip_network(peer.spec.pod_cidr, strict=False)), str(peer.spec.ip)))
+    eth0.info[HOST_GW_ROUTES] = sorted([list(r) for r in have])
 
 
 def sync_flannel_rules(ipt: Iptables, cluster_cidr: str, pod_cidr: str) -> None:

@@ -270,11 +270,40 @@ class K3sService:
         await self.node.clock.sleep(self.start_seconds)
         if self.unit_state == "active":
             return True
+        if not await self.wait_etcd_quorum():
+            return False
         err = self.start_now()
         if err:
             self.node.spawn(self.retry_start())
             return False
         return True
+
+    def etcd_quorum(self) -> tuple[int, int]:
+        """(servers whose k3s runs or is starting, the quorum) of this server's embedded
+        etcd; (1, 1) for a lone server or an agent."""
+        node = self.node
+        servers = [p for p in node.peers.values() if p.role == "server"]
+        if node.role != "server" or len(servers) < 2:
+            return 1, 1
+        running = sum(1 for p in servers if p.up and p.k3s.unit_state in ("activating", "active"))
+        return running, len(servers) // 2 + 1
+
+    async def wait_etcd_quorum(self) -> bool:
+        """A server of several (embedded etcd) starts its etcd member and waits for a quorum
+        of members before its API and the systemd notification: the unit stays
+        ``activating`` (k3s' unit sets TimeoutStartSec=0: ``systemctl start`` waits). False
+        when the start was abandoned (stopped, node down)."""
+        logged = False
+        while True:
+            up, quorum = self.etcd_quorum()
+            if up >= quorum:
+                return True
+            if self.unit_state != "activating" or not self.node.up:
+                return False
+            if not logged:
+                self.log("info", f"Waiting for etcd quorum: {up} of the {quorum} members needed are running")
+                logged = True
+            await self.node.clock.sleep(1.0)
 
     async def restart(self) -> bool:
         """``systemctl restart``: stop, then start with the config as it is now."""

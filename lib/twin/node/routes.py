@@ -5,6 +5,9 @@ and Cilium's routes outlive the programs that added them and go with ``ip link d
 or a reboot. So the table is derived from the devices that exist now:
 
 - the LAN: ``default via <.1> dev eth0`` and the node's /24 on ``eth0``;
+- flannel (host-gw): one route per other node's pod CIDR via that node's address on
+  ``eth0`` (kept in ``eth0.info["host_gw_routes"]``: they stay until ``ip route del``
+  or a reboot);
 - flannel (VXLAN): its bridge ``cni0`` carries the node's own pod CIDR; ``flannel.1``
   one ``onlink`` route per other node's pod CIDR (what flannel learned from the nodes);
 - Cilium (tunnel mode): ``cilium_host`` carries its router address, the node's pod
@@ -83,6 +86,15 @@ def table(node: NodeModel) -> list[Route]:
     own = ipaddress.ip_network(node.spec.pod_cidr, strict=False)
     if "cni0" in ifaces:
         out.append(Route(str(own), "cni0", proto="kernel", scope="link", src=str(next(own.hosts()))))
+    run = node.k3s.running or {}
+    if node.k3s.unit_state == "active" and run.get("flannel") and run.get("flannel_backend") == "host-gw":
+        # flannel learns the other nodes' subnets from the API as they come: brought up to
+        # date whenever someone looks (as kube-router's ipsets are)
+        from .k3s_network import add_host_gw_routes
+        add_host_gw_routes(node)
+    eth0 = ifaces.get("eth0")
+    for cidr, via in (eth0.info.get("host_gw_routes") or ()) if eth0 is not None else ():
+        out.append(Route(str(cidr), "eth0", via=str(via)))    # flannel host-gw (outlive flannel)
     if "flannel.1" in ifaces:
         for peer in sorted(node.peers.values(), key=lambda n: n.spec.pod_cidr):
             if peer.name == node.name:

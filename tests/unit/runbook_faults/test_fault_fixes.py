@@ -38,6 +38,9 @@ class FakeVelero:
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
         return copy.deepcopy(self.backups.get(name))
 
+    def has_resource(self, resource: str) -> bool:
+        return resource == "backups"     # Velero is installed (preflight skips the backup otherwise)
+
     def create(self, resource: str, obj: dict, namespace: str | None = None) -> dict:
         phase = self.outcomes.pop(0)
         obj = copy.deepcopy(obj)

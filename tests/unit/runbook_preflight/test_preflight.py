@@ -132,11 +132,12 @@ def _facts(kernel_ok=True, flannel=True):
     return pd.DataFrame([{"node": "set-hog", "kernel": "6.1.0", "kernel_ok": kernel_ok, "flannel.1": flannel}])
 
 
-def _session(minicloud, values=None, *, bsl_phase="Available", ciliumnodes=False, control_plane_ip="10.0.0.2"):
+def _session(minicloud, values=None, *, bsl_phase="Available", ciliumnodes=False, control_plane_ip="10.0.0.2",
+             velero=True):
     objects = {"nodes": [{"metadata": {"name": "set-hog", "labels": {"node-role.kubernetes.io/control-plane": "true"}},
                           "status": {"addresses": [{"type": "InternalIP", "address": control_plane_ip}]}}],
                "bsl": [{"status": {"phase": bsl_phase}} if bsl_phase else None]}
-    c = SnapshotCluster(objects, {"ciliumnodes"} if ciliumnodes else set())
+    c = SnapshotCluster(objects, ({"ciliumnodes"} if ciliumnodes else set()) | ({"backups"} if velero else set()))
     return SimpleNamespace(params=minicloud, values=values if values is not None else minicloud.values(), cluster=c)
 
 
@@ -172,6 +173,15 @@ def test_prerequisites_catch_each_problem(minicloud):
     assert rows["Velero backup location available"] == ("fail", "velero/default: absent")
     # pause_parents is on in minicloud.yaml: the parent is a handled risk
     assert rows["Argo CD app-of-apps-parent: argocd/root"][0] == "ok"
+
+
+def test_prerequisites_without_velero_skip_its_backup_with_a_reason(minicloud):
+    rows = _by_check(preflight.prerequisites(_session(minicloud, velero=False), _facts(), SimpleNamespace(apps=[])))
+    assert "Velero backup location available" not in rows
+    st, detail = rows["add-on: Velero"]
+    assert st == "warn" and "backup is skipped" in detail
+    assert rows["add-on: Argo CD"] == ("ok", "not installed: nothing to pause before or resume after")
+    assert not [k for k, (st, _) in rows.items() if st == "fail"]
 
 
 def test_prerequisites_unknown_service_host_fails(minicloud):

@@ -279,7 +279,8 @@ def prerequisites(s: Session, facts: pd.DataFrame, radius: BlastRadius) -> pd.Da
     # servers, flannel backend, CIDRs, hostPorts, policies, add-ons (docs/topologies.md)
     settings = facts["k3s_settings"] if "k3s_settings" in facts else []
     topo = topology.from_cluster(s.cluster, {n: c for n, c in zip(facts["node"], settings) if isinstance(c, dict)})
-    rows += topology.rows(topo, values, kpr=kpr)
+    switched_here = any(b.run_step == "k3s-config" for b in s.journal.backups())
+    rows += topology.rows(topo, values, kpr=kpr, switched_here=switched_here)
     if topo.addons.get("velero", True):
         bsl = s.cluster.request("GET", f"/apis/velero.io/v1/namespaces/{p.velero.namespace}/backupstoragelocations/"
                                 f"{p.velero.storage_location}", ok_missing=True)

@@ -229,9 +229,14 @@ def _covering(pod_cidrs: dict[str, list[str]], family: int) -> str:
 
 
 # ============================================================================ the rows (pure)
-def rows(t: Topology, values: dict[str, Any], *, kpr: bool) -> list[tuple[str, str, str]]:
-    """Preflight rows ``(check, status, detail)`` for this topology and these Cilium values."""
-    out = [_control_plane(t), _backend(t), _cidr(t, values), _dual_stack(t, values),
+def rows(t: Topology, values: dict[str, Any], *, kpr: bool,
+         switched_here: bool = False) -> list[tuple[str, str, str]]:
+    """Preflight rows ``(check, status, detail)`` for this topology and these Cilium values.
+
+    ``switched_here``: this run's own journal holds the k3s configs it rewrote (preflight
+    run again after reconfigure), so a ``flannel-backend: none`` is this run's doing, not a
+    cluster that never ran flannel."""
+    out = [_control_plane(t), _backend(t, switched_here), _cidr(t, values), _dual_stack(t, values),
            _hostport(t, values, kpr), _netpols(t)]
     out += _addons(t)
     return out
@@ -268,13 +273,16 @@ def _control_plane(t: Topology) -> tuple[str, str, str]:
                          "while the server restarts; agents keep running and reconnect")
 
 
-def _backend(t: Topology) -> tuple[str, str, str]:
+def _backend(t: Topology, switched_here: bool = False) -> tuple[str, str, str]:
     check = "flannel backend"
     seen = sorted(set(t.backends.values()))
     if len(seen) > 1:
         return (check, STATUS_FAIL, "the servers' configs disagree: "
                 + ", ".join(f"{s}: {b}" for s, b in sorted(t.backends.items()))
                 + ". Refused: k3s servers must share flannel-backend; fix the configs first")
+    if t.backend == "none" and switched_here:
+        return (check, "ok", "none: this run switched flannel off (its journal holds each node's "
+                             "original k3s config, which the rollback restores)")
     if t.backend == "none":
         return (check, STATUS_FAIL, "flannel-backend is already none: flannel is not this cluster's CNI, "
                                     "so there is nothing to migrate from. Refused")

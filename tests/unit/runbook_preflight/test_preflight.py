@@ -138,7 +138,8 @@ def _session(minicloud, values=None, *, bsl_phase="Available", ciliumnodes=False
                           "status": {"addresses": [{"type": "InternalIP", "address": control_plane_ip}]}}],
                "bsl": [{"status": {"phase": bsl_phase}} if bsl_phase else None]}
     c = SnapshotCluster(objects, ({"ciliumnodes"} if ciliumnodes else set()) | ({"backups"} if velero else set()))
-    return SimpleNamespace(params=minicloud, values=values if values is not None else minicloud.values(), cluster=c)
+    return SimpleNamespace(params=minicloud, values=values if values is not None else minicloud.values(), cluster=c,
+                           journal=SimpleNamespace(backups=lambda: []))    # a first preflight: nothing changed yet
 
 
 def _by_check(df):

@@ -77,6 +77,16 @@ def test_unknown_or_inconsistent_backends_are_refused(configs, why):
     assert st == "fail" and why in detail
 
 
+def test_flannel_off_by_this_runs_own_reconfigure_is_not_refused():
+    """Preflight run again after reconfigure (a notebook re-run, nbval): the journal holds
+    the configs this run rewrote, so ``flannel-backend: none`` is not a foreign cluster."""
+    t = _topo(configs={"s1": {"flannel-backend": "none"}})
+    rows = {c: (st, d) for c, st, d in topology.rows(t, MINI_VALUES, kpr=True, switched_here=True)}
+    st, detail = rows["flannel backend"]
+    assert st == "ok" and "this run switched flannel off" in detail
+    assert _rows(t)["flannel backend"][0] == "fail"      # the same cluster, no journal: refused
+
+
 def test_other_cluster_cidr_is_carried_over_by_kubernetes_ipam():
     nodes = [_node("s1", ["10.52.0.0/24"], server=True), _node("a1", ["10.52.1.0/24"])]
     t = _topo(nodes, {"s1": {"cluster-cidr": "10.52.0.0/16"}})

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...ticker import TaskSet
-from .common import find_type, meta, pod_ready
+from .common import find_type, meta, pod_reachable, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_rules import LONGHORN, LONGHORN_NS, STAGE
 from .longhorn_volumes import LonghornVolumes
@@ -180,6 +180,8 @@ class LonghornModel:
         self.sms = ShareManagers(rt)
         self.volumes = LonghornVolumes(rt, self.ims, self.sms)
         self.enabled = self.volumes.t["volumes"] is not None
+        self._signature: tuple = ()
+        self._ticks = 0
 
     def start(self) -> None:
         if not self.enabled:
@@ -200,13 +202,11 @@ class LonghornModel:
         if key == ("", "pods"):
             for vol in self.volumes.users.on_pod(etype, obj):
                 self.volumes.enqueue(vol)
-            md = meta(obj)
-            if md.get("namespace") == LONGHORN_NS:
-                if self.ims.refresh():
-                    self.enqueue_all()
-                ref = next((r for r in md.get("ownerReferences") or () if r.get("kind") == "ShareManager"), None)
-                if ref is not None:
-                    self.volumes.enqueue(ref.get("name"))
+            if meta(obj).get("namespace") == LONGHORN_NS:
+                # instance managers, share managers, engine-image and manager pods: what
+                # every attach, rebuild and salvage depends on
+                self.ims.refresh()
+                self.enqueue_all()
         elif key in ((LONGHORN, "engines"), (LONGHORN, "replicas")):
             self.volumes.on_instance(rtype.plural, etype, obj)
         elif key == (LONGHORN, "volumes") and etype != "DELETED":
@@ -216,13 +216,41 @@ class LonghornModel:
         for name in list(self.volumes.engine_of):
             self.volumes.enqueue(name)
 
+    sweep_every = 10      # ticks between passes over every volume, whatever changed
+
+    def network_signature(self) -> tuple:
+        """What the data paths depend on and may change without a store event: each
+        node's working CNI and machine state, and whether each instance-manager and
+        share-manager pod has a data path."""
+        net = None
+        try:
+            net = self.rt.component("network")
+        except (KeyError, AttributeError):
+            pass
+        nodes = tuple(sorted(self.ims.by_node))
+        sig: list[Any] = [(n, net.working_cni(n) if net is not None else None,
+                           bool(getattr(self.rt.nodes.get(n), "up", True))) for n in nodes]
+        sig += [pod_reachable(self.rt, self.ims.pod(n) or {})[0] for n in nodes]
+        sig += [pod_reachable(self.rt, self.sms.pod(v) or {})[0] for v in sorted(self.volumes.engine_of)
+                if (self.volumes.volume(v) or {}).get("spec", {}).get("accessMode") == "rwx"]
+        return tuple(sig)
+
     def tick(self) -> None:
-        """Each second: instance managers from their pods and nodes, every volume again
-        (the network changes without store events), the instances each manager runs."""
+        """Each second: instance managers from their pods and nodes; every volume again
+        when the network changed (it changes without store events), and every
+        :attr:`sweep_every` ticks anyway; the instances each manager runs."""
         if not self.enabled:
             return
-        self.ims.refresh()
-        self.enqueue_all()
+        changed = bool(self.ims.refresh())
+        sig = self.network_signature()
+        self._ticks += 1
+        if changed or sig != self._signature or self._ticks % self.sweep_every == 0:
+            if sig != self._signature:
+                # a share may have become reachable: pods waiting to mount it look again
+                for name in list(self.volumes.engine_of):
+                    self.volumes.kick(name)
+            self._signature = sig
+            self.enqueue_all()
         self._record_instances()
 
     def _record_instances(self) -> None:

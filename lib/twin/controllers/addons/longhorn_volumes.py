@@ -199,7 +199,7 @@ class LonghornVolumes(Controller):
         for etype, reason, msg in p.events:
             self._event(v, etype, reason, msg)
         if p.kick:
-            self._kick(name)
+            self.kick(name)
         self._remount(name, c, p.now)
         if p.due is not None:
             self.requeue_after(name, max(0.05, p.due - p.now))
@@ -242,7 +242,7 @@ class LonghornVolumes(Controller):
         except Exception:
             log.debug("longhorn: event not recorded", exc_info=True)
 
-    def _kick(self, vol: str) -> None:
+    def kick(self, vol: str) -> None:
         """Pods waiting for this volume (and its share manager) get a new kubelet decision."""
         try:
             kubelet = self.rt.component("workloads").kubelet

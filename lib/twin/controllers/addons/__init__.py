@@ -9,7 +9,8 @@
 - :mod:`.longhorn`: Longhorn (longhorn-manager) and the operators that recreate the pods
   their custom resources own; :mod:`.longhorn_rules` (settings, stages, pure rules),
   :mod:`.longhorn_instances` (instance and share managers, the node-to-node path),
-  :mod:`.longhorn_volumes` (volumes, engines, replicas), :mod:`.longhorn_workloads`
+  :mod:`.longhorn_volumes` (the volume controller), :mod:`.longhorn_pass` (one volume's
+  state machine), :mod:`.longhorn_replicas` (rebuilds), :mod:`.longhorn_workloads`
   (pods mounting volumes: the kubelet's wait, remount deletions).
 - :mod:`.common`: object, resource-type and pod-reachability helpers they share.
 

@@ -6,8 +6,9 @@
 - :mod:`.longhorn_instances`: instance managers and share managers from their pods,
   and :func:`~.longhorn_instances.nodes_connected`, the one function that says whether
   pod traffic crosses between two nodes;
-- :mod:`.longhorn_volumes`: volumes, engines and replicas over time (degraded, faulted,
-  rebuilt, detached unexpectedly, salvaged, reattached);
+- :mod:`.longhorn_volumes`, :mod:`.longhorn_pass`, :mod:`.longhorn_replicas`: volumes,
+  engines and replicas over time (degraded, faulted, rebuilt, detached unexpectedly,
+  salvaged, reattached);
 - :mod:`.longhorn_workloads`: which pods mount which volume, the kubelet's wait for
   attach and mount, and the deletion of workload pods after a remount request.
 

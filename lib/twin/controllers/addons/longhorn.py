@@ -38,6 +38,7 @@ engine-image pod is not Ready no volume attaches there.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,7 @@ class LonghornModel:
         self.enabled = self.volumes.t["volumes"] is not None
         self._signature: tuple = ()
         self._ticks = 0
+        self._lh_pods_changed = False
 
     def start(self) -> None:
         if not self.enabled:
@@ -203,15 +205,21 @@ class LonghornModel:
         if key == ("", "pods"):
             for vol in self.volumes.users.on_pod(etype, obj):
                 self.volumes.enqueue(vol)
-            if meta(obj).get("namespace") == LONGHORN_NS:
+            if meta(obj).get("namespace") == LONGHORN_NS and not self._lh_pods_changed:
                 # instance managers, share managers, engine-image and manager pods: what
-                # every attach, rebuild and salvage depends on
-                self.ims.refresh()
-                self.enqueue_all()
+                # every attach, rebuild and salvage depends on (looked at once the store's
+                # callbacks are done: no write from inside one)
+                self._lh_pods_changed = True
+                asyncio.get_running_loop().call_soon(self._longhorn_pods_changed)
         elif key in ((LONGHORN, "engines"), (LONGHORN, "replicas")):
             self.volumes.on_instance(rtype.plural, etype, obj)
         elif key == (LONGHORN, "volumes") and etype != "DELETED":
             self.volumes.enqueue(meta(obj)["name"])
+
+    def _longhorn_pods_changed(self) -> None:
+        self._lh_pods_changed = False
+        self.ims.refresh()
+        self.enqueue_all()
 
     def enqueue_all(self) -> None:
         for name in list(self.volumes.engine_of):

@@ -49,6 +49,7 @@ class AddonControllers:
         self.metallb = MetalLBModel(rt)
         self.operators = OperatorPods(rt)
         self.longhorn = LonghornModel(rt)
+        self.operators.wanted = self.longhorn.pod_wanted
         self.argocd.load()
         self.metallb.load()
         self._unsubscribe = rt.store.subscribe(self._on_event)

@@ -41,8 +41,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+from ...store import json_copy
 from ...ticker import TaskSet
 from .common import find_type, meta, pod_reachable, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
@@ -103,6 +104,9 @@ class OperatorPods:
         self.rt = rt
         self._tasks = TaskSet("operator-pods")
         self.recreated: list[tuple[str, str]] = []
+        #: ``wanted(pod) -> bool``: whether the operator wants the pod at all now (a share
+        #: manager of a volume no pod uses is stopped, not recreated)
+        self.wanted: Callable[[dict], bool] = lambda pod: True
 
     def on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
         if etype != "DELETED" or (rtype.group, rtype.plural) != ("", "pods"):
@@ -143,6 +147,8 @@ class OperatorPods:
                 return  # the owner is gone: the operator has nothing to recreate
             if store.try_get(pod_t, md.get("namespace"), md["name"]) is not None:
                 return
+            if not self.wanted(pod):
+                return  # the operator stopped it on purpose (see LonghornModel.share_managers)
             why = self._blocked(pod, policy)
             if not why:
                 break
@@ -185,6 +191,7 @@ class LonghornModel:
         self._signature: tuple = ()
         self._ticks = 0
         self._lh_pods_changed = False
+        self._stopped_shares: dict[str, dict] = {}     # volume -> the share-manager pod it had
 
     def start(self) -> None:
         if not self.enabled:
@@ -262,6 +269,57 @@ class LonghornModel:
             self._signature = sig
             self.enqueue_all()
         self._record_instances()
+        self.share_managers()
+
+    # ------------------------------------------------------------------ share managers
+    def _rwx(self) -> list[str]:
+        return [v for v in sorted(self.volumes.engine_of)
+                if ((self.volumes.volume(v) or {}).get("spec") or {}).get("accessMode") == "rwx"]
+
+    def _users(self, volume: str) -> list[dict]:
+        return [p for p in self.volumes.users.pods(volume) if not meta(p).get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+    def pod_wanted(self, pod: dict) -> bool:
+        """Whether longhorn-manager wants ``pod`` now: a share manager only while a pod
+        uses its RWX volume (``share_manager_controller.go``: a share manager no workload
+        needs is stopped and its pod deleted)."""
+        name = meta(pod).get("name") or ""
+        if meta(pod).get("namespace") != LONGHORN_NS or not name.startswith("share-manager-"):
+            return True
+        return bool(self._users(name[len("share-manager-"):]))
+
+    def share_managers(self) -> None:
+        """Stop the share manager of an RWX volume no pod uses (its pod deleted; the volume
+        then detaches), and start it again (a new pod) once a pod uses the volume."""
+        store = self.rt.store
+        for vol in self._rwx():
+            pod = self.sms.pod(vol)
+            users = self._users(vol)
+            if pod is not None and not users and not meta(pod).get("deletionTimestamp"):
+                self._stopped_shares[vol] = json_copy(pod)
+                log.info("longhorn: share manager of %s stopped: no pod uses the volume", vol)
+                try:
+                    store.delete(self.sms.pods_t, LONGHORN_NS, meta(pod)["name"])
+                except Exception:
+                    log.debug("longhorn: share-manager pod of %s not deleted", vol, exc_info=True)
+            elif pod is None and users and vol in self._stopped_shares:
+                old = self._stopped_shares.pop(vol)
+                md = meta(old)
+                spec = dict(old.get("spec") or {})
+                spec.pop("nodeName", None)
+                fresh = {"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": md["name"], "namespace": LONGHORN_NS,
+                                      "labels": dict(md.get("labels") or {}),
+                                      "annotations": {k: v for k, v in (md.get("annotations") or {}).items()
+                                                      if not k.startswith("twin.phase22.io/")},
+                                      "ownerReferences": list(md.get("ownerReferences") or [])},
+                         "spec": spec}
+                log.info("longhorn: share manager of %s started: a pod uses the volume", vol)
+                try:
+                    store.create(fresh)
+                except Exception:
+                    log.debug("longhorn: share-manager pod of %s not created", vol, exc_info=True)
 
     def _record_instances(self) -> None:
         engines: dict[str, dict[str, int]] = {}

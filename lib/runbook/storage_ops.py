@@ -69,6 +69,11 @@ def scale_down(s: Session, *, where: str = "02-reconfigure") -> pd.DataFrame | N
         if w.owner:
             obj = s.cluster.request("GET", _owner_path(w.owner[0], w.namespace, w.owner[1]), ok_missing=True) or {}
             paused_before = bool((obj.get("spec") or {}).get("paused"))
+        if w.key in recorded and recorded[w.key].get("restored"):
+            # scaled down again (05-rollback after 04-verify): the count journaled before
+            # the migration is still the one to come back to
+            recorded[w.key] = dict(recorded[w.key], restored=False)
+            s.journal.set(FACT, recorded)
         if w.key not in recorded:
             recorded[w.key] = {"kind": w.kind, "namespace": w.namespace, "name": w.name,
                                "replicas": w.replicas, "volumes": w.volumes,

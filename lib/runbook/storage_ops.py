@@ -165,10 +165,19 @@ def recycle_managers(s: Session, candidates: list[dict], *, why: str) -> pd.Data
             s.cluster.delete("pods", md["name"], md["namespace"])
         old[(md["namespace"], md["name"])] = md.get("uid")
 
+    cordoned = {n["metadata"]["name"] for n in s.cluster.list("nodes") if (n.get("spec") or {}).get("unschedulable")}
+    skip = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in mine
+            if (p.get("spec") or {}).get("nodeName") in cordoned}
+    if skip:
+        # longhorn-manager creates no instance manager on an unschedulable node (handlePod):
+        # its replicas stay down until the node is uncordoned; 04-verify's storage check says so
+        s.progress("not waiting for Longhorn's manager pods on cordoned node(s) "
+                   f"{', '.join(sorted(cordoned))}: Longhorn recreates them once uncordoned")
+
     def back() -> tuple[bool, list[str]]:
         pending = []
         for (ns, name), uid in old.items():
-            if name.startswith("share-manager-"):
+            if name.startswith("share-manager-") or (ns, name) in skip:
                 continue      # longhorn-manager starts a share manager only when a pod uses the volume
             p = s.cluster.get("pods", name, ns)
             if p is None or p["metadata"].get("uid") == uid or not pod_ready(p):

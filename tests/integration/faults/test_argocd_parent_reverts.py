@@ -25,13 +25,6 @@ pytestmark = [pytest.mark.integration]
 PARENT = "argocd/platform-root"
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(240)
 def test_parent_is_paused_first_and_children_stay_paused_until_verify(make_twin, tmp_path):
     twin, params, c, before = start_scenario(make_twin, faults={"argocd_parent_reverts": True})

@@ -30,13 +30,6 @@ def lb_ip(c) -> list:
     return ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(240)
 def test_verify_restarts_the_controller_and_passes(make_twin, tmp_path):
     twin, params, c, before = start_scenario(make_twin, faults={"metallb_sticky": True})
@@ -62,13 +55,6 @@ def test_verify_restarts_the_controller_and_passes(make_twin, tmp_path):
     assert_nothing_lost(twin, c, before)
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(300)   # took 180 s on a loaded machine: a migration, two verifies, a rollback
 def test_when_a_restart_is_not_enough_verify_fails_naming_the_service(make_twin, tmp_path):
     twin, params, c, before = start_scenario(make_twin, faults={"metallb_sticky": True})

@@ -50,7 +50,7 @@ FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
                  "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
 # Short waits: a failing phase must fail within the test's budget (the twin runs at 20x).
 FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 60,
-                 "pods_ready": 60, "velero": 60, "ssh_command": 30}
+                 "pods_ready": 60, "velero": 60, "ssh_command": 30, "storage_healthy": 90}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -238,12 +238,6 @@ def test_killed_mid_reconfigure_rerun_resumes(twin, tmp_path):
 
 
 # ----------------------------------------------------------------------------- whole twin
-# Longhorn on the twin (issue 11, item 4): after the swap the runbook restarts pods namespace by
-# namespace and waits for each batch, so pods mounting Longhorn volumes wait for Longhorn's own
-# unmanaged pods of a later batch and install times out. Not strict: when the no-CNI window
-# outlasts the 300 s NoExecute toleration (a slow machine stretches it), the evictions recreate
-# those pods under Cilium first and install passes.
-@pytest.mark.xfail(strict=False, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(300)
 def test_preflight_reconfigure_install_on_the_whole_twin(make_twin, tmp_path):
     t = make_twin()

@@ -39,7 +39,7 @@ FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
                  "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
 #: short waits, so a phase that cannot succeed fails inside the test's timeout
 FAST_TIMEOUTS = {"helm": 45, "agents_ready": 45, "pods_ready": 90, "node_ready": 90, "velero": 60,
-                 "api_ready": 60}
+                 "api_ready": 60, "storage_healthy": 90}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -196,13 +196,6 @@ def test_rollback_leaves_an_unreached_agent_alone(make_twin, tmp_path):
     assert all("flannel.1" in interfaces(twin, n) for n in NODES)
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(300)
 def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
     twin = fresh_twin

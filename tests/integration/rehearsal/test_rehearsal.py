@@ -28,13 +28,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(900)
 def test_rehearsal_with_the_real_cilium_chart(cilium_chart: Path, tmp_path: Path) -> None:
     from runbook.rehearse import rehearse
@@ -72,13 +65,6 @@ def test_rehearsal_with_the_real_cilium_chart(cilium_chart: Path, tmp_path: Path
     assert journal["facts"]["rolled_back"] is True
 
 
-# Longhorn on the twin (issue 11, item 4): pods that mount Longhorn volumes need Longhorn's own
-# pods (instance and share managers) to have a data path. After the swap the runbook restarts
-# pods namespace by namespace and waits for each batch, so backstage/harbor/... pods wait for
-# the longhorn-system pods of a later batch (install fails); the rollback never restarts those
-# custom-resource-owned pods, so after flannel is back they keep their Cilium sandboxes and the
-# rollback's restart wait times out. One of the two always happens in this test.
-@pytest.mark.xfail(strict=True, reason="waits for: The runbook does what a real k3s cluster needs: a complete rollback, storage kept safe, a data path proven")
 @pytest.mark.timeout(900)
 def test_runbook_rehearse_cli_is_make_rehearse(migrated_run) -> None:
     """``runbook rehearse --with-rollback`` (the stand-in chart): exit 0, report path printed.

@@ -1,0 +1,56 @@
+"""Issue 12: a Longhorn volume that does not recover, and the storage plan around the swap.
+
+A node is cordoned between reconfigure and install (someone drains it in the window).
+longhorn-manager creates no instance manager on an unschedulable node, so after the
+install recreated the instance managers, the replicas on that node stay down. 04-verify
+scales the volume users back up; volumes whose third replica has no free node to move
+to stay ``degraded``, and the storage check fails naming them, within
+``limits.timeouts.storage_healthy``. Uncordoning the node lets Longhorn start its
+instance manager and rebuild; a rerun of 04-verify then passes, and the rollback leaves
+nothing lost. Along the way: every instance manager was recreated only while every
+volume was detached, and each workload's replica count was journaled before its
+scale-down.
+"""
+from __future__ import annotations
+
+import pytest
+
+from faults_helpers import assert_nothing_lost, run, start_scenario
+from helpers.phase_runs import statuses
+from helpers.run_evidence import entries, journal, report_text
+
+pytestmark = [pytest.mark.integration]
+NODE = "fast-heron"
+
+
+@pytest.mark.timeout(420)
+def test_a_degraded_volume_stops_verify_naming_it_then_recovers(make_twin, tmp_path):
+    twin, params, c, before = start_scenario(make_twin)
+    run_id = "lh-degraded"
+    res = run(params, "preflight,reconfigure", tmp_path, run_id=run_id)
+    assert statuses(res) == {"preflight": "passed", "reconfigure": "passed"}, res.failed and res.failed.error
+    doc = journal(res)
+    scaled = doc["facts"]["storage_scaled"]
+    downs = entries(doc, "storage-scale-down")
+    assert scaled and len(downs) == len(scaled)
+    # each count was journaled before the change: the fact holds the count the entry scaled from
+    for e in downs:
+        key = e["action"].split()[1]
+        assert scaled[key]["replicas"] == e["before"]["replicas"] > 0
+    c.patch("nodes", NODE, {"spec": {"unschedulable": True}})
+    res = run(params, "install", tmp_path, run_id=run_id)
+    assert statuses(res) == {"install": "passed"}, res.failed and res.failed.error
+    recycled = entries(journal(res), "storage-recycle-manager")
+    assert recycled and all(e["status"] == "done" for e in recycled)
+    ver = run(params, "verify", tmp_path, run_id=run_id)
+    assert statuses(ver) == {"verify": "failed"}
+    text = report_text(ver, "04-verify.ipynb")
+    assert "FAILED: every Longhorn volume healthy within limits.timeouts.storage_healthy" in text
+    assert "robustness degraded" in text and "pvc-" in text
+    # the operator's fix: uncordon; Longhorn starts the instance manager and rebuilds
+    c.patch("nodes", NODE, {"spec": {"unschedulable": None}})
+    ver = run(params, "verify", tmp_path, run_id=run_id)
+    assert statuses(ver) == {"verify": "passed"}, ver.phases[0].error
+    rb = run(params, "rollback", tmp_path, run_id=run_id)
+    assert statuses(rb) == {"rollback": "passed"}, rb.phases[0].error
+    assert_nothing_lost(twin, c, before)

@@ -12,7 +12,10 @@ nodes (docs/cilium-on-k3s.md §8). These checks use pods that already run:
   port (UDP 8473 with ``tunnelPort: 8473``) or a firewall between the two;
 * :func:`pod_dns`: from a running pod on every node, a lookup through the kube-dns
   ClusterIP (:mod:`runbook.dns_probe`): a Service translation and a UDP request to a
-  CoreDNS pod, usually on another node.
+  CoreDNS pod, usually on another node;
+* :func:`nodeport`: from the first node (SSH), ``curl`` to one Service's NodePort on every
+  node's address: each node must translate it (Cilium's kube-proxy replacement, or
+  kube-proxy after a rollback) and forward it to a backend.
 
 The parsers are pure.
 
@@ -30,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import dns_probe
-from .errors import ClusterError
+from .errors import ClusterError, NodeError
 from .verify import Check, mode
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["parse_status", "status_problems", "parse_health", "agent_pods", "agent_status",
-           "health", "pod_dns"]
+           "health", "pod_dns", "nodeport_target", "nodeport"]
 
 AGENT_CONTAINER = "cilium-agent"
 _LINE = re.compile(r"^([A-Za-z][A-Za-z0-9 ]*?):\s+(.*)$")
@@ -188,6 +191,61 @@ def pod_dns(s: Session) -> Check:
                       "others (see cilium-health above)")
 
 
+def nodeport_target(services: list[dict]) -> tuple[str, int] | None:
+    """``(namespace/name, nodePort)`` of the TCP NodePort to probe: a NodePort or
+    LoadBalancer Service with a selector, port 80 or 443 first (pure).
+
+    >>> nodeport_target([{"metadata": {"namespace": "a", "name": "x"}, "spec": {"type": "NodePort",
+    ...   "selector": {"app": "x"}, "ports": [{"port": 8080, "nodePort": 30080}]}}])
+    ('a/x', 30080)
+    """
+    found = []
+    for svc in services:
+        spec = svc.get("spec") or {}
+        if spec.get("type") not in ("NodePort", "LoadBalancer") or not spec.get("selector"):
+            continue
+        for p in spec.get("ports") or ():
+            if p.get("nodePort") and str(p.get("protocol", "TCP")).upper() == "TCP":
+                md = svc["metadata"]
+                found.append((p.get("port") not in (80, 443), md["namespace"], md["name"], int(p["nodePort"])))
+    if not found:
+        return None
+    _, ns, name, port = sorted(found)[0]
+    return f"{ns}/{name}", port
+
+
+def _internal_ip(node: dict) -> str:
+    return next((a.get("address") for a in (node.get("status") or {}).get("addresses") or ()
+                 if a.get("type") == "InternalIP"), "")
+
+
+def nodeport(s: Session) -> Check:
+    """A TCP NodePort answers on every node's address (curl from the first node, SSH)."""
+    target = nodeport_target(s.cluster.list("services"))
+    msg = "a NodePort answers on every node's address"
+    if target is None:
+        return Check("nodeport", True, f"{msg}: no NodePort or LoadBalancer Service with a selector to probe")
+    svc, port = target
+    src = s.nodes[0]
+    rows, bad = [], []
+    for n in s.cluster.list("nodes"):
+        ip = _internal_ip(n)
+        url = f"http://{ip}:{port}/"
+        try:
+            r = src.run("curl -sS -o /dev/null -m 5 -w %s %s", "%{http_code}", url, timeout=30)
+            code, err = r.stdout.strip(), r.stderr.strip()
+            ok = r.rc == 0 and code not in ("", "000")
+        except NodeError as e:
+            code, err, ok = "", f"not reached: {e}", False
+        rows.append({"node": n["metadata"]["name"], "url": url, "http": code or "-", "ok": ok})
+        if not ok:
+            bad.append(f"{src.name} -> {n['metadata']['name']} {url} ({svc}): {err or 'no answer'}")
+    return Check("nodeport", not bad, f"{msg} ({svc}, port {port}, from {src.name})", bad,
+                 pd.DataFrame(rows, columns=["node", "url", "http", "ok"]),
+                 hint="a node that does not answer its NodePort has no service translation (Cilium's "
+                      "kube-proxy replacement not ready there) or cannot reach the backends")
+
+
 def run_all(s: Session, v: Any) -> list[Check]:
-    """The three checks, each added to the Verification ``v``."""
-    return [v.add(agent_status(s)), v.add(health(s)), v.add(pod_dns(s))]
+    """The four checks, each added to the Verification ``v``."""
+    return [v.add(agent_status(s)), v.add(health(s)), v.add(pod_dns(s)), v.add(nodeport(s))]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import storage
+from . import argocd, storage
 from .cluster import pod_ready, resource_path
 from .errors import GateFailed, WaitTimeout
 from .verify import Check
@@ -53,15 +53,21 @@ def _merge(s: Session, path: str, body: dict) -> Any:
 
 
 def scale_down(s: Session, *, where: str = "02-reconfigure") -> pd.DataFrame | None:
-    """Scale every workload that mounts a Longhorn volume to 0 (each count journaled first;
-    an operator-owned StatefulSet's owner paused first), then wait until every volume is
-    detached. Nothing to do without Longhorn; a dry run shows the plan."""
+    """Scale every workload that mounts a Longhorn volume to 0 (Argo CD's auto-sync paused
+    first, each count journaled first, an operator-owned StatefulSet's owner paused first),
+    then wait until every volume is detached. Nothing to do without Longhorn; a dry run
+    shows the plan."""
     p = storage.plan(s.cluster)
     if not p.installed:
         return None
     if not s.require_execute(f"scaling {len(p.workloads)} Longhorn volume user(s) to 0"):
         return p.workload_frame()
     recorded: dict[str, Any] = dict(s.journal.get(FACT) or {})
+    if any(w.replicas for w in p.workloads):
+        # Argo CD's self-heal would scale them straight back: paused first, as 01-preflight
+        # does (the first recorded policies are kept; 04-verify / 05-rollback restore them)
+        argocd.pause(s.cluster, s.journal, namespace=s.params.argocd.namespace, execute=True,
+                     pause_parents=s.params.argocd.pause_parents)
     for w in p.workloads:
         if w.replicas == 0 and w.key not in recorded:
             continue

@@ -102,7 +102,9 @@ def scale_down(s: Session, *, where: str = "02-reconfigure") -> pd.DataFrame | N
 
 def scale_up(s: Session) -> pd.DataFrame | None:
     """Scale each workload back to its journaled count (and unpause an owner the run
-    paused), then wait for their pods to be Ready. Nothing recorded: nothing to do."""
+    paused), then wait up to ``limits.timeouts.storage_healthy`` for their pods to be Ready
+    (a workload still not Ready is shown, and left to the checks that follow). Nothing
+    recorded: nothing to do."""
     recorded: dict[str, Any] = dict(s.journal.get(FACT) or {})
     rows = [{"workload": k, "replicas": v["replicas"], "restored": bool(v.get("restored"))}
             for k, v in recorded.items()]
@@ -130,9 +132,18 @@ def scale_up(s: Session) -> pd.DataFrame | None:
                 pending.append(f"{key}: {have}/{v['replicas']} Ready")
         return not pending, pending
 
-    s.cluster.wait_for(ready, timeout=_timeout(s), what="the Longhorn volume users Ready again",
-                       progress=s.progress, watch=["deployments", "statefulsets"])
-    return pd.DataFrame([dict(r, restored=True) for r in rows], columns=["workload", "replicas", "restored"])
+    try:
+        s.cluster.wait_for(ready, timeout=_timeout(s), what="the Longhorn volume users Ready again",
+                           progress=s.progress, watch=["deployments", "statefulsets"])
+        pending: list[str] = []
+    except WaitTimeout as e:
+        # not a stop: the checks that follow (every pod Running, every volume healthy) fail
+        # naming what is wrong, next to the data path checks that often say why
+        pending = list(e.pending)
+        s.progress(f"not all Longhorn volume users Ready within {_timeout(s):.0f}s: {'; '.join(pending[:5])}")
+    late = {p.split(":", 1)[0] for p in pending}
+    return pd.DataFrame([dict(r, restored=True, ready=r["workload"] not in late) for r in rows],
+                        columns=["workload", "replicas", "restored", "ready"])
 
 
 def restore_pending(s: Session) -> bool:

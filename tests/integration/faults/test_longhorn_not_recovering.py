@@ -13,17 +13,20 @@ scale-down.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from faults_helpers import assert_nothing_lost, run, start_scenario
 from helpers.phase_runs import statuses
 from helpers.run_evidence import entries, journal, report_text
+from runbook import storage
 
 pytestmark = [pytest.mark.integration]
 NODE = "fast-heron"
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(780)
 def test_a_degraded_volume_stops_verify_naming_it_then_recovers(make_twin, tmp_path):
     twin, params, c, before = start_scenario(make_twin)
     run_id = "lh-degraded"
@@ -47,8 +50,14 @@ def test_a_degraded_volume_stops_verify_naming_it_then_recovers(make_twin, tmp_p
     text = report_text(ver, "04-verify.ipynb")
     assert "FAILED: every Longhorn volume healthy within limits.timeouts.storage_healthy" in text
     assert "robustness degraded" in text and "pvc-" in text
-    # the operator's fix: uncordon; Longhorn starts the instance manager and rebuilds
+    # the operator's fix: uncordon; Longhorn starts the instance manager and rebuilds (a new
+    # replica after replica-replenishment-wait-interval, then the copy); they rerun verify
+    # once the volumes are healthy again, as the check's hint says
     c.patch("nodes", NODE, {"spec": {"unschedulable": None}})
+    deadline = time.monotonic() + 300
+    while storage.health_problems(storage.read_volumes(c)) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not storage.health_problems(storage.read_volumes(c))
     ver = run(params, "verify", tmp_path, run_id=run_id)
     assert statuses(ver) == {"verify": "passed"}, ver.phases[0].error
     rb = run(params, "rollback", tmp_path, run_id=run_id)

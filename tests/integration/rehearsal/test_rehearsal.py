@@ -40,7 +40,8 @@ def test_rehearsal_with_the_real_cilium_chart(cilium_chart: Path, tmp_path: Path
     assert [(p.phase, p.status) for p in out.run.phases] == [(ph, "passed") for ph in runner.MIGRATION], log
     assert [(p.phase, p.status) for p in out.rollback.phases] == [("rollback", "passed")], log
     assert set(out.checks) == {"configs byte-identical", "flannel back on every node",
-                               "no cilium leftovers on nodes"}
+                               "no cilium leftovers on nodes", "no Cilium BPF state on nodes",
+                               "no Cilium files on nodes", "ClusterIP DNS answers from every node"}
     assert all(c["ok"] for c in out.checks.values()), out.checks
     assert "REHEARSAL PASSED" in lines[-1]
 

@@ -81,6 +81,13 @@ class ReplicaHealing:
                 self.replenish(node, rn)
             else:
                 self.wake(self.c.failed_at[rn] + wait)
+        live = [rn for rn in sorted(self.reps) if rn not in self.deleted]
+        if live and not any(self.failed(rn) for rn in live) and \
+                self.active() + len(self.created) < self.wanted():
+            # fewer replicas than numberOfReplicas and none left to restart (a failed one
+            # went stale): the volume controller schedules a new one where a node is usable
+            # (volume_controller.go replenishReplicas)
+            self.replenish(node, live[0])
 
 
     def start_rebuild(self, rn: str, actual: Any) -> None:
@@ -137,7 +144,7 @@ class ReplicaHealing:
                     and self.path(node, rn))
         if self.active() + len(self.created) + spare >= self.wanted():
             return
-        taken = {self.rnode(rn) for rn in self.reps}
+        taken = {self.rnode(rn) for rn in self.reps if rn not in self.deleted}
         for cand in sorted(self.ctl.ims.by_node):
             if cand in taken or not self.ctl.ims.running(cand):
                 continue

@@ -54,6 +54,8 @@ class GateResult:
     at: float = field(default_factory=time.time)
     #: passed only because a person chose to go on (shown as OVERRIDDEN, not as a pass)
     overridden: bool = False
+    #: not evaluated: the gate depends on changes a dry run does not make (shown as SKIPPED)
+    skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +106,25 @@ def gate(condition: bool, message: str, *, details: Sequence[str] | None = None,
     return result
 
 
+def skip_gate(message: str, *, name: str | None = None, record: bool = True,
+              gates: list[GateResult] | None = None, lost: list[EvidenceLost] | None = None,
+              **_: Any) -> GateResult:
+    """Record a gate that was not evaluated (a dry run did not make the changes it checks).
+
+    It is kept like any gate (``s.gates``, evidence ``gate/<name>``) with ``skipped=True``,
+    so the page and the index show SKIPPED, never PASSED.
+
+    >>> skip_gate("every pod managed by Cilium", name="all-managed", record=False).skipped
+    True
+    """
+    result = GateResult(name or _slug(message), True, message, [], None, skipped=True)
+    if gates is not None:
+        gates.append(result)
+    if record:
+        evidence.record_gate_or_warn(result, lost=lost)
+    return result
+
+
 def flag(s: Any, kind: str, message: str) -> None:
     """``s.attention(kind, message)`` when ``s`` is a session that has it (a phase helper
     called with a stand-in session in a unit test just goes on)."""
@@ -113,11 +134,12 @@ def flag(s: Any, kind: str, message: str) -> None:
 
 
 def gate_summary(gates: Iterable[GateResult]) -> pd.DataFrame:
-    """The gates (e.g. ``s.gates``) as a DataFrame: ``name``, ``passed``, ``message``, ``details``."""
+    """The gates (e.g. ``s.gates``) as a DataFrame: ``name``, ``passed``, ``skipped`` (not
+    evaluated in a dry run), ``message``, ``details``."""
     import pandas as pd  # noqa: PLC0415
-    rows = [{"name": g.name, "passed": g.passed, "message": g.message,
-             "details": "; ".join(g.details)} for g in gates]
-    return pd.DataFrame(rows, columns=["name", "passed", "message", "details"])
+    rows = [{"name": g.name, "passed": g.passed and not g.skipped, "skipped": g.skipped,
+             "message": g.message, "details": "; ".join(g.details)} for g in gates]
+    return pd.DataFrame(rows, columns=["name", "passed", "skipped", "message", "details"])
 
 
 # ------------------------------------------------------------------------- probes

@@ -156,7 +156,7 @@ def from_pod(cluster: Cluster, pod: dict, *, server: str, expect: str, name: str
 
 
 def probe_pods(cluster: Cluster, nodes: Iterable[str], *, server: str, expect: str,
-               tries: int = 5) -> list[DnsProbe]:
+               tries: int = 12) -> list[DnsProbe]:
     """One lookup from a running pod on each of ``nodes`` (up to ``tries`` pods per node are
     tried until one has a lookup tool); a node without such a pod gets a failed row saying so."""
     pods = cluster.list("pods")

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chart, checks, cilium, deadline, outage, pods
+from . import chart, checks, cilium, deadline, outage, pods, storage
 from .cluster import node_ready
 from .errors import GateFailed, HelmError, WaitTimeout
 from .helm import Helm
@@ -334,7 +334,9 @@ def restart_pods(s: Session) -> pods.RestartResult | None:
                            timeout=deadline.cap(s, s.params.limits.timeouts.pods_ready),
                            timeout_scope="run", progress=s.progress)
     s.figure("pods_restarted", len(res.deleted))
-    text = pods.follow_up_text(res.skipped, after="the install")
+    # Longhorn's manager pods are the storage plan's (runbook.storage), not a person's
+    text = pods.follow_up_text([sk for sk in res.skipped if not storage.is_manager_pod(sk.raw)],
+                               after="the install")
     if text:
         checks.flag(s, "pods-skipped", text)
     return res

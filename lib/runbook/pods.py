@@ -106,10 +106,12 @@ POLICIES: dict[str, OwnerPolicy] = {
             "pods are listed for a person to restart through their operator"),
 }
 
-#: Which policy each phase uses. Switching the install to ``workloads-only`` (never delete
-#: a custom resource's pod) is a change of this table.
+#: Which policy each phase uses: the install and the rollback share one, never deleting a
+#: custom resource's pod (its operator may not recreate it, or not want it gone under
+#: attached volumes). Longhorn's own manager pods are the storage plan's business
+#: (:mod:`runbook.storage`: recreated only while no volume is attached).
 PHASE_POLICY: dict[str, str] = {
-    "install": "any-owner",
+    "install": "workloads-only",
     "rollback": "workloads-only",
 }
 

@@ -72,7 +72,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;width:100%;margin:1rem 0} th,td{border:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5} .passed{color:#116611;font-weight:600} .failed{color:#b00020;font-weight:600}
-.stopped{color:#b45309;font-weight:600} .overridden{color:#7c3aed;font-weight:600}
+.stopped{color:#b45309;font-weight:600} .overridden{color:#7c3aed;font-weight:600} .skipped{color:#666}
 .not-run,.incomplete{color:#888} .verdict{font-size:1.3rem;padding:.6rem 1rem;border-radius:6px;display:inline-block}
 .ok{background:#e6f4ea;color:#116611} .bad{background:#fde7e9;color:#b00020} .halt{background:#fff7e6;color:#92400e}
 .fail-box{border-left:4px solid #b00020;background:#fff5f5;padding:.6rem 1rem;white-space:pre-wrap;font-family:monospace}
@@ -217,6 +217,8 @@ def _failure(d: IndexData) -> list[str]:
 def _gate(g: dict[str, Any]) -> str:
     if g.get("overridden"):
         return f"<li class='overridden'>⚠ {_e(g.get('name'))} (OVERRIDDEN)</li>"
+    if g.get("skipped"):
+        return f"<li class='skipped'>– {_e(g.get('name'))} (SKIPPED: dry run)</li>"
     ok = g.get("passed")
     return f"<li class='{'passed' if ok else 'failed'}'>{'✔' if ok else '✘'} {_e(g.get('name'))}</li>"
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import argocd, etcd_quorum, lock, outage, pods, velero
+from . import argocd, etcd_quorum, lock, outage, pods, storage, velero
 from .checks import flag
 from .cluster import node_ready, pod_ready
 from . import datapath
@@ -311,7 +311,9 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     pods.restart(s.cluster, p, action=RESTART_ACTION, batch_size=s.params.limits.pod_restart_batch,
                  execute=True, journal=s.journal, timeout=s.params.limits.timeouts.pods_ready,
                  timeout_scope="batch", progress=s.progress)
-    text = pods.follow_up_text(p.skipped, after="the rollback (they are not on flannel yet)")
+    # Longhorn's manager pods are the storage plan's (runbook.storage), not a person's
+    text = pods.follow_up_text([sk for sk in p.skipped if not storage.is_manager_pod(sk.raw)],
+                               after="the rollback (they are not on flannel yet)")
     if text:
         flag(s, "pods-skipped", text)
     return pd.DataFrame(rows, columns=["pod", "node", "action"])

@@ -134,6 +134,7 @@ class Session:
                 colour on the page and the index, never as a plain pass.
         """
         if only_when_executing and not self.execute:
+            checks.skip_gate(message, gates=self.gates, lost=self.evidence_lost, **kw)
             return GateView(None, skipped=message)
         return GateView(checks.gate(condition, message, gates=self.gates, lost=self.evidence_lost,
                                     overridden=overridden, **kw))

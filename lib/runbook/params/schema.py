@@ -210,6 +210,11 @@ class Timeouts(_Model):
     cleanup: float = Field(180, gt=0, description="Cilium's cleanup on one node during the "
                                                   "rollback: its pod started, the cleanup run, "
                                                   "the pod gone.")
+    storage_healthy: float = Field(900, gt=0, description="Longhorn: every volume detached after "
+                                                          "the scale-down, the volume users Ready "
+                                                          "again after the scale-up, and every "
+                                                          "volume healthy in 04-verify (replicas "
+                                                          "rebuilt).")
 
 
 class Limits(_Model):

@@ -21,6 +21,9 @@ asks for a fresh decision with :meth:`Kubelet.reevaluate`. Until then
 - node Unknown (kubelet not posting): nothing changes (the node lifecycle controller
   marks the pods not ready).
 
+Storage models append to :attr:`Kubelet.volume_gates`: a pod without a sandbox waits
+(the fate a gate returns, ContainerCreating) until its volumes are attached and mounted.
+
 A fate with ``waiting_reason="CrashLoopBackOff"`` keeps the container restarting with
 the kubelet's back-off (10 s doubling to 300 s), so RESTARTS climbs until the policy
 says otherwise.
@@ -41,7 +44,7 @@ modelled.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..fixtures.images import ImageCatalog
 from .base import Cache, Controller, ObjKey
@@ -148,6 +151,9 @@ class Kubelet(Controller):
         self.logs = ContainerLogs()
         self.runs = PodRuns(catalog, reach)
         self.termination = Termination(self)
+        # The volume manager: storage models hold a pod before its sandbox until its
+        # volumes are attached and mounted (a gate returns the fate to show meanwhile).
+        self.volume_gates: list[Callable[[dict, dict | None], PodFate | None]] = []
         self._pending: dict[ObjKey, tuple[tuple, float]] = {}
         self._crash: dict[ObjKey, float] = {}     # next crash-loop restart (cluster time)
         self._node_images: dict[str, set[str]] = {}   # images already on each node
@@ -258,6 +264,8 @@ class Kubelet(Controller):
             return
         node = self.cache.get(("", "nodes"), "", spec["nodeName"])
         fate = self.policy.decide(pod, node) if node is not None else None
+        if fate is not None and fate.phase == "Running" and not has_sandbox(pod):
+            fate = next((f for f in (g(pod, node) for g in self.volume_gates) if f is not None), fate)
         if fate is None:
             self._pending.pop(key, None)
             self._crash.pop(key, None)

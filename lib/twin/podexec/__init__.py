@@ -17,6 +17,9 @@ The runtime's rules, as containerd's runc applies them:
   Cilium agent container) with the same :func:`not_found`.
 - There is no shell: ``sh -c`` runs one simple command line and refuses pipes,
   redirections and variables (:mod:`.shell`).
+- An image has only the programs its base ships (:mod:`.image_tools`): nothing in a
+  distroless or scratch image (CoreDNS, Hubble Relay, the Cilium operator), busybox's
+  applets in busybox (``nslookup`` and ``wget``, no ``curl``).
 
 Example:
     >>> rc, out, err = run(None, {"metadata": {"name": "web-0"}, "spec": {}}, "main",
@@ -29,6 +32,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
+from . import image_tools
+
 Handler = Callable[[Any, dict, str, list, bytes], "tuple[int, bytes, bytes]"]
 
 #: the modules whose COMMANDS are collected (package-relative or absolute names)
@@ -40,6 +45,13 @@ def not_found(name: str) -> tuple[int, bytes, bytes]:
     return 127, b"", (f"OCI runtime exec failed: exec failed: unable to start container "
                       f'process: exec: "{name}": executable file not found in $PATH: '
                       "unknown\r\n").encode()
+
+
+def _image(pod: dict, container: str) -> str:
+    for c in (pod.get("spec") or {}).get("containers") or ():
+        if c.get("name") == container:
+            return str(c.get("image") or "")
+    return ""
 
 
 def _collect() -> dict[str, Handler]:
@@ -58,7 +70,7 @@ def run(rt: Any, pod: dict, container: str, argv: list[str], stdin: bytes = b"")
         return 126, b"", b"OCI runtime exec failed: exec failed: unable to start container process: exec: no command\r\n"
     name = argv[0].rsplit("/", 1)[-1]
     handler = COMMANDS.get(name)
-    if handler is None:
+    if handler is None or image_tools.missing(_image(pod, container), name):
         return not_found(argv[0])
     return handler(rt, pod, container, list(argv), stdin)
 

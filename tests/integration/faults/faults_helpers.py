@@ -26,7 +26,7 @@ from runbook.cluster import Cluster
 
 # Short waits: a failing phase must fail within the test's budget (the twin runs at 20x).
 FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 60,
-                 "pods_ready": 60, "velero": 60, "ssh_command": 30}
+                 "pods_ready": 60, "velero": 60, "ssh_command": 30, "storage_healthy": 90}
 
 
 def fast_params(twin: Any, name: str = "params-faults.yaml", **overrides: Any) -> Path:

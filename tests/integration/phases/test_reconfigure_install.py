@@ -50,7 +50,7 @@ FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
                  "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
 # Short waits: a failing phase must fail within the test's budget (the twin runs at 20x).
 FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 60,
-                 "pods_ready": 60, "velero": 60, "ssh_command": 30}
+                 "pods_ready": 60, "velero": 60, "ssh_command": 30, "storage_healthy": 90}
 
 
 # ----------------------------------------------------------------------------- helpers

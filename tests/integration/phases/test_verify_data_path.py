@@ -3,10 +3,9 @@
 Every agent is Ready and every node Ready: only traffic across nodes can tell that pods
 on one node do not reach pods on another. The full migration runs with papermill against
 a fresh twin started with the fault ``firewall`` (fast-heron drops UDP 8473). Readiness
-sees nothing; 04-verify fails, through its ingress probe: the ingress-nginx controller
-proxies to a backend on fast-heron over the tunnel, and gets no answer (502). (Which
-hosts fail depends on where the backends run: a probe per node pair is the runbook's
-next issue, #12.)
+sees nothing; 04-verify fails: `cilium-health status` in the agents names each node pair
+that cannot reach the other's pod network (issue #12), and the ingress probe gets no
+answer from a backend on fast-heron (502).
 """
 from __future__ import annotations
 
@@ -51,4 +50,10 @@ def test_verify_fails_when_vxlan_is_blocked_between_nodes(blocked_twin, tmp_path
     assert statuses(res) == {"verify": "failed"}, "verify passed with VXLAN dropped by fast-heron"
     text = notebook_text(res.run_dir / "04-verify.ipynb")
     assert "FAILED: every ingress host answers over HTTPS" in text and "status 502" in text
-    assert "PASSED: every pod Running or Succeeded" in text or "pods-running PASSED" in text
+    # the node pairs, from cilium-health in the agents
+    assert "FAILED: every node and every node's pod network reachable from every node" in text
+    assert "set-hog -> fast-heron: endpoint" in text and "fast-skunk -> fast-heron: endpoint" in text
+    # Longhorn's engines reach their replicas on fast-heron over the same tunnel: the volumes
+    # with a replica there stay degraded, and the storage check names them
+    assert "FAILED: every Longhorn volume healthy within limits.timeouts.storage_healthy" in text
+    assert "robustness degraded" in text

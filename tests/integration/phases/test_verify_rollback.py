@@ -39,7 +39,7 @@ FLANNEL_FILES = ("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
                  "var/lib/rancher/k3s/agent/etc/flannel/net-conf.json")
 #: short waits, so a phase that cannot succeed fails inside the test's timeout
 FAST_TIMEOUTS = {"helm": 45, "agents_ready": 45, "pods_ready": 90, "node_ready": 90, "velero": 60,
-                 "api_ready": 60}
+                 "api_ready": 60, "storage_healthy": 90}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -218,7 +218,13 @@ def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
     assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
     assert_flannel_back(twin, before)
     rb = steps(journal(res), "rollback")
-    assert rb[0] == "helm-uninstall" and "delete-cilium-ifaces" in rb and "restart-pods" in rb
+    # Longhorn's volume users go down first (Argo CD paused again: verify re-enabled it), then Cilium
+    first = [x for x in rb if not x.startswith("argocd-")]
+    assert first[0].startswith("storage-"), rb[:5]
+    assert [x for x in rb if not x.startswith(("argocd-", "storage-"))][0] == "helm-uninstall"
+    assert max(i for i, x in enumerate(rb) if x == "storage-scale-down") < rb.index("helm-uninstall")
+    assert "delete-cilium-ifaces" in rb and "restart-pods" in rb
+    assert rb.index("storage-recycle-manager") > rb.index("restart-pods") and "storage-scale-up" in rb
     # the cluster after the rollback verifies on the flannel side
     res = run(twin, "verify", tmp_path, execute=True, run_id="full")
     assert statuses(res) == {"verify": "passed"}, res.phases[0].error

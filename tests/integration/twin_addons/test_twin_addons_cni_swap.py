@@ -78,11 +78,17 @@ def _flannel_off(at: Any) -> None:
         at.twin.call(nodes[n].k3s_restart)
 
 
+def _delete(at: Any, ns: str, selector: str) -> set[str]:
+    """Delete the pods; returns their uids (operators recreate some under the same name)."""
+    pods = at.cluster.list("pods", ns, label_selector=selector)
+    for p in pods:
+        at.cluster.delete("pods", p["metadata"]["name"], ns)
+    return {p["metadata"]["uid"] for p in pods}
+
+
 def _restart(at: Any, ns: str, selector: str) -> None:
-    old = {p["metadata"]["name"] for p in at.cluster.list("pods", ns, label_selector=selector)}
-    for name in old:
-        at.cluster.delete("pods", name, ns)
-    at.until(lambda: (ps := at.ready_pods(ns, selector)) and all(p["metadata"]["name"] not in old for p in ps),
+    old = _delete(at, ns, selector)
+    at.until(lambda: (ps := at.ready_pods(ns, selector)) and all(p["metadata"]["uid"] not in old for p in ps),
              timeout=20, what=f"{ns} {selector} restarted")
 
 
@@ -118,8 +124,26 @@ def test_unrestarted_pods_break_ingress_metallb_and_velero(swap_twin, helm_bin, 
     _restart(at, "ingress-nginx", "app.kubernetes.io/component=controller")
     r = at.until(lambda: (a := at.https(PODINFO)).status == 502 and a, what="502")
     assert "podinfo" in r.headers["x-twin-reason"]
-    # Restart the backend: 200, served by a pod cilium manages.
-    _restart(at, "podinfo", "app.kubernetes.io/name=podinfo")
+    # Restart the backend. Its data volume is ReadWriteMany: the new pods mount it over NFS
+    # from Longhorn's share-manager pod, which is unmanaged too, so they wait in
+    # ContainerCreating. Longhorn's instance managers (engines and replicas) are unmanaged
+    # as well: they are restarted first, then the share managers (longhorn-manager
+    # recreates both).
+    old = _delete(at, "podinfo", "app.kubernetes.io/name=podinfo")
+
+    def waiting_for_nfs() -> list[dict]:
+        ps = [p for p in at.cluster.list("pods", "podinfo", label_selector="app.kubernetes.io/name=podinfo")
+              if p["metadata"]["uid"] not in old]
+        msgs = [((c.get("state") or {}).get("waiting") or {}).get("message", "")
+                for p in ps for c in p["status"].get("containerStatuses") or ()]
+        return ps if ps and all("mount.nfs: Connection timed out" in m for m in msgs) and msgs else []
+    at.until(waiting_for_nfs, timeout=20, what="new podinfo pods waiting for their NFS share")
+    assert not at.ready_pods("podinfo", "app.kubernetes.io/name=podinfo")
+    _restart(at, "longhorn-system", "longhorn.io/component=instance-manager")
+    _restart(at, "longhorn-system", "longhorn.io/component=share-manager")
+    # 200, served by a pod cilium manages.
+    at.until(lambda: (ps := at.ready_pods("podinfo", "app.kubernetes.io/name=podinfo"))
+             and all(p["metadata"]["uid"] not in old for p in ps), timeout=20, what="podinfo back")
     r = at.until(lambda: (a := at.https(PODINFO)).status == 200 and a, what="200")
     pod_ns, pod_name = r.headers["x-twin-backend-pod"].split("/")
     pod = at.cluster.get("pods", pod_name, pod_ns)

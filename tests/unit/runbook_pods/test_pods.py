@@ -47,16 +47,15 @@ def test_every_policy_restarts_workloads_and_never_a_pod_without_owner() -> None
 
 
 def test_phase_policy_table_names_real_policies() -> None:
-    # today's behaviour, kept: the install trusts any owner, the rollback only built-in
-    # controllers. Switching the install is one line of PHASE_POLICY.
-    assert pods.policy_for("install").custom == "restart"
-    assert pods.policy_for("rollback").custom == "skip"
+    # issue 12: the install and the rollback share one policy that never deletes a custom
+    # resource's pod
+    assert pods.policy_for("install") == pods.policy_for("rollback")
+    assert pods.policy_for("install").custom == "skip"
     assert set(pods.PHASE_POLICY.values()) <= set(pods.POLICIES)
 
 
-def test_switching_the_install_policy_keeps_custom_resource_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_install_policy_keeps_custom_resource_pods() -> None:
     items, _ = _load("owners")
-    monkeypatch.setitem(pods.PHASE_POLICY, "install", "workloads-only")
     p = pods.plan_restart(items, policy=pods.policy_for("install"))
     assert "longhorn-system/instance-manager-e-1a2b" not in [pods.pod_key(x) for x in p.restart]
     assert ("longhorn-system/instance-manager-e-1a2b", "InstanceManager/instance-manager-e-1a2b") in [
@@ -119,5 +118,5 @@ def test_dry_run_restart_deletes_nothing_and_journals_nothing(tmp_path: Path) ->
     j = Journal.open(tmp_path / "r", params_hash="h" * 16, cluster_uid="u", run_id="r")
     res = pods.restart(c, pods.plan_restart(items, policy=pods.policy_for("install")),
                        action="x {n}", journal=j)
-    assert res.deleted == want["policies"]["any-owner"]["restart"] and c.deleted == []
+    assert res.deleted == want["policies"]["workloads-only"]["restart"] and c.deleted == []
     assert j.entries() == [] and res.batches == 0

@@ -61,8 +61,12 @@ def test_gate_only_when_executing_is_skipped_in_a_dry_run(tmp_path):
         s.gate(False, "kernel >= 5.10")
     assert repr(s.gate(True, "API reachable")) == "GATE PASSED: API reachable"
     assert s.require_execute("the swap") is False
-    # the session keeps its own gates: the failed one and the passed one, not the skipped one
-    assert [(g.message, g.passed) for g in s.gates] == [("kernel >= 5.10", False), ("API reachable", True)]
+    # the session keeps every gate; the skipped one is marked skipped (shown SKIPPED, never PASSED)
+    assert [(g.message, g.passed, g.skipped) for g in s.gates] == [
+        ("every pod managed by Cilium", True, True), ("kernel >= 5.10", False, False),
+        ("API reachable", True, False)]
+    from runbook.checks import gate_summary
+    assert gate_summary(s.gates)[["passed", "skipped"]].values.tolist() == [[False, True], [False, False], [True, False]]
 
 
 def test_gate_when_executing_is_enforced(tmp_path):

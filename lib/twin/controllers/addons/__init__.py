@@ -6,8 +6,12 @@
 - :mod:`.argocd`: Applications, drift and self-heal; :mod:`.argocd_diff` holds the pure
   diff and health rules; :mod:`.applicationsets`: generated Applications.
 - :mod:`.metallb`: LoadBalancer IPs from IPAddressPools (and the ``metallb_sticky`` fault).
-- :mod:`.longhorn`: operators (longhorn-manager first) recreate the pods their custom
-  resources own.
+- :mod:`.longhorn`: Longhorn (longhorn-manager) and the operators that recreate the pods
+  their custom resources own; :mod:`.longhorn_rules` (settings, stages, pure rules),
+  :mod:`.longhorn_instances` (instance and share managers, the node-to-node path),
+  :mod:`.longhorn_volumes` (the volume controller), :mod:`.longhorn_pass` (one volume's
+  state machine), :mod:`.longhorn_replicas` (rebuilds), :mod:`.longhorn_workloads`
+  (pods mounting volumes: the kubelet's wait, remount deletions).
 - :mod:`.common`: object, resource-type and pod-reachability helpers they share.
 
 Each model changes the world only through the store, like a real controller through
@@ -18,9 +22,9 @@ from __future__ import annotations
 from .applicationsets import ApplicationSetModel
 from .argocd import ArgoCDModel
 from .component import AddonControllers
-from .longhorn import OperatorPods
+from .longhorn import LonghornModel, OperatorPods
 from .metallb import MetalLBModel
 from .velero import VeleroModel
 
-__all__ = ["AddonControllers", "ApplicationSetModel", "ArgoCDModel", "MetalLBModel",
-           "OperatorPods", "VeleroModel"]
+__all__ = ["AddonControllers", "ApplicationSetModel", "ArgoCDModel", "LonghornModel",
+           "MetalLBModel", "OperatorPods", "VeleroModel"]

@@ -12,7 +12,7 @@ from ...ticker import Ticker
 from .applicationsets import ApplicationSetModel
 from .argocd import ArgoCDModel
 from .common import find_type, meta
-from .longhorn import OperatorPods
+from .longhorn import LonghornModel, OperatorPods
 from .metallb import MetalLBModel
 from .velero import VELERO, VeleroModel
 
@@ -20,7 +20,7 @@ log = logging.getLogger("twin.controllers.addons")
 
 
 class AddonControllers:
-    """Runtime component ``"addons"``: the Velero, Argo CD, MetalLB and operator models.
+    """Runtime component ``"addons"``: the Velero, Argo CD, MetalLB, Longhorn and operator models.
 
     Example:
         >>> from twin.api import Twin, _build_components       # doctest: +SKIP
@@ -37,6 +37,7 @@ class AddonControllers:
         self.appsets: ApplicationSetModel | None = None
         self.metallb: MetalLBModel | None = None
         self.operators: OperatorPods | None = None
+        self.longhorn: LonghornModel | None = None
         self._unsubscribe: Any = None
         self._ticker: Ticker | None = None
 
@@ -47,12 +48,15 @@ class AddonControllers:
         self.appsets = ApplicationSetModel(rt)
         self.metallb = MetalLBModel(rt)
         self.operators = OperatorPods(rt)
+        self.longhorn = LonghornModel(rt)
+        self.operators.wanted = self.longhorn.pod_wanted
         self.argocd.load()
         self.metallb.load()
         self._unsubscribe = rt.store.subscribe(self._on_event)
         self.argocd.start()
         self.appsets.start()
         self.metallb.start()
+        self.longhorn.start()
         # Backups/Restores created before we subscribed (e.g. in a fixture) get processed too.
         for plural in ("backups", "restores"):
             t = find_type(rt.store, VELERO, plural)
@@ -65,7 +69,8 @@ class AddonControllers:
         self._ticker.start()
 
     def _on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
-        for model in (self.velero, self.argocd, self.appsets, self.metallb, self.operators):
+        for model in (self.velero, self.argocd, self.appsets, self.metallb, self.operators,
+                      self.longhorn):
             if model is None:
                 continue
             try:
@@ -77,6 +82,8 @@ class AddonControllers:
     def _tick(self) -> None:
         if self.metallb is not None:
             self.metallb.enqueue("__controller__")
+        if self.longhorn is not None:
+            self.longhorn.tick()
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -90,6 +97,8 @@ class AddonControllers:
             await self.velero.stop()
         if self.operators is not None:
             await self.operators.stop()
+        if self.longhorn is not None:
+            await self.longhorn.stop()
 
     def idle(self) -> bool:
         return all(m is None or m.idle() for m in (self.argocd, self.appsets)) and not (self.velero and self.velero.busy())
@@ -98,4 +107,5 @@ class AddonControllers:
         pools = len(self.metallb.ipam.pools) if self.metallb else 0
         apps = len(self.argocd.desired) if self.argocd else 0
         return (f"velero, argocd ({apps} applications), metallb ({pools} pool(s), "
-                f"controller {'Ready' if self.metallb and self.metallb.controller_ready() else 'not Ready'})")
+                f"controller {'Ready' if self.metallb and self.metallb.controller_ready() else 'not Ready'}), "
+                f"{self.longhorn.describe() if self.longhorn else 'longhorn: not started'}")

@@ -1,0 +1,253 @@
+"""One Longhorn volume through its stages, pass after pass, with the world faked: which
+instance managers run and which node-to-node paths work (no store, no clock, no network).
+
+Each test drives :class:`VolumePass` the way :class:`LonghornVolumes` does (copies in,
+the copies kept as the next state) at chosen cluster times, and checks what Longhorn
+v1.7.2 would show at each step.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from twin.controllers.addons import longhorn_pass, longhorn_replicas
+from twin.controllers.addons.longhorn_pass import VolumeClock, VolumePass
+from twin.controllers.addons.longhorn_rules import SETTINGS, rebuild_seconds
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+GiB = 1024 ** 3
+
+
+class FakeIMs:
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        self.by_node = {n: f"im-{n}" for n in nodes}
+        self.up = set(nodes)
+        self.epoch = dict.fromkeys(nodes, 0)
+
+    def running(self, node: str) -> bool:
+        return node in self.up
+
+    def epoch_of(self, node: str) -> int:
+        return self.epoch.get(node, 0)
+
+    def name(self, node: str) -> str:
+        return self.by_node.get(node, "")
+
+    def ip(self, node: str) -> str:
+        return f"10.42.{sorted(self.by_node).index(node)}.9"
+
+    def stop(self, node: str) -> None:
+        self.up.discard(node)
+        self.epoch[node] += 1
+
+
+class FakeUsers:
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def pod_nodes(self, vol: str) -> list[str]:
+        return [self.node] if self.node else []
+
+    def uids(self, vol: str) -> set[str]:
+        return {"pod-uid"}
+
+    def workloads_status(self, vol: str) -> list[dict]:
+        return []
+
+
+class NoShareManagers:
+    def node(self, vol: str) -> None:
+        return None
+
+
+class World:
+    """The faked controller: instance managers, users, broken links; runs passes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, replicas: dict[str, str], engine_node: str,
+                 *, wanted: int | None = None, actual: int = GiB, settings: dict | None = None) -> None:
+        self.ims = FakeIMs(("a", "b", "c"))
+        self.users = FakeUsers(engine_node)
+        self.sms = NoShareManagers()
+        self.rt = None
+        self.rebuilding: dict[str, set[str]] = {}
+        self.broken: set[frozenset] = set()
+        self.settings = dict(SETTINGS, **(settings or {}))
+        self.c = VolumeClock(engine_epoch=0, replica_epoch=dict.fromkeys(replicas, 0))
+        self.v = {"metadata": {"name": "vol"}, "spec": {"numberOfReplicas": wanted or len(replicas),
+                                                        "accessMode": "rwo", "staleReplicaTimeout": 30},
+                  "status": {"state": "attached", "robustness": "healthy", "currentNodeID": engine_node,
+                             "actualSize": actual, "conditions": [{"type": "Scheduled", "status": "True"}]}}
+        self.e = {"metadata": {"name": "vol-e-0", "labels": {}},
+                  "spec": {"nodeID": engine_node, "replicaAddressMap": {}},
+                  "status": {"currentState": "running", "replicaModeMap": dict.fromkeys(replicas, "RW")}}
+        self.reps = {rn: {"metadata": {"name": rn, "labels": {}, "ownerReferences": []},
+                          "spec": {"volumeName": "vol", "nodeID": node, "failedAt": "",
+                                   "healthyAt": "t0", "desireState": "running"},
+                          "status": {"currentState": "running", "ip": self.ims.ip(node), "port": 10000}}
+                     for rn, node in replicas.items()}
+        self.events: list[str] = []
+        self.created: list[dict] = []
+
+        def path(rt: Any, ims: Any, src: str, dst: str) -> tuple[bool, str]:
+            if not ims.running(dst) or not ims.running(src):
+                return False, "instance manager not running"
+            return (src == dst or frozenset((src, dst)) not in self.broken), "fake"
+        monkeypatch.setattr(longhorn_pass, "instance_path", path)
+        monkeypatch.setattr(longhorn_replicas, "instance_path", path)
+
+    def engine_image_ready(self, node: str) -> bool:
+        return True
+
+    def cut(self, a: str, b: str) -> None:
+        self.broken.add(frozenset((a, b)))
+
+    def heal(self, a: str, b: str) -> None:
+        self.broken.discard(frozenset((a, b)))
+
+    def run(self, now: float) -> VolumePass:
+        p = VolumePass(self, "vol", self.c, copy.deepcopy(self.v), copy.deepcopy(self.e),
+                       copy.deepcopy(self.reps), now, self.settings)
+        p.run()
+        self.v, self.e = p.v, p.e
+        self.reps = {n: r for n, r in p.reps.items() if n not in p.deleted}
+        for r in p.created:
+            self.reps[r["metadata"]["name"]] = r
+        self.created += p.created
+        self.events += [reason for _, reason, _ in p.events]
+        return p
+
+    @property
+    def state(self) -> tuple[str, str]:
+        return self.v["status"]["state"], self.v["status"]["robustness"]
+
+    def mode(self, rn: str) -> str | None:
+        return self.e["status"].get("replicaModeMap", {}).get(rn)
+
+
+def test_a_lost_link_degrades_then_the_replica_is_rebuilt(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a", actual=2 * GiB)
+    w.cut("a", "b")
+    w.run(0.0)
+    assert w.state == ("attached", "healthy")            # not before engine-replica-timeout
+    w.run(7.9)
+    assert w.mode("rb") == "RW"
+    w.run(8.0)
+    assert w.state == ("attached", "degraded") and w.mode("rb") == "ERR"
+    assert w.reps["rb"]["spec"]["failedAt"] and w.v["status"]["lastDegradedAt"]
+    assert "Degraded" in w.events
+    w.heal("a", "b")
+    w.run(20.0)                                          # usable again: the replica restarts
+    assert w.reps["rb"]["status"]["currentState"] == "starting"
+    w.run(22.0)                                          # then rebuilds (WO)
+    assert w.mode("rb") == "WO" and "Rebuilding" in w.events
+    done = 22.0 + rebuild_seconds(2 * GiB)
+    w.run(done - 1.0)
+    assert w.state == ("attached", "degraded")
+    w.run(done)
+    assert w.state == ("attached", "healthy") and w.mode("rb") == "RW"
+    assert not w.reps["rb"]["spec"]["failedAt"] and w.reps["rb"]["spec"]["healthyAt"]
+    assert {"Rebuilt", "Healthy"} <= set(w.events)
+
+
+def test_no_reachable_replica_faults_detaches_and_is_salvaged_when_the_network_returns(monkeypatch):
+    w = World(monkeypatch, {"rb": "b", "rc": "c"}, "a")    # no replica beside the engine
+    w.cut("a", "b")
+    w.cut("a", "c")
+    w.run(0.0)
+    w.run(8.0)
+    assert w.state == ("detaching", "faulted")
+    w.run(11.0)
+    assert w.state == ("detached", "faulted") and w.v["status"]["currentNodeID"] == ""
+    w.run(30.0)
+    assert w.state == ("detached", "faulted")             # nothing usable from node a yet
+    w.heal("a", "b")
+    w.run(40.0)                                            # auto-salvage, remount, attach again
+    assert w.state == ("attaching", "unknown")
+    assert {"AutoSalvaged", "Remount"} <= set(w.events) and w.c.remount_uids == {"pod-uid"}
+    # only what node a reaches is salvaged (Longhorn would try rc too, and fail it again)
+    assert not w.reps["rb"]["spec"]["failedAt"] and w.reps["rc"]["spec"]["failedAt"]
+    w.run(45.0)
+    assert w.state == ("attached", "degraded")             # rb RW; rc still cut off
+    assert w.mode("rb") == "RW" and w.reps["rc"]["spec"]["failedAt"]
+
+
+def test_engine_death_detaches_unexpectedly_then_reattaches_with_a_remount(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    w.ims.stop("a")                                        # its instance-manager pod deleted
+    w.run(0.0)
+    assert w.state == ("detaching", "faulted") and "DetachedUnexpectedly" in w.events
+    assert w.reps["ra"]["status"]["currentState"] == "error" and w.reps["ra"]["spec"]["failedAt"]
+    w.run(3.0)
+    assert w.state == ("detached", "unknown")              # rb is usable: no salvage needed
+    assert "Remount" in w.events and w.c.remount_uids == {"pod-uid"}
+    w.run(4.0)
+    assert w.state == ("detached", "unknown") and "instance manager on a" in w.c.blocked
+    w.ims.up.add("a")                                      # longhorn-manager recreated it
+    w.run(6.0)
+    assert w.state == ("attaching", "unknown")
+    w.run(11.0)
+    assert w.state == ("attached", "degraded") and w.mode("rb") == "RW"
+
+
+def test_a_replica_gone_for_good_is_replaced_on_a_free_node_after_the_wait_interval(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    w.ims.stop("b")
+    w.run(0.0)
+    assert w.state == ("attached", "degraded") and w.mode("rb") == "ERR"
+    w.run(599.0)
+    assert not w.created
+    w.run(600.0)
+    (new,) = w.created
+    assert new["spec"]["nodeID"] == "c" and new["metadata"]["name"].startswith("vol-r-")
+    w.run(601.0)
+    w.run(603.0)
+    assert w.mode(new["metadata"]["name"]) == "WO"
+    w.run(603.0 + rebuild_seconds(GiB))
+    assert w.state == ("attached", "healthy")
+    w.run(30 * 60.0 + 1)                                    # staleReplicaTimeout: 30 minutes
+    assert "rb" not in w.reps
+
+
+def test_without_a_free_node_the_volume_stays_degraded_and_says_why(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a")
+    w.ims.stop("b")
+    w.run(0.0)
+    w.run(600.0)
+    assert not w.created and w.state == ("attached", "degraded")
+    cond = next(c for c in w.v["status"]["conditions"] if c["type"] == "Scheduled")
+    assert (cond["status"], cond["reason"]) == ("False", "ReplicaSchedulingFailure")
+
+
+def test_rebuilds_wait_for_a_slot_on_their_node(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a",
+              settings={"concurrent-replica-rebuild-per-node-limit": "1"})
+    w.cut("a", "b")
+    w.run(0.0)
+    w.run(8.0)
+    w.rebuilding["b"] = {"other-volume-r-1"}                # b's one slot is taken
+    w.heal("a", "b")
+    w.run(10.0)
+    w.run(12.0)
+    assert w.mode("rb") == "ERR" and w.reps["rb"]["status"]["currentState"] == "starting"
+    w.rebuilding["b"].clear()
+    w.run(13.0)
+    assert w.mode("rb") == "WO" and w.rebuilding["b"] == {"rb"}
+
+
+def test_a_pod_that_moves_takes_the_volume_along_after_the_detach_grace(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    w.users.node = ""                                      # the pod is gone ...
+    w.run(0.0)
+    w.users.node = "a"                                     # ... and its replacement is on a again
+    w.run(1.0)
+    assert w.state == ("attached", "healthy")              # within the grace: still attached
+    w.users.node = "b"
+    w.run(2.0)
+    w.run(5.0)
+    assert w.state == ("detaching", "healthy")
+    w.run(8.0)
+    assert w.state == ("attaching", "unknown") and w.v["status"]["currentNodeID"] == "b"
+    w.run(13.0)
+    assert w.state == ("attached", "healthy") and w.e["spec"]["nodeID"] == "b"

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
@@ -92,8 +92,10 @@ def _peer_lets_in(peer: dict, pol_ns: str, src: dict, ns_labels: dict[str, dict]
     return "podSelector" not in peer or _match(peer["podSelector"], _md(src).get("labels") or {})
 
 
-def plan_flows(pods: list[dict], policies: list[dict], namespaces: list[dict]) -> list[Flow]:
-    """An allowed and a denied flow for the first policy that has both (pure).
+def plan_flows(pods: list[dict], policies: list[dict], namespaces: list[dict],
+               usable: Callable[[dict], bool] = lambda pod: True) -> list[Flow]:
+    """An allowed and a denied flow for the first policy that has both (pure but for
+    ``usable``, which says whether a pod can be a source: :func:`has_wget` in a run).
 
     >>> plan_flows([], [], [])
     []
@@ -116,8 +118,8 @@ def plan_flows(pods: list[dict], policies: list[dict], namespaces: list[dict]) -
             lets_in = lambda src: any(  # noqa: E731
                 not r.get("from") or any(_peer_lets_in(peer, _md(q).get("namespace"), src, ns_labels)
                                          for peer in r.get("from") or ()) for q, r in rules)
-            allowed = next((p for p in others if lets_in(p)), None)
-            denied = next((p for p in others if not lets_in(p)), None)
+            allowed = next((p for p in others if lets_in(p) and usable(p)), None)
+            denied = next((p for p in others if not lets_in(p) and usable(p)), None)
             if allowed is None or denied is None:
                 continue
             name = f"{ns}/{_md(pol).get('name')}"
@@ -174,6 +176,25 @@ def _sel_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())[:3])
 
 
+def has_wget(c: Any, namespace: str, pod: str) -> bool:
+    """Whether ``wget`` runs in the pod's first container (many images ship none: distroless,
+    scratch): one exec of it against a closed local port, read-only."""
+    r = c.exec(namespace, pod, ["wget", "-q", "-O-", "-T", "1", "http://127.0.0.1:9/"], timeout=15)
+    text = f"{r.stdout}\n{r.stderr}"
+    return not any(w in text for w in ("executable file not found", "not found in $PATH", "exec failed"))
+
+
+def _usable(c: Any) -> Callable[[dict], bool]:
+    seen: dict[tuple[str, str], bool] = {}
+
+    def usable(pod: dict) -> bool:
+        key = (_md(pod).get("namespace") or "", _md(pod).get("name") or "")
+        if key not in seen:
+            seen[key] = has_wget(c, *key)
+        return seen[key]
+    return usable
+
+
 def record(s: Session) -> pd.DataFrame:
     """Preflight: pick and probe the two flows; keep them as the journal fact ``policy_flows``
     (read-only: ``wget`` in a pod). No policy with such flows: an empty table, nothing kept."""
@@ -183,7 +204,7 @@ def record(s: Session) -> pd.DataFrame:
         print("no NetworkPolicy: no flow to compare")
         return _frame([])
     pods = c.list("pods")
-    flows = plan_flows(pods, policies, c.list("namespaces"))
+    flows = plan_flows(pods, policies, c.list("namespaces"), usable=_usable(c))
     if not flows:
         print(f"{len(policies)} NetworkPolicies, but none protects a Running pod that one Running pod "
               "may reach and another may not: no flow to compare")

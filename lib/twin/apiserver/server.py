@@ -170,15 +170,38 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
         again on the same port. Returns when the server listens again."""
         if not self.listening:
             return
-        await self._unlisten()
-        log.info("API server down for %.1f cluster seconds", cluster_seconds)
+        # The outage may be cancelled at any await (a server back, quorum regained), also
+        # while the socket is being closed: the close runs to its end on its own, and the
+        # server always listens again afterwards (a cancel in the middle of the close once
+        # left the API refusing connections for good).
+        closing = asyncio.ensure_future(self._unlisten())
         try:
+            await asyncio.shield(closing)
+            log.info("API server down for %.1f cluster seconds", cluster_seconds)
             await asyncio.sleep(self.rt.clock.real(cluster_seconds))
         finally:
+            if not closing.done():
+                await asyncio.wait([closing])
             # Also when the outage is cancelled, except while the server is stopping.
-            if not self._stopping and self._runner is not None and not self.listening:
+            await self._listen_again()
+
+    async def _listen_again(self) -> None:
+        """Listen on the same port again after an outage. The port can take a moment to be
+        free again (a connection still closing): retried, and every failure logged, so an
+        outage never silently ends in an API that refuses for good."""
+        for attempt in range(50):
+            if self._stopping or self._runner is None or self.listening:
+                return
+            try:
                 await self._listen()
-                log.info("API server listening again on port %d", self.port)
+            except OSError as e:
+                log.warning("API server: listening again on port %d failed (%s), attempt %d",
+                            self.port, e, attempt + 1)
+                await asyncio.sleep(0.1)
+                continue
+            log.info("API server listening again on port %d", self.port)
+            return
+        log.error("API server: could not listen on port %d again after an outage", self.port)
 
     def trigger_fault_outage(self) -> asyncio.Task | None:
         """Start an outage of ``rt.faults.api_down_seconds`` in the background (if set)."""

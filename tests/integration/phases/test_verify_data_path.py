@@ -18,6 +18,7 @@ from test_verify_rollback import run, statuses
 pytestmark = [pytest.mark.integration]
 
 BLOCKED = [{"node": "fast-heron", "from": "*", "ports": ["udp/8473"]}]
+SHORT_STORAGE_WAIT = {"storage_healthy": 30}
 
 
 @pytest.fixture
@@ -40,13 +41,14 @@ def notebook_text(path) -> str:
 @pytest.mark.timeout(420)
 def test_verify_fails_when_vxlan_is_blocked_between_nodes(blocked_twin, tmp_path):
     twin = blocked_twin
+    # the volumes behind the dropped tunnel never heal: verify's storage wait is kept short
     res = run(twin, "preflight,reconfigure,install", tmp_path, execute=True, run_id="vx",
-              proceed_despite_deferral=True)
+              timeouts=SHORT_STORAGE_WAIT, proceed_despite_deferral=True)
     assert statuses(res) == dict.fromkeys(["preflight", "reconfigure", "install"], "passed"), \
         res.failed and res.failed.error
     cil = twin.rt.component("cilium")
     assert all(twin.call(cil.agent_ready, n) for n in twin.rt.nodes)          # readiness sees nothing
-    res = run(twin, "verify", tmp_path, execute=True, run_id="vx")
+    res = run(twin, "verify", tmp_path, execute=True, run_id="vx", timeouts=SHORT_STORAGE_WAIT)
     assert statuses(res) == {"verify": "failed"}, "verify passed with VXLAN dropped by fast-heron"
     text = notebook_text(res.run_dir / "04-verify.ipynb")
     assert "FAILED: every ingress host answers over HTTPS" in text and "status 502" in text

@@ -50,14 +50,23 @@ def test_every_ingress_host_and_the_service_from_every_node_were_probed_start_to
 
 @pytest.mark.timeout(900)
 def test_big_bang_baseline_every_target_is_down_in_the_no_cni_window_and_back_after(migrated_run) -> None:
-    """The baseline: every target fails during install's no-CNI window (and nowhere else in
-    the migration), and answers again by the end of the migration and of the rollback."""
+    """The baseline: every target fails during install's no-CNI window, and nowhere else in
+    the migration but where the storage plan keeps a volume-using backend scaled to 0 (from
+    its scale-down in 02-reconfigure to its scale-up in 04-verify); every target answers
+    again by the end of the migration and of the rollback."""
     run = migrated_run
     a = json.loads((run.run_dir / "rehearsal.json").read_text())["availability"]
-    facts = json.loads((run.run_dir / "journal.json").read_text())["facts"]
+    doc = json.loads((run.run_dir / "journal.json").read_text())
+    facts = doc["facts"]
     window = next(w for w in outage.windows(facts) if w.fact == "no_cni_window")
     opened, closed = outage.ts(window.opened_at), outage.ts(window.closed_at)
     assert opened is not None and closed is not None
+    entries = doc.get("entries") or []
+    downs = [outage.ts(e["recorded_at"]) for e in entries if e["step"] == "storage-scale-down"]
+    ups = [outage.ts(e.get("completed_at") or e["recorded_at"]) for e in entries if e["step"] == "storage-scale-up"]
+    assert downs and ups, "minicloud's Longhorn volume users are scaled down and up again"
+    phases = {p["phase"]: p for p in json.loads((run.run_dir / "phases.json").read_text())}
+    first_down, verify_end = min(downs), phases["verify"]["ended"]
     mig = a["stages"]["migration"]
     assert mig["failed"] > 0 and mig["longest_outage_s"] > 0
     by_ct = {t["name"]: t["samples"] for t in a["targets"]}
@@ -65,8 +74,11 @@ def test_big_bang_baseline_every_target_is_down_in_the_no_cni_window_and_back_af
         assert f["failed"] > 0 and not f["open_at_end"], (name, f)
         samples = availability.in_window(by_ct[name], mig["from_ct"], mig["to_ct"])
         failed_t = [s["t"] for s in samples if not s["ok"]]
-        assert opened - WALL_SLACK <= min(failed_t) and max(failed_t) <= closed + WALL_SLACK, (
+        assert min(opened, first_down) - WALL_SLACK <= min(failed_t) and max(failed_t) <= verify_end, (
             name, window, next(s.get("why") for s in samples if not s["ok"]))
+        if min(failed_t) < opened - WALL_SLACK:     # down before the window: a backend scaled to 0
+            assert any("no pod matches its selector" in (x.get("why") or "") or "no Ready" in (x.get("why") or "")
+                       for x in samples if not x["ok"] and x["t"] < opened), name
     assert not any(f["open_at_end"] for f in a["per_target"].values())
     assert a["longest_outage_s"] == max(f["longest_outage_s"] for f in a["per_target"].values())
 

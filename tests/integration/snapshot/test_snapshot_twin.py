@@ -60,11 +60,11 @@ def test_a_snapshot_is_read_only_and_rebuilds_the_same_cluster(fresh_twin, tmp_p
     assert commands and all(READ_COMMANDS.match(c) for c in commands), \
         [c for c in commands if not READ_COMMANDS.match(c)]
     assert {json.loads(ln)["node"] for ln in log.read_text().splitlines()} == {n.name for n in nodes}
-    assert any("nodes read over SSH: 3/3" in ln for ln in lines) and "3 Node, 111 Pod" in lines[-1]
+    assert any("nodes read over SSH: 3/3" in ln for ln in lines) and "3 Node, 114 Pod" in lines[-1]
     assert res.nodes_read == 3 and res.warnings == []
 
     original = _counts(fresh_twin.params_path)
-    assert original == {"nodes": 3, "pods": 111, "services": 61, "ingresses": 10, "persistentvolumeclaims": 32}
+    assert original == {"nodes": 3, "pods": 114, "services": 64, "ingresses": 10, "persistentvolumeclaims": 32}
     assert {k: res.counts[kind] for k, kind in zip(KINDS, ("Node", "Pod", "Service", "Ingress",
                                                            "PersistentVolumeClaim"))} == original
     for archive in (res.path, MINICLOUD_SNAPSHOT):

@@ -1,6 +1,8 @@
 """HTTP-level semantics of the twin's API server, checked with ``requests``."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -266,6 +268,25 @@ def test_outage_refuses_connections_then_listens_again(api, http):
     time.sleep(1.5)
     assert _connect(port) == "open"
     api.rt.faults.api_down_seconds = 0
+
+
+def test_an_outage_cancelled_while_the_socket_closes_still_listens_again(api, http):
+    """A server back (or quorum regained) cancels the outage at once, possibly while the
+    socket is still closing: the API must listen again, not refuse for good."""
+    port = api.server.port
+    r = http.get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=30", stream=True)
+    assert json.loads(next(r.iter_lines()))["type"] == "ADDED"   # an open connection to close
+
+    async def cancel_mid_close() -> None:
+        task = asyncio.ensure_future(api.server.outage(400))
+        await asyncio.sleep(0)           # the outage has started closing the socket
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    api.run_async(cancel_mid_close()).result(10)
+    assert _connect(port) == "open" and api.server.listening
+    assert http.get("/api/v1/namespaces").status_code == 200
 
 
 def test_namespace_finalize_and_eviction(api, http):

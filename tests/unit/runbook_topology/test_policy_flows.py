@@ -96,3 +96,14 @@ def test_a_flow_preflight_could_not_probe_is_not_called_compared():
     got = check(s)
     assert got.ok and got.message.startswith("NetworkPolicy flows: 1 of 2 compared")
     assert s.flags and s.flags[0][0] == "policy-flows-not-compared"
+
+
+def test_a_pod_that_cannot_run_wget_is_never_a_source():
+    """CoreDNS's image has no wget (a distroless image on a real cluster): the denied flow
+    comes from the next pod the policy keeps out that can run the probe."""
+    extra = _pod("default", "tools-1", {"app": "tools"}, "10.42.2.7")
+    flows = plan_flows(PODS + [extra], POLICIES, NAMESPACES,
+                       usable=lambda p: p["metadata"]["name"] != "coredns-1")
+    assert [(f.kind, f.src_ns) for f in flows] == [("allowed", "ingress-nginx"), ("denied", "default")]
+    nothing = plan_flows(PODS, POLICIES, NAMESPACES, usable=lambda p: False)
+    assert nothing == []

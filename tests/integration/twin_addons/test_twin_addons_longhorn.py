@@ -278,7 +278,9 @@ def test_share_manager_restart_leaves_nfs_clients_running(lh_twin):
     clients = {w["podName"]: at.cluster.get("pods", w["podName"], ns)["metadata"]["uid"]
                for w in v["status"]["kubernetesStatus"]["workloadsStatus"]}
     sm_pod = at.cluster.get("pods", f"share-manager-{vol}", LH)
-    kubectl(at, "-n", LH, "delete", "pod", f"share-manager-{vol}")
+    # --wait=false: Longhorn recreates the pod under the same name at once, and kubectl's
+    # own wait for the old one can then outlast a loaded machine; the recreation is checked below
+    kubectl(at, "-n", LH, "delete", "pod", f"share-manager-{vol}", "--wait=false")
     at.until(lambda: (p := at.cluster.get("pods", f"share-manager-{vol}", LH)) and
              p["metadata"]["uid"] != sm_pod["metadata"]["uid"] and p["status"].get("phase") == "Running",
              timeout=30, what="share-manager pod recreated")

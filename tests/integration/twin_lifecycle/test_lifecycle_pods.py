@@ -78,9 +78,13 @@ def test_unknown_image_fails_to_pull_with_events(kube):
                .get("waiting", {}).get("reason") == "ImagePullBackOff", what="ImagePullBackOff")
     status = kube.kubectl("get", "pod", "typo", "-n", "img").stdout.splitlines()[1].split()[2]
     assert status in ("ImagePullBackOff", "ErrImagePull")     # it alternates, as on a node
+    # the kubelet records its events beside the status, not before it (as on a node): wait
+    # for the three, then read them once
+    wanted = {("Normal", "Pulling"), ("Warning", "Failed"), ("Normal", "BackOff")}
+    kube.until(lambda: wanted <= {(e["type"], e["reason"]) for e in kube.events("img", "typo")},
+               what="Pulling, Failed and BackOff events", timeout=60)
     events = kube.events("img", "typo")
-    reasons = {(e["type"], e["reason"]) for e in events}
-    assert {("Normal", "Pulling"), ("Warning", "Failed"), ("Normal", "BackOff")} <= reasons
+    assert wanted <= {(e["type"], e["reason"]) for e in events}
     failed = [e["message"] for e in events if e["reason"] == "Failed"]
     assert any(m.startswith('Failed to pull image "nginx:1.27-typo": ') and
                m.endswith("docker.io/library/nginx:1.27-typo: not found") for m in failed)

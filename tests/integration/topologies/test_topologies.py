@@ -61,13 +61,15 @@ def _html(run_dir: Path, phase: str) -> str:
     return " ".join(html.unescape(text).replace("/ ", "/").split())
 
 
-# The HA twin's API does not listen again after the rollback stops all three servers and
-# starts them together (every k3s unit active, the API refusing until the client's retry
-# runs out): a twin defect found when the branches met (see the issue note), not a runbook
-# one. It failed the same way three runs out of three, so the mark is strict.
-_HA_API_STAYS_DOWN = pytest.mark.xfail(strict=True, reason=(
+# The HA twin's API sometimes does not listen again after the rollback stops all three
+# servers and starts them together: every k3s unit is active, the API refuses until the
+# client's retry runs out. A twin defect found when the branches met (see the issue note),
+# not a runbook one. It failed in 3 full-suite runs and passed on its own in-process with
+# twin logging on, so it is intermittent: a strict mark would turn a lucky pass into a
+# red build. Not strict, until the defect is found.
+_HA_API_STAYS_DOWN = pytest.mark.xfail(strict=False, reason=(
     "waits for: Rehearse your own cluster: a twin built from a snapshot of it, and the topologies "
-    "real k3s clusters have (the HA twin's API stays down after all servers restart together)"))
+    "real k3s clusters have (intermittent: the HA twin's API stays down after all servers restart together)"))
 
 
 @pytest.mark.timeout(660)

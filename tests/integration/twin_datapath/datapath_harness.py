@@ -18,6 +18,7 @@ from typing import Any
 import paramiko
 
 from twin.api import Twin
+from twin.store.errors import NotFound
 from twin_network_helpers import AGENT1, AGENT2, NODES, SERVER, SPEED, Net, render_cilium
 
 __all__ = ["AGENT1", "AGENT2", "NODES", "SERVER", "SPEED", "Ops", "render_env"]
@@ -114,11 +115,15 @@ class Ops(Net):
         self.restart(SERVER, AGENT1, AGENT2)
 
     def restart_pods(self, ns: str, selector: str) -> set[str]:
-        """Delete the pods (their controller recreates them); returns their old IPs."""
+        """Delete the pods (their controller recreates them); returns their old IPs. A pod
+        gone between the list and its delete (evicted, replaced) is already what we want."""
         old = set()
         for p in self.pods(ns, selector):
             old.add(p["status"].get("podIP"))
-            self.delete("pods", ns, p["metadata"]["name"])
+            try:
+                self.delete("pods", ns, p["metadata"]["name"])
+            except NotFound:
+                pass
         return old
 
     def kube_dns(self) -> list[dict]:

@@ -27,7 +27,6 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 
 from .errors import ClusterError, WaitTimeout
-from .import_cost import import_kubernetes
 from .paging import Pager, loads
 from .safety import require_loopback_url
 
@@ -133,7 +132,6 @@ class Cluster:
         return self._api
 
     def _connect(self) -> Any:
-        import_kubernetes()
         from kubernetes import config as kconfig
         from kubernetes.client import Configuration
 
@@ -154,7 +152,6 @@ class Cluster:
         if token:
             _register_secret(token.removeprefix("Bearer ").strip())
         cfg.retries = False  # our choke point retries, with an outage record
-        import_kubernetes()
         from kubernetes.client import ApiClient
 
         return ApiClient(cfg)
@@ -183,7 +180,6 @@ class Cluster:
                     ok_missing: bool = False, retry_for: float | None = None) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
         ``ok_missing``), for callers that decode it themselves (paging)."""
-        import_kubernetes()
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 

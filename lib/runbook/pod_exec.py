@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import ClusterError
-from .import_cost import import_kubernetes
 from .evidence import redact_text
 from .results import ProcessResult
 
@@ -160,7 +159,6 @@ def exec_in_pod(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str],
             gone, 400 the container is not running, 403 RBAC), the API did not answer
             within the cluster's ``retry_for``, or the command outlived ``timeout``.
     """
-    import_kubernetes()
     from kubernetes.client import ApiClient, CoreV1Api
     from kubernetes.stream import stream
 

@@ -17,7 +17,6 @@ update dicts and enqueue keys, they never block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable
@@ -264,38 +263,29 @@ class Controller:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            with self.batch_scope():
-                for _ in range(self.batch):
-                    if not self._queue:
-                        break
-                    self._reconcile_one(self._queue.popleft())
+            for _ in range(self.batch):
+                if not self._queue:
+                    break
+                key = self._queue.popleft()
+                self._queued.discard(key)
+                self._busy = True
+                try:
+                    self.reconcile(key)
+                    self._failures.pop(key, None)
+                except Exception:
+                    # A broken reconcile must never kill the loop: log it and retry with
+                    # backoff, as client-go's rate-limited queue does.
+                    self.errors += 1
+                    n = self._failures.get(key, 0) + 1
+                    self._failures[key] = n
+                    delay = min(self.max_backoff, self.base_backoff * (2 ** (n - 1)))
+                    log.exception("%s: reconcile %r failed (attempt %d), retry in %.1fs",
+                                  self.name, key, n, delay)
+                    self.requeue_after(key, delay)
+                finally:
+                    self._busy = False
+                    self.processed += 1
             await asyncio.sleep(0)
-
-    def _reconcile_one(self, key: Key) -> None:
-        self._queued.discard(key)
-        self._busy = True
-        try:
-            self.reconcile(key)
-            self._failures.pop(key, None)
-        except Exception:
-            # A broken reconcile must never kill the loop: log it and retry with
-            # backoff, as client-go's rate-limited queue does.
-            self.errors += 1
-            n = self._failures.get(key, 0) + 1
-            self._failures[key] = n
-            delay = min(self.max_backoff, self.base_backoff * (2 ** (n - 1)))
-            log.exception("%s: reconcile %r failed (attempt %d), retry in %.1fs",
-                          self.name, key, n, delay)
-            self.requeue_after(key, delay)
-        finally:
-            self._busy = False
-            self.processed += 1
-
-    def batch_scope(self) -> contextlib.AbstractContextManager[Any]:
-        """Entered around one batch of reconciles, which run without yielding to the loop
-        (default: nothing). A controller whose reconciles cannot change what they read
-        from elsewhere may read it once per batch here (e.g. the nodes' network facts)."""
-        return contextlib.nullcontext()
 
     # -- to implement ------------------------------------------------------------------
     def reconcile(self, key: Key) -> None:  # pragma: no cover - abstract

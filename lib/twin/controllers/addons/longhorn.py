@@ -243,12 +243,6 @@ class LonghornModel:
             net = self.rt.component("network")
         except (KeyError, AttributeError):
             pass
-        if net is not None and hasattr(net, "one_instant"):
-            with net.one_instant():      # each node's facts read once for the whole signature
-                return self._signature_of(net)
-        return self._signature_of(net)
-
-    def _signature_of(self, net: Any) -> tuple:
         nodes = tuple(sorted(self.ims.by_node))
         sig: list[Any] = [(n, net.working_cni(n) if net is not None else None,
                            bool(getattr(self.rt.nodes.get(n), "up", True))) for n in nodes]

@@ -64,9 +64,6 @@ class InstanceManagers:
         self.by_node: dict[str, str] = {}
         self.state: dict[str, str] = {}
         self.epoch: dict[str, int] = {}
-        #: (src, dst) -> :func:`instance_path`'s answer while a batch of volume reconciles
-        #: runs (nothing they do changes a pod or a node); None outside one
-        self.paths: dict[tuple[str, str], tuple[bool, str]] | None = None
 
     def load(self) -> None:
         if self.t is None:
@@ -174,16 +171,6 @@ def instance_path(rt: Any, ims: InstanceManagers, src: str, dst: str) -> tuple[b
     path (a pod whose sandbox the node's CNI no longer manages has none) and
     :func:`pod_path` (the network model's ``reach``) carries the traffic.
     """
-    memo = ims.paths
-    if memo is None:
-        return _instance_path(rt, ims, src, dst)
-    key = (src, dst)
-    if key not in memo:
-        memo[key] = _instance_path(rt, ims, src, dst)
-    return memo[key]
-
-
-def _instance_path(rt: Any, ims: InstanceManagers, src: str, dst: str) -> tuple[bool, str]:
     if not ims.running(dst):
         return False, f"instance manager on {dst} is not running"
     if src == dst:

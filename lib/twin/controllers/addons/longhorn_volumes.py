@@ -35,9 +35,8 @@ only tried when the salvaged replicas are reachable (Longhorn tries, fails and l
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Any, Iterator
+from typing import Any
 
 from ...store import json_copy
 from ..base import Controller
@@ -69,24 +68,6 @@ class LonghornVolumes(Controller):
         self.engine_of: dict[str, str] = {}
         self.replicas_of: dict[str, set[str]] = {}
         self.rebuilding: dict[str, set[str]] = {}     # node -> replicas being rebuilt there
-
-    @contextlib.contextmanager
-    def batch_scope(self) -> Iterator[None]:
-        """A batch of volume reconciles changes no pod and no node: each node's network
-        facts are read once (``NetworkModel.one_instant``) and each instance-manager path
-        is decided once. On minicloud this was half of the twin's CPU in a migration."""
-        net = getattr(self.rt, "component", None)
-        try:
-            net = net("network") if net is not None else None
-        except (KeyError, AttributeError):
-            net = None
-        instant = getattr(net, "one_instant", None)
-        self.ims.paths = {}
-        try:
-            with (instant() if instant is not None else contextlib.nullcontext()):
-                yield
-        finally:
-            self.ims.paths = None
 
     # ------------------------------------------------------------------ reads
     def volume(self, name: str) -> dict | None:

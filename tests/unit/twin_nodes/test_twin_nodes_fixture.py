@@ -70,17 +70,25 @@ def test_component_with_minicloud_fixture(tmp_path):
     outages = []
 
     class FakeAPI:
-        """Records each outage as [start, end] in cluster seconds; ends when cancelled."""
+        """Records each time the nodes hold the API down as [start, end] in cluster seconds."""
 
         name = "apiserver"
 
-        async def outage(self, seconds):
-            rec = [rt.clock.cluster_now(), None]
-            outages.append(rec)
-            try:
-                await rt.clock.sleep(seconds)
-            finally:
-                rec[1] = rt.clock.cluster_now()
+        def __init__(self):
+            self.holds = set()
+
+        def hold_down(self, reason):
+            if reason not in self.holds:
+                self.holds.add(reason)
+                outages.append([rt.clock.cluster_now(), None])
+
+        def release(self, reason):
+            if reason in self.holds:
+                self.holds.discard(reason)
+                outages[-1][1] = rt.clock.cluster_now()
+
+        def held_down(self, reason=None):
+            return bool(self.holds) if reason is None else reason in self.holds
 
     rt = Runtime(state_dir=tmp_path, clock=Clock(0.001), faults=Faults(), fixture=fx)
 

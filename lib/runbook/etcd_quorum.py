@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .nodes import Node
     from .session import Session
 
-__all__ = ["several_servers", "queue_start", "wait_active"]
+__all__ = ["several_servers", "queue_start", "wait_active", "pending_reason"]
 
 
 def several_servers(group: list) -> bool:
@@ -49,6 +49,25 @@ def queue_start(s: Session, node: Node, unit: str, *, step: str, already: bool) 
     return "queued"
 
 
+def pending_reason(node: str, state: str, servers: int) -> str:
+    """Why a queued server is not active yet, and what to read if it stays so.
+
+    ``activating`` is both a member waiting for etcd's quorum and a k3s that fails and
+    is restarted by systemd (``Restart=always``): only its journal tells them apart.
+
+    >>> pending_reason("sly-fox", "activating", 3)
+    "sly-fox: k3s activating (waiting for etcd's quorum, 2 of 3 servers; or failing and restarted by systemd: read `journalctl -u k3s` there)"
+    >>> pending_reason("sly-fox", "inactive", 3)
+    'sly-fox: k3s inactive (the queued start did not run: `systemctl status k3s` there)'
+    """
+    if state == "activating":
+        return (f"{node}: k3s activating (waiting for etcd's quorum, {servers // 2 + 1} of {servers} "
+                "servers; or failing and restarted by systemd: read `journalctl -u k3s` there)")
+    if state == "failed":
+        return f"{node}: k3s failed (read `journalctl -u k3s` there, then `systemctl start k3s`)"
+    return f"{node}: k3s {state} (the queued start did not run: `systemctl status k3s` there)"
+
+
 def wait_active(s: Session, names: list[str]) -> None:
     """Wait until k3s is active on every named server (over SSH), then for the API to
     serve each node object."""
@@ -56,10 +75,10 @@ def wait_active(s: Session, names: list[str]) -> None:
     nodes = [n for n in s.nodes if n.name in wanted]
 
     def all_active() -> tuple[bool, list[str]]:
-        res = s.read_nodes(lambda n: n.is_active(unit_for(n.role)), description="k3s active",
+        res = s.read_nodes(lambda n: n.unit_state(unit_for(n.role)).state, description="k3s active",
                            nodes=nodes).raise_for_failures()
-        waiting = [o.node for o in res.outcomes if not o.value]
-        return not waiting, [f"{w}: k3s still activating (waiting for etcd's quorum)" for w in waiting]
+        waiting = {o.node: o.value for o in res.outcomes if o.value != "active"}
+        return not waiting, [pending_reason(name, state, len(nodes)) for name, state in sorted(waiting.items())]
 
     s.cluster.wait_for(all_active, timeout=s.params.limits.timeouts.node_ready,
                        what="k3s active on every server", interval=1.0, progress=s.progress)

@@ -399,8 +399,11 @@ class Node(NodeFiles):
 
     def is_active(self, unit: str) -> bool:
         """True when ``systemctl is-active unit`` says active."""
-        r = self.run("systemctl is-active %s", unit)
-        return facts.parse_systemctl_is_active(r.stdout).active
+        return self.unit_state(unit).active
+
+    def unit_state(self, unit: str) -> facts.UnitState:
+        """``systemctl is-active unit``: the word (``active``, ``activating``, ``failed``...)."""
+        return facts.parse_systemctl_is_active(self.run("systemctl is-active %s", unit).stdout)
 
     def reboot(self) -> None:
         """Ask the node to reboot; the connection drops and the next command reconnects."""

@@ -3,14 +3,15 @@
 At start it takes (or creates) the twin's CA, issues a serving certificate, makes a
 random bearer token and writes ``state_dir/kubeconfig``. Every request needs the token
 (k3s runs with ``--anonymous-auth=false``), is logged at DEBUG (method, path, status,
-duration) and ends as a response or a ``Status``. :meth:`APIServer.outage` stops
-listening for a while (connections are refused, as while k3s restarts) and then listens
-again on the same port. What each kind of request does lives in the route mixins.
+duration) and ends as a response or a ``Status``. While anything holds it down
+(:meth:`APIServer.hold_down`: an outage of N seconds, the nodes' datastore without quorum)
+it refuses connections, as while k3s restarts, and then listens again on the same port. What each kind of request does lives in the route mixins.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import secrets
@@ -73,6 +74,9 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
         self._ssl = None
         self._watches: set[asyncio.Task] = set()
         self._outage_task: asyncio.Task | None = None
+        self._outage_seq = 0
+        self._holds: set[str] = set()          # reasons the API refuses connections now
+        self._sync_task: asyncio.Task | None = None
         self.listening = False
         self._stopping = False
         self.requests = 0
@@ -116,11 +120,17 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl,
-                                 reuse_address=True, backlog=256)
-        await self._site.start()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl,
+                           reuse_address=True, backlog=256)
+        try:
+            await site.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await site.stop()   # unregister the half-started site from the runner
+            raise
+        self._site = site
         if self.port == 0:
-            server = self._site._server  # the bound socket: read back the ephemeral port
+            server = site._server  # the bound socket: read back the ephemeral port
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.listening = True
 
@@ -138,8 +148,11 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._outage_task is not None:
-            self._outage_task.cancel()
+        for task in (self._outage_task, self._sync_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._unlisten()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -165,33 +178,95 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
         os.replace(tmp, path)
 
     # -- outages ---------------------------------------------------------------------------
+    # Whether the API listens is decided by its holds: every reason to refuse connections
+    # (an outage of N seconds, a datastore without quorum) holds it down, and it listens
+    # while nothing does. One task of the server's own opens and closes the socket until
+    # it is as the holds want (:meth:`_sync_socket`); callers only add and release holds,
+    # synchronously, so no caller's cancellation can interrupt a socket half opened (it
+    # once did: a third k3s server coming up cancelled the outage a second time while the
+    # second server's end of it was listening again, and the API refused for good).
+    def hold_down(self, reason: str) -> None:
+        """Refuse connections (as while k3s restarts) until :meth:`release` of ``reason``.
+
+        Idempotent per reason; open connections and watches are cut. Holds of different
+        reasons overlap: the API listens again when the last one is released.
+
+        Example:
+            >>> api.hold_down("etcd quorum lost")   # doctest: +SKIP
+            >>> api.release("etcd quorum lost")     # doctest: +SKIP
+        """
+        if reason not in self._holds:
+            log.info("API server held down: %s", reason)
+        self._holds.add(reason)
+        self._sync()
+
+    def release(self, reason: str) -> None:
+        """End the hold ``reason`` (no-op if not held); listen again when none is left."""
+        if reason in self._holds:
+            self._holds.discard(reason)
+            log.info("API server hold released: %s%s", reason,
+                     f" (still held: {', '.join(sorted(self._holds))})" if self._holds else "")
+        self._sync()
+
+    def held_down(self, reason: str | None = None) -> bool:
+        """Whether ``reason`` (or, without one, anything) holds the API down."""
+        return bool(self._holds) if reason is None else reason in self._holds
+
+    async def settled(self) -> None:
+        """Return once the socket is as the holds want (listening or not)."""
+        while self._sync_task is not None and not self._sync_task.done():
+            await asyncio.shield(self._sync_task)
+
     async def outage(self, cluster_seconds: float) -> None:
         """Refuse connections for ``cluster_seconds`` (scaled by the clock), then listen
-        again on the same port. Returns when the server listens again."""
-        if not self.listening:
+        again on the same port (unless something else still holds the API down). Returns
+        when the outage is over and the socket settled. Cancelling it ends the outage early,
+        safely at any point and any number of times.
+
+        Example:
+            >>> await api.outage(20)   # doctest: +SKIP
+        """
+        if self._stopping or self._runner is None:
             return
-        # The outage may be cancelled at any await (a server back, quorum regained), also
-        # while the socket is being closed: the close runs to its end on its own, and the
-        # server always listens again afterwards (a cancel in the middle of the close once
-        # left the API refusing connections for good).
-        closing = asyncio.ensure_future(self._unlisten())
+        self._outage_seq += 1
+        reason = f"outage #{self._outage_seq} ({cluster_seconds:g} cluster seconds)"
+        self.hold_down(reason)
         try:
-            await asyncio.shield(closing)
-            log.info("API server down for %.1f cluster seconds", cluster_seconds)
+            await self.settled()
             await asyncio.sleep(self.rt.clock.real(cluster_seconds))
         finally:
-            if not closing.done():
-                await asyncio.wait([closing])
-            # Also when the outage is cancelled, except while the server is stopping.
-            await self._listen_again()
+            self.release(reason)
+            await self.settled()   # cancelled again here: the socket still settles on its own
 
-    async def _listen_again(self) -> None:
+    def _sync(self) -> None:
+        if self._stopping or self._runner is None:
+            return
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.ensure_future(self._sync_socket())
+
+    async def _sync_socket(self) -> None:
+        """Open or close the socket until it is as the holds want; the holds may change
+        while it runs (the loop looks again after each step). Never cancelled by callers,
+        only by :meth:`stop`."""
+        try:
+            while not self._stopping and self._runner is not None:
+                want = not self._holds
+                if want == self.listening:
+                    return
+                if not want:
+                    await self._unlisten()
+                elif not await self._listen_again():
+                    return
+        except Exception:   # noqa: BLE001 - logged: a waiter of settled() must not fail on it
+            log.exception("API server: %s the socket failed", "closing" if self._holds else "opening")
+
+    async def _listen_again(self) -> bool:
         """Listen on the same port again after an outage. The port can take a moment to be
         free again (a connection still closing): retried, and every failure logged, so an
         outage never silently ends in an API that refuses for good."""
         for attempt in range(50):
-            if self._stopping or self._runner is None or self.listening:
-                return
+            if self._stopping or self._runner is None:
+                return False
             try:
                 await self._listen()
             except OSError as e:
@@ -200,8 +275,10 @@ class APIServer(DiscoveryRoutes, ResourceRoutes, PatchRoutes, SubresourceRoutes,
                 await asyncio.sleep(0.1)
                 continue
             log.info("API server listening again on port %d", self.port)
-            return
-        log.error("API server: could not listen on port %d again after an outage", self.port)
+            return True
+        log.error("API server: could not listen on port %d again after an outage: connections "
+                  "stay refused; restart the twin (`runbook twin up`)", self.port)
+        return False
 
     def trigger_fault_outage(self) -> asyncio.Task | None:
         """Start an outage of ``rt.faults.api_down_seconds`` in the background (if set)."""

@@ -26,21 +26,21 @@ class NodesComponent:
     """Runtime component ``nodes``: builds ``rt.nodes`` from ``rt.fixture``.
 
     While a server's k3s is down (stop, restart, reboot, or failing to start) the
-    ``apiserver`` component refuses connections: its ``outage()`` runs from the stop and
-    is cancelled when k3s is up again, but lasts at least ``faults.api_down_seconds``
-    when the ``api_down_on_restart`` fault is set. With several servers (embedded etcd,
-    one member each) the API stays up while a majority of them runs (one of three
-    restarting), and goes down when quorum is lost until it is back
+    ``apiserver`` component refuses connections: the stop holds it down
+    (``hold_down(API_HOLD)``) and k3s up again releases the hold, but the outage lasts at
+    least ``faults.api_down_seconds`` when the ``api_down_on_restart`` fault is set. With
+    several servers (embedded etcd, one member each) the API stays up while a majority of
+    them runs (one of three restarting), goes down when quorum is lost, and is back once
+    a majority runs again, however close together the servers come up
     (:meth:`servers_serving`).
     """
 
     name = "nodes"
-    UNTIL_STARTED = 1e6   # cluster seconds: an outage that only the restart ends
+    API_HOLD = "k3s down on the servers"   # what holds the apiserver down (APIServer.hold_down)
 
     def __init__(self) -> None:
         self.rt: Any = None
         self.nodes: dict[str, NodeModel] = {}
-        self._outage: asyncio.Task | None = None
         self._outage_t0 = 0.0
         self._outage_min = 0.0
         self._later: set[asyncio.Task] = set()
@@ -87,27 +87,33 @@ class NodesComponent:
                  and (n.name == coming_up or (n.up and n.unit_state == "active")))
         return up, len(servers) // 2 + 1
 
-    def _api_down(self, seconds: float, node: str = "") -> None:
+    def _apiserver(self) -> Any:
         try:
-            api = self.rt.component("apiserver")
+            return self.rt.component("apiserver")
         except KeyError:
+            return None
+
+    def _api_down(self, seconds: float, node: str = "") -> None:
+        api = self._apiserver()
+        if api is None:
             return
+        faults = getattr(self.rt, "faults", None)
+        fault = bool(getattr(faults, "api_down_on_restart", False))
         up, quorum = self.servers_serving(going_down=node)
-        if up >= quorum and not getattr(getattr(self.rt, "faults", None), "api_down_on_restart", False):
+        if up >= quorum and not fault:
             log.info("server %s restarts; %d of the servers keep etcd's quorum (%d): the API stays up",
                      node, up, quorum)
             return
-        if self._outage is not None and not self._outage.done():
+        self._cancel_later()   # down again before a scheduled end: the outage goes on
+        if api.held_down(self.API_HOLD):
             return
-        faults = getattr(self.rt, "faults", None)
-        self._outage_min = (float(getattr(faults, "api_down_seconds", 0.0) or 0.0)
-                            if getattr(faults, "api_down_on_restart", False) else 0.0)
+        self._outage_min = float(getattr(faults, "api_down_seconds", 0.0) or 0.0) if fault else 0.0
         self._outage_t0 = self.rt.clock.cluster_now()
-        self._outage = asyncio.ensure_future(api.outage(self.UNTIL_STARTED))
+        api.hold_down(self.API_HOLD)
 
     def _api_up(self, node: str = "") -> None:
-        task = self._outage
-        if task is None or task.done():
+        api = self._apiserver()
+        if api is None or not api.held_down(self.API_HOLD) or self._later:
             return
         up, quorum = self.servers_serving(coming_up=node)
         if up < quorum:
@@ -115,19 +121,23 @@ class NodesComponent:
             return
         remaining = self._outage_min - (self.rt.clock.cluster_now() - self._outage_t0)
         if remaining <= 0:
-            task.cancel()   # the API server listens again when its outage is cancelled
+            api.release(self.API_HOLD)
             return
 
         async def later() -> None:
             await self.rt.clock.sleep(remaining)
-            task.cancel()
+            api.release(self.API_HOLD)
         t = asyncio.ensure_future(later())
         self._later.add(t)
         t.add_done_callback(self._later.discard)
 
-    async def stop(self) -> None:
-        for t in [*self._later, *([self._outage] if self._outage else [])]:
+    def _cancel_later(self) -> None:
+        for t in list(self._later):
             t.cancel()
+        self._later.clear()
+
+    async def stop(self) -> None:
+        self._cancel_later()
         for n in self.nodes.values():
             await n.close()
 

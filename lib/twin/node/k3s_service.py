@@ -62,6 +62,7 @@ class K3sService:
         # containerd's CNI (conf_dir, bin_dir) from the config.toml k3s wrote when it last
         # started. containerd outlives a stopped k3s (KillMode=process), not a reboot.
         self.cni_dirs: tuple[str, str] | None = None
+        self._job = 0   # the unit's current systemd job: a start continues only while it is current
 
     @property
     def start_seconds(self) -> float:
@@ -246,8 +247,14 @@ class K3sService:
         self._call_hook("on_server_started")
 
     # ------------------------------------------------------------- stopping, systemctl
+    def _new_job(self) -> int:
+        """A new systemd job on the unit: it replaces any start still under way."""
+        self._job += 1
+        return self._job
+
     def stop_now(self) -> None:
         """The k3s processes end: interfaces, chains and files stay."""
+        self._new_job()
         was = self.unit_state
         self.unit_state = "inactive"
         self.running = {}
@@ -263,14 +270,16 @@ class K3sService:
         await self.node.clock.sleep(0.5)
 
     async def start(self) -> bool:
-        """``systemctl start``: True once active; False if it keeps failing (retries run)."""
+        """``systemctl start``: True once active; False if it keeps failing (retries run)
+        or was replaced before it completed (a stop, a reboot, another start)."""
         if self.unit_state == "active":
             return True
         self.unit_state = "activating"
+        job = self._new_job()
         await self.node.clock.sleep(self.start_seconds)
         if self.unit_state == "active":
             return True
-        if not await self.wait_etcd_quorum():
+        if job != self._job or not await self.wait_etcd_quorum(job):
             return False
         err = self.start_now()
         if err:
@@ -288,18 +297,19 @@ class K3sService:
         running = sum(1 for p in servers if p.up and p.k3s.unit_state in ("activating", "active"))
         return running, len(servers) // 2 + 1
 
-    async def wait_etcd_quorum(self) -> bool:
+    async def wait_etcd_quorum(self, job: int | None = None) -> bool:
         """A server of several (embedded etcd) starts its etcd member and waits for a quorum
         of members before its API and the systemd notification: the unit stays
         ``activating`` (k3s' unit sets TimeoutStartSec=0: ``systemctl start`` waits). False
-        when the start was abandoned (stopped, node down)."""
+        when the start was abandoned (stopped, node down, replaced by the job ``job``
+        is no longer)."""
         logged = False
         while True:
+            if self.unit_state != "activating" or not self.node.up or job not in (None, self._job):
+                return False
             up, quorum = self.etcd_quorum()
             if up >= quorum:
                 return True
-            if self.unit_state != "activating" or not self.node.up:
-                return False
             if not logged:
                 self.log("info", f"Waiting for etcd quorum: {up} of the {quorum} members needed are running")
                 logged = True
@@ -311,11 +321,12 @@ class K3sService:
         return await self.start()
 
     async def retry_start(self) -> None:
-        """systemd's Restart=always: keep trying every RestartSec while the unit is activating."""
-        node = self.node
+        """systemd's Restart=always: keep trying every RestartSec while the unit is
+        activating and no other job (a stop, a new start) replaced this one."""
+        node, job = self.node, self._job
         while self.unit_state == "activating" and node.up:
             await node.clock.sleep(FAILED_START_RETRY_SECONDS)
-            if self.unit_state != "activating" or not node.up:
+            if self.unit_state != "activating" or not node.up or job != self._job:
                 return
             if not self.start_now():
                 return

@@ -178,7 +178,8 @@ class NodeModel:
 
     async def reboot(self) -> None:
         """Reboot: down for ``REBOOT_SECONDS``; interfaces, iptables, BPF state, ipsets,
-        /tmp and /run are cleared; k3s starts again from its config."""
+        /tmp and /run are cleared; k3s starts again from its config, as ``systemctl
+        start`` does (activating; a server of several waits for etcd's quorum)."""
         self.up = False
         self.emit("rebooting")
         self.k3s.notify_down(REBOOT_SECONDS + SERVER_RESTART_SECONDS)
@@ -201,9 +202,7 @@ class NodeModel:
             self.emit("interfaces-changed", added=[], removed=removed)
         self.emit("iptables-changed", family=4, tables=[])
         self.emit("rebooted", boot=self.boot_count)
-        await self.clock.sleep(self.k3s.start_seconds)
-        if self.k3s.start_now():
-            self.spawn(self.k3s.retry_start())
+        await self.k3s.start()   # the enabled unit starts at boot (a server of several waits for quorum)
 
     def _new_boot_id(self) -> None:
         """``/proc/sys/kernel/random/boot_id``: a new random id at every boot (what the

@@ -3,6 +3,7 @@ servers run, stops when quorum is lost, the agents' 127.0.0.1:6444 load balancer
 follows whichever server answers, and a server started alone waits for etcd's quorum."""
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -75,3 +76,60 @@ def test_api_keeps_quorum_with_two_of_three_servers_and_stops_without(tmp_path: 
         _sh(twin, "sly-owl", "sudo systemctl --no-block start k3s")
         _until(lambda: state("set-hog") == "active" and state("sly-owl") == "active", "both servers active")
         _until(lambda: _api_answers(p), "the API back with 2 of 3 members")
+
+
+def test_the_api_listens_again_when_all_servers_come_up_a_few_ticks_apart(tmp_path: Path) -> None:
+    """The rollback stops every server, then queues all their starts: their k3s come up
+    nearly together. The second restores etcd's quorum and ends the API's outage; the
+    third arrives while the API server is opening its socket again, a few loop ticks
+    later. Whatever the gap, the API must listen again (it once stayed refusing for good:
+    the third server's "up" interrupted the second one's reopening). The servers' k3s
+    come up through ``start_now`` (what a start does once its delay and the quorum wait
+    are over) so that the gap is exact, not left to timing."""
+    with Twin(tmp_path / "ha", snapshot=ARCHIVE) as twin:
+        p = params.load(twin.params_path)
+        servers = sorted(n for n, m in twin.rt.nodes.items() if m.role == "server")
+
+        async def come_up(gap: int) -> None:
+            for name in servers:
+                assert twin.rt.nodes[name].k3s.start_now() is None
+                for _ in range(gap):
+                    await asyncio.sleep(0)
+
+        for gap in (0, 1, 2, 3, 5, 8):
+            for s in servers:
+                _sh(twin, s, "sudo systemctl stop k3s")
+            _until(lambda: not _api_answers(p), f"the API down without quorum (gap {gap})")
+            twin.call(come_up, gap)
+            _until(lambda: _api_answers(p), f"the API back once the servers are up {gap} tick(s) apart",
+                   timeout=15.0)
+
+
+def _state(twin: Twin, node: str) -> str:
+    return twin.call(twin.rt.nodes[node].exec, "systemctl is-active k3s").stdout.decode().strip()
+
+
+def test_a_server_rebooted_without_quorum_waits_for_it_and_a_stopped_start_stays_stopped(tmp_path: Path) -> None:
+    """k3s starts at boot like any start: a server of three rebooted while the two others
+    are down stays ``activating`` (its etcd member waits for a quorum) until one of them
+    starts. And ``systemctl stop`` while a start is still under way ends it: the unit
+    stays inactive, even when the other servers have quorum by then."""
+    with Twin(tmp_path / "ha", snapshot=ARCHIVE) as twin:
+        p = params.load(twin.params_path)
+        for s in ("sly-fox", "sly-owl"):
+            _sh(twin, s, "sudo systemctl stop k3s")
+        _until(lambda: not _api_answers(p), "the API down without quorum")
+        _sh(twin, "set-hog", "sudo reboot")
+        _until(lambda: twin.call(lambda: twin.rt.nodes["set-hog"].boot_count) == 2, "set-hog rebooted")
+        _until(lambda: _state(twin, "set-hog") == "activating", "set-hog's k3s starting after boot")
+        time.sleep(1.0)   # 20 cluster seconds: well past k3s' start time
+        assert _state(twin, "set-hog") == "activating" and not _api_answers(p)
+        _sh(twin, "sly-owl", "sudo systemctl --no-block start k3s")
+        _until(lambda: _state(twin, "set-hog") == "active" and _state(twin, "sly-owl") == "active",
+               "set-hog and sly-owl active: quorum")
+        _until(lambda: _api_answers(p), "the API back with 2 of 3 members")
+        # a start stopped before it completes: the stop wins
+        _sh(twin, "sly-fox", "sudo systemctl --no-block start k3s")
+        _sh(twin, "sly-fox", "sudo systemctl stop k3s")
+        time.sleep(1.0)
+        assert _state(twin, "sly-fox") == "inactive"

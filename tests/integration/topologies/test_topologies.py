@@ -61,20 +61,8 @@ def _html(run_dir: Path, phase: str) -> str:
     return " ".join(html.unescape(text).replace("/ ", "/").split())
 
 
-# The HA twin's API sometimes does not listen again after the rollback stops all three
-# servers and starts them together: every k3s unit is active, the API refuses until the
-# client's retry runs out. A twin defect found when the branches met (see the issue note),
-# not a runbook one. It failed in 3 full-suite runs and passed on its own in-process with
-# twin logging on, so it is intermittent: a strict mark would turn a lucky pass into a
-# red build. Not strict, until the defect is found.
-_HA_API_STAYS_DOWN = pytest.mark.xfail(strict=False, reason=(
-    "waits for: Rehearse your own cluster: a twin built from a snapshot of it, and the topologies "
-    "real k3s clusters have (intermittent: the HA twin's API stays down after all servers restart together)"))
-
-
 @pytest.mark.timeout(660)
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_HA_API_STAYS_DOWN) if n == "ha-servers" else n
-                                  for n in sorted(HANDLED)])
+@pytest.mark.parametrize("name", sorted(HANDLED))
 def test_topology_rehearses_with_rollback(name: str, tmp_path: Path) -> None:
     res = _rehearse(name, tmp_path, rollback=True)
     assert res.returncode == 0 and "REHEARSAL PASSED" in res.stdout, (res.stdout[-5000:], res.stderr[-3000:])

@@ -289,6 +289,45 @@ def test_an_outage_cancelled_while_the_socket_closes_still_listens_again(api, ht
     assert http.get("/api/v1/namespaces").status_code == 200
 
 
+def test_an_outage_cancelled_again_while_the_socket_reopens_still_listens_again(api, http):
+    """Several servers coming up end a quorum outage one after the other: the second
+    cancel can arrive a few loop ticks after the first, while the socket is being opened
+    again. Whatever the gap, the API listens again (it once refused for good)."""
+    port = api.server.port
+    srv = api.server
+
+    async def cancel_twice(gap: int) -> bool:
+        task = asyncio.ensure_future(srv.outage(400))
+        while srv.listening:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        for _ in range(gap):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await srv.settled()
+        return srv.listening
+
+    for gap in range(8):
+        assert api.run_async(cancel_twice(gap)).result(10), f"not listening after cancels {gap} tick(s) apart"
+        assert _connect(port) == "open", gap
+    assert http.get("/api/v1/namespaces").status_code == 200
+
+
+def test_overlapping_outages_listen_again_when_the_last_one_ends(api, http):
+    """A timed outage that ends while another hold (the servers' datastore without quorum)
+    still holds the API down leaves it refusing; the release of the last hold reopens it."""
+    port, srv = api.server.port, api.server
+    api.call(lambda: srv.hold_down("quorum lost (test)"))
+    api.run_async(srv.outage(2)).result(10)      # 2 cluster seconds: over at once
+    assert _connect(port) == "refused" and api.call(srv.held_down)
+    api.call(lambda: srv.release("quorum lost (test)"))
+    api.run_async(srv.settled()).result(10)
+    assert _connect(port) == "open" and not api.call(srv.held_down)
+    assert http.get("/api/v1/namespaces").status_code == 200
+
+
 def test_namespace_finalize_and_eviction(api, http):
     http.post("/api/v1/namespaces", json={"metadata": {"name": "fin"}})
     ns = http.get("/api/v1/namespaces/fin").json()

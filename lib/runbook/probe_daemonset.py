@@ -279,7 +279,9 @@ def leftovers(doc_entries: Sequence[Any]) -> list[tuple[str, str]]:
     live: dict[tuple[str, str], bool] = {}
     for e in doc_entries:
         d = e if isinstance(e, dict) else e.__dict__
-        data = d.get("data") or {}
+        if d.get("step") not in (STEP_CREATE, STEP_DELETE) or not isinstance(d.get("data"), dict):
+            continue
+        data = d["data"]
         key = (str(data.get("namespace") or ""), str(data.get("name") or ""))
         if d.get("step") == STEP_CREATE and d.get("status") in ("intent", "done"):
             live[key] = True

@@ -127,6 +127,9 @@ def test_leftovers_follow_the_journal() -> None:
     assert probe_daemonset.leftovers([made, gone]) == []
     assert probe_daemonset.leftovers([made, gone, dict(made)]) == [("kube-system", "p")]   # verify re-run
     assert probe_daemonset.leftovers([crashed, failed]) == [("x", "p")]    # a failed delete left it
+    others = [{"step": "storage-scale-down", "status": "done", "data": [{"name": "x"}]},
+              {"step": "write-file", "status": "intent", "data": None}]
+    assert probe_daemonset.leftovers(others + [made] + others) == [("kube-system", "p")]
     assert probe_daemonset.leftovers([{"step": "probe-create", "status": "failed",
                                        "data": {"namespace": "x", "name": "p"}}]) == []  # never created
 

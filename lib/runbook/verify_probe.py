@@ -269,7 +269,9 @@ def cross_node_check(s: Session, probe: probe_daemonset.Probe) -> Check:
     return Check("pod-to-pod", bool(reqs) and not bad, text, bad, _frame(reqs),
                  hint="pods on the named nodes cannot reach each other: check that the tunnel port "
                       "(UDP 8473 with tunnelPort 8473; flannel's 8472 after a rollback) is open between "
-                      "those nodes (firewall, security group), then re-run 04-verify; or run 05-rollback")
+                      "those nodes (firewall, security group), then re-run 04-verify; or run 05-rollback. "
+                      "Every pair failing with one node in common: that node. Check too that no "
+                      "NetworkPolicy in verify.probe_namespace denies the probe's port")
 
 
 def removed_check(probe: probe_daemonset.Probe) -> Check:

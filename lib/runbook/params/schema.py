@@ -290,8 +290,8 @@ class Rollback(_Model):
                            "without Cilium and a second attempt reuses them.")
 
 
-#: the probe image when the params name none: the loki gateway's nginx (Alpine), which the
-#: cluster already runs, so its nodes pull nothing new (see :class:`Verify`)
+#: the probe image when the params name none: the loki gateway's nginx (Alpine), which
+#: minicloud already runs, so its nodes pull nothing new (see :class:`Verify`)
 DEFAULT_PROBE_IMAGE = "docker.io/nginxinc/nginx-unprivileged:1.27-alpine"
 
 
@@ -303,9 +303,9 @@ class Verify(_Model):
     probe_image: str = Field(DEFAULT_PROBE_IMAGE, min_length=1, description=(
         "Image of the probe pods. It must have a shell, busybox's 'wget' and 'nslookup', and "
         "serve HTTP on probe_port (its own server, or probe_command). The default, nginx-"
-        "unprivileged on Alpine, is the image the cluster's loki gateway already runs: "
-        "nothing new is pulled, it serves HTTP on 8080 as a non-root user, and Alpine's "
-        "busybox has wget and nslookup. Pick an image your nodes already have; a distroless "
+        "unprivileged on Alpine, is an image minicloud already runs (its loki gateway), so "
+        "no node pulls anything new; it serves HTTP on 8080 as a non-root user, and "
+        "Alpine's busybox has wget and nslookup. Pick an image your nodes already have; a distroless "
         "image (CoreDNS, the Cilium operator) has no tool at all."))
     probe_command: list[str] = Field(default_factory=list, description=(
         "Command of the probe container, each element one word; empty = the image's own "

@@ -266,7 +266,9 @@ def cross_node_check(s: Session, probe: probe_daemonset.Probe) -> Check:
     failed = sorted({f"{r.source} -> {r.target}" for r in reqs if not r.ok})
     text = f"a pod on every node reaches a pod on the other nodes ({len(reqs)} pairs"
     text += f"; failing pairs: {', '.join(failed)})" if failed else ")"
-    return Check("pod-to-pod", bool(reqs) and not bad, text, bad, _frame(reqs),
+    if not reqs and not bad and len(probe.pods) == 1:
+        text = "a pod on every node reaches a pod on the other nodes: a single node, no other node to reach"
+    return Check("pod-to-pod", (bool(reqs) or len(probe.pods) == 1) and not bad, text, bad, _frame(reqs),
                  hint="pods on the named nodes cannot reach each other: check that the tunnel port "
                       "(UDP 8473 with tunnelPort 8473; flannel's 8472 after a rollback) is open between "
                       "those nodes (firewall, security group), then re-run 04-verify; or run 05-rollback. "

@@ -174,3 +174,23 @@ def test_repo_params_name_the_probe() -> None:
         text = (root / name).read_text()
         assert "probe_image: docker.io/nginxinc/nginx-unprivileged:1.27-alpine" in text, name
     assert params.load(root / "twin.yaml").verify.probe_port == 8080
+
+
+def test_cross_node_check_on_a_single_node_has_nothing_to_reach_and_passes() -> None:
+    probe = probe_daemonset.Probe("kube-system", probe_daemonset.NAME, "img", 8080,
+                                  pods={"solo": _pod("p1", "solo", True)})
+    c = verify_probe.cross_node_check(_session(), probe)
+    assert c.ok and "single node" in c.message and c.table.empty
+
+
+def test_cross_node_check_with_no_probe_pod_at_all_fails() -> None:
+    probe = probe_daemonset.Probe("kube-system", probe_daemonset.NAME, "img", 8080,
+                                  missing={"a": "no probe pod scheduled", "b": "no probe pod scheduled"})
+    c = verify_probe.cross_node_check(_session(), probe)
+    assert not c.ok and c.details == ["a: no Ready probe pod (no probe pod scheduled)",
+                                      "b: no Ready probe pod (no probe pod scheduled)"]
+
+
+def _session():
+    from types import SimpleNamespace
+    return SimpleNamespace(params=from_dict(dict(BASE)))

@@ -14,6 +14,8 @@ it), and restarting the pods again.
 
 Order, and why:
 
+0. a probe DaemonSet 04-verify created and did not remove (it died in between) is
+   deleted first, from the journal (:func:`runbook.probe_daemonset.remove_leftovers`);
 1. record the agent image, then ``helm uninstall`` while the API still answers (the
    agents stop re-creating their interfaces and CNI file); the cilium.io CRDs go too
    only with ``rollback.remove_crds`` (objects saved first);
@@ -61,6 +63,7 @@ from .cluster import node_ready, pod_ready
 from . import datapath
 from .rollback_datapath import cleanup_nodes, killall_cleanup, record_image, remove_crds
 from .rollback_reboot import reboot_nodes
+from .probe_daemonset import remove_leftovers as remove_probe
 from .errors import GateFailed, NodeError, ParamsError
 from .k3sconfig import unit_for
 from .rollback_checks import (DATAPATH_HINT, DNS_HINT, datapath_after, datapath_frame,
@@ -89,7 +92,7 @@ __all__ = [
 
 __all__ += ["record_image", "remove_crds", "cleanup_nodes", "killall_cleanup", "reboot_nodes",
             "datapath_after", "datapath_frame", "datapath_problems", "DATAPATH_HINT", "dns_checks",
-            "dns_problems", "DNS_HINT"]
+            "dns_problems", "DNS_HINT", "remove_probe"]
 
 VERDICT = "ROLLED BACK: flannel restored, configs identical"
 #: the journal fact of the rollback's own outage (see :mod:`runbook.outage`)

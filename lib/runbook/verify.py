@@ -66,7 +66,8 @@ class Check:
     Attributes:
         name: short key (the gate name). ok: passed. message: the requirement in words.
         details: one line per offender. table: what a person checks (DataFrame or None).
-        hint: what to do when it fails.
+        hint: what to do when it fails. skipped: not made (a dry run does not create
+        what it needs): shown SKIPPED, never PASSED.
     """
 
     name: str
@@ -75,9 +76,15 @@ class Check:
     details: list[str] = field(default_factory=list)
     table: Any = None
     hint: str | None = None
+    skipped: bool = False
+
+    @property
+    def word(self) -> str:
+        return "SKIPPED" if self.skipped else ("PASSED" if self.ok else "FAILED")
 
     def _repr_html_(self) -> str:
-        color, word = ("#116611", "PASSED") if self.ok else ("#b00020", "FAILED")
+        color = {"PASSED": "#116611", "SKIPPED": "#8a6d00"}.get(self.word, "#b00020")
+        word = self.word
         head = f"<p style='color:{color}'><b>{word}</b>: {html.escape(self.message)}</p>"
         items = "".join(f"<li>{html.escape(d)}</li>" for d in self.details[:50])
         more = f"<li>... {len(self.details) - 50} more</li>" if len(self.details) > 50 else ""
@@ -89,7 +96,7 @@ class Check:
         return head + body
 
     def __repr__(self) -> str:
-        text = f"{'PASSED' if self.ok else 'FAILED'}: {self.message}"
+        text = f"{self.word}: {self.message}"
         for d in self.details[:20]:
             text += f"\n  - {d}"
         if isinstance(self.table, pd.DataFrame) and not self.table.empty:
@@ -115,7 +122,8 @@ class Verification:
         A result that cannot be recorded as evidence is logged and shown as
         ``EVIDENCE LOST`` in the cell (:func:`runbook.evidence.record_or_warn`)."""
         self.results = [c for c in self.results if c.name != check.name] + [check]
-        g = checks.GateResult(check.name, check.ok, check.message, list(check.details), check.hint)
+        g = checks.GateResult(check.name, check.ok, check.message, list(check.details), check.hint,
+                              skipped=check.skipped)
         s = self.session
         if s is not None:
             s.gates.append(g)
@@ -136,7 +144,7 @@ class Verification:
         return out
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"check": c.name, "result": "PASSED" if c.ok else "FAILED",
+        return pd.DataFrame([{"check": c.name, "result": c.word,
                               "requirement": c.message, "offenders": len(c.details)}
                              for c in self.results], columns=["check", "result", "requirement", "offenders"])
 

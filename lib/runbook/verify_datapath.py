@@ -1,7 +1,7 @@
 """04-verify's proof of the data path, after Cilium's "Validate the Setup" (kubeproxy-free).
 
 Readiness proves little: agents can be Ready while the tunnel port is blocked between
-nodes (docs/cilium-on-k3s.md §8). These checks use pods that already run:
+nodes (docs/cilium-on-k3s.md §8). These checks run in the agents, in pods, and on the nodes:
 
 * :func:`agent_status`: ``cilium-dbg status --verbose`` in every agent: the agent ``Ok``,
   ``KubeProxyReplacement: True``, and its "Cluster health" line all nodes reachable;
@@ -10,9 +10,10 @@ nodes (docs/cilium-on-k3s.md §8). These checks use pods that already run:
   HTTP request across the tunnel). An unreachable one fails the check **naming the node
   pair** (``set-hog -> fast-heron: endpoint 10.42.2.9 HTTP ...``): that is a blocked tunnel
   port (UDP 8473 with ``tunnelPort: 8473``) or a firewall between the two;
-* :func:`pod_dns`: from a running pod on every node, a lookup through the kube-dns
-  ClusterIP (:mod:`runbook.dns_probe`): a Service translation and a UDP request to a
-  CoreDNS pod, usually on another node;
+* from a pod on every node (:mod:`runbook.verify_probe`, the probe DaemonSet of
+  :mod:`runbook.probe_daemonset`): a lookup through the kube-dns ClusterIP, an HTTP
+  request to a Service ClusterIP, and one to the probe pod on the other nodes. In a dry
+  run (nothing created) :func:`pod_dns` makes the lookup from pods that already run;
 * :func:`nodeport`: from the first node (SSH), ``curl`` to one Service's NodePort on every
   node's address: each node must translate it (Cilium's kube-proxy replacement, or
   kube-proxy after a rollback) and forward it to a backend.
@@ -247,5 +248,9 @@ def nodeport(s: Session) -> Check:
 
 
 def run_all(s: Session, v: Any) -> list[Check]:
-    """The four checks, each added to the Verification ``v``."""
-    return [v.add(agent_status(s)), v.add(health(s)), v.add(pod_dns(s)), v.add(nodeport(s))]
+    """The agents' own checks, the requests from a pod on every node (the probe
+    DaemonSet, :mod:`runbook.verify_probe`) and the NodePorts, each added to the
+    Verification ``v``."""
+    from . import verify_probe
+
+    return [v.add(agent_status(s)), v.add(health(s)), *verify_probe.run(s, v), v.add(nodeport(s))]

@@ -29,7 +29,7 @@ from .yaml_io import YAMLError, kubeconfig_servers, strict_yaml, yaml_problem
 __all__ = [
     "Params", "Target", "SSH", "NodeParams", "Paths", "Cilium", "Velero", "ArgoCD",
     "IngressCheck", "LoadBalancerIP", "RegressionCheck", "Checks", "Timeouts", "Limits",
-    "Decision", "K3s", "Rollback", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
+    "Decision", "K3s", "Rollback", "Verify", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
 ]
 
 
@@ -215,6 +215,10 @@ class Timeouts(_Model):
                                                           "again after the scale-up, and every "
                                                           "volume healthy in 04-verify (replicas "
                                                           "rebuilt).")
+    probe_ready: float = Field(180, gt=0, description="04-verify's probe DaemonSet: a Ready "
+                                                      "probe pod on every node (the image "
+                                                      "pulled where it is missing), and gone "
+                                                      "again after the checks.")
 
 
 class Limits(_Model):
@@ -286,6 +290,59 @@ class Rollback(_Model):
                            "without Cilium and a second attempt reuses them.")
 
 
+#: the probe image when the params name none: the loki gateway's nginx (Alpine), which
+#: minicloud already runs, so its nodes pull nothing new (see :class:`Verify`)
+DEFAULT_PROBE_IMAGE = "docker.io/nginxinc/nginx-unprivileged:1.27-alpine"
+
+
+class Verify(_Model):
+    """04-verify's probe DaemonSet: one small pod on every node, from which the data path is
+    requested (DNS through the kube-dns ClusterIP, a Service ClusterIP over TCP, the probe
+    pod on every other node). Created with execute only, journaled, always removed."""
+
+    probe_image: str = Field(DEFAULT_PROBE_IMAGE, min_length=1, description=(
+        "Image of the probe pods. It must have a shell, busybox's 'wget' and 'nslookup', and "
+        "serve HTTP on probe_port (its own server, or probe_command). The default, nginx-"
+        "unprivileged on Alpine, is an image minicloud already runs (its loki gateway), so "
+        "no node pulls anything new; it serves HTTP on 8080 as a non-root user, and "
+        "Alpine's busybox has wget and nslookup. Pick an image your nodes already have; a distroless "
+        "image (CoreDNS, the Cilium operator) has no tool at all."))
+    probe_command: list[str] = Field(default_factory=list, description=(
+        "Command of the probe container, each element one word; empty = the image's own "
+        "server. For a busybox image: [httpd, -f, -p, '8080'] (busybox's httpd)."))
+    probe_port: int = Field(8080, ge=1, le=65535, description=(
+        "TCP port the probe container serves HTTP on (a port above 1024: the pod runs "
+        "without privileges)."))
+    probe_namespace: str = Field("kube-system", min_length=1, description=(
+        "Namespace of the probe DaemonSet (it must exist; kube-system by default, where the "
+        "cluster's own system pods run)."))
+    probe_service: str = Field("kube-system/kube-dns:9153", description=(
+        "The Service ClusterIP each probe pod requests over HTTP, as namespace/name:port. "
+        "Default: kube-dns's metrics port, which every k3s cluster has, answered over TCP by "
+        "CoreDNS (the DNS lookup itself goes over UDP). Any HTTP answer counts, an error "
+        "status too: it proves the translation and the delivery."))
+    probe_targets_per_node: int = Field(20, ge=1, description=(
+        "How many other nodes' probe pods each probe pod requests (the next ones in name "
+        "order, wrapping around). With fewer nodes than this + 1, every pair is tried."))
+
+    @field_validator("probe_service")
+    @classmethod
+    def _service_ref(cls, v: str) -> str:
+        ns, _, rest = v.partition("/")
+        name, _, port = rest.partition(":")
+        if not ns or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"probe_service {v!r} is not namespace/name:port "
+                             "(e.g. kube-system/kube-dns:9153)")
+        return v
+
+    @property
+    def service(self) -> tuple[str, str, int]:
+        """``(namespace, name, port)`` of :attr:`probe_service`."""
+        ns, _, rest = self.probe_service.partition("/")
+        name, _, port = rest.partition(":")
+        return ns, name, int(port)
+
+
 class Twin(_Model):
     """Extra facts of a twin target (written by `runbook twin up`)."""
 
@@ -321,6 +378,7 @@ class Params(_Model):
     k3s: K3s = Field(default_factory=K3s, description="k3s server options to set.")
     rollback: Rollback = Field(default_factory=Rollback, description="How the rollback "
                                                                      "removes Cilium.")
+    verify: Verify = Field(default_factory=Verify, description="04-verify's probe DaemonSet.")
     twin: Twin | None = Field(None, description="Only for kind twin.")
     strategy: Literal["big-bang", "node-by-node"] = Field("big-bang", description=(
         "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "

@@ -6,8 +6,8 @@ Facts, by the base each image is built from (its Dockerfile upstream):
 - **scratch or distroless** (no shell, no network tool): CoreDNS (``FROM`` a distroless
   static image), Cilium's operator and Hubble Relay (distroless static), metrics-server
   and kube-state-metrics (distroless static), the pause image (a static binary);
-- **busybox**: busybox's applets ``nslookup``, ``wget``, ``sh``, ``cat``, ``echo``, ``hostname``,
-  ``env``; no ``curl``, ``dig`` or ``getent``.
+- **busybox**: busybox's applets ``nslookup``, ``wget``, ``httpd``, ``sh``, ``cat``, ``echo``,
+  ``hostname``, ``env``; no ``curl``, ``dig`` or ``getent``.
 
 Any other image is assumed to have the tools the twin knows (the images of the fixture are
 mostly Debian- or Alpine-based applications); a snapshot's unknown images too.
@@ -30,7 +30,8 @@ DISTROLESS = ("coredns/coredns", "rancher/mirrored-coredns-coredns", "cilium/ope
               "rancher/mirrored-metrics-server", "kube-state-metrics/kube-state-metrics", "pause",
               "rancher/mirrored-pause")
 BUSYBOX = ("library/busybox", "busybox")
-BUSYBOX_APPLETS = frozenset({"nslookup", "wget", "sh", "cat", "echo", "hostname", "env", "true", "false"})
+BUSYBOX_APPLETS = frozenset({"nslookup", "wget", "httpd", "sh", "cat", "echo", "hostname", "env", "true",
+                             "false"})
 _REGISTRIES = ("docker.io/", "quay.io/", "registry.k8s.io/", "ghcr.io/", "gcr.io/", "index.docker.io/")
 
 

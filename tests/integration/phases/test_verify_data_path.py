@@ -4,8 +4,9 @@ Every agent is Ready and every node Ready: only traffic across nodes can tell th
 on one node do not reach pods on another. The full migration runs with papermill against
 a fresh twin started with the fault ``firewall`` (fast-heron drops UDP 8473). Readiness
 sees nothing; 04-verify fails: `cilium-health status` in the agents names each node pair
-that cannot reach the other's pod network (issue #12), and the ingress probe gets no
-answer from a backend on fast-heron (502).
+that cannot reach the other's pod network (issue #12), so does the probe DaemonSet's
+pod-to-pod check (created, journaled and removed all the same), and the ingress probe
+gets no answer from a backend on fast-heron (502).
 """
 from __future__ import annotations
 
@@ -55,6 +56,20 @@ def test_verify_fails_when_vxlan_is_blocked_between_nodes(blocked_twin, tmp_path
     # the node pairs, from cilium-health in the agents
     assert "FAILED: every node and every node's pod network reachable from every node" in text
     assert "set-hog -> fast-heron: endpoint" in text and "fast-skunk -> fast-heron: endpoint" in text
+    # the same pairs from the probe DaemonSet's pods: HTTP to the probe pod on the other node
+    # times out through fast-heron's firewall, both ways; set-hog <-> fast-skunk still answers
+    from runbook import evidence
+    rec = evidence.read_records(res.run_dir / "04-verify.ipynb")
+    cross = rec["gate/pod-to-pod"]
+    assert cross["passed"] is False
+    for pair in ("fast-heron -> set-hog", "fast-heron -> fast-skunk", "set-hog -> fast-heron",
+                 "fast-skunk -> fast-heron"):
+        assert pair in cross["message"], cross["message"]
+    assert "set-hog -> fast-skunk" not in cross["message"]
+    assert rec["gate/probe-ready"]["passed"] is True and rec["gate/probe-removed"]["passed"] is True
+    doc = json.loads((res.run_dir / "journal.json").read_text())
+    assert [(e["step"], e["status"]) for e in doc["entries"] if e["step"].startswith("probe-")] == \
+        [("probe-create", "done"), ("probe-delete", "done")]
     # Longhorn's engines reach their replicas on fast-heron over the same tunnel: the volumes
     # with a replica there stay degraded, and the storage check names them
     assert "FAILED: every Longhorn volume healthy within limits.timeouts.storage_healthy" in text

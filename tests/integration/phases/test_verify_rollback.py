@@ -207,6 +207,11 @@ def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
     doc = journal(res)
     assert doc["phases"]["verify"]["status"] == "passed"
     assert "argocd-resume" in steps(doc, "verify") or not doc["facts"].get("argocd_previous_policies")
+    # verify's probe DaemonSet: journaled before it was created, removed afterwards
+    probe = [(e["step"], e["status"]) for e in doc["entries"] if e["step"].startswith("probe-")]
+    assert probe == [("probe-create", "done"), ("probe-delete", "done")]
+    c = Cluster.from_params(params_mod.load(twin.params_path))
+    assert c.get("daemonsets", "phase22-verify-probe", "kube-system") is None
 
     # a dry run of 05 after the migration shows the plan and changes nothing
     files, objects = node_files(twin), api_state(twin)

@@ -7,9 +7,7 @@ What is proven here, over real sockets (API, SSH) with the real notebooks:
 * the rollback after a reconfigure (k3s configs rewritten, k3s restarted, flannel
   leftovers cleaned) restores each ``config.yaml`` byte-for-byte, puts the flannel files
   back and brings ``flannel.1`` back, and a second run of the rollback changes nothing;
-* the full migration (01-04 executed) passes verify; a dry-run rollback after it changes
-  nothing; the rollback then restores the configs byte-for-byte and brings flannel back,
-  and 04-verify after the rollback passes on the flannel side;
+* (the full migration and its rollback: ``test_migrate_then_rollback``, one shared run);
 * the rollback after a failed install (scenario 4: agents never Ready) brings flannel
   back with nothing lost;
 * MetalLB not reassigning an IP (scenario 5) is remediated by verify.
@@ -194,45 +192,6 @@ def test_rollback_leaves_an_unreached_agent_alone(make_twin, tmp_path):
     res = run(twin, "verify", tmp_path, execute=True, run_id="ssh-down")
     assert statuses(res) == {"verify": "passed"}, res.phases[0].error
     assert all("flannel.1" in interfaces(twin, n) for n in NODES)
-
-
-@pytest.mark.timeout(300)
-def test_full_migration_verifies_then_rolls_back(fresh_twin, tmp_path):
-    twin = fresh_twin
-    before = configs(twin)
-    res = run(twin, "preflight,reconfigure,install,verify", tmp_path, execute=True, run_id="full",
-              proceed_despite_deferral=True)
-    assert statuses(res) == dict.fromkeys(["preflight", "reconfigure", "install", "verify"], "passed"), \
-        res.failed and res.failed.error
-    doc = journal(res)
-    assert doc["phases"]["verify"]["status"] == "passed"
-    assert "argocd-resume" in steps(doc, "verify") or not doc["facts"].get("argocd_previous_policies")
-    # verify's probe DaemonSet: journaled before it was created, removed afterwards
-    probe = [(e["step"], e["status"]) for e in doc["entries"] if e["step"].startswith("probe-")]
-    assert probe == [("probe-create", "done"), ("probe-delete", "done")]
-    c = Cluster.from_params(params_mod.load(twin.params_path))
-    assert c.get("daemonsets", "phase22-verify-probe", "kube-system") is None
-
-    # a dry run of 05 after the migration shows the plan and changes nothing
-    files, objects = node_files(twin), api_state(twin)
-    res = run(twin, "rollback", tmp_path, execute=False, run_id="full")
-    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
-    assert node_files(twin) == files and api_state(twin) == objects
-
-    res = run(twin, "rollback", tmp_path, execute=True, run_id="full")
-    assert statuses(res) == {"rollback": "passed"}, res.phases[0].error
-    assert_flannel_back(twin, before)
-    rb = steps(journal(res), "rollback")
-    # Longhorn's volume users go down first (Argo CD paused again: verify re-enabled it), then Cilium
-    first = [x for x in rb if not x.startswith("argocd-")]
-    assert first[0].startswith("storage-"), rb[:5]
-    assert [x for x in rb if not x.startswith(("argocd-", "storage-"))][0] == "helm-uninstall"
-    assert max(i for i, x in enumerate(rb) if x == "storage-scale-down") < rb.index("helm-uninstall")
-    assert "delete-cilium-ifaces" in rb and "restart-pods" in rb
-    assert rb.index("storage-recycle-manager") > rb.index("restart-pods") and "storage-scale-up" in rb
-    # the cluster after the rollback verifies on the flannel side
-    res = run(twin, "verify", tmp_path, execute=True, run_id="full")
-    assert statuses(res) == {"verify": "passed"}, res.phases[0].error
 
 
 @pytest.mark.timeout(300)

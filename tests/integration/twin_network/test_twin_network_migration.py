@@ -262,3 +262,39 @@ def test_cni_uninstall_true_removes_ciliums_config_when_the_agents_go(env, helm_
     env.until(lambda: not env.pods("kube-system", "k8s-app=cilium"), timeout=30, what="agents gone")
     env.until(lambda: all(ls(env, n, K3S_CONF_DIR) == ["10-flannel.conflist.cilium_bak"] for n in NODES),
               what="the preStop hook removed Cilium's conflist; flannel's backup stays")
+
+
+def unlabel(env: Net, node: str) -> None:
+    t = env.rtype("nodes")
+
+    def put(n: dict) -> None:
+        (n["metadata"].get("labels") or {}).pop(LABEL, None)
+    env.call(env.rt.store.mutate, t, None, node, put)
+
+
+def test_rolling_a_node_back_needs_the_agent_restarted_before_the_files(env, migration_docs):
+    """cni-exclusive makes the running agent watch k3s's CNI folder: files put back under
+    it are undone at once (daemon/cmd/cni/config.go). The node returns to flannel only
+    when its agent was re-created without the CiliumNodeConfig first."""
+    env.apply(migration_docs)
+    env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
+    env.create(node_config())
+    migrate(env, AGENT1)
+    conf, bak = f"{K3S_CONF_DIR}/05-cilium.conflist", f"{K3S_CONF_DIR}/10-flannel.conflist.cilium_bak"
+    # Wrong order: the files first, while the agent with the overrides still runs.
+    env.sh(AGENT1, f"sudo rm -f {conf}")
+    env.sh(AGENT1, f"sudo mv {bak} {K3S_CONF_DIR}/10-flannel.conflist")
+    env.until(lambda: ls(env, AGENT1, K3S_CONF_DIR) == ["05-cilium.conflist", "10-flannel.conflist.cilium_bak"],
+              what="the agent wrote its conflist again and renamed flannel's again")
+    assert env.cni(AGENT1) == "cilium"
+    # Right order: label off, agent re-created (no overrides: it writes nothing), then the files.
+    unlabel(env, AGENT1)
+    recreate_agent(env, AGENT1)
+    env.sh(AGENT1, f"sudo rm -f {conf}")
+    env.sh(AGENT1, f"sudo mv {bak} {K3S_CONF_DIR}/10-flannel.conflist")
+    t0 = env.now()
+    env.until(lambda: env.now() > t0 + 5, what="5 cluster seconds")
+    assert ls(env, AGENT1, K3S_CONF_DIR) == ["10-flannel.conflist"]
+    env.until(lambda: env.cni(AGENT1) == "flannel", what="containerd on AGENT1 back on flannel")
+    (p,) = pinned(env, "after-rollback", AGENT1)
+    assert sandbox(p) == "flannel" and in_pool(p, "10.42.0.0/16")

@@ -315,6 +315,16 @@ class Agents:
                     remote += self.node_pod_cidrs(other, cfg)
         pod = self._agent_pod(nm.name)
         conf = node_config.cni_conf_host_path(pod, cfg.write_cni_conf) if pod is not None else None
+        key = self._agents.get(nm.name)
+        snap = self._start_cfg.get(key) if key else None
+        if conf and snap is not None:
+            # The agent's CNI controller writes once it is Ready; only with cni-exclusive
+            # does it watch the folder and write (and rename) again on every change there
+            # (daemon/cmd/cni/config.go, watchForDirectoryChanges).
+            if snap.get("cni_written") == conf and not cfg.cni_exclusive:
+                conf = None
+            else:
+                snap["cni_written"] = conf
         bin_dir = node_config.cni_bin_dir(pod) if pod is not None else node_config.DEFAULT_BIN_DIR
         datapath.install(nm, cfg, router_ip=router, local=list(local or []), remote=sorted(remote),
                          cni_conf=conf, bin_dir=bin_dir)

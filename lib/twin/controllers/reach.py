@@ -22,10 +22,9 @@ would, in this order:
    routes); to a pod on another node over the overlay of the destination's sandbox
    (flannel VXLAN on UDP 8472 via ``flannel.1`` for the cluster CIDR, Cilium's tunnel on
    its ``tunnel-port`` via ``cilium_host`` for its pool), which must run on the source
-   node too, while the reply takes the overlay of the source's sandbox back (a flannel
-   pod and a Cilium pod need both overlays on both nodes: the migration's two overlays
-   side by side). A node's firewall dropping a leg's UDP port (fault ``firewall``)
-   breaks that leg. A Cilium pod's traffic to or from a flannel pod passes the host's
+   node too: the migration's two overlays side by side. Between the two networks
+   flannel's masquerading brings the reply back on the same overlay, so a node's
+   firewall dropping that overlay's UDP port either way (fault ``firewall``) breaks it. A Cilium pod's traffic to or from a flannel pod passes the host's
    routing table only with legacy host routing (``bpf.hostLegacyRouting``, the
    migration guide's requirement; the agent falls back to it without kube-proxy
    replacement and BPF masquerading). Service traffic from a pod outside k3s's cluster
@@ -377,32 +376,27 @@ class Reachability:
                          backend=pod, addr=f"{ip}:{port}", hops=hops)
         # The source node routes the destination's pod CIDR into the overlay of the
         # destination's sandbox (flannel.1 for 10.42.0.0/16, cilium_host for Cilium's
-        # pool); the reply takes the overlay of the source's address the same way.
-        back = src_net or dst_net
-        fwd_ok = dst_net in self.net.overlays(node)
-        if not fwd_ok:
+        # pool). Between the two networks flannel's FLANNEL-POSTRTG masquerades the
+        # source to the egress device's address (a flannel pod towards Cilium's pool, a
+        # Cilium pod towards a remote flannel subnet), so the reply comes back on the
+        # same overlay: each direction of a connection crosses the destination's tunnel.
+        if dst_net not in self.net.overlays(node):
             if not self.net.overlays(node) and self.net.working_cni(node) is None:
                 return Trace(False, f"{label}: no pod network on {node} (no working CNI) to reach {ip}",
                              "unreachable", hops=hops)
             return Trace(False, f"{label}: {node} carries pods over {self._over(node)}, {dnode}'s pod "
                                 f"{pod_name(pod)} is on {dst_net}: no route from {node} into {dst_net}'s "
                                 "network, no overlay joins them", "timeout", hops=hops)
-        if back not in self.net.overlays(dnode):
-            return Trace(False, f"{label}: {dnode} carries pods over {self._over(dnode)}: the reply to "
-                                f"{node}'s {back} address has no route back, no overlay joins them",
-                         "timeout", hops=hops)
-        legs = [(dst_net, node, dnode), (back, dnode, node)]
-        for net_name, a, b in legs:
-            tport = self.tunnel_port(net_name, self.net.node_model(a))
-            if tport is not None and firewall_blocks(self.rt.faults, a, b, "udp", tport):
-                return Trace(False, f"{label}: {net_name}'s VXLAN (UDP {tport}) from {a} to {b} is dropped "
-                                    f"by {b}'s firewall: pod {pod_name(pod)} on {dnode} is unreachable",
-                             "timeout", hops=hops)
         tport = self.tunnel_port(dst_net, self.net.node_model(node))
+        if tport is not None:
+            for a, b in ((node, dnode), (dnode, node)):
+                if firewall_blocks(self.rt.faults, a, b, "udp", tport):
+                    return Trace(False, f"{label}: {dst_net}'s VXLAN (UDP {tport}) from {a} to {b} is dropped "
+                                        f"by {b}'s firewall: pod {pod_name(pod)} on {dnode} is unreachable",
+                                 "timeout", hops=hops)
         over = f" over {dst_net} VXLAN UDP {tport}" if tport else f" over {dst_net}"
-        if back != dst_net:
-            bport = self.tunnel_port(back, self.net.node_model(dnode))
-            over += f", the reply over {back}" + (f" VXLAN UDP {bport}" if bport else "")
+        if src_net and src_net != dst_net:
+            over += f" (from {src_net}, masqueraded to {node}'s {dst_net} address by flannel's rules)"
         return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on {dnode}{over}",
                      backend=pod, addr=f"{ip}:{port}", hops=hops)
 

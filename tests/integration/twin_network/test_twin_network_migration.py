@@ -43,13 +43,16 @@ def node_config(version: str = "v2alpha1") -> dict:
                                   "cni-exclusive": "true"}}}
 
 
-@pytest.fixture(scope="module")
-def migration_docs(helm_bin, tmp_path_factory):
+@pytest.fixture(scope="module", params=["stand-in", "official"])
+def migration_docs(request, helm_bin, tmp_path_factory):
+    """The chart's objects with the migration values: the stand-in chart, and the official
+    archive when the suite has it (docs/charts.md)."""
+    chart = request.getfixturevalue("cilium_chart") if request.param == "official" else None
     home = tmp_path_factory.mktemp("helm-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "HELM_"))}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_CACHE_HOME=str(home / "k"),
                XDG_DATA_HOME=str(home / "d"))
-    return render_cilium(helm_bin, env, **MIGRATION)
+    return render_cilium(helm_bin, env, chart, **MIGRATION)
 
 
 @pytest.fixture
@@ -186,7 +189,8 @@ def test_both_overlays_side_by_side(env, migration_docs):
 
     # UDP 8473 dropped between AGENT1 and AGENT2: Cilium's tunnel between them breaks,
     # flannel's does not; a flannel pod on AGENT1 reaches a Cilium pod on AGENT2 through
-    # Cilium's tunnel (the route of the pool is on cilium_host), so that breaks too.
+    # Cilium's tunnel (the route of the pool is on cilium_host), so that breaks too, while
+    # a Cilium pod reaching a flannel pod goes over flannel's (masqueraded both ways).
     env.call(env.rt.faults.set, "firewall", [{"node": AGENT2, "from": [AGENT1], "ports": ["udp/8473"]}])
     ok, why = reach(env, cil_a1, cil_a2)
     assert not ok and "UDP 8473" in why
@@ -194,6 +198,7 @@ def test_both_overlays_side_by_side(env, migration_docs):
     assert not ok and "UDP 8473" in why
     assert reach(env, cil_a1, fl_srv)[0] and reach(env, old_a1, fl_srv)[0]
     assert reach(env, cil_a2, cil_a1)[0] is False      # the reply crosses the same firewall
+    assert reach(env, cil_a2, old_a1)[0]               # to a flannel pod: flannel's tunnel
     # UDP 8472 dropped instead: flannel's overlay between SERVER and AGENT1 breaks.
     env.call(env.rt.faults.set, "firewall", [{"node": SERVER, "from": [AGENT1], "ports": ["udp/8472"]}])
     ok, why = reach(env, old_a1, fl_srv)

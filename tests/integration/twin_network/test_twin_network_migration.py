@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from twin.api import Twin
+from twin.podexec import cilium_dbg
 from twin_network_helpers import (AGENT1, AGENT2, NODES, SERVER, SPEED, Net, deployment,
                                   model_components, pod_ready, render_cilium, sandbox)
 
@@ -152,6 +153,11 @@ def test_node_config_applies_only_on_labelled_nodes_after_the_agent_restarts(env
     recreate_agent(env, AGENT2)
     assert ls(env, AGENT2, K3S_CONF_DIR) == ["10-flannel.conflist"] and env.cni(AGENT2) == "flannel"
     assert env.call(env.cil.agent_overrides, AGENT2) == {}
+    # `cilium-dbg status` in each agent says what its CNI config manager does.
+    for node, line in ((AGENT1, "successfully wrote CNI configuration file to /host/etc/cni/net.d/05-cilium.conflist"),
+                       (AGENT2, "CNI configuration management disabled")):
+        rc, text = env.call(cilium_dbg.status_text, env.rt, agent_pod(env, node), False)
+        assert rc == 0 and line in text, text
     # Deleting the CiliumNodeConfig changes nothing on AGENT1 until its agent restarts;
     # cni.uninstall=false: the next agent (no overrides, customConf) leaves the file.
     env.delete("ciliumnodeconfigs", "kube-system", "cilium-default", "cilium.io")

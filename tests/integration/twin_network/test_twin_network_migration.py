@@ -309,3 +309,26 @@ def test_rolling_a_node_back_needs_the_agent_restarted_before_the_files(env, mig
     env.until(lambda: env.cni(AGENT1) == "flannel", what="containerd on AGENT1 back on flannel")
     (p,) = pinned(env, "after-rollback", AGENT1)
     assert sandbox(p) == "flannel" and in_pool(p, "10.42.0.0/16")
+
+
+def test_bpf_host_routing_keeps_flannel_and_cilium_pods_apart(env, migration_docs):
+    """The guide's bpf.hostLegacyRouting=true is what lets the two overlays meet in the
+    host's routing table; with BPF host routing (KPR and BPF masquerading on, legacy
+    routing off) a Cilium pod and a flannel pod no longer reach each other."""
+    env.apply(migration_docs)
+    env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
+    env.create(node_config())
+    migrate(env, AGENT1)
+    (cil,) = pinned(env, "cil", AGENT1)
+    (fl,) = pinned(env, "fl", AGENT2)
+    (fl_same,) = pinned(env, "fl-same", SERVER)
+    assert reach(env, cil, fl)[0] and reach(env, fl, cil)[0]
+    t = env.rtype("configmaps")
+
+    def bpf_host_routing(cm: dict) -> None:
+        cm["data"].update({"enable-host-legacy-routing": "false", "kube-proxy-replacement": "true",
+                           "enable-bpf-masquerade": "true"})
+    env.call(env.rt.store.mutate, t, "kube-system", "cilium-config", bpf_host_routing)
+    for src, dst in ((cil, fl), (fl, cil), (fl_same, cil)):
+        ok, why = reach(env, src, dst)
+        assert not ok and "BPF host routing" in why, why

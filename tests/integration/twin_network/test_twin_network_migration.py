@@ -143,7 +143,18 @@ def test_node_config_applies_only_on_labelled_nodes_after_the_agent_restarts(env
     assert ls(env, AGENT1, K3S_CONF_DIR) == ["10-flannel.conflist"]
     assert env.call(env.cil.agent_overrides, AGENT1) == {}
 
+    seen: list[list[str]] = []     # k3s's CNI folder at the moment the new agent turns Ready
+
+    def watch(etype, rtype, obj, old):
+        if rtype.key == ("", "pods") and obj["spec"].get("nodeName") == AGENT1 and \
+                obj["metadata"].get("labels", {}).get("k8s-app") == "cilium" and pod_ready(obj) and \
+                old is not None and not pod_ready(old):
+            nm = env.node(AGENT1)
+            seen.append(sorted(nm.listdir(K3S_CONF_DIR)))
+    env.call(env.rt.store.subscribe, watch)
     recreate_agent(env, AGENT1)
+    # The agent is Ready only once its CNI config is written (cilium PR #32168).
+    assert seen and seen[-1] == ["05-cilium.conflist", "10-flannel.conflist.cilium_bak"], seen
     over = env.call(env.cil.agent_overrides, AGENT1)
     assert over["write-cni-conf-when-ready"] == "/host/etc/cni/net.d/05-cilium.conflist"
     env.until(lambda: ls(env, AGENT1, K3S_CONF_DIR) == ["05-cilium.conflist", "10-flannel.conflist.cilium_bak"],

@@ -313,21 +313,11 @@ class Agents:
             for other in self.cache.all(("", "nodes")):
                 if other["metadata"]["name"] != nm.name:
                     remote += self.node_pod_cidrs(other, cfg)
+        self._write_cni_conf(nm, cfg)
         pod = self._agent_pod(nm.name)
-        conf = node_config.cni_conf_host_path(pod, cfg.write_cni_conf) if pod is not None else None
-        key = self._agents.get(nm.name)
-        snap = self._start_cfg.get(key) if key else None
-        if conf and snap is not None:
-            # The agent's CNI controller writes once it is Ready; only with cni-exclusive
-            # does it watch the folder and write (and rename) again on every change there
-            # (daemon/cmd/cni/config.go, watchForDirectoryChanges).
-            if snap.get("cni_written") == conf and not cfg.cni_exclusive:
-                conf = None
-            else:
-                snap["cni_written"] = conf
         bin_dir = node_config.cni_bin_dir(pod) if pod is not None else node_config.DEFAULT_BIN_DIR
         datapath.install(nm, cfg, router_ip=router, local=list(local or []), remote=sorted(remote),
-                         cni_conf=conf, bin_dir=bin_dir)
+                         cni_conf=None, bin_dir=bin_dir)
         for table, chains in CILIUM_CHAINS.items():
             for chain, parent in chains:
                 rules = [f'-A {parent} -m comment --comment "cilium-feeder: {chain}" -j {chain}']
@@ -335,6 +325,22 @@ class Agents:
                     rules.append('-A CILIUM_FORWARD -o cilium_host -m comment --comment '
                                  '"cilium: any->cluster on cilium_host forward accept" -j ACCEPT')
                 nm.add_chain(table, chain, rules)
+
+    def _write_cni_conf(self, nm: Any, cfg: CiliumConfig | None = None) -> None:
+        """The CNI config manager of the node's Ready agent (:func:`.datapath.write_cni_conf`):
+        it writes once; only with cni-exclusive does it watch the folder and write (and
+        rename) again on every change there (daemon/cmd/cni/config.go)."""
+        key = self._agents.get(nm.name)
+        pod = self._agent_pod(nm.name)
+        snap = self._start_cfg.get(key) if key else None
+        if pod is None or snap is None:
+            return
+        cfg = cfg or self.pod_config(key)
+        conf = node_config.cni_conf_host_path(pod, cfg.write_cni_conf)
+        if not conf or (snap.get("cni_written") == conf and not cfg.cni_exclusive):
+            return
+        snap["cni_written"] = conf
+        datapath.write_cni_conf(nm, conf, exclusive=cfg.cni_exclusive)
 
     def _publish_cilium_node(self, node: dict, nm: Any, cfg: CiliumConfig) -> None:
         t = self._type("cilium.io", "ciliumnodes")

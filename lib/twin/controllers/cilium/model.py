@@ -225,6 +225,10 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
             if app == "cilium" and now and not was:
                 nm = self.rt.nodes.get(node)
                 self._ready_boot[(md.get("namespace") or "", md["name"])] = nm.boot_count if nm else 0
+                if nm is not None and self._agents.get(node) == (md.get("namespace") or "", md["name"]):
+                    # The agent reports Ready only once its CNI config is written (cilium
+                    # PR #32168): nobody may see the Ready pod without the file.
+                    self._write_cni_conf(nm)
             newly_bound = old is not None and not (old.get("spec") or {}).get("nodeName")
             if was != now or etype == "DELETED" or newly_bound:
                 if app == "cilium" and node:

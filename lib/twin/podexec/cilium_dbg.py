@@ -85,7 +85,7 @@ def status_text(rt: Any, pod: dict, verbose: bool) -> tuple[int, str]:
     if model is None:
         return 1, "Error: Unable to reach agent at unix:///var/run/cilium/cilium.sock\n"
     st = model.agent_status(node_name)
-    cfg = model.config()
+    cfg = model.agent_config(node_name)   # cilium-config with the node's CiliumNodeConfig keys
     node = next((n for n in _store_objects(rt, "", "nodes") if n["metadata"]["name"] == node_name), None)
     ip = _node_ip(node)
     ver = _version(pod)
@@ -119,8 +119,10 @@ def status_text(rt: Any, pod: dict, verbose: bool) -> tuple[int, str]:
         ("KubeProxyReplacement", kpr),
         ("Host firewall", "Disabled"),
         ("SRv6", "Disabled"),
-        ("CNI Chaining", "none"),
-        ("CNI Config file", "successfully wrote CNI configuration file to /host/etc/cni/net.d/05-cilium.conflist"),
+        ("CNI Chaining", cfg.cni_chaining_mode),
+        # daemon/cmd/cni/config.go: the status of the CNI config manager.
+        ("CNI Config file", f"successfully wrote CNI configuration file to {cfg.write_cni_conf}"
+                            if cfg.write_cni_conf else "CNI configuration management disabled"),
         ("Cilium", cilium_line),
         ("NodeMonitor", "Listening for events on 2 CPUs with 64x4096 of shared memory"),
         ("Cilium health daemon", "Ok   " if st.ready else "Failure   not started"),

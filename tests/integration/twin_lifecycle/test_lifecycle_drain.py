@@ -92,3 +92,53 @@ def test_eviction_api_answers_429_with_the_budget_as_cause(kube):
     assert p.returncode != 0
     assert "Cannot evict pod as it would violate the pod's disruption budget." in p.stderr
     assert kube.get("pod", pod, "-n", "shop")["metadata"].get("deletionTimestamp") is None
+
+
+def test_operator_drain_of_a_cordoned_node_with_daemonsets(kubectl_bin, helm_bin, tmp_path_factory):
+    """As an operator runs it before moving a node (docs/node-by-node.md step 2): cordon,
+    a drain that refuses DaemonSet pods and emptyDir data until told, then the drain
+    with --ignore-daemonsets: everything else is evicted and comes back elsewhere, the
+    DaemonSet pods stay on the node."""
+    k = start_twin(tmp_path_factory, kubectl_bin, helm_bin)
+    node = "fast-heron"
+    try:
+        def on_node() -> list[dict]:
+            return [p for p in k.get("pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+
+        def ds_owned(p: dict) -> bool:
+            return any(o.get("kind") == "DaemonSet" for o in p["metadata"].get("ownerReferences") or ())
+
+        before = on_node()
+        daemons = {p["metadata"]["name"] for p in before if ds_owned(p)}
+        others = [p for p in before if not ds_owned(p)]
+        assert daemons and others
+        assert "cordoned" in k.kubectl("cordon", node).stdout
+        assert k.get("node", node)["spec"].get("unschedulable") is True
+        refused = k.kubectl("drain", node, "--timeout=20s", check=False, timeout=60)
+        assert refused.returncode != 0
+        assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)" in refused.stderr
+        assert not any(p["metadata"].get("deletionTimestamp") for p in
+                       k.get("pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"])
+
+        out = k.kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s",
+                        timeout=200)
+        assert f"node/{node} already cordoned" in out.stdout and f"node/{node} drained" in out.stdout
+        assert "Warning: ignoring DaemonSet-managed Pods" in out.stderr
+        left = k.until(lambda: (lambda ps: ps if all(ds_owned(p) for p in ps) else None)(on_node()),
+                       what="only DaemonSet pods left on the node")
+        assert {p["metadata"]["name"] for p in left} == daemons
+        # The replacements of ReplicaSet and StatefulSet pods run on other nodes (an
+        # operator-owned pod such as Longhorn's instance manager waits for the uncordon).
+        for p in others:
+            ns, owner = p["metadata"]["namespace"], (p["metadata"].get("ownerReferences") or [{}])[0]
+            if owner.get("kind") not in ("ReplicaSet", "StatefulSet"):
+                continue
+            k.until(lambda ns=ns, owner=owner: any(
+                q["spec"].get("nodeName") not in (None, node) and
+                (q["metadata"].get("ownerReferences") or [{}])[0].get("name") == owner["name"]
+                for q in k.get("pods", "-n", ns)["items"]), timeout=60,
+                what=f"a replacement of {ns}/{p['metadata']['name']} on another node")
+        assert "uncordoned" in k.kubectl("uncordon", node).stdout
+    finally:
+        k.twin.stop()

@@ -34,9 +34,10 @@ def model_components(kernels: dict[str, str] | None = None) -> Callable[[Any], l
     return build
 
 
-def render_cilium(helm: str, env: dict[str, str], **sets: Any) -> list[dict]:
-    """The objects the stand-in chart renders with the Phase 22 values and ``sets``."""
-    args = [helm, "template", "cilium", str(STANDIN_CHART), "-n", "kube-system",
+def render_cilium(helm: str, env: dict[str, str], chart: Path | None = None, **sets: Any) -> list[dict]:
+    """The objects the stand-in chart (or ``chart``, e.g. the official archive) renders
+    with the Phase 22 values and ``sets``."""
+    args = [helm, "template", "cilium", str(chart or STANDIN_CHART), "-n", "kube-system",
             "-f", str(PHASE22_VALUES)]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]

@@ -14,10 +14,11 @@ happens to those pods and what a Ready agent does to its node. One module per pa
 - :mod:`.config`: what the agent reads (``cilium-config``, the API address) and its rules.
 - :mod:`.crds`: the cilium.io CRDs the operator registers.
 
-Not modelled: CiliumIdentity objects (identities are computed, not published),
-CiliumNodeConfig overrides, ``cni-exclusive`` renaming other conflists in
-``/etc/cni/net.d`` (flannel's lives under ``/var/lib/rancher``, so nothing to rename),
-policy enforcement.
+- :mod:`.node_config`: CiliumNodeConfig overrides resolved when an agent pod starts,
+  and where the agent's container paths land on the host (``cni.confPath``/``binPath``).
+
+Not modelled: CiliumIdentity objects (identities are computed, not published), CNI
+chaining modes other than ``none``, ``read-cni-conf``.
 
 Example (inside the twin's loop)::
 

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib.machinery
 import json
 import re
 from pathlib import Path
@@ -35,11 +35,12 @@ class SchemaUnavailable(RuntimeError):
 
 
 def _schema_dir() -> Path:
-    # Only the package's folder is needed, so it is found, not imported: importing it
-    # imports jsonschema, whose optional IRI checker compiles a grammar (over a second of
-    # CPU in every process that starts a twin).
+    # Only the package's folder is needed, so it is found on sys.path, not imported:
+    # importing it imports jsonschema, whose optional IRI checker compiles a grammar
+    # (over a second of CPU). PathFinder ignores sys.modules, where runbook.lean_imports
+    # hides the package for a moment while another thread imports kubernetes.
     try:
-        spec = importlib.util.find_spec("kubernetes_validate")
+        spec = importlib.machinery.PathFinder.find_spec("kubernetes_validate")
     except (ImportError, ValueError):
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []

@@ -17,13 +17,18 @@ Printed: both times, the per-node serial cost, parallel ÷ serial, where one nod
 serial time goes (the commands vs parsing its iptables dump), and the CPU seconds the
 runbook's process and the twin's spent during the parallel read: every node of the
 twin shares this machine's cores with the runbook, so once a node's facts cost only CPU
-(no waiting left), parallel ÷ serial is bounded by that CPU, not by the pool.
+(no waiting left), parallel ÷ serial is bounded by that CPU, not by the pool. The CPU
+per node (runbook and twin, measured in the serial pass) and the bound it sets on this
+machine, (runbook + twin CPU) ÷ (cores × serial time), are printed beside the ratio:
+on real nodes the twin's share runs on each node's own CPU, and only the runbook's
+stays on the machine that runs it.
 Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import os
 import sys
 import tempfile
 import time
@@ -62,12 +67,16 @@ def main() -> None:
             connect = time.perf_counter() - t0
             read_parallel(nodes)            # warm: each node's iptables programmed once
             serial, parallel, cpu_client, cpu_twin = [], [], [], []
+            serial_cpu_client, serial_cpu_twin = [], []
             pid = twin.proc.pid if twin.proc else None
             for _ in range(a.rounds):
+                c0, w0 = cpu_seconds(), cpu_seconds(pid)
                 t0 = time.perf_counter()
                 for n in nodes:
                     _node_fact_row(n)
                 serial.append(time.perf_counter() - t0)
+                serial_cpu_client.append(cpu_seconds() - c0)
+                serial_cpu_twin.append(cpu_seconds(pid) - w0)
                 c0, w0 = cpu_seconds(), cpu_seconds(pid)
                 t0 = time.perf_counter()
                 read_parallel(nodes)
@@ -90,12 +99,19 @@ def main() -> None:
             for x in nodes:
                 x.close()
     s, pl = median(serial), median(parallel)
+    per_node_client = 1000 * median(serial_cpu_client) / len(nodes)
+    per_node_twin = 1000 * median(serial_cpu_twin) / len(nodes)
+    cores = os.cpu_count() or 1
     rows = [("connect all (parallel)", connect), ("serial, all nodes", s),
             (f"parallel ({a.parallel} at once), all nodes", pl),
             ("parallel ÷ serial (target <= 0.15)", pl / s),
             ("serial per node, ms (target <= 60)", 1000 * s / len(nodes)),
             ("  of which 5 commands, ms", 1000 * median(cmds)),
             ("  of which parsing iptables, ms", 1000 * median(parse)),
+            ("serial CPU per node: runbook, ms", per_node_client),
+            ("serial CPU per node: twin, ms", per_node_twin),
+            (f"CPU bound of parallel ÷ serial here ({cores} cores)",
+             (per_node_client + per_node_twin) * len(nodes) / 1000 / cores / s),
             ("iptables-save size, KB", len(dump4) / 1024),
             ("CPU during the parallel read: runbook, s", median(cpu_client)),
             ("CPU during the parallel read: twin, s", median(cpu_twin))]

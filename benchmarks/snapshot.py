@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import TwinProcess, median, table  # noqa: E402
+from bench_common import TwinProcess, load_average, median, table  # noqa: E402
 
 LIMIT = 500
 
@@ -143,12 +143,14 @@ def main() -> None:
                 contenders["kubectl"] = lambda: kubectl(twin.kubeconfig, kbin)
             times: dict[str, list[float]] = {k: [] for k in contenders}
             counts: dict[str, int] = {}
-            for _ in range(a.rounds):
+            print(f"twin ready in {twin.startup_s:.1f}s, RSS {rss_ready:.0f} MiB [load {load_average()}]", flush=True)
+            for r in range(a.rounds):
                 for name, fn in contenders.items():
                     gc.collect()
                     t0 = time.perf_counter()
                     counts[name] = fn()
                     times[name].append(time.perf_counter() - t0)
+                    print(f"  round {r + 1}: {name} {times[name][-1]:.1f}s [load {load_average()}]", flush=True)
             _, rss_peak = twin.rss()
             startup = twin.startup_s
     med = {k: median(v) for k, v in times.items()}

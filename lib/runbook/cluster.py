@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import pandas as pd
 
+from . import lean_imports
 from .errors import ClusterError, WaitTimeout
 from .paging import Pager, loads
 from .safety import require_loopback_url
@@ -132,6 +133,7 @@ class Cluster:
         return self._api
 
     def _connect(self) -> Any:
+        lean_imports.kubernetes()   # first: without the optional validator's import cost
         from kubernetes import config as kconfig
         from kubernetes.client import Configuration
 
@@ -180,6 +182,7 @@ class Cluster:
                     ok_missing: bool = False, retry_for: float | None = None) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
         ``ok_missing``), for callers that decode it themselves (paging)."""
+        lean_imports.kubernetes()
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 

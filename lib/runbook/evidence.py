@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import lean_imports
+
 log = logging.getLogger("runbook.evidence")
 # a library does not print through logging's last resort: evidence_lost shows the
 # warning itself (in the cell, or on stderr outside a notebook), once
@@ -241,6 +243,7 @@ def read_records(notebook_path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns:
         name -> value, in the order first recorded.
     """
+    lean_imports.jsonschema()   # before nbformat imports it
     import nbformat  # noqa: PLC0415
 
     nb = nbformat.read(str(notebook_path), as_version=4)

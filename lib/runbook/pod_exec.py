@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from . import lean_imports
 from .errors import ClusterError
 from .evidence import redact_text
 from .results import ProcessResult
@@ -159,6 +160,7 @@ def exec_in_pod(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str],
             gone, 400 the container is not running, 403 RBAC), the API did not answer
             within the cluster's ``retry_for``, or the command outlived ``timeout``.
     """
+    lean_imports.kubernetes()
     from kubernetes.client import ApiClient, CoreV1Api
     from kubernetes.stream import stream
 

@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import outage, phases as phases_mod
+from . import lean_imports, outage, phases as phases_mod
 from .phases import PHASES
 
 _EXPORTER = None
@@ -50,6 +50,7 @@ def _exporter() -> Any:
     global _EXPORTER
     if _EXPORTER is None:
         from jinja2 import DictLoader
+        lean_imports.jsonschema()   # before nbconvert/nbformat import it
         from nbconvert import HTMLExporter
         from nbconvert.preprocessors import TagRemovePreprocessor
         from traitlets.config import Config
@@ -254,6 +255,7 @@ def render_phase(nb_path: Path, out_dir: Path, *, nb: Any = None, status: dict[s
         nb: the notebook when already read; status: :func:`notebook_status` of it.
         force: render even when the page is newer than the notebook (else it is kept).
     """
+    lean_imports.jsonschema()   # before nbformat imports it
     import nbformat
 
     out = out_dir / (nb_path.stem + ".html")
@@ -306,6 +308,7 @@ def _attention(phase: str, nb: Any, page: Path | None, summary: dict[str, Any]) 
 
 def render_run(run_dir: str | os.PathLike) -> Path:
     """Render every executed phase notebook and ``index.html``; returns the index path."""
+    lean_imports.jsonschema()   # before nbformat imports it
     import nbformat
 
     from . import chart, report_index, runinfo, timeline_plot

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import kernels, report
+from . import kernels, lean_imports, report
 from .errors import ParamsError, RunIdError
 from .phases import MIGRATION, PHASES
 
@@ -137,6 +137,7 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
                   progress: Callable[[str], None] = print, notebooks_dir: Path | None = None,
                   cell_timeout: float | None = 1800) -> PhaseResult:
     """Execute one phase notebook into ``run_dir``; never raises for a failed cell."""
+    lean_imports.jsonschema()   # before papermill imports it
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -271,6 +272,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
     # papermill pulls in requests; the sampler thread below imports the Kubernetes client,
     # which does too. Two threads importing the same package at once can see it half
     # initialised ("cannot import name ... partially initialized module"): import first.
+    lean_imports.jsonschema()
     import papermill  # noqa: F401
 
     sampler = None

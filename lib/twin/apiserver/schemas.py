@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib.machinery
 import json
 import re
 from pathlib import Path
@@ -34,12 +35,19 @@ class SchemaUnavailable(RuntimeError):
 
 
 def _schema_dir() -> Path:
+    # Only the package's folder is needed, so it is found on sys.path, not imported:
+    # importing it imports jsonschema, whose optional IRI checker compiles a grammar
+    # (over a second of CPU). PathFinder ignores sys.modules, where runbook.lean_imports
+    # hides the package for a moment while another thread imports kubernetes.
     try:
-        import kubernetes_validate
-    except ImportError as e:  # pragma: no cover - a dependency in pyproject.toml
+        spec = importlib.machinery.PathFinder.find_spec("kubernetes_validate")
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:  # pragma: no cover - a dependency in pyproject.toml
         raise SchemaUnavailable("the kubernetes-validate package (built-in schemas) is not "
-                                "installed: run `make venv`") from e
-    return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+                                "installed: run `make venv`")
+    return Path(locations[0]) / "kubernetes-json-schema"
 
 
 def _release_dir(root: Path, minor: int) -> Path:

@@ -147,6 +147,7 @@ class NetworkModel:
         self.status_writes = 0
         self._conf_cache: dict[str, tuple[tuple, str | None]] = {}
         self._facts_memo: dict[str, NodeNetwork | None] | None = None
+        self._answers: dict[Any, Any] | None = None
         self.reachability = Reachability(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -229,13 +230,18 @@ class NetworkModel:
         """Within the block each node's facts are read once: for a caller that asks many
         questions about one instant without yielding to the loop (nothing can change the
         nodes meanwhile), e.g. an availability prober's round of requests."""
-        outer = self._facts_memo
+        outer, outer_answers = self._facts_memo, self._answers
         if outer is None:
-            self._facts_memo = {}
+            self._facts_memo, self._answers = {}, {}
         try:
             yield
         finally:
-            self._facts_memo = outer
+            self._facts_memo, self._answers = outer, outer_answers
+
+    def instant_answers(self) -> dict[Any, Any] | None:
+        """Inside :meth:`one_instant`, a dict where a caller keeps its own answers about
+        that instant (e.g. whether two pods reach each other); None outside one."""
+        return self._answers
 
     def facts(self, name: str) -> NodeNetwork | None:
         """The network facts of node ``name`` (None without a node model)."""

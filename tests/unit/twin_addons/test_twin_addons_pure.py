@@ -182,6 +182,22 @@ def test_drift_only_counts_fields_git_sets() -> None:
     assert argo.drift(want, None)
 
 
+def test_drift_ignores_pointers_in_place_and_leaves_want_untouched() -> None:
+    want = argo.desired_of(_deploy(2, strategy={"type": "Recreate"},
+                                   selector={"matchLabels": {"app": "web"}}))
+    before = repr(want)
+    live = _deploy(5, strategy={"type": "RollingUpdate"}, selector={"matchLabels": {"app": "web"}})
+    assert argo.drift(want, live)
+    assert argo.drift(want, live, ["/spec/replicas"])             # the strategy still differs
+    assert not argo.drift(want, live, ["/spec/replicas", "/spec/strategy/type"])
+    # a pointer through a missing field, or into a list, ignores nothing
+    assert argo.drift(want, live, ["/spec/replicas", "/spec/nothing/type", "/spec/strategy/0"])
+    # apiVersion and kind are never compared
+    assert not argo.drift(want, {**live, "apiVersion": "apps/v2", "kind": "Other"},
+                          ["/spec/replicas", "/spec/strategy"])
+    assert repr(want) == before
+
+
 def test_apply_desired_reverts_and_keeps_foreign_fields() -> None:
     want = argo.desired_of(_deploy(2))
     live = _deploy(0, paused=False)

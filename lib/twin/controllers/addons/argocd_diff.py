@@ -111,12 +111,31 @@ def drift(want: dict, live: dict | None, ignore: Iterable[str] = ()) -> bool:
     """
     if live is None:
         return True
-    want = copy.deepcopy(want)
-    want.pop("apiVersion", None)
-    want.pop("kind", None)
-    for p in ignore:
-        remove_pointer(want, p)
-    return not _subset(want, live)
+    # Compared in place (no copy of ``want``): an ignored pointer is a key path skipped,
+    # as removing it from a copy would (a pointer through a list removes nothing there).
+    ignored = {tuple(_pointer_parts(p)) for p in ignore}
+    ignored.update({("apiVersion",), ("kind",)})
+    above = {path[:i] for path in ignored for i in range(1, len(path))}
+    return not _subset_skipping(want, live, (), ignored, above)
+
+
+def _subset_skipping(want: Any, have: Any, path: tuple[str, ...], ignored: set[tuple[str, ...]],
+                     above: set[tuple[str, ...]]) -> bool:
+    """:func:`_subset` of a dict ``want`` with the key paths in ``ignored`` left out
+    (``above``: the paths that lead to one)."""
+    if not isinstance(want, dict):
+        return _subset(want, have)
+    if not isinstance(have, dict):
+        return False
+    for k, v in want.items():
+        at = path + (k,)
+        if at in ignored:
+            continue
+        if k not in have:
+            return False
+        if not (_subset_skipping(v, have[k], at, ignored, above) if at in above else _subset(v, have[k])):
+            return False
+    return True
 
 
 def apply_desired(want: dict, live: dict, ignore: Iterable[str] = ()) -> dict:

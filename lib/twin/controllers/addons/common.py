@@ -10,10 +10,11 @@ Without a network model, Ready is enough.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import logging
-from typing import Any
+from typing import Any, ContextManager
 
 log = logging.getLogger("twin.controllers.addons")
 
@@ -62,6 +63,20 @@ def pod_reachable(rt: Any, pod: dict, *, needs_api: bool = False) -> tuple[bool,
         log.exception("network.pod_reachable failed for %s", name)
         return False, f"pod {name}: network model error"
     return bool(ok), reason or ("reachable" if ok else "unreachable")
+
+
+def network_instant(rt: Any) -> ContextManager[None]:
+    """A block in which each node's network facts are read once (the network model's
+    ``one_instant``; nothing without one). For a synchronous pass that reads the data
+    paths of many pods and changes no node meanwhile: a node's facts are a dozen file
+    checks on its root, and a pass over every Longhorn volume asked for them thousands
+    of times (a third of the twin's CPU in a rehearsal, ``benchmarks/rehearse.py``)."""
+    try:
+        net = rt.component("network")
+    except (KeyError, AttributeError):
+        net = None
+    instant = getattr(net, "one_instant", None)
+    return instant() if instant is not None else contextlib.nullcontext()
 
 
 def kubernetes_service_ip(rt: Any) -> str | None:

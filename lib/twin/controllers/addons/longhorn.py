@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 from ...store import json_copy
 from ...ticker import TaskSet
-from .common import find_type, meta, pod_reachable, pod_ready
+from .common import find_type, meta, network_instant, pod_reachable, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_rules import LONGHORN, LONGHORN_NS, STAGE
 from .longhorn_volumes import LonghornVolumes
@@ -259,7 +259,8 @@ class LonghornModel:
         if not self.enabled:
             return
         changed = bool(self.ims.refresh())
-        sig = self.network_signature()
+        with network_instant(self.rt):
+            sig = self.network_signature()
         self._ticks += 1
         if changed or sig != self._signature or self._ticks % self.sweep_every == 0:
             if sig != self._signature:

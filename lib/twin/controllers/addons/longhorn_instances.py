@@ -169,8 +169,20 @@ def instance_path(rt: Any, ims: InstanceManagers, src: str, dst: str) -> tuple[b
 
     Same node: one pod, reachable while it runs. Across nodes: both pods have a data
     path (a pod whose sandbox the node's CNI no longer manages has none) and
-    :func:`pod_path` (the network model's ``reach``) carries the traffic.
+    :func:`pod_path` (the network model's ``reach``) carries the traffic. Inside the
+    network model's ``one_instant`` (a pass over every volume) each pair is traced once.
     """
+    net = _network(rt)
+    answers = net.instant_answers() if net is not None and hasattr(net, "instant_answers") else None
+    if answers is None:
+        return _instance_path(rt, ims, src, dst)
+    key = ("longhorn-instance-path", id(ims), src, dst)
+    if key not in answers:
+        answers[key] = _instance_path(rt, ims, src, dst)
+    return answers[key]
+
+
+def _instance_path(rt: Any, ims: InstanceManagers, src: str, dst: str) -> tuple[bool, str]:
     if not ims.running(dst):
         return False, f"instance manager on {dst} is not running"
     if src == dst:

@@ -40,7 +40,7 @@ from typing import Any
 
 from ...store import json_copy
 from ..base import Controller
-from .common import find_type, meta, now_rfc3339, pod_ready
+from .common import find_type, meta, network_instant, now_rfc3339, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_pass import VolumeClock, VolumePass
 from .longhorn_rules import LONGHORN, LONGHORN_NS, REMOUNT_DELETE_DELAY, SETTINGS, setting_on
@@ -165,7 +165,8 @@ class LonghornVolumes(Controller):
         v, e = json_copy(vol0), json_copy(eng0)
         reps = {n: json_copy(r) for n, r in reps0.items()}
         p = VolumePass(self, name, c, v, e, reps, self.clock.cluster_now(), self.settings())
-        p.run()
+        with network_instant(self.rt):   # the pass reads data paths, changes no node
+            p.run()
         self._write("volumes", vol0, v)
         self._write("engines", eng0, e)
         for n, r in reps.items():

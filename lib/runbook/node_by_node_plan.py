@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 __all__ = ["LABEL", "CNC_NAME", "NODE_STEPS", "SWITCH_STEPS", "STEP_HELM", "STEP_CNC",
            "journal_step", "migration_values", "final_values", "node_order", "cnc_manifest",
            "probe_pod_manifest", "ResumePoint", "resume_point", "rollback_order", "cni_folders",
-           "in_cidr", "CONFLIST", "FLANNEL_CONFLIST", "CILIUM_BAK"]
+           "in_cidr", "CONFLIST", "FLANNEL_CONFLIST", "CILIUM_BAK", "needs_revert", "switch_started"]
 
 #: the label the CiliumNodeConfig selects (Cilium's migration guide, step 6)
 LABEL = "io.cilium.migration/cilium-default"
@@ -258,9 +258,10 @@ def resume_point(entries: Sequence[dict[str, Any]], order: Sequence[str]) -> Res
 
 
 def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
-    """The nodes that got any of step 2 (labelled, or their agent re-created), newest
-    first: the order the rollback takes them back. A node whose per-node rollback is
-    done (``nbn-rb-uncordon`` after its last migration step) is left out.
+    """The nodes that got any of step 2 (cordoned at least), newest first: the order the
+    rollback takes them back (:func:`needs_revert` tells which need more than an
+    uncordon). A node whose per-node rollback is done (``nbn-rb-uncordon`` after its last
+    migration step) is left out.
 
     Example:
         >>> rollback_order([{"step": "nbn-label", "node": "a", "seq": 3},
@@ -269,7 +270,8 @@ def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
     """
     touched: dict[str, int] = {}
     for e in entries:
-        if e.get("phase") != "rollback" and e.get("step") in ("nbn-label", "nbn-agent") and e.get("node"):
+        if e.get("phase") != "rollback" and e.get("step", "").startswith("nbn-") and \
+                e.get("step", "").removeprefix("nbn-") in NODE_STEPS and e.get("node"):
             touched[e["node"]] = max(touched.get(e["node"], 0), int(e.get("seq") or 0))
     out = []
     for node, seq in sorted(touched.items(), key=lambda kv: -kv[1]):
@@ -278,3 +280,22 @@ def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
         if not undone:
             out.append(node)
     return out
+
+
+def needs_revert(entries: Sequence[dict[str, Any]], node: str) -> bool:
+    """Whether ``node`` may be on Cilium (its label or agent step was recorded, in any
+    status): it needs the whole per-node rollback, not just an uncordon.
+
+    Example:
+        >>> needs_revert([{"step": "nbn-drain", "node": "a"}], "a")
+        False
+    """
+    return any(e.get("phase") != "rollback" and e.get("node") == node
+               and e.get("step") in ("nbn-label", "nbn-agent") for e in entries)
+
+
+def switch_started(entries: Sequence[dict[str, Any]]) -> bool:
+    """Whether any step of the switch was recorded (then the per-node rollback no longer
+    applies: 05-rollback's big-bang path restores every node)."""
+    return any(e.get("phase") != "rollback" and (e.get("step") in SWITCH_STEPS or e.get("step") == "nbn-kpr"
+               or (e.get("step") == "restart-k3s")) for e in entries)

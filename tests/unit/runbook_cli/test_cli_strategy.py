@@ -1,4 +1,5 @@
-"""``runbook rehearse --strategy``: node-by-node is refused before a twin starts (in-process, offline)."""
+"""``runbook rehearse --strategy``: node-by-node is refused before a twin starts while the twin does not
+model both overlays (``cli.NODE_BY_NODE_REHEARSABLE``; in-process, offline)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,9 @@ def test_node_by_node_exits_2_pointing_at_its_procedure(tmp_path: Path, started,
     code = cli.main(["rehearse", "--strategy", "node-by-node", "--state-dir", str(tmp_path / "twin")])
     _, err = capsys.readouterr()
     assert code == 2 and started == [] and not (tmp_path / "twin").exists()
-    assert err.splitlines()[0] == ("error: field '--strategy': strategy 'node-by-node' is not implemented yet; "
-                                   "see docs/node-by-node.md (the procedure derived from the sources, and its "
-                                   "preflight gates); use 'big-bang'")
+    assert err.splitlines()[0] == ("error: field '--strategy': strategy 'node-by-node' has not passed a rehearsal "
+                                   "yet: the twin does not model both overlays side by side, so nothing has "
+                                   "proven it; see docs/node-by-node.md (status); use 'big-bang'")
     assert (Path(__file__).resolve().parents[3] / "docs" / "node-by-node.md").is_file()
 
 

@@ -225,7 +225,7 @@ def migrate_nodes(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
         except GateFailed:
             raise
         except Exception as e:
-            s.gate(False, f"node {node} moved to Cilium", name="nbn-node", details=[f"{type(e).__name__}: {e}"],
+            s.gate(False, f"node {node} moved to Cilium", name="nbn-node", details=[f"{type(e).__name__}: {getattr(e, 'message', e)}"],
                    hint=getattr(e, "hint", None) or "fix the cause and re-run this notebook with the same "
                    "run: it continues with this node; or run 05-rollback")
     return progress_table(s, nb)

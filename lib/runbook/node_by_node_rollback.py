@@ -172,7 +172,7 @@ def revert_nodes(s: Session) -> pd.DataFrame | str:
         except GateFailed:
             raise
         except Exception as e:
-            s.gate(False, f"{node} back on flannel", name="nbn-rollback-node", details=[f"{type(e).__name__}: {e}"],
+            s.gate(False, f"{node} back on flannel", name="nbn-rollback-node", details=[f"{type(e).__name__}: {getattr(e, 'message', e)}"],
                    hint=getattr(e, "hint", None) or "fix the cause and re-run 05-rollback: it continues here")
         rows.append({"node": node, "result": "back on flannel" if nbp.needs_revert(entries, node) else "uncordoned"})
     return pd.DataFrame(rows, columns=["node", "result"])

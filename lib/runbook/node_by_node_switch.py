@@ -144,7 +144,7 @@ def switch(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
         raise
     except Exception as e:
         s.gate(False, "every node restarted without flannel", name="nbn-restart",
-               details=[f"{type(e).__name__}: {e}"], hint=getattr(e, "hint", None))
+               details=[f"{type(e).__name__}: {getattr(e, 'message', e)}"], hint=getattr(e, "hint", None))
     if nb.kpr_values_file:
         win = outage.close_window(s.journal, KPR_WINDOW)
         s.figure("kpr_window_seconds", (win or {}).get("seconds"))

@@ -205,7 +205,8 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
             progress(f"assumed: {line}")
         before = _config_digests(twin.state_dir)
-        _set_strategy(Path(twin.params_path), strategy)
+        if strategy != "big-bang":   # big-bang is the params' default: the twin's file stays as written
+            _set_strategy(Path(twin.params_path), strategy)
         progress(f"strategy: {strategy}")
         run_id = run_id or runner.new_run_id()
         prober = AvailabilityProber(twin).start("migration")
@@ -232,8 +233,12 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         path = last.run_dir / "rehearsal.json"
         from .strategy_compare import find_other
 
-        key = _compare_key(twin, cilium_chart, snapshot)
-        other = find_other(last.run_dir.parent, key=key, strategy=strategy, exclude=last.run_dir)
+        try:
+            key = _compare_key(twin, cilium_chart, snapshot)
+            other = find_other(last.run_dir.parent, key=key, strategy=strategy, exclude=last.run_dir)
+        except Exception as e:  # noqa: BLE001 - a comparison never costs the rehearsal its evidence
+            progress(f"no strategy comparison: {type(e).__name__}: {e}")
+            key, other = None, None
         if other is not None:
             progress(f"compared with the {other['strategy']} rehearsal {other['run_id']} (same params)")
         # compact: the prober's samples run to thousands (the index shows the figures)

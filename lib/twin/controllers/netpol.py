@@ -6,8 +6,8 @@ A pod's ingress is enforced by whatever owns its datapath now:
   while the node's k3s runs with network policy on (no ``disable-network-policy``): it
   matches peers by pod IP (ipsets), so an ``ipBlock`` that covers pod addresses matches
   those pods too;
-* **Cilium** for a pod whose sandbox is Cilium's while the node's agent is Ready: it
-  matches peers by security identity (labels); an ``ipBlock`` matches only addresses
+* **Cilium** for a pod whose sandbox is Cilium's while the node's agent is Ready and its
+  ``enable-policy`` is not ``never`` (``policyEnforcementMode``): it matches peers by security identity (labels); an ``ipBlock`` matches only addresses
   outside the cluster (CIDR rules do not select Cilium-managed endpoints);
 * **nobody** otherwise: the window of a migration where kube-router is off and the pod
   has not restarted under Cilium yet (the flow is open).
@@ -159,8 +159,12 @@ def check(reach: Any, src: str | dict, dst: dict, port: int, proto: str) -> Verd
     nm = reach.net.node_model(dnode)
     running = (getattr(nm, "running", None) or reach.net._last_settings.get(dnode) or {}) if nm else {}
     cil = reach.net.cilium
+    # With policyEnforcementMode=never (enable-policy: never, the migration's setting)
+    # the agent enforces nothing.
+    cilium_enforces = bool(cil is not None and cil.agent_ready(dnode)
+                           and cil.agent_config(dnode).policy_mode != "never")
     who = enforcer(reach.sandbox_cni(dst), bool(running.get("network_policy")) and nm.unit_state == "active",
-                   bool(cil is not None and cil.agent_ready(dnode)))
+                   cilium_enforces)
     if who is None:
         return None
     nt = next((t for t in store.resource_types() if t.key == ("", "namespaces")), None)

@@ -42,8 +42,11 @@ sandbox policy, as a real kubelet + CNI would:
   them), which is how Cilium's own migration guide moves pods node by node.
 
 - **Data path** (:meth:`NetworkModel.pod_reachable`): a Running pod is reachable iff it
-  is hostNetwork, or its sandbox CNI is the node's working CNI. Old flannel pods after
-  the swap are "unmanaged": Running but unreachable until deleted and recreated.
+  is hostNetwork, or its sandbox's network still carries traffic on its node
+  (:meth:`NetworkModel.overlays`: flannel while k3s runs it with its device, Cilium
+  while the agent is Ready; both during a live migration, whatever containerd gives new
+  sandboxes). Old flannel pods after the swap are "unmanaged": Running but unreachable
+  until deleted and recreated.
   :meth:`NetworkModel.reach` follows one connection from a node or a pod (service
   translation, NodePorts, the overlay, the ``firewall`` fault; see :mod:`.reach`).
 
@@ -264,11 +267,14 @@ class NetworkModel:
             cni = "flannel" if flannel_ok else None
         else:
             cni = None
+        overlays = tuple(o for o, on in (("flannel", flannel_ok), ("cilium", agent_ready)) if on) \
+            if nm.up else ()
         return NodeNetwork(node=name, k3s_active=nm.unit_state == "active", up=bool(nm.up),
                            cni=cni, flannel_running=bool(settings.get("flannel")),
                            flannel_device=device, flannel_conf=flannel_conf,
                            cilium_agent_ready=agent_ready, cilium_conf=nm.exists(CILIUM_CONFLIST),
-                           cni_conf=conf, cni_plugin=plugin, cni_plugin_missing=missing)
+                           cni_conf=conf, cni_plugin=plugin, cni_plugin_missing=missing,
+                           overlays=overlays)
 
     def cni_in_use(self, nm: Any) -> tuple[str | None, str | None, str | None]:
         """What containerd on ``nm`` uses now: ``(conf file, first plugin type, the
@@ -307,6 +313,13 @@ class NetworkModel:
         f = self.facts(name)
         return f.cni if f is not None else None
 
+    def overlays(self, name: str) -> tuple[str, ...]:
+        """The pod networks that carry traffic on node ``name`` now ("flannel",
+        "cilium", both during a live migration, or none): a pod is reachable when its
+        sandbox's network is one of them, whatever new sandboxes get."""
+        f = self.facts(name)
+        return f.overlays if f is not None else ()
+
     # ------------------------------------------------------------------ data path
     def pod_reachable(self, pod: dict) -> tuple[bool, str]:
         """Whether the CNI that runs now carries traffic to ``pod``, and why (not).
@@ -338,12 +351,13 @@ class NetworkModel:
             return ok, "node without a node model: reachable while Ready" if ok else \
                 f"node {node} is not Ready"
         cni = self.working_cni(node)
-        if cni == sandbox:
-            return True, f"managed by {cni}"
-        if cni is None:
+        overlays = self.overlays(node)
+        if sandbox in overlays:
+            return True, f"managed by {sandbox}"
+        if cni is None and not overlays:
             return False, f"no working CNI on node {node} (sandbox created by {sandbox})"
-        return False, (f"unmanaged: sandbox created by {sandbox}, node {node} now runs {cni}; "
-                       "the pod must be deleted and recreated")
+        return False, (f"unmanaged: sandbox created by {sandbox}, node {node} now runs "
+                       f"{cni or ' and '.join(overlays)}; the pod must be deleted and recreated")
 
     def reach(self, src: str | dict, dst_ip: str, port: int, proto: str = "tcp") -> tuple[bool, str]:
         """Whether ``src`` (a node name, or a pod dict) reaches ``dst_ip:port`` now, and why.

@@ -61,6 +61,10 @@ class NodeNetwork:
         cni_plugin: the first plugin ``type`` of that config (``flannel``, ``cilium-cni``).
         cni_plugin_missing: containerd's error when the plugin binary is not in its bin
             dir (sandboxes fail with it), or None.
+        overlays: the pod networks that carry traffic on the node now, whatever
+            containerd gives new sandboxes: ``flannel`` while k3s runs flannel with its
+            device, ``cilium`` while the agent is Ready. During a live migration a node
+            has both: pods keep the network of their sandbox (F13 of docs/node-by-node.md).
     """
 
     node: str
@@ -75,6 +79,7 @@ class NodeNetwork:
     cni_conf: str | None = None
     cni_plugin: str | None = None
     cni_plugin_missing: str | None = None
+    overlays: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,8 +5,8 @@ pod, ``cilium-health``, the ingress's backends): :meth:`Reachability.trace`, exp
 :meth:`twin.controllers.network.NetworkModel.reach`. It follows a packet as the kernel
 would, in this order:
 
-1. **the source**: a node's host network, or a pod whose sandbox must belong to the CNI
-   that works on its node (an old flannel pod under Cilium has no network);
+1. **the source**: a node's host network, or a pod whose sandbox's network still
+   carries traffic on its node (an old flannel pod once flannel stopped has no network);
 2. **service translation** of a ClusterIP, on the source node: first the socket load
    balancer on the cgroup root, if one is attached. While the Cilium agent that owns it
    runs it translates to the Service's current endpoints; once the agent is gone (a
@@ -18,9 +18,18 @@ would, in this order:
 3. **NodePorts**: a node's address with a Service's node port is translated on that node
    (kube-proxy or Cilium's KPR, whichever is in force there), then forwarded from it;
 4. **delivery**: to a node's address (its firewall may drop the port); to a pod on the
-   same node; to a pod on another node over the overlay both nodes' CNIs share (flannel
-   VXLAN on UDP 8472, Cilium's tunnel on its port) unless a node's firewall drops it
-   (fault ``firewall``). Two nodes on different CNIs share no overlay.
+   same node (between flannel's ``cni0`` and Cilium's ``cilium_host`` through the host's
+   routes); to a pod on another node over the overlay of the destination's sandbox
+   (flannel VXLAN on UDP 8472 via ``flannel.1`` for the cluster CIDR, Cilium's tunnel on
+   its ``tunnel-port`` via ``cilium_host`` for its pool), which must run on the source
+   node too, while the reply takes the overlay of the source's sandbox back (a flannel
+   pod and a Cilium pod need both overlays on both nodes: the migration's two overlays
+   side by side). A node's firewall dropping a leg's UDP port (fault ``firewall``)
+   breaks that leg. A Cilium pod's traffic to or from a flannel pod passes the host's
+   routing table only with legacy host routing (``bpf.hostLegacyRouting``, the
+   migration guide's requirement; the agent falls back to it without kube-proxy
+   replacement and BPF masquerading). Service traffic from a pod outside k3s's cluster
+   CIDR is masqueraded by kube-proxy to the node's address.
 
 The result is a :class:`Trace` (ok, why, how it failed, who answered).
 
@@ -242,6 +251,7 @@ class Reachability:
                                 "nothing translates it and nothing answers on a virtual address",
                          "timeout", hops=hops)
         backends: list[str] | None = None
+        kube_proxy = False
         if nm.bpf.socket_lb_active():
             if nm.bpf.lb_live:
                 backends = [a for _, a in self.endpoints(svc, sport)]
@@ -257,6 +267,7 @@ class Reachability:
         if backends is None:
             if nm.running.get("kube_proxy"):
                 backends = [a for _, a in self.endpoints(svc, sport)]
+                kube_proxy = True
                 hops.append(f"kube-proxy (in k3s) on {node} translated {ip}:{port}/{proto}")
             elif self.kpr_on(node):
                 backends = [a for _, a in self.endpoints(svc, sport)]
@@ -266,6 +277,7 @@ class Reachability:
                              if s.cluster_ip == ip and s.port == port and s.protocol.lower() == proto), None)
                 if left is not None and any(c.startswith("KUBE-SVC-") for c in nm.iptables.chains("nat")):
                     backends = list(left.endpoints)
+                    kube_proxy = True
                     hops.append(f"kube-proxy rules left on {node} (kube-proxy no longer runs) translated "
                                 f"{ip}:{port}/{proto} to their old endpoints")
         if backends is None:
@@ -277,9 +289,23 @@ class Reachability:
                          "refused", hops=hops)
         target = sorted(backends)[0]
         tip, tport = target.rsplit(":", 1)
-        t = self._deliver(src, node, tip, int(tport), proto, label, hops)
+        t = self._deliver(src, node, tip, int(tport), proto, label, hops,
+                          masq=kube_proxy and self._outside_cluster_cidr(src))
         t.reason = (f"{'; '.join(hops)}; " if hops else "") + t.reason
         return t
+
+    def _outside_cluster_cidr(self, src: str | dict) -> bool:
+        """A pod whose address is outside k3s's cluster CIDR (Cilium's migration pool):
+        kube-proxy, started with ``--cluster-cidr``, masquerades its Service traffic to the
+        node's address, so the reply comes back to the node (I6 of docs/node-by-node.md)."""
+        if not isinstance(src, dict):
+            return False
+        pip = (src.get("status") or {}).get("podIP")
+        try:
+            cidr = str(self.rt.fixture.cluster.get("cluster_cidr", "10.42.0.0/16"))
+            return bool(pip) and ipaddress.ip_address(pip) not in ipaddress.ip_network(cidr, strict=False)
+        except (ValueError, AttributeError):
+            return False
 
     def _nodeport(self, port: int, proto: str) -> tuple[dict, dict] | None:
         for s in self.services():
@@ -316,7 +342,7 @@ class Reachability:
 
     # ------------------------------------------------------------------ delivery
     def _deliver(self, src: str | dict, node: str, ip: str, port: int, proto: str, label: str,
-                 hops: list[str]) -> Trace:
+                 hops: list[str], masq: bool = False) -> Trace:
         dst_node = self.node_at(ip)
         if dst_node is not None:
             return self._to_host(node, dst_node, port, proto, label, hops)
@@ -340,28 +366,74 @@ class Reachability:
         if policy is not None and not policy.allowed:
             return Trace(False, f"{label} to pod {pod_name(pod)} ({ip}:{port}): {policy.why}", "timeout",
                          hops=hops)
+        src_net = self._source_network(src, masq)
+        dst_net = self.sandbox_cni(pod) or ""
+        mixed = self._mixed_overlays(src_net, dst_net, node, dnode)
+        if mixed is not None:
+            return Trace(False, f"{label} to pod {pod_name(pod)} ({ip}:{port}): {mixed}", "timeout", hops=hops)
         if dnode == node:
-            return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on the same node",
+            via = "" if src_net in ("", dst_net) else f" (from {src_net} to {dst_net} through the host's routes)"
+            return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on the same node{via}",
                          backend=pod, addr=f"{ip}:{port}", hops=hops)
-        src_cni = self.net.working_cni(node)
-        dst_cni = self.net.working_cni(dnode)
-        if src_cni is None:
-            return Trace(False, f"{label}: no pod network on {node} (no working CNI) to reach {ip}",
-                         "unreachable", hops=hops)
-        if src_cni != dst_cni:
-            return Trace(False, f"{label}: {node} carries pods over {src_cni}, {dnode} over {dst_cni}: "
-                                "no overlay joins them", "timeout", hops=hops)
-        nm = self.net.node_model(node)
-        tport = self.tunnel_port(src_cni, nm)
-        if tport is not None:
-            for a, b in ((node, dnode), (dnode, node)):
-                if firewall_blocks(self.rt.faults, a, b, "udp", tport):
-                    return Trace(False, f"{label}: {src_cni}'s VXLAN (UDP {tport}) from {a} to {b} is dropped "
-                                        f"by {b}'s firewall: pod {pod_name(pod)} on {dnode} is unreachable",
-                                 "timeout", hops=hops)
-        over = f" over {src_cni} VXLAN UDP {tport}" if tport else f" over {src_cni}"
+        # The source node routes the destination's pod CIDR into the overlay of the
+        # destination's sandbox (flannel.1 for 10.42.0.0/16, cilium_host for Cilium's
+        # pool); the reply takes the overlay of the source's address the same way.
+        back = src_net or dst_net
+        fwd_ok = dst_net in self.net.overlays(node)
+        if not fwd_ok:
+            if not self.net.overlays(node) and self.net.working_cni(node) is None:
+                return Trace(False, f"{label}: no pod network on {node} (no working CNI) to reach {ip}",
+                             "unreachable", hops=hops)
+            return Trace(False, f"{label}: {node} carries pods over {self._over(node)}, {dnode}'s pod "
+                                f"{pod_name(pod)} is on {dst_net}: no route from {node} into {dst_net}'s "
+                                "network, no overlay joins them", "timeout", hops=hops)
+        if back not in self.net.overlays(dnode):
+            return Trace(False, f"{label}: {dnode} carries pods over {self._over(dnode)}: the reply to "
+                                f"{node}'s {back} address has no route back, no overlay joins them",
+                         "timeout", hops=hops)
+        legs = [(dst_net, node, dnode), (back, dnode, node)]
+        for net_name, a, b in legs:
+            tport = self.tunnel_port(net_name, self.net.node_model(a))
+            if tport is not None and firewall_blocks(self.rt.faults, a, b, "udp", tport):
+                return Trace(False, f"{label}: {net_name}'s VXLAN (UDP {tport}) from {a} to {b} is dropped "
+                                    f"by {b}'s firewall: pod {pod_name(pod)} on {dnode} is unreachable",
+                             "timeout", hops=hops)
+        tport = self.tunnel_port(dst_net, self.net.node_model(node))
+        over = f" over {dst_net} VXLAN UDP {tport}" if tport else f" over {dst_net}"
+        if back != dst_net:
+            bport = self.tunnel_port(back, self.net.node_model(dnode))
+            over += f", the reply over {back}" + (f" VXLAN UDP {bport}" if bport else "")
         return Trace(True, f"{label} reached pod {pod_name(pod)} ({ip}:{port}) on {dnode}{over}",
                      backend=pod, addr=f"{ip}:{port}", hops=hops)
+
+    def _over(self, node: str) -> str:
+        return " and ".join(self.net.overlays(node)) or "nothing"
+
+    def _source_network(self, src: str | dict, masq: bool) -> str:
+        """The pod network of the source's address ("" for a node's host network, a
+        hostNetwork pod, or a pod whose Service traffic kube-proxy masqueraded to its
+        node's address)."""
+        if not isinstance(src, dict) or (src.get("spec") or {}).get("hostNetwork") or masq:
+            return ""
+        return self.sandbox_cni(src) or ""
+
+    def _mixed_overlays(self, src_net: str, dst_net: str, node: str, dnode: str) -> str | None:
+        """Why traffic between a flannel pod and a Cilium pod fails, or None. It leaves
+        Cilium's datapath through the host's routing table only with legacy host routing
+        (``bpf.hostLegacyRouting=true``, which the migration guide requires; Cilium falls
+        back to it on its own without kube-proxy replacement and BPF masquerading)."""
+        if not src_net or src_net == dst_net:
+            return None
+        cil = self.net.cilium
+        cilium_node = node if src_net == "cilium" else dnode
+        if cil is None:
+            return None
+        cfg = cil.agent_config(cilium_node)
+        if cfg.host_legacy_routing or not (cfg.kpr and cfg.bpf_masquerade):
+            return None
+        return (f"Cilium on {cilium_node} routes its pods with BPF host routing "
+                f"(enable-host-legacy-routing is not true): traffic between {src_net} and {dst_net} "
+                "pods never reaches the host's routing table")
 
     def _to_host(self, node: str, dst: Any, port: int, proto: str, label: str, hops: list[str]) -> Trace:
         addr = f"{dst.spec.ip}:{port}"

@@ -145,3 +145,32 @@ def node_settings(net: dict[str, Any], cfg: dict[str, Any], node_ip: str, ignore
                config_error=error,
                write_kubeconfig_mode=str(cfg.get("write-kubeconfig-mode", "") or ""))
     return net
+
+
+# The settings k3s's CriticalControlArgs hold (pkg/daemons/config/types.go), by their flag,
+# as far as the twin's settings carry them: every server of a cluster must share them.
+ETCD_DIR = "/var/lib/rancher/k3s/server/db/etcd"
+CRITICAL = (("flannel-backend", "flannel_backend"), ("cluster-cidr", "cluster_cidr"),
+            ("service-cidr", "service_cidr"), ("disable-network-policy", "network_policy"))
+CRITICAL_DISABLES = ("servicelb", "coredns", "cloud-controller", "helm-controller")
+
+
+def critical_mismatch(local: dict[str, Any], remote: dict[str, Any]) -> list[str]:
+    """The critical flags on which a joining server's settings differ from the server it
+    joins through (k3s ``compareConfig``: "critical configuration value mismatch").
+
+    Example:
+        >>> critical_mismatch({"flannel_backend": "none"}, {"flannel_backend": "vxlan"})
+        ['flannel-backend']
+    """
+    out = [flag for flag, key in CRITICAL if local.get(key) != remote.get(key)]
+    for d in CRITICAL_DISABLES:
+        if (d in (local.get("disable") or ())) != (d in (remote.get("disable") or ())):
+            out.append(f"disable={d}")
+    return out
+
+
+def embedded_etcd(cfg: dict[str, Any]) -> bool:
+    """The server runs an embedded etcd member: it initialised the cluster
+    (``cluster-init``) or joined another server (``server:``)."""
+    return _bool(cfg.get("cluster-init", False)) or bool(cfg.get("server"))

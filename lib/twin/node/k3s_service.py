@@ -158,6 +158,10 @@ class K3sService:
             if holder:
                 return self._fail(f"flannel exited: failed to create VXLAN device flannel.1: address "
                                   f"already in use (UDP {FLANNEL_VXLAN_PORT} is held by {holder})")
+        if node.role == "server":
+            error = self._validate_join(cfg, s)
+            if error:
+                return self._fail(error)
         if node.role == "agent":
             self.log("info", f"Retrieved agent configuration from server {s['source']}: "
                              f"flannel-backend={s['flannel_backend']} "
@@ -187,6 +191,8 @@ class K3sService:
             self.log("info", "Running kube-proxy --cluster-cidr=" + s["cluster_cidr"])
         self.running = s
         self.unit_state = "active"
+        if node.role == "server" and k3s_config.embedded_etcd(cfg) and not node.files.is_dir(k3s_config.ETCD_DIR):
+            node.files.mkdir(k3s_config.ETCD_DIR, 0o700)   # its etcd member is initialised now
         self.log("info", f"k3s {'server' if node.role == 'server' else 'agent'} is up and running")
         if emit:
             self.notify_up()
@@ -195,6 +201,27 @@ class K3sService:
                 node.emit("interfaces-changed", added=added, removed=[])
             node.emit("iptables-changed", family=4, tables=node.iptables.table_names())
             node.emit("k3s-started", unit=self.unit, settings=dict(s))
+        return None
+
+    def _validate_join(self, cfg: dict[str, Any], s: dict[str, Any]) -> str | None:
+        """k3s's ``compareConfig`` (pkg/cluster/bootstrap.go): a server with a join URL
+        whose etcd member is not initialised yet (``server/db/etcd`` absent: its first
+        start, or its data was removed) fetches ``/v1-k3s/config`` from the server it
+        joins and refuses a different critical value. An initialised member restarts
+        without that comparison, so the servers may differ for a while."""
+        url = str(cfg.get("server") or "")
+        if not url or self.node.files.is_dir(k3s_config.ETCD_DIR):
+            return None
+        target = next((p for p in self.node.peers.values()
+                       if p.role == "server" and p.name != self.node.name and f"//{p.spec.ip}:" in url), None)
+        host = url.split("//")[-1].rstrip("/")
+        if target is None or not target.up or target.unit_state != "active" or not target.running:
+            return (f"failed to validate server configuration: Get \"https://{host}/v1-k3s/config\": "
+                    f"dial tcp {host}: connect: connection refused")
+        diff = k3s_config.critical_mismatch(s, target.running)
+        if diff:
+            self.log("debug", f"critical configuration differs from {target.name}'s: {', '.join(diff)}")
+            return "failed to validate server configuration: critical configuration value mismatch"
         return None
 
     def sync_kube_proxy(self, full: bool) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .containerd import CONFIG_TMPL
 from .files import HOME
+from . import k3s_config
 from .k3s_config import CONFIG
 from .leases import CNI_LEASES
 
@@ -124,6 +125,8 @@ def seed_files(node: NodeModel, pods: list[tuple[str, str]] | None, defer_leases
             files.remove(CONFIG)
         for path, text in own.items():
             files.write(path, text, 0o600)
+    if node.role == "server" and k3s_config.embedded_etcd(k3s_config.read_config(files)[0]):
+        files.mkdir(k3s_config.ETCD_DIR, 0o700)   # an initialised etcd member (it has joined)
     unit = node.k3s.unit
     files.write(f"/etc/systemd/system/{unit}.service", unit_file_text(unit, node.role))
     files.write(f"/etc/systemd/system/{unit}.service.env", "", 0o600)

@@ -75,3 +75,47 @@ def test_api_keeps_quorum_with_two_of_three_servers_and_stops_without(tmp_path: 
         _sh(twin, "sly-owl", "sudo systemctl --no-block start k3s")
         _until(lambda: state("set-hog") == "active" and state("sly-owl") == "active", "both servers active")
         _until(lambda: _api_answers(p), "the API back with 2 of 3 members")
+
+
+def _state(twin: Twin, node: str) -> str:
+    return twin.call(twin.rt.nodes[node].exec, "systemctl is-active k3s").stdout.decode().strip()
+
+
+def _journal(twin: Twin, node: str) -> str:
+    return twin.call(twin.rt.nodes[node].exec, "sudo journalctl -u k3s --no-pager").stdout.decode()
+
+
+def _add_line(twin: Twin, node: str, line: str) -> str:
+    nm = twin.rt.nodes[node]
+    before = twin.call(nm.read_text, "/etc/rancher/k3s/config.yaml")
+    twin.call(nm.write, "/etc/rancher/k3s/config.yaml", before + line + "\n")
+    return before
+
+
+def test_flannel_backend_is_compared_only_when_a_server_joins(tmp_path: Path) -> None:
+    """k3s's compareConfig runs in bootstrap(), i.e. only while the server's etcd member is
+    not initialised (pkg/cluster/bootstrap.go): a member restarted alone with another
+    flannel-backend starts; one that joins afresh is refused with "critical configuration
+    value mismatch" until its value matches the server it joins."""
+    with Twin(tmp_path / "ha", snapshot=ARCHIVE) as twin:
+        before = _add_line(twin, "sly-owl", "flannel-backend: none")
+        _sh(twin, "sly-owl", "sudo systemctl restart k3s")
+        _until(lambda: _state(twin, "sly-owl") == "active", "sly-owl active with flannel-backend none")
+        assert "critical configuration value mismatch" not in _journal(twin, "sly-owl")
+        assert twin.call(lambda: twin.rt.nodes["sly-owl"].running["flannel"]) is False
+        twin.call(twin.rt.nodes["sly-owl"].write, "/etc/rancher/k3s/config.yaml", before)
+
+        # sly-fox's etcd data removed: it joins set-hog again, which still runs vxlan.
+        _sh(twin, "sly-fox", "sudo systemctl stop k3s")
+        _sh(twin, "sly-fox", "sudo rm -rf /var/lib/rancher/k3s/server/db")
+        before = _add_line(twin, "sly-fox", "flannel-backend: none")
+        _sh(twin, "sly-fox", "sudo systemctl --no-block start k3s")
+        _until(lambda: "critical configuration value mismatch" in _journal(twin, "sly-fox"),
+               "sly-fox refused: critical configuration value mismatch")
+        assert _state(twin, "sly-fox") != "active"
+        assert "failed to validate server configuration" in _journal(twin, "sly-fox")
+        # The operator puts the value back: the next start joins and initialises its member.
+        twin.call(twin.rt.nodes["sly-fox"].write, "/etc/rancher/k3s/config.yaml", before)
+        _sh(twin, "sly-fox", "sudo systemctl restart k3s")
+        _until(lambda: _state(twin, "sly-fox") == "active", "sly-fox joined")
+        assert twin.call(twin.rt.nodes["sly-fox"].is_dir, "/var/lib/rancher/k3s/server/db/etcd")

@@ -44,7 +44,7 @@ import time
 from typing import Any
 
 from ..kubelet import IPAllocator, PodFate, has_sandbox, node_internal_ip
-from . import datapath
+from . import datapath, node_config
 from .config import (AGENT_READY_SECONDS, BACKOFF_BASE, BACKOFF_MAX, CONFIG_MAP,
                      CRASH_RUN_SECONDS, ENVOY_READY_SECONDS, FLANNEL_VXLAN_PORT,
                      IMAGE_PULL_SECONDS, MIN_KERNEL, NAMESPACE, OPERATOR_READY_SECONDS,
@@ -84,6 +84,61 @@ class Agents:
     _apps: dict[tuple[str, str], tuple[str, str]]
     _crash: dict[tuple[str, str], list]
     _pool_index: dict[str, int]
+    _start_cfg: dict[tuple[str, str], dict]
+
+    # ------------------------------------------------------------------ per-node config
+    def _node_configs(self, namespace: str) -> list[dict]:
+        t = self._type("cilium.io", "ciliumnodeconfigs")
+        return list(self.store.iter_objects(t, namespace)) if t is not None else []
+
+    def _agent_started(self, key: tuple[str, str], node: dict) -> None:
+        """The agent pod ``key`` starts on ``node``: its ``config`` init container
+        resolves the CiliumNodeConfigs that select the node, once (:mod:`.node_config`)."""
+        if key in self._start_cfg:
+            return
+        cm = self._configmap(NAMESPACE, CONFIG_MAP)
+        snap = node_config.snapshot(cm.get("data") if cm else None, self._node_configs(key[0]),
+                                    labels_of(node))
+        self._start_cfg[key] = snap
+
+    def _agent_stopping(self, key: tuple[str, str], pod: dict, node: str) -> None:
+        """Agent pod ``key`` goes: its preStop hook (``/cni-uninstall.sh``) removes
+        Cilium's CNI configurations from the mounted folder only when the pod started
+        with ``cni-uninstall: "true"`` and the ConfigMap's ``custom-cni-conf`` (its
+        ``CILIUM_CUSTOM_CNI_CONF``) is not ``"true"``. The chart's default,
+        ``cni.uninstall: false``, keeps them (as migration mode needs)."""
+        data = (self._start_cfg.get(key) or {}).get("data") or {}
+        if str(data.get("cni-uninstall", "")).strip().lower() != "true":
+            return
+        cm = self._configmap(NAMESPACE, CONFIG_MAP)
+        if str(((cm or {}).get("data") or {}).get("custom-cni-conf", "")).strip().lower() == "true":
+            return
+        folder = node_config.host_path(pod, node_config.AGENT_CONTAINER, node_config.CONF_MOUNT)
+        if folder and self.ctrl is not None:
+            self.ctrl.enqueue(("cni-uninstall", node, folder))
+
+    def agent_overrides(self, node: str) -> dict[str, str]:
+        """The CiliumNodeConfig keys the agent pod on ``node`` started with ({}: none)."""
+        key = self._agents.get(node)
+        return dict((self._start_cfg.get(key) or {}).get("overrides") or {}) if key else {}
+
+    def agent_config(self, node: str) -> CiliumConfig:
+        """What the agent on ``node`` runs with (see :meth:`pod_config`)."""
+        return self.pod_config(self._agents.get(node))
+
+    def pod_config(self, key: tuple[str, str] | None) -> CiliumConfig:
+        """What agent pod ``key`` runs with: ``cilium-config`` (read live: a real agent
+        reads it at start too, and the runbook restarts agents after changing it) with
+        the CiliumNodeConfig overrides resolved when the pod started."""
+        over = (self._start_cfg.get(key) or {}).get("overrides") if key else None
+        if not over:
+            return self.config()
+        cm = self._configmap(NAMESPACE, CONFIG_MAP)
+        if cm is None:
+            return CiliumConfig()
+        data = dict(cm.get("data") or {})
+        data.update(over)
+        return CiliumConfig.from_data(data)
 
     def _agent_pod(self, node: str) -> dict | None:
         key = self._agents.get(node)
@@ -201,6 +256,9 @@ class Agents:
                            delay=ENVOY_READY_SECONDS if ok else IMAGE_PULL_SECONDS)
         agent = app == "cilium"
         container = "cilium-agent" if agent else "cilium-operator"
+        if agent:
+            self._agent_started(key, node)
+            cfg = self.pod_config(key)
         if agent and is_ready(pod):
             boot = self._ready_boot.get(key)
             if boot is None or boot == nm.boot_count:
@@ -255,7 +313,11 @@ class Agents:
             for other in self.cache.all(("", "nodes")):
                 if other["metadata"]["name"] != nm.name:
                     remote += self.node_pod_cidrs(other, cfg)
-        datapath.install(nm, cfg, router_ip=router, local=list(local or []), remote=sorted(remote))
+        pod = self._agent_pod(nm.name)
+        conf = node_config.cni_conf_host_path(pod, cfg.write_cni_conf) if pod is not None else None
+        bin_dir = node_config.cni_bin_dir(pod) if pod is not None else node_config.DEFAULT_BIN_DIR
+        datapath.install(nm, cfg, router_ip=router, local=list(local or []), remote=sorted(remote),
+                         cni_conf=conf, bin_dir=bin_dir)
         for table, chains in CILIUM_CHAINS.items():
             for chain, parent in chains:
                 rules = [f'-A {parent} -m comment --comment "cilium-feeder: {chain}" -j {chain}']

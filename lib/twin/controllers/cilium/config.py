@@ -5,7 +5,12 @@ Configuration is read as the agent reads it:
 - from ``kube-system/cilium-config``: ``kube-proxy-replacement``, ``routing-mode``,
   ``tunnel-protocol``, ``tunnel-port`` (8472 for VXLAN when absent: flannel's port),
   ``ipam`` with ``cluster-pool-ipv4-cidr``/``cluster-pool-ipv4-mask-size``,
-  ``enable-hubble``, ``unmanaged-pod-watcher-interval`` (:class:`CiliumConfig`);
+  ``enable-hubble``, ``unmanaged-pod-watcher-interval``, and the CNI and datapath keys of
+  Cilium's migration mode: ``write-cni-conf-when-ready`` (empty: the agent writes no CNI
+  config, daemon/cmd/cni), ``cni-exclusive``, ``cni-chaining-mode``, ``custom-cni-conf``,
+  ``cni-uninstall``, ``enable-policy``, ``enable-host-legacy-routing``
+  (:class:`CiliumConfig`), overridden per node by CiliumNodeConfigs
+  (:mod:`.node_config`);
 - the API server address from ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` of
   the pod's ``cilium-agent`` (or ``cilium-operator``) container (a ``value`` or a
   ``configMapKeyRef``, :func:`container_env`). Without them the in-cluster Service
@@ -66,6 +71,14 @@ class CiliumConfig:
     hubble_listen: str = ":4244"
     unmanaged_watcher_seconds: float = 15.0
     bpf_lb_sock: bool = False
+    write_cni_conf: str = ""
+    cni_exclusive: bool = False
+    cni_chaining_mode: str = "none"
+    custom_cni_conf: bool = False
+    cni_uninstall: bool = False
+    policy_mode: str = "default"
+    host_legacy_routing: bool = False
+    bpf_masquerade: bool = False
 
     @classmethod
     def from_data(cls, data: dict | None) -> "CiliumConfig":
@@ -92,7 +105,16 @@ class CiliumConfig:
                    hubble=d.get("enable-hubble", "false").strip().lower() == "true",
                    hubble_listen=d.get("hubble-listen-address", ":4244"),
                    unmanaged_watcher_seconds=parse_duration(d.get("unmanaged-pod-watcher-interval", "15")),
-                   bpf_lb_sock=d.get("bpf-lb-sock", "false").strip().lower() == "true")
+                   bpf_lb_sock=_true(d.get("bpf-lb-sock")),
+                   # The agent's own defaults (daemon/cmd/cni cell.go, pkg/option) when absent.
+                   write_cni_conf=d.get("write-cni-conf-when-ready", "").strip(),
+                   cni_exclusive=_true(d.get("cni-exclusive")),
+                   cni_chaining_mode=d.get("cni-chaining-mode", "none").strip() or "none",
+                   custom_cni_conf=_true(d.get("custom-cni-conf")),
+                   cni_uninstall=_true(d.get("cni-uninstall")),
+                   policy_mode=d.get("enable-policy", "default").strip().lower() or "default",
+                   host_legacy_routing=_true(d.get("enable-host-legacy-routing")),
+                   bpf_masquerade=_true(d.get("enable-bpf-masquerade")))
 
     @property
     def tunnel(self) -> bool:
@@ -103,6 +125,10 @@ class CiliumConfig:
         """The agent attaches its socket load balancer to the cgroup root: with
         kube-proxy replacement (which turns it on) or ``bpf-lb-sock: "true"``."""
         return self.kpr or self.bpf_lb_sock
+
+
+def _true(value: str | None) -> bool:
+    return str(value or "").strip().lower() == "true"
 
 
 def parse_duration(text: str) -> float:

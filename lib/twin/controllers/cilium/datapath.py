@@ -85,17 +85,59 @@ def _write_if_changed(nm: Any, path: str, text: str, mode: int) -> None:
         nm.write(path, text, mode)
 
 
-def install(nm: Any, cfg: Any, *, router_ip: str | None, local: list[str], remote: list[str]) -> None:
+def write_cni_conf(nm: Any, path: str, *, exclusive: bool) -> list[str]:
+    """The agent's CNI config manager once Ready (daemon/cmd/cni/config.go,
+    ``setupCNIConfFile``): write ``path`` unless it already holds the same text, rename
+    a legacy ``05-cilium.conf`` away, and with ``cni-exclusive`` rename every other
+    ``*.conf``/``*.conflist``/``*.json`` file of the folder to ``<name>.cilium_bak``
+    (it does so again whenever the folder changes). Returns the renamed files."""
+    folder, name = path.rsplit("/", 1)
+    _write_if_changed(nm, path, conflist_text(), 0o644)
+    renamed = []
+    others = [n for n in (nm.listdir(folder) if nm.is_dir(folder) else ()) if n != name]
+    for other in others:
+        src = f"{folder}/{other}"
+        legacy = other == "05-cilium.conf"
+        if not (legacy or (exclusive and other.endswith((".conf", ".conflist", ".json")))):
+            continue
+        if nm.is_dir(src):
+            continue
+        mode = nm.host_path(src).stat().st_mode & 0o7777
+        nm.write(f"{src}.cilium_bak", nm.files.read(src), mode)
+        nm.remove(src)
+        renamed.append(src)
+    return renamed
+
+
+def cni_uninstall(nm: Any, folder: str) -> list[str]:
+    """The agent pod's preStop ``/cni-uninstall.sh`` with ``cni-uninstall: "true"``:
+    remove Cilium's active CNI configurations (``*cilium*.conf``/``.conflist``) from
+    ``folder``; the ``*.cilium_bak`` files of other plugins stay. Returns what went."""
+    gone = []
+    for n in (nm.listdir(folder) if nm.is_dir(folder) else ()):
+        if "cilium" in n and n.endswith((".conf", ".conflist")):
+            nm.remove(f"{folder}/{n}")
+            gone.append(f"{folder}/{n}")
+    return gone
+
+
+def install(nm: Any, cfg: Any, *, router_ip: str | None, local: list[str], remote: list[str],
+            cni_conf: str | None = CILIUM_CONFLIST, bin_dir: str = "/opt/cni/bin") -> None:
     """What a Ready agent keeps on node ``nm`` (idempotent: nothing changes when present).
 
     Args:
         cfg: the agent's :class:`~.config.CiliumConfig`.
         router_ip: the ``cilium_host`` address (CiliumInternalIP).
         local, remote: the pod CIDRs of this node and of the other nodes.
+        cni_conf: the host file ``write-cni-conf-when-ready`` names through the pod's
+            mount (None: the agent writes no CNI config, e.g. ``cni.customConf=true``).
+        bin_dir: the host folder ``install-cni-binaries`` copies ``cilium-cni`` into.
     """
-    _write_if_changed(nm, CILIUM_CONFLIST, conflist_text(), 0o644)
-    if not nm.exists(CNI_BINARY):
-        nm.write(CNI_BINARY, "#!cilium-cni (installed by the cilium agent's install-cni-binaries)\n", 0o755)
+    if cni_conf:
+        write_cni_conf(nm, cni_conf, exclusive=bool(getattr(cfg, "cni_exclusive", False)))
+    binary = f"{bin_dir.rstrip('/')}/cilium-cni"
+    if not nm.exists(binary):
+        nm.write(binary, "#!cilium-cni (installed by the cilium agent's install-cni-binaries)\n", 0o755)
     _write_if_changed(nm, SYSCTL_FILE, SYSCTL_TEXT, 0o644)
     for d in (LIB_DIR, f"{RUN_DIR}/state", CGROUP_MOUNT):
         if not nm.is_dir(d):

@@ -61,6 +61,7 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
         self._crash: dict[tuple[str, str], list] = {}       # pod key -> [count, state, since, node]
         self._dns: set[tuple[str, str]] = set()
         self._pool_index: dict[str, int] = {}
+        self._start_cfg: dict[tuple[str, str], dict] = {}   # agent pod key -> resolved at start
         self._unsub: Any = None
         self._ticker: Ticker | None = None
         self._watcher_due = 0.0
@@ -178,6 +179,9 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
             self._apps.pop(key, None)
             self._crash.pop(key, None)
             self._ready_boot.pop(key, None)
+            if app == "cilium" and node:
+                self._agent_stopping(key, pod, node)
+            self._start_cfg.pop(key, None)
             if app == "cilium" and node and self._agents.get(node) == key:
                 del self._agents[node]
                 # A surge/rolling update may already have the next agent on this node.
@@ -257,6 +261,10 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
             self._register_crds()
         elif kind == "cep":
             self._sync_cep(key[1], key[2])
+        elif kind == "cni-uninstall":
+            nm = self.rt.nodes.get(key[1])
+            if nm is not None:
+                datapath.cni_uninstall(nm, key[2])
 
     def _reconcile_node(self, node: str) -> None:
         self.kubelet.reevaluate(node)
@@ -272,7 +280,7 @@ class CiliumModel(Agents, Endpoints, Operator, AgentStatusFacts):
                 # the services as they are now.
                 datapath.agent_gone(nm, net.reachability.lb_snapshot())
             return
-        cfg = self.config()
+        cfg = self.agent_config(node)
         n = self.cache.get(("", "nodes"), "", node)
         self._ensure_node_artifacts(nm, cfg, n)
         if n is not None:

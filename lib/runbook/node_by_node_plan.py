@@ -55,8 +55,8 @@ STEP_CNC = "nbn-cnc"
 #: the switch's own steps (step 3); the server keys and the leftovers cleanup are
 #: 02-reconfigure's steps (``write-file``, ``cleanup-leftovers``), so the rollback's plan
 #: reads them as it does after a big-bang run
-SWITCH_STEPS: tuple[str, ...] = ("nbn-final-values", "nbn-delete-cnc", "nbn-unlabel",
-                                 "nbn-restart-k3s")
+SWITCH_STEPS: tuple[str, ...] = ("nbn-final-values", "nbn-rollout", "nbn-delete-cnc", "nbn-unlabel",
+                                 "nbn-kpr", "nbn-kpr-rollout", "nbn-remove-k3s-conflist")
 
 
 def journal_step(step: str) -> str:
@@ -297,5 +297,5 @@ def needs_revert(entries: Sequence[dict[str, Any]], node: str) -> bool:
 def switch_started(entries: Sequence[dict[str, Any]]) -> bool:
     """Whether any step of the switch was recorded (then the per-node rollback no longer
     applies: 05-rollback's big-bang path restores every node)."""
-    return any(e.get("phase") != "rollback" and (e.get("step") in SWITCH_STEPS or e.get("step") == "nbn-kpr"
-               or (e.get("step") == "restart-k3s")) for e in entries)
+    return any(e.get("phase") != "rollback" and (e.get("step") in SWITCH_STEPS or e.get("step") == "restart-k3s")
+               for e in entries)

@@ -4,13 +4,16 @@
 
 1. ``nbn-final-values``: ``helm upgrade`` to the final values with kube-proxy replacement
    still off (F5: Cilium writes its CNI config on every node, into containerd's default
-   folder, I3), then ``nbn-rollout``: the agents re-created (``rollout restart``) and
-   waited Ready;
+   folder, I3); the agents are re-created once (they read cilium-config only at start):
+   by the upgrade itself when it changed the DaemonSet (``cni.confPath`` moves), else by
+   the kube-proxy replacement step's restart, else by ``nbn-rollout``;
 2. ``nbn-delete-cnc`` and ``nbn-unlabel``: the CiliumNodeConfig and the migration labels go;
 3. the server keys (``flannel-backend: none`` ...), written as 02-reconfigure writes them
    (``write-file``, backed up; 05-rollback restores them);
-4. ``nbn-kpr``: kube-proxy replacement switched on when the values want it, the one step
-   that resets connections (F15), measured as the outage window ``nbn_kpr_window``;
+4. ``nbn-kpr`` and ``nbn-kpr-rollout``: kube-proxy replacement switched on when the values
+   want it and every agent restarted so it takes effect, the one step that resets
+   connections (F15), measured as the outage window ``nbn_kpr_window`` (until the last
+   k3s restart has removed kube-proxy);
 5. ``restart-k3s``, one node at a time, servers first: pods keep running (F11); each node
    must come back Ready reading containerd's default CNI folders (F7);
 6. the leftovers cleanup of 02-reconfigure (``cleanup-leftovers``), and Cilium's conflist
@@ -32,7 +35,8 @@ from .cluster import node_ready
 from .errors import GateFailed, NodeError
 from .k3sconfig import unit_for
 from .node_by_node import NodeByNodePlan, helm_upgrade
-from .node_by_node_steps import run_step
+from .cluster import pod_ready
+from .node_by_node_steps import AGENT_SELECTOR, run_step
 from .reconfigure_plan import config_plans
 
 if TYPE_CHECKING:
@@ -44,14 +48,35 @@ __all__ = ["switch", "KPR_WINDOW", "restart_one"]
 KPR_WINDOW = "nbn_kpr_window"
 
 
-def _rollout(s: Session) -> dict[str, Any]:
+def _agent_uids(s: Session) -> set[str]:
+    return {p["metadata"]["uid"] for p in s.cluster.list("pods", s.params.cilium.namespace,
+                                                          label_selector=AGENT_SELECTOR)}
+
+
+def _wait_replaced(s: Session, old: set[str]) -> None:
+    """Wait until no agent pod of ``old`` is left and one new agent per node is Ready."""
+    ns, nodes = s.params.cilium.namespace, len(s.params.nodes)
+
+    def check() -> tuple[bool, list[str]]:
+        pods = [p for p in s.cluster.list("pods", ns, label_selector=AGENT_SELECTOR)
+                if not p["metadata"].get("deletionTimestamp")]
+        left = [p["metadata"]["name"] for p in pods if p["metadata"]["uid"] in old]
+        ready = [p for p in pods if p["metadata"]["uid"] not in old and pod_ready(p)]
+        return (not left and len(ready) >= nodes), left + [f"{len(ready)}/{nodes} new agents Ready"]
+    s.cluster.wait_for(check, timeout=s.params.limits.timeouts.agents_ready, what="every Cilium agent re-created",
+                       interval=1.0, progress=s.progress, watch=[("pods", ns)])
+    cilium.wait_ready(s.cluster, namespace=ns, timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
+
+
+def _rollout(s: Session, old: set[str] | None = None) -> dict[str, Any]:
+    """``rollout restart ds/cilium`` (the agents read cilium-config only at start); waits
+    until every agent is a new pod, Ready."""
     ns = s.params.cilium.namespace
+    old = _agent_uids(s) if old is None else old
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     s.cluster.patch("daemonsets", "cilium", {"spec": {"template": {"metadata": {"annotations": {
         "kubectl.kubernetes.io/restartedAt": stamp}}}}}, ns)
-    time.sleep(1.0)  # let the controller see the new template before Ready is read
-    cilium.wait_ready(s.cluster, namespace=ns, timeout=s.params.limits.timeouts.agents_ready,
-                      progress=s.progress)
+    _wait_replaced(s, old)
     return {"restartedAt": stamp}
 
 
@@ -121,10 +146,17 @@ def switch(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
                details=[str(rp)], hint="re-run the per-node step first (it continues where it stopped)")
     ns = s.params.cilium.namespace
     rows: list[dict[str, Any]] = []
+    before = _agent_uids(s)
     rows.append({"step": "final values", **helm_upgrade(s, nb.final_values_file, step="nbn-final-values",
                                                         what="final values, kube-proxy replacement off")})
-    rows.append({"step": "agents re-created", **(run_step(s, "nbn-rollout", None, "rollout restart ds/cilium",
-                                                         lambda: _rollout(s)) or {})})
+    if nb.kpr_values_file:
+        rows.append({"step": "agents re-created", "result": "by the kube-proxy replacement step below (one "
+                     "restart of every agent, not two)"})
+    elif before and not (before & _agent_uids(s)):
+        rows.append({"step": "agents re-created", "result": "by the upgrade itself (the DaemonSet changed)"})
+    else:
+        rows.append({"step": "agents re-created", **(run_step(s, "nbn-rollout", None, "rollout restart ds/cilium",
+                                                             lambda: _rollout(s)) or {})})
     rows.append({"step": "CiliumNodeConfig deleted", **(run_step(
         s, "nbn-delete-cnc", None, f"delete CiliumNodeConfig {ns}/{nbp.CNC_NAME}",
         lambda: {"was": s.cluster.delete("ciliumnodeconfigs", nbp.CNC_NAME, ns) is not None}) or {})})
@@ -136,6 +168,10 @@ def switch(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
         outage.open_window(s.journal, KPR_WINDOW)
         rows.append({"step": "kube-proxy replacement", **helm_upgrade(
             s, nb.kpr_values_file, step="nbn-kpr", what="kube-proxy replacement on: resets connections (F15)")})
+        # the agents read cilium-config only when they start: without this restart the
+        # replacement (and the final values) would wait for the next agent restart
+        rows.append({"step": "agents re-created (kube-proxy replacement in force)", **(run_step(
+            s, "nbn-kpr-rollout", None, "rollout restart ds/cilium", lambda: _rollout(s)) or {})})
     final_dirs = datapath.cni_dirs(s.values)
     try:
         for n in [x for x in s.nodes if x.role == "server"] + [x for x in s.nodes if x.role != "server"]:

@@ -75,6 +75,12 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[last] = value
 
 
+#: the agents' DaemonSet rolls one node at a time while both overlays run, as the
+#: strategy moves nodes (the chart's default lets two agents restart at once), unless the
+#: values choose their own ``updateStrategy``
+ONE_AGENT_AT_A_TIME = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+
+
 def _ipam(v: dict[str, Any], cidr: str, mask: int) -> None:
     ipam = v.get("ipam") if isinstance(v.get("ipam"), dict) else {}
     op = dict(ipam.get("operator") or {})
@@ -91,7 +97,8 @@ def migration_values(values: dict[str, Any], *, cidr: str, mask: int, conf_dir: 
     ``conf_dir``, the folder k3s's containerd reads while flannel is on; nothing removed
     on shutdown (``cni.uninstall=false``); no policy enforcement; no restart of
     unmanaged pods; routing to the old overlay through the host stack; kube-proxy
-    replacement off (k3s's kube-proxy serves Services until the switch).
+    replacement off (k3s's kube-proxy serves Services until the switch); and, unless the
+    values choose their own, agents restarted one node at a time (``updateStrategy``).
 
     Example:
         >>> v = migration_values({"kubeProxyReplacement": True}, cidr="10.44.0.0/16", mask=24,
@@ -102,6 +109,7 @@ def migration_values(values: dict[str, Any], *, cidr: str, mask: int, conf_dir: 
     """
     v = copy.deepcopy(values)
     _ipam(v, cidr, mask)
+    v.setdefault("updateStrategy", copy.deepcopy(ONE_AGENT_AT_A_TIME))
     port = v.get("tunnelPort")
     for key, value in (("routingMode", "tunnel"), ("tunnelProtocol", "vxlan"),
                        ("tunnelPort", port if isinstance(port, int) and port != 8472 else 8473),
@@ -119,7 +127,7 @@ def final_values(values: dict[str, Any], *, cidr: str, mask: int) -> dict[str, A
     cluster-pool CIDR (the pods already have addresses from it), Cilium writing its CNI
     config everywhere, unmanaged pods restarted and policies enforced as the values say.
     ``cni.confPath``/``cni.binPath`` are the values' own (containerd's defaults once flannel
-    is off, F7).
+    is off, F7). Agents restart one node at a time unless the values say otherwise.
 
     Example:
         >>> final_values({"ipam": {"mode": "kubernetes"}}, cidr="10.44.0.0/16", mask=24)["ipam"]["mode"]
@@ -127,6 +135,7 @@ def final_values(values: dict[str, Any], *, cidr: str, mask: int) -> dict[str, A
     """
     v = copy.deepcopy(values)
     _ipam(v, cidr, mask)
+    v.setdefault("updateStrategy", copy.deepcopy(ONE_AGENT_AT_A_TIME))
     _set(v, "cni.customConf", False)
     _set(v, "operator.unmanagedPodWatcher.restart", True)
     v.setdefault("policyEnforcementMode", "default")

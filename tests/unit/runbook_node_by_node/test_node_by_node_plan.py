@@ -36,6 +36,7 @@ def test_migration_values_are_the_guides_migration_mode_in_k3s_folders() -> None
     assert v["policyEnforcementMode"] == "never" and v["bpf"] == {"hostLegacyRouting": True}
     assert v["kubeProxyReplacement"] is False and VALUES["kubeProxyReplacement"] is True
     assert (v["k8sServiceHost"], v["k8sServicePort"]) == ("127.0.0.1", 6444)
+    assert v["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
     assert VALUES["ipam"] == {"mode": "kubernetes"}   # the params' values are not changed in place
 
 
@@ -55,6 +56,9 @@ def test_final_values_keep_the_new_cidr_and_hand_the_cni_to_cilium() -> None:
     assert v["operator"]["unmanagedPodWatcher"] == {"restart": True}
     assert v["policyEnforcementMode"] == "default" and v["kubeProxyReplacement"] is True
     assert "bpf" not in v
+    assert v["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    own = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "50%"}}
+    assert nbp.final_values({"updateStrategy": own}, cidr="10.44.0.0/16", mask=24)["updateStrategy"] == own
 
 
 def test_cni_folders_must_agree() -> None:

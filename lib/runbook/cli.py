@@ -35,12 +35,6 @@ from twin.errors import TwinError, TwinInputError
 
 from .errors import ParamsError, RunbookError
 
-#: whether ``runbook rehearse --strategy node-by-node`` may run: only once a rehearsal on a
-#: twin that models both overlays side by side (CiliumNodeConfig taking effect at the agent's
-#: restart, routes between the flannel and Cilium CIDRs) has passed. The runbook side
-#: (runbook.node_by_node*) is there; docs/node-by-node.md says what remains.
-NODE_BY_NODE_REHEARSABLE = False
-
 #: The twin's errors on the runbook's exit codes (the twin knows nothing of the runbook).
 #: Bad input given to a twin is bad input like a params field. Any other twin error
 #: (a component that crashed while starting) keeps its traceback.
@@ -91,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     reh.add_argument("--from-snapshot", default=None, metavar="ARCHIVE",
                      help="rehearse on a twin of this snapshot (default: minicloud)")
     reh.add_argument("--strategy", default="big-bang", choices=["big-bang", "node-by-node"],
-                     help="migration strategy (node-by-node is refused until it has passed a rehearsal on a twin that "
-                          "models both overlays: docs/node-by-node.md)")
+                     help="migration strategy: big-bang (the default) or node-by-node (docs/node-by-node.md)")
 
     snap = sub.add_parser("snapshot", help="read a cluster (API + SSH, read-only) into one archive")
     what = snap.add_mutually_exclusive_group(required=True)
@@ -179,11 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_id:  # refuse it before a twin is started for nothing
                 runner.check_run_id(args.run_id)
             check_snapshot(args.from_snapshot)
-            if args.strategy != "big-bang" and not NODE_BY_NODE_REHEARSABLE:
-                from .params.schema import NODE_BY_NODE_REFUSED
-
-                raise ParamsError(NODE_BY_NODE_REFUSED, field="--strategy")
-
             outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
                                run_id=args.run_id, reports_dir=args.reports_dir,
                                state_dir=args.state_dir, snapshot=args.from_snapshot,

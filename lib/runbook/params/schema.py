@@ -350,11 +350,11 @@ class NodeByNode(_Model):
         return v
 
 
-#: why ``strategy: node-by-node`` is refused on a real target, and by ``runbook rehearse``
-#: while the twin does not model both overlays side by side
-NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' has not passed a rehearsal yet: the twin does not "
-                        "model both overlays side by side, so nothing has proven it; see "
-                        "docs/node-by-node.md (status); use 'big-bang'")
+#: why ``strategy: node-by-node`` is refused on a real target (it runs on a twin)
+NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is refused on a real target until it has proven itself: "
+                        "it has passed `runbook rehearse --strategy node-by-node --with-rollback` on "
+                        "minicloud, not yet on the HA topology or with the official chart; see "
+                        "docs/node-by-node.md (status); use 'big-bang', or rehearse it on a twin")
 
 
 class Params(_Model):
@@ -378,7 +378,7 @@ class Params(_Model):
         "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "
         "default) or 'node-by-node' (both overlays side by side, one node at a time: "
         "docs/node-by-node.md; needs cilium.migration_cidr; refused on a real target until it "
-        "has passed a rehearsal)."))
+        "has proven itself on every rehearsal topology)."))
     node_by_node: NodeByNode = Field(default_factory=NodeByNode, description=(
         "Settings of the node-by-node strategy (ignored by big-bang)."))
 

@@ -291,6 +291,27 @@ def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+#: the availability stages of a node-by-node rehearsal: name -> the journal step that opens it
+STAGES: tuple[tuple[str, str], ...] = (("node by node", "nbn-cordon"), ("switch", "nbn-final-values"))
+
+
+def stage_starts(entries: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(stage, recorded_at)`` of each of :data:`STAGES` the migration reached (pure).
+
+    Example:
+        >>> stage_starts([{"step": "nbn-cordon", "recorded_at": "T1", "phase": "install"},
+        ...               {"step": "nbn-cordon", "recorded_at": "T2", "phase": "install"}])
+        [('node by node', 'T1')]
+    """
+    out = []
+    for name, step in STAGES:
+        first = next((e for e in entries if e.get("step") == step and e.get("phase") != "rollback"
+                      and e.get("recorded_at")), None)
+        if first is not None:
+            out.append((name, first["recorded_at"]))
+    return out
+
+
 def needs_revert(entries: Sequence[dict[str, Any]], node: str) -> bool:
     """Whether ``node`` may be on Cilium (its label or agent step was recorded, in any
     status): it needs the whole per-node rollback, not just an uncordon.

@@ -171,6 +171,21 @@ def _compare_key(twin: Any, cilium_chart: str | None, snapshot: str | None) -> s
                         ("chart", read(cilium_chart))])
 
 
+def _nbn_stages(prober: AvailabilityProber, run_dir: Path, progress: Callable[[str], None]) -> None:
+    """Split the migration's availability at the node-by-node steps (read from the journal):
+    the per-node loop and the switch each get their own figures."""
+    from . import node_by_node_plan, outage
+
+    try:
+        doc = json.loads((run_dir / "journal.json").read_text())
+    except (OSError, ValueError):
+        return
+    for name, at in node_by_node_plan.stage_starts(doc.get("entries") or []):
+        wall = outage.ts(at)
+        if wall is not None and prober.add_stage(name, wall):
+            progress(f"availability stage '{name}' from {at}")
+
+
 def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
              run_id: str | None = None, reports_dir: str | None = None,
              state_dir: str | None = None, progress: Callable[[str], None] = print,
@@ -223,6 +238,8 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             out.rollback = runner.run(twin.params_path, phases=["rollback"], execute=True,
                                       run_id=run_id, reports_dir=reports_dir, progress=progress,
                                       render=False)
+        if strategy == "node-by-node":
+            _nbn_stages(prober, out.run.run_dir, progress)
         out.availability = prober.stop(strategy=strategy)
         progress(f"availability: {availability_line(out.availability)}")
         if with_rollback:

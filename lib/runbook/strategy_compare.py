@@ -105,5 +105,6 @@ def comparison_html(this: dict[str, Any], other: dict[str, Any] | None) -> str:
     return ("<h3 id='strategy-comparison'>Availability: the two strategies compared</h3>"
             "<p>The other strategy was rehearsed for the same params, values, snapshot and chart "
             f"(run {_e(other['run_id'])}). Both were measured by the same prober; the twin's cluster "
-            "seconds stretch with the machine's load, so compare runs made under a similar load.</p>"
+            "seconds stretch with the machine's load, so compare runs made under a similar load. A target's row "
+            "counts the whole rehearsal, rollback included.</p>"
             f"<table class='strategy-comparison'><tr><th>over</th>{head}</tr>{''.join(rows)}</table>")

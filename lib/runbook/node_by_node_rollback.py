@@ -7,10 +7,12 @@ done:
 
 * a node only cordoned (or drained) gets ``uncordon`` (when it was schedulable before);
 * a node that may be on Cilium (labelled, or its agent re-created) goes through step 2
-  in reverse: ``cordon``, ``drain``, ``unlabel``, ``restore-cni`` (Cilium's
+  in reverse: ``cordon``, ``drain``, ``unlabel``, ``agent`` (re-created without the
+  CiliumNodeConfig: it no longer writes a CNI config nor, with ``cni-exclusive``, renames
+  the others; the running one would take the folder back), ``restore-cni`` (Cilium's
   ``05-cilium.conflist`` removed from k3s's folder and flannel's conflist put back from
   its ``.cilium_bak``: with ``cni.uninstall=false`` the agent never does it, F2),
-  ``agent`` (re-created: it no longer writes a CNI config), ``pods`` (the node's pods on
+  ``pods`` (the node's pods on
   the new CIDR re-created: containerd loads flannel's config again, F12), ``validate``
   (a probe pod on the node gets a flannel address, outside the new CIDR), ``uncordon``.
 
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["plan", "revert_nodes", "RB_STEPS"]
 
-RB_STEPS = ("cordon", "drain", "unlabel", "restore-cni", "agent", "pods", "validate", "uncordon")
+RB_STEPS = ("cordon", "drain", "unlabel", "agent", "restore-cni", "pods", "validate", "uncordon")
 
 
 def _entries(s: Session) -> list[dict[str, Any]]:
@@ -141,10 +143,12 @@ def _revert_one(s: Session, node: str, *, conf_dir: str, cidr: str, entries: lis
                                   progress=s.progress).to_dict())
         _step(s, node, since, "unlabel", f"remove {nbp.LABEL} from {node}",
               lambda: s.cluster.patch("nodes", node, {"metadata": {"labels": {nbp.LABEL: None}}}) and None)
+        # the agent first: a running agent started with the CiliumNodeConfig owns the folder
+        # (cni-exclusive) and would take it back; the new one, unlabelled, leaves it alone
+        _step(s, node, since, "agent", f"re-create the Cilium agent on {node} (it no longer owns the CNI folder)",
+              lambda: recreate_agent(s, node))
         _step(s, node, since, "restore-cni", f"remove {nbp.CONFLIST} from {conf_dir} on {node}, put "
               f"{nbp.FLANNEL_CONFLIST} back", lambda: _restore_cni(s, node, conf_dir))
-        _step(s, node, since, "agent", f"re-create the Cilium agent on {node} (no CNI config now)",
-              lambda: recreate_agent(s, node))
         _step(s, node, since, "pods", f"re-create {node}'s pods on flannel", lambda: _restart_cilium_pods(s, node, cidr))
         _step(s, node, since, "validate", f"a new pod on {node} gets flannel's network",
               lambda: _validate_flannel(s, node, cidr))

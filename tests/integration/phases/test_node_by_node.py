@@ -124,7 +124,7 @@ def test_killed_mid_nodes_the_rollback_returns_every_node_to_flannel(fresh_twin,
     # the per-node way back ran for that node, each step once, before the big-bang steps
     rb = [e["step"] for e in doc["entries"] if e.get("phase") == "rollback" and e["node"] == node
           and e["step"].startswith("nbn-rb-")]
-    assert rb == [f"nbn-rb-{s}" for s in ("cordon", "drain", "unlabel", "restore-cni", "agent", "pods",
+    assert rb == [f"nbn-rb-{s}" for s in ("cordon", "drain", "unlabel", "agent", "restore-cni", "pods",
                                           "validate", "uncordon")]
     first_helm = min(e["seq"] for e in doc["entries"] if e["step"] == "helm-uninstall")
     assert max(e["seq"] for e in doc["entries"] if e["step"].startswith("nbn-rb-")) < first_helm

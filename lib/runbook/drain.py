@@ -4,7 +4,10 @@ Pods leave through the Eviction API (``POST .../pods/<name>/eviction``), which r
 (HTTP 429) an eviction that would break a PodDisruptionBudget; such a pod is tried
 again every ``retry`` seconds until the drain's ``timeout`` (F14 in
 docs/node-by-node.md). DaemonSet pods, mirror (static) pods and finished pods stay, as
-with ``--ignore-daemonsets``. A pod behind a PDB the person listed in
+with ``--ignore-daemonsets``. Unlike ``kubectl drain``, pods of one controller leave one
+at a time: the next is evicted only once the controller has as many Ready pods as before
+the last eviction, so a workload whose replicas the earlier drains put on this node (and
+that has no PDB to say so) keeps a Ready pod throughout. A pod behind a PDB the person listed in
 ``node_by_node.delete_instead_of_evict`` (an outage accepted in 01-preflight) is deleted
 instead, each deletion journaled first. The drain ends when none of the pods it moves
 is left on the node (their grace periods run out on the node, not here).
@@ -20,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .cluster import pod_ready
 from .errors import ClusterError, NodeError
 from .node_by_node_gates import drain_moves, selector_matches
 
@@ -98,6 +102,21 @@ def blocking_pdb(pod: dict, pdbs: Sequence[dict]) -> str | None:
     return None
 
 
+def _owner(pod: dict) -> str | None:
+    """The uid of the pod's controller (its ReplicaSet, StatefulSet ...), None without one."""
+    ref = next((r for r in (pod.get("metadata") or {}).get("ownerReferences") or () if r.get("controller")), None)
+    return (ref.get("uid") or f"{ref.get('kind')}/{ref.get('name')}") if ref else None
+
+
+def _ready_by_owner(pods: Sequence[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in pods:
+        owner = _owner(p)
+        if owner and not (p.get("metadata") or {}).get("deletionTimestamp") and pod_ready(p):
+            out[owner] = out.get(owner, 0) + 1
+    return out
+
+
 def _evict(cluster: Cluster, pod: dict) -> str:
     """``evicted``, ``gone`` or ``refused`` (a PDB: 429; or the API's 500 for a pod behind
     two PDBs)."""
@@ -138,10 +157,15 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
     last_report = -10.0
     asked: set[str] = set()
     refused_by: dict[str, str] = {}
+    #: controller -> the Ready pods it had before its last eviction (wait for them again)
+    inflight: dict[str, int] = {}
     first = True
     while True:
-        pods = cluster.list("pods", field_selector=f"spec.nodeName={node}")
-        moving = pods_to_move(pods, node)
+        everywhere = cluster.list("pods")
+        moving = pods_to_move(everywhere, node)
+        ready = _ready_by_owner(everywhere)
+        for owner in [o for o, want in inflight.items() if ready.get(o, 0) >= want]:
+            del inflight[owner]
         if first:
             progress(f"drain {node}: {len(moving)} pod(s) to move")
             first = False
@@ -168,6 +192,9 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
                 out.deleted.append(key)
                 asked.add(key)
                 continue
+            owner = _owner(p)
+            if owner is not None and owner in inflight:
+                continue   # its sibling's replacement is not Ready yet
             verdict = _evict(cluster, p)
             if verdict == "refused":
                 out.refusals += 1
@@ -176,11 +203,14 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
             refused_by.pop(key, None)
             out.evicted.append(key)
             asked.add(key)
+            if owner is not None:
+                inflight[owner] = ready.get(owner, 0)
         waited = time.monotonic() - t0
         left = [_key(p) for p in moving]
         if waited >= timeout:
-            lines = [f"{k}: " + (f"eviction refused by {refused_by[k]}" if k in refused_by
-                                 else "evicted, still terminating") for k in left]
+            lines = [f"{_key(p)}: " + (f"eviction refused by {refused_by[_key(p)]}" if _key(p) in refused_by
+                                       else "evicted, still terminating" if _key(p) in asked
+                                       else "waiting for a sibling's replacement to be Ready") for p in moving]
             raise DrainTimeout(
                 f"drain of {node} did not finish in {timeout:.0f}s: {len(left)} pod(s) left "
                 f"({'; '.join(lines[:8])})", node=node, pods=lines,
@@ -190,8 +220,10 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
                      f"node (it stays cordoned). To give up instead: `kubectl uncordon {node}` or 05-rollback.")
         if waited - last_report >= 10:
             blocked = sum(1 for k in left if k in refused_by)
+            waiting = sum(1 for p in moving if _key(p) not in asked and _owner(p) in inflight)
             progress(f"drain {node}: {len(left)} pod(s) left after {waited:.0f}s"
-                     + (f", {blocked} refused by a PDB (retried every {retry:g}s)" if blocked else ""))
+                     + (f", {blocked} refused by a PDB (retried every {retry:g}s)" if blocked else "")
+                     + (f", {waiting} waiting for a sibling's replacement to be Ready" if waiting else ""))
             last_report = waited
         # a refused pod is asked again next round; an evicted one is only waited for
         for k in list(refused_by):

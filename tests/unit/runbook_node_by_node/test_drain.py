@@ -102,3 +102,44 @@ def test_mirror_terminating_and_finished_pods_are_not_moved() -> None:
                               "n1") == [_pod("web-1", "n1", app="web")]
     assert drain.blocking_pdb(_pod("web-1", "n1", app="web"), [_pdb("other", "x"), _pdb("web", "web")]) == "a/web"
     assert drain.blocking_pdb(_pod("web-1", "n1", app="web", ns="b"), [_pdb("web", "web")]) is None
+
+
+def _ready(p: dict) -> dict:
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    p["metadata"]["ownerReferences"][0]["uid"] = "rs-web"
+    return p
+
+
+class SlowReplacements(FakeAPI):
+    """An evicted pod's replacement turns Ready on another node two list calls later."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.pending: list[tuple[int, dict]] = []
+        self.lists = 0
+        self.log: list[str] = []
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        if resource == "pods":
+            self.lists += 1
+            for due, pod in [x for x in self.pending if x[0] <= self.lists]:
+                self.pending.remove((due, pod))
+                self.pods.append(pod)
+                self.log.append(f"ready {pod['metadata']['name']}")
+        return super().list(resource, namespace, **kw)
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        name = path.split("/")[6]
+        res = super().request(method, path, **kw)
+        self.log.append(f"evict {name}")
+        self.pending.append((self.lists + 2, _ready(_pod(f"{name}-new", "n2", app="web"))))
+        return res
+
+
+def test_replicas_on_the_drained_node_leave_one_at_a_time() -> None:
+    api = SlowReplacements([_ready(_pod("web-1", "n1", app="web")), _ready(_pod("web-2", "n1", app="web"))], [])
+    lines: list[str] = []
+    res = drain.drain(api, "n1", timeout=20, retry=0.01, progress=lines.append)
+    assert sorted(res.evicted) == ["a/web-1", "a/web-2"]
+    # the second replica left only once the first one's replacement was Ready elsewhere
+    assert api.log[:3] == ["evict web-1", "ready web-1-new", "evict web-2"]

@@ -97,6 +97,18 @@ def in_window(samples: list[dict[str, Any]], start_ct: float | None, end_ct: flo
             and (end_ct is None or float(s["ct"]) < end_ct)]
 
 
+def ct_at(targets: list[dict[str, Any]], wall: float) -> float | None:
+    """The cluster time of the first request made at or after wall time ``wall`` (the
+    samples carry both clocks), None when none was.
+
+    Example:
+        >>> ct_at([{"samples": [{"t": 10.0, "ct": 0.0}, {"t": 11.0, "ct": 20.0}]}], 10.5)
+        20.0
+    """
+    after = [s for t in targets for s in t.get("samples") or () if float(s["t"]) >= wall]
+    return float(min(after, key=lambda s: float(s["t"]))["ct"]) if after else None
+
+
 def _totals(per_target: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"probes": sum(f["probes"] for f in per_target.values()),
             "failed": sum(f["failed"] for f in per_target.values()),

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     reh.add_argument("--from-snapshot", default=None, metavar="ARCHIVE",
                      help="rehearse on a twin of this snapshot (default: minicloud)")
     reh.add_argument("--strategy", default="big-bang", choices=["big-bang", "node-by-node"],
-                     help="migration strategy (node-by-node is refused until implemented: docs/node-by-node.md)")
+                     help="migration strategy: big-bang (the default) or node-by-node (docs/node-by-node.md)")
 
     snap = sub.add_parser("snapshot", help="read a cluster (API + SSH, read-only) into one archive")
     what = snap.add_mutually_exclusive_group(required=True)
@@ -172,14 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_id:  # refuse it before a twin is started for nothing
                 runner.check_run_id(args.run_id)
             check_snapshot(args.from_snapshot)
-            if args.strategy != "big-bang":
-                from .params.schema import NODE_BY_NODE_REFUSED
-
-                raise ParamsError(NODE_BY_NODE_REFUSED, field="--strategy")
-
             outcome = rehearse(with_rollback=args.with_rollback, cilium_chart=args.cilium_chart,
                                run_id=args.run_id, reports_dir=args.reports_dir,
-                               state_dir=args.state_dir, snapshot=args.from_snapshot)
+                               state_dir=args.state_dir, snapshot=args.from_snapshot,
+                               strategy=args.strategy)
             print(f"\nreport: {outcome.index_html}")
             return 0 if outcome.ok else 1
         if args.command == "lab":

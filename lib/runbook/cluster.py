@@ -58,6 +58,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ipaddresspools": ("metallb.io/v1beta1", "ipaddresspools", True),
     "ciliumnodes": ("cilium.io/v2", "ciliumnodes", False),
     "ciliumendpoints": ("cilium.io/v2", "ciliumendpoints", True),
+    "ciliumnodeconfigs": ("cilium.io/v2alpha1", "ciliumnodeconfigs", True),
 }
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -166,20 +167,25 @@ class Cluster:
     # -- the choke point ------------------------------------------------------------------
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                 body: Any = None, content_type: str | None = None,
-                ok_missing: bool = False, retry_for: float | None = None) -> Any:
+                ok_missing: bool = False, retry_for: float | None = None,
+                raise_status: frozenset[int] = frozenset()) -> Any:
         """One API call, returning parsed JSON (None for 404 when ``ok_missing``).
 
         Retries connection failures, 429 and 5xx with exponential backoff for up to
         ``retry_for`` seconds (default the cluster's), recording the outage; other
-        errors raise ClusterError.
+        errors raise ClusterError. A status in ``raise_status`` is an answer, not an
+        outage: it raises ClusterError at once (an eviction a PodDisruptionBudget refuses
+        is a 429 the caller retries on its own schedule).
         """
         data = self.request_raw(method, path, query=query, body=body, content_type=content_type,
-                                ok_missing=ok_missing, retry_for=retry_for)
+                                ok_missing=ok_missing, retry_for=retry_for,
+                                raise_status=raise_status)
         return loads(data) if data else None
 
     def request_raw(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                     body: Any = None, content_type: str | None = None,
-                    ok_missing: bool = False, retry_for: float | None = None) -> bytes | None:
+                    ok_missing: bool = False, retry_for: float | None = None,
+                    raise_status: frozenset[int] = frozenset()) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
         ``ok_missing``), for callers that decode it themselves (paging)."""
         lean_imports.kubernetes()
@@ -212,7 +218,7 @@ class Cluster:
                 if status == 404 and ok_missing:
                     return None
                 msg = _status_message(data)
-                if status not in _RETRY_STATUS:
+                if status not in _RETRY_STATUS or status in raise_status:
                     raise ClusterError(f"{method} {path} failed: {status} {msg}", status=status,
                                        reason=_status_reason(data),
                                        hint=_hint_for(status))

@@ -33,9 +33,11 @@ import hashlib
 import html
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 
 from . import chart, checks, cilium, deadline, outage, pods, storage
 from .cluster import node_ready
@@ -130,21 +132,44 @@ def _helm(s: Session) -> Helm:
     return h
 
 
+#: the values files node_by_node.plan writes into the run folder, the final state's first
+NBN_FINAL_VALUES = ("nbn-kpr-values.yaml", "nbn-final-values.yaml")
+
+
+def values_file(s: Session) -> Path:
+    """The values the release must end with: the params' file (big-bang), or under
+    node-by-node the final values its switch installed (the params' values with the
+    migration's pod CIDR), written into the run folder by ``node_by_node.plan``."""
+    if s.params.strategy == "node-by-node":
+        for name in NBN_FINAL_VALUES:
+            f = Path(s.run_dir) / name
+            if f.exists():
+                return f
+    return s.params.values_path
+
+
+def _planned_values(s: Session, ip: InstallPlan) -> dict[str, Any]:
+    if ip.values_file == str(s.params.values_path):
+        return s.values
+    return yaml.safe_load(ip.values_text) or {}
+
+
 def plan(s: Session) -> InstallPlan:
     """The exact helm commands, the values and the pinned version (read-only)."""
     p, c = s.params, s.params.cilium
     h = _helm(s)
-    text = p.values_path.read_text(encoding="utf-8")
+    vf = values_file(s)
+    text = vf.read_text(encoding="utf-8")
     chart = f"{c.chart_repo_name}/{c.chart}"
     timeout = f"{int(p.limits.timeouts.helm)}s"
     cmds = [h.command_line("repo_add", c.chart_repo_name, p.chart_repo_url),
             h.command_line("repo_update", c.chart_repo_name),
             h.command_line("upgrade_install", c.release, chart, version=c.version,
-                           values_file=str(p.values_path), namespace=c.namespace, wait=True,
+                           values_file=str(vf), namespace=c.namespace, wait=True,
                            timeout=timeout)]
     return InstallPlan(release=c.release, namespace=c.namespace, chart=chart, version=c.version,
                        repo_name=c.chart_repo_name, repo_url=p.chart_repo_url,
-                       values_file=str(p.values_path), values_text=text,
+                       values_file=str(vf), values_text=text,
                        values_sha256=hashlib.sha256(text.encode()).hexdigest(), timeout=timeout,
                        commands=cmds)
 
@@ -213,7 +238,7 @@ def helm_install(s: Session, ip: InstallPlan) -> HelmOutcome | None:
     h.repo_add(ip.repo_name, ip.repo_url)
     h.repo_update(ip.repo_name)
     existed = h.is_installed(ip.release, namespace=ip.namespace)
-    same, rev = _deployed_same(h, ip, s.values, installed=existed)
+    same, rev = _deployed_same(h, ip, _planned_values(s, ip), installed=existed)
     if same:
         s.journal.set("cilium_installed", True)
         return HelmOutcome("already deployed with this version and these values", rev,

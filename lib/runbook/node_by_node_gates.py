@@ -42,7 +42,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-__all__ = ["Verdict", "capacity", "cidr", "pdb_blockers", "cpu_millis", "memory_bytes",
+__all__ = ["Verdict", "capacity", "cidr", "pdb_blockers", "cpu_millis", "memory_bytes", "drain_moves",
            "pod_requests", "selector_matches"]
 
 
@@ -142,7 +142,7 @@ def _controller(o: dict) -> dict | None:
     return next((r for r in _md(o).get("ownerReferences") or () if r.get("controller")), None)
 
 
-def _drain_moves(pod: dict) -> bool:
+def drain_moves(pod: dict) -> bool:
     """Whether ``kubectl drain --ignore-daemonsets`` evicts the pod for the scheduler to
     place elsewhere (DaemonSet and static/mirror pods stay; finished pods need no room)."""
     owner = _controller(pod)
@@ -235,7 +235,7 @@ def capacity(nodes: list[dict], pods: list[dict], pdbs: Iterable[dict] = ()) -> 
     stuck_all: list[str] = []
     for node in sorted(nodes, key=lambda n: _md(n).get("name", "")):
         name = _md(node).get("name", "")
-        moving = sorted((p for p in by_node.get(name, []) if _drain_moves(p)),
+        moving = sorted((p for p in by_node.get(name, []) if drain_moves(p)),
                         key=lambda p: (pod_requests(p)[::-1], _name(p)), reverse=True)
         rooms = [_room(n, by_node.get(k, [])) for k, n in sorted(usable.items()) if k != name]
         stuck = []

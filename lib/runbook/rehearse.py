@@ -135,12 +135,65 @@ def verify_back_on_flannel(twin: Any, before: dict[str, str]) -> dict[str, Any]:
     return checks
 
 
+#: the new pod CIDR a node-by-node rehearsal uses when the params name none
+REHEARSAL_MIGRATION_CIDR = "10.44.0.0/16"
+
+
+def _set_strategy(params_path: Path, strategy: str) -> None:
+    """Write ``strategy`` (and, for node-by-node, a migration CIDR when none is set) into
+    the twin's params file."""
+    import yaml
+
+    data = yaml.safe_load(params_path.read_text()) or {}
+    data["strategy"] = strategy
+    if strategy == "node-by-node":
+        cil = data.setdefault("cilium", {})
+        cil.setdefault("migration_cidr", REHEARSAL_MIGRATION_CIDR)
+    params_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _compare_key(twin: Any, cilium_chart: str | None, snapshot: str | None) -> str:
+    """What makes two rehearsals comparable (:func:`runbook.strategy_compare.compare_key`)."""
+    from twin.rehearsal_params import source_params
+
+    from . import params as params_mod
+    from .strategy_compare import compare_key
+
+    src = source_params(twin.rt)
+    p = params_mod.load(twin.params_path)
+
+    def read(path: Any) -> bytes | None:
+        try:
+            return Path(path).read_bytes() if path else None
+        except OSError:
+            return None
+    return compare_key([("params", read(src)), ("values", read(p.values_path)), ("snapshot", read(snapshot)),
+                        ("chart", read(cilium_chart))])
+
+
+def _nbn_stages(prober: AvailabilityProber, run_dir: Path, progress: Callable[[str], None]) -> None:
+    """Split the migration's availability at the node-by-node steps (read from the journal):
+    the per-node loop and the switch each get their own figures."""
+    from . import node_by_node_plan, outage
+
+    try:
+        doc = json.loads((run_dir / "journal.json").read_text())
+    except (OSError, ValueError):
+        return
+    for name, at in node_by_node_plan.stage_starts(doc.get("entries") or []):
+        wall = outage.ts(at)
+        if wall is not None and prober.add_stage(name, wall):
+            progress(f"availability stage '{name}' from {at}")
+
+
 def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
              run_id: str | None = None, reports_dir: str | None = None,
              state_dir: str | None = None, progress: Callable[[str], None] = print,
-             snapshot: str | None = None) -> Rehearsal:
+             snapshot: str | None = None, strategy: str = "big-bang") -> Rehearsal:
     """Start a twin (of minicloud, or of the ``snapshot`` archive), run the migration
-    (and rollback) on it, render the report."""
+    (and rollback) on it with ``strategy``, render the report. ``rehearsal.json`` records
+    the strategy and, when the other strategy was rehearsed for the same params (a run
+    folder next to this one), its figures for the index's comparison."""
     from twin.api import Twin
 
     from . import report
@@ -167,6 +220,9 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
             progress(f"assumed: {line}")
         before = _config_digests(twin.state_dir)
+        if strategy != "big-bang":   # big-bang is the params' default: the twin's file stays as written
+            _set_strategy(Path(twin.params_path), strategy)
+        progress(f"strategy: {strategy}")
         run_id = run_id or runner.new_run_id()
         prober = AvailabilityProber(twin).start("migration")
         # The report is rendered once, at the end (a failed phase renders it at once too,
@@ -182,7 +238,9 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
             out.rollback = runner.run(twin.params_path, phases=["rollback"], execute=True,
                                       run_id=run_id, reports_dir=reports_dir, progress=progress,
                                       render=False)
-        out.availability = prober.stop()
+        if strategy == "node-by-node":
+            _nbn_stages(prober, out.run.run_dir, progress)
+        out.availability = prober.stop(strategy=strategy)
         progress(f"availability: {availability_line(out.availability)}")
         if with_rollback:
             out.checks = verify_back_on_flannel(twin, before)
@@ -190,9 +248,20 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
                 progress(f"rollback check: {name}: {'OK' if c['ok'] else 'FAILED'} ({c['detail']})")
         last = out.rollback or out.run
         path = last.run_dir / "rehearsal.json"
+        from .strategy_compare import find_other
+
+        try:
+            key = _compare_key(twin, cilium_chart, snapshot)
+            other = find_other(last.run_dir.parent, key=key, strategy=strategy, exclude=last.run_dir)
+        except Exception as e:  # noqa: BLE001 - a comparison never costs the rehearsal its evidence
+            progress(f"no strategy comparison: {type(e).__name__}: {e}")
+            key, other = None, None
+        if other is not None:
+            progress(f"compared with the {other['strategy']} rehearsal {other['run_id']} (same params)")
         # compact: the prober's samples run to thousands (the index shows the figures)
-        path.write_text(json.dumps({"checks": out.checks, "ok": out.ok, "availability": out.availability},
-                                   separators=(",", ":")))
+        path.write_text(json.dumps({"checks": out.checks, "ok": out.ok, "strategy": strategy,
+                                    "compare_key": key, "compared_with": other,
+                                    "availability": out.availability}, separators=(",", ":")))
         os.chmod(path, 0o600)
         out.index_html = report.render_run(last.run_dir)
     finally:

@@ -92,6 +92,17 @@ class AvailabilityProber:
         """A new stage (e.g. ``rollback``) starts now: the figures are also given per stage."""
         self.twin.call(self._mark, stage)
 
+    def add_stage(self, stage: str, wall: float) -> bool:
+        """A stage that started at wall time ``wall`` (read afterwards, e.g. from the run's
+        journal), placed at the cluster time of the first request made after it; False
+        when no request was made after it."""
+        ct = availability.ct_at(self.targets, wall)
+        if ct is None:
+            return False
+        self.stages.append({"name": stage, "from_ct": round(ct, 3), "from_t": wall})
+        self.stages.sort(key=lambda st: st["from_ct"])
+        return True
+
     def stop(self, *, strategy: str = "big-bang") -> dict[str, Any]:
         """Stop probing; the ``availability`` section (see :func:`runbook.availability.summarize`)."""
         try:

@@ -36,6 +36,7 @@ from typing import Any
 
 from .presentation import plain
 from .report_availability import availability_html
+from .strategy_compare import comparison_html
 
 __all__ = ["IndexData", "index_html", "KIND_WORDS"]
 
@@ -276,6 +277,8 @@ def _timeline(d: IndexData) -> list[str]:
                "CiliumEndpoint; on a flannel node, it has none and its sandbox is newer than the node's "
                "last NotReady period. The kubelet's Ready count (dashed) stays high through a CNI swap.</p>")
     out.append(availability_html((d.rehearsal or {}).get("availability")))
+    if d.rehearsal:
+        out.append(comparison_html(d.rehearsal, d.rehearsal.get("compared_with")))
     if d.outages:
         out.append("<table class='outages'><tr><th>outage window</th><th>opened</th><th>closed</th>"
                    "<th>length (journal)</th><th>lowest share of pods with a live network</th>"

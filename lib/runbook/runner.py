@@ -33,6 +33,11 @@ __all__ = ["MIGRATION", "PHASES", "PhaseResult", "RunResult", "run", "execute_ph
            "parse_phases", "new_run_id", "check_run_id", "make_run_dir", "secure_tree"]
 
 _COMMON = {"params_file", "run_dir", "execute", "confirm"}
+#: phases a strategy does not run, and why (the run's progress and result say it)
+NOT_IN_STRATEGY: dict[str, dict[str, str]] = {
+    "node-by-node": {"reconfigure": "strategy node-by-node: flannel stays on until every node runs its pods "
+                                    "on Cilium; 03-install writes the k3s keys and restarts k3s at the switch"},
+}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -285,6 +290,12 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
              f"against {p.target.name} ({p.target.kind})")
     try:
         for i, ph in enumerate(names):
+            if ph in NOT_IN_STRATEGY.get(p.strategy, {}):
+                # not executed: the strategy does this phase's work elsewhere (the page says where)
+                progress(f"{ph}: not run ({NOT_IN_STRATEGY[p.strategy][ph]})")
+                result.phases[i] = PhaseResult(ph, run_dir / PHASES[ph], status="not-run",
+                                               error=NOT_IN_STRATEGY[p.strategy][ph])
+                continue
             res = execute_phase(ph, run_dir, parameters, progress=progress)
             secure_tree(run_dir)
             result.phases[i] = res

@@ -29,7 +29,7 @@ from .yaml_io import YAMLError, kubeconfig_servers, strict_yaml, yaml_problem
 __all__ = [
     "Params", "Target", "SSH", "NodeParams", "Paths", "Cilium", "Velero", "ArgoCD",
     "IngressCheck", "LoadBalancerIP", "RegressionCheck", "Checks", "Timeouts", "Limits",
-    "Decision", "K3s", "Rollback", "Verify", "Twin", "BaseModel", "kpr_enabled", "split_host_port",
+    "Decision", "K3s", "Rollback", "Verify", "Twin", "NodeByNode", "BaseModel", "kpr_enabled", "split_host_port",
 ]
 
 
@@ -120,6 +120,30 @@ class Cilium(_Model):
                              description="Helm values file, relative to the params file.")
     helm_path: str | None = Field(None, description="helm binary; null = find it.")
     cli_path: str | None = Field(None, description="Optional cilium CLI; null = not used.")
+    migration_cidr: str | None = Field(None, description=(
+        "strategy node-by-node only: the NEW pod CIDR Cilium's cluster-pool IPAM hands out "
+        "(e.g. 10.44.0.0/16). Flannel's pods keep the cluster CIDR while both overlays run, so "
+        "it must overlap neither the cluster CIDR, the service CIDR nor a node network "
+        "(01-preflight checks it against the cluster); the pods keep it after the switch."))
+    migration_mask_size: int = Field(24, ge=8, le=30, description=(
+        "strategy node-by-node only: the per-node block of migration_cidr "
+        "(ipam.operator.clusterPoolIPv4MaskSize)."))
+
+    @field_validator("migration_cidr")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(v.strip(), strict=True)
+        except ValueError as e:
+            raise ValueError(f"migration_cidr {v!r} is not a network address ({e}); write it "
+                             "as network/prefix with no host bits, e.g. 10.44.0.0/16") from None
+        if net.version != 4:
+            raise ValueError("migration_cidr must be IPv4 (the migration's cluster-pool is IPv4 here)")
+        return str(net)
 
 
 class Velero(_Model):
@@ -356,10 +380,38 @@ class Twin(_Model):
         "the report index lists them under 'Assumed'."))
 
 
-#: why ``strategy: node-by-node`` is refused (params and ``runbook rehearse --strategy``)
-NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is not implemented yet; see docs/node-by-node.md "
-                        "(the procedure derived from the sources, and its preflight gates); "
-                        "use 'big-bang'")
+class NodeByNode(_Model):
+    """How the node-by-node strategy moves each node (docs/node-by-node.md)."""
+
+    drain_timeout: float = Field(300, gt=0, description=(
+        "Seconds one node's drain may take: evictions refused by a PodDisruptionBudget "
+        "(HTTP 429) are retried until then, then the run stops with the pods still there."))
+    eviction_retry: float = Field(5, gt=0, description=(
+        "Seconds between two attempts to evict a pod a PodDisruptionBudget protects."))
+    delete_instead_of_evict: list[str] = Field(default_factory=list, description=(
+        "PodDisruptionBudgets ('namespace/name') whose pods the drain DELETES instead of "
+        "evicting (journaled): the outage of a workload you accepted in 01-preflight's PDB "
+        "gate (one replica behind minAvailable: 1). Empty: every PDB is respected."))
+    probe_image: str = Field("busybox:1.36", min_length=1, description=(
+        "Image of the probe pod pinned to each migrated node (needs wget and nslookup); "
+        "use one the nodes already have or can pull."))
+    probe_timeout: float = Field(120, gt=0, description=(
+        "Seconds the probe pod may take to start and answer on one node."))
+
+    @field_validator("delete_instead_of_evict")
+    @classmethod
+    def _pdb_names(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x.count("/") != 1 or not all(x.split("/"))]
+        if bad:
+            raise ValueError(f"write each PDB as namespace/name, not {', '.join(map(repr, bad))}")
+        return v
+
+
+#: why ``strategy: node-by-node`` is refused on a real target (it runs on a twin)
+NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is refused on a real target until it has proven itself: "
+                        "it has passed `runbook rehearse --strategy node-by-node --with-rollback` on "
+                        "minicloud, not yet on the HA topology or with the official chart; see "
+                        "docs/node-by-node.md (status); use 'big-bang', or rehearse it on a twin")
 
 
 class Params(_Model):
@@ -382,17 +434,24 @@ class Params(_Model):
     twin: Twin | None = Field(None, description="Only for kind twin.")
     strategy: Literal["big-bang", "node-by-node"] = Field("big-bang", description=(
         "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "
-        "only strategy implemented) or 'node-by-node' (refused until it is implemented and "
-        "rehearsed: docs/node-by-node.md)."))
+        "default) or 'node-by-node' (both overlays side by side, one node at a time: "
+        "docs/node-by-node.md; needs cilium.migration_cidr; refused on a real target until it "
+        "has proven itself on every rehearsal topology)."))
+    node_by_node: NodeByNode = Field(default_factory=NodeByNode, description=(
+        "Settings of the node-by-node strategy (ignored by big-bang)."))
 
     _source: Path | None = PrivateAttr(None)
 
-    @field_validator("strategy")
-    @classmethod
-    def _strategy_implemented(cls, v: str) -> str:
-        if v == "node-by-node":
+    @model_validator(mode="after")
+    def _strategy_settings(self) -> Params:
+        if self.strategy != "node-by-node":
+            return self
+        if self.target.kind == "real":
             raise ValueError(NODE_BY_NODE_REFUSED)
-        return v
+        if not self.cilium.migration_cidr:
+            raise ValueError("strategy 'node-by-node' needs cilium.migration_cidr: the new pod CIDR "
+                             "Cilium hands out while flannel keeps the cluster CIDR (e.g. 10.44.0.0/16)")
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:

@@ -1,31 +1,41 @@
-"""``runbook rehearse --strategy``: node-by-node is refused before a twin starts (in-process, offline)."""
+"""``runbook rehearse --strategy``: the strategy reaches the rehearsal; an unknown one is an argument
+error (in-process, offline: no twin starts)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from runbook import cli
-from twin import api as twin_api
+from runbook import rehearse as rehearse_mod
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-def started(monkeypatch) -> list[object]:
-    calls: list[object] = []
-    monkeypatch.setattr(twin_api.Twin, "start", lambda self, *a, **kw: calls.append(self))
-    return calls
+def calls(monkeypatch) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+
+    def fake(**kw: Any) -> Any:
+        seen.append(kw)
+        return SimpleNamespace(ok=True, index_html=Path("/nowhere/index.html"))
+
+    monkeypatch.setattr(rehearse_mod, "rehearse", fake)
+    return seen
 
 
-def test_node_by_node_exits_2_pointing_at_its_procedure(tmp_path: Path, started, capsys) -> None:
-    code = cli.main(["rehearse", "--strategy", "node-by-node", "--state-dir", str(tmp_path / "twin")])
-    _, err = capsys.readouterr()
-    assert code == 2 and started == [] and not (tmp_path / "twin").exists()
-    assert err.splitlines()[0] == ("error: field '--strategy': strategy 'node-by-node' is not implemented yet; "
-                                   "see docs/node-by-node.md (the procedure derived from the sources, and its "
-                                   "preflight gates); use 'big-bang'")
-    assert (Path(__file__).resolve().parents[3] / "docs" / "node-by-node.md").is_file()
+@pytest.mark.parametrize("strategy", ["big-bang", "node-by-node"])
+def test_the_strategy_reaches_the_rehearsal(tmp_path: Path, calls, capsys, strategy: str) -> None:
+    code = cli.main(["rehearse", "--strategy", strategy, "--with-rollback", "--state-dir", str(tmp_path / "t")])
+    assert code == 0 and len(calls) == 1
+    assert calls[0]["strategy"] == strategy and calls[0]["with_rollback"] is True
+    assert "report: /nowhere/index.html" in capsys.readouterr().out
+
+
+def test_big_bang_stays_the_default(calls) -> None:
+    assert cli.main(["rehearse"]) == 0 and calls[0]["strategy"] == "big-bang"
 
 
 def test_an_unknown_strategy_is_an_argument_error(capsys) -> None:

@@ -166,10 +166,38 @@ FIELD_CASES = [
     ("duplicate-node", _set("nodes.2.name", "set-hog"), "(top level)", "duplicate node names: set-hog"),
     ("no-server", _set("nodes.0.role", "agent"), "(top level)", "no node has role 'server'"),
     ("twin-section-on-real", _set("twin", {"state_dir": "/tmp/x"}), "(top level)", "target.kind: twin"),
-    ("strategy-not-implemented", _set("strategy", "node-by-node"), "strategy",
-     "strategy 'node-by-node' is not implemented yet; see docs/node-by-node.md"),
+    ("strategy-node-by-node-refused-on-real", _set("strategy", "node-by-node"), "(top level)",
+     "strategy 'node-by-node' is refused on a real target until it has proven itself"),
+    ("migration-cidr-host-bits", _set("cilium.migration_cidr", "10.44.0.1/16"), "cilium.migration_cidr",
+     "is not a network address"),
+    ("migration-cidr-ipv6", _set("cilium.migration_cidr", "fd00:44::/64"), "cilium.migration_cidr",
+     "must be IPv4"),
+    ("migration-mask-too-big", _set("cilium.migration_mask_size", 31), "cilium.migration_mask_size",
+     "less than or equal to 30"),
+    ("nbn-pdb-name", _set("node_by_node.delete_instead_of_evict", ["homer"]), "node_by_node.delete_instead_of_evict",
+     "write each PDB as namespace/name"),
     ("strategy-literal", _set("strategy", "rolling"), "strategy", "'big-bang' or 'node-by-node'"),
 ]
+
+
+def test_node_by_node_on_a_twin_needs_a_migration_cidr(tmp_path: Path) -> None:
+    d = yaml.safe_load(TWIN.read_text())
+    d["strategy"] = "node-by-node"
+    d["cilium"] = dict(d.get("cilium") or {}, values_file=str(VALUES))
+    with pytest.raises(ParamsError, match=r"needs cilium.migration_cidr"):
+        P.load(_write(tmp_path, d))
+    d["cilium"]["migration_cidr"] = "10.44.0.0/16"
+    p = P.load(_write(tmp_path, d))
+    assert (p.strategy, p.cilium.migration_cidr, p.cilium.migration_mask_size) == ("node-by-node", "10.44.0.0/16", 24)
+    assert p.node_by_node.drain_timeout == 300 and p.node_by_node.delete_instead_of_evict == []
+
+
+def test_big_bang_ignores_the_node_by_node_settings(tmp_path: Path) -> None:
+    d = _base()
+    d["node_by_node"] = {"drain_timeout": 60, "delete_instead_of_evict": ["homer/homer"]}
+    p = P.load(_write(tmp_path, d))
+    assert p.strategy == "big-bang" and p.cilium.migration_cidr is None
+    assert p.node_by_node.delete_instead_of_evict == ["homer/homer"]
 
 
 @pytest.mark.parametrize("case", FIELD_CASES, ids=[c[0] for c in FIELD_CASES])

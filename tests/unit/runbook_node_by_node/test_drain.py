@@ -1,0 +1,145 @@
+"""runbook.drain against a small in-memory API: PDB refusals retried, accepted outages deleted
+(journaled), what a drain leaves, and the timeout's message (offline)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook import drain
+from runbook.errors import ClusterError
+from runbook.journal import Journal
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+
+def _pod(name: str, node: str, *, app: str, owner: str = "ReplicaSet", ns: str = "a") -> dict:
+    return {"metadata": {"namespace": ns, "name": name, "labels": {"app": app},
+                         "ownerReferences": [{"kind": owner, "name": f"{app}-x", "controller": True}]},
+            "spec": {"nodeName": node}, "status": {"phase": "Running"}}
+
+
+def _pdb(name: str, app: str, ns: str = "a") -> dict:
+    return {"metadata": {"namespace": ns, "name": name},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}}}
+
+
+class FakeAPI:
+    """Pods and PDBs; an eviction of a pod in ``refuse`` answers 429 ``refusals`` times."""
+
+    def __init__(self, pods: list[dict], pdbs: list[dict], refuse: dict[str, int] | None = None) -> None:
+        self.pods, self.pdbs, self.refuse = pods, pdbs, dict(refuse or {})
+        self.evictions: list[str] = []
+        self.deletes: list[str] = []
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        if resource == "poddisruptionbudgets":
+            return list(self.pdbs)
+        node = (kw.get("field_selector") or "").removeprefix("spec.nodeName=")
+        return [p for p in self.pods if not node or p["spec"]["nodeName"] == node]
+
+    def _drop(self, ns: str, name: str) -> None:
+        self.pods = [p for p in self.pods if (p["metadata"]["namespace"], p["metadata"]["name"]) != (ns, name)]
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        assert method == "POST" and path.endswith("/eviction") and kw["raise_status"] == frozenset({429})
+        ns, name = path.split("/")[4], path.split("/")[6]
+        self.evictions.append(name)
+        if self.refuse.get(name, 0) > 0:
+            self.refuse[name] -= 1
+            raise ClusterError("Cannot evict pod as it would violate the pod's disruption budget.", status=429)
+        self._drop(ns, name)
+        return {"status": "Success"}
+
+    def delete(self, resource: str, name: str, namespace: str | None = None) -> dict:
+        self.deletes.append(name)
+        self._drop(namespace or "", name)
+        return {}
+
+
+def test_daemonset_pods_stay_and_a_refused_eviction_is_retried_until_it_passes() -> None:
+    api = FakeAPI([_pod("web-1", "n1", app="web"), _pod("web-2", "n2", app="web"),
+                   _pod("agent-1", "n1", app="agent", owner="DaemonSet")], [_pdb("web", "web")],
+                  refuse={"web-1": 2})
+    lines: list[str] = []
+    res = drain.drain(api, "n1", timeout=20, retry=0.01, progress=lines.append)
+    assert res.evicted == ["a/web-1"] and res.deleted == [] and res.refusals == 2
+    assert api.evictions == ["web-1", "web-1", "web-1"]
+    assert [p["metadata"]["name"] for p in api.pods] == ["web-2", "agent-1"]
+    assert lines[0] == "drain n1: 1 pod(s) to move" and lines[-1].startswith("drain n1: done in")
+
+
+def test_an_accepted_outage_is_deleted_and_journaled_first(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "run", params_hash="h" * 64, cluster_uid="uid", run_id="r1")
+    api = FakeAPI([_pod("solo-1", "n1", app="solo"), _pod("web-1", "n1", app="web")],
+                  [_pdb("solo", "solo"), _pdb("web", "web")], refuse={"solo-1": 99})
+    res = drain.drain(api, "n1", timeout=20, retry=0.01, delete_pdbs=["a/solo"], journal=j, progress=lambda _: None)
+    assert res.deleted == ["a/solo-1"] and res.evicted == ["a/web-1"]
+    assert api.deletes == ["solo-1"] and "solo-1" not in api.evictions
+    (e,) = j.entries(step="nbn-delete-pod")
+    assert (e.node, e.status, e.data) == ("n1", "done", {"pod": "a/solo-1", "pdb": "a/solo"})
+
+
+def test_a_pdb_that_never_allows_the_eviction_times_out_naming_it() -> None:
+    api = FakeAPI([_pod("solo-1", "n1", app="solo")], [_pdb("solo", "solo")], refuse={"solo-1": 10**6})
+    with pytest.raises(drain.DrainTimeout) as ei:
+        drain.drain(api, "n1", timeout=0.2, retry=0.02, progress=lambda _: None)
+    e = ei.value
+    assert e.node == "n1" and e.pods == ["a/solo-1: eviction refused by a/solo"]
+    assert "did not finish in 0s" in str(e) and "delete_instead_of_evict" in e.hint
+    assert "kubectl uncordon n1" in e.hint
+
+
+def test_mirror_terminating_and_finished_pods_are_not_moved() -> None:
+    mirror = _pod("etcd-n1", "n1", app="etcd", owner="Node")
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "x"}
+    going = _pod("old-1", "n1", app="old")
+    going["metadata"]["deletionTimestamp"] = "2026-12-04T12:00:00Z"
+    done = _pod("job-1", "n1", app="job", owner="Job")
+    done["status"]["phase"] = "Succeeded"
+    assert drain.pods_to_move([mirror, going, done, _pod("web-1", "n1", app="web"), _pod("web-2", "n2", app="web")],
+                              "n1") == [_pod("web-1", "n1", app="web")]
+    assert drain.blocking_pdb(_pod("web-1", "n1", app="web"), [_pdb("other", "x"), _pdb("web", "web")]) == "a/web"
+    assert drain.blocking_pdb(_pod("web-1", "n1", app="web", ns="b"), [_pdb("web", "web")]) is None
+
+
+def _ready(p: dict) -> dict:
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    p["metadata"]["ownerReferences"][0]["uid"] = "rs-web"
+    return p
+
+
+class SlowReplacements(FakeAPI):
+    """An evicted pod's replacement turns Ready on another node two list calls later."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.pending: list[tuple[int, dict]] = []
+        self.lists = 0
+        self.log: list[str] = []
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        if resource == "pods":
+            self.lists += 1
+            for due, pod in [x for x in self.pending if x[0] <= self.lists]:
+                self.pending.remove((due, pod))
+                self.pods.append(pod)
+                self.log.append(f"ready {pod['metadata']['name']}")
+        return super().list(resource, namespace, **kw)
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        name = path.split("/")[6]
+        res = super().request(method, path, **kw)
+        self.log.append(f"evict {name}")
+        self.pending.append((self.lists + 2, _ready(_pod(f"{name}-new", "n2", app="web"))))
+        return res
+
+
+def test_replicas_on_the_drained_node_leave_one_at_a_time() -> None:
+    api = SlowReplacements([_ready(_pod("web-1", "n1", app="web")), _ready(_pod("web-2", "n1", app="web"))], [])
+    lines: list[str] = []
+    res = drain.drain(api, "n1", timeout=20, retry=0.01, progress=lines.append)
+    assert sorted(res.evicted) == ["a/web-1", "a/web-2"]
+    # the second replica left only once the first one's replacement was Ready elsewhere
+    assert api.log[:3] == ["evict web-1", "ready web-1-new", "evict web-2"]

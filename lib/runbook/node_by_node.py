@@ -220,6 +220,8 @@ def migrate_nodes(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
     for node in nb.order:
         if node in rp.done:
             continue
+        if not s.journal.entries(node=node):
+            storage_redundant_before(s, node)
         try:
             migrate_node(s, nb, node)
         except GateFailed:
@@ -229,6 +231,26 @@ def migrate_nodes(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
                    hint=getattr(e, "hint", None) or "fix the cause and re-run this notebook with the same "
                    "run: it continues with this node; or run 05-rollback")
     return progress_table(s, nb)
+
+
+def storage_redundant_before(s: Session, node: str) -> None:
+    """Before a node is cordoned: every Longhorn volume ``healthy`` again, within
+    ``limits.timeouts.storage_healthy``; else the gate ``nbn-storage`` stops the run naming
+    the volumes (nothing of the node has changed yet: a re-run waits again).
+
+    Draining a node evicts its Longhorn instance manager, and every replica it runs stops;
+    Longhorn rebuilds them once the node is back (or elsewhere after
+    ``replica-replenishment-wait-interval``). Draining the next node before that rebuild
+    can stop a volume's last healthy replica: the volume faults and its workload cannot
+    start. Longhorn's node-maintenance guidance is one node at a time, waiting for the
+    rebuilds in between; a real Longhorn also guards its instance managers with
+    PodDisruptionBudgets while a volume depends on them, which this wait does not rely on.
+    """
+    from . import storage_ops
+
+    check = storage_ops.healthy_check(s)
+    s.gate(check.ok, f"every Longhorn volume healthy before {node} is drained", name="nbn-storage",
+           details=check.details, hint=check.hint)
 
 
 def progress_table(s: Session, nb: NodeByNodePlan) -> pd.DataFrame:

@@ -44,8 +44,8 @@ sandbox policy, as a real kubelet + CNI would:
 - **Data path** (:meth:`NetworkModel.pod_reachable`): a Running pod is reachable iff it
   is hostNetwork, or its sandbox's network still carries traffic on its node
   (:meth:`NetworkModel.overlays`: flannel while k3s runs it with its device, Cilium
-  while the agent is Ready; both during a live migration, whatever containerd gives new
-  sandboxes). Old flannel pods after the swap are "unmanaged": Running but unreachable
+  while its agent is Ready or its devices are still there -- the BPF datapath outlives an
+  agent restart; both during a live migration, whatever containerd gives new sandboxes). Old flannel pods after the swap are "unmanaged": Running but unreachable
   until deleted and recreated.
   :meth:`NetworkModel.reach` follows one connection from a node or a pod (service
   translation, NodePorts, the overlay, the ``firewall`` fault; see :mod:`.reach`).
@@ -273,8 +273,16 @@ class NetworkModel:
             cni = "flannel" if flannel_ok else None
         else:
             cni = None
-        overlays = tuple(o for o, on in (("flannel", flannel_ok), ("cilium", agent_ready)) if on) \
-            if nm.up else ()
+        # Cilium's datapath outlives its agent: while the agent restarts (an upgrade, a
+        # rollout, a CiliumNodeConfig taking effect) the BPF programs on its devices keep
+        # forwarding for the endpoints it made (Cilium's upgrade guide: traffic keeps
+        # flowing while agents restart); only new sandboxes wait for it. Cilium's cleanup
+        # or a reboot removes the devices, and the datapath with them; after an uninstall
+        # the stale datapath is counted as not serving.
+        cilium_kept = bool(cil is not None and not agent_ready and "cilium_host" in nm.interfaces
+                           and "cilium_vxlan" in nm.interfaces and cil.agent_coming_back(name))
+        overlays = tuple(o for o, on in (("flannel", flannel_ok), ("cilium", agent_ready or cilium_kept))
+                         if on) if nm.up else ()
         return NodeNetwork(node=name, k3s_active=nm.unit_state == "active", up=bool(nm.up),
                            cni=cni, flannel_running=bool(settings.get("flannel")),
                            flannel_device=device, flannel_conf=flannel_conf,

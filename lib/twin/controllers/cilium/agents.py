@@ -154,6 +154,19 @@ class Agents:
         boot = self._ready_boot.get(key)
         return nm is None or boot is None or boot == nm.boot_count
 
+    def agent_coming_back(self, node: str) -> bool:
+        """The node's agent is being restarted, not removed: a pod of it is on the node
+        (starting, not Ready, terminating) or a DaemonSet of agents is still there. Its BPF
+        datapath keeps forwarding meanwhile (network model); after ``helm uninstall`` the
+        twin counts the stale datapath as not serving."""
+        if self._agents.get(node) is not None:
+            return True
+        for ds in list((self.cache.objects.get(("apps", "daemonsets")) or {}).values()):
+            tmpl = ((ds.get("spec") or {}).get("template") or {}).get("metadata") or {}
+            if (tmpl.get("labels") or {}).get("k8s-app") == "cilium":
+                return True
+        return False
+
     def agent_pending(self, node: str) -> bool:
         """An agent pod exists on ``node`` but is not Ready (yet)."""
         pod = self._agent_pod(node)

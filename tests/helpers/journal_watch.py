@@ -6,6 +6,10 @@ restart is done", "the runner is killed once any restart is done".
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -69,3 +73,27 @@ def wait_for_journal(path: Path, predicate: Predicate, *, timeout: float,
             return True
         time.sleep(poll)
     return False
+
+
+def kill_phase_when(params: Path, phase: str, run_id: str, reports: Path, predicate: Predicate, *,
+                    timeout: float) -> tuple[bool, dict[str, Any]]:
+    """Run ``phase`` with ``runner.run`` in a child process and SIGKILL it (runner and its
+    kernel: the whole process group) once its journal satisfies ``predicate``; returns
+    ``(killed, journal as the kill left it)``. ``killed`` is False when the run ended or
+    ``timeout`` passed first (the child is killed then too)."""
+    jpath = reports / run_id / "journal.json"
+    code = ("import sys; from runbook import runner; "
+            "runner.run(sys.argv[1], phases=sys.argv[4], execute=True, run_id=sys.argv[2], "
+            "reports_dir=sys.argv[3], progress=lambda m: None, sample_timeline=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(params), run_id, str(reports), phase],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = False
+    try:
+        if wait_for_journal(jpath, predicate, timeout=timeout, alive=lambda: proc.poll() is None):
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+    finally:
+        if proc.poll() is None and not killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    return killed, read_journal(jpath)

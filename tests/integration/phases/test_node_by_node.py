@@ -16,18 +16,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.journal_watch import wait_for_journal
+from helpers.journal_watch import kill_phase_when
 from helpers.phase_runs import fast_params as _fast_params
 from helpers.phase_runs import run_phases as run
-from helpers.run_evidence import entries, journal, read_journal
+from helpers.run_evidence import entries, journal
 
 from runbook import node_by_node_plan as nbp
 from runbook import params as params_mod
@@ -49,22 +45,7 @@ def nbn_params(twin: Any) -> Path:
 def _kill_when(params: Path, run_id: str, reports: Path, predicate: Any) -> dict[str, Any]:
     """Run 03-install in a child process and SIGKILL it (runner and kernel) once the
     journal satisfies ``predicate``; returns the journal as the kill left it."""
-    jpath = reports / run_id / "journal.json"
-    code = ("import sys; from runbook import runner; "
-            "runner.run(sys.argv[1], phases='install', execute=True, run_id=sys.argv[2], "
-            "reports_dir=sys.argv[3], progress=lambda m: None, sample_timeline=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(params), run_id, str(reports)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = False
-    try:
-        if wait_for_journal(jpath, predicate, timeout=300, alive=lambda: proc.poll() is None):
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
-    finally:
-        if proc.poll() is None and not killed:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    doc = read_journal(jpath)
+    killed, doc = kill_phase_when(params, "install", run_id, reports, predicate, timeout=300)
     assert killed, f"the run ended before the kill: {[(e['step'], e['node'], e['status']) for e in doc['entries']][-5:]}"
     return doc
 

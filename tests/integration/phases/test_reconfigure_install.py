@@ -23,19 +23,15 @@ What is proven here, over real sockets (API, SSH) with the real notebooks:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 import yaml
-from helpers.journal_watch import restarted, ssh_down_after_restart, wait_for_journal
+from helpers.journal_watch import kill_phase_when, restarted, ssh_down_after_restart
 from helpers.phase_runs import fast_params as _fast_params
 from helpers.phase_runs import run_phases as run
-from helpers.run_evidence import entries, journal, notebook_outputs as outputs, read_journal
+from helpers.run_evidence import entries, journal, notebook_outputs as outputs
 from helpers.twin_disks import interfaces, iptables, node_files, read_node_file as read
 
 from runbook.cluster import Cluster, node_ready
@@ -208,23 +204,9 @@ def test_api_away_20s_during_server_restart_is_waited_for(make_twin, tmp_path):
 def test_killed_mid_reconfigure_rerun_resumes(twin, tmp_path):
     params = fast_params(twin)
     run_id = "scenario7"
-    jpath = tmp_path / run_id / "journal.json"
-    code = ("import sys; from runbook import runner; "
-            "runner.run(sys.argv[1], phases='reconfigure', execute=True, run_id=sys.argv[2], "
-            "reports_dir=sys.argv[3], progress=lambda m: None, sample_timeline=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(params), run_id, str(tmp_path)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = False
-    try:
-        if wait_for_journal(jpath, restarted(), timeout=120, alive=lambda: proc.poll() is None):
-            os.killpg(proc.pid, signal.SIGKILL)      # runner and its kernel, mid-phase
-            killed = True
-    finally:
-        if proc.poll() is None and not killed:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    # runner and its kernel killed mid-phase, once any restart is done
+    killed, j = kill_phase_when(params, "reconfigure", run_id, tmp_path, restarted(), timeout=120)
     assert killed, "the run finished before it could be killed"
-    j = read_journal(jpath)
     assert j["phases"]["reconfigure"]["status"] == "running"     # it never ended
     restarted_before = {e["node"] for e in entries(j, "restart-k3s", status="done")}
     res = run(params, "reconfigure", execute=True, reports=tmp_path, run_id=run_id)

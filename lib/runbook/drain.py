@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .cluster import pod_ready
 from .errors import ClusterError, NodeError
 from .node_by_node_gates import drain_moves, selector_matches
+from .storage import LONGHORN_NS
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -33,6 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = ["cordon", "uncordon", "is_cordoned", "pods_to_move", "blocking_pdb", "drain",
            "DrainResult", "DrainTimeout"]
+
+
+#: What to say when longhorn-manager kept an instance manager's PDB (runbook.longhorn_drain).
+LONGHORN_HINT = ("Longhorn keeps an instance manager's PDB while a volume is still attached to the node "
+                 "or, under node-drain-policy block-if-contains-last-replica, while a replica there has "
+                 "no healthy copy on another schedulable node: `kubectl -n longhorn-system get "
+                 "volumes.longhorn.io` (a degraded volume needs its rebuild first) and longhorn-manager's "
+                 "log on that node (\"removing ... PDB is blocked: ...\") say which; ")
 
 
 class DrainTimeout(NodeError):
@@ -211,10 +220,12 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
             lines = [f"{_key(p)}: " + (f"eviction refused by {refused_by[_key(p)]}" if _key(p) in refused_by
                                        else "evicted, still terminating" if _key(p) in asked
                                        else "waiting for a sibling's replacement to be Ready") for p in moving]
+            longhorn = any(r.startswith(f"{LONGHORN_NS}/instance-manager-") for r in refused_by.values())
             raise DrainTimeout(
                 f"drain of {node} did not finish in {timeout:.0f}s: {len(left)} pod(s) left "
                 f"({'; '.join(lines[:8])})", node=node, pods=lines,
-                hint="a PDB that allows no disruption blocks the drain: scale its workload up, relax "
+                hint=(LONGHORN_HINT if longhorn else "")
+                + "a PDB that allows no disruption blocks the drain: scale its workload up, relax "
                      "the PDB, or list it in node_by_node.delete_instead_of_evict to accept its outage "
                      "(01-preflight's PDB gate names each); then re-run: the run continues with this "
                      f"node (it stays cordoned). To give up instead: `kubectl uncordon {node}` or 05-rollback.")

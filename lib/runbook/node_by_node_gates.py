@@ -42,6 +42,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from .storage import is_instance_manager_pdb
+
 __all__ = ["Verdict", "capacity", "cidr", "pdb_blockers", "cpu_millis", "memory_bytes", "drain_moves",
            "pod_requests", "selector_matches"]
 
@@ -423,13 +425,15 @@ def pdb_blockers(pdbs: list[dict], pods: list[dict], workloads: list[dict] = ())
     details, actions = [], []
     blocked: list[dict[str, Any]] = []
     covered: dict[str, list[str]] = {}
+    pdbs = list(pdbs)
+    managed = sum(1 for b in pdbs if is_instance_manager_pdb(b))
     for b in sorted(pdbs, key=_name):
         spec = b.get("spec") or {}
         sel = _selected(b, live)
         for p in sel:
             covered.setdefault(_name(p), []).append(_md(b).get("name", ""))
-        if not sel:
-            continue
+        if not sel or is_instance_manager_pdb(b):
+            continue   # longhorn-manager removes its own once the drain may go (nbn-longhorn-drain)
         kinds = {_workload(p, workloads) for p in sel}
         expected = sum(r for _, _, r in kinds if r is not None) if all(r is not None for _, _, r in kinds) \
             else len(sel)
@@ -458,7 +462,10 @@ def pdb_blockers(pdbs: list[dict], pods: list[dict], workloads: list[dict] = ())
             actions.append(f"make the PDBs {', '.join(sorted(names))} select disjoint pods")
     ok = not details
     return Verdict("nbn-pdb", ok, "no PodDisruptionBudget blocks a drain (each allows a disruption now, "
-                   "and no pod is behind two)", details or [f"{len(list(pdbs))} PDBs allow a disruption"],
+                   "and no pod is behind two)", details or [f"{len(pdbs) - managed} PDBs allow a disruption"
+                                            + (f"; {managed} on Longhorn's instance managers, which "
+                                               "longhorn-manager removes during a drain (nbn-longhorn-drain)"
+                                               if managed else "")],
                    actions, {"blocked": blocked})
 
 

@@ -10,6 +10,9 @@ the Cilium guide does not work on k3s as written", 1):
 * ``nbn-pdb``: the PDBs that would block a drain, each with what to do; a PDB the params
   list under ``node_by_node.delete_instead_of_evict`` is an accepted outage (a warning,
   not a failure);
+* ``nbn-longhorn-drain``: Longhorn's ``node-drain-policy`` lets each drain through (no
+  volume keeps every replica on one node under the default policy), where Longhorn
+  runs (:mod:`runbook.longhorn_drain`);
 * ``nbn-cni-folders``: every node's containerd reads the same CNI folders (the values'
   ``cni.confPath``/``cni.binPath`` are cluster-wide), and they are k3s's own while flannel
   is on, where the CiliumNodeConfig's file must land (F7).
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from . import containerd, topology
+from . import containerd, longhorn_drain, topology
 from . import node_by_node_gates as g
 from . import node_by_node_plan as nbp
 from .node_by_node import NOT_THIS_STRATEGY, active
@@ -69,7 +72,7 @@ def cni_verdict(dirs: dict[str, tuple[str, str]], k3s_cni_dir: str) -> g.Verdict
 
 
 def verdicts(s: Session) -> list[g.Verdict] | str:
-    """The four gates' verdicts (read-only); :data:`NOT_THIS_STRATEGY` under big-bang."""
+    """The gates' verdicts (read-only); :data:`NOT_THIS_STRATEGY` under big-bang."""
     if not active(s):
         return NOT_THIS_STRATEGY
     nodes, pods, pdbs = s.cluster.list("nodes"), s.cluster.list("pods"), s.cluster.list("poddisruptionbudgets")
@@ -89,6 +92,9 @@ def verdicts(s: Session) -> list[g.Verdict] | str:
         pdb.details = [d + " — outage accepted (node_by_node.delete_instead_of_evict): its pod is deleted, "
                        "journaled" for d in pdb.details]
     out.append(pdb)
+    lh = longhorn_drain.verdict(s)
+    if lh is not None:
+        out.append(lh)
     res = s.read_nodes(lambda n: containerd.config_cni_dirs(containerd.read_config(n)),
                        description="containerd CNI folders")
     dirs = {k: tuple(v) for k, v in res.values().items()}

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LONGHORN_API", "LONGHORN_NS", "CSI_DRIVER", "MANAGER_KINDS", "PAUSABLE_OWNERS",
            "VolumeRow", "Workload", "StoragePlan", "installed", "volume_rows", "read_volumes",
-           "volume_users", "read_users", "plan", "health_problems", "is_manager_pod", "owner_text"]
+           "volume_users", "read_users", "plan", "health_problems", "is_manager_pod", "owner_text",
+           "is_instance_manager_pdb"]
 
 LONGHORN_API = "longhorn.io/v1beta2"
 LONGHORN_NS = "longhorn-system"
@@ -146,6 +147,19 @@ def owner_text(pod: dict) -> str:
     """``Kind/name`` of the pod's controlling owner ("" without one)."""
     own = _owner(pod)
     return f"{own[0]}/{own[1]}" if own else ""
+
+
+def is_instance_manager_pdb(pdb: dict) -> bool:
+    """Whether a PodDisruptionBudget is one longhorn-manager keeps on an instance manager
+    (it removes it itself when a drain may proceed: :mod:`runbook.longhorn_drain`).
+
+    >>> is_instance_manager_pdb({"metadata": {"namespace": "longhorn-system", "name": "instance-manager-1"},
+    ...     "spec": {"selector": {"matchLabels": {"longhorn.io/component": "instance-manager"}}}})
+    True
+    """
+    md, spec = pdb.get("metadata") or {}, pdb.get("spec") or {}
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    return md.get("namespace") == LONGHORN_NS and labels.get("longhorn.io/component") == "instance-manager"
 
 
 def is_manager_pod(pod: dict) -> bool:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from runbook import longhorn_drain
 from runbook import node_by_node_gates as g
-from runbook import params
+from runbook import params, storage
 from runbook.cluster import Cluster
 from twin.api import Twin
 
@@ -30,7 +31,14 @@ def _workloads(c: Cluster) -> list[dict]:
 
 def test_minicloud_passes_and_a_single_replica_pdb_is_listed_with_its_deployment(cluster) -> None:
     nodes, pods = cluster.list("nodes"), cluster.list("pods")
-    assert cluster.list("poddisruptionbudgets") == []
+    # minicloud's only PDBs are longhorn-manager's, one per instance manager: not blockers
+    # (Longhorn removes each during its node's drain), and said so
+    managed = cluster.list("poddisruptionbudgets")
+    assert len(managed) == len(nodes) and all(storage.is_instance_manager_pdb(b) for b in managed)
+    lh = g.pdb_blockers(managed, pods, _workloads(cluster))
+    assert lh.ok, lh.details
+    assert lh.details == [f"0 PDBs allow a disruption; {len(nodes)} on Longhorn's instance managers, which "
+                          "longhorn-manager removes during a drain (nbn-longhorn-drain)"]
     cap = g.capacity(nodes, pods, [])
     assert cap.ok, cap.details
     # every node's movable pods were weighed, with their requests read from the API
@@ -47,6 +55,7 @@ def test_minicloud_passes_and_a_single_replica_pdb_is_listed_with_its_deployment
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "homer"}}}},
         namespace="homer")
     pdbs = cluster.list("poddisruptionbudgets")
+    assert len(pdbs) == len(managed) + 1
     v = g.pdb_blockers(pdbs, cluster.list("pods"), _workloads(cluster))
     assert not v.ok
     assert v.details == ["PDB homer/homer (minAvailable: 1) allows no disruption: 1 healthy of 1 expected; "
@@ -54,3 +63,21 @@ def test_minicloud_passes_and_a_single_replica_pdb_is_listed_with_its_deployment
     assert "kubectl -n homer scale deployment/homer --replicas=2" in v.actions[0]
     # the same PDB, seen by the capacity gate: homer's pod is behind it
     assert g.capacity(nodes, cluster.list("pods"), pdbs).ok
+
+
+def test_longhorn_drain_gate_reads_the_policy_and_the_replicas(cluster) -> None:
+    """Every minicloud volume keeps replicas on two nodes or more: the default policy lets
+    each drain through; a volume left with one replica is named, with what to do."""
+    rows = storage.read_volumes(cluster)
+    assert rows and all(len(set(r.replica_nodes)) >= 2 for r in rows)
+    got = longhorn_drain.drain_verdict(longhorn_drain.DEFAULT_POLICY, rows)
+    assert got.ok, got.details
+    assert cluster.request("GET", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
+                                  "/settings/node-drain-policy")["value"] == longhorn_drain.DEFAULT_POLICY
+    one = rows[0]
+    lonely = [storage.VolumeRow(one.name, one.state, one.robustness, one.node, one.access, one.replica_nodes[:1])]
+    v = longhorn_drain.drain_verdict(longhorn_drain.DEFAULT_POLICY, lonely + rows[1:])
+    assert not v.ok
+    assert v.details[0].startswith(f"{one.name}: every replica on {one.replica_nodes[0]}")
+    assert "numberOfReplicas" in v.hint and "block-for-eviction-if-contains-last-replica" in v.hint
+    assert longhorn_drain.drain_verdict("allow-if-replica-is-stopped", lonely).ok

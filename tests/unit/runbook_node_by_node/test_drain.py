@@ -91,6 +91,22 @@ def test_a_pdb_that_never_allows_the_eviction_times_out_naming_it() -> None:
     assert "kubectl uncordon n1" in e.hint
 
 
+def test_a_longhorn_instance_manager_left_behind_says_why_longhorn_keeps_its_pdb() -> None:
+    im = "instance-manager-0123"
+    api = FakeAPI([_pod(im, "n1", app="im", owner="InstanceManager", ns="longhorn-system")],
+                  [_pdb(im, "im", ns="longhorn-system")], refuse={im: 10**6})
+    with pytest.raises(drain.DrainTimeout) as ei:
+        drain.drain(api, "n1", timeout=0.2, retry=0.02, progress=lambda _: None)
+    e = ei.value
+    assert e.pods == [f"longhorn-system/{im}: eviction refused by longhorn-system/{im}"]
+    assert e.hint.startswith(drain.LONGHORN_HINT) and "node-drain-policy" in e.hint
+    # any other PDB's timeout does not talk about Longhorn
+    api2 = FakeAPI([_pod("solo-1", "n1", app="solo")], [_pdb("solo", "solo")], refuse={"solo-1": 10**6})
+    with pytest.raises(drain.DrainTimeout) as ei2:
+        drain.drain(api2, "n1", timeout=0.2, retry=0.02, progress=lambda _: None)
+    assert "Longhorn" not in ei2.value.hint
+
+
 def test_mirror_terminating_and_finished_pods_are_not_moved() -> None:
     mirror = _pod("etcd-n1", "n1", app="etcd", owner="Node")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "x"}

@@ -10,7 +10,10 @@
   engines and replicas over time (degraded, faulted, rebuilt, detached unexpectedly,
   salvaged, reattached);
 - :mod:`.longhorn_workloads`: which pods mount which volume, the kubelet's wait for
-  attach and mount, and the deletion of workload pods after a remount request.
+  attach and mount, and the deletion of workload pods after a remount request;
+- :mod:`.longhorn_pdb`: the PodDisruptionBudget on each instance manager's pod, removed
+  on a cordoned node only once its volumes have detached and, by ``node-drain-policy``,
+  its replicas have healthy copies elsewhere (what makes a drain wait for Longhorn).
 
 :class:`OperatorPods` recreates the pods a custom resource owns, as its operator does.
 :data:`OPERATOR_PODS` says, per owner kind, who recreates the pod, where, and what harm
@@ -47,6 +50,7 @@ from ...store import json_copy
 from ...ticker import TaskSet
 from .common import find_type, meta, network_instant, pod_reachable, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
+from .longhorn_pdb import InstanceManagerPDBs
 from .longhorn_rules import LONGHORN, LONGHORN_NS, STAGE
 from .longhorn_volumes import LonghornVolumes
 
@@ -187,6 +191,7 @@ class LonghornModel:
         self.ims = InstanceManagers(rt)
         self.sms = ShareManagers(rt)
         self.volumes = LonghornVolumes(rt, self.ims, self.sms)
+        self.pdbs = InstanceManagerPDBs(rt, self.ims, self.volumes)
         self.enabled = self.volumes.t["volumes"] is not None
         self._signature: tuple = ()
         self._ticks = 0
@@ -204,6 +209,7 @@ class LonghornModel:
         except (KeyError, AttributeError):
             log.info("longhorn: no kubelet to hold pods until their volumes attach")
         self.volumes.start()
+        self.pdbs.sync()
 
     def on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
         if not self.enabled:
@@ -270,6 +276,7 @@ class LonghornModel:
             self._signature = sig
             self.enqueue_all()
         self._record_instances()
+        self.pdbs.sync()
         self.share_managers()
 
     # ------------------------------------------------------------------ share managers

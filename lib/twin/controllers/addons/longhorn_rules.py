@@ -51,6 +51,8 @@ SETTINGS: Mapping[str, str] = {
     "default-replica-count": "3",
     "replica-soft-anti-affinity": "false",
     "node-down-pod-deletion-policy": "do-nothing",
+    # When a cordoned node's instance-manager PDB may go (see longhorn_pdb.py).
+    "node-drain-policy": "block-if-contains-last-replica",
 }
 
 # Delays Longhorn does not make a setting of (cluster seconds).

@@ -105,7 +105,7 @@ def test_unrestarted_pods_break_ingress_metallb_and_velero(swap_twin, helm_bin, 
     ctrl = at.ready_pods("ingress-nginx", "app.kubernetes.io/component=controller")
     assert ctrl and all(p["status"]["phase"] == "Running" for p in ctrl)
     # ... but the ingress has no reachable controller.
-    r = at.until(lambda: (a := at.https(PODINFO)).status == 503 and a, what="503")
+    r = at.until(lambda: (a := at.https(PODINFO)).status == 503 and a, timeout=30, what="503")
     assert "unmanaged" in r.headers["x-twin-reason"]
 
     # MetalLB's controller is unmanaged too: a new LoadBalancer service stays pending.

@@ -291,21 +291,28 @@ def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-#: the availability stages of a node-by-node rehearsal: name -> the journal step that opens it
-STAGES: tuple[tuple[str, str], ...] = (("node by node", "nbn-cordon"), ("switch", "nbn-final-values"))
+#: the availability stages of a node-by-node rehearsal: (name, the journal step that opens
+#: it, whether that step belongs to the rollback phase); the rehearsal marks "rollback"
+#: itself when 05-rollback starts
+STAGES: tuple[tuple[str, str, bool], ...] = (
+    ("node by node", "nbn-cordon", False), ("switch", "nbn-final-values", False),
+    ("rollback: unswitch", "nbn-us-cnc", True), ("rollback: node by node", "nbn-rb-cordon", True),
+    ("rollback: cleanup", "helm-uninstall", True))
 
 
 def stage_starts(entries: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(stage, recorded_at)`` of each of :data:`STAGES` the migration reached (pure).
+    """``(stage, recorded_at)`` of each of :data:`STAGES` the run reached (pure): the first
+    entry of its step in the migration's phases, or in the rollback's for a rollback stage.
 
     Example:
         >>> stage_starts([{"step": "nbn-cordon", "recorded_at": "T1", "phase": "install"},
-        ...               {"step": "nbn-cordon", "recorded_at": "T2", "phase": "install"}])
-        [('node by node', 'T1')]
+        ...               {"step": "nbn-cordon", "recorded_at": "T2", "phase": "install"},
+        ...               {"step": "nbn-rb-cordon", "recorded_at": "T3", "phase": "rollback"}])
+        [('node by node', 'T1'), ('rollback: node by node', 'T3')]
     """
     out = []
-    for name, step in STAGES:
-        first = next((e for e in entries if e.get("step") == step and e.get("phase") != "rollback"
+    for name, step, in_rollback in STAGES:
+        first = next((e for e in entries if e.get("step") == step and (e.get("phase") == "rollback") == in_rollback
                       and e.get("recorded_at")), None)
         if first is not None:
             out.append((name, first["recorded_at"]))

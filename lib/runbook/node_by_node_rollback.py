@@ -19,9 +19,9 @@ done:
 Every pod is then back on flannel, with Cilium still installed; 05-rollback's big-bang
 steps follow and end in the state its checks prove: the release uninstalled (the
 journal's ``helm-install``), Cilium's files and BPF state removed on every node, flannel
-back, DNS through the ClusterIP. Once the switch has begun, the per-node way back does
-not apply (the servers no longer run flannel): the big-bang steps restore the configs
-and restart k3s on every node instead, with their outage.
+back, DNS through the ClusterIP. Once the switch has begun, the switch is undone first
+(:mod:`runbook.node_by_node_unswitch`: flannel back beside Cilium on every node, one k3s
+restart at a time); then every node goes back here, newest first.
 
 Example:
     >>> node_by_node_rollback.plan(s)          # doctest: +SKIP
@@ -48,6 +48,13 @@ __all__ = ["plan", "revert_nodes", "RB_STEPS"]
 RB_STEPS = ("cordon", "drain", "unlabel", "agent", "restore-cni", "pods", "validate", "uncordon")
 
 
+def unswitch_finished(s: Session, entries: list[dict[str, Any]]) -> bool:
+    """Whether the reverse of the switch is complete in this rollback."""
+    from .node_by_node_unswitch import finished
+
+    return finished(entries, [(n.name, n.role) for n in s.params.nodes])
+
+
 def _entries(s: Session) -> list[dict[str, Any]]:
     return [e.__dict__ for e in s.journal.entries()]
 
@@ -57,9 +64,9 @@ def plan(s: Session) -> pd.DataFrame | str:
     if not active(s):
         return NOT_THIS_STRATEGY
     entries = _entries(s)
-    if nbp.switch_started(entries):
-        return ("the switch had begun: the servers' keys and k3s restarts are undone by the big-bang "
-                "steps below, on every node (with their outage); no per-node rollback")
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        return ("the switch had begun: it is undone first (node_by_node_unswitch.unswitch, above), then "
+                "every node goes back in reverse: " + " → ".join(nbp.rollback_order(entries)))
     rows = [{"node": n, "rollback": "step 2 in reverse: " + ", ".join(RB_STEPS) if nbp.needs_revert(entries, n)
              else "uncordon (never reached Cilium)"} for n in nbp.rollback_order(entries)]
     return pd.DataFrame(rows, columns=["node", "rollback"])
@@ -161,7 +168,12 @@ def revert_nodes(s: Session) -> pd.DataFrame | str:
     if not active(s):
         return NOT_THIS_STRATEGY
     entries = _entries(s)
-    if nbp.switch_started(entries):
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        if s.execute:
+            s.gate(False, "the switch is undone before the nodes go back", name="nbn-unswitch-first",
+                   details=["the journal records the switch, and its reverse is not complete"],
+                   hint="run node_by_node_unswitch.unswitch(s) (the cell above) first; it continues "
+                        "where it stopped")
         return plan(s)
     order = nbp.rollback_order(entries)
     if not s.require_execute(f"the per-node rollback of {len(order)} node(s)"):

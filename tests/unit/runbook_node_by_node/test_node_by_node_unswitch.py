@@ -1,0 +1,71 @@
+"""runbook.node_by_node_unswitch: what the reverse of the switch must do, read from the journal (pure),
+and the availability stages of a rollback after it."""
+from __future__ import annotations
+
+import pytest
+
+from runbook import node_by_node_plan as nbp
+from runbook import node_by_node_unswitch as us
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+NODES = [("fast-skunk", "agent"), ("fast-heron", "agent"), ("set-hog", "server")]
+
+
+def _e(step: str, node: str | None = None, status: str = "done", phase: str = "install",
+       at: str | None = None) -> dict:
+    return {"step": step, "node": node, "status": status, "phase": phase, "recorded_at": at}
+
+
+def _switch(kpr: bool = True, restarted: tuple[str, ...] = ("set-hog", "fast-skunk", "fast-heron")) -> list[dict]:
+    out = [_e("nbn-final-values"), _e("nbn-delete-cnc"), _e("nbn-unlabel"), _e("write-file", "set-hog")]
+    if kpr:
+        out += [_e("nbn-kpr"), _e("nbn-kpr-rollout")]
+    return out + [_e("restart-k3s", n) for n in restarted]
+
+
+def _rb(*steps: tuple[str, str | None]) -> list[dict]:
+    return [_e(s, n, phase="rollback") for s, n in steps]
+
+
+def test_the_unswitch_is_needed_once_any_step_of_the_switch_was_recorded() -> None:
+    assert not us.needed([_e("nbn-uncordon", "set-hog")])
+    assert us.needed([_e("nbn-final-values", status="intent")])     # an intent may have happened
+    assert us.needed([_e("restart-k3s", "set-hog", status="failed")])
+    # the rollback's own restarts are not the switch's
+    assert not us.needed([_e("restart-k3s", "set-hog", phase="rollback")])
+
+
+def test_kube_proxy_replacement_is_undone_only_when_the_switch_recorded_it() -> None:
+    assert us.kpr_was_on(_switch(kpr=True))
+    assert not us.kpr_was_on(_switch(kpr=False))
+    assert us.kpr_was_on([_e("nbn-kpr", status="intent")])
+
+
+def test_the_nodes_the_switch_restarted_restart_again_servers_first() -> None:
+    assert us.restarted_nodes(_switch(), NODES) == ["set-hog", "fast-skunk", "fast-heron"]
+    # killed after the server's restart: only it comes back
+    assert us.restarted_nodes(_switch(restarted=("set-hog",)), NODES) == ["set-hog"]
+    assert us.restarted_nodes(_switch(restarted=()), NODES) == []
+
+
+def test_finished_needs_every_step_the_journal_calls_for() -> None:
+    base = _switch(kpr=True)
+    steps = [("nbn-us-cnc", None), ("nbn-us-label", None), ("nbn-us-values", None)]
+    restarts = [("nbn-us-restart-k3s", n) for n in ("set-hog", "fast-skunk", "fast-heron")]
+    assert not us.finished(base + _rb(*steps, *restarts), NODES)           # kube-proxy replacement still on
+    assert us.finished(base + _rb(*steps, *restarts, ("nbn-us-kpr-off", None), ("nbn-us-kpr-rollout", None)), NODES)
+    assert not us.finished(base + _rb(*steps, *restarts[:2], ("nbn-us-kpr-rollout", None)), NODES)
+    assert us.finished(_switch(kpr=False) + _rb(*steps, *restarts), NODES)
+    # a step recorded but not completed (a killed rollback) is not done
+    intent = [_e("nbn-us-values", status="intent", phase="rollback")]
+    assert not us.finished(_switch(kpr=False) + _rb(*steps[:2], *restarts) + intent, NODES)
+
+
+def test_the_rollback_stages_open_at_their_first_step_in_the_rollback() -> None:
+    entries = [_e("nbn-cordon", "a", at="T1"), _e("nbn-final-values", at="T2"),
+               _e("helm-uninstall", phase="install", at="T0"),             # not the rollback's
+               _e("nbn-us-cnc", phase="rollback", at="T3"), _e("nbn-rb-cordon", "a", phase="rollback", at="T4"),
+               _e("nbn-rb-cordon", "b", phase="rollback", at="T5"), _e("helm-uninstall", phase="rollback", at="T6")]
+    assert nbp.stage_starts(entries) == [("node by node", "T1"), ("switch", "T2"), ("rollback: unswitch", "T3"),
+                                         ("rollback: node by node", "T4"), ("rollback: cleanup", "T6")]

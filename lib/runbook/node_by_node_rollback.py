@@ -43,7 +43,7 @@ from .node_by_node_steps import FACT_SCHEDULABLE, recreate_agent
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["plan", "revert_nodes", "RB_STEPS"]
+__all__ = ["plan", "revert_nodes", "RB_STEPS", "storage_kept_up", "unswitch_finished"]
 
 RB_STEPS = ("cordon", "drain", "unlabel", "agent", "restore-cni", "pods", "validate", "uncordon")
 
@@ -192,3 +192,31 @@ def revert_nodes(s: Session) -> pd.DataFrame | str:
                    hint=getattr(e, "hint", None) or "fix the cause and re-run 05-rollback: it continues here")
         rows.append({"node": node, "result": "back on flannel" if nbp.needs_revert(entries, node) else "uncordoned"})
     return pd.DataFrame(rows, columns=["node", "result"])
+
+
+def storage_kept_up(s: Session) -> str | None:
+    """Why 05-rollback's storage scale-down is not needed, or None when it is.
+
+    Big-bang's rollback scales Longhorn's volume users to 0 because it takes the pod
+    network away once more. Under node-by-node, once the per-node rollback has taken every
+    node back and no pod has an address in Cilium's pool, every pod already runs on
+    flannel: the steps after it (helm uninstall, Cilium's cleanup, the k3s restarts, which
+    leave containers running, F11) change no pod's network, so the volumes stay attached
+    and their users keep serving. Decided from the journal and the pods; a dry run always
+    shows the scale-down plan.
+    """
+    if not active(s) or not s.execute or not s.params.cilium.migration_cidr:
+        return None
+    entries = _entries(s)
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        return None
+    if nbp.rollback_order(entries):
+        return None
+    cidr = s.params.cilium.migration_cidr
+    left = [p for p in s.cluster.list("pods") if not (p.get("spec") or {}).get("hostNetwork")
+            and nbp.in_cidr((p.get("status") or {}).get("podIP"), cidr)]
+    if left:
+        return None
+    return (f"node-by-node: every node is back on flannel and no pod has an address in {cidr}; the steps "
+            "below change no pod's network, so Longhorn's volume users keep running")
+

@@ -63,9 +63,13 @@ def test_finished_needs_every_step_the_journal_calls_for() -> None:
 
 
 def test_the_rollback_stages_open_at_their_first_step_in_the_rollback() -> None:
-    entries = [_e("nbn-cordon", "a", at="T1"), _e("nbn-final-values", at="T2"),
-               _e("helm-uninstall", phase="install", at="T0"),             # not the rollback's
-               _e("nbn-us-cnc", phase="rollback", at="T3"), _e("nbn-rb-cordon", "a", phase="rollback", at="T4"),
-               _e("nbn-rb-cordon", "b", phase="rollback", at="T5"), _e("helm-uninstall", phase="rollback", at="T6")]
-    assert nbp.stage_starts(entries) == [("node by node", "T1"), ("switch", "T2"), ("rollback: unswitch", "T3"),
-                                         ("rollback: node by node", "T4"), ("rollback: cleanup", "T6")]
+    steps = [("nbn-cordon", "a", "install"), ("nbn-final-values", None, "install"),
+             ("helm-uninstall", None, "install"),                              # not the rollback's
+             ("nbn-us-cnc", None, "rollback"), ("nbn-rb-cordon", "a", "rollback"),
+             ("nbn-rb-cordon", "b", "rollback"), ("restart-pods", None, "rollback"),   # b's own pods
+             ("nbn-rb-uncordon", "b", "rollback"), ("restart-pods", None, "rollback"),
+             ("storage-scale-down", None, "rollback"), ("helm-uninstall", None, "rollback")]
+    entries = [{"step": s, "node": n, "phase": ph, "seq": i, "recorded_at": f"T{i}", "status": "done"}
+               for i, (s, n, ph) in enumerate(steps)]
+    assert nbp.stage_starts(entries) == [("node by node", "T0"), ("switch", "T1"), ("rollback: unswitch", "T3"),
+                                         ("rollback: node by node", "T4"), ("rollback: cleanup", "T9")]

@@ -160,19 +160,21 @@ def _label_all(s: Session, order: list[str]) -> list[str]:
     return out
 
 
+def _missing_files(s: Session, nb: nbn_mod.NodeByNodePlan) -> list[str]:
+    """What a node lacks of Cilium's conflist in k3s's folder and its plugin in k3s's
+    binary folder (what containerd reads once flannel is back), ``node: path`` each."""
+    return [f"{n.name}: {path}" for n in s.nodes
+            for path in (f"{nb.conf_dir}/{nbp.CONFLIST}", f"{nb.bin_dir}/cilium-cni")
+            if not n.run("test -e %s", path, sudo=True).ok]
+
+
 def _cilium_files(s: Session, nb: nbn_mod.NodeByNodePlan) -> dict[str, Any]:
-    """Every node holds Cilium's conflist in k3s's folder and its plugin in k3s's binary
-    folder (what containerd reads once flannel is back)."""
-    missing = []
-    for n in s.nodes:
-        for path in (f"{nb.conf_dir}/{nbp.CONFLIST}", f"{nb.bin_dir}/cilium-cni"):
-            if not n.run("test -e %s", path, sudo=True).ok:
-                missing.append(f"{n.name}: {path}")
+    missing = _missing_files(s, nb)
     if missing:
         raise NodeError("the agents with the migration values did not write Cilium's files into k3s's folders: "
                         + ", ".join(missing), hint="check the CiliumNodeConfig and the label "
                         f"{nbp.LABEL} on those nodes, then re-run 05-rollback (this step is repeated)")
-    return {"nodes": len(s.nodes)}
+    return {"nodes": len(s.nodes), "files": "Cilium's conflist and plugin in k3s's folders on every node"}
 
 
 def _first_conflist(n: Node, conf_dir: str) -> str:
@@ -254,6 +256,8 @@ def unswitch(s: Session) -> pd.DataFrame | str:
             what="migration values" + (", kube-proxy replacement still on" if kpr else ""))})
         if before and not (before & _agent_uids(s)):
             rows.append({"step": "agents re-created", "result": "by the upgrade itself (the DaemonSet changed)"})
+        elif not _missing_files(s, nb):   # a rerun: the agents already run with these values
+            rows.append({"step": "agents re-created", "result": "earlier in this rollback (their files are there)"})
         else:
             rows.append({"step": "agents re-created", "result": _step(
                 s, "nbn-us-rollout", "rollout restart ds/cilium (the agents read the CiliumNodeConfig at start)",

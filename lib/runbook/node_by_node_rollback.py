@@ -7,7 +7,8 @@ done:
 
 * a node only cordoned (or drained) gets ``uncordon`` (when it was schedulable before);
 * a node that may be on Cilium (labelled, or its agent re-created) goes through step 2
-  in reverse: ``cordon``, ``drain``, ``unlabel``, ``agent`` (re-created without the
+  in reverse, once every Longhorn volume is healthy again (gate ``nbn-storage``, as before
+  each node of the migration): ``cordon``, ``drain``, ``unlabel``, ``agent`` (re-created without the
   CiliumNodeConfig: it no longer writes a CNI config nor, with ``cni-exclusive``, renames
   the others; the running one would take the folder back), ``restore-cni`` (Cilium's
   ``05-cilium.conflist`` removed from k3s's folder and flannel's conflist put back from
@@ -37,7 +38,7 @@ from . import drain, pods
 from . import node_by_node_plan as nbp
 from .cluster import pod_ready
 from .errors import GateFailed, NodeError
-from .node_by_node import FACT_FOLDERS, NOT_THIS_STRATEGY, active
+from .node_by_node import FACT_FOLDERS, NOT_THIS_STRATEGY, active, storage_redundant_before
 from .node_by_node_steps import FACT_SCHEDULABLE, recreate_agent
 
 if TYPE_CHECKING:
@@ -143,6 +144,11 @@ def _revert_one(s: Session, node: str, *, conf_dir: str, cidr: str, entries: lis
     schedulable = bool((s.journal.get(FACT_SCHEDULABLE) or {}).get(node, True))
     if nbp.needs_revert(entries, node):
         nbn = s.params.node_by_node
+        if not any(e.seq > since for e in s.journal.entries(node=node) if e.step.startswith("nbn-rb-")):
+            # as before each node of the migration: a drain stops the node's Longhorn replicas,
+            # so the previous node's must be rebuilt first (a rehearsal faulted four volumes
+            # by draining the next node at once)
+            storage_redundant_before(s, node)
         _step(s, node, since, "cordon", f"cordon {node}", lambda: drain.cordon(s.cluster, node) and None)
         _step(s, node, since, "drain", f"drain {node} (PDBs respected)",
               lambda: drain.drain(s.cluster, node, timeout=nbn.drain_timeout, retry=nbn.eviction_retry,

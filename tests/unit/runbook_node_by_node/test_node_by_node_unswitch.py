@@ -73,3 +73,42 @@ def test_the_rollback_stages_open_at_their_first_step_in_the_rollback() -> None:
                for i, (s, n, ph) in enumerate(steps)]
     assert nbp.stage_starts(entries) == [("node by node", "T0"), ("switch", "T1"), ("rollback: unswitch", "T3"),
                                          ("rollback: node by node", "T4"), ("rollback: cleanup", "T9")]
+
+
+# ------------------------------------------------------------------ storage after the per-node rollback
+class _Journal:
+    def __init__(self, entries: list[dict]) -> None:
+        self._e = entries
+
+    def entries(self) -> list:
+        from types import SimpleNamespace
+        return [SimpleNamespace(**e) for e in self._e]
+
+
+def _session(entries: list[dict], pod_ips: list[str], *, execute: bool = True):
+    from types import SimpleNamespace
+    pods = [{"metadata": {"name": f"p{i}"}, "spec": {}, "status": {"podIP": ip}} for i, ip in enumerate(pod_ips)]
+    params = SimpleNamespace(strategy="node-by-node", cilium=SimpleNamespace(migration_cidr="10.44.0.0/16"),
+                             nodes=[SimpleNamespace(name=n, role=r) for n, r in NODES])
+    return SimpleNamespace(params=params, execute=execute, journal=_Journal(entries),
+                           cluster=SimpleNamespace(list=lambda kind: pods))
+
+
+def _migrated_then_reverted(reverted: tuple[str, ...]) -> list[dict]:
+    seq = iter(range(1, 1000))
+    out = [{**_e(nbp.journal_step(s), n), "seq": next(seq)} for n, _ in NODES for s in nbp.NODE_STEPS]
+    return out + [{**_e("nbn-rb-uncordon", n, phase="rollback"), "seq": next(seq)} for n in reverted]
+
+
+def test_longhorns_users_stay_up_only_once_every_pod_is_back_on_flannel() -> None:
+    from runbook.node_by_node_rollback import storage_kept_up
+
+    every = tuple(n for n, _ in NODES)
+    assert storage_kept_up(_session(_migrated_then_reverted(every), ["10.42.0.5", "10.42.1.9"]))
+    # a node not taken back yet, a pod still on Cilium's pool, or a dry run: scale down as big-bang does
+    assert storage_kept_up(_session(_migrated_then_reverted(every[:2]), ["10.42.0.5"])) is None
+    assert storage_kept_up(_session(_migrated_then_reverted(every), ["10.42.0.5", "10.44.1.7"])) is None
+    assert storage_kept_up(_session(_migrated_then_reverted(every), ["10.42.0.5"], execute=False)) is None
+    # after a switch whose reverse is not complete
+    switch = [{**e, "seq": 900 + i} for i, e in enumerate(_switch(kpr=False))]
+    assert storage_kept_up(_session(_migrated_then_reverted(every) + switch, ["10.42.0.5"])) is None

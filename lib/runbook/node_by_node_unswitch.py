@@ -187,7 +187,7 @@ def restart_back(s: Session, n: Node, nb: nbn_mod.NodeByNodePlan) -> dict[str, A
     """Restart k3s on ``n`` with the restored config (``nbn-us-restart-k3s``), wait Ready,
     and check that containerd reads k3s's folders, Cilium's conflist first, and that
     flannel's device is back."""
-    from .rollback_checks import _backend_in_force, _flannel_back
+    from .rollback_checks import flannel_device_back
 
     unit = unit_for(n.role)
 
@@ -211,8 +211,7 @@ def restart_back(s: Session, n: Node, nb: nbn_mod.NodeByNodePlan) -> dict[str, A
     if first != nbp.CONFLIST:
         problems.append(f"the first CNI config in {nb.conf_dir} is {first or 'none'}, not {nbp.CONFLIST}: "
                         "new pods there would not get Cilium's network")
-    ifaces = {i.name for i in n.interfaces()}
-    if not _flannel_back(n, _backend_in_force(s), ifaces, alone=len(s.nodes) == 1):
+    if not flannel_device_back(s, n):
         problems.append("flannel's device is not back")
     if problems:
         raise NodeError(f"{n.name} after its k3s restart: " + "; ".join(problems), node=n.name,
@@ -225,7 +224,7 @@ def unswitch(s: Session) -> pd.DataFrame | str:
     """Undo the switch, every step journaled (see the module). Does nothing when the switch
     never began or the strategy is big-bang."""
     from . import rollback
-    from .node_by_node_switch import _agent_uids, _rollout
+    from .node_by_node_switch import agent_uids, rollout_agents
 
     if not nbn_mod.active(s):
         return nbn_mod.NOT_THIS_STRATEGY
@@ -250,18 +249,18 @@ def unswitch(s: Session) -> pd.DataFrame | str:
             data={"manifest": nbp.cnc_manifest(ns)})})
         rows.append({"step": "labels", "result": _step(s, "nbn-us-label", f"label every node {nbp.LABEL}=true",
                                                       lambda: {"labelled": _label_all(s, nb.order)})})
-        before = _agent_uids(s)
+        before = agent_uids(s)
         rows.append({"step": "migration values", "result": nbn_mod.helm_upgrade(
             s, _values_file(s, nb, kpr), step="nbn-us-values",
             what="migration values" + (", kube-proxy replacement still on" if kpr else ""))})
-        if before and not (before & _agent_uids(s)):
+        if before and not (before & agent_uids(s)):
             rows.append({"step": "agents re-created", "result": "by the upgrade itself (the DaemonSet changed)"})
         elif not _missing_files(s, nb):   # a rerun: the agents already run with these values
             rows.append({"step": "agents re-created", "result": "earlier in this rollback (their files are there)"})
         else:
             rows.append({"step": "agents re-created", "result": _step(
                 s, "nbn-us-rollout", "rollout restart ds/cilium (the agents read the CiliumNodeConfig at start)",
-                lambda: _rollout(s))})
+                lambda: rollout_agents(s))})
         rows.append({"step": "Cilium's files in k3s's folders", "result": _cilium_files(s, nb)})
         rp = rollback.plan(s)
         for nr in [x for x in rp.nodes if x.restore_config or x.restore_files]:
@@ -274,7 +273,7 @@ def unswitch(s: Session) -> pd.DataFrame | str:
                 s, nb.migration_values_file, step="nbn-us-kpr-off", what="migration values, kube-proxy "
                 "replacement off: k3s's kube-proxy serves Services")})
             rows.append({"step": "agents re-created (replacement off)", "result": _step(
-                s, "nbn-us-kpr-rollout", "rollout restart ds/cilium", lambda: _rollout(s))})
+                s, "nbn-us-kpr-rollout", "rollout restart ds/cilium", lambda: rollout_agents(s))})
             win = outage.close_window(s.journal, UNKPR_WINDOW)
             s.figure("unkpr_window_seconds", (win or {}).get("seconds"))
     except GateFailed:

@@ -144,10 +144,14 @@ def _revert_one(s: Session, node: str, *, conf_dir: str, cidr: str, entries: lis
     schedulable = bool((s.journal.get(FACT_SCHEDULABLE) or {}).get(node, True))
     if nbp.needs_revert(entries, node):
         nbn = s.params.node_by_node
-        if not any(e.seq > since for e in s.journal.entries(node=node) if e.step.startswith("nbn-rb-")):
+        mine = [e for e in entries if e.get("node") == node and e.get("phase") != "rollback"]
+        still_drained = any(e.get("step") == "nbn-drain" for e in mine) and not any(
+            e.get("step") == "nbn-uncordon" and e.get("status") == "done" for e in mine)
+        started = any(e.seq > since for e in s.journal.entries(node=node) if e.step.startswith("nbn-rb-"))
+        if not started and not still_drained:
             # as before each node of the migration: a drain stops the node's Longhorn replicas,
             # so the previous node's must be rebuilt first (a rehearsal faulted four volumes
-            # by draining the next node at once)
+            # by draining the next node at once); a node the migration left drained has none
             storage_redundant_before(s, node)
         _step(s, node, since, "cordon", f"cordon {node}", lambda: drain.cordon(s.cluster, node) and None)
         _step(s, node, since, "drain", f"drain {node} (PDBs respected)",

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["NodeByNodePlan", "active", "plan", "install_migration", "migrate_nodes", "progress_table",
-           "helm_for", "FACT_FOLDERS", "NOT_THIS_STRATEGY"]
+           "helm_for", "helm_upgrade", "write_values", "FACT_FOLDERS", "NOT_THIS_STRATEGY"]
 
 #: the journal fact of the CNI folders read before the first change (kept on a rerun:
 #: after the switch the nodes read other folders)
@@ -101,7 +101,8 @@ def _read_folders(s: Session) -> dict[str, tuple[str, str]]:
     return {k: tuple(v) for k, v in res.values().items()}
 
 
-def _write_values(s: Session, name: str, values: dict[str, Any]) -> str:
+def write_values(s: Session, name: str, values: dict[str, Any]) -> str:
+    """Write ``values`` into the run folder as ``name`` (mode 0600: values may hold secrets)."""
     path = Path(s.run_dir) / name
     text = ("# written by runbook.node_by_node from the params' values; do not edit (the journal "
             "records what was installed)\n" + yaml.safe_dump(values, sort_keys=False))
@@ -131,9 +132,9 @@ def plan(s: Session) -> NodeByNodePlan | str:
     final_no_kpr = {**final, "kubeProxyReplacement": False}
     order = nbp.node_order((n.name, n.role) for n in p.nodes)
     return NodeByNodePlan(order, cidr, mask, conf_dir, bin_dir,
-                          _write_values(s, "nbn-migration-values.yaml", mig),
-                          _write_values(s, "nbn-final-values.yaml", final_no_kpr),
-                          _write_values(s, "nbn-kpr-values.yaml", final) if kpr else None,
+                          write_values(s, "nbn-migration-values.yaml", mig),
+                          write_values(s, "nbn-final-values.yaml", final_no_kpr),
+                          write_values(s, "nbn-kpr-values.yaml", final) if kpr else None,
                           [f"the nodes' containerd read different CNI folders ({'; '.join(problems)}): "
                            "cni.confPath/binPath are cluster-wide, so every node must read the same"]
                           if problems else [])

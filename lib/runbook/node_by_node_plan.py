@@ -291,24 +291,43 @@ def rollback_order(entries: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-#: the availability stages of a node-by-node rehearsal: name -> the journal step that opens it
-STAGES: tuple[tuple[str, str], ...] = (("node by node", "nbn-cordon"), ("switch", "nbn-final-values"))
+#: the availability stages of a node-by-node rehearsal: (name, the journal step that opens
+#: it, whether that step belongs to the rollback phase); the rehearsal marks "rollback"
+#: itself when 05-rollback starts, and "rollback: cleanup" opens with the rollback's first
+#: step after the per-node ones (:func:`stage_starts`)
+STAGES: tuple[tuple[str, str, bool], ...] = (
+    ("node by node", "nbn-cordon", False), ("switch", "nbn-final-values", False),
+    ("rollback: unswitch", "nbn-us-cnc", True), ("rollback: node by node", "nbn-rb-cordon", True))
+CLEANUP_STAGE = "rollback: cleanup"
 
 
 def stage_starts(entries: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(stage, recorded_at)`` of each of :data:`STAGES` the migration reached (pure).
+    """``(stage, recorded_at)`` of each of :data:`STAGES` the run reached (pure): the first
+    entry of its step in the migration's phases, or in the rollback's for a rollback stage;
+    then :data:`CLEANUP_STAGE`, from the rollback's first step after its last node-by-node
+    one (05-rollback's big-bang steps: Argo CD, storage, helm uninstall, ...).
 
     Example:
-        >>> stage_starts([{"step": "nbn-cordon", "recorded_at": "T1", "phase": "install"},
-        ...               {"step": "nbn-cordon", "recorded_at": "T2", "phase": "install"}])
-        [('node by node', 'T1')]
+        >>> stage_starts([{"step": "nbn-cordon", "recorded_at": "T1", "phase": "install", "seq": 1},
+        ...               {"step": "nbn-cordon", "recorded_at": "T2", "phase": "install", "seq": 2},
+        ...               {"step": "nbn-rb-cordon", "recorded_at": "T3", "phase": "rollback", "seq": 3},
+        ...               {"step": "restart-pods", "recorded_at": "T4", "phase": "rollback", "seq": 4},
+        ...               {"step": "helm-uninstall", "recorded_at": "T5", "phase": "rollback", "seq": 5}])
+        [('node by node', 'T1'), ('rollback: node by node', 'T3'), ('rollback: cleanup', 'T5')]
     """
     out = []
-    for name, step in STAGES:
-        first = next((e for e in entries if e.get("step") == step and e.get("phase") != "rollback"
+    for name, step, in_rollback in STAGES:
+        first = next((e for e in entries if e.get("step") == step and (e.get("phase") == "rollback") == in_rollback
                       and e.get("recorded_at")), None)
         if first is not None:
             out.append((name, first["recorded_at"]))
+    rb = [e for e in entries if e.get("phase") == "rollback" and e.get("recorded_at")]
+    last_nbn = max((int(e.get("seq") or 0) for e in rb if str(e.get("step", "")).startswith("nbn-")), default=None)
+    if last_nbn is not None:
+        # the per-node steps' own pod restarts (restart-pods, nbn-delete-pod) belong to them
+        first = next((e for e in rb if int(e.get("seq") or 0) > last_nbn and e.get("step") != "restart-pods"), None)
+        if first is not None:
+            out.append((CLEANUP_STAGE, first["recorded_at"]))
     return out
 
 

@@ -7,7 +7,8 @@ done:
 
 * a node only cordoned (or drained) gets ``uncordon`` (when it was schedulable before);
 * a node that may be on Cilium (labelled, or its agent re-created) goes through step 2
-  in reverse: ``cordon``, ``drain``, ``unlabel``, ``agent`` (re-created without the
+  in reverse, once every Longhorn volume is healthy again (gate ``nbn-storage``, as before
+  each node of the migration): ``cordon``, ``drain``, ``unlabel``, ``agent`` (re-created without the
   CiliumNodeConfig: it no longer writes a CNI config nor, with ``cni-exclusive``, renames
   the others; the running one would take the folder back), ``restore-cni`` (Cilium's
   ``05-cilium.conflist`` removed from k3s's folder and flannel's conflist put back from
@@ -19,9 +20,9 @@ done:
 Every pod is then back on flannel, with Cilium still installed; 05-rollback's big-bang
 steps follow and end in the state its checks prove: the release uninstalled (the
 journal's ``helm-install``), Cilium's files and BPF state removed on every node, flannel
-back, DNS through the ClusterIP. Once the switch has begun, the per-node way back does
-not apply (the servers no longer run flannel): the big-bang steps restore the configs
-and restart k3s on every node instead, with their outage.
+back, DNS through the ClusterIP. Once the switch has begun, the switch is undone first
+(:mod:`runbook.node_by_node_unswitch`: flannel back beside Cilium on every node, one k3s
+restart at a time); then every node goes back here, newest first.
 
 Example:
     >>> node_by_node_rollback.plan(s)          # doctest: +SKIP
@@ -37,15 +38,22 @@ from . import drain, pods
 from . import node_by_node_plan as nbp
 from .cluster import pod_ready
 from .errors import GateFailed, NodeError
-from .node_by_node import FACT_FOLDERS, NOT_THIS_STRATEGY, active
+from .node_by_node import FACT_FOLDERS, NOT_THIS_STRATEGY, active, storage_redundant_before
 from .node_by_node_steps import FACT_SCHEDULABLE, recreate_agent
 
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["plan", "revert_nodes", "RB_STEPS"]
+__all__ = ["plan", "revert_nodes", "RB_STEPS", "storage_kept_up", "unswitch_finished"]
 
 RB_STEPS = ("cordon", "drain", "unlabel", "agent", "restore-cni", "pods", "validate", "uncordon")
+
+
+def unswitch_finished(s: Session, entries: list[dict[str, Any]]) -> bool:
+    """Whether the reverse of the switch is complete in this rollback."""
+    from .node_by_node_unswitch import finished
+
+    return finished(entries, [(n.name, n.role) for n in s.params.nodes])
 
 
 def _entries(s: Session) -> list[dict[str, Any]]:
@@ -57,9 +65,9 @@ def plan(s: Session) -> pd.DataFrame | str:
     if not active(s):
         return NOT_THIS_STRATEGY
     entries = _entries(s)
-    if nbp.switch_started(entries):
-        return ("the switch had begun: the servers' keys and k3s restarts are undone by the big-bang "
-                "steps below, on every node (with their outage); no per-node rollback")
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        return ("the switch had begun: it is undone first (node_by_node_unswitch.unswitch, above), then "
+                "every node goes back in reverse: " + " → ".join(nbp.rollback_order(entries)))
     rows = [{"node": n, "rollback": "step 2 in reverse: " + ", ".join(RB_STEPS) if nbp.needs_revert(entries, n)
              else "uncordon (never reached Cilium)"} for n in nbp.rollback_order(entries)]
     return pd.DataFrame(rows, columns=["node", "rollback"])
@@ -136,6 +144,15 @@ def _revert_one(s: Session, node: str, *, conf_dir: str, cidr: str, entries: lis
     schedulable = bool((s.journal.get(FACT_SCHEDULABLE) or {}).get(node, True))
     if nbp.needs_revert(entries, node):
         nbn = s.params.node_by_node
+        mine = [e for e in entries if e.get("node") == node and e.get("phase") != "rollback"]
+        still_drained = any(e.get("step") == "nbn-drain" for e in mine) and not any(
+            e.get("step") == "nbn-uncordon" and e.get("status") == "done" for e in mine)
+        started = any(e.seq > since for e in s.journal.entries(node=node) if e.step.startswith("nbn-rb-"))
+        if not started and not still_drained:
+            # as before each node of the migration: a drain stops the node's Longhorn replicas,
+            # so the previous node's must be rebuilt first (a rehearsal faulted four volumes
+            # by draining the next node at once); a node the migration left drained has none
+            storage_redundant_before(s, node)
         _step(s, node, since, "cordon", f"cordon {node}", lambda: drain.cordon(s.cluster, node) and None)
         _step(s, node, since, "drain", f"drain {node} (PDBs respected)",
               lambda: drain.drain(s.cluster, node, timeout=nbn.drain_timeout, retry=nbn.eviction_retry,
@@ -161,7 +178,12 @@ def revert_nodes(s: Session) -> pd.DataFrame | str:
     if not active(s):
         return NOT_THIS_STRATEGY
     entries = _entries(s)
-    if nbp.switch_started(entries):
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        if s.execute:
+            s.gate(False, "the switch is undone before the nodes go back", name="nbn-unswitch-first",
+                   details=["the journal records the switch, and its reverse is not complete"],
+                   hint="run node_by_node_unswitch.unswitch(s) (the cell above) first; it continues "
+                        "where it stopped")
         return plan(s)
     order = nbp.rollback_order(entries)
     if not s.require_execute(f"the per-node rollback of {len(order)} node(s)"):
@@ -180,3 +202,31 @@ def revert_nodes(s: Session) -> pd.DataFrame | str:
                    hint=getattr(e, "hint", None) or "fix the cause and re-run 05-rollback: it continues here")
         rows.append({"node": node, "result": "back on flannel" if nbp.needs_revert(entries, node) else "uncordoned"})
     return pd.DataFrame(rows, columns=["node", "result"])
+
+
+def storage_kept_up(s: Session) -> str | None:
+    """Why 05-rollback's storage scale-down is not needed, or None when it is.
+
+    Big-bang's rollback scales Longhorn's volume users to 0 because it takes the pod
+    network away once more. Under node-by-node, once the per-node rollback has taken every
+    node back and no pod has an address in Cilium's pool, every pod already runs on
+    flannel: the steps after it (helm uninstall, Cilium's cleanup, the k3s restarts, which
+    leave containers running, F11) change no pod's network, so the volumes stay attached
+    and their users keep serving. Decided from the journal and the pods; a dry run always
+    shows the scale-down plan.
+    """
+    if not active(s) or not s.execute or not s.params.cilium.migration_cidr:
+        return None
+    entries = _entries(s)
+    if nbp.switch_started(entries) and not unswitch_finished(s, entries):
+        return None
+    if nbp.rollback_order(entries):
+        return None
+    cidr = s.params.cilium.migration_cidr
+    left = [p for p in s.cluster.list("pods") if not (p.get("spec") or {}).get("hostNetwork")
+            and nbp.in_cidr((p.get("status") or {}).get("podIP"), cidr)]
+    if left:
+        return None
+    return (f"node-by-node: every node is back on flannel and no pod has an address in {cidr}; the steps "
+            "below change no pod's network, so Longhorn's volume users keep running")
+

@@ -43,12 +43,12 @@ if TYPE_CHECKING:
     from .nodes import Node
     from .session import Session
 
-__all__ = ["switch", "KPR_WINDOW", "restart_one"]
+__all__ = ["switch", "KPR_WINDOW", "restart_one", "agent_uids", "rollout_agents"]
 
 KPR_WINDOW = "nbn_kpr_window"
 
 
-def _agent_uids(s: Session) -> set[str]:
+def agent_uids(s: Session) -> set[str]:
     return {p["metadata"]["uid"] for p in s.cluster.list("pods", s.params.cilium.namespace,
                                                           label_selector=AGENT_SELECTOR)}
 
@@ -68,11 +68,11 @@ def _wait_replaced(s: Session, old: set[str]) -> None:
     cilium.wait_ready(s.cluster, namespace=ns, timeout=s.params.limits.timeouts.agents_ready, progress=s.progress)
 
 
-def _rollout(s: Session, old: set[str] | None = None) -> dict[str, Any]:
+def rollout_agents(s: Session, old: set[str] | None = None) -> dict[str, Any]:
     """``rollout restart ds/cilium`` (the agents read cilium-config only at start); waits
     until every agent is a new pod, Ready."""
     ns = s.params.cilium.namespace
-    old = _agent_uids(s) if old is None else old
+    old = agent_uids(s) if old is None else old
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     s.cluster.patch("daemonsets", "cilium", {"spec": {"template": {"metadata": {"annotations": {
         "kubectl.kubernetes.io/restartedAt": stamp}}}}}, ns)
@@ -146,17 +146,17 @@ def switch(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
                details=[str(rp)], hint="re-run the per-node step first (it continues where it stopped)")
     ns = s.params.cilium.namespace
     rows: list[dict[str, Any]] = []
-    before = _agent_uids(s)
+    before = agent_uids(s)
     rows.append({"step": "final values", **helm_upgrade(s, nb.final_values_file, step="nbn-final-values",
                                                         what="final values, kube-proxy replacement off")})
     if nb.kpr_values_file:
         rows.append({"step": "agents re-created", "result": "by the kube-proxy replacement step below (one "
                      "restart of every agent, not two)"})
-    elif before and not (before & _agent_uids(s)):
+    elif before and not (before & agent_uids(s)):
         rows.append({"step": "agents re-created", "result": "by the upgrade itself (the DaemonSet changed)"})
     else:
         rows.append({"step": "agents re-created", **(run_step(s, "nbn-rollout", None, "rollout restart ds/cilium",
-                                                             lambda: _rollout(s)) or {})})
+                                                             lambda: rollout_agents(s)) or {})})
     rows.append({"step": "CiliumNodeConfig deleted", **(run_step(
         s, "nbn-delete-cnc", None, f"delete CiliumNodeConfig {ns}/{nbp.CNC_NAME}",
         lambda: {"was": s.cluster.delete("ciliumnodeconfigs", nbp.CNC_NAME, ns) is not None}) or {})})
@@ -171,7 +171,7 @@ def switch(s: Session, nb: NodeByNodePlan | str) -> pd.DataFrame | str:
         # the agents read cilium-config only when they start: without this restart the
         # replacement (and the final values) would wait for the next agent restart
         rows.append({"step": "agents re-created (kube-proxy replacement in force)", **(run_step(
-            s, "nbn-kpr-rollout", None, "rollout restart ds/cilium", lambda: _rollout(s)) or {})})
+            s, "nbn-kpr-rollout", None, "rollout restart ds/cilium", lambda: rollout_agents(s)) or {})})
     final_dirs = datapath.cni_dirs(s.values)
     try:
         for n in [x for x in s.nodes if x.role == "server"] + [x for x in s.nodes if x.role != "server"]:

@@ -87,7 +87,7 @@ __all__ = [
     "VELERO_POLICY_WHY", "velero_policy", "optional_velero_restore", "argocd_resume", "node_table",
     "finish", "VERDICT", "flannel_problems", "node_problems", "pods_health", "PlanView",
     "restart_candidates", "restart_plan", "unit_for", "BRIDGE", "CILIUM_PREFIXES", "ROLLBACK_STEPS",
-    "STEP_PODS", "WINDOW", "close_window",
+    "STEP_PODS", "WINDOW", "close_window", "restore_node", "cni_candidates",
 ]
 
 __all__ += ["record_image", "remove_crds", "cleanup_nodes", "killall_cleanup", "reboot_nodes",
@@ -197,7 +197,11 @@ def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def _restore_one(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
+def restore_node(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
+    """On ``n``: its ``config.yaml`` back from the journaled backup, checked against the
+    pre-run sha256 (``restore-config``), and the flannel files reconfigure moved away put
+    back (``restore-flannel-files``); each part skipped when already so. Used by
+    :func:`restore_files` and by the node-by-node unswitch (k3s still running there)."""
     out: dict[str, Any] = {}
     if nr.restore_config and n.sha256(nr.restore_config["path"]) == nr.restore_config["sha256"]:
         out["config"] = "already identical to the pre-run file"
@@ -247,7 +251,7 @@ def restore_files(s: Session, rp: RollbackPlan) -> Any:
     if not todo or not s.require_execute("restoring the node files"):
         return None
     by = {n.node: n for n in todo}
-    return s.fleet(nodes_named(s, by)).apply(lambda n: _restore_one(s, n, by[n.name]),
+    return s.fleet(nodes_named(s, by)).apply(lambda n: restore_node(s, n, by[n.name]),
                                           description="restore node files").raise_for_failures()
 
 
@@ -300,7 +304,7 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
 
     Which pods may be deleted is the rollback's owner policy (:mod:`runbook.pods`); the
     others are listed with their owner, for a person."""
-    p = restart_plan(s.cluster.list("pods"), rp)
+    p = restart_plan(cni_candidates(s), rp)
     rows = [{"pod": pods.pod_key(x), "node": (x.get("spec") or {}).get("nodeName"),
              "action": "restart"} for x in p.restart]
     rows += [{"pod": sk.pod, "node": sk.node,
@@ -320,6 +324,30 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     if text:
         flag(s, "pods-skipped", text)
     return pd.DataFrame(rows, columns=["pod", "node", "action"])
+
+
+def cni_candidates(s: Session) -> list[dict]:
+    """The cluster's pods whose sandbox may not be flannel's (see :func:`_not_flannel`):
+    what :func:`restart_candidates` chooses from.
+
+    Example:
+        >>> rollback.restart_candidates(rollback.cni_candidates(s), plan)   # doctest: +SKIP
+    """
+    return _not_flannel(s, s.cluster.list("pods"))
+
+
+def _not_flannel(s: Session, listed: list[dict]) -> list[dict]:
+    """Under node-by-node, a pod's address tells its sandbox's CNI: Cilium's pool is a CIDR
+    of its own (``cilium.migration_cidr``), so only pods with an address in it (or none
+    yet) are candidates; pods the per-node rollback already re-created on flannel stay.
+    Under big-bang both CNIs use the cluster CIDR: every pod is a candidate."""
+    from . import node_by_node_plan as nbp
+
+    cidr = s.params.cilium.migration_cidr
+    if s.params.strategy != "node-by-node" or not cidr:
+        return listed
+    return [p for p in listed if not (p.get("status") or {}).get("podIP")
+            or nbp.in_cidr((p.get("status") or {}).get("podIP"), cidr)]
 
 
 def close_window(s: Session, checks: list[Any]) -> outage.Window:

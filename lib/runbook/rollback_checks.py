@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .nodes import Node
     from .session import Session
 
-__all__ = ["nodes_named", "wait_flannel", "flannel_problems", "pods_health", "node_table", "node_problems",
+__all__ = ["nodes_named", "flannel_device_back", "wait_flannel", "flannel_problems", "pods_health", "node_table",
+           "node_problems",
            "datapath_after", "datapath_frame", "datapath_problems", "DATAPATH_HINT", "dns_checks",
            "dns_problems", "DNS_HINT"]
 
@@ -98,6 +99,12 @@ def _flannel_back(n: Node, backend: str, ifaces: set[str] | None, *, alone: bool
         return True
     from .leftovers import FLANNEL_SUBNET_ENV, host_gw_routes
     return bool(host_gw_routes(n.run("ip -j route show").stdout, n.run("cat %s", FLANNEL_SUBNET_ENV).stdout))
+
+
+def flannel_device_back(s: Session, n: Node) -> bool:
+    """Whether flannel's device for the backend the servers' configs select is on ``n``
+    (host-gw: its routes; a node alone: True)."""
+    return _flannel_back(n, _backend_in_force(s), {i.name for i in n.interfaces()}, alone=len(s.nodes) == 1)
 
 
 def _interfaces(n: Node, nr: NodeRollback) -> set[str] | None:

@@ -268,10 +268,14 @@ class Limits(_Model):
 
 
 #: why ``strategy: node-by-node`` is refused on a real target (it runs on a twin)
-NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is refused on a real target until it has proven itself: "
-                        "it has passed `runbook rehearse --strategy node-by-node --with-rollback` on "
-                        "minicloud, not yet on the HA topology or with the official chart; see "
-                        "docs/node-by-node.md (status); use 'big-bang', or rehearse it on a twin")
+NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is refused on a real target: it has passed "
+                        "`runbook rehearse --strategy node-by-node --with-rollback` on twins only (minicloud, "
+                        "the HA topology, the official chart 1.19.3), and its k3s-specific steps (Cilium's CNI "
+                        "config in k3s's folder, the one-at-a-time k3s restarts of the switch and of its "
+                        "reverse) have not been reviewed on a real cluster yet; lifting the refusal is a "
+                        "team decision after that review (docs/node-by-node.md, status). Use 'big-bang' here, "
+                        "or rehearse node-by-node on a twin of this cluster (`runbook snapshot`, then "
+                        "`runbook rehearse --from-snapshot ARCHIVE --strategy node-by-node --with-rollback`)")
 
 
 class Params(_Model):
@@ -295,8 +299,8 @@ class Params(_Model):
     strategy: Literal["big-bang", "node-by-node"] = Field("big-bang", description=(
         "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "
         "default) or 'node-by-node' (both overlays side by side, one node at a time: "
-        "docs/node-by-node.md; needs cilium.migration_cidr; refused on a real target until it "
-        "has proven itself on every rehearsal topology)."))
+        "docs/node-by-node.md; needs cilium.migration_cidr; rehearsed on twins only, so refused "
+        "on a real target until the team has reviewed it on a real cluster)."))
     node_by_node: NodeByNode = Field(default_factory=NodeByNode, description=(
         "Settings of the node-by-node strategy (ignored by big-bang)."))
 

@@ -2,7 +2,9 @@
 
 * the runner is SIGKILLed while a node's drain is in progress; re-running 03-install with
   the same run continues with that node's drain (its cordon is not repeated, no step done
-  before the kill is repeated);
+  before the kill is repeated); the same run, rolled back after its switch, is SIGKILLed
+  while the reverse of the switch restarts k3s node by node, and re-running 05-rollback
+  continues there and ends in the big-bang rollback's checked state;
 * the runner is SIGKILLed while a node's agent is being re-created (the node is labelled:
   it may be on Cilium); 05-rollback takes every node back, the per-node way first, and the
   twin's own view afterwards is the big-bang rollback's checked state (configs identical,
@@ -11,7 +13,10 @@
 * the whole rehearsal, ``rehearse(strategy="node-by-node", with_rollback=True)``, passes and
   the ingress hosts whose backend has two or more replicas never fail while the nodes move
   one by one (the "node by node" stage; a single-replica backend shows its outage while its
-  node is drained, and the switch's agent restarts are their own stage).
+  node is drained, and the switch's agent restarts are their own stage), nor while the
+  rollback undoes the switch and takes every node back ("rollback: unswitch", "rollback:
+  node by node"); every rollback check passes (configs byte-identical, flannel back, no
+  Cilium leftovers).
 """
 from __future__ import annotations
 
@@ -59,10 +64,12 @@ def _preflight(params: Path, reports: Path, run_id: str) -> None:
     assert res.ok, res.phases[0].error
 
 
-@pytest.mark.timeout(600)
-def test_killed_mid_drain_the_rerun_continues_with_that_node(fresh_twin, tmp_path: Path) -> None:
+@pytest.mark.timeout(1200)
+def test_killed_mid_drain_the_rerun_continues_then_killed_mid_unswitch_the_rollback_continues(
+        fresh_twin, tmp_path: Path) -> None:
     params = nbn_params(fresh_twin)
     run_id = "nbn-resume"
+    before = _config_digests(fresh_twin.state_dir)
     _preflight(params, tmp_path, run_id)
     killed = _kill_when(params, run_id, tmp_path, _intent("nbn-drain"))
     assert killed["phases"]["install"]["status"] == "running"
@@ -86,6 +93,34 @@ def test_killed_mid_drain_the_rerun_continues_with_that_node(fresh_twin, tmp_pat
     # no node after the interrupted one was started before it was resumed
     assert not [e for e in killed["entries"] if e["step"].startswith("nbn-")
                 and e["node"] in ORDER[ORDER.index(node) + 1:]]
+    assert res.ok, res.phases[-1].error                              # the switch included
+
+    # the same run, rolled back from after the switch, killed while k3s restarts one node at
+    # a time with flannel back: the re-run continues from the journal and ends on flannel
+    def mid_restarts(doc: dict[str, Any]) -> bool:
+        return bool(entries(doc, "nbn-us-restart-k3s", "set-hog", "done")) and any(
+            e["step"] == "nbn-us-restart-k3s" and e["node"] != "set-hog" for e in doc["entries"])
+    killed, doc = kill_phase_when(params, "rollback", run_id, tmp_path, mid_restarts, timeout=300)
+    assert killed, [(e["step"], e["node"], e["status"]) for e in doc["entries"]][-5:]
+    done_before = {(e["step"], e["node"]) for e in doc["entries"] if e.get("phase") == "rollback"
+                   and e["status"] == "done" and e["step"].startswith("nbn-us-")}
+    assert {("nbn-us-cnc", None), ("nbn-us-values", None), ("nbn-us-restart-k3s", "set-hog")} <= done_before
+    assert not [e for e in doc["entries"] if e["step"].startswith("nbn-rb-")]   # no node went back yet
+    res = run(params, "rollback", tmp_path, run_id=run_id)
+    assert res.ok, res.phases[-1].error
+    after = journal(res)
+    rb = [e for e in after["entries"] if e.get("phase") == "rollback"]
+    for step, n in done_before:                                       # nothing done is done again
+        assert len([e for e in rb if e["step"] == step and e["node"] == n]) == 1, (step, n)
+    restarts = [e["node"] for e in rb if e["step"] == "nbn-us-restart-k3s" and e["status"] == "done"]
+    assert sorted(set(restarts)) == sorted(ORDER) and restarts[0] == "set-hog"   # the server first
+    # the switch was undone before any node went back, then every node went back, the newest first
+    last_us = max(e["seq"] for e in rb if e["step"].startswith("nbn-us-"))
+    first_rb = [e for e in rb if e["step"] == "nbn-rb-cordon"]
+    assert first_rb and first_rb[0]["seq"] > last_us
+    assert [e["node"] for e in first_rb] == list(reversed(ORDER))
+    checks = verify_back_on_flannel(fresh_twin, before)
+    assert all(c["ok"] for c in checks.values()), checks
 
 
 @pytest.mark.timeout(900)
@@ -159,10 +194,24 @@ def test_rehearse_node_by_node_with_rollback(tmp_path: Path) -> None:
             [nbp.journal_step(s) for s in nbp.NODE_STEPS], node
     assert "reconfigure" not in j["phases"]             # 02-reconfigure never ran under node-by-node
     stages = doc["availability"]["stages"]
-    assert list(stages) == ["migration", "node by node", "switch", "rollback"]
+    assert list(stages) == ["migration", "node by node", "switch", "rollback", "rollback: unswitch",
+                            "rollback: node by node", "rollback: cleanup"]
     nodes = stages["node by node"]["per_target"]
     assert replicated, "minicloud has replicated ingress backends to measure"
     # while the nodes move one by one, a Service with replicas on other nodes keeps answering
     assert {h: nodes[h]["failed"] for h in replicated} == {h: 0 for h in replicated}
     # a single-replica backend shows its outage while its node is drained, and it is measured
     assert any(f["failed"] for h, f in nodes.items() if h.startswith("https://") and h not in replicated)
+    # the rollback from after the switch: the switch undone, then every node back one at a time,
+    # the newest first, and a replicated Service never fails in either stage
+    rb = [e for e in j["entries"] if e.get("phase") == "rollback" and e["status"] == "done"]
+    assert {e["step"] for e in rb} >= {"nbn-us-cnc", "nbn-us-label", "nbn-us-values", "restore-config",
+                                       "nbn-us-restart-k3s", "nbn-us-kpr-off", "nbn-us-kpr-rollout"}
+    assert [e["node"] for e in rb if e["step"] == "nbn-us-restart-k3s"][0] == "set-hog"   # the server first
+    assert [e["node"] for e in rb if e["step"] == "nbn-rb-uncordon"] == list(reversed(ORDER))
+    for stage in ("rollback: unswitch", "rollback: node by node"):
+        back = stages[stage]["per_target"]
+        assert {h: back[h]["failed"] for h in replicated} == {h: 0 for h in replicated}, stage
+    # every check of the rollback passed (above), these among them
+    assert {"configs byte-identical", "flannel back on every node", "no cilium leftovers on nodes",
+            "no Cilium BPF state on nodes", "no Cilium files on nodes"} <= set(doc["checks"])

@@ -167,7 +167,7 @@ FIELD_CASES = [
     ("no-server", _set("nodes.0.role", "agent"), "(top level)", "no node has role 'server'"),
     ("twin-section-on-real", _set("twin", {"state_dir": "/tmp/x"}), "(top level)", "target.kind: twin"),
     ("strategy-node-by-node-refused-on-real", _set("strategy", "node-by-node"), "(top level)",
-     "strategy 'node-by-node' is refused on a real target until it has proven itself"),
+     "strategy 'node-by-node' is refused on a real target: it has passed"),
     ("migration-cidr-host-bits", _set("cilium.migration_cidr", "10.44.0.1/16"), "cilium.migration_cidr",
      "is not a network address"),
     ("migration-cidr-ipv6", _set("cilium.migration_cidr", "fd00:44::/64"), "cilium.migration_cidr",

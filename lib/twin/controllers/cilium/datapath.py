@@ -162,6 +162,11 @@ def install(nm: Any, cfg: Any, *, router_ip: str | None, local: list[str], remot
         bpf.attach_tc(dev, hook, prog)
     if cfg.socket_lb:
         bpf.attach_socket_lb(list(SOCKET_LB_PROGRAMS))
+    else:
+        # an agent started without the socket LB detaches the one an earlier agent left
+        # (C pkg/datapath/loader: socketlb.Disable() when it is off): from then on only
+        # kube-proxy translates ClusterIPs from this node's sockets
+        bpf.detach_socket_lb()
     bpf.lb_live = True
 
 

@@ -441,6 +441,19 @@ class Node(NodeFiles):
                 s = s.merged(facts.parse_iptables_save(r.stdout, prefixes))
         return s
 
+    def iptables_chains(self, *, ipv6: bool = True,
+                        prefixes: Sequence[str] = facts.DEFAULT_PREFIXES) -> facts.IptablesChains:
+        """Fact: chain declarations by prefix from ``iptables-save`` (+ ``ip6tables-save``),
+        without reading the rules (:func:`runbook.facts.parse_iptables_chains`): what a
+        fact table needs, at a fraction of :meth:`iptables_summary`'s cost on a node with
+        thousands of rules."""
+        c = facts.parse_iptables_chains(self._save(False), prefixes)
+        if ipv6:
+            r = self.run("ip6tables-save", sudo=True)
+            if r.ok:  # a node without IPv6 tables is not an error
+                c = c.merged(facts.parse_iptables_chains(r.stdout, prefixes))
+        return c
+
     def remove_chains(self, prefixes: Sequence[str], *, comments: Sequence[str] = (),
                       ipv6: bool = True) -> ChainRemoval:
         """Remove every chain (and jump to it) of ``prefixes``, without a shell pipe.

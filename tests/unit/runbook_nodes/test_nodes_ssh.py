@@ -223,6 +223,14 @@ def test_iptables_summary_and_remove_chains(server, tmp_path):
     assert not again.changed
 
 
+def test_iptables_chains_counts_what_the_summary_counts(server, tmp_path):
+    server.host.iptables = iptables_fixture()
+    node = make_node(server, tmp_path)
+    c, s = node.iptables_chains(), node.iptables_summary()
+    assert c.chains == s.chains and c.chains["KUBE-SVC"] == 3
+    assert (c.total_chains, c.tables) == (s.total_chains, s.tables)
+
+
 def test_delete_interface_idempotent(server, tmp_path):
     server.host.links = {"flannel.1"}
     node = make_node(server, tmp_path)

@@ -78,6 +78,30 @@ def _no_delay(client: paramiko.SSHClient) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: Ciphers tried first: AES-GCM authenticates as it decrypts (hardware AES and GHASH in
+#: one pass) where AES-CTR needs a separate HMAC over every byte; OpenSSH offers both by
+#: default. Only the order changes: a server without them still negotiates the rest.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+#: What the node may send in one SSH packet (and before waiting for a window update):
+#: an ``iptables-save`` of thousands of rules is ~1 MB, and each packet costs this side
+#: a wake-up of its transport thread and of the command's, contended with 20 reads at
+#: once. A server sends smaller packets if it wants (RFC 4254 5.1: the receiver's maximum).
+MAX_PACKET = 1 << 17
+WINDOW = 8 << 20
+
+
+def _transport(sock: Any, **kw: Any) -> paramiko.Transport:
+    """paramiko's Transport with the cipher order and packet size above."""
+    kw.setdefault("default_max_packet_size", MAX_PACKET)
+    kw.setdefault("default_window_size", WINDOW)
+    t = paramiko.Transport(sock, **kw)
+    opts = t.get_security_options()
+    have = tuple(opts.ciphers)
+    opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in have) + \
+        tuple(c for c in have if c not in PREFERRED_CIPHERS)
+    return t
+
+
 # --------------------------------------------------------------------------- the node
 class Node(NodeFiles):
     """One k3s node reached over SSH.
@@ -180,7 +204,7 @@ class Node(NodeFiles):
                     hostname=self.address, port=self.port, username=self.user,
                     pkey=pkey, timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
-                    allow_agent=False, look_for_keys=False)
+                    allow_agent=False, look_for_keys=False, transport_factory=_transport)
                 _no_delay(client)
                 return client
             except HostKeyError:
@@ -330,9 +354,9 @@ class Node(NodeFiles):
             # when the other fills the channel window.
             while True:
                 while chan.recv_ready():
-                    out += chan.recv(65536)
+                    out += chan.recv(MAX_PACKET * 8)
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
+                    err += chan.recv_stderr(MAX_PACKET * 8)
                 if (chan.eof_received or chan.closed) and not chan.recv_ready() \
                         and not chan.recv_stderr_ready():
                     break

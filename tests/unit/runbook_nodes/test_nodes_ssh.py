@@ -14,6 +14,7 @@ import pytest
 
 from nodes_sshserver import FakeHost, SSHTestServer, iptables_fixture
 from runbook.errors import HostKeyError, LoopbackViolation, NodeError
+from runbook import nodes as nodes_mod
 from runbook.nodes import Node, known_hosts_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -274,6 +275,19 @@ def test_client_socket_sends_small_packets_at_once(server, tmp_path):
     assert node.run("uname -r").ok
     sock = node.client().get_transport().sock
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    node.close()
+
+
+def test_transport_prefers_gcm_and_takes_large_packets(server, tmp_path):
+    # AES-GCM first (one pass, no separate HMAC) when the server offers it; a node may
+    # send 128 KiB packets in an 8 MiB window (fewer wake-ups per iptables dump)
+    node = make_node(server, tmp_path)
+    r = node.run("spew %s %s", 1_000_000, 0, timeout=60)
+    assert r.rc == 0 and r.stdout == "o" * 1_000_000
+    t = node.client().get_transport()
+    assert t.remote_cipher == t.local_cipher == "aes128-gcm@openssh.com"
+    assert t.default_max_packet_size == nodes_mod.MAX_PACKET == 1 << 17
+    assert t.default_window_size == nodes_mod.WINDOW
     node.close()
 
 

@@ -292,10 +292,11 @@ def test_transport_prefers_gcm_and_takes_large_packets(server, tmp_path):
 
 
 def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):
-    # both far beyond the channel window: reading one to EOF first would deadlock
+    # both beyond the channel window (nodes.WINDOW): reading one to EOF first would deadlock
     node = make_node(server, tmp_path)
-    r = node.run("spew %s %s", 3_000_000, 1_500_000, timeout=60)
-    assert r.rc == 0 and r.stdout == "o" * 3_000_000 and r.stderr == "e" * 1_500_000
+    out, err = nodes_mod.WINDOW + 3_000_000, nodes_mod.WINDOW + 1_500_000
+    r = node.run("spew %s %s", out, err, timeout=60)
+    assert r.rc == 0 and r.stdout == "o" * out and r.stderr == "e" * err
     node.close()
 
 

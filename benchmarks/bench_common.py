@@ -107,6 +107,24 @@ class TwinProcess:
     def params(self) -> Path:
         return self.state_dir / "params.yaml"
 
+    def set_faults(self, **faults: Any) -> dict:
+        """Set fault switches through the twin's admin endpoint (loopback, bearer token),
+        e.g. ``set_faults(ssh_command_latency=0.005)``; returns every switch's value."""
+        import json
+        import urllib.request
+
+        import yaml
+
+        url = yaml.safe_load(self.params.read_text())["twin"]["admin_url"]
+        if not url.startswith(("http://127.", "http://[::1]")):
+            raise RuntimeError(f"the twin's admin endpoint is not on loopback: {url}")
+        token = (self.state_dir / "admin-token").read_text().strip()
+        req = urllib.request.Request(url + "/faults", data=json.dumps(faults).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
     def rss(self) -> tuple[float, float]:
         assert self.proc is not None
         return rss_mib(self.proc.pid)

@@ -196,7 +196,7 @@ def kpr_evidence(cluster: Cluster, fleet_nodes: list[Any], namespace: str = "kub
     cm = cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/cilium-config", ok_missing=True)
     flag = ((cm or {}).get("data") or {}).get("kube-proxy-replacement", "absent")
     res = Fleet(fleet_nodes, parallel_reads=parallel).read(
-        lambda n: n.iptables_summary(), description="read iptables (kube-proxy replacement)")
+        lambda n: n.iptables_chains(), description="read iptables (kube-proxy replacement)")
     res.raise_for_failures()
     return pd.DataFrame([{"node": o.node, "kube-proxy-replacement": flag,
                           "KUBE-SVC chains": _count(o.value, "KUBE-SVC"),

@@ -17,6 +17,12 @@ Each switch is read by the component it breaks; nothing else. Names:
   k3s's CNI folder beside containerd's config (as a GPU runtime setup leaves it). Setting
   it writes the file on those nodes (and removes it from the others that got it this
   way); it takes effect at each node's next k3s start.
+- ``ssh_command_latency``: wall seconds every command run over SSH waits before it runs
+  (0, the default: none). A latency model for measurements: on loopback a command
+  costs only the twin's CPU, while on a real node it also waits for the network's
+  round trips and for sshd to start the user's shell (and sudo) on the node's own CPU.
+  Wall time, not the twin's clock (it stands for the machines, not for the cluster's
+  simulated time), and no CPU.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ class Faults:
     argocd_parent_reverts: bool = False
     firewall: list = field(default_factory=list)
     containerd_template: set[str] = field(default_factory=set)
+    ssh_command_latency: float = 0.0
 
     def set(self, name: str, value: Any) -> None:
         """Set one switch by name, with a clear error for an unknown name."""
@@ -47,6 +54,8 @@ class Faults:
             value = bool(value)
         elif isinstance(current, float):
             value = float(value)
+            if name == "ssh_command_latency" and not 0 <= value <= 60:
+                raise ValueError(f"ssh_command_latency is wall seconds from 0 to 60, not {value}")
         elif isinstance(current, list):
             value = check_firewall(value)
         setattr(self, name, value)

@@ -10,6 +10,8 @@
   ``ubuntu`` without sudo, so it may read what ubuntu may read and write only under
   ``/home/ubuntu`` and ``/tmp``, as on a real node where ``/etc`` needs root; symlinks
   and hard links cannot be created.
+- Latency: ``rt.faults.ssh_command_latency`` wall seconds are waited before each command
+  runs (0 by default), for measurements that need a real node's command latency.
 - Faults: a node in ``rt.faults.ssh_down`` (or taken down with :meth:`SSHServers.set_down`)
   refuses new connections, and its open sessions are closed, so their next command
   fails. A rebooting node drops its connections and refuses new ones until it is up.
@@ -352,6 +354,9 @@ class SSHServers:
         async def read_stdin() -> bytes:
             return await proc.stdin.read()
 
+        latency = getattr(getattr(self.rt, "faults", None), "ssh_command_latency", 0.0)
+        if latency > 0:   # the latency model (twin.faults): wall time, no CPU
+            await asyncio.sleep(latency)
         try:
             res = await node.exec(proc.command, stdin=read_stdin)
         except Exception as e:  # a model bug must reach the client, not kill the server

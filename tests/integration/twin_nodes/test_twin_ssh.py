@@ -183,6 +183,35 @@ def test_ssh_down_fault_and_set_down(nodes_twin):
     c.close()
 
 
+def test_command_latency_model_waits_before_each_command(nodes_twin, monkeypatch):
+    import twin.ssh
+
+    t = nodes_twin
+    waited = []
+    real_sleep = twin.ssh.asyncio.sleep
+
+    async def recording_sleep(delay, *a, **kw):
+        waited.append(delay)
+        return await real_sleep(delay, *a, **kw)
+
+    monkeypatch.setattr(twin.ssh.asyncio, "sleep", recording_sleep)
+    c = t.connect("agent-1")
+    try:
+        t.rt.faults.set("ssh_command_latency", 0.02)
+        assert run_cmd(c, "hostname")[1] == b"agent-1\n"      # same answer, later
+        assert waited.count(0.02) == 1
+        t.rt.faults.set("ssh_command_latency", 0)
+        assert run_cmd(c, "hostname")[0] == 0
+        assert waited.count(0.02) == 1                       # off again: no wait
+        for bad in (-1, 61):
+            with pytest.raises(ValueError, match="ssh_command_latency"):
+                t.rt.faults.set("ssh_command_latency", bad)
+        assert t.rt.faults.as_dict()["ssh_command_latency"] == 0
+    finally:
+        t.rt.faults.set("ssh_command_latency", 0)
+        c.close()
+
+
 def test_reboot_drops_the_session(nodes_twin):
     t = nodes_twin
     c = t.connect("agent-1")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from runbook import cilium, pods
-from runbook.facts import IptablesSummary
+from runbook.facts import IptablesChains, IptablesSummary
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -137,8 +137,8 @@ def test_count_reads_each_summary_shape():
 
 def test_kpr_evidence_rows():
     c = ListCluster("mid-migration")
-    nodes = [SimpleNamespace(name="server-1", iptables_summary=lambda: IptablesSummary(chains={"CILIUM": 9})),
-             SimpleNamespace(name="agent-1", iptables_summary=lambda: IptablesSummary(
+    nodes = [SimpleNamespace(name="server-1", iptables_chains=lambda: IptablesChains(chains={"CILIUM": 9})),
+             SimpleNamespace(name="agent-1", iptables_chains=lambda: IptablesChains(
                  chains={"KUBE-SVC": 5, "KUBE-ROUTER": 2}))]
     df = cilium.kpr_evidence(c, nodes)
     assert df.to_dict("records") == [

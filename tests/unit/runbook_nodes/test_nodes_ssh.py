@@ -14,6 +14,7 @@ import pytest
 
 from nodes_sshserver import FakeHost, SSHTestServer, iptables_fixture
 from runbook.errors import HostKeyError, LoopbackViolation, NodeError
+from runbook import nodes as nodes_mod
 from runbook.nodes import Node, known_hosts_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -223,6 +224,14 @@ def test_iptables_summary_and_remove_chains(server, tmp_path):
     assert not again.changed
 
 
+def test_iptables_chains_counts_what_the_summary_counts(server, tmp_path):
+    server.host.iptables = iptables_fixture()
+    node = make_node(server, tmp_path)
+    c, s = node.iptables_chains(), node.iptables_summary()
+    assert c.chains == s.chains and c.chains["KUBE-SVC"] == 3
+    assert (c.total_chains, c.tables) == (s.total_chains, s.tables)
+
+
 def test_delete_interface_idempotent(server, tmp_path):
     server.host.links = {"flannel.1"}
     node = make_node(server, tmp_path)
@@ -269,11 +278,25 @@ def test_client_socket_sends_small_packets_at_once(server, tmp_path):
     node.close()
 
 
-def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):
-    # both far beyond the channel window: reading one to EOF first would deadlock
+def test_transport_prefers_gcm_and_takes_large_packets(server, tmp_path):
+    # AES-GCM first (one pass, no separate HMAC) when the server offers it; a node may
+    # send 128 KiB packets in an 8 MiB window (fewer wake-ups per iptables dump)
     node = make_node(server, tmp_path)
-    r = node.run("spew %s %s", 3_000_000, 1_500_000, timeout=60)
-    assert r.rc == 0 and r.stdout == "o" * 3_000_000 and r.stderr == "e" * 1_500_000
+    r = node.run("spew %s %s", 1_000_000, 0, timeout=60)
+    assert r.rc == 0 and r.stdout == "o" * 1_000_000
+    t = node.client().get_transport()
+    assert t.remote_cipher == t.local_cipher == "aes128-gcm@openssh.com"
+    assert t.default_max_packet_size == nodes_mod.MAX_PACKET == 1 << 17
+    assert t.default_window_size == nodes_mod.WINDOW
+    node.close()
+
+
+def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):
+    # both beyond the channel window (nodes.WINDOW): reading one to EOF first would deadlock
+    node = make_node(server, tmp_path)
+    out, err = nodes_mod.WINDOW + 3_000_000, nodes_mod.WINDOW + 1_500_000
+    r = node.run("spew %s %s", out, err, timeout=60)
+    assert r.rc == 0 and r.stdout == "o" * out and r.stderr == "e" * err
     node.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from runbook import checks, evidence, verify
 from runbook.errors import GateFailed
-from runbook.facts import IptablesSummary
+from runbook.facts import IptablesChains
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -76,8 +76,8 @@ class FakeNode:
     def __init__(self, name: str, chains: dict[str, int]) -> None:
         self.name, self.role, self.chains = name, "agent", chains
 
-    def iptables_summary(self) -> IptablesSummary:
-        return IptablesSummary(chains=dict(self.chains))
+    def iptables_chains(self) -> IptablesChains:
+        return IptablesChains(chains=dict(self.chains))
 
 
 class FakeJournal:

@@ -146,6 +146,8 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from .nbengine import ENGINE
+
     src = Path(notebooks_dir or NOTEBOOKS_DIR) / PHASES[phase]
     out = run_dir / PHASES[phase]
     result = PhaseResult(phase=phase, notebook=out)
@@ -169,6 +171,7 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
     t0 = time.monotonic()
     try:
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
+                            engine_name=ENGINE,   # the notebook written about once a second
                             progress_bar=False, cwd=str(src.parent), execution_timeout=cell_timeout,
                             on_cell_start=on_start, kernel_manager_class=kernels.LocalKernelManager,
                             # every output is in by then, and the library keeps nothing to

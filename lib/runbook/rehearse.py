@@ -229,7 +229,7 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         # so a rehearsal that dies later still leaves one).
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,
                              reports_dir=reports_dir, extra={"proceed_despite_deferral": True},
-                             progress=progress, render=False)
+                             progress=progress, render=False, then="rollback" if with_rollback else None)
         out.index_html = out.run.index_html
         if with_rollback:
             if not out.run.ok:
@@ -265,6 +265,7 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         os.chmod(path, 0o600)
         out.index_html = report.render_run(last.run_dir)
     finally:
+        runner.discard_warm()
         twin.stop()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

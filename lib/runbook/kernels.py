@@ -119,6 +119,10 @@ def __p22_warm_up(mods):
             importlib.import_module(m)
         except Exception:
             pass
+    try:
+        importlib.import_module("runbook.lean_imports").first_use()
+    except Exception:
+        pass
 __p22_warm_up({mods!r})
 del __p22_warm_up
 """

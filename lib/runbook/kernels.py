@@ -209,9 +209,13 @@ class WarmKernel:
         shutdown(self.take())
 
 
-def shutdown(km: Any) -> None:
+def shutdown(km: Any, *, wait: bool = True) -> None:
     """Close a prestarted kernel's clients and kill it at once (papermill's "immediate"
-    shutdown: every output is in by then). None is ignored."""
+    shutdown: every output is in by then). None is ignored.
+
+    With ``wait=False`` the kill runs in a background thread (the next phase need not
+    wait for it); :func:`join_shutdowns` waits for those, and runs at exit anyway.
+    """
     if km is None:
         return
     for kc in getattr(km, "clients_made", []):
@@ -219,4 +223,26 @@ def shutdown(km: Any) -> None:
             kc.stop_channels()
         except Exception:  # noqa: BLE001 - already closed
             pass
-    asyncio.run(km.shutdown_kernel(now=True))
+    if wait:
+        asyncio.run(km.shutdown_kernel(now=True))
+        return
+    th = threading.Thread(target=lambda: asyncio.run(km.shutdown_kernel(now=True)), daemon=True,
+                          name="kernel-shutdown")
+    with _SHUTDOWNS_LOCK:
+        if not _SHUTDOWNS:
+            atexit.register(join_shutdowns)
+        _SHUTDOWNS.append(th)
+    th.start()
+
+
+_SHUTDOWNS: list[threading.Thread] = []
+_SHUTDOWNS_LOCK = threading.Lock()
+
+
+def join_shutdowns(timeout: float = 30.0) -> None:
+    """Wait for the kernels being stopped in the background (:func:`shutdown`)."""
+    with _SHUTDOWNS_LOCK:
+        pending = list(_SHUTDOWNS)
+        _SHUTDOWNS.clear()
+    for th in pending:
+        th.join(timeout)

@@ -10,11 +10,12 @@ when :data:`SAVE_EVERY` seconds have passed since the last write, and always:
 - when a cell fails (its traceback is on disk before anything else happens);
 - when the notebook ends, whatever the outcome (papermill's final write).
 
-A cell that runs long is saved while it runs, as papermill does, whenever it sends
-output (``autosave_cell_every``). So the file on disk is at most about a second behind the
-kernel while the phase runs (a killed runner loses at most that much of the evidence; the
-journal, written before every change, is what a resume or a rollback reads), and exactly
-the same as papermill's once the phase has ended.
+A cell that runs long is saved while it runs exactly as papermill does (when it sends
+output, every ``autosave_cell_every`` = 30 s). So while a phase runs, the file on disk
+lags the kernel by at most :data:`SAVE_EVERY` seconds of cell starts and ends (a killed
+runner loses at most that much of the evidence; the journal, written before every change,
+is what a resume or a rollback reads), and once the phase has ended it is the same as
+papermill's.
 
 Example:
     >>> import papermill as pm                                               # doctest: +SKIP
@@ -70,7 +71,7 @@ class ThrottledEngine(NBClientEngine):
     @classmethod
     def execute_notebook(cls, nb: Any, kernel_name: str, output_path: Any = None,
                          progress_bar: bool = True, log_output: bool = False,
-                         autosave_cell_every: float = SAVE_EVERY, **kwargs: Any) -> Any:
+                         autosave_cell_every: int = 30, **kwargs: Any) -> Any:
         nb_man = ThrottledSaves(nb, output_path=output_path, progress_bar=progress_bar,
                                 log_output=log_output, autosave_cell_every=autosave_cell_every)
         nb_man.notebook_start()

@@ -146,8 +146,8 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
 
     The phase runs in the kernel started ahead for its notebook (:func:`warm_up`), if
     one is ready, else in a kernel papermill starts. ``warm_next``: the phase that runs
-    after this one, whose kernel is started ahead once this phase is past its imports
-    and first steps (so the two starts do not compete)."""
+    after this one, whose kernel is started ahead as this phase begins
+    (:data:`WARM_AFTER_CELLS`)."""
     lean_imports.jsonschema()   # before papermill imports it
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -199,7 +199,7 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
         result.status = "failed"
         result.error = f"{type(e).__name__}: {_first_line(str(e))}"
     finally:
-        kernels.shutdown(km)     # papermill leaves a kernel it did not start running
+        kernels.shutdown(km, wait=False)   # papermill leaves a kernel it did not start running
         result.seconds = time.monotonic() - t0
         if out.exists():
             os.chmod(out, 0o600)
@@ -208,9 +208,10 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
     return result
 
 
-#: the next phase's kernel starts with this code cell of the current phase (after the
-#: parameters, the injected parameters, the imports and ``session.start``)
-WARM_AFTER_CELLS = 4
+#: the next phase's kernel starts with this code cell of the current phase: the first, as
+#: the current phase's own kernel was started ahead too (its imports are done), and a short
+#: phase (5 s) is barely longer than a kernel start with its imports on a busy machine
+WARM_AFTER_CELLS = 1
 #: kernels started ahead in this process, by notebook path (see :func:`warm_up`)
 _WARM: dict[Path, kernels.WarmKernel] = {}
 
@@ -228,10 +229,12 @@ def warm_up(phase: str, notebooks_dir: Path | None = None) -> None:
 
 
 def discard_warm(keep: str | None = None) -> None:
-    """Stop the kernels started ahead that no phase took (all but ``keep``'s phase)."""
+    """Stop the kernels started ahead that no phase took (all but ``keep``'s phase), and
+    wait for the used ones being stopped in the background."""
     spare = (NOTEBOOKS_DIR / PHASES[keep]).resolve() if keep else None
     for src in [s for s in _WARM if s != spare]:
         _WARM.pop(src).discard()
+    kernels.join_shutdowns()
 
 
 def _take_warm(src: Path, progress: Callable[[str], None]) -> Any:

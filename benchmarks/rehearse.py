@@ -20,7 +20,10 @@ notebooks' papermill metadata and the run's ``waits.jsonl`` it reports:
   On a shared machine the wall time follows the load; the CPU seconds do not, so a
   change is judged by both.
 
-The median over runs is printed as a table with the load average; nothing is asserted.
+The median over runs is printed as a table with the load average, then per phase, then
+the longest waits, each marked ``watched`` (woken by watch events) or ``polled`` (on the
+clock: no watch was given). ``--keep DIR`` keeps each run's reports and a progress log
+with the second each line arrived (``DIR/run-N/progress.log``). Nothing is asserted.
 """
 from __future__ import annotations
 

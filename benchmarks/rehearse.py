@@ -20,7 +20,10 @@ notebooks' papermill metadata and the run's ``waits.jsonl`` it reports:
   On a shared machine the wall time follows the load; the CPU seconds do not, so a
   change is judged by both.
 
-The median over runs is printed as a table with the load average; nothing is asserted.
+The median over runs is printed as a table with the load average, then per phase, then
+the longest waits, each marked ``watched`` (woken by watch events) or ``polled`` (on the
+clock: no watch was given). ``--keep DIR`` keeps each run's reports and a progress log
+with the second each line arrived (``DIR/run-N/progress.log``). Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def notebook_times(path: Path) -> dict[str, float]:
             "slowest": max(durations or [0.0])}
 
 
-def one_run(reports: Path) -> dict:
+def one_run(reports: Path, keep: Path | None = None) -> dict:
     cmd = [str(BIN / "runbook"), "rehearse", "--with-rollback", "--reports-dir", str(reports)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -87,7 +90,15 @@ def one_run(reports: Path) -> dict:
             slowest = max(slowest, t["slowest"])
         wl = run_dir / "waits.jsonl"
         if wl.exists():
-            waits = (waits or 0.0) + sum(json.loads(x)["seconds"] for x in wl.read_text().splitlines() if x.strip())
+            entries = [json.loads(x) for x in wl.read_text().splitlines() if x.strip()]
+            waits = (waits or 0.0) + sum(e["seconds"] for e in entries)
+            for e in entries:
+                # "watched": woken by watch events; "polled": on the clock (no watch given)
+                how = "polled" if e.get("events") is None else "watched"
+                out.setdefault("wait_kinds", {}).setdefault((how, e["what"]), []).append(e["seconds"])
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / "progress.log").write_text("".join(f"{t:8.2f} {text}\n" for t, text in lines))
     out.update(kernel=kernel, cells=cells, waits=waits, phases=phases,
                other=total - out["twin"] - kernel - cells - out["render"],
                tail="\n".join(t for _, t in lines[-6:]))
@@ -97,12 +108,17 @@ def one_run(reports: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep each run's reports and its timestamped progress log in KEEP/run-N")
     a = ap.parse_args()
     runs = []
     load_before = load_average()
     for i in range(a.runs):
-        with tempfile.TemporaryDirectory(prefix="bench-rehearse-") as d:
-            r = one_run(Path(d))
+        if a.keep is not None:
+            r = one_run((a.keep / f"run-{i + 1}").resolve(), keep=(a.keep / f"run-{i + 1}").resolve())
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-rehearse-") as d:
+                r = one_run(Path(d))
         print(f"run {i + 1}: {'PASSED' if r['rc'] == 0 else 'FAILED rc=%s' % r['rc']} in {r['total']:.1f}s "
               f"({r['cpu']:.1f} CPU s) "
               f"[load {load_average()}]", flush=True)
@@ -126,6 +142,16 @@ def main() -> None:
         phase_rows.append((ph, median(ks), median(cs), median(sl)))
     print()
     print(table("per phase (median seconds)", ["notebook", "kernel", "cells", "slowest cell"], phase_rows))
+    kinds: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        for k, secs in (r.get("wait_kinds") or {}).items():
+            kinds.setdefault(k, []).append(sum(secs))
+    wait_rows = sorted(((how, what[:60], median(v)) for (how, what), v in kinds.items()),
+                       key=lambda row: -row[2])[:12]
+    if wait_rows:
+        print()
+        print(table("longest waits (median seconds per run, all occurrences)", ["how", "what", "seconds"],
+                    wait_rows))
 
 
 if __name__ == "__main__":

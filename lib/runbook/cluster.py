@@ -59,6 +59,9 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ciliumnodes": ("cilium.io/v2", "ciliumnodes", False),
     "ciliumendpoints": ("cilium.io/v2", "ciliumendpoints", True),
     "ciliumnodeconfigs": ("cilium.io/v2alpha1", "ciliumnodeconfigs", True),
+    # Longhorn's CRDs, named with their group ("volumes" alone is ambiguous)
+    "volumes.longhorn.io": ("longhorn.io/v1beta2", "volumes", True),
+    "replicas.longhorn.io": ("longhorn.io/v1beta2", "replicas", True),
 }
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}

@@ -7,8 +7,13 @@ have been changed: the rollback reads the backups and the previous settings from
 a rerun skips the steps that are already done (:meth:`Journal.is_done`).
 
 Writes are atomic (temp file in the same folder, fsync, ``os.replace``), so a crash
-leaves either the old or the new journal, never half of one. The run folder is created
-owner-only (0700) and the journal is 0600: they hold cluster state. String values are
+leaves either the old or the new journal, never half of one. A journal opened with
+``durable=False`` (a rehearsal against a twin, whose cluster lives in the same machine's
+temp folder and dies with it) skips the two fsyncs: the write and the rename stay
+atomic for every process, only a power cut could lose the last record, and it would
+take the twin along. On a real target each write waits for the disk (~15 ms here).
+
+The run folder is created owner-only (0700) and the journal is 0600: they hold cluster state. String values are
 passed through :func:`runbook.redact.redact` before they are stored, so a careless
 caller cannot put a token into the evidence.
 
@@ -114,6 +119,18 @@ def _pretty_json(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk; best effort."""
+    try:
+        dfd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
+        pass
+
+
 @dataclass
 class JournalEntry:
     """One recorded change.
@@ -168,8 +185,9 @@ class _State:
 class Journal:
     """The journal of one run. Create or reopen it with :meth:`open`."""
 
-    def __init__(self, run_dir: Path, state: _State) -> None:
+    def __init__(self, run_dir: Path, state: _State, *, durable: bool = True) -> None:
         self.run_dir = run_dir
+        self.durable = durable
         self.path = run_dir / JOURNAL_NAME
         self._state = state
         self._tlock = _thread_lock(self.path)
@@ -179,7 +197,7 @@ class Journal:
     # ------------------------------------------------------------------ open / load
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], *, params_hash: str, cluster_uid: str,
-             run_id: str) -> Journal:
+             run_id: str, durable: bool = True) -> Journal:
         """Create the journal of a run, or reopen it after checking its provenance.
 
         Args:
@@ -187,6 +205,8 @@ class Journal:
             params_hash: :func:`runbook.params.params_hash` of this run's params+values.
             cluster_uid: the kube-system namespace UID of the target cluster.
             run_id: the run id (a plain folder name).
+            durable: fsync each write and its rename (default). False only for a
+                cluster that cannot outlive this machine (a twin): see the module doc.
 
         Raises:
             RunIdError: the run id is not a plain folder name.
@@ -199,7 +219,7 @@ class Journal:
         rd = Path(run_dir)
         rd.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(rd, 0o700)  # also tighten a folder made earlier with a wider umask
-        j = cls(rd, _State())
+        j = cls(rd, _State(), durable=durable)
         # under the lock: a writer in another process may be between its temp write and
         # its rename, and two first opens must not both create the journal
         with j._locked():
@@ -291,7 +311,8 @@ class Journal:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if self.durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             try:
@@ -299,15 +320,8 @@ class Journal:
             except OSError:
                 pass
             raise
-        # make the rename itself durable
-        try:
-            dfd = os.open(self.run_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
-            pass
+        if self.durable:
+            _fsync_dir(self.run_dir)   # make the rename itself durable
         self._state.ident = self._ident()
 
     @contextlib.contextmanager

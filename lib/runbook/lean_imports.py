@@ -25,7 +25,7 @@ import sys
 import threading
 from types import ModuleType
 
-__all__ = ["kubernetes", "jsonschema"]
+__all__ = ["kubernetes", "jsonschema", "first_use", "FIRST_USE"]
 
 _lock = threading.RLock()
 
@@ -59,3 +59,16 @@ def kubernetes() -> ModuleType:
         for sub in ("client", "config", "stream"):
             importlib.import_module(f"kubernetes.{sub}")
         return k8s
+
+
+#: what the library imports at first use rather than at import: the API of a Cluster's
+#: first exec in a pod (``kubernetes.client`` loads its API classes lazily, ~0.5 s)
+FIRST_USE = ("kubernetes.client.api.core_v1_api",)
+
+
+def first_use() -> None:
+    """Import now what the library would import at its first request and its first exec
+    in a pod (a kernel started ahead of its phase does, while the previous phase runs)."""
+    kubernetes()
+    for name in FIRST_USE:
+        importlib.import_module(name)

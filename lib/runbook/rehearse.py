@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -207,14 +208,17 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         tmp = tempfile.mkdtemp(prefix="phase22-twin-")
         state_dir = tmp
     out = Rehearsal()
+    runner.warm_up(runner.MIGRATION[0])   # the first phase's kernel starts with the twin
     try:
         progress(f"starting a twin of {snapshot or 'minicloud'} in {state_dir}"
                  + (f" serving {cilium_chart}" if cilium_chart else " (stand-in cilium chart)"))
         twin = Twin(state_dir, cilium_chart=cilium_chart, snapshot=snapshot).start()
     except BaseException:   # the twin did not start (or Ctrl-C): its temporary folder goes too
+        runner.discard_warm()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finished = False
     try:
         progress(f"twin ready in {twin.startup_seconds:.1f}s; params: {twin.params_path}")
         for line in (twin.rt.options.get("assumption_lines") or []) if twin.rt else []:
@@ -229,7 +233,7 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
         # so a rehearsal that dies later still leaves one).
         out.run = runner.run(twin.params_path, phases=runner.MIGRATION, execute=True, run_id=run_id,
                              reports_dir=reports_dir, extra={"proceed_despite_deferral": True},
-                             progress=progress, render=False)
+                             progress=progress, render=False, then="rollback" if with_rollback else None)
         out.index_html = out.run.index_html
         if with_rollback:
             if not out.run.ok:
@@ -263,11 +267,22 @@ def rehearse(*, with_rollback: bool = False, cilium_chart: str | None = None,
                                     "compare_key": key, "compared_with": other,
                                     "availability": out.availability}, separators=(",", ":")))
         os.chmod(path, 0o600)
+        finished = True
+    finally:
+        runner.discard_warm()
+        twin.stop()
+        cleanup = None
+        if tmp and finished:
+            # the twin's folder (thousands of node files) is removed while the report renders
+            cleanup = threading.Thread(target=shutil.rmtree, args=(tmp, True), name="twin-cleanup")
+            cleanup.start()
+        elif tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
         out.index_html = report.render_run(last.run_dir)
     finally:
-        twin.stop()
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if cleanup is not None:
+            cleanup.join()
     progress("REHEARSAL PASSED" if out.ok else "REHEARSAL FAILED: open the report to see where")
     return out
 

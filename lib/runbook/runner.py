@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -140,20 +141,33 @@ def _cell_label(cell: Any) -> str:
 
 def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
                   progress: Callable[[str], None] = print, notebooks_dir: Path | None = None,
-                  cell_timeout: float | None = 1800) -> PhaseResult:
-    """Execute one phase notebook into ``run_dir``; never raises for a failed cell."""
+                  cell_timeout: float | None = 1800, warm_next: str | None = None) -> PhaseResult:
+    """Execute one phase notebook into ``run_dir``; never raises for a failed cell.
+
+    The phase runs in the kernel started ahead for its notebook (:func:`warm_up`), if
+    one is ready, else in a kernel papermill starts. ``warm_next``: the phase that runs
+    after this one, whose kernel is started ahead as this phase begins
+    (:data:`WARM_AFTER_CELLS`)."""
     lean_imports.jsonschema()   # before papermill imports it
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
+    from .nbengine import ENGINE
 
     src = Path(notebooks_dir or NOTEBOOKS_DIR) / PHASES[phase]
     out = run_dir / PHASES[phase]
     result = PhaseResult(phase=phase, notebook=out)
     n_cells = 0
 
+    code_cells = 0
+
     def on_start(cell: Any = None, cell_index: int = 0, **_: Any) -> None:
+        nonlocal code_cells
         if cell is not None and cell.get("cell_type") == "code":
             progress(f"  [{phase}] cell {cell_index}/{n_cells}: {_cell_label(cell)}")
+            code_cells += 1
+            if warm_next and code_cells == WARM_AFTER_CELLS:
+                warm_up(warm_next, notebooks_dir)
 
     try:
         import nbformat
@@ -167,13 +181,15 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
         pass
     progress(f"phase {phase}: running {src.name}")
     t0 = time.monotonic()
+    km = _take_warm(src, progress)
     try:
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
+                            engine_name=ENGINE,   # the notebook written about once a second
                             progress_bar=False, cwd=str(src.parent), execution_timeout=cell_timeout,
                             on_cell_start=on_start, kernel_manager_class=kernels.LocalKernelManager,
                             # every output is in by then, and the library keeps nothing to
                             # flush at exit: a graceful kernel shutdown costs ~1 s a phase
-                            shutdown_kernel="immediate")
+                            shutdown_kernel="immediate", km=km)
         result.status = "passed"
     except PapermillExecutionError as e:
         result.status = "stopped" if e.ename in report.STOP_ERRORS else "failed"
@@ -183,12 +199,52 @@ def execute_phase(phase: str, run_dir: Path, parameters: dict[str, Any], *,
         result.status = "failed"
         result.error = f"{type(e).__name__}: {_first_line(str(e))}"
     finally:
+        kernels.shutdown(km, wait=False)   # papermill leaves a kernel it did not start running
         result.seconds = time.monotonic() - t0
         if out.exists():
             os.chmod(out, 0o600)
     progress(f"phase {phase}: {result.status.upper()} in {result.seconds:.1f}s"
              + (f" — {result.error}" if result.error else ""))
     return result
+
+
+#: the next phase's kernel starts with this code cell of the current phase: the first, as
+#: the current phase's own kernel was started ahead too (its imports are done), and a short
+#: phase (5 s) is barely longer than a kernel start with its imports on a busy machine
+WARM_AFTER_CELLS = 1
+#: kernels started ahead in this process, by notebook path (see :func:`warm_up`)
+_WARM: dict[Path, kernels.WarmKernel] = {}
+
+
+def warm_up(phase: str, notebooks_dir: Path | None = None) -> None:
+    """Start ``phase``'s kernel now, in the background, with its notebook's imports done:
+    :func:`execute_phase` takes it when the phase comes (a caller that runs another
+    phase after a run, such as a rehearsal's rollback, passes it as ``run(then=...)``).
+    A kernel nobody takes is stopped by :func:`discard_warm` (at exit at the latest)."""
+    src = (Path(notebooks_dir or NOTEBOOKS_DIR) / PHASES[phase]).resolve()
+    if src not in _WARM and src.exists():
+        if not _WARM:
+            atexit.register(discard_warm)
+        _WARM[src] = kernels.WarmKernel(src).start()
+
+
+def discard_warm(keep: str | None = None) -> None:
+    """Stop the kernels started ahead that no phase took (all but ``keep``'s phase), and
+    wait for the used ones being stopped in the background."""
+    spare = (NOTEBOOKS_DIR / PHASES[keep]).resolve() if keep else None
+    for src in [s for s in _WARM if s != spare]:
+        _WARM.pop(src).discard()
+    kernels.join_shutdowns()
+
+
+def _take_warm(src: Path, progress: Callable[[str], None]) -> Any:
+    warm = _WARM.pop(src.resolve(), None)
+    if warm is None:
+        return None
+    km = warm.take()
+    if km is None:
+        progress(f"  (the kernel started ahead for {src.name} failed: {warm.error}; papermill starts one)")
+    return km
 
 
 def _first_line(text: str) -> str:
@@ -200,7 +256,7 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
         execute: bool = False, confirm: str = "", run_id: str | None = None,
         reports_dir: str | os.PathLike | None = None, extra: dict[str, Any] | None = None,
         progress: Callable[[str], None] = print, sample_timeline: bool = True,
-        render: bool = True) -> RunResult:
+        render: bool = True, then: str | None = None) -> RunResult:
     """Validate the params, then run ``phases`` in order, stopping at the first failure.
 
     Args:
@@ -213,6 +269,9 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
         render: render the report at the end. A caller that runs more phases into the
             same folder afterwards (a rehearsal's rollback) passes False and renders once
             at its own end; a failed or stopped run is rendered anyway.
+        then: the phase the caller runs next in this process, into the same folder (a
+            rehearsal's rollback): its kernel is started ahead during the last phase,
+            kept after the run, and stopped by :func:`discard_warm` if never used.
 
     Raises:
         ParamsError (and subclasses), ClusterError: before the run folder is created
@@ -228,7 +287,7 @@ def run(params_file: str | os.PathLike, *, phases: list[str] | str | None = None
     # process (rehearsals, tests) would create its node files with it.
     return _run(params_path, phases=phases, execute=execute, confirm=confirm, run_id=run_id,
                 reports_dir=reports_dir, extra=extra, progress=progress,
-                sample_timeline=sample_timeline, render=render)
+                sample_timeline=sample_timeline, render=render, then=then)
 
 
 def reachable(p: Any) -> None:
@@ -260,7 +319,8 @@ def reachable(p: Any) -> None:
 
 def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, confirm: str,
          run_id: str | None, reports_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
-         progress: Callable[[str], None], sample_timeline: bool, render: bool) -> RunResult:
+         progress: Callable[[str], None], sample_timeline: bool, render: bool,
+         then: str | None) -> RunResult:
     from . import params as params_mod
 
     p = params_mod.load(params_path)
@@ -288,6 +348,9 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
         sampler.start()
     progress(f"run {run_id}: {', '.join(names)} ({'EXECUTE' if execute else 'dry run'}) "
              f"against {p.target.name} ({p.target.kind})")
+    skipped = NOT_IN_STRATEGY.get(p.strategy, {})
+    to_run = [ph for ph in names if ph not in skipped] + ([then] if then and then not in names else [])
+    after = dict(zip(to_run, to_run[1:]))      # each phase's successor, whose kernel it warms
     try:
         for i, ph in enumerate(names):
             if ph in NOT_IN_STRATEGY.get(p.strategy, {}):
@@ -296,7 +359,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
                 result.phases[i] = PhaseResult(ph, run_dir / PHASES[ph], status="not-run",
                                                error=NOT_IN_STRATEGY[p.strategy][ph])
                 continue
-            res = execute_phase(ph, run_dir, parameters, progress=progress)
+            res = execute_phase(ph, run_dir, parameters, progress=progress, warm_next=after.get(ph))
             secure_tree(run_dir)
             result.phases[i] = res
             report.record_phase(run_dir, res)
@@ -305,6 +368,7 @@ def _run(params_path: Path, *, phases: list[str] | str | None, execute: bool, co
                     _release_lock_if_nothing_changed(p, run_dir, progress)
                 break
     finally:
+        discard_warm(keep=then)    # a kernel started for a phase the run did not reach
         if sampler is not None:
             sampler.stop()
         if render or not result.ok:

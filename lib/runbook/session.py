@@ -370,7 +370,9 @@ def start(phase: str, params_file: str = "", run_dir: str = "", *, execute: bool
     c = Cluster.from_params(p)
     c.wait_log = rd / "waits.jsonl"   # how long each wait took (benchmarks/rehearse.py reads it)
     uid = c.identity()
-    j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name)
+    # a twin's cluster dies with this machine: its journal needs no fsync (Journal docs)
+    j = Journal.open(rd, params_hash=params_mod.params_hash(p, values), cluster_uid=uid, run_id=rd.name,
+                     durable=p.target.kind != "twin")
     j.begin_phase(phase, _notebook_hash(phase))
     _show_whole_cells()
     if _in_kernel():

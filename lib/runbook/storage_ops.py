@@ -31,6 +31,8 @@ __all__ = ["FACT", "scale_down", "scale_up", "recycle_managers", "healthy_check"
 #: journal fact: workload key -> {kind, namespace, name, replicas, owner, owner_paused}
 FACT = "storage_scaled"
 _RES = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+#: what a volume wait reads (storage.read_volumes): re-checked at each change of either
+VOLUME_WATCH = [("volumes.longhorn.io", storage.LONGHORN_NS), ("replicas.longhorn.io", storage.LONGHORN_NS)]
 
 
 class StorageError(GateFailed):
@@ -215,7 +217,8 @@ def _wait_volumes(s: Session, ok: Any, what: str, *, hint: str) -> None:
         return not bad, bad
 
     try:
-        s.cluster.wait_for(check, timeout=_timeout(s), what=what, progress=s.progress, interval=2.0)
+        s.cluster.wait_for(check, timeout=_timeout(s), what=what, progress=s.progress, interval=2.0,
+                           watch=VOLUME_WATCH)
     except WaitTimeout as e:
         raise StorageError(f"not within limits.timeouts.storage_healthy ({_timeout(s):.0f}s): {what}",
                            details=list(e.pending), hint=hint) from e
@@ -236,7 +239,7 @@ def healthy_check(s: Session) -> Check:
 
     try:
         s.cluster.wait_for(check, timeout=limit if s.execute else 0.0, what="every Longhorn volume healthy",
-                           progress=s.progress, interval=2.0)
+                           progress=s.progress, interval=2.0, watch=VOLUME_WATCH)
     except WaitTimeout:
         pass
     rows = storage.read_volumes(s.cluster)

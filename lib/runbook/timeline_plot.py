@@ -70,14 +70,16 @@ def png(rows: list[dict[str, Any]], phases: list[dict[str, Any]], windows: list[
     """The timeline as a base64 PNG, or None with fewer than two samples."""
     if len(rows) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib's object API with the Agg canvas: no pyplot (its import, backend
+    # selection and figure registry cost ~1 s of the report render), nothing global
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     t0 = rows[0]["t"]
     end = rows[-1]["t"]
-    fig, ax = plt.subplots(figsize=(10, 4.0), dpi=100)
+    fig = Figure(figsize=(10, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ok = [r for r in rows if r.get("api")]
     xs = [r["t"] - t0 for r in ok]
     for w in windows:
@@ -116,5 +118,4 @@ def png(rows: list[dict[str, Any]], phases: list[dict[str, Any]], windows: list[
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()

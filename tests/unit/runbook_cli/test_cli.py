@@ -248,3 +248,24 @@ def test_session_start_makes_a_kernel_owner_only(in_kernel: bool, monkeypatch,
         assert os.umask(0o022) == (0o077 if in_kernel else 0o022)
     finally:
         os.umask(old)
+
+
+def test_the_command_exits_with_mains_code_after_the_exit_handlers(tmp_path: Path) -> None:
+    """cli.console (the ``runbook`` script) skips the interpreter's teardown, not the
+    exit handlers nor buffered output."""
+    import subprocess
+    import sys
+
+    mark = tmp_path / "handler-ran"
+    code = ("import atexit, sys, pathlib\n"
+            f"atexit.register(pathlib.Path({str(mark)!r}).write_text, 'yes')\n"
+            "print('buffered line', end='')\n"
+            "sys.argv = ['runbook', 'run', '--params', '/nonexistent.yaml']\n"
+            "from runbook.cli import console\n"
+            "console()\n"
+            "raise SystemExit('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 7                      # ParamsError's code, as main() returned it
+    assert proc.stdout.startswith("buffered line")   # flushed before the exit
+    assert "params file does not exist" in proc.stderr
+    assert mark.read_text() == "yes"

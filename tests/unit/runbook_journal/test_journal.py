@@ -162,6 +162,24 @@ def test_failed_rename_leaves_the_old_journal(tmp_path: Path, monkeypatch: pytes
     assert not list(tmp_path.glob(".journal.*.tmp"))
 
 
+def test_durable_journal_syncs_each_write_and_a_twins_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    durable = _open(tmp_path / "real")
+    synced.clear()
+    durable.record("write-config", "replace config.yaml", node="n1")
+    assert len(synced) == 2            # the temp file, then the folder (the rename)
+    twin = _open(tmp_path / "twin", durable=False)
+    synced.clear()
+    e = twin.record("write-config", "replace config.yaml", node="n1")
+    assert synced == []
+    # still written before the change, atomically, and read back by another instance
+    assert [d["id"] for d in _on_disk(tmp_path / "twin")["entries"]] == [e.id]
+    assert Journal.read(tmp_path / "twin").entries()[0].step == "write-config"
+
+
 def test_crash_between_temp_write_and_rename(tmp_path: Path) -> None:
     """Kill a real process right before os.replace: the old journal is intact."""
     j = _open(tmp_path)

@@ -23,7 +23,7 @@ import os
 import posixpath
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .memfs import DIR, FILE, MemoryTree
 
@@ -60,11 +60,12 @@ class NodeFiles:
         self._lazy: dict[str, Callable[[], None]] = {}
         # A fresh node's tree in memory until something needs the disk (see .memfs).
         self._sidecar = sidecar or self.root.parent / f".{self.root.name}.files"
-        self._mem: MemoryTree | None = None
-        if lazy:
-            self._mem = MemoryTree.load(self._sidecar, DIR_MODE, FILE_MODE)
-            if self._mem is None and (fresh or not os.listdir(self._host_root)):
-                self._mem = MemoryTree(DIR_MODE, FILE_MODE)
+        # A tree a previous twin left in memory is this node's state, lazy or not.
+        self._mem: MemoryTree | None = MemoryTree.load(self._sidecar, DIR_MODE, FILE_MODE)
+        if not lazy:
+            self.materialize()
+        elif self._mem is None and (fresh or not os.listdir(self._host_root)):
+            self._mem = MemoryTree(DIR_MODE, FILE_MODE)
 
     @property
     def host_root(self) -> str:
@@ -195,6 +196,28 @@ class NodeFiles:
         if mode is not None or new:
             os.chmod(host, mode if mode is not None else FILE_MODE)
         self._emit("file-changed", path=norm(path), op="write")
+
+    def write_many(self, directory: str, items: Iterable[tuple[str, bytes]], mode: int) -> None:
+        """Write many files into a directory the node was seeded with, directly: no
+        per-file path check, no event (tens of thousands of lease files at scale, which
+        nobody observes being written). Nothing happens when the directory is gone or is
+        a symbolic link now."""
+        p = self._served(directory)
+        if p is not None:
+            if self._mem.kind(p) == DIR:
+                for name, raw in items:
+                    self._mem.write(f"{p}/{name}", raw, mode, False)
+            return
+        host = os.path.join(self.host_root, norm(directory).lstrip("/"))
+        if not os.path.isdir(host) or os.path.islink(host):
+            return
+        for name, raw in items:
+            fd = os.open(os.path.join(host, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                os.write(fd, raw)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
 
     def remove(self, path: str) -> None:
         """Remove a file or a directory tree (as root); emits ``file-changed``."""

@@ -68,23 +68,10 @@ class LeaseFiles:
         self.sidecar.unlink(missing_ok=True)
 
     def _write(self, pods: list[tuple[str, str]]) -> None:
-        """One lease file per (pod IP, sandbox id), written directly.
-
-        Only for the lease directory the node was seeded with (tens of thousands of files
-        at scale: no per-file path check or event; nobody observes them being written).
-        """
-        lease_dir = os.path.join(self.files.host_root, CNI_LEASES.lstrip("/"))
-        # The directory was created with the node and nothing changed it since (a
-        # command reaching it writes deferred leases first); never follow a symlink out.
-        if not os.path.isdir(lease_dir) or os.path.islink(lease_dir):
-            return
-        for ip, sandbox in pods:
-            fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{sandbox}\r\neth0".encode())
-                os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
+        """One lease file per (pod IP, sandbox id), into the lease directory the node was
+        seeded with (see :meth:`NodeFiles.write_many`)."""
+        self.files.write_many(CNI_LEASES, ((ip, f"{sandbox}\r\neth0".encode()) for ip, sandbox in pods),
+                              0o644)
 
     def initial_ips(self) -> list[str]:
         """The pod IPs holding leases when the node is built, without writing deferred

@@ -56,6 +56,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         self._by_node: dict[str, set[str]] = {}       # spec.nodeName -> "ns/name" of pods
         self._subscribers: list[Subscriber] = []
         self._crd_types: dict[str, list[ResourceType]] = {}   # CRD name -> its served types
+        self._group_kinds: dict[tuple[str, str], ResourceType | None] = {}   # kind_type's answers
         self._now = now or utc_now
         self._random = random.Random(seed)
         if register_builtins:
@@ -65,6 +66,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
     # -- types ------------------------------------------------------------------
     def register(self, rtype: ResourceType) -> None:
         """Serve ``rtype`` (replacing a previous registration of the same version)."""
+        self._group_kinds.clear()
         old = self._types.get((rtype.group, rtype.version, rtype.plural))
         if old is not None:
             self._kinds.pop((old.api_version, old.kind), None)
@@ -86,6 +88,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         rtype = self._types.pop((group, version, plural), None)
         if rtype is None:
             return
+        self._group_kinds.clear()
         if self._kinds.get((rtype.api_version, rtype.kind)) is rtype:
             del self._kinds[(rtype.api_version, rtype.kind)]
         bucket = self._buckets.get(rtype.key)
@@ -100,6 +103,20 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
 
     def resource_types(self) -> list[ResourceType]:
         return list(self._types.values())
+
+    def kind_type(self, group: str, kind: str) -> ResourceType | None:
+        """The first served type of ``kind`` in API group ``group`` (any version), in
+        registration order, or None; what a client naming a resource by group and
+        kind (Argo CD's resource list) finds. Answers are kept until the types change.
+        """
+        key = (group, kind)
+        try:
+            return self._group_kinds[key]
+        except KeyError:
+            pass
+        found = next((t for t in self._types.values() if t.group == group and t.kind == kind), None)
+        self._group_kinds[key] = found
+        return found
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))

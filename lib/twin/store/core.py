@@ -13,7 +13,6 @@ Reads, watches, deletion and CRDs are the mixins of :mod:`.reads`, :mod:`.watch`
 from __future__ import annotations
 
 import random
-import uuid
 from typing import Any, Callable
 
 from twin.selectors import format_label_selector
@@ -23,7 +22,7 @@ from .conversion import to_storage
 from .crds import CRDMixin
 from .errors import AlreadyExists, BadRequest, Conflict, Forbidden, Invalid, NotFound
 from .garbage_collection import GarbageCollectionMixin
-from .objects import json_copy, meta_of, owner_uids, render, spec_part, utc_now
+from .objects import json_copy, meta_of, new_uid, owner_uids, render, spec_part, utc_now
 from .reads import ReadsMixin
 from .resource_types import CRD_KEY, NAMESPACE_KEY, POD_KEY, ResourceType, builtin_types
 from .validation import apply_defaults, validate_meta, validate_name
@@ -262,7 +261,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
             new.pop("status", None)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["generation"] = 1
         meta["creationTimestamp"] = self._now()
         apply_defaults(rtype.key, new)

@@ -151,13 +151,13 @@ class MemoryTree:
     def remove(self, path: str, *, keep: bool = False) -> bool:
         """Remove a file or a directory tree (``keep``: only what the directory holds)."""
         e = self.entries.get(path)
-        if e is None or e[0] == LINK or path == "/" and not keep:
+        if e is None or e[0] == LINK or path == "/":
             return False
         if any(link == path or link.startswith(path + "/") for link in self.links):
             return False
         now = time.time_ns()
         if e[0] == DIR:
-            prefix = path.rstrip("/") + "/"
+            prefix = path + "/"
             for p in [p for p in self.entries if p.startswith(prefix)]:
                 del self.entries[p]
             e[2].clear()

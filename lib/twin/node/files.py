@@ -45,10 +45,11 @@ class NodeFiles:
     Args:
         root: the host directory holding the node's ``/`` (created if missing).
         emit: the node's event function; changes emit ``file-changed``.
+        lazy: keep a fresh node's files in memory until something needs them on disk
+            (:mod:`.memfs`); a tree a previous twin left in memory is read back either way.
     """
 
-    def __init__(self, root: Path, emit: Callable[..., None], *, lazy: bool = False,
-                 sidecar: Path | None = None) -> None:
+    def __init__(self, root: Path, emit: Callable[..., None], *, lazy: bool = False) -> None:
         self.root = Path(root)
         fresh = not self.root.is_dir()
         if fresh:
@@ -59,7 +60,7 @@ class NodeFiles:
         # Directories whose content is written when first reached (see on_first_access).
         self._lazy: dict[str, Callable[[], None]] = {}
         # A fresh node's tree in memory until something needs the disk (see .memfs).
-        self._sidecar = sidecar or self.root.parent / f".{self.root.name}.files"
+        self._sidecar = self.root.parent / f".{self.root.name}.files"   # beside the root
         # A tree a previous twin left in memory is this node's state, lazy or not.
         self._mem: MemoryTree | None = MemoryTree.load(self._sidecar, DIR_MODE, FILE_MODE)
         if not lazy:

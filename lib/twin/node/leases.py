@@ -5,7 +5,9 @@ cluster fixture has tens of thousands of pods at scale, and creating that many f
 slow on some disks: with ``defer`` the files are written when something first reaches
 the lease directory through the node (see :meth:`NodeFiles.on_first_access`), so nothing
 seen through the node differs. The list waits in a file beside the node's root, outside
-what any node command can see, so a twin restarted on the same state still writes them.
+what any node command can see, so a twin restarted on the same state still writes them
+(written at once; for a node whose files are held in memory, when the twin stops, with
+them: see :mod:`.memfs`).
 
 Example:
     >>> node.lease_files.read()  # doctest: +SKIP
@@ -49,10 +51,17 @@ class LeaseFiles:
         self.files.write(f"{CNI_LEASES}/lock", "")
         if pods and defer:
             self.pending = list(pods)
-            self.sidecar.write_text(json.dumps(self.pending))
+            if not self.files.in_memory:   # else kept with the node's files (see save)
+                self.save()
             self.files.on_first_access(CNI_LEASES, self.write_pending)
         elif pods:
             self._write(pods)
+
+    def save(self) -> None:
+        """Keep the list of lease files not written yet beside the node's root (a twin
+        started on the same state writes them); nothing when all are written."""
+        if self.pending is not None:
+            self.sidecar.write_text(json.dumps(self.pending))
 
     def load_pending(self) -> None:
         """On a node built from existing files: the leases a previous twin deferred."""

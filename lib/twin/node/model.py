@@ -169,6 +169,7 @@ class NodeModel:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+        self.lease_files.save()
         self.files.save()
 
     # ----------------------------------------------------------------- commands

@@ -48,8 +48,18 @@ def new_uid() -> str:
     >>> import uuid; str(uuid.UUID(u)) == u and uuid.UUID(u).version == 4
     True
     """
-    h = os.urandom(16).hex()
+    if not _uid_pool or _uid_pool_pid[0] != os.getpid():   # a forked child draws its own
+        _uid_pool.clear()
+        _uid_pool_pid[0] = os.getpid()
+        h = os.urandom(16 * 256).hex()
+        _uid_pool.extend(h[i:i + 32] for i in range(0, len(h), 32))
+    h = _uid_pool.pop()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# 256 uids' worth of os.urandom at a time (one system call instead of 256).
+_uid_pool: list[str] = []
+_uid_pool_pid = [0]
 
 
 # RFC 4122 variant: the top two bits of byte 8 are 10, so its first hex digit is 8-b.

@@ -163,3 +163,14 @@ def test_a_twin_stopped_before_the_write_out_keeps_the_files(tmp_path):
     eager_again = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001))
     assert not eager_again["agent-2"].files.in_memory
     assert f"token: {TOKEN}" in (tmp_path / "nodes" / "agent-2" / "etc/rancher/k3s/config.yaml").read_text()
+
+
+def test_deferred_leases_of_a_node_in_memory_survive_a_restart(tmp_path):
+    first = build(tmp_path / "nodes", True, defer_leases=True)
+    assert not any(p.name.endswith("pending-leases.json") for p in (tmp_path / "nodes").iterdir())
+    for n in first.values():
+        run(n.close())           # the twin stops: the files and the lease list are kept
+    again = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), lazy_files=True, pods={})
+    for name, node in again.items():
+        assert node.files.in_memory
+        assert node.leases() == dict(PODS[name])

@@ -17,7 +17,17 @@ Run: `make benchmark-twin-start` or
    - ``parse cache cold``: an empty cache folder (the first start on a machine);
    - ``parse cache warm``: the parsed fixture read from the cache folder.
 
-2. Workload controllers on a generated cluster of ``--nodes`` x ``--pods`` (in this
+2. A twin at scale as a user meets it (``runbook twin up --scale``): fresh processes
+   starting ``Twin(state_dir, scale=(--scale-nodes, --scale-pods))``, default 500 nodes /
+   50,000 pods (issue 16: start <= 10 s, RSS <= 1 GiB). Printed per case: spawn -> ready
+   and ``Twin.start`` (wall), the process's CPU seconds until ready and until the
+   controllers' first pass is done (idle), its resident memory at ready and its peak
+   until idle, spawn -> exit (after stopping the twin and removing its state folder),
+   and the load average. Cases: the generated cluster's cache folder empty
+   (the first start of that size on a machine) and warm (every later one; see
+   ``twin.fixtures.generated_cache``). ``--scale-runs 0`` skips this part.
+
+3. Workload controllers on a generated cluster of ``--nodes`` x ``--pods`` (in this
    process): the twin's start, the controllers' own start, the time until their first
    pass over the converged cluster is done (idle), and one Deployment scaled by one
    replica until the new pod exists (one event, whatever the cluster's size).
@@ -38,30 +48,45 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import BIN, REPO, median, table  # noqa: E402
+from bench_common import BIN, REPO, load_average, median, table  # noqa: E402
 
+# argv: nothing (minicloud) or NODES PODS (a generated cluster, waited on until idle)
 CHILD = """
 import json, os, shutil, sys, tempfile, time
 t0 = time.perf_counter()
 from twin.api import Twin
+def rss():
+    f = dict(l.split(":", 1) for l in open("/proc/self/status") if l.startswith(("VmRSS", "VmHWM")))
+    return int(f["VmRSS"].split()[0]) / 1024, int(f["VmHWM"].split()[0]) / 1024
+scale = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) > 2 else None
 d = tempfile.mkdtemp(prefix="bench-twin-start-")
-t = Twin(os.path.join(d, "twin")).start()
+t = Twin(os.path.join(d, "twin"), scale=scale).start(timeout=600)
 ready = time.perf_counter() - t0
 c = os.times()
-print(json.dumps({"process_s": ready, "start_s": t.startup_seconds, "cpu_s": c.user + c.system}))
+out = {"ready_at": time.time(), "process_s": ready, "start_s": t.startup_seconds, "cpu_s": c.user + c.system,
+       "rss_ready": rss()[0], "load": os.getloadavg()[0]}
+if scale:
+    wc = t.rt.component("workloads")
+    out["idle"] = bool(t.call(wc.wait_idle, 300, timeout=320))
+    c = os.times()
+    out["cpu_idle_s"] = c.user + c.system
+    out["rss_peak"] = rss()[1]
+print(json.dumps(out), flush=True)
 t.stop()
 shutil.rmtree(d, ignore_errors=True)
 """
 
 
-def one_start(env: dict[str, str]) -> dict[str, float]:
-    t0 = time.perf_counter()
-    p = subprocess.run([str(BIN / "python"), "-c", CHILD], env=env, cwd=REPO, capture_output=True,
-                       text=True, timeout=600)
+def one_start(env: dict[str, str], scale: tuple[int, int] | None = None) -> dict[str, float]:
+    t0 = time.time()
+    argv = [str(n) for n in scale] if scale else []
+    p = subprocess.run([str(BIN / "python"), "-c", CHILD, *argv], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         raise RuntimeError(f"twin start failed:\n{p.stderr[-2000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["spawn_s"] = time.perf_counter() - t0
+    out["spawn_s"] = out["ready_at"] - t0          # until the child was ready, not until it exited
+    out["exit_s"] = time.time() - t0                # + stopping the twin and removing its state
     return out
 
 
@@ -94,6 +119,34 @@ def fresh_starts(runs: int) -> list[list]:
                          median([r["start_s"] for r in results]),
                          median([r["cpu_s"] for r in results])])
             print(f"  {name}: done", flush=True)
+    return rows
+
+
+def scale_starts(nodes: int, pods: int, runs: int) -> list[list]:
+    """Fresh processes starting a generated cluster: the cache folder empty, then warm."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-twin-scale-cache-") as tmp:
+        env = dict(os.environ, XDG_CACHE_HOME=str(Path(tmp) / "xdg"))
+        env.pop("PHASE22_TWIN_CACHE", None)
+        for name, empty_first in (("generated cluster cache cold", True),
+                                  ("generated cluster cache warm (after)", False)):
+            results = []
+            for i in range(runs):
+                if empty_first:
+                    shutil.rmtree(Path(tmp) / "xdg", ignore_errors=True)
+                results.append(one_start(env, (nodes, pods)))
+                r = results[-1]
+                print(f"  {name} run {i + 1}: ready {r['spawn_s']:.1f}s, CPU {r['cpu_s']:.1f}s, "
+                      f"RSS {r['rss_ready']:.0f} MiB [load {load_average()}]", flush=True)
+            rows.append([name, median([r["spawn_s"] for r in results]),
+                         median([r["start_s"] for r in results]),
+                         median([r["cpu_s"] for r in results]),
+                         median([r["cpu_idle_s"] for r in results]),
+                         median([r["rss_ready"] for r in results]),
+                         max(r["rss_peak"] for r in results),
+                         "yes" if all(r["idle"] for r in results) else "NO",
+                         median([r["exit_s"] for r in results]),
+                         median([r["load"] for r in results])])
     return rows
 
 
@@ -141,11 +194,24 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--scale-nodes", type=int, default=500)
+    ap.add_argument("--scale-pods", type=int, default=50000)
+    ap.add_argument("--scale-runs", type=int, default=3, help="fresh processes per case (0: skip)")
+    ap.add_argument("--no-minicloud", action="store_true", help="skip the minicloud cases")
     a = ap.parse_args()
-    print(f"minicloud twin, {a.runs} fresh processes per case ...", flush=True)
-    rows = fresh_starts(a.runs)
-    print(table(f"twin start, minicloud, median of {a.runs} (seconds)",
-                ["case", "spawn->ready", "import->ready", "Twin.start", "CPU"], rows))
+    if not a.no_minicloud:
+        print(f"minicloud twin, {a.runs} fresh processes per case ...", flush=True)
+        rows = fresh_starts(a.runs)
+        print(table(f"twin start, minicloud, median of {a.runs} (seconds)",
+                    ["case", "spawn->ready", "import->ready", "Twin.start", "CPU"], rows))
+    if a.scale_runs:
+        print(f"\ntwin at {a.scale_nodes} nodes / {a.scale_pods} pods, {a.scale_runs} fresh processes "
+              "per case ...", flush=True)
+        rows = scale_starts(a.scale_nodes, a.scale_pods, a.scale_runs)
+        print(table(f"twin start, {a.scale_nodes} nodes / {a.scale_pods} pods, median of "
+                    f"{a.scale_runs} (seconds, MiB; targets: spawn->ready <= 10 s, RSS <= 1024 MiB)",
+                    ["case", "spawn->ready", "Twin.start", "CPU ready", "CPU idle", "RSS ready",
+                     "RSS peak", "idle", "spawn->exit", "load 1m"], rows))
     print(f"\nconverged cluster nodes={a.nodes},pods={a.pods} ...", flush=True)
     print(table("workload controllers on a converged cluster (seconds)", ["step", "s"],
                 converged_cluster(a.nodes, a.pods)))

@@ -120,17 +120,7 @@ class Twin:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         (self.state_dir / "ready").unlink(missing_ok=True)
-        # Building the cluster is bulk work on plain, acyclic data: with the cyclic GC on,
-        # every threshold crossing rescans everything built so far (seconds at 50k pods).
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._build_runtime(fixtures, Store, builtin_types)
-        finally:
-            # The loaded objects live as long as the twin: freeze them out of future scans.
-            gc.freeze()
-            if was_enabled:
-                gc.enable()
+        return self._build_runtime(fixtures, Store, builtin_types)
 
     def _build_runtime(self, fixtures: Any, Store: Any, builtin_types: Any) -> Runtime:
         options: dict[str, Any] = {}
@@ -158,9 +148,20 @@ class Twin:
 
     async def _amain(self, started: threading.Event, errors: list[BaseException]) -> None:
         try:
-            rt = self._prepare()
-            self.rt = rt
-            await rt.start_all(self._components(rt))
+            # Building the cluster and the components' indexes is bulk work on plain,
+            # acyclic data: with the cyclic GC on, every threshold crossing rescans
+            # everything built so far (seconds at 50k pods). The result lives as long
+            # as the twin: frozen out of future scans once everything has started.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                rt = self._prepare()
+                self.rt = rt
+                await rt.start_all(self._components(rt))
+            finally:
+                gc.freeze()
+                if was_enabled:
+                    gc.enable()
             from .rehearsal_params import write_params  # noqa: PLC0415
             write_params(rt)
             if rt.options.get("snapshot"):

@@ -74,6 +74,12 @@ def build_params(rt: Any) -> dict:
     return data
 
 
+def dump_params(data: dict) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)``, with libyaml's emitter when PyYAML has
+    it (the same text; a second of pure-Python emitting at 500 nodes)."""
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+
+
 def write_params(rt: Any) -> Path:
     path = Path(rt.state_dir) / "params.yaml"
     header = ("# Written by `runbook twin up`: params/minicloud.yaml pointed at this twin.\n"
@@ -85,7 +91,7 @@ def write_params(rt: Any) -> Path:
         data = snapshot_params(rt)
         header = header.replace("params/minicloud.yaml", f"the params of snapshot {rt.options['snapshot']}")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(data or build_params(rt), sort_keys=False))
+    tmp.write_text(header + dump_params(data or build_params(rt)))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path

@@ -299,8 +299,7 @@ class NetworkModel:
         if conf is None:
             return None, None, None
         try:
-            st = nm.host_path(conf).stat()
-            key = (conf, st.st_mtime_ns, st.st_size)
+            key = (conf, *nm.files.stamp(conf))
         except OSError:
             return conf, None, None
         cached = self._conf_cache.get(nm.name)

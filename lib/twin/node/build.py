@@ -82,7 +82,7 @@ def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any
                 join_token: str | None = None, *,
                 pods: dict[str, list[tuple[str, str]]] | None = None,
                 services: list[KubeService] | None = None,
-                defer_leases: bool = False) -> dict[str, NodeModel]:
+                defer_leases: bool = False, lazy_files: bool = False) -> dict[str, NodeModel]:
     """One NodeModel per spec under ``nodes_dir/<name>``, servers first (agents read
     the server's settings when they start). All agents share one join token.
 
@@ -92,8 +92,8 @@ def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any
     Args:
         pods: per node, the (IP, sandbox id) of pods holding flannel leases; default a few.
         services: what kube-proxy programs; default ``kubernetes`` and ``kube-dns``.
-        defer_leases: see :class:`NodeModel` (the nodes component sets it from
-            ``DEFER_LEASES_FROM_PODS`` pods on).
+        defer_leases, lazy_files: see :class:`NodeModel` (the nodes component sets
+            both from ``DEFER_LEASES_FROM_PODS`` pods on).
     """
     specs = sorted(specs, key=lambda s: 0 if s.role == "server" else 1)
     token = join_token or new_join_token()
@@ -102,7 +102,7 @@ def build_nodes(specs: Iterable[Any], cluster: dict, nodes_dir: Path, clock: Any
         peers[spec.name] = NodeModel(spec, cluster, Path(nodes_dir) / spec.name, peers, clock,
                                      join_token=token,
                                      pod_ips=None if pods is None else pods.get(spec.name, []),
-                                     defer_leases=defer_leases)
+                                     defer_leases=defer_leases, lazy_files=lazy_files)
     api = str(cluster.get("server_url", "https://10.0.0.2:6443")).split("//")[-1]
     for svc in services or []:
         # default/kubernetes has no selector: its endpoint is the API server itself.

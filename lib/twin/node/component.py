@@ -18,7 +18,8 @@ from .model import NodeModel
 log = logging.getLogger("twin.nodes")
 
 # From this many fixture pods on (generated scale fixtures), the nodes component defers
-# writing the per-pod lease files until the lease directory is reached (see NodeModel).
+# writing the per-pod lease files until the lease directory is reached, and keeps each
+# node's files in memory until something needs them on disk (see NodeModel).
 DEFER_LEASES_FROM_PODS = 10_000
 
 
@@ -54,7 +55,8 @@ class NodesComponent:
         seeded = sum(len(v) for v in (pods or {}).values())
         self.nodes = build_nodes(fx.nodes, dict(fx.cluster), Path(rt.state_dir) / "nodes", rt.clock,
                                  pods=pods, services=fixture_services(objects) or None,
-                                 defer_leases=seeded >= DEFER_LEASES_FROM_PODS)
+                                 defer_leases=seeded >= DEFER_LEASES_FROM_PODS,
+                                 lazy_files=seeded >= DEFER_LEASES_FROM_PODS)
         for n in self.nodes.values():
             n.on_server_restart = lambda secs, name=n.name: self._api_down(secs, name)
             n.on_server_started = lambda name=n.name: self._api_up(name)

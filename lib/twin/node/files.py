@@ -23,7 +23,9 @@ import os
 import posixpath
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+from .memfs import DIR, FILE, MemoryTree
 
 HOME = "/home/ubuntu"
 DIR_MODE = 0o755      # directories the node creates (mkdir, parents of a written file)
@@ -43,17 +45,63 @@ class NodeFiles:
     Args:
         root: the host directory holding the node's ``/`` (created if missing).
         emit: the node's event function; changes emit ``file-changed``.
+        lazy: keep a fresh node's files in memory until something needs them on disk
+            (:mod:`.memfs`); a tree a previous twin left in memory is read back either way.
     """
 
-    def __init__(self, root: Path, emit: Callable[..., None]) -> None:
+    def __init__(self, root: Path, emit: Callable[..., None], *, lazy: bool = False) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
+        fresh = not self.root.is_dir()
+        if fresh:
             self.root.mkdir(parents=True)
             os.chmod(self.root, DIR_MODE)   # the node's "/"
-        self.host_root = os.path.realpath(self.root)   # the real path every access checks
+        self._host_root = os.path.realpath(self.root)   # the real path every access checks
         self._emit = emit
         # Directories whose content is written when first reached (see on_first_access).
         self._lazy: dict[str, Callable[[], None]] = {}
+        # A fresh node's tree in memory until something needs the disk (see .memfs).
+        self._sidecar = self.root.parent / f".{self.root.name}.files"   # beside the root
+        # A tree a previous twin left in memory is this node's state, lazy or not.
+        self._mem: MemoryTree | None = MemoryTree.load(self._sidecar, DIR_MODE, FILE_MODE)
+        if not lazy:
+            self.materialize()
+        elif self._mem is None and (fresh or not os.listdir(self._host_root)):
+            self._mem = MemoryTree(DIR_MODE, FILE_MODE)
+
+    @property
+    def host_root(self) -> str:
+        """The real host path of the node's ``/`` (the node's files are on disk from then on)."""
+        self.materialize()
+        return self._host_root
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the node's files are still only in memory (see :mod:`.memfs`)."""
+        return self._mem is not None
+
+    def materialize(self) -> None:
+        """Write a tree held in memory to the host disk (once); then the disk is the copy."""
+        mem, self._mem = self._mem, None
+        if mem is not None:
+            mem.materialize(self._host_root)
+            self._sidecar.unlink(missing_ok=True)
+
+    def save(self) -> None:
+        """Keep a tree still in memory beside the root, for a twin started on the same state."""
+        if self._mem is not None:
+            self._mem.save(self._sidecar)
+
+    def _served(self, path: str, cwd: str = "/") -> str | None:
+        """The normalised path when the memory tree serves it; else None, with the tree
+        written out first (a symlink on the way, a deferred directory reached)."""
+        if self._mem is None:
+            return None
+        p = norm(path, cwd)
+        if self._mem.serves(p) and not any(p == "/" or p == d or d.startswith(p + "/")
+                                           or p.startswith(d + "/") for d in self._lazy):
+            return p
+        self.materialize()
+        return None
 
     norm = staticmethod(norm)
 
@@ -65,6 +113,7 @@ class NodeFiles:
     def host_path(self, path: str, cwd: str = "/") -> Path:
         """The host path of a node path; ``..`` stops at the node's ``/`` and a symlink
         that leads outside the root is refused (PermissionError)."""
+        self.materialize()
         p = norm(path, cwd)
         if self._lazy:
             # Every file access passes here (a listing, find, rm -r), so lazily written
@@ -74,9 +123,10 @@ class NodeFiles:
                 fill = self._lazy.pop(d, None)
                 if fill is not None:
                     fill()
-        host = os.path.join(self.host_root, p.lstrip("/")) if p != "/" else self.host_root
+        root = self._host_root
+        host = os.path.join(root, p.lstrip("/")) if p != "/" else root
         real = os.path.realpath(host)
-        if real != self.host_root and not real.startswith(self.host_root + os.sep):
+        if real != root and not real.startswith(root + os.sep):
             raise PermissionError(f"{path}: outside the node's filesystem")
         return Path(host)
 
@@ -87,19 +137,43 @@ class NodeFiles:
 
     # ------------------------------------------------------------- as root
     def exists(self, path: str) -> bool:
+        p = self._served(path)
+        if p is not None:
+            return self._mem.kind(p) is not None
         try:
             return self.host_path(path).exists()
         except PermissionError:
             return False
 
     def is_dir(self, path: str) -> bool:
+        p = self._served(path)
+        if p is not None:
+            return self._mem.kind(p) == DIR
         try:
             return self.host_path(path).is_dir()
         except PermissionError:
             return False
 
+    def stamp(self, path: str) -> tuple[int, int]:
+        """``(modification time ns, size)`` of a file, following links: what a cache of
+        its parsed content compares. Raises OSError (missing) or PermissionError."""
+        p = self._served(path)
+        if p is not None:
+            e = self._mem.entries.get(p)
+            if e is not None and e[0] == FILE:
+                return e[3], len(e[2])
+            self.materialize()
+        st = self.host_path(path).stat()
+        return st.st_mtime_ns, st.st_size
+
     def read(self, path: str) -> bytes:
         """File content (as root). Raises FileNotFoundError/IsADirectoryError."""
+        p = self._served(path)
+        if p is not None:
+            data = self._mem.read(p)
+            if data is not None:
+                return data
+            self.materialize()    # the disk's own error
         return self.host_path(path).read_bytes()
 
     def read_text(self, path: str) -> str:
@@ -108,6 +182,12 @@ class NodeFiles:
     def write(self, path: str, data: bytes | str, mode: int | None = None, *,
               append: bool = False) -> None:
         """Write a file as root, creating parent directories; emits ``file-changed``."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.write(p, data.encode() if isinstance(data, str) else data, mode, append):
+                self._emit("file-changed", path=p, op="write")
+                return
+            self.materialize()
         host = self.host_path(path)
         make_dirs(host.parent)
         new = not host.exists()
@@ -118,8 +198,36 @@ class NodeFiles:
             os.chmod(host, mode if mode is not None else FILE_MODE)
         self._emit("file-changed", path=norm(path), op="write")
 
+    def write_many(self, directory: str, items: Iterable[tuple[str, bytes]], mode: int) -> None:
+        """Write many files into a directory the node was seeded with, directly: no
+        per-file path check, no event (tens of thousands of lease files at scale, which
+        nobody observes being written). Nothing happens when the directory is gone or is
+        a symbolic link now."""
+        p = self._served(directory)
+        if p is not None:
+            if self._mem.kind(p) == DIR:
+                for name, raw in items:
+                    self._mem.write(f"{p}/{name}", raw, mode, False)
+            return
+        host = os.path.join(self.host_root, norm(directory).lstrip("/"))
+        if not os.path.isdir(host) or os.path.islink(host):
+            return
+        for name, raw in items:
+            fd = os.open(os.path.join(host, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                os.write(fd, raw)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+
     def remove(self, path: str) -> None:
         """Remove a file or a directory tree (as root); emits ``file-changed``."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.remove(p):
+                self._emit("file-changed", path=p, op="remove")
+                return
+            self.materialize()
         host = self.host_path(path)
         if host.is_dir() and not host.is_symlink():
             shutil.rmtree(host)
@@ -128,20 +236,55 @@ class NodeFiles:
         self._emit("file-changed", path=norm(path), op="remove")
 
     def listdir(self, path: str) -> list[str]:
+        p = self._served(path)
+        if p is not None:
+            names = self._mem.listdir(p)
+            if names is not None:
+                return names
+            self.materialize()
         return sorted(os.listdir(self.host_path(path)))
 
     def mkdir(self, path: str, mode: int = DIR_MODE) -> None:
         """Create a directory (and missing parents, ``DIR_MODE``) unless it exists."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.mkdir(p, mode):
+                return
+            self.materialize()
         host = self.host_path(path)
         if not host.is_dir():
             make_dirs(host, mode)
 
+    def symlink(self, path: str, target: str) -> None:
+        """Create a symbolic link ``path`` -> ``target`` (as root) unless something is
+        there already, creating missing parents (``DIR_MODE``); no event."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.kind(p) is not None or self._mem.mkdir(posixpath.dirname(p), DIR_MODE) \
+                    and self._mem.symlink(p, target):
+                return
+            self.materialize()
+        host = self.host_path(path)
+        if not host.exists() and not host.is_symlink():
+            make_dirs(host.parent)
+            os.symlink(target, host)
+
     def chmod(self, path: str, mode: int) -> None:
         """Set a file's permission bits (as root; no event)."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.chmod(p, mode):
+                return
+            self.materialize()
         os.chmod(self.host_path(path), mode)
 
     def clear(self, path: str) -> None:
         """Empty a directory, keeping it (what a reboot does to ``/tmp`` and ``/run``)."""
+        p = self._served(path)
+        if p is not None:
+            if self._mem.kind(p) == DIR and self._mem.remove(p, keep=True):
+                return
+            self.materialize()
         h = self.host_path(path)
         for child in list(h.iterdir()) if h.is_dir() else []:
             if child.is_dir() and not child.is_symlink():

@@ -5,7 +5,9 @@ cluster fixture has tens of thousands of pods at scale, and creating that many f
 slow on some disks: with ``defer`` the files are written when something first reaches
 the lease directory through the node (see :meth:`NodeFiles.on_first_access`), so nothing
 seen through the node differs. The list waits in a file beside the node's root, outside
-what any node command can see, so a twin restarted on the same state still writes them.
+what any node command can see, so a twin restarted on the same state still writes them
+(written at once; for a node whose files are held in memory, when the twin stops, with
+them: see :mod:`.memfs`).
 
 Example:
     >>> node.lease_files.read()  # doctest: +SKIP
@@ -49,10 +51,17 @@ class LeaseFiles:
         self.files.write(f"{CNI_LEASES}/lock", "")
         if pods and defer:
             self.pending = list(pods)
-            self.sidecar.write_text(json.dumps(self.pending))
+            if not self.files.in_memory:   # else kept with the node's files (see save)
+                self.save()
             self.files.on_first_access(CNI_LEASES, self.write_pending)
         elif pods:
             self._write(pods)
+
+    def save(self) -> None:
+        """Keep the list of lease files not written yet beside the node's root (a twin
+        started on the same state writes them); nothing when all are written."""
+        if self.pending is not None:
+            self.sidecar.write_text(json.dumps(self.pending))
 
     def load_pending(self) -> None:
         """On a node built from existing files: the leases a previous twin deferred."""
@@ -68,23 +77,10 @@ class LeaseFiles:
         self.sidecar.unlink(missing_ok=True)
 
     def _write(self, pods: list[tuple[str, str]]) -> None:
-        """One lease file per (pod IP, sandbox id), written directly.
-
-        Only for the lease directory the node was seeded with (tens of thousands of files
-        at scale: no per-file path check or event; nobody observes them being written).
-        """
-        lease_dir = os.path.join(self.files.host_root, CNI_LEASES.lstrip("/"))
-        # The directory was created with the node and nothing changed it since (a
-        # command reaching it writes deferred leases first); never follow a symlink out.
-        if not os.path.isdir(lease_dir) or os.path.islink(lease_dir):
-            return
-        for ip, sandbox in pods:
-            fd = os.open(os.path.join(lease_dir, ip), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{sandbox}\r\neth0".encode())
-                os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
+        """One lease file per (pod IP, sandbox id), into the lease directory the node was
+        seeded with (see :meth:`NodeFiles.write_many`)."""
+        self.files.write_many(CNI_LEASES, ((ip, f"{sandbox}\r\neth0".encode()) for ip, sandbox in pods),
+                              0o644)
 
     def initial_ips(self) -> list[str]:
         """The pod IPs holding leases when the node is built, without writing deferred

@@ -68,6 +68,8 @@ class NodeModel:
         defer_leases: write the lease files when the lease directory (or a directory
             above it) is first reached through the node, not now. Through the node
             nothing differs; on the host disk the files appear late (used at scale).
+        lazy_files: keep a fresh node's files in memory until something needs them on
+            disk (see :mod:`.memfs`); through the node nothing differs (used at scale).
 
     Attributes:
         on_server_restart: called when this server's k3s goes down (stop, restart,
@@ -83,7 +85,8 @@ class NodeModel:
 
     def __init__(self, spec: Any, cluster: dict, root: Path, peers: dict[str, "NodeModel"],
                  clock: Any, *, join_token: str | None = None,
-                 pod_ips: list[tuple[str, str]] | None = None, defer_leases: bool = False) -> None:
+                 pod_ips: list[tuple[str, str]] | None = None, defer_leases: bool = False,
+                 lazy_files: bool = False) -> None:
         self.spec = spec
         self.name: str = spec.name
         self.role: str = spec.role
@@ -100,7 +103,7 @@ class NodeModel:
         self._subscribers: list[Callable[["NodeModel", str, dict], None]] = []
         self._tasks: set[asyncio.Task] = set()
         # The parts; each gets what it needs of the others.
-        self.files = NodeFiles(self.root, self.emit)
+        self.files = NodeFiles(self.root, self.emit, lazy=lazy_files)
         self.lease_files = LeaseFiles(self.files, self.root.parent / f".{self.root.name}.pending-leases.json")
         self.links = Links(self.name, self.emit)
         self.iptables = Iptables(4)
@@ -110,7 +113,7 @@ class NodeModel:
         self.k3s = K3sService(self)
         self.bpf = BpfState(self)
         self.ipsets = IpSets(self)
-        if not (self.root / "etc" / "hostname").exists():
+        if not self.files.exists("/etc/hostname"):
             seed_files(self, pod_ips, defer_leases)
         else:
             self.lease_files.load_pending()
@@ -157,7 +160,8 @@ class NodeModel:
         return task
 
     async def close(self) -> None:
-        """Cancel background work (unit retries, scheduled reboots, resyncs)."""
+        """Cancel background work (unit retries, scheduled reboots, resyncs); files
+        still held in memory are kept beside the root for the next twin."""
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -165,6 +169,8 @@ class NodeModel:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+        self.lease_files.save()
+        self.files.save()
 
     # ----------------------------------------------------------------- commands
     async def exec(self, command_line: str,

@@ -11,7 +11,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
 import secrets
 from typing import TYPE_CHECKING
 
@@ -107,10 +106,7 @@ def seed_files(node: NodeModel, pods: list[tuple[str, str]] | None, defer_leases
     for d, mode in DIRECTORIES:
         files.mkdir(d, mode)
         files.chmod(d, mode)
-    var_run = files.host_path("/var/run")   # Ubuntu: /var/run is a link to /run
-    if not var_run.exists() and not var_run.is_symlink():
-        var_run.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink("../run", var_run)
+    files.symlink("/var/run", "../run")   # Ubuntu: /var/run is a link to /run
     files.write("/etc/hostname", f"{node.name}\n")
     files.write("/etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {node.name}\n{node.spec.ip} {node.name}\n")
     files.write("/etc/os-release", os_release(getattr(node.spec, "os_image", "Ubuntu 22.04.4 LTS")))

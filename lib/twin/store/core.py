@@ -13,7 +13,6 @@ Reads, watches, deletion and CRDs are the mixins of :mod:`.reads`, :mod:`.watch`
 from __future__ import annotations
 
 import random
-import uuid
 from typing import Any, Callable
 
 from twin.selectors import format_label_selector
@@ -23,7 +22,7 @@ from .conversion import to_storage
 from .crds import CRDMixin
 from .errors import AlreadyExists, BadRequest, Conflict, Forbidden, Invalid, NotFound
 from .garbage_collection import GarbageCollectionMixin
-from .objects import json_copy, meta_of, owner_uids, render, spec_part, utc_now
+from .objects import json_copy, meta_of, new_uid, owner_uids, render, spec_part, utc_now
 from .reads import ReadsMixin
 from .resource_types import CRD_KEY, NAMESPACE_KEY, POD_KEY, ResourceType, builtin_types
 from .validation import apply_defaults, validate_meta, validate_name
@@ -56,6 +55,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         self._by_node: dict[str, set[str]] = {}       # spec.nodeName -> "ns/name" of pods
         self._subscribers: list[Subscriber] = []
         self._crd_types: dict[str, list[ResourceType]] = {}   # CRD name -> its served types
+        self._group_kinds: dict[tuple[str, str], ResourceType | None] = {}   # kind_type's answers
         self._now = now or utc_now
         self._random = random.Random(seed)
         if register_builtins:
@@ -65,6 +65,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
     # -- types ------------------------------------------------------------------
     def register(self, rtype: ResourceType) -> None:
         """Serve ``rtype`` (replacing a previous registration of the same version)."""
+        self._group_kinds.clear()
         old = self._types.get((rtype.group, rtype.version, rtype.plural))
         if old is not None:
             self._kinds.pop((old.api_version, old.kind), None)
@@ -86,6 +87,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
         rtype = self._types.pop((group, version, plural), None)
         if rtype is None:
             return
+        self._group_kinds.clear()
         if self._kinds.get((rtype.api_version, rtype.kind)) is rtype:
             del self._kinds[(rtype.api_version, rtype.kind)]
         bucket = self._buckets.get(rtype.key)
@@ -100,6 +102,20 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
 
     def resource_types(self) -> list[ResourceType]:
         return list(self._types.values())
+
+    def kind_type(self, group: str, kind: str) -> ResourceType | None:
+        """The first served type of ``kind`` in API group ``group`` (any version), in
+        registration order, or None; what a client naming a resource by group and
+        kind (Argo CD's resource list) finds. Answers are kept until the types change.
+        """
+        key = (group, kind)
+        try:
+            return self._group_kinds[key]
+        except KeyError:
+            pass
+        found = next((t for t in self._types.values() if t.group == group and t.kind == kind), None)
+        self._group_kinds[key] = found
+        return found
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
@@ -245,7 +261,7 @@ class Store(ReadsMixin, WatchMixin, GarbageCollectionMixin, CRDMixin):
             new.pop("status", None)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["generation"] = 1
         meta["creationTimestamp"] = self._now()
         apply_defaults(rtype.key, new)

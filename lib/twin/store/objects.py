@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import marshal
+import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,9 +28,42 @@ def json_copy(obj: Any) -> Any:
         return copy.deepcopy(obj)
 
 
+_now_cache: list = [-1, ""]     # [whole second, its text]: 50,000 creates share a few
+
+
 def utc_now() -> str:
     """The wall clock as an RFC 3339 timestamp (UTC, seconds), as metadata carries it."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if second != _now_cache[0]:
+        _now_cache[1] = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _now_cache[0] = second
+    return _now_cache[1]
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID as ``metadata.uid`` carries it, as ``str(uuid.uuid4())``
+    formats it, without building a ``uuid.UUID`` (a fifth of a bulk create's time).
+
+    >>> u = new_uid()
+    >>> import uuid; str(uuid.UUID(u)) == u and uuid.UUID(u).version == 4
+    True
+    """
+    if not _uid_pool or _uid_pool_pid[0] != os.getpid():   # a forked child draws its own
+        _uid_pool.clear()
+        _uid_pool_pid[0] = os.getpid()
+        h = os.urandom(16 * 256).hex()
+        _uid_pool.extend(h[i:i + 32] for i in range(0, len(h), 32))
+    h = _uid_pool.pop()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# 256 uids' worth of os.urandom at a time (one system call instead of 256).
+_uid_pool: list[str] = []
+_uid_pool_pid = [0]
+
+
+# RFC 4122 variant: the top two bits of byte 8 are 10, so its first hex digit is 8-b.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def meta_of(obj: dict) -> dict:

@@ -1,6 +1,7 @@
 """The params a twin writes for the runbook: loopback endpoints, the nodes' real InternalIPs."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ import yaml
 
 from runbook import params as P
 from twin import fixtures
-from twin.rehearsal_params import build_params, write_params
+from twin.rehearsal_params import build_params, dump_params, write_params
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -46,3 +47,11 @@ def test_written_params_load_validate_and_draw_no_service_host_finding(tmp_path:
     doc = yaml.safe_load(path.read_text())
     assert "proceed_despite_deferral" not in doc.get("decision", {})
     assert set(doc["twin"]) <= {"state_dir", "admin_url", "chart_repo_url"}
+
+
+def test_params_are_written_as_the_python_emitter_writes_them(tmp_path: Path) -> None:
+    data = build_params(_runtime(tmp_path))
+    # a twin at scale: hundreds of nodes, and a few strings that need quoting or folding
+    data["nodes"] = [copy.deepcopy(n) for _ in range(200) for n in data["nodes"]] + [
+        {"name": "long " * 40, "x": "a: b", "y": "1e3", "z": None, "t": "yes", "u": "été"}]
+    assert dump_params(data) == yaml.safe_dump(data, sort_keys=False)

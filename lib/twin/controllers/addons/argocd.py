@@ -65,11 +65,7 @@ class ArgoCDModel(Controller):
 
     def _live(self, rk: ResKey, version: str | None = None) -> dict | None:
         group, kind, ns, name = rk
-        t = None
-        for rt_ in self.store.resource_types():
-            if rt_.group == group and rt_.kind == kind:
-                t = rt_
-                break
+        t = self.store.kind_type(group, kind)
         if t is None:
             return None
         return self.store.peek(t, ns if t.namespaced else None, name)
@@ -214,8 +210,7 @@ class ArgoCDModel(Controller):
             want = self.desired[key][rk]
             live = self._live(rk)
             ignore = ignored_pointers(app, rk, reverts)
-            rtype = next((t for t in self.store.resource_types()
-                          if t.group == rk[0] and t.kind == rk[1]), None)
+            rtype = self.store.kind_type(rk[0], rk[1])
             if rtype is None:
                 results.append((rk, "SyncFailed", f"the server could not find the requested resource {rk[1]}"))
                 continue

@@ -11,10 +11,11 @@ Without a network model, Ready is enough.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as _dt
 import logging
 from typing import Any, ContextManager
+
+from ...store import json_copy
 
 log = logging.getLogger("twin.controllers.addons")
 
@@ -103,7 +104,7 @@ def find_type(store: Any, group: str, plural: str) -> Any:
 
 
 def service_spec_portable(spec: dict) -> dict:
-    spec = copy.deepcopy(spec)
+    spec = json_copy(spec)    # a deep copy (JSON data: several times faster than deepcopy)
     if spec.get("clusterIP") != "None":
         spec.pop("clusterIP", None)
         spec.pop("clusterIPs", None)

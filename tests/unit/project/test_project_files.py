@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_environment_yml_lists_the_pyproject_dependencies():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = pyproject["dependencies"] + pyproject["optional-dependencies"]["test"]
+    extras = pyproject["optional-dependencies"]
+    wanted = pyproject["dependencies"] + extras["test"] + extras["tools"]
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert sorted(x for x in pip if not x.startswith("-e")) == sorted(wanted)

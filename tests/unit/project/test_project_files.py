@@ -87,6 +87,8 @@ def _twin_leaks(source: str, names: set[str]) -> list[str]:
                 mods = [node.args[0].value]
         found += [f"imports {m}" for m in mods if m == "twin" or m.startswith("twin.")]
     for name in sorted(names):
+        if name not in source:      # the regex below needs the name itself: skip it cheaply
+            continue
         # a module path must stand alone: ``params.twin.admin_url`` is a params field
         pattern = (r"(?<![\w.])" if name.startswith("twin.") else r"(?<![\w-])") + \
             re.escape(name) + r"(?![\w-])"

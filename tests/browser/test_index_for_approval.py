@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from report_html import pixels_near
 
 PAGES = ["01-preflight", "02-reconfigure", "03-install", "04-verify", "05-rollback"]
 TITLES = {"01-preflight": "Phase 22 · 01 — Preflight", "02-reconfigure": "Phase 22 · 02 — Reconfigure",
@@ -31,17 +31,6 @@ def _section(dom: str, heading_id: str) -> str:
     m = re.search(rf"<h2 id=\"{heading_id}\">(.*?)(?=<h2 )", dom, re.S)
     assert m, heading_id
     return m.group(1)
-
-
-def _pixels(png: Path) -> list[tuple[int, int, int]]:
-    from PIL import Image
-
-    with Image.open(png) as im:
-        return list(im.convert("RGB").getdata())
-
-
-def _near(pixels, rgb, tol=6) -> int:
-    return sum(1 for p in pixels if all(abs(a - b) <= tol for a, b in zip(p, rgb)))
 
 
 # -------------------------------------------------------------------- the header
@@ -124,10 +113,9 @@ def test_the_timeline_shades_both_outages_and_plots_live_network_pods(rehearsal,
     table = _section(dom, "timeline")
     assert 'data-window="no_cni_window"' in table and 'data-window="rollback_window"' in table
     shot = chromium.screenshot(rehearsal.index_html, tmp_path / "index.png", width=1200, height=5200)
-    px = _pixels(shot)
-    orange = _near(px, (255, 232, 212))    # #ff7f0e at 18% on white
-    purple = _near(px, (236, 228, 243))    # #9467bd at 18% on white
-    green = _near(px, (44, 160, 44), tol=40)
+    orange = pixels_near(shot, (255, 232, 212), tol=6)    # #ff7f0e at 18% on white
+    purple = pixels_near(shot, (236, 228, 243), tol=6)    # #9467bd at 18% on white
+    green = pixels_near(shot, (44, 160, 44), tol=40)
     assert orange > 2000 and purple > 2000 and green > 300, (orange, purple, green)
 
 

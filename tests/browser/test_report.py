@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from report_html import external_loads, parse, png_data, is_remote
+from report_html import external_loads, parse, pixels_near, png_data, is_remote
 
 PHASES = ["preflight", "reconfigure", "install", "verify", "rollback"]
 PAGES = ["01-preflight", "02-reconfigure", "03-install", "04-verify", "05-rollback"]
@@ -115,20 +115,15 @@ def test_a_failed_run_says_where_and_why_it_stopped(failed_run) -> None:
 
 # -- in a browser ----------------------------------------------------------------------
 def test_chromium_renders_the_index_with_every_phase_passed(rehearsal, chromium, tmp_path: Path) -> None:
-    from PIL import Image
-
     dom = chromium.dump_dom(rehearsal.index_html)
     for ph in PHASES:
         assert re.search(rf"<tr data-phase=\"{ph}\"><td>.*?</td><td class=\"passed\">PASSED", dom), ph
     assert "ALL PHASES PASSED" in dom
     # tall enough to reach the timeline below the header, "Needs attention" and the phases
     shot = chromium.screenshot(rehearsal.index_html, tmp_path / "index.png", height=5200)
-    with Image.open(shot) as im:
-        rgb = im.convert("RGB")
-        pixels = list(rgb.getdata())
     # The timeline's node-readiness line (#1f77b4) is drawn only by the embedded PNG:
     # seeing it proves the browser decoded and showed the image.
-    blue = sum(1 for r, g, b in pixels if abs(r - 31) < 25 and abs(g - 119) < 25 and abs(b - 180) < 25)
+    blue = pixels_near(shot, (31, 119, 180), tol=24)
     assert blue > 200, blue
 
 

@@ -29,13 +29,16 @@ FAST_TIMEOUTS = {"api_ready": 60, "node_ready": 60, "helm": 90, "agents_ready": 
                  "pods_ready": 60, "velero": 60, "ssh_command": 30, "storage_healthy": 90}
 
 
-def fast_params(twin: Any, name: str = "params-faults.yaml", **overrides: Any) -> Path:
-    """The twin's params with short timeouts, plus section overrides for one scenario.
+def fast_params(twin: Any, name: str = "params-faults.yaml", *, timeouts: dict[str, float] | None = None,
+                **overrides: Any) -> Path:
+    """The twin's params with short timeouts (:data:`FAST_TIMEOUTS`, then ``timeouts``), plus
+    section overrides for one scenario.
 
     ``overrides`` are merged per top-level section, e.g. ``argocd={"pause_parents": False}``
-    or ``limits={"lock_seconds": 60}``.
+    or ``limits={"lock_seconds": 60}``. A run's journal pins the params' hash, so a scenario
+    that needs another timeout writes it here, before its first phase.
     """
-    return phase_runs.fast_params(twin, FAST_TIMEOUTS, name=name, **overrides)
+    return phase_runs.fast_params(twin, {**FAST_TIMEOUTS, **(timeouts or {})}, name=name, **overrides)
 
 
 def run(params: Path, phases: str, reports: Path, *, run_id: str, execute: bool = True,
@@ -46,11 +49,12 @@ def run(params: Path, phases: str, reports: Path, *, run_id: str, execute: bool 
 
 
 def start_scenario(make_twin: Callable[..., Any], *, faults: dict[str, Any] | None = None,
+                   timeouts: dict[str, float] | None = None,
                    **overrides: Any) -> tuple[Any, Path, Cluster, "Baseline"]:
-    """A whole twin with ``faults``, its fast params (``overrides`` as for :func:`fast_params`),
-    a client and the "nothing lost" baseline taken before anything ran."""
+    """A whole twin with ``faults``, its fast params (``timeouts`` and ``overrides`` as for
+    :func:`fast_params`), a client and the "nothing lost" baseline taken before anything ran."""
     twin = make_twin(faults=faults) if faults else make_twin()
-    params = fast_params(twin, **overrides)
+    params = fast_params(twin, timeouts=timeouts, **overrides)
     c = cluster(params)
     return twin, params, c, baseline(twin, c)
 

@@ -19,7 +19,10 @@ from test_verify_rollback import run, statuses
 pytestmark = [pytest.mark.integration]
 
 BLOCKED = [{"node": "fast-heron", "from": "*", "ports": ["udp/8473"]}]
-SHORT_STORAGE_WAIT = {"storage_healthy": 30}
+# verify waits this long twice for volumes that cannot heal (its scale-up, then its check);
+# the reconfigure's wait for detached volumes, the one that must pass, takes about 5 s on a
+# loaded machine
+SHORT_STORAGE_WAIT = {"storage_healthy": 15}
 
 
 @pytest.fixture

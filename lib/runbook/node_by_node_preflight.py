@@ -35,7 +35,7 @@ from .node_by_node import NOT_THIS_STRATEGY, active
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["verdicts", "frame", "gate_all", "cni_verdict"]
+__all__ = ["verdicts", "frame", "gate_all", "cni_verdict", "acceptance_verdict"]
 
 
 def _workloads(s: Session) -> list[dict]:
@@ -103,7 +103,31 @@ def verdicts(s: Session) -> list[g.Verdict] | str:
         cni.ok = False
         cni.details.append(f"{o.node}: config.toml not read ({o.error})")
     out.append(cni)
+    accepted = acceptance_verdict(s.params.target.kind, s.params.node_by_node.accepted_on_real_target_by)
+    if accepted is not None:
+        out.append(accepted)
     return out
+
+
+def acceptance_verdict(kind: str, who: str) -> g.Verdict | None:
+    """On a real target, the evidence of who accepted the strategy there (the params refuse
+    it without a name); nothing on a twin.
+
+    Example:
+        >>> acceptance_verdict("real", "Jo").details
+        ['accepted by Jo (node_by_node.accepted_on_real_target_by)']
+        >>> acceptance_verdict("twin", "") is None
+        True
+    """
+    if kind != "real":
+        return None
+    who = who.strip()
+    return g.Verdict("nbn-accepted", bool(who), "node-by-node on a real cluster was accepted by a named "
+                     "person (it is rehearsed on twins only: docs/node-by-node.md, status)",
+                     [f"accepted by {who} (node_by_node.accepted_on_real_target_by)" if who
+                      else "nobody accepted it (node_by_node.accepted_on_real_target_by is empty)"],
+                     [] if who else ["use big-bang, or see docs/node-by-node.md, status"],
+                     facts={"accepted_by": who})
 
 
 def frame(vs: list[g.Verdict] | str) -> pd.DataFrame | str:

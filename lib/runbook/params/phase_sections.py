@@ -143,6 +143,11 @@ class NodeByNode(_Model):
         "use one the nodes already have or can pull."))
     probe_timeout: float = Field(120, gt=0, description=(
         "Seconds the probe pod may take to start and answer on one node."))
+    accepted_on_real_target_by: str = Field("", description=(
+        "Empty (the default): node-by-node is refused on a real target. The name of the "
+        "person who has read docs/node-by-node.md (status, the inferred steps) and rehearsed "
+        "this cluster's snapshot with it, and accepts running it here; it is part of the "
+        "params every phase journals. Ignored on a twin."))
 
     @field_validator("delete_instead_of_evict")
     @classmethod

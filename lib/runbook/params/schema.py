@@ -272,10 +272,11 @@ NODE_BY_NODE_REFUSED = ("strategy 'node-by-node' is refused on a real target: it
                         "`runbook rehearse --strategy node-by-node --with-rollback` on twins only (minicloud, "
                         "the HA topology, the official chart 1.19.3), and its k3s-specific steps (Cilium's CNI "
                         "config in k3s's folder, the one-at-a-time k3s restarts of the switch and of its "
-                        "reverse) have not been reviewed on a real cluster yet; lifting the refusal is a "
-                        "team decision after that review (docs/node-by-node.md, status). Use 'big-bang' here, "
-                        "or rehearse node-by-node on a twin of this cluster (`runbook snapshot`, then "
-                        "`runbook rehearse --from-snapshot ARCHIVE --strategy node-by-node --with-rollback`)")
+                        "reverse) have not been reviewed on a real cluster yet (docs/node-by-node.md, status). "
+                        "Use 'big-bang' here; or rehearse node-by-node on a twin of this cluster "
+                        "(`runbook snapshot`, then `runbook rehearse --from-snapshot ARCHIVE --strategy "
+                        "node-by-node --with-rollback`), read the document's inferred steps, and set "
+                        "node_by_node.accepted_on_real_target_by to your name to accept running it here")
 
 
 class Params(_Model):
@@ -300,7 +301,7 @@ class Params(_Model):
         "How the cluster moves to Cilium: 'big-bang' (every node at once, one outage; the "
         "default) or 'node-by-node' (both overlays side by side, one node at a time: "
         "docs/node-by-node.md; needs cilium.migration_cidr; rehearsed on twins only, so refused "
-        "on a real target until the team has reviewed it on a real cluster)."))
+        "on a real target unless node_by_node.accepted_on_real_target_by names who accepts it)."))
     node_by_node: NodeByNode = Field(default_factory=NodeByNode, description=(
         "Settings of the node-by-node strategy (ignored by big-bang)."))
 
@@ -310,7 +311,7 @@ class Params(_Model):
     def _strategy_settings(self) -> Params:
         if self.strategy != "node-by-node":
             return self
-        if self.target.kind == "real":
+        if self.target.kind == "real" and not self.node_by_node.accepted_on_real_target_by.strip():
             raise ValueError(NODE_BY_NODE_REFUSED)
         if not self.cilium.migration_cidr:
             raise ValueError("strategy 'node-by-node' needs cilium.migration_cidr: the new pod CIDR "

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from runbook import node_by_node_plan as nbp
-from runbook.node_by_node_preflight import cni_verdict
+from runbook.node_by_node_preflight import acceptance_verdict, cni_verdict
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -165,3 +165,13 @@ def test_the_switch_started_once_any_of_its_steps_is_recorded() -> None:
     assert nbp.switch_started(base + [_entry("nbn-final-values", None, status="intent")])
     assert nbp.switch_started(base + [_entry("restart-k3s", "set-hog")])
     assert not nbp.switch_started(base + [_entry("restart-k3s", "set-hog", phase="rollback")])
+
+
+def test_a_real_target_records_who_accepted_the_strategy() -> None:
+    v = acceptance_verdict("real", " Jo Operator ")
+    assert v is not None and v.ok and v.name == "nbn-accepted"
+    assert v.details == ["accepted by Jo Operator (node_by_node.accepted_on_real_target_by)"]
+    assert v.facts == {"accepted_by": "Jo Operator"}
+    refused = acceptance_verdict("real", "")
+    assert refused is not None and not refused.ok and refused.hint
+    assert acceptance_verdict("twin", "Jo") is None

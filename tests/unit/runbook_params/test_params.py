@@ -192,6 +192,19 @@ def test_node_by_node_on_a_twin_needs_a_migration_cidr(tmp_path: Path) -> None:
     assert p.node_by_node.drain_timeout == 300 and p.node_by_node.delete_instead_of_evict == []
 
 
+def test_node_by_node_on_a_real_target_needs_a_named_acceptance(tmp_path: Path) -> None:
+    d = _base()
+    d["strategy"] = "node-by-node"
+    d["cilium"] = dict(d.get("cilium") or {}, migration_cidr="10.44.0.0/16")
+    d["node_by_node"] = {"accepted_on_real_target_by": "   "}
+    with pytest.raises(ParamsError, match=r"set node_by_node.accepted_on_real_target_by to your name"):
+        P.load(_write(tmp_path, d))
+    d["node_by_node"] = {"accepted_on_real_target_by": "Jo Operator"}
+    p = P.load(_write(tmp_path, d))
+    assert (p.target.kind, p.strategy, p.node_by_node.accepted_on_real_target_by) == ("real", "node-by-node",
+                                                                                      "Jo Operator")
+
+
 def test_big_bang_ignores_the_node_by_node_settings(tmp_path: Path) -> None:
     d = _base()
     d["node_by_node"] = {"drain_timeout": 60, "delete_instead_of_evict": ["homer/homer"]}

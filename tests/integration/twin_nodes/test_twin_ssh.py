@@ -219,6 +219,11 @@ def test_reboot_drops_the_session(nodes_twin):
     rc, _, _ = run_cmd(c, "sudo reboot")
     assert rc == 0
     deadline = time.monotonic() + 20
+    # `reboot` returns before the machine goes down (as systemd's does): a reconnect right
+    # away can still reach the old boot, so first wait for the old session to drop
+    while not _fails(c, "hostname"):
+        assert time.monotonic() < deadline, "agent-1 never went down after `sudo reboot`"
+        time.sleep(0.05)
     while time.monotonic() < deadline:   # down for REBOOT_SECONDS (scaled), then back
         try:
             c2 = t.connect("agent-1")

@@ -187,20 +187,12 @@ def restart_back(s: Session, n: Node, nb: nbn_mod.NodeByNodePlan) -> dict[str, A
     """Restart k3s on ``n`` with the restored config (``nbn-us-restart-k3s``), wait Ready,
     and check that containerd reads k3s's folders, Cilium's conflist first, and that
     flannel's device is back."""
+    from .rollback import bring_up
     from .rollback_checks import flannel_device_back
 
     unit = unit_for(n.role)
-
-    def do() -> dict[str, Any]:
-        n.systemctl("restart", unit)
-        if not n.is_active(unit):
-            raise NodeError(f"{unit} is not active after the restart", node=n.name,
-                            hint=f"read `journalctl -u {unit}` on the node ('address already in use' means "
-                                 "a VXLAN device holds UDP 8472); re-run 05-rollback")
-        return {"active": True}
-
-    res = _step(s, "nbn-us-restart-k3s", f"systemctl restart {unit} (flannel back; pods keep running)", do,
-                node=n.name, data={"unit": unit})
+    res = _step(s, "nbn-us-restart-k3s", f"systemctl restart {unit} (flannel back; pods keep running)",
+                lambda: bring_up(n, "restart", unit), node=n.name, data={"unit": unit})
     s.cluster.wait_for(lambda: (node_ready(s.cluster.get("nodes", n.name) or {}), [f"{n.name} Ready"]),
                        timeout=s.params.limits.timeouts.node_ready, what=f"{n.name} Ready after its restart",
                        interval=1.0, progress=s.progress, watch=["nodes"])

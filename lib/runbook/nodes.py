@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import paramiko
 
@@ -467,12 +467,7 @@ class Node(NodeFiles):
     def iptables_summary(self, *, ipv6: bool = True,
                          prefixes: Sequence[str] = facts.DEFAULT_PREFIXES) -> facts.IptablesSummary:
         """Fact: chains and rules by prefix from ``iptables-save`` (+ ``ip6tables-save``)."""
-        s = facts.parse_iptables_save(self._save(False), prefixes)
-        if ipv6:
-            r = self.run("ip6tables-save", sudo=True)
-            if r.ok:  # a node without IPv6 tables is not an error
-                s = s.merged(facts.parse_iptables_save(r.stdout, prefixes))
-        return s
+        return self._both_tables(lambda text: facts.parse_iptables_save(text, prefixes), ipv6)
 
     def iptables_chains(self, *, ipv6: bool = True,
                         prefixes: Sequence[str] = facts.DEFAULT_PREFIXES) -> facts.IptablesChains:
@@ -480,12 +475,17 @@ class Node(NodeFiles):
         without reading the rules (:func:`runbook.facts.parse_iptables_chains`): what a
         fact table needs, at a fraction of :meth:`iptables_summary`'s cost on a node with
         thousands of rules."""
-        c = facts.parse_iptables_chains(self._save(False), prefixes)
+        return self._both_tables(lambda text: facts.parse_iptables_chains(text, prefixes), ipv6)
+
+    def _both_tables(self, parse: Callable[[str], Any], ipv6: bool) -> Any:
+        """``parse`` of ``iptables-save``, merged with that of ``ip6tables-save`` when asked
+        (a node without IPv6 tables is not an error)."""
+        out = parse(self._save(False))
         if ipv6:
             r = self.run("ip6tables-save", sudo=True)
-            if r.ok:  # a node without IPv6 tables is not an error
-                c = c.merged(facts.parse_iptables_chains(r.stdout, prefixes))
-        return c
+            if r.ok:
+                out = out.merged(parse(r.stdout))
+        return out
 
     def remove_chains(self, prefixes: Sequence[str], *, comments: Sequence[str] = (),
                       ipv6: bool = True) -> ChainRemoval:

@@ -197,6 +197,18 @@ def stop_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+def bring_up(node: Node, verb: str, unit: str) -> dict[str, Any]:
+    """``systemctl <verb> <unit>`` on ``node`` (start or restart), then the unit must be
+    active, or a NodeError says where to look."""
+    node.systemctl(verb, unit)
+    if not node.is_active(unit):
+        raise NodeError(f"{unit} is not active after {verb}", node=node.name,
+                        hint=f"read `journalctl -u {unit}` on the node: 'address already in use' means "
+                             "a VXLAN device (cilium_vxlan) still holds UDP 8472; fix it, then re-run "
+                             "05-rollback (done steps are skipped)")
+    return {"active": True}
+
+
 def restore_node(s: Session, n: Node, nr: NodeRollback) -> dict[str, Any]:
     """On ``n``: its ``config.yaml`` back from the journaled backup, checked against the
     pre-run sha256 (``restore-config``), and the flannel files reconfigure moved away put
@@ -277,15 +289,8 @@ def start_k3s(s: Session, rp: RollbackPlan) -> pd.DataFrame | None:
             if node.is_active(unit) and STEP_START in by[node.name].done:
                 return "already running"
 
-            def do() -> dict[str, Any]:
-                node.systemctl("start", unit)
-                if not node.is_active(unit):
-                    raise NodeError(f"{unit} is not active after start", node=node.name,
-                                    hint=f"read `journalctl -u {unit}` on the node: 'address already "
-                                         "in use' means a cilium_vxlan device still holds UDP 8472")
-                return {"active": True}
-
-            s.journal.perform(STEP_START, f"systemctl start {unit}", do, node=node.name, data={"unit": unit})
+            s.journal.perform(STEP_START, f"systemctl start {unit}", lambda: bring_up(node, "start", unit),
+                              node=node.name, data={"unit": unit})
             if node.role == "server":
                 # the choke point retries until the API serves the node object again
                 s.cluster.get("nodes", node.name)

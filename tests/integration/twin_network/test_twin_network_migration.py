@@ -226,11 +226,17 @@ def test_both_overlays_side_by_side(env, migration_docs):
     env.call(env.rt.faults.set, "firewall", [])
 
 
-def test_services_reach_endpoints_on_either_overlay(env, migration_docs):
+def first_node_migrated(env, migration_docs) -> None:
+    """Migration-mode Cilium installed, every agent Ready, the CiliumNodeConfig created and
+    AGENT1 moved to Cilium (the start of the tests below)."""
     env.apply(migration_docs)
     env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
     env.create(node_config())
     migrate(env, AGENT1)
+
+
+def test_services_reach_endpoints_on_either_overlay(env, migration_docs):
+    first_node_migrated(env, migration_docs)
     web = [pinned(env, "web-a1", AGENT1)[0], pinned(env, "web-srv", SERVER)[0]]
     for i, name in enumerate(("web-a1", "web-srv")):
         env.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
@@ -248,10 +254,7 @@ def test_services_reach_endpoints_on_either_overlay(env, migration_docs):
 
 
 def test_policy_enforcement_never_lets_flows_through_cilium_endpoints(env, migration_docs):
-    env.apply(migration_docs)
-    env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
-    env.create(node_config())
-    migrate(env, AGENT1)
+    first_node_migrated(env, migration_docs)
     (dst,) = pinned(env, "guarded", AGENT1)
     (dst_fl,) = pinned(env, "guarded-fl", SERVER)
     (src,) = pinned(env, "caller", AGENT2)
@@ -298,10 +301,7 @@ def test_rolling_a_node_back_needs_the_agent_restarted_before_the_files(env, mig
     """cni-exclusive makes the running agent watch k3s's CNI folder: files put back under
     it are undone at once (daemon/cmd/cni/config.go). The node returns to flannel only
     when its agent was re-created without the CiliumNodeConfig first."""
-    env.apply(migration_docs)
-    env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
-    env.create(node_config())
-    migrate(env, AGENT1)
+    first_node_migrated(env, migration_docs)
     conf, bak = f"{K3S_CONF_DIR}/05-cilium.conflist", f"{K3S_CONF_DIR}/10-flannel.conflist.cilium_bak"
     # Wrong order: the files first, while the agent with the overrides still runs.
     env.sh(AGENT1, f"sudo rm -f {conf}")
@@ -326,10 +326,7 @@ def test_bpf_host_routing_keeps_flannel_and_cilium_pods_apart(env, migration_doc
     """The guide's bpf.hostLegacyRouting=true is what lets the two overlays meet in the
     host's routing table; with BPF host routing (KPR and BPF masquerading on, legacy
     routing off) a Cilium pod and a flannel pod no longer reach each other."""
-    env.apply(migration_docs)
-    env.until(lambda: all(env.agent_ready(n) for n in NODES), timeout=30, what="agents Ready")
-    env.create(node_config())
-    migrate(env, AGENT1)
+    first_node_migrated(env, migration_docs)
     (cil,) = pinned(env, "cil", AGENT1)
     (fl,) = pinned(env, "fl", AGENT2)
     (fl_same,) = pinned(env, "fl-same", SERVER)

@@ -19,10 +19,11 @@ from test_verify_rollback import run, statuses
 pytestmark = [pytest.mark.integration]
 
 BLOCKED = [{"node": "fast-heron", "from": "*", "ports": ["udp/8473"]}]
-# verify waits this long twice for volumes that cannot heal (its scale-up, then its check);
-# the reconfigure's wait for detached volumes, the one that must pass, takes about 5 s on a
-# loaded machine
-SHORT_STORAGE_WAIT = {"storage_healthy": 15}
+# verify waits this long twice for volumes that cannot heal (its scale-up, then its check).
+# Its scale-up wait must still see the volume users' pods Ready for the ingress to answer
+# 502 (no data path): with 15 s a clean-clone run on a machine running two suites at once
+# did not find "status 502" (most likely the backends were not Ready yet), so 30 s
+SHORT_STORAGE_WAIT = {"storage_healthy": 30}
 
 
 @pytest.fixture

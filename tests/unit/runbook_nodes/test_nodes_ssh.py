@@ -291,6 +291,17 @@ def test_transport_prefers_gcm_and_takes_large_packets(server, tmp_path):
     node.close()
 
 
+def test_idle_reader_wakes_once_a_second(server, tmp_path):
+    # the override of paramiko's private Transport._active_check_timeout (0.1 s) must
+    # still take effect: if paramiko renames it, idle readers silently wake 10x a second
+    # again, so this fails instead (the reader thread's socket timeout is that value)
+    assert "_active_check_timeout" in vars(paramiko.Transport)
+    node = make_node(server, tmp_path)
+    assert node.run("uname -r").ok
+    assert node.client().get_transport().sock.gettimeout() == 1.0
+    node.close()
+
+
 def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):
     # both beyond the channel window (nodes.WINDOW): reading one to EOF first would deadlock
     node = make_node(server, tmp_path)

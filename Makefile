@@ -60,9 +60,12 @@ test-unit: venv
 test-integration: venv
 	$(BIN)/python -m pytest -m "integration or notebooks" $(XDIST) $(PYTEST_ARGS)
 
-# the five notebooks, dry-run by nbval against one migrated twin (notebooks/conftest.py)
+# the five notebooks, dry-run by nbval against one migrated twin (notebooks/conftest.py).
+# nbval's plugin is off by default (`-p no:nbval` in pyproject's addopts: loading it imports
+# nbformat and jsonschema, ~1 CPU s in every pytest process); `-p nbval` turns it on here
+# and in tests/notebooks/test_nbval.py, which runs this same command inside `make test`.
 nbval: venv
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
+	$(BIN)/python -m pytest -p nbval --nbval-lax --nbval-current-env notebooks/
 
 rehearse: venv
 	$(BIN)/runbook rehearse --with-rollback

@@ -1,4 +1,5 @@
-"""``pytest --nbval-lax notebooks/``: the five phase notebooks, in order, against ONE twin.
+"""``pytest -p nbval --nbval-lax notebooks/`` (``make nbval``): the five phase notebooks, in
+order, against ONE twin.
 
 nbval runs every cell of every notebook in a kernel but injects no parameters, so each
 notebook runs with its defaults: ``params_file=""`` (read from ``$RUNBOOK_PARAMS``),

@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers.required_tools import REQUIRE_ENV, require_binary, require_cilium_chart, tools_required
+from runbook import lean_imports
 
 REPO = Path(__file__).resolve().parents[1]
+
+# What every pytest process pays before its first test (each xdist worker collects the whole
+# suite); measured with `python -X importtime` and cProfile on `pytest --collect-only`: 7.9-9.1
+# CPU s per process before these two lines, 2.0 once the rewrite cache below is filled.
+# - pytest rewrites the asserts of each test module it imports (~4.5 CPU s for the ~270
+#   modules) and caches the result in __pycache__, but only where bytecode may be written;
+#   PYTHONDONTWRITEBYTECODE (set in containers and CI) turns that cache off, so every
+#   process rewrote every module. The rewrites are written (atomically, checked against
+#   the source's mtime and size, ignored if the folder is read-only), as `make venv`
+#   compiles the library's bytecode for the same reason; imports made afterwards in this
+#   process write theirs too. Kernels and twins (subprocesses) keep the environment's setting.
+sys.dont_write_bytecode = False
+# - test modules import nbformat and papermill, which import jsonschema, which imports the
+#   IRI grammars of rfc3987_syntax when installed (~0.7 CPU s): the library's own lean import
+#   (runbook.lean_imports) leaves them out, as the runbook does in its kernels.
+lean_imports.jsonschema()
 
 
 @pytest.fixture(autouse=True)

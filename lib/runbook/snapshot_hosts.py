@@ -18,7 +18,7 @@ The record of one node (``host`` in ``nodes.json``, see ``docs/snapshot-format.m
                     "template": "<masked config.toml.tmpl or null>"}}
 
 Example:
-    >>> iptables_chains("*nat\\n:KUBE-SVC-A - [0:0]\\n-A KUBE-SVC-A -j KUBE-SEP-B\\nCOMMIT\\n")
+    >>> iptables_rule_counts("*nat\\n:KUBE-SVC-A - [0:0]\\n-A KUBE-SVC-A -j KUBE-SEP-B\\nCOMMIT\\n")
     {'nat': {'KUBE-SVC-A': 1}}
     >>> effective_config({"/etc/rancher/k3s/config.yaml": "disable: [traefik]\\n",
     ...                   "/etc/rancher/k3s/config.yaml.d/10.yaml": "disable+: [servicelb]\\n"})
@@ -48,7 +48,7 @@ _TABLE_HEADER = re.compile(r"^\s*\[")
 
 
 # --------------------------------------------------------------------------- pure parsers
-def iptables_chains(text: str) -> dict[str, dict[str, int]]:
+def iptables_rule_counts(text: str) -> dict[str, dict[str, int]]:
     """Per table, every chain declared in an ``iptables-save`` dump and its rule count.
 
     Built-in and user chains alike (``:NAME POLICY [p:b]`` declares one); rules are the
@@ -173,7 +173,7 @@ def host_record(node: Any, *, k3s_config: str, cni_dirs: list[str]) -> dict[str,
     for family, cmd in (("ipv4", "iptables-save"), ("ipv6", "ip6tables-save")):
         r = node.run(cmd, sudo=True)
         if r.ok:
-            iptables[family] = iptables_chains(r.stdout)
+            iptables[family] = iptables_rule_counts(r.stdout)
         elif family == "ipv4":
             r.check_output()        # raises NodeError with the command and stderr
     config = _read(node, CONTAINERD_CONFIG)

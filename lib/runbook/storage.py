@@ -33,7 +33,8 @@ So the plan (:func:`plan`) is:
    (:func:`runbook.storage_ops.recycle_managers`, journaled). This is the one place the
    runbook deletes a custom resource's pod, and only Longhorn's, only detached;
 4. 04-verify: the workloads back to their journaled counts first, then a check that
-   every volume is ``healthy`` within ``limits.timeouts.storage_healthy``;
+   every volume is ``healthy``; both waits share one ``limits.timeouts.storage_healthy``
+   counted from the scale-up (:class:`runbook.storage_ops.StorageBudget`);
 5. 05-rollback does 2, 3 and 4 around its own swap back to flannel, and restores the
    journaled counts whatever happened before.
 
@@ -282,7 +283,7 @@ class StoragePlan:
             "03-install, once Cilium runs: recreate Longhorn's instance-manager pods (then holding no engine "
             "or replica) so they come up under Cilium",
             "04-verify: scale the workloads back to their journaled counts, then every volume must be "
-            "healthy within limits.timeouts.storage_healthy",
+            "healthy within limits.timeouts.storage_healthy (one budget from the scale-up for both waits)",
             "05-rollback: the same around the swap back to flannel; it restores the journaled counts in any case",
         ] + ([f"left for a person: {x}" for x in self.loose] if self.loose else [])
 

@@ -6,15 +6,22 @@ Every change is journaled before it is made. The replica counts live in the jour
 :data:`FACT` (written once per workload, before its first scale-down, never overwritten by
 a rerun), which is what 04-verify and 05-rollback scale back to.
 
+The two storage waits of 04-verify (and of 05-rollback's end) share one deadline
+(:class:`StorageBudget`): ``limits.timeouts.storage_healthy`` counts from the scale-up and
+covers both the volume users' pods Ready and every volume healthy, so a cluster whose
+volumes cannot heal is reported after one timeout, not two.
+
 Example (in 02-reconfigure, then 04-verify)::
 
     storage_ops.scale_down(s)            # journals each count, scales to 0, waits detached
-    storage_ops.scale_up(s)              # back to the journaled counts
-    v.add(storage_ops.healthy_check(s))  # every volume healthy within the timeout
+    storage_ops.scale_up(s)              # back to the journaled counts; the budget starts
+    v.add(storage_ops.healthy_check(s))  # every volume healthy within what is left of it
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
@@ -26,7 +33,8 @@ from .verify import Check
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["FACT", "scale_down", "scale_up", "recycle_managers", "healthy_check", "restore_pending"]
+__all__ = ["FACT", "StorageBudget", "scale_down", "scale_up", "recycle_managers", "healthy_check",
+           "restore_pending"]
 
 #: journal fact: workload key -> {kind, namespace, name, replicas, owner, owner_paused}
 FACT = "storage_scaled"
@@ -42,6 +50,66 @@ class StorageError(GateFailed):
 
 def _timeout(s: Session) -> float:
     return float(s.params.limits.timeouts.storage_healthy)
+
+
+#: the part of the shared storage wait :func:`scale_up` makes
+USERS_READY = "the Longhorn volume users' pods Ready (storage_ops.scale_up)"
+#: the part :func:`healthy_check` makes
+VOLUMES_HEALTHY = "every Longhorn volume healthy (storage_ops.healthy_check)"
+
+
+@dataclass
+class StorageBudget:
+    """``limits.timeouts.storage_healthy`` spent once across the two storage waits that
+    follow a scale-up: the volume users' pods Ready (:func:`scale_up`), then every volume
+    healthy (:func:`healthy_check`). One deadline, counted from the scale-up; the session
+    holds it from :func:`scale_up` until :func:`healthy_check` takes it.
+
+    Attributes:
+        limit: the budget in seconds (the param). started: ``time.monotonic()`` at the
+        scale-up. waited: seconds each part waited, by part. ran_out: the part that was
+        still waiting when the deadline passed (None: it has not passed). pending: what
+        that part was still waiting for.
+
+    Example:
+        >>> b = StorageBudget(900.0, started=100.0)
+        >>> b.remaining(now=980.0), b.remaining(now=1100.0)
+        (20.0, 0.0)
+    """
+
+    limit: float
+    started: float = field(default_factory=lambda: time.monotonic())
+    waited: dict[str, float] = field(default_factory=dict)
+    ran_out: str | None = None
+    pending: list[str] = field(default_factory=list)
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds left before the deadline (never below 0)."""
+        return max(0.0, self.started + self.limit - (time.monotonic() if now is None else now))
+
+
+def _keep_budget(s: Session, budget: StorageBudget) -> None:
+    s._storage_budget = budget
+
+
+def _take_budget(s: Session) -> StorageBudget | None:
+    """The budget a scale-up of this session started, once: a later check (a re-run of
+    the cell, or node-by-node's check before each node) waits the whole limit again."""
+    budget = getattr(s, "_storage_budget", None)
+    if budget is not None:
+        s._storage_budget = None
+    return budget
+
+
+def _wait_progress(s: Session, budget: StorageBudget | None, latest: list[str]) -> Callable[[str], None]:
+    """The progress line of a long storage wait: the wait's own line, the first few of
+    what it still waits for, and (under a budget) the seconds left of it."""
+    def say(message: str) -> None:
+        first = f" (first: {'; '.join(latest[:3])})" if latest else ""
+        left = (f"; {budget.remaining():.0f}s left of limits.timeouts.storage_healthy "
+                f"({budget.limit:.0f}s, shared by the scale-up and the volume check)") if budget else ""
+        s.progress(f"{message}{first}{left}")
+    return say
 
 
 def _owner_path(kind: str, namespace: str, name: str) -> str:
@@ -112,8 +180,11 @@ def scale_up(s: Session) -> pd.DataFrame | None:
             for k, v in recorded.items()]
     frame = pd.DataFrame(rows, columns=["workload", "replicas", "restored"])
     todo = {k: v for k, v in recorded.items() if not v.get("restored")}
+    _take_budget(s)          # an earlier scale-up's deadline is not this one's
     if not todo or not s.require_execute(f"scaling {len(todo)} Longhorn volume user(s) back up"):
         return frame
+    budget = StorageBudget(_timeout(s))
+    _keep_budget(s, budget)
     for key, v in todo.items():
         with s.journal.step("storage-scale-up", f"scale {key} back to its journaled {v['replicas']}",
                             before={"replicas": 0}, data={"replicas": v["replicas"]}):
@@ -125,6 +196,8 @@ def scale_up(s: Session) -> pd.DataFrame | None:
         recorded[key] = dict(v, restored=True)
         s.journal.set(FACT, recorded)
 
+    latest: list[str] = []
+
     def ready() -> tuple[bool, list[str]]:
         pending = []
         for key, v in recorded.items():
@@ -132,17 +205,25 @@ def scale_up(s: Session) -> pd.DataFrame | None:
             have = int((obj.get("status") or {}).get("readyReplicas") or 0)
             if have < int(v["replicas"]):
                 pending.append(f"{key}: {have}/{v['replicas']} Ready")
+        latest[:] = pending
         return not pending, pending
 
+    t0 = time.monotonic()
     try:
-        s.cluster.wait_for(ready, timeout=_timeout(s), what="the Longhorn volume users Ready again",
-                           progress=s.progress, watch=["deployments", "statefulsets"])
+        s.cluster.wait_for(ready, timeout=budget.remaining(), what="the Longhorn volume users Ready again",
+                           progress=_wait_progress(s, budget, latest), watch=["deployments", "statefulsets"])
         pending: list[str] = []
     except WaitTimeout as e:
         # not a stop: the checks that follow (every pod Running, every volume healthy) fail
         # naming what is wrong, next to the data path checks that often say why
         pending = list(e.pending)
-        s.progress(f"not all Longhorn volume users Ready within {_timeout(s):.0f}s: {'; '.join(pending[:5])}")
+        budget.ran_out, budget.pending = USERS_READY, pending
+        s.progress(f"not all Longhorn volume users Ready within limits.timeouts.storage_healthy "
+                   f"({budget.limit:.0f}s): {'; '.join(pending[:5])}. The budget is spent: the volume "
+                   "check below looks once without waiting; kubectl describe these workloads' pods (a "
+                   "volume that cannot attach or is faulted shows in their events)")
+    finally:
+        budget.waited[USERS_READY] = time.monotonic() - t0
     late = {p.split(":", 1)[0] for p in pending}
     return pd.DataFrame([dict(r, restored=True, ready=r["workload"] not in late) for r in rows],
                         columns=["workload", "replicas", "restored", "ready"])
@@ -226,29 +307,57 @@ def _wait_volumes(s: Session, ok: Any, what: str, *, hint: str) -> None:
 
 def healthy_check(s: Session) -> Check:
     """Every Longhorn volume ``healthy`` (or cleanly detached) within
-    ``limits.timeouts.storage_healthy``; fails naming the volumes that are not."""
+    ``limits.timeouts.storage_healthy``; fails naming the volumes that are not.
+
+    After :func:`scale_up` in the same session, it waits only for what is left of that
+    budget (:class:`StorageBudget`, counted from the scale-up), and a failure says which
+    of the two waits ran the budget out. Otherwise (node-by-node's check before each node,
+    a re-run of the cell) it waits the whole limit.
+    """
+    budget = _take_budget(s)
     if not storage.installed(s.cluster):
         return Check("storage-healthy", True, "Longhorn volumes healthy: Longhorn is not installed")
     limit = _timeout(s)
     bad: list[str] = []
 
     def check() -> tuple[bool, list[str]]:
-        nonlocal bad
-        bad = storage.health_problems(storage.read_volumes(s.cluster))
-        return not bad, bad
+        bad[:] = storage.health_problems(storage.read_volumes(s.cluster))
+        return not bad, list(bad)
 
+    t0 = time.monotonic()
+    wait = budget.remaining() if budget is not None else limit
     try:
-        s.cluster.wait_for(check, timeout=limit if s.execute else 0.0, what="every Longhorn volume healthy",
-                           progress=s.progress, interval=2.0, watch=VOLUME_WATCH)
+        s.cluster.wait_for(check, timeout=wait if s.execute else 0.0, what="every Longhorn volume healthy",
+                           progress=_wait_progress(s, budget, bad), interval=2.0, watch=VOLUME_WATCH)
     except WaitTimeout:
-        pass
+        if budget is not None and budget.ran_out is None:
+            budget.ran_out, budget.pending = VOLUMES_HEALTHY, list(bad)
+    if budget is not None:
+        budget.waited[VOLUMES_HEALTHY] = time.monotonic() - t0
     rows = storage.read_volumes(s.cluster)
     table = pd.DataFrame([{"volume": r.name, "state": r.state, "robustness": r.robustness,
                            "replica nodes": ", ".join(r.replica_nodes)} for r in rows],
                          columns=["volume", "state", "robustness", "replica nodes"])
-    return Check("storage-healthy", not bad,
-                 f"every Longhorn volume healthy within limits.timeouts.storage_healthy ({limit:.0f}s, {len(rows)} volumes)",
-                 bad, table,
-                 hint="kubectl -n longhorn-system get volumes.longhorn.io,replicas.longhorn.io -o wide: a "
-                      "degraded volume is rebuilding (wait, or raise the timeout); a faulted one lost its "
-                      "replicas (Longhorn's 'recover volume' guide, or 05-rollback)")
+    message = f"every Longhorn volume healthy within limits.timeouts.storage_healthy ({limit:.0f}s, {len(rows)} volumes"
+    if budget is not None:
+        message += f"; shared with the volume users' scale-up, which waited {budget.waited.get(USERS_READY, 0.0):.0f}s"
+    details = list(bad)
+    if bad and budget is not None and budget.ran_out == USERS_READY:
+        details += [f"volume user not Ready after the scale-up: {p}" for p in budget.pending]
+    return Check("storage-healthy", not bad, message + ")", details, table, hint=_healthy_hint(budget, limit))
+
+
+def _healthy_hint(budget: StorageBudget | None, limit: float) -> str:
+    """What to do when volumes are not healthy: which part of a shared budget ran out
+    first, then how to tell a rebuilding volume from a lost one."""
+    first = ""
+    if budget is not None and budget.ran_out == USERS_READY:
+        first = (f"the {limit:.0f}s budget (shared by the scale-up and this check) ran out while the volume "
+                 "users' pods were not Ready, so this check looked once without waiting; those pods wait for "
+                 "their volumes (kubectl describe pod: attach errors in the events). ")
+    elif budget is not None and budget.ran_out == VOLUMES_HEALTHY:
+        first = (f"the {limit:.0f}s budget ran out here, after the scale-up took "
+                 f"{budget.waited.get(USERS_READY, 0.0):.0f}s of it. ")
+    return (first + "kubectl -n longhorn-system get volumes.longhorn.io,replicas.longhorn.io -o wide: a degraded "
+            "volume is rebuilding (wait, then re-run this check: a re-run waits the whole limit again; or raise "
+            "the timeout); a faulted one lost its replicas (Longhorn's 'recover volume' guide, or 05-rollback)")

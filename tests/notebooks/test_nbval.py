@@ -1,4 +1,4 @@
-"""``pytest --nbval-lax notebooks/`` as part of the main suite.
+"""``pytest -p nbval --nbval-lax notebooks/`` (``make nbval``) as part of the main suite.
 
 It runs in a subprocess because nbval's plugin (notebooks/conftest.py) starts and
 migrates a twin in ``pytest_configure`` and exports ``RUNBOOK_PARAMS`` /
@@ -39,7 +39,8 @@ def test_nbval_lax_runs_the_five_notebooks_against_one_migrated_twin(tmp_path: P
                XDG_DATA_HOME=str(tmp_path / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
     (tmp_path / "home").mkdir()
-    p = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+    # -p nbval: the plugin is off by default (pyproject's addopts), on only where it runs
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "nbval", "--nbval-lax", "--nbval-current-env",
                         "-p", "no:cacheprovider", "-v", "--no-header", "-o", "addopts=",
                         "--timeout=300", "notebooks/"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=880)

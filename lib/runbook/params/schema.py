@@ -236,7 +236,8 @@ class Timeouts(_Model):
                                                           "the scale-down, the volume users Ready "
                                                           "again after the scale-up, and every "
                                                           "volume healthy in 04-verify (replicas "
-                                                          "rebuilt).")
+                                                          "rebuilt); the last two share one "
+                                                          "deadline, counted from the scale-up.")
     probe_ready: float = Field(180, gt=0, description="04-verify's probe DaemonSet: a Ready "
                                                       "probe pod on every node (the image "
                                                       "pulled where it is missing), and gone "

@@ -19,8 +19,8 @@ from test_verify_rollback import run, statuses
 pytestmark = [pytest.mark.integration]
 
 BLOCKED = [{"node": "fast-heron", "from": "*", "ports": ["udp/8473"]}]
-# verify waits this long twice for volumes that cannot heal (its scale-up, then its check).
-# Its scale-up wait must still see the volume users' pods Ready for the ingress to answer
+# verify's scale-up and its storage check share this budget for volumes that cannot heal
+# (storage_ops.StorageBudget). Its scale-up wait must still see the volume users' pods Ready for the ingress to answer
 # 502 (no data path): with 15 s a clean-clone run on a machine running two suites at once
 # did not find "status 502" (most likely the backends were not Ready yet), so 30 s
 SHORT_STORAGE_WAIT = {"storage_healthy": 30}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.snapshot_hosts import containerd_cni_section, effective_config, iptables_chains, listing
+from runbook.snapshot_hosts import containerd_cni_section, effective_config, iptables_rule_counts, listing
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -21,10 +21,10 @@ def _cases(parser: str) -> list[str]:
     return sorted(c.name for c in (ROOT / parser).iterdir() if c.is_dir())
 
 
-@pytest.mark.parametrize("case", _cases("iptables_chains"))
-def test_iptables_chains_golden(case: str) -> None:
-    folder = ROOT / "iptables_chains" / case
-    got = iptables_chains((folder / "output.txt").read_text())
+@pytest.mark.parametrize("case", _cases("iptables_rule_counts"))
+def test_iptables_rule_counts_golden(case: str) -> None:
+    folder = ROOT / "iptables_rule_counts" / case
+    got = iptables_rule_counts((folder / "output.txt").read_text())
     assert got == json.loads((folder / "expected.json").read_text())
 
 
@@ -43,15 +43,15 @@ def test_effective_config_golden(case: str) -> None:
 
 
 def test_every_parser_has_cases() -> None:
-    assert {p.name for p in ROOT.iterdir()} == {"iptables_chains", "containerd_cni_section",
+    assert {p.name for p in ROOT.iterdir()} == {"iptables_rule_counts", "containerd_cni_section",
                                                  "effective_config"}
     assert all(_cases(p.name) for p in ROOT.iterdir())
 
 
-def test_iptables_chains_reads_counters_and_ignores_what_is_outside_a_table() -> None:
+def test_iptables_rule_counts_reads_counters_and_ignores_what_is_outside_a_table() -> None:
     dump = ("# comment\n-A STRAY -j ACCEPT\n*filter\n:INPUT ACCEPT [9:540]\n:CILIUM_INPUT - [0:0]\n"
             "[3:180] -A INPUT -j CILIUM_INPUT\n-A CILIUM_INPUT -j ACCEPT\n-A NEW-CHAIN -j DROP\nCOMMIT\n")
-    assert iptables_chains(dump) == {"filter": {"INPUT": 1, "CILIUM_INPUT": 1, "NEW-CHAIN": 1}}
+    assert iptables_rule_counts(dump) == {"filter": {"INPUT": 1, "CILIUM_INPUT": 1, "NEW-CHAIN": 1}}
 
 
 def test_listing_keeps_names_in_order() -> None:

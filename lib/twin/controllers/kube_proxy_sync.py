@@ -252,7 +252,7 @@ class KubeProxySync:
                     # the rarest selector pair gives the fewest candidates
                     cands = min((by_pair[key[0]].get(kv, []) for kv in sel.items()), key=len)
                 now = service_ports(svc, lambda port, svc=svc, cands=cands:
-                                    [a for _, a in reach.endpoints(svc, port, cands)])
+                                    [a for _, a in reach.endpoints(svc, port, cands, ready=True)])
             if now != self._ports.get(key, []):
                 changed = True
                 if now:

@@ -134,8 +134,10 @@ class Reachability:
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in (pod.get("status") or {}).get("conditions") or ())
 
-    def endpoints(self, svc: dict, port: dict, pods: list[dict] | None = None) -> list[tuple[dict, str]]:
-        """The Ready pods behind one Service port, with their ``ip:targetPort``."""
+    def endpoints(self, svc: dict, port: dict, pods: list[dict] | None = None, *,
+                  ready: bool = False) -> list[tuple[dict, str]]:
+        """The Ready pods behind one Service port, with their ``ip:targetPort``
+        (``ready``: ``pods`` are known to be Ready pods of the Service's namespace)."""
         spec = svc.get("spec") or {}
         sel = spec.get("selector") or {}
         ns = _meta(svc).get("namespace")
@@ -147,7 +149,7 @@ class Reachability:
                         out.append(({}, f"{n.spec.ip}:6443"))
             return out
         for p in pods if pods is not None else self._pods():
-            if _meta(p).get("namespace") != ns or not self.pod_ready(p):
+            if not ready and (_meta(p).get("namespace") != ns or not self.pod_ready(p)):
                 continue
             if not _matches(sel, _meta(p).get("labels") or {}):
                 continue

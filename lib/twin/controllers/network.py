@@ -50,6 +50,10 @@ sandbox policy, as a real kubelet + CNI would:
   :meth:`NetworkModel.reach` follows one connection from a node or a pod (service
   translation, NodePorts, the overlay, the ``firewall`` fault; see :mod:`.reach`).
 
+- **kube-proxy** (:mod:`.kube_proxy_sync`, ``kube_proxy_sync``): every node's embedded
+  kube-proxy re-syncs its Service chains after Service and endpoint changes while k3s
+  runs it (at most once per ``minSyncPeriod``); a stopped one keeps its last sync.
+
 Example (inside the twin's loop)::
 
     net = rt.component("network")
@@ -65,6 +69,7 @@ from typing import Any, Iterator
 
 from ..node.k3s_network import add_hostport_chains
 from .base import Controller
+from .kube_proxy_sync import KubeProxySync
 from .network_view import NodeView
 from .reach import Reachability, Trace
 from .kubelet import (NETWORK_NOT_READY_MESSAGE, SANDBOX_CNI_ANNOTATION, DefaultSandboxPolicy,
@@ -149,6 +154,7 @@ class NetworkModel:
         self._facts_memo: dict[str, NodeNetwork | None] | None = None
         self._answers: dict[Any, Any] | None = None
         self.reachability = Reachability(self)
+        self.kube_proxy_sync = KubeProxySync(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, rt: Any) -> None:
@@ -174,6 +180,7 @@ class NetworkModel:
         self.ctrl.start()
         for name in rt.nodes:
             self.ctrl.enqueue(name)
+        self.kube_proxy_sync.start()
         rt.options["network"] = self
 
     async def stop(self) -> None:
@@ -184,6 +191,7 @@ class NetworkModel:
             nm.cluster_view = None
         if self.ctrl is not None:
             await self.ctrl.stop()
+        await self.kube_proxy_sync.stop()
 
     def describe(self) -> str:
         parts = [f"{n}={self.working_cni(n) or 'none'}" for n in sorted(self.rt.nodes)] if self.rt else []
@@ -220,6 +228,7 @@ class NetworkModel:
         if event == "k3s-started" and self.kubelet is not None:
             # The kubelet is back: pods that waited while it was down get decided now.
             self.kubelet.reevaluate(nm.name)
+        self.kube_proxy_sync.node_event(nm, event)
         cil = self.cilium
         if cil is not None:
             cil.node_event(nm, event, info)

@@ -12,8 +12,8 @@ would, in this order:
    runs it translates to the Service's current endpoints; once the agent is gone (a
    ``helm uninstall`` without ``cilium-dbg post-uninstall-cleanup``) it still translates,
    with the table it had then: the Cilium-era backends. Else kube-proxy's rules (k3s's
-   embedded kube-proxy when it runs, current endpoints; rules it left behind, their own
-   endpoints), else Cilium's kube-proxy replacement. Nothing translating: the ClusterIP
+   embedded kube-proxy when it runs, current endpoints; rules it left behind, the
+   endpoints of its last sync, :mod:`.kube_proxy_sync`), else Cilium's kube-proxy replacement. Nothing translating: the ClusterIP
    is a virtual address nobody answers (timeout);
 3. **NodePorts**: a node's address with a Service's node port is translated on that node
    (kube-proxy or Cilium's KPR, whichever is in force there), then forwarded from it;
@@ -43,6 +43,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..node.kube_proxy import target_port
 from . import netpol
 from .kubelet import SANDBOX_CNI_ANNOTATION, node_internal_ip
 from .scheduler import node_ready_status
@@ -133,8 +134,10 @@ class Reachability:
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in (pod.get("status") or {}).get("conditions") or ())
 
-    def endpoints(self, svc: dict, port: dict, pods: list[dict] | None = None) -> list[tuple[dict, str]]:
-        """The Ready pods behind one Service port, with their ``ip:targetPort``."""
+    def endpoints(self, svc: dict, port: dict, pods: list[dict] | None = None, *,
+                  ready: bool = False) -> list[tuple[dict, str]]:
+        """The Ready pods behind one Service port, with their ``ip:targetPort``
+        (``ready``: ``pods`` are known to be Ready pods of the Service's namespace)."""
         spec = svc.get("spec") or {}
         sel = spec.get("selector") or {}
         ns = _meta(svc).get("namespace")
@@ -146,16 +149,11 @@ class Reachability:
                         out.append(({}, f"{n.spec.ip}:6443"))
             return out
         for p in pods if pods is not None else self._pods():
-            if _meta(p).get("namespace") != ns or not self.pod_ready(p):
+            if not ready and (_meta(p).get("namespace") != ns or not self.pod_ready(p)):
                 continue
             if not _matches(sel, _meta(p).get("labels") or {}):
                 continue
-            target = port.get("targetPort", port.get("port"))
-            if isinstance(target, str):
-                named = [cp.get("containerPort") for c in (p.get("spec") or {}).get("containers") or ()
-                         for cp in c.get("ports") or () if cp.get("name") == target]
-                target = named[0] if named else port.get("port")
-            out.append((p, f"{p['status']['podIP']}:{target}"))
+            out.append((p, f"{p['status']['podIP']}:{target_port(p, port)}"))
         return sorted(out, key=lambda e: e[1])
 
     def service_at(self, ip: str) -> dict | None:
@@ -278,7 +276,8 @@ class Reachability:
                     backends = list(left.endpoints)
                     kube_proxy = True
                     hops.append(f"kube-proxy rules left on {node} (kube-proxy no longer runs) translated "
-                                f"{ip}:{port}/{proto} to their old endpoints")
+                                f"{ip}:{port}/{proto} to the endpoints of its last sync "
+                                f"({', '.join(left.endpoints) or 'none'})")
         if backends is None:
             return Trace(False, f"{label}: nothing translates service {name} ({ip}:{port}/{proto}) on {node}: "
                                 "no kube-proxy, no Cilium kube-proxy replacement, no socket LB; "

@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from .kube_proxy import KubeService, default_services
+from .kube_proxy import KubeService, default_services, service_ports, target_port
 from .model import NodeModel
 from .seed import new_join_token
 
@@ -50,31 +50,16 @@ def fixture_services(objects: Iterable[dict]) -> list[KubeService]:
     out: list[KubeService] = []
     for svc in (o for o in objects if o.get("kind") == "Service"):
         spec, md = svc.get("spec") or {}, svc.get("metadata") or {}
-        cip = spec.get("clusterIP")
-        if not cip or cip == "None":
-            continue
         selector = spec.get("selector") or {}
         backends: list[dict] = []
-        if selector:
+        if selector and spec.get("clusterIP") not in (None, "", "None"):
             ns = md.get("namespace")
             # The rarest selector pair gives the fewest candidates; all pairs must match.
             cands = min((by_label.get((ns, k, v), []) for k, v in selector.items()), key=len)
             backends = [p for p in cands
                         if _matches(selector, (p.get("metadata") or {}).get("labels") or {})]
-        lb = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-              if i.get("ip")]
-        for port in spec.get("ports") or []:
-            eps = []
-            for p in backends:
-                target = port.get("targetPort", port.get("port"))
-                if isinstance(target, str):   # a named port: look it up in the pod
-                    named = [cp.get("containerPort") for c in (p.get("spec") or {}).get("containers", [])
-                             for cp in c.get("ports") or [] if cp.get("name") == target]
-                    target = named[0] if named else port.get("port")
-                eps.append(f"{p['status']['podIP']}:{target}")
-            out.append(KubeService(md.get("namespace", "default"), md.get("name", ""),
-                                   port.get("name", ""), cip, int(port.get("port", 0)), sorted(eps),
-                                   str(port.get("protocol", "TCP")), port.get("nodePort"), lb))
+        out += service_ports(svc, lambda port, backends=backends: [
+            f"{p['status']['podIP']}:{target_port(p, port)}" for p in backends])
     return out
 
 

@@ -225,10 +225,13 @@ class K3sService:
             return "failed to validate server configuration: critical configuration value mismatch"
         return None
 
+    def kube_proxy_cidr(self) -> str:
+        """The ``--cluster-cidr`` k3s runs its kube-proxy with (the running settings')."""
+        return self.running.get("cluster_cidr") or self.node.cluster.get("cluster_cidr", "10.42.0.0/16")
+
     def sync_kube_proxy(self, full: bool) -> None:
         """Program the embedded kube-proxy's chains with the running cluster CIDR."""
-        cidr = self.running.get("cluster_cidr") or self.node.cluster.get("cluster_cidr", "10.42.0.0/16")
-        self.node.kube_proxy.sync(cidr, full)
+        self.node.kube_proxy.sync(self.kube_proxy_cidr(), full)
 
     def resync(self) -> None:
         """What the running k3s re-creates when its rules were deleted under it."""

@@ -5,9 +5,21 @@ node it keeps ``KUBE-SERVICES``, ``KUBE-SVC-*``, ``KUBE-SEP-*`` (and the ``KUBE-
 ``KUBE-NODEPORTS`` and ``KUBE-FORWARD`` chains) for every Service port of the cluster.
 Chain names follow kube-proxy's ``servicePortChainName``: base32 of a SHA-256, 16 chars.
 
+Two kinds of sync, as kube-proxy's iptables proxier (``pkg/proxy/iptables``,
+``syncProxyRules``) has them: :meth:`KubeProxy.sync` is the full one k3s's start (and the
+re-creation of deleted rules) runs: the base chains and jumps, then every Service chain;
+:meth:`KubeProxy.resync` is the one a Service or EndpointSlice change triggers while
+kube-proxy runs: only the Service chains, rewritten from the new Service ports (the
+twin's network model calls it, at most once per ``minSyncPeriod``, see
+:mod:`twin.controllers.kube_proxy_sync`). Nothing syncs while k3s is stopped or runs with
+``disable-kube-proxy``: the rules of the last sync stay, and :attr:`KubeProxy.services`
+is what they hold.
+
 Example:
     >>> proxy = KubeProxy(Iptables(4), Iptables(6), [])  # doctest: +SKIP
     >>> proxy.sync("10.42.0.0/16", full=True)  # doctest: +SKIP
+    >>> proxy.resync([KubeService("default", "web", "", "10.43.0.20", 80, ["10.42.1.7:8080"])],
+    ...              "10.42.0.0/16")  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -17,7 +29,7 @@ import hashlib
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .iptables import Iptables
 
@@ -103,6 +115,52 @@ def _service_rules_cached(namespace: str, name: str, port_name: str, cluster_ip:
         out.append(("nat", f"-A KUBE-SERVICES -d {lb}/32 -p {proto} -m comment --comment "
                            f'"{s.port_id} loadbalancer IP" -m {proto} --dport {s.port} -j {ext}'))
     return tuple((table, *Iptables.parse_rule(rule), rule) for table, rule in out)
+
+
+def target_port(pod: dict, port: dict) -> Any:
+    """The port of ``pod`` a Service port (a ``spec.ports`` item) sends to: its
+    ``targetPort`` (the port itself without one); a named ``targetPort`` is looked up in
+    the pod's containers, as the EndpointSlice controller does (the Service port when the
+    pod does not name it).
+
+    Example:
+        >>> pod = {"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}}
+        >>> target_port(pod, {"port": 80, "targetPort": "http"}), target_port(pod, {"port": 53})
+        (8080, 53)
+    """
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, str):
+        named = [cp.get("containerPort") for c in (pod.get("spec") or {}).get("containers") or ()
+                 for cp in c.get("ports") or () if cp.get("name") == target]
+        target = named[0] if named else port.get("port")
+    return target
+
+
+def service_ports(svc: dict, endpoints: Callable[[dict], list[str]]) -> list[KubeService]:
+    """The Service ports kube-proxy programs for one Service object: none for a headless
+    Service (or one without a cluster IP yet), else one per port.
+
+    Args:
+        svc: a core/v1 Service.
+        endpoints: the ``ip:port`` endpoints of one of its ports (the ``spec.ports`` item);
+            kube-proxy takes the ready ones of the Service's EndpointSlices.
+
+    Example:
+        >>> svc = {"metadata": {"namespace": "default", "name": "web"},
+        ...        "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80}]}}
+        >>> [p.port_id for p in service_ports(svc, lambda port: ["10.42.1.7:80"])]
+        ['default/web:http']
+    """
+    spec, md = svc.get("spec") or {}, svc.get("metadata") or {}
+    cip = spec.get("clusterIP")
+    if not cip or cip == "None":
+        return []
+    lb = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+          if i.get("ip")]
+    return [KubeService(md.get("namespace", "default"), md.get("name", ""), port.get("name", ""), cip,
+                        int(port.get("port", 0)), sorted(endpoints(port)),
+                        str(port.get("protocol", "TCP")), port.get("nodePort"), list(lb))
+            for port in spec.get("ports") or []]
 
 
 def _second_host(cidr: str) -> str:
@@ -194,6 +252,22 @@ class KubeProxy:
             self.v4.defer(lambda: self._program_services(cidr, services, True))
         else:
             self._program_services(cidr, services, False)
+
+    def resync(self, services: list[KubeService], cidr: str) -> None:
+        """kube-proxy's sync after a Service or EndpointSlice change: the Service chains
+        are rewritten for ``services`` (the base chains and jumps, which only a full sync
+        re-creates, are left alone). The rewrite costs O(cluster endpoints), so it is
+        deferred like a full sync's (until this node's rules are next read or changed,
+        which then see exactly what an immediate rewrite gives); a later resync before
+        that replaces it.
+
+        Args:
+            services: every Service port of the cluster with its ready endpoints now.
+            cidr: the cluster CIDR kube-proxy runs with.
+        """
+        self.services = list(services)
+        programmed = self.services
+        self.v4.defer(lambda: self._program_services(cidr, programmed, True))
 
     def _program_services(self, cidr: str, services: list[KubeService], full: bool) -> None:
         """kube-proxy's per-Service chains (the second half of :meth:`sync`)."""

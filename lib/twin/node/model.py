@@ -280,6 +280,20 @@ class NodeModel:
         if self.running.get("kube_proxy"):
             self.k3s.sync_kube_proxy(full=True)
 
+    def kube_proxy_running(self) -> bool:
+        """Whether k3s runs its embedded kube-proxy on this node now (the machine is up,
+        the unit active, no ``disable-kube-proxy``)."""
+        return bool(self.up and self.unit_state == "active" and self.running.get("kube_proxy"))
+
+    def resync_kube_services(self, services: list[KubeService]) -> bool:
+        """kube-proxy's sync after a Service or EndpointSlice change (see
+        :meth:`KubeProxy.resync`): only while it runs here. Returns whether it synced;
+        a stopped k3s or ``disable-kube-proxy`` keeps the rules of the last sync."""
+        if not self.kube_proxy_running():
+            return False
+        self.kube_proxy.resync(services, self.k3s.kube_proxy_cidr())
+        return True
+
     # links
     @property
     def interfaces(self) -> dict[str, Interface]:

@@ -15,8 +15,9 @@
   one by one (the "node by node" stage; a single-replica backend shows its outage while its
   node is drained, and the switch's agent restarts are their own stage), nor while the
   rollback undoes the switch and takes every node back ("rollback: unswitch", "rollback:
-  node by node"); every rollback check passes (configs byte-identical, flannel back, no
-  Cilium leftovers).
+  node by node"), and kube-dns answers from every node while the cleanup stops k3s (the
+  kube-proxy rules it leaves are its last sync's); every rollback check passes (configs
+  byte-identical, flannel back, no Cilium leftovers).
 """
 from __future__ import annotations
 
@@ -212,6 +213,11 @@ def test_rehearse_node_by_node_with_rollback(tmp_path: Path) -> None:
     for stage in ("rollback: unswitch", "rollback: node by node"):
         back = stages[stage]["per_target"]
         assert {h: back[h]["failed"] for h in replicated} == {h: 0 for h in replicated}, stage
+    # while the cleanup stops k3s on every node, the kube-proxy rules k3s leaves are those of
+    # its last sync: the kube-dns ClusterIP still reaches the CoreDNS pod that runs
+    cleanup = stages["rollback: cleanup"]["per_target"]
+    dns = {h: f["failed"] for h, f in cleanup.items() if "kube-dns" in h}
+    assert len(dns) == len(ORDER) and dns == {h: 0 for h in dns}, dns
     # every check of the rollback passed (above), these among them
     assert {"configs byte-identical", "flannel back on every node", "no cilium leftovers on nodes",
             "no Cilium BPF state on nodes", "no Cilium files on nodes"} <= set(doc["checks"])

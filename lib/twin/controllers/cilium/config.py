@@ -176,9 +176,11 @@ def api_reachable(host: str | None, port: str | int | None, *, node: Any,
     if host is None:
         # In-cluster Service: needs kube-proxy (or its chains) on the node.
         addr = f"{K8S_SERVICE[0]}:{K8S_SERVICE[1]}"
-        svc_chains = any(c.startswith("KUBE-SVC-") for c in node.iptables.chains("nat"))
-        return (bool(live_servers) and (bool((node.running or {}).get("kube_proxy")) or svc_chains),
-                addr)
+        # (the chains are read only without a running kube-proxy: reading them makes a
+        # pending kube-proxy sync run, O(cluster endpoints))
+        translated = bool((node.running or {}).get("kube_proxy")) or any(
+            c.startswith("KUBE-SVC-") for c in node.iptables.chains("nat"))
+        return bool(live_servers) and translated, addr
     addr = f"{host}:{port}"
     try:
         p = int(str(port))

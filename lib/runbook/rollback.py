@@ -151,10 +151,11 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
 
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
-    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4). Idempotent."""
-    if rp.reboot_nodes:
+    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4), or where k3s
+    keeps running (a node-by-node node on flannel already). Idempotent."""
+    names = [n.node for n in rp.nodes if n.delete_cilium and not rp.rebooted(n)]
+    if rp.reboot_nodes and not names:
         return "not needed: the reboot clears Cilium's devices and chains"
-    names = [n.node for n in rp.nodes if n.delete_cilium]
     if not names or not s.require_execute("deleting the Cilium interfaces and chains"):
         return None
     return s.fleet(nodes_named(s, names)).apply(lambda n: _delete_cilium_one(s, n),

@@ -46,6 +46,11 @@ clears the kernel state, iptables and ipsets, and re-creates every pod sandbox.
 After either path, gates prove that no Cilium program, map, device or file is left on
 any node and that a ClusterIP DNS lookup answers from every node and a pod on each.
 
+Under node-by-node, 05-rollback plans again after its per-node steps: a node the journal
+proves on flannel (:func:`runbook.rollback_plan.on_flannel`) gets steps 1-3 but keeps k3s
+running through 4-6 (no stop/start, no killall cleanup, no reboot), and in 7 only its pods
+from before flannel's config was back are restarted (docs/node-by-node.md, I9).
+
 Example:
     >>> p = rollback.plan(s)                  # doctest: +SKIP
     >>> p.frame()                             # doctest: +SKIP

@@ -250,15 +250,15 @@ class RollbackPlan:
         back = [n.node for n in self.on_flannel_nodes if n.on_flannel.get("since")]
         if self.reboot_nodes and not back:
             return "not needed: a reboot re-creates every sandbox on flannel"
-        bridge = [n.node for n in self.nodes if n.lost_bridge and not n.on_flannel]
+        bridge = [n.node for n in self.nodes if n.lost_bridge and not n.on_flannel and not self.rebooted(n)]
+        where = [n.node for n in self.nodes if n.restart and not self.rebooted(n)]
         out = []
-        if self.pods_since or bridge:
-            if self.on_flannel_nodes:
-                where = ", ".join(n.node for n in self.nodes if n.restart and not self.rebooted(n))
-                out.append(f"pods created since {self.pods_since} on {where or 'no node'}, or on "
+        if self.on_flannel_nodes:
+            if (self.pods_since and where) or bridge:
+                out.append(f"pods created since {self.pods_since} on {', '.join(where) or 'no node'}, or on "
                            f"{', '.join(bridge) or 'no node'}")
-            else:
-                out.append(f"pods created since {self.pods_since} or on {', '.join(bridge) or 'no node'}")
+        elif self.pods_since or bridge:
+            out.append(f"pods created since {self.pods_since} or on {', '.join(bridge) or 'no node'}")
         if back:
             out.append(f"on {', '.join(back)} only the pods created before flannel's config was back there")
         return "; ".join(out) or "not needed"
@@ -399,7 +399,14 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
     cands = [t for t in [since, *starts] if t]
     pods_since = min(cands, key=_ts) if cands else None
     recorded = sorted((facts.get("argocd_previous_policies") or {}).keys())
-    done_steps = {e["step"] for e in rb_done if not e.get("node")}
+    # the per-node rollback journals its own pod restarts as restart-pods too (inside its
+    # nbn-rb-pods step): only one begun after every per-node step ended is the tail's
+    nbn_end = max((_ts(e.get("completed_at") or e["recorded_at"]) for e in entries
+                   if e.get("phase") == "rollback" and str(e.get("step", "")).startswith("nbn-")
+                   and (e.get("completed_at") or e.get("recorded_at"))), default=None)
+    done_steps = {e["step"] for e in rb_done if not e.get("node")
+                  and (e["step"] != STEP_PODS or nbn_end is None
+                       or (e.get("recorded_at") and _ts(e["recorded_at"]) > nbn_end))}
     return RollbackPlan(helm_uninstall=helm_plan, nodes=out, pods_since=pods_since,
                         argocd_recorded=recorded, velero_backup=facts.get("velero_backup"),
                         helm_done=STEP_HELM in done_steps and cilium,

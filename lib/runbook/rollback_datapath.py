@@ -12,9 +12,12 @@ what ``k3s-killall.sh`` would remove.
    Cilium's files to the backup folder (its CNI config, its CNI binary, its sysctl
    override; each path and backup journaled first), then re-applies the remaining sysctl
    files (``systemctl restart systemd-sysctl``, the unit Cilium's ``sysctlfix`` restarted
-   to apply its own file); then, unless the nodes are rebooted, runs Cilium's own cleanup
-   in a pod on the node (:mod:`runbook.cilium_cleanup`), only where something is left;
-4. :func:`killall_cleanup`, with k3s stopped: the ``CNI-*`` chains (the portmap plugin's
+   to apply its own file); then, unless the node is rebooted, runs Cilium's own cleanup
+   in a pod on the node (:mod:`runbook.cilium_cleanup`), only where something is left. The
+   waits for the agents to go and for each cleanup pod wake on a pods watch; they poll
+   only while no watch can be opened;
+4. :func:`killall_cleanup`, with k3s stopped (not on a node-by-node node already on
+   flannel, whose k3s keeps running and owns these): the ``CNI-*`` chains (the portmap plugin's
    hostPort rules, whose pods are gone) and kube-router's ipsets, as ``k3s-killall.sh``
    would. k3s's script removes the chains (``grep -v CNI-``); it destroys no ipset (read
    in k3s's ``install.sh``, which writes the script): the sets are kernel objects that

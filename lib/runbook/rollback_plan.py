@@ -460,8 +460,8 @@ def on_flannel(entries: Sequence[dict[str, Any]], node: str) -> dict[str, Any] |
     last = max(_seq(e) for e in mine)
     cni = [b for b in back if b.get("step") == NBN_RESTORE_CNI and _seq(b) > last]
     val = [b for b in back if b.get("step") == NBN_VALIDATE and _seq(b) > last]
-    if not cni or not val:
-        return None
+    if not cni or not val or _seq(val[-1]) < _seq(cni[-1]):
+        return None       # not taken back yet, or not validated since flannel's config came back
     addr = (val[-1].get("result") or {}).get("address") if isinstance(val[-1].get("result"), dict) else None
     return {"since": cni[-1].get("completed_at") or cni[-1].get("recorded_at"),
             "evidence": "the per-node rollback put flannel's CNI config back and a probe pod then got "

@@ -57,6 +57,10 @@ CONTAINER = "cleanup"
 COMMAND = ["cilium-dbg", "post-uninstall-cleanup", "--all-state", "-f"]
 #: seconds the pod lives by itself (its ``sleep``), also its activeDeadlineSeconds
 LIFETIME = 3600
+#: the cleanup pod's waits wake on a pods watch; they poll every POLL seconds only while
+#: no watch is open (the API away), and re-check every RECHECK seconds while one is
+POLL = 0.5
+RECHECK = 15.0
 _FATAL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
                   "CreateContainerConfigError", "RunContainerError")
 
@@ -172,7 +176,8 @@ def _delete_and_wait(s: Session, name: str, namespace: str, timeout: float) -> N
     def gone() -> tuple[bool, list[str]]:
         return (s.cluster.get("pods", name, namespace) is None, [f"{namespace}/{name} still exists"])
 
-    s.cluster.wait_for(gone, timeout=timeout, what=f"cleanup pod {namespace}/{name} gone", interval=0.5)
+    s.cluster.wait_for(gone, timeout=timeout, what=f"cleanup pod {namespace}/{name} gone", interval=POLL,
+                       watch=[("pods", namespace)], watched_interval=RECHECK)
 
 
 def _wait_running(s: Session, name: str, namespace: str, node: str, image: str, timeout: float) -> None:
@@ -198,7 +203,7 @@ def _wait_running(s: Session, name: str, namespace: str, node: str, image: str, 
 
     try:
         s.cluster.wait_for(running, timeout=timeout, what=f"cleanup pod {namespace}/{name} running",
-                           interval=0.5)
+                           interval=POLL, watch=[("pods", namespace)], watched_interval=RECHECK)
     except WaitTimeout as e:
         raise NodeError(f"the cleanup pod on {node} did not start within {timeout:.0f}s: "
                         + "; ".join(e.pending), node=node,

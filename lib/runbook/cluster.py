@@ -365,7 +365,7 @@ class Cluster:
     def wait_for(self, check: Callable[[], tuple[bool, list[str]]], *, timeout: float,
                  what: str, interval: float = 1.0,
                  progress: Callable[[str], None] | None = None,
-                 watch: Sequence[Any] = ()) -> float:
+                 watch: Sequence[Any] = (), watched_interval: float | None = None) -> float:
         """Re-check ``check`` until it returns ``(True, [])``; returns the seconds waited.
 
         ``check`` returns ``(done, pending)`` where ``pending`` lists, in words, what is
@@ -377,6 +377,9 @@ class Cluster:
                 (:class:`runbook.watches.Changes`), and every ``interval`` seconds anyway
                 (the fallback for what no watch sees, or while no watch can be opened).
                 Without ``watch``, ``check`` is polled every ``interval`` seconds.
+            watched_interval: seconds between re-checks while every watch is open (default
+                ``interval``): for a ``check`` that reads only the watched resources, so
+                that ``interval`` is the poll of a wait whose watch failed.
 
         Example:
             >>> c.wait_for(lambda: (all(node_ready(n) for n in c.list("nodes")), []),
@@ -406,6 +409,8 @@ class Cluster:
                     last_report = waited
                 pause = min(interval, max(0.0, timeout - waited))
                 if changes is not None:
+                    if watched_interval is not None and changes.watching:
+                        pause = min(watched_interval, max(0.0, timeout - waited))
                     changes.wait(pause)
                 else:
                     time.sleep(pause)

@@ -46,6 +46,11 @@ clears the kernel state, iptables and ipsets, and re-creates every pod sandbox.
 After either path, gates prove that no Cilium program, map, device or file is left on
 any node and that a ClusterIP DNS lookup answers from every node and a pod on each.
 
+Under node-by-node, 05-rollback plans again after its per-node steps: a node the journal
+proves on flannel (:func:`runbook.rollback_plan.on_flannel`) gets steps 1-3 but keeps k3s
+running through 4-6 (no stop/start, no killall cleanup, no reboot), and in 7 only its pods
+from before flannel's config was back are restarted (docs/node-by-node.md, I9).
+
 Example:
     >>> p = rollback.plan(s)                  # doctest: +SKIP
     >>> p.frame()                             # doctest: +SKIP
@@ -151,10 +156,11 @@ def _delete_cilium_one(s: Session, n: Node) -> dict[str, Any]:
 
 def delete_cilium(s: Session, rp: RollbackPlan) -> Any:
     """Delete ``cilium_host``/``cilium_net``/``cilium_vxlan`` and the CILIUM chains on every
-    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4). Idempotent."""
-    if rp.reboot_nodes:
+    node Cilium may have run on, BEFORE k3s stops (docs/cilium-on-k3s.md §4), or where k3s
+    keeps running (a node-by-node node on flannel already). Idempotent."""
+    names = [n.node for n in rp.nodes if n.delete_cilium and not rp.rebooted(n)]
+    if rp.reboot_nodes and not names:
         return "not needed: the reboot clears Cilium's devices and chains"
-    names = [n.node for n in rp.nodes if n.delete_cilium]
     if not names or not s.require_execute("deleting the Cilium interfaces and chains"):
         return None
     return s.fleet(nodes_named(s, names)).apply(lambda n: _delete_cilium_one(s, n),

@@ -12,9 +12,12 @@ what ``k3s-killall.sh`` would remove.
    Cilium's files to the backup folder (its CNI config, its CNI binary, its sysctl
    override; each path and backup journaled first), then re-applies the remaining sysctl
    files (``systemctl restart systemd-sysctl``, the unit Cilium's ``sysctlfix`` restarted
-   to apply its own file); then, unless the nodes are rebooted, runs Cilium's own cleanup
-   in a pod on the node (:mod:`runbook.cilium_cleanup`), only where something is left;
-4. :func:`killall_cleanup`, with k3s stopped: the ``CNI-*`` chains (the portmap plugin's
+   to apply its own file); then, unless the node is rebooted, runs Cilium's own cleanup
+   in a pod on the node (:mod:`runbook.cilium_cleanup`), only where something is left. The
+   waits for the agents to go and for each cleanup pod wake on a pods watch; they poll
+   only while no watch can be opened;
+4. :func:`killall_cleanup`, with k3s stopped (not on a node-by-node node already on
+   flannel, whose k3s keeps running and owns these): the ``CNI-*`` chains (the portmap plugin's
    hostPort rules, whose pods are gone) and kube-router's ipsets, as ``k3s-killall.sh``
    would. k3s's script removes the chains (``grep -v CNI-``); it destroys no ipset (read
    in k3s's ``install.sh``, which writes the script): the sets are kernel objects that
@@ -146,7 +149,7 @@ def _cleanup_one(s: Session, n: Node, rp: RollbackPlan) -> str:
         res = _move_files(s, n, before.files)
         said.append(f"moved {len(res['moved'])} file(s) to {s.params.paths.backup_dir}"
                     + (f"; sysctl {res['sysctl']}" if res.get("sysctl") else ""))
-    if rp.reboot_nodes:
+    if rp.rebooted(rp.node(n.name)):
         said.append("kernel state left for the reboot" if before.kernel_state else "no kernel state")
         return "; ".join(said)
     # bpftool missing: the kernel state is unknown, so Cilium's cleanup runs anyway
@@ -164,7 +167,7 @@ def _cleanup_one(s: Session, n: Node, rp: RollbackPlan) -> str:
 
 def cleanup_nodes(s: Session, rp: RollbackPlan) -> Any:
     """On every node Cilium may have run on: its files to the backup folder, then (unless
-    the nodes are rebooted) Cilium's own cleanup in a pod, where anything is left.
+    the node is rebooted) Cilium's own cleanup in a pod, where anything is left.
 
     A node where no agent ever ran has nothing left: nothing is done there. Leftover
     cleanup pods of a crashed attempt are deleted first.
@@ -172,8 +175,9 @@ def cleanup_nodes(s: Session, rp: RollbackPlan) -> Any:
     names = [n.node for n in rp.nodes if n.remove_cilium_cni]
     if not names:
         return "not needed: Cilium was never installed"
-    if not s.require_execute("removing Cilium's files" + ("" if rp.reboot_nodes else
-                                                         " and running its cleanup on the nodes")):
+    cleaned = [n for n in names if not rp.rebooted(rp.node(n))]
+    if not s.require_execute("removing Cilium's files" + (" and running its cleanup on " + ", ".join(cleaned)
+                                                         if cleaned else "")):
         return None
     ns = rp.helm_uninstall["namespace"] if rp.helm_uninstall else s.params.cilium.namespace
     def agents_gone() -> tuple[bool, list[str]]:
@@ -184,7 +188,9 @@ def cleanup_nodes(s: Session, rp: RollbackPlan) -> Any:
 
     try:   # the agents' pods end after the uninstall (their grace period): wait for them
         s.cluster.wait_for(agents_gone, timeout=s.params.limits.timeouts.cleanup,
-                           what="the Cilium agent pods gone", interval=1.0, progress=s.progress)
+                           what="the Cilium agent pods gone", interval=cilium_cleanup.POLL,
+                           progress=s.progress, watch=[("pods", ns)],
+                           watched_interval=cilium_cleanup.RECHECK)
     except WaitTimeout as e:
         raise NodeError("Cilium agent pods still exist: " + ", ".join(e.pending), node=None,
                         hint="helm uninstall has not removed them (Cilium's cleanup refuses while an "

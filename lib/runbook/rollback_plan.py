@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from . import node_by_node_plan as nbp
 from . import pods as pods_mod
 from .k3sconfig import unit_for
 from .presentation import frame_html
@@ -60,6 +61,11 @@ STEP_FILES = "remove-cilium-files"
 STEP_CLEANUP = "cilium-cleanup"
 STEP_KILLALL = "remove-cni-chains-ipsets"
 STEP_REBOOT = "reboot-node"
+#: the per-node rollback's steps that prove a node back on flannel (runbook.node_by_node_rollback)
+NBN_RESTORE_CNI = "nbn-rb-restore-cni"
+NBN_VALIDATE = "nbn-rb-validate"
+#: the unswitch's k3s restart with flannel back (runbook.node_by_node_unswitch)
+NBN_US_RESTART = "nbn-us-restart-k3s"
 ROLLBACK_STEPS = (STEP_HELM, STEP_IFACES, STEP_STOP, STEP_RESTORE, STEP_CNI, STEP_FLANNEL,
                   STEP_START, STEP_PODS, STEP_VELERO, STEP_CRDS, STEP_FILES, STEP_CLEANUP,
                   STEP_KILLALL, STEP_REBOOT)
@@ -82,6 +88,11 @@ class NodeRollback:
         lost_bridge: reconfigure deleted ``cni0`` here: its old pods lost their network.
         done: rollback steps already done for this node since the last migration step.
         reasons: why the node is in the plan, from the journal.
+        on_flannel: node-by-node only (None otherwise): the journal proves the node's pods
+            and its k3s are on flannel already, so the tail neither stops nor starts its k3s
+            (``restart`` is False) and restarts only its pods created before flannel's
+            config was back there. ``{"since": ISO time of the per-node rollback's
+            ``nbn-rb-restore-cni`` (None: the node never left flannel), "evidence": words}``.
     """
 
     node: str
@@ -94,6 +105,7 @@ class NodeRollback:
     lost_bridge: bool = False
     done: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    on_flannel: dict[str, Any] | None = None
 
     @property
     def touched(self) -> bool:
@@ -102,7 +114,10 @@ class NodeRollback:
                     or self.remove_cilium_cni or self.restore_files)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.on_flannel is None:   # big-bang plans (and their golden files) do not carry it
+            del out["on_flannel"]
+        return out
 
 
 @dataclass
@@ -142,6 +157,16 @@ class RollbackPlan:
     def touched_nodes(self) -> list[NodeRollback]:
         return [n for n in self.nodes if n.touched]
 
+    def rebooted(self, n: NodeRollback) -> bool:
+        """Whether ``n`` is rebooted (``reboot_nodes`` and k3s would restart there); a node
+        on flannel already gets Cilium's cleanup pod instead."""
+        return self.reboot_nodes and n.restart
+
+    @property
+    def on_flannel_nodes(self) -> list[NodeRollback]:
+        """Node-by-node: the nodes the journal proves on flannel already (no k3s stop/start)."""
+        return [n for n in self.nodes if n.on_flannel]
+
     @property
     def nothing_to_do(self) -> bool:
         return not self.helm_uninstall and not self.touched_nodes and not self.pods_since
@@ -163,11 +188,12 @@ class RollbackPlan:
         for n in self.nodes:
             rows.append({
                 "node": n.node, "role": n.role,
-                "Cilium's cleanup": ("files; reboot clears the kernel state" if self.reboot_nodes
+                "Cilium's cleanup": ("files; reboot clears the kernel state" if self.rebooted(n)
                                      else "files, cleanup pod") if n.remove_cilium_cni else "-",
-                "delete cilium ifaces/chains": "yes" if n.delete_cilium and not self.reboot_nodes else "-",
+                "delete cilium ifaces/chains": "yes" if n.delete_cilium and not self.rebooted(n) else "-",
                 ("reboot" if self.reboot_nodes else "stop/start k3s"):
-                    ("reboot" if self.reboot_nodes else unit_for(n.role)) if n.restart else "-",
+                    ("reboot" if self.reboot_nodes else unit_for(n.role)) if n.restart
+                    else "no: on flannel already" if n.on_flannel else "-",
                 "restore config.yaml": (f"from {n.restore_config['backup']}" if n.restore_config else "-"),
                 "put back flannel files": ", ".join(f["path"] for f in n.restore_files) or "-",
                 "already done": ", ".join(n.done) or "-",
@@ -180,20 +206,21 @@ class RollbackPlan:
         cil = ", ".join(n.node for n in touched if n.remove_cilium_cni) or "not needed"
         order = ", ".join(n.node for n in self._restart_order(start=True)) or "not needed"
         restore = ", ".join(n.node for n in touched if n.restore_config or n.restore_files) or "not needed"
-        pods = ("done" if self.pods_done else
-                "not needed: a reboot re-creates every sandbox on flannel" if self.reboot_nodes else
-                (f"pods created since {self.pods_since} or on "
-                 f"{', '.join(n.node for n in self.nodes if n.lost_bridge) or 'no node'}")
-                if self.pods_since or any(n.lost_bridge for n in self.nodes) else "not needed")
+        kept = ", ".join(n.node for n in self.on_flannel_nodes)
+        if kept and order == "not needed":
+            order = f"not needed: {kept} on flannel already"
+        pods = self._pods_target()
         rows = [
             ("1", "helm uninstall " + (self.helm_uninstall or {}).get("release", "cilium"),
              "done" if self.helm_done else ("planned" if self.helm_uninstall else "not needed: never installed")),
             ("2", "delete the cilium.io CRDs (objects saved first)",
              "done" if self.crds_done else "planned" if self.remove_crds and self.helm_uninstall
              else "kept (rollback.remove_crds: false)" if self.helm_uninstall else "not needed"),
-            ("3", "Cilium's files to the backup folder; " + ("the reboot clears the kernel state"
-                                                            if self.reboot_nodes else
-                                                            "cilium-dbg post-uninstall-cleanup in a pod"), cil),
+            ("3", "Cilium's files to the backup folder; " + (
+                "the reboot clears the kernel state" + (f" (on {kept}, not rebooted: cilium-dbg post-uninstall-"
+                                                        "cleanup in a pod, its interfaces and CILIUM chains)"
+                                                        if kept else "")
+                if self.reboot_nodes else "cilium-dbg post-uninstall-cleanup in a pod"), cil),
         ]
         if self.reboot_nodes:
             rows += [
@@ -216,6 +243,25 @@ class RollbackPlan:
             (str(len(rows) + 3), "restore Argo CD policies exactly", f"{len(self.argocd_recorded)} app(s) recorded"),
         ]
         return pd.DataFrame(rows, columns=["#", "step", "journal says / targets"])
+
+    def _pods_target(self) -> str:
+        if self.pods_done:
+            return "done"
+        back = [n.node for n in self.on_flannel_nodes if n.on_flannel.get("since")]
+        if self.reboot_nodes and not back:
+            return "not needed: a reboot re-creates every sandbox on flannel"
+        bridge = [n.node for n in self.nodes if n.lost_bridge and not n.on_flannel and not self.rebooted(n)]
+        where = [n.node for n in self.nodes if n.restart and not self.rebooted(n)]
+        out = []
+        if self.on_flannel_nodes:
+            if (self.pods_since and where) or bridge:
+                out.append(f"pods created since {self.pods_since} on {', '.join(where) or 'no node'}, or on "
+                           f"{', '.join(bridge) or 'no node'}")
+        elif self.pods_since or bridge:
+            out.append(f"pods created since {self.pods_since} or on {', '.join(bridge) or 'no node'}")
+        if back:
+            out.append(f"on {', '.join(back)} only the pods created before flannel's config was back there")
+        return "; ".join(out) or "not needed"
 
     def _restart_order(self, start: bool = False) -> list[NodeRollback]:
         nodes = [n for n in self.nodes if n.restart]
@@ -266,7 +312,12 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
     * files reconfigure moved to the backup folder are moved back;
     * a node the journal does not name (an agent never reached) is left alone;
     * with ``reboot_nodes`` every node k3s would restart is rebooted instead (servers first,
-      one at a time), and no pod is restarted: the reboot re-creates every sandbox.
+      one at a time), and no pod is restarted: the reboot re-creates every sandbox;
+    * node-by-node: a node the journal proves on flannel (:func:`on_flannel`) keeps Cilium's
+      removal (uninstall, its files, its cleanup pod, its devices and chains: the agent
+      ran there) but its k3s is neither stopped nor started, so neither the
+      ``k3s-killall.sh`` cleanup nor a reboot applies to it, and of its pods only those
+      created before flannel's config was back are restarted (docs/node-by-node.md, I9).
 
     A rollback step recorded done AFTER the last migration step is reported in
     ``done`` and skipped on a rerun.
@@ -332,6 +383,11 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
         if cilium:
             n.delete_cilium = n.remove_cilium_cni = n.restart = True
             n.reasons.append("Cilium was installed (its agent may have run here)")
+            n.on_flannel = on_flannel(entries, name)
+            if n.on_flannel:
+                n.restart = False
+                n.reasons.append(f"on flannel already ({n.on_flannel['evidence']}): k3s is neither "
+                                 "stopped nor started")
         n.done = sorted({e["step"] for e in rb_done if e.get("node") == name})
         out.append(n)
 
@@ -343,7 +399,14 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
     cands = [t for t in [since, *starts] if t]
     pods_since = min(cands, key=_ts) if cands else None
     recorded = sorted((facts.get("argocd_previous_policies") or {}).keys())
-    done_steps = {e["step"] for e in rb_done if not e.get("node")}
+    # the per-node rollback journals its own pod restarts as restart-pods too (inside its
+    # nbn-rb-pods step): only one begun after every per-node step ended is the tail's
+    nbn_end = max((_ts(e.get("completed_at") or e["recorded_at"]) for e in entries
+                   if e.get("phase") == "rollback" and str(e.get("step", "")).startswith("nbn-")
+                   and (e.get("completed_at") or e.get("recorded_at"))), default=None)
+    done_steps = {e["step"] for e in rb_done if not e.get("node")
+                  and (e["step"] != STEP_PODS or nbn_end is None
+                       or (e.get("recorded_at") and _ts(e["recorded_at"]) > nbn_end))}
     return RollbackPlan(helm_uninstall=helm_plan, nodes=out, pods_since=pods_since,
                         argocd_recorded=recorded, velero_backup=facts.get("velero_backup"),
                         helm_done=STEP_HELM in done_steps and cilium,
@@ -351,6 +414,58 @@ def plan_from_journal(doc: dict[str, Any], nodes: Sequence[tuple[str, str]], *,
                         remove_crds=bool(remove_crds) and cilium,
                         cilium_files=list(cilium_files) if cilium else [],
                         crds_done=STEP_CRDS in done_steps and cilium)
+
+
+def _seq(e: dict[str, Any]) -> int:
+    return int(e.get("seq") or 0)
+
+
+def on_flannel(entries: Sequence[dict[str, Any]], node: str) -> dict[str, Any] | None:
+    """Whether the journal proves ``node`` on flannel already under node-by-node (pure):
+    ``{"since", "evidence"}``, or None when it does not (then big-bang's rules apply).
+
+    Proven when the install was node-by-node's (its CiliumNodeConfig, ``nbn-cnc``, is
+    recorded), every k3s restart or flannel cleanup the switch recorded on the node is
+    followed by the unswitch's restart with flannel (``nbn-us-restart-k3s`` done), and
+    either the node was never labelled for Cilium's CNI config (no ``nbn-label`` nor
+    ``nbn-agent``: with ``cni.customConf`` its agent wrote none, F2/F3; ``since`` None) or
+    the per-node rollback put flannel's config back (``nbn-rb-restore-cni``, its time is
+    ``since``) and a probe pod then got a flannel address (``nbn-rb-validate``), both done
+    after the node's last migration step.
+
+    Example:
+        >>> e = [{"seq": 1, "step": "nbn-cnc", "phase": "install", "status": "done"},
+        ...      {"seq": 2, "step": "nbn-label", "node": "a", "phase": "install", "status": "done"}]
+        >>> on_flannel(e, "a") is None, on_flannel(e, "b")["since"]
+        (True, None)
+        >>> done = {"phase": "rollback", "node": "a", "status": "done"}
+        >>> on_flannel(e + [{**done, "seq": 3, "step": "nbn-rb-restore-cni", "completed_at": "T3"},
+        ...                 {**done, "seq": 4, "step": "nbn-rb-validate"}], "a")["since"]
+        'T3'
+    """
+    mig = [e for e in entries if e.get("phase") != "rollback"]
+    if not any(e.get("step") == nbp.STEP_CNC for e in mig):
+        return None
+    mine = [e for e in mig if e.get("node") == node]
+    back = [e for e in entries if e.get("phase") == "rollback" and e.get("node") == node
+            and e.get("status") == "done"]
+    for e in mine:
+        if e.get("step") in ("restart-k3s", "cleanup-leftovers") and not any(
+                b.get("step") == NBN_US_RESTART and _seq(b) > _seq(e) for b in back):
+            return None       # k3s still runs as the switch left it, or flannel's devices are gone
+    if not nbp.needs_revert(entries, node):
+        if nbp.switch_started(entries):
+            return None       # the switch's final values write Cilium's config on every node
+        return {"since": None, "evidence": "never labelled for Cilium's CNI config: its pods never left flannel"}
+    last = max(_seq(e) for e in mine)
+    cni = [b for b in back if b.get("step") == NBN_RESTORE_CNI and _seq(b) > last]
+    val = [b for b in back if b.get("step") == NBN_VALIDATE and _seq(b) > last]
+    if not cni or not val or _seq(val[-1]) < _seq(cni[-1]):
+        return None       # not taken back yet, or not validated since flannel's config came back
+    addr = (val[-1].get("result") or {}).get("address") if isinstance(val[-1].get("result"), dict) else None
+    return {"since": cni[-1].get("completed_at") or cni[-1].get("recorded_at"),
+            "evidence": "the per-node rollback put flannel's CNI config back and a probe pod then got "
+                        + (f"{addr}, a flannel address" if addr else "a flannel address")}
 
 
 def _ts(value: str) -> datetime:
@@ -372,14 +487,14 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
     was switched off (their sandbox is Cilium's, or none), and every non-hostNetwork pod
     on a node whose ``cni0`` bridge reconfigure deleted (its veth hangs off nothing).
     Pods on nodes the rollback leaves alone, hostNetwork pods, finished pods and
-    unscheduled pods are not touched; on the reboot path none is (the reboot re-creates
-    every sandbox of a node with flannel)."""
-    if rp.reboot_nodes:  # a reboot re-creates every sandbox of the node with flannel
-        return []
+    unscheduled pods are not touched; on a rebooted node none is (the reboot re-creates
+    every sandbox of the node with flannel). On a node-by-node node on flannel already
+    (:attr:`NodeRollback.on_flannel`) only the pods created before flannel's config was
+    back there are: the per-node rollback could not re-create them (their owner's policy,
+    or they came in between), and they lose their network when Cilium goes; on a node that
+    never left flannel, none is."""
     since = _ts(rp.pods_since) if rp.pods_since else None
-    bridge_lost = {n.node for n in rp.nodes if n.lost_bridge}
-    # a node the rollback leaves alone kept its CNI: its pods are left alone too
-    restarted = {n.node for n in rp.nodes if n.restart}
+    by = {n.node: n for n in rp.nodes}
     out = []
     for p in pods:
         spec, md = p.get("spec") or {}, p["metadata"]
@@ -387,8 +502,15 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
             continue
         if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
-        node, created = spec.get("nodeName"), _created(p)
-        if node in bridge_lost or (node in restarted and since and created and created >= since):
+        n, created = by.get(spec.get("nodeName")), _created(p)
+        if n is None or rp.rebooted(n):
+            continue
+        if n.on_flannel:
+            back = n.on_flannel.get("since")
+            if back and created and created < _ts(back):
+                out.append(p)
+        # a node the rollback leaves alone kept its CNI: its pods are left alone too
+        elif n.lost_bridge or (n.restart and since and created and created >= since):
             out.append(p)
     return out
 

@@ -9,15 +9,15 @@
   it may be on Cilium); 05-rollback takes every node back, the per-node way first, and the
   twin's own view afterwards is the big-bang rollback's checked state (configs identical,
   flannel back, no Cilium device, BPF state or file, ClusterIP DNS from every node), with
-  every node schedulable and unlabelled;
+  every node schedulable and unlabelled, and no node's k3s stopped or started by the tail;
 * the whole rehearsal, ``rehearse(strategy="node-by-node", with_rollback=True)``, passes and
   the ingress hosts whose backend has two or more replicas never fail while the nodes move
   one by one (the "node by node" stage; a single-replica backend shows its outage while its
   node is drained, and the switch's agent restarts are their own stage), nor while the
   rollback undoes the switch and takes every node back ("rollback: unswitch", "rollback:
-  node by node"), and kube-dns answers from every node while the cleanup stops k3s (the
-  kube-proxy rules it leaves are its last sync's); every rollback check passes (configs
-  byte-identical, flannel back, no Cilium leftovers).
+  node by node"), nor while it removes Cilium ("rollback: cleanup": every node is on flannel
+  by then, so no k3s is stopped and kube-dns answers from every node throughout); every
+  rollback check passes (configs byte-identical, flannel back, no Cilium leftovers).
 """
 from __future__ import annotations
 
@@ -145,6 +145,13 @@ def test_killed_mid_nodes_the_rollback_returns_every_node_to_flannel(fresh_twin,
                                           "validate", "uncordon")]
     first_helm = min(e["seq"] for e in doc["entries"] if e["step"] == "helm-uninstall")
     assert max(e["seq"] for e in doc["entries"] if e["step"].startswith("nbn-rb-")) < first_helm
+    # every node is on flannel once the per-node way back is done (taken back, or never labelled):
+    # Cilium is removed from each, and none has its k3s stopped or started again
+    tail = [(e["step"], e["node"]) for e in doc["entries"] if e.get("phase") == "rollback" and e["seq"] > first_helm
+            and e["status"] == "done"]
+    assert {n for s, n in tail if s == "cilium-cleanup"} == set(ORDER)
+    assert {n for s, n in tail if s == "delete-cilium-ifaces"} == set(ORDER)
+    assert not [x for x in tail if x[0] in ("stop-k3s", "start-k3s", "remove-cni-chains-ipsets")], tail
     checks = verify_back_on_flannel(fresh_twin, before)
     assert all(c["ok"] for c in checks.values()), checks
     c = Cluster.from_params(params_mod.load(params))
@@ -210,14 +217,14 @@ def test_rehearse_node_by_node_with_rollback(tmp_path: Path) -> None:
                                        "nbn-us-restart-k3s", "nbn-us-kpr-off", "nbn-us-kpr-rollout"}
     assert [e["node"] for e in rb if e["step"] == "nbn-us-restart-k3s"][0] == "set-hog"   # the server first
     assert [e["node"] for e in rb if e["step"] == "nbn-rb-uncordon"] == list(reversed(ORDER))
-    for stage in ("rollback: unswitch", "rollback: node by node"):
+    for stage in ("rollback: unswitch", "rollback: node by node", "rollback: cleanup"):
         back = stages[stage]["per_target"]
         assert {h: back[h]["failed"] for h in replicated} == {h: 0 for h in replicated}, stage
-    # while the cleanup stops k3s on every node, the kube-proxy rules k3s leaves are those of
-    # its last sync: the kube-dns ClusterIP still reaches the CoreDNS pod that runs
-    cleanup = stages["rollback: cleanup"]["per_target"]
-    dns = {h: f["failed"] for h, f in cleanup.items() if "kube-dns" in h}
-    assert len(dns) == len(ORDER) and dns == {h: 0 for h in dns}, dns
+    # the cleanup keeps k3s running on every node (each is on flannel by then): kube-proxy keeps
+    # serving the kube-dns ClusterIP from every node throughout
+    assert not [e for e in rb if e["step"] in ("stop-k3s", "start-k3s")]
+    dns = {t: f["failed"] for t, f in stages["rollback: cleanup"]["per_target"].items() if "kube-dns" in t}
+    assert len(dns) == len(ORDER) and set(dns.values()) == {0}, dns
     # every check of the rollback passed (above), these among them
     assert {"configs byte-identical", "flannel back on every node", "no cilium leftovers on nodes",
             "no Cilium BPF state on nodes", "no Cilium files on nodes"} <= set(doc["checks"])

@@ -129,7 +129,7 @@ POD_CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "pods.json").is_fi
 
 
 def test_pod_cases_present() -> None:
-    assert {"reconfigure-agent-unreached", "install-failed"} <= set(POD_CASES)
+    assert {"reconfigure-agent-unreached", "install-failed", "nbn-mid-nodes-reverted"} <= set(POD_CASES)
 
 
 @pytest.mark.parametrize("case", POD_CASES)
@@ -232,3 +232,108 @@ def test_crds_are_never_planned_without_an_install() -> None:
     doc = json.loads((FIXTURES / "reconfigure-agent-unreached" / "journal.json").read_text())
     p = plan_from_journal(doc, NODES, remove_crds=True, cilium_files=["/x"])
     assert not p.remove_crds and p.cilium_files == []
+
+
+# ----------------------------------------------------------------------------- node-by-node tail
+# nbn-after-switch-*: a twin run's journal (trimmed: long results cut to three items), killed
+# mid-unswitch and resumed, up to the end of the per-node rollback (reverted) or up to fast-skunk's
+# pod restart, before its validation (one-node-pending). nbn-mid-nodes-reverted: the same run's
+# entries up to fast-heron's agent step (killed there), followed by the per-node rollback of
+# fast-heron and fast-skunk; set-hog was never reached.
+
+
+def test_node_by_node_cases_present() -> None:
+    assert {"nbn-after-switch-reverted", "nbn-after-switch-one-node-pending", "nbn-mid-nodes-reverted"} <= set(CASES)
+
+
+def _rb(doc: dict, step: str, node: str) -> dict:
+    return next(e for e in doc["entries"] if e["step"] == step and e["node"] == node and e["phase"] == "rollback"
+                and e["status"] == "done")
+
+
+def test_nodes_taken_back_keep_k3s_running_and_lose_only_cilium() -> None:
+    doc = json.loads((FIXTURES / "nbn-after-switch-reverted" / "journal.json").read_text())
+    p = _plan("nbn-after-switch-reverted")
+    assert p.helm_uninstall == {"release": "cilium", "namespace": "kube-system"} and not p.helm_done
+    for n in p.nodes:
+        # Cilium's agent ran here: its files, cleanup pod, devices and chains still go
+        assert n.delete_cilium and n.remove_cilium_cni
+        # the unswitch restarted k3s with flannel, the per-node rollback proved a flannel address
+        assert not n.restart and n.on_flannel["since"] == _rb(doc, "nbn-rb-restore-cni", n.node)["completed_at"]
+        assert "a flannel address" in n.on_flannel["evidence"]
+    assert p._restart_order() == [] and p._restart_order(start=True) == []
+    # the config the switch wrote is still planned (the restore is idempotent: done by the unswitch)
+    assert p.node("set-hog").restore_config and p.node("set-hog").done == ["restore-config", "restore-flannel-files"]
+    # the per-node rollback's own restart-pods entries are not the tail's pod restart
+    assert not p.pods_done
+    steps = dict(zip(p.steps()["step"], p.steps()["journal says / targets"]))
+    assert steps["start k3s: servers first (wait for the API), then agents; wait for flannel.1"] == \
+        "not needed: set-hog, fast-skunk, fast-heron on flannel already"
+    assert set(p.frame()["stop/start k3s"]) == {"no: on flannel already"}
+
+
+def test_a_node_not_yet_validated_gets_big_bangs_tail() -> None:
+    p = _plan("nbn-after-switch-one-node-pending")
+    assert [n.node for n in p.nodes if n.on_flannel] == ["set-hog", "fast-heron"]
+    skunk = p.node("fast-skunk")
+    assert skunk.restart and skunk.on_flannel is None      # flannel's config back, no probe yet: not proven
+    assert [n.node for n in p._restart_order(start=True)] == ["fast-skunk"]
+    assert not p.pods_done                                 # its restart-pods ran inside nbn-rb-pods
+
+
+def test_the_tails_own_pod_restart_is_done_once_recorded_after_the_per_node_steps() -> None:
+    doc = json.loads((FIXTURES / "nbn-after-switch-reverted" / "journal.json").read_text())
+    last = doc["entries"][-1]
+    doc["entries"].append({**last, "id": "tail-pods", "seq": last["seq"] + 1, "step": "restart-pods", "node": None,
+                           "recorded_at": "2026-12-04T18:45:00.000Z", "completed_at": "2026-12-04T18:45:01.000Z"})
+    assert plan_from_journal(doc, NODES).pods_done
+
+
+def test_without_the_unswitchs_restart_a_node_is_not_on_flannel() -> None:
+    doc = json.loads((FIXTURES / "nbn-after-switch-reverted" / "journal.json").read_text())
+    doc["entries"] = [e for e in doc["entries"] if not (e["step"] == "nbn-us-restart-k3s" and e["node"] == "fast-heron")]
+    p = plan_from_journal(doc, NODES)
+    # the switch restarted it with flannel-backend none and deleted flannel's devices: big-bang's tail
+    assert p.node("fast-heron").restart and p.node("fast-heron").on_flannel is None
+    assert not p.node("set-hog").restart and not p.node("fast-skunk").restart
+
+
+def test_a_migration_step_after_the_per_node_rollback_voids_its_proof() -> None:
+    doc = json.loads((FIXTURES / "nbn-mid-nodes-reverted" / "journal.json").read_text())
+    last = doc["entries"][-1]
+    doc["entries"].append({**last, "id": "again", "seq": last["seq"] + 1, "step": "nbn-label", "node": "fast-skunk",
+                           "phase": "install"})
+    assert plan_from_journal(doc, NODES).node("fast-skunk").restart
+
+
+def test_mid_nodes_every_node_keeps_k3s_and_never_reached_ones_restart_no_pod() -> None:
+    p = _plan("nbn-mid-nodes-reverted")
+    assert p.helm_uninstall and all(n.remove_cilium_cni and n.delete_cilium and not n.restart for n in p.nodes)
+    assert p.node("set-hog").on_flannel == {"since": None, "evidence": "never labelled for Cilium's CNI config: "
+                                                                       "its pods never left flannel"}
+    assert p.node("fast-heron").on_flannel["since"] == "2026-12-04T18:42:04.295Z"
+    pods = json.loads((FIXTURES / "nbn-mid-nodes-reverted" / "pods.json").read_text())
+    names = {x["metadata"]["name"] for x in rollback.restart_candidates(pods, p)}
+    # only what predates flannel's config on a node taken back; set-hog's new pod never left flannel
+    assert names == {"cilium-era-on-heron", "instance-manager-h"}
+
+
+def test_without_node_by_node_evidence_nothing_is_assumed_on_flannel() -> None:
+    doc = json.loads((FIXTURES / "nbn-mid-nodes-reverted" / "journal.json").read_text())
+    doc["entries"] = [e for e in doc["entries"] if e["step"] != "nbn-cnc"]   # killed before its CiliumNodeConfig
+    p = plan_from_journal(doc, NODES)
+    assert all(n.restart and n.on_flannel is None for n in p.nodes)
+    for case in ("install-failed", "full-migration-partial-rollback", "reboot-after-full-migration"):
+        assert not _plan(case).on_flannel_nodes, case
+
+
+def test_on_the_reboot_path_a_node_on_flannel_is_cleaned_not_rebooted() -> None:
+    doc = json.loads((FIXTURES / "nbn-after-switch-one-node-pending" / "journal.json").read_text())
+    p = plan_from_journal(doc, NODES, reboot_nodes=True)
+    assert [n.node for n in p.nodes if p.rebooted(n)] == ["fast-skunk"]
+    frame = p.frame().set_index("node")
+    assert frame.loc["set-hog", "Cilium's cleanup"] == "files, cleanup pod"
+    assert frame.loc["set-hog", "delete cilium ifaces/chains"] == "yes"
+    assert frame.loc["fast-skunk", "Cilium's cleanup"] == "files; reboot clears the kernel state"
+    assert frame.loc["set-hog", "reboot"] == "no: on flannel already"
+    assert "on set-hog, fast-heron, not rebooted" in " ".join(p.steps()["step"])

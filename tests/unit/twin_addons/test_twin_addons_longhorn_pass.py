@@ -73,6 +73,7 @@ class World:
         self.rt = None
         self.rebuilding: dict[str, set[str]] = {}
         self.broken: set[frozenset] = set()
+        self.cordoned: set[str] = set()
         self.settings = dict(SETTINGS, **(settings or {}))
         self.c = VolumeClock(engine_epoch=0, replica_epoch=dict.fromkeys(replicas, 0))
         self.v = {"metadata": {"name": "vol"}, "spec": {"numberOfReplicas": wanted or len(replicas),
@@ -99,6 +100,14 @@ class World:
 
     def engine_image_ready(self, node: str) -> bool:
         return True
+
+    def manager_ready(self, node: str) -> bool:
+        return node in self.ims.by_node
+
+    def scheduling_nodes(self) -> tuple[list[dict], dict[str, int]]:
+        return [{"name": n, "ready": True, "cordoned": n in self.cordoned, "zone": "",
+                 "instance_manager": self.ims.running(n), "engine_image": True}
+                for n in sorted(self.ims.by_node)], {}
 
     def cut(self, a: str, b: str) -> None:
         self.broken.add(frozenset((a, b)))

@@ -108,7 +108,10 @@ class ReplicaEvictions:
             return
         policy = self.volumes.settings().get("node-drain-policy", "")
         replicas = list(self.store.iter_objects(t, LONGHORN_NS))
-        protected = self.pdbs.protected_nodes(replicas)
+        if policy not in EVICTING_POLICIES:
+            # nothing to request; only requests left from an earlier policy to cancel
+            replicas = [r for r in replicas if (r.get("spec") or {}).get("evictionRequested")]
+        protected = self.pdbs.protected_nodes(replicas) if policy == EVICTING_POLICIES[1] else {}
         nodes: dict[str, tuple[str, bool] | None] = {}
         for r in replicas:
             sp = r.get("spec") or {}
@@ -131,7 +134,7 @@ class ReplicaEvictions:
                 self._set(r, want, reason, node)
         live = {meta(r)["name"] for r in replicas}
         for name in [n for n in self.requested if n not in live]:
-            del self.requested[name]
+            del self.requested[name]    # deleted (evicted), or no longer requested
 
     def _set(self, replica: dict, want: bool, reason: str, node: str) -> None:
         name = meta(replica)["name"]

@@ -173,8 +173,8 @@ def test_block_for_eviction_drain_finishes_once_longhorn_moved_every_replica(lh)
     set_setting(at, "replica-soft-anti-affinity", "true")
     set_policy(at, "block-for-eviction")
 
-    r = kubectl(at, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=200s",
-                timeout=240)
+    r = kubectl(at, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=150s",
+                timeout=180)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "disruption budget" in out and f"pod/{name} evicted" in out, out

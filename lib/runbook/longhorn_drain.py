@@ -197,10 +197,17 @@ def read_shareable(s: Session) -> set[str]:
     return out
 
 
+def read_nodes(s: Session) -> list[str]:
+    """The nodes Longhorn runs on (those with an instance manager; every node when none
+    is listed)."""
+    ims = s.cluster.iter_collection(storage.LONGHORN_API, "instancemanagers", storage.LONGHORN_NS)
+    nodes = {(im.get("spec") or {}).get("nodeID") or "" for im in ims} - {""}
+    return sorted(nodes) or [n["metadata"]["name"] for n in s.cluster.list("nodes")]
+
+
 def verdict(s: Session) -> Verdict | None:
     """The gate read from the cluster; None when Longhorn is not installed."""
     if not storage.installed(s.cluster):
         return None
-    nodes = [n["metadata"]["name"] for n in s.cluster.list("nodes")]
-    return drain_verdict(read_policy(s), storage.read_volumes(s.cluster), nodes=nodes,
+    return drain_verdict(read_policy(s), storage.read_volumes(s.cluster), nodes=read_nodes(s),
                          shareable=read_shareable(s))

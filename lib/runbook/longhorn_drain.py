@@ -17,8 +17,8 @@ a cordoned node and only once (canDeleteInstanceManagerPDB):
   ==========================================  ===========================================
   ``block-if-contains-last-replica``          each replica on the node has a healthy copy
                                               on another schedulable node
-  ``block-for-eviction-if-contains-last-      Longhorn has first copied every replica
-  replica``                                   that has no healthy copy elsewhere
+  ``block-for-eviction-if-contains-last-      Longhorn has moved away every replica that
+  replica``                                   has no healthy copy elsewhere
   ``block-for-eviction``                      Longhorn has moved every replica off the node
   ``allow-if-replica-is-stopped``             the replicas with no copy elsewhere are
                                               stopped (their volume detached)
@@ -26,10 +26,23 @@ a cordoned node and only once (canDeleteInstanceManagerPDB):
                                               running volume can be corrupted)
   ==========================================  ===========================================
 
+The two ``block-for-eviction`` policies move replicas by themselves as soon as the node is
+cordoned (``node_controller.go`` shouldEvictReplica sets ``spec.evictionRequested``; the
+volume controller rebuilds one more replica elsewhere, then deletes the evicted one), so
+such a drain finishes, as slowly as the copies. Two costs: a volume attached to the
+drained node stays attached there until its replicas are moved (the eviction's attachment
+ticket is not interrupted by a workload's), so its pod, moved by the drain, waits that
+long; and a replica moves only to a schedulable node holding no replica of its volume
+unless replica soft anti-affinity allows sharing one (``replica-soft-anti-affinity``, or
+the volume's own ``replicaSoftAntiAffinity``). With no such node Longhorn cannot move it
+(the volume's ``Scheduled`` condition says ``ReplicaSchedulingFailure``), keeps the PDB,
+and the drain waits for ever: under ``block-for-eviction`` a volume with a replica on
+every node does that to every drain.
+
 So under the default policy a volume whose every replica sits on one node blocks that
-node's drain until ``node_by_node.drain_timeout``. :func:`verdict` lists such volumes
-with what to do before the migration starts; a policy that moves or stops replicas is
-named with its cost.
+node's drain until ``node_by_node.drain_timeout``, and under ``block-for-eviction`` a
+volume Longhorn cannot move does. :func:`verdict` lists such volumes with what to do
+before the migration starts; a policy that moves or stops replicas is named with its cost.
 
 Example:
     >>> rows = [storage.VolumeRow("pvc-1", "attached", "healthy", "a", "rwo", ["a"])]
@@ -39,7 +52,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 from . import storage
 from .node_by_node_gates import Verdict
@@ -60,8 +73,36 @@ def _single_node(rows: list[storage.VolumeRow]) -> list[storage.VolumeRow]:
     return [r for r in rows if len(set(r.replica_nodes)) == 1]
 
 
-def drain_verdict(policy: str, rows: list[storage.VolumeRow]) -> Verdict:
+def _unmovable(rows: list[storage.VolumeRow], nodes: Collection[str] | None,
+               shareable: Collection[str]) -> list[storage.VolumeRow]:
+    """Volumes Longhorn cannot move a replica of off a drained node: no other node without
+    a replica of the volume (or, with soft anti-affinity, no other node at all). Unknown
+    nodes: none is said unmovable."""
+    if not nodes:
+        return []
+    out = []
+    for r in rows:
+        held = set(r.replica_nodes)
+        free = set(nodes) - held if r.name not in shareable else set(nodes)
+        if any(not (free - {n}) for n in held):
+            out.append(r)
+    return out
+
+
+_SOFT_CMD = ("`kubectl -n longhorn-system patch settings.longhorn.io replica-soft-anti-affinity --type merge "
+             "-p '{\"value\":\"true\"}'`")
+
+
+def drain_verdict(policy: str, rows: list[storage.VolumeRow], *, nodes: Collection[str] | None = None,
+                  shareable: Collection[str] = ()) -> Verdict:
     """The gate from the ``node-drain-policy`` value and the volumes (pure).
+
+    Args:
+        policy: the ``node-drain-policy`` setting.
+        rows: the volumes and their replicas' nodes.
+        nodes: the nodes Longhorn may put replicas on (None: not known; then no volume
+            is said to be unmovable).
+        shareable: volumes whose replicas may share a node (replica soft anti-affinity).
 
     Example:
         >>> two = storage.VolumeRow("pvc-2", "attached", "healthy", "a", "rwo", ["a", "b"])
@@ -69,10 +110,16 @@ def drain_verdict(policy: str, rows: list[storage.VolumeRow]) -> Verdict:
         True
         >>> drain_verdict("surprise", [two]).ok
         False
+        >>> stuck = drain_verdict("block-for-eviction", [two], nodes=["a", "b"])
+        >>> stuck.ok, stuck.details[0].split(":")[0]
+        (False, 'pvc-2')
     """
     lonely = _single_node(rows)
+    stuck = _unmovable(rows, nodes, shareable)
     facts = {"policy": policy, "volumes": len(rows),
-             "single_node_volumes": {r.name: r.replica_nodes[0] for r in lonely}}
+             "single_node_volumes": {r.name: r.replica_nodes[0] for r in lonely},
+             "nodes": len(nodes) if nodes else None,
+             "unmovable_volumes": sorted(r.name for r in stuck)}
     if policy not in POLICIES:
         return Verdict("nbn-longhorn-drain", False, _MESSAGE,
                        [f"settings.longhorn.io/node-drain-policy is {policy!r}, which this runbook does not know"],
@@ -87,17 +134,35 @@ def drain_verdict(policy: str, rows: list[storage.VolumeRow]) -> Verdict:
                         "`kubectl -n longhorn-system patch volumes.longhorn.io <volume> --type merge -p "
                         "'{\"spec\":{\"numberOfReplicas\":2}}'`) and wait until it is healthy",
                         "or set node-drain-policy to block-for-eviction-if-contains-last-replica for the "
-                        "migration: Longhorn then copies those replicas away before each drain (the drain "
-                        "takes as long as the copy)",
+                        "migration: Longhorn then moves those replicas away before each drain (the drain "
+                        "takes as long as the copy, and a volume attached there waits for it)",
                         "or allow-if-replica-is-stopped: the volume is down while its node is drained"], facts)
+    # the replicas these policies move: all of them, or those without a copy elsewhere
+    moved = {r.name for r in (rows if policy == "block-for-eviction" else lonely)}
+    blocked = [r for r in stuck if r.name in moved] if policy in POLICIES[1:3] else []
+    if blocked:
+        return Verdict("nbn-longhorn-drain", False, _MESSAGE,
+                       [f"{r.name}: replicas on {', '.join(sorted(set(r.replica_nodes)))}: node-drain-policy "
+                        f"{policy} moves the replica off a drained node first and no other node may take it "
+                        "(it holds a replica of the volume already), so Longhorn keeps the instance-manager "
+                        "PDB (Scheduled: ReplicaSchedulingFailure) and the drain waits until "
+                        "node_by_node.drain_timeout" for r in blocked],
+                       [f"set replica-soft-anti-affinity to true for the migration ({_SOFT_CMD}): the moved "
+                        "replica may then share a node with another replica of its volume",
+                        "or set node-drain-policy to block-for-eviction-if-contains-last-replica (Longhorn "
+                        "moves only the replicas without a healthy copy elsewhere) or "
+                        "block-if-contains-last-replica (it moves none)",
+                        "or lower those volumes' numberOfReplicas below the number of nodes"], facts)
     details = {
         DEFAULT_POLICY: [f"every one of the {len(rows)} volumes has replicas on two nodes or more"],
         "block-for-eviction-if-contains-last-replica": [
-            f"{w}: Longhorn copies it to another node before that node's drain ends" for w in where]
+            f"{w}: Longhorn moves it to another node before that node's drain ends (a pod using it "
+            "waits for the copy)" for w in where]
         or ["no volume keeps every replica on one node: Longhorn moves nothing"],
         "block-for-eviction": ["Longhorn moves every replica off each drained node before its drain ends: "
                                "each drain takes as long as copying that node's replicas (check "
-                               "node_by_node.drain_timeout)"],
+                               "node_by_node.drain_timeout), and a volume attached to the drained node "
+                               "stays there until then, its moved pod waiting"],
         "allow-if-replica-is-stopped": [f"{w}: down while that node is drained (its replica stopped)"
                                         for w in where] or ["no volume keeps every replica on one node"],
         "always-allow": ["Longhorn lets a drain stop a volume's last running replica (Longhorn warns of "
@@ -114,8 +179,35 @@ def read_policy(s: Session) -> str:
     return str((obj or {}).get("value") or DEFAULT_POLICY)
 
 
+def _setting(s: Session, name: str) -> str:
+    obj = s.cluster.request("GET", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
+                                   f"/settings/{name}", ok_missing=True)
+    return str((obj or {}).get("value") or "")
+
+
+def read_shareable(s: Session) -> set[str]:
+    """Volumes whose replicas may share a node: the volume's ``replicaSoftAntiAffinity``
+    (``enabled``/``disabled``), else the ``replica-soft-anti-affinity`` setting."""
+    default = _setting(s, "replica-soft-anti-affinity").lower() == "true"
+    out = set()
+    for v in s.cluster.iter_collection(storage.LONGHORN_API, "volumes", storage.LONGHORN_NS):
+        own = (v.get("spec") or {}).get("replicaSoftAntiAffinity")
+        if own == "enabled" or (own != "disabled" and default):
+            out.add(v["metadata"]["name"])
+    return out
+
+
+def read_nodes(s: Session) -> list[str]:
+    """The nodes Longhorn runs on (those with an instance manager; every node when none
+    is listed)."""
+    ims = s.cluster.iter_collection(storage.LONGHORN_API, "instancemanagers", storage.LONGHORN_NS)
+    nodes = {(im.get("spec") or {}).get("nodeID") or "" for im in ims} - {""}
+    return sorted(nodes) or [n["metadata"]["name"] for n in s.cluster.list("nodes")]
+
+
 def verdict(s: Session) -> Verdict | None:
     """The gate read from the cluster; None when Longhorn is not installed."""
     if not storage.installed(s.cluster):
         return None
-    return drain_verdict(read_policy(s), storage.read_volumes(s.cluster))
+    return drain_verdict(read_policy(s), storage.read_volumes(s.cluster), nodes=read_nodes(s),
+                         shareable=read_shareable(s))

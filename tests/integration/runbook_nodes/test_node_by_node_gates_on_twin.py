@@ -6,6 +6,8 @@ ReplicaSets owned by Deployments, a PDB created through the API.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from runbook import longhorn_drain
@@ -81,3 +83,27 @@ def test_longhorn_drain_gate_reads_the_policy_and_the_replicas(cluster) -> None:
     assert v.details[0].startswith(f"{one.name}: every replica on {one.replica_nodes[0]}")
     assert "numberOfReplicas" in v.hint and "block-for-eviction-if-contains-last-replica" in v.hint
     assert longhorn_drain.drain_verdict("allow-if-replica-is-stopped", lonely).ok
+
+
+def test_longhorn_drain_gate_names_the_volumes_block_for_eviction_cannot_move(cluster) -> None:
+    """minicloud's three-replica volumes sit on all three nodes: with hard anti-affinity
+    Longhorn has nowhere to move their replica off a drained node, so under
+    block-for-eviction every drain would wait; soft anti-affinity lets them move."""
+    s = SimpleNamespace(cluster=cluster)
+    cluster.request("PATCH", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
+                             "/settings/node-drain-policy", body={"value": "block-for-eviction"},
+                    content_type="application/merge-patch+json")
+    rows = storage.read_volumes(cluster)
+    everywhere = {r.name for r in rows if len(set(r.replica_nodes)) == 3}
+    assert everywhere
+    assert longhorn_drain.read_nodes(s) == sorted(n["metadata"]["name"] for n in cluster.list("nodes"))
+    v = longhorn_drain.verdict(s)
+    assert v is not None and not v.ok
+    assert v.facts["policy"] == "block-for-eviction" and set(v.facts["unmovable_volumes"]) == everywhere
+    assert len(v.details) == len(everywhere) and "replica-soft-anti-affinity" in v.hint
+    cluster.request("PATCH", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
+                             "/settings/replica-soft-anti-affinity", body={"value": "true"},
+                    content_type="application/merge-patch+json")
+    assert longhorn_drain.read_shareable(s) == {r.name for r in rows}
+    v2 = longhorn_drain.verdict(s)
+    assert v2 is not None and v2.ok and v2.facts["unmovable_volumes"] == []

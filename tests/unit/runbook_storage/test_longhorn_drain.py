@@ -16,7 +16,8 @@ LONELY = VolumeRow("pvc-lonely", "detached", "unknown", "", "rwo", ["c"])
 def test_default_policy_passes_when_every_volume_spans_two_nodes() -> None:
     v = drain_verdict(DEFAULT_POLICY, [SPREAD])
     assert v.ok and v.name == "nbn-longhorn-drain"
-    assert v.facts == {"policy": DEFAULT_POLICY, "volumes": 1, "single_node_volumes": {}}
+    assert v.facts == {"policy": DEFAULT_POLICY, "volumes": 1, "single_node_volumes": {}, "nodes": None,
+                       "unmovable_volumes": []}
 
 
 def test_default_policy_fails_on_a_volume_with_every_replica_on_one_node() -> None:
@@ -30,7 +31,7 @@ def test_default_policy_fails_on_a_volume_with_every_replica_on_one_node() -> No
 
 
 @pytest.mark.parametrize("policy, says", [
-    ("block-for-eviction-if-contains-last-replica", "pvc-lonely: every replica on c: Longhorn copies it"),
+    ("block-for-eviction-if-contains-last-replica", "pvc-lonely: every replica on c: Longhorn moves it"),
     ("block-for-eviction", "Longhorn moves every replica off each drained node"),
     ("allow-if-replica-is-stopped", "pvc-lonely: every replica on c: down while that node is drained"),
     ("always-allow", "Longhorn lets a drain stop a volume's last running replica"),
@@ -66,3 +67,50 @@ def test_pdb_gate_leaves_longhorns_instance_manager_pdbs_to_longhorn() -> None:
     other = _pdb("longhorn-system", "extra", {"longhorn.io/node": "a"})
     v2 = g.pdb_blockers([im_pdb, other], [pod])
     assert not v2.ok and "selected by 2 PDBs" in v2.details[-1]
+
+
+# -- the block-for-eviction policies: Longhorn moves replicas itself, where a node may take them --
+
+THREE = ["a", "b", "c"]
+EVERYWHERE = VolumeRow("pvc-everywhere", "attached", "healthy", "a", "rwo", ["a", "b", "c"])
+
+
+def test_block_for_eviction_fails_on_a_volume_with_a_replica_on_every_node() -> None:
+    v = drain_verdict("block-for-eviction", [SPREAD, EVERYWHERE, LONELY], nodes=THREE)
+    assert not v.ok
+    assert v.details == ["pvc-everywhere: replicas on a, b, c: node-drain-policy block-for-eviction moves the "
+                         "replica off a drained node first and no other node may take it (it holds a replica "
+                         "of the volume already), so Longhorn keeps the instance-manager PDB (Scheduled: "
+                         "ReplicaSchedulingFailure) and the drain waits until node_by_node.drain_timeout"]
+    assert v.facts["unmovable_volumes"] == ["pvc-everywhere"] and v.facts["nodes"] == 3
+    assert "replica-soft-anti-affinity" in v.actions[0] and "--type merge" in v.actions[0]
+    assert "block-for-eviction-if-contains-last-replica" in v.actions[1]
+
+
+def test_soft_anti_affinity_lets_block_for_eviction_move_every_replica() -> None:
+    v = drain_verdict("block-for-eviction", [SPREAD, EVERYWHERE, LONELY], nodes=THREE,
+                      shareable={"pvc-everywhere"})
+    assert v.ok and v.facts["unmovable_volumes"] == []
+    assert "each drain takes as long as copying that node's replicas" in v.details[1]
+    assert "its moved pod waiting" in v.details[1]
+
+
+def test_block_for_eviction_if_contains_last_replica_moves_only_lonely_replicas() -> None:
+    # pvc-everywhere has a healthy copy elsewhere whichever node is drained: not moved, no block
+    v = drain_verdict("block-for-eviction-if-contains-last-replica", [EVERYWHERE, LONELY], nodes=THREE)
+    assert v.ok
+    assert v.details[1].startswith("pvc-lonely: every replica on c: Longhorn moves it to another node")
+    # on a single node there is nowhere to move the lonely replica to
+    one = VolumeRow("pvc-one", "attached", "healthy", "c", "rwo", ["c"])
+    v1 = drain_verdict("block-for-eviction-if-contains-last-replica", [one], nodes=["c"])
+    assert not v1.ok and v1.details[0].startswith("pvc-one: replicas on c:")
+
+
+def test_without_the_node_list_no_volume_is_called_unmovable() -> None:
+    assert drain_verdict("block-for-eviction", [EVERYWHERE]).ok
+    assert drain_verdict("block-for-eviction", [EVERYWHERE], nodes=THREE + ["d"]).ok
+
+
+@pytest.mark.parametrize("policy", [p for p in POLICIES if "eviction" not in p])
+def test_the_policies_that_move_nothing_ignore_unmovable_volumes(policy: str) -> None:
+    assert drain_verdict(policy, [SPREAD, EVERYWHERE], nodes=THREE).ok

@@ -73,6 +73,7 @@ class World:
         self.rt = None
         self.rebuilding: dict[str, set[str]] = {}
         self.broken: set[frozenset] = set()
+        self.cordoned: set[str] = set()
         self.settings = dict(SETTINGS, **(settings or {}))
         self.c = VolumeClock(engine_epoch=0, replica_epoch=dict.fromkeys(replicas, 0))
         self.v = {"metadata": {"name": "vol"}, "spec": {"numberOfReplicas": wanted or len(replicas),
@@ -99,6 +100,14 @@ class World:
 
     def engine_image_ready(self, node: str) -> bool:
         return True
+
+    def manager_ready(self, node: str) -> bool:
+        return node in self.ims.by_node
+
+    def scheduling_nodes(self) -> tuple[list[dict], dict[str, int]]:
+        return [{"name": n, "ready": True, "cordoned": n in self.cordoned, "zone": "",
+                 "instance_manager": self.ims.running(n), "engine_image": True}
+                for n in sorted(self.ims.by_node)], {}
 
     def cut(self, a: str, b: str) -> None:
         self.broken.add(frozenset((a, b)))
@@ -251,3 +260,125 @@ def test_a_pod_that_moves_takes_the_volume_along_after_the_detach_grace(monkeypa
     assert w.state == ("attaching", "unknown") and w.v["status"]["currentNodeID"] == "b"
     w.run(13.0)
     assert w.state == ("attached", "healthy") and w.e["spec"]["nodeID"] == "b"
+
+
+# -- eviction (spec.evictionRequested, set by the node controller: longhorn_eviction) -------------
+
+def evict(w: World, *names: str, node: str = "a") -> None:
+    """What the node controller does on a cordoned node under block-for-eviction."""
+    w.cordoned.add(node)
+    for rn in names:
+        w.reps[rn]["spec"]["evictionRequested"] = True
+
+
+def rebuild_new_replica(w: World, start: float, actual: int = GiB) -> tuple[str, float]:
+    """Run the passes that create, restart and rebuild one new replica; its name and the
+    cluster time its rebuild ends."""
+    w.run(start)
+    new = w.created[-1]["metadata"]["name"]
+    w.run(start + 1.0)
+    assert w.reps[new]["status"]["currentState"] == "starting"
+    w.run(start + 3.0)
+    assert w.mode(new) == "WO", "rebuilt from a healthy replica"
+    return new, start + 3.0 + rebuild_seconds(actual)
+
+
+def test_an_evicting_replica_is_rebuilt_elsewhere_then_deleted_and_the_volume_is_never_degraded(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a", actual=2 * GiB)
+    evict(w, "ra")
+    new, done = rebuild_new_replica(w, 0.0, 2 * GiB)
+    assert w.reps[new]["spec"]["nodeID"] == "c" and not w.reps[new]["spec"]["evictionRequested"]
+    assert w.state == ("attached", "healthy") and w.mode("ra") == "RW"
+    w.run(done - 1.0)
+    assert "ra" in w.reps and w.mode(new) == "WO"
+    w.run(done)
+    assert "ra" not in w.reps, "evicted once its replacement is healthy"
+    assert w.state == ("attached", "healthy") and sorted(w.e["status"]["replicaModeMap"]) == sorted(["rb", new])
+    assert "Degraded" not in w.events and len(w.created) == 1
+
+
+def test_a_single_replica_volume_gets_a_new_replica_elsewhere(monkeypatch):
+    w = World(monkeypatch, {"ra": "a"}, "a", wanted=1)
+    evict(w, "ra")
+    new, done = rebuild_new_replica(w, 0.0)
+    assert w.reps[new]["spec"]["nodeID"] in ("b", "c") and w.state == ("attached", "healthy")
+    w.run(done)
+    assert list(w.reps) == [new] and w.mode(new) == "RW" and w.state == ("attached", "healthy")
+
+
+def test_the_eviction_keeps_the_volume_attached_where_it_is_until_it_is_done(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    evict(w, "ra")
+    w.users.node = "b"                       # the drain evicted the pod; its replacement runs on b
+    new, done = rebuild_new_replica(w, 0.0)
+    w.run(done - 0.5)
+    assert w.state == ("attached", "healthy") and w.v["status"]["currentNodeID"] == "a"
+    w.run(done)                              # evicted; the ticket goes, the workload's wins
+    w.run(done + 1.0)
+    w.run(done + 4.0)
+    assert w.state == ("detaching", "healthy")
+    w.run(done + 7.0)
+    assert w.state == ("attaching", "unknown") and w.v["status"]["currentNodeID"] == "b"
+
+
+def test_a_detached_volume_is_attached_on_its_owner_to_evict_then_detached(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    w.users.node = ""
+    w.v["status"].update(state="detached", currentNodeID="", ownerID="a", robustness="unknown")
+    w.e["status"].update(currentState="stopped", replicaModeMap={})
+    evict(w, "ra")
+    w.run(0.0)
+    assert w.state == ("attaching", "unknown") and w.v["status"]["currentNodeID"] == "a"
+    w.run(5.0)
+    assert w.state == ("attached", "healthy")
+    new, done = rebuild_new_replica(w, 6.0)
+    w.run(done)
+    assert "ra" not in w.reps and w.reps[new]["spec"]["healthyAt"]
+    w.run(done + 1.0)
+    w.run(done + 4.0)
+    assert w.state == ("detaching", "healthy"), "no workload and no eviction: nothing keeps it attached"
+
+
+def test_without_an_eligible_node_the_eviction_waits_and_the_volume_says_why(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a")
+    evict(w, "ra")
+    for t in (0.0, 10.0, 600.0):
+        w.run(t)
+    assert not w.created and "ra" in w.reps and w.state == ("attached", "healthy")
+    cond = next(c for c in w.v["status"]["conditions"] if c["type"] == "Scheduled")
+    assert (cond["status"], cond["reason"]) == ("False", "ReplicaSchedulingFailure")
+    assert "a: cordoned" in cond["message"] and "b: holds a replica of this volume" in cond["message"]
+
+
+def test_soft_anti_affinity_lets_the_replica_move_to_a_node_that_holds_one(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a",
+              settings={"replica-soft-anti-affinity": "true"})
+    evict(w, "ra")
+    new, done = rebuild_new_replica(w, 0.0)
+    assert w.reps[new]["spec"]["nodeID"] in ("b", "c")
+    w.run(done)
+    assert "ra" not in w.reps and w.state == ("attached", "healthy")
+
+
+def test_a_cancelled_eviction_keeps_the_replica_and_its_rebuilt_replacement(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    evict(w, "ra")
+    new, done = rebuild_new_replica(w, 0.0)
+    w.reps["ra"]["spec"]["evictionRequested"] = False      # uncordoned (EvictionCanceled)
+    w.run(done)
+    assert set(w.reps) == {"ra", "rb", new} and w.mode(new) == "RW" and len(w.created) == 1
+
+
+def test_a_failed_evicting_replica_is_replaced_not_reused(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a")
+    w.cut("a", "b")
+    w.run(0.0)
+    w.run(8.0)
+    assert w.mode("rb") == "ERR"
+    w.heal("a", "b")
+    w.cordoned.add("b")
+    w.reps["rb"]["spec"]["evictionRequested"] = True
+    w.run(9.0)
+    (new,) = w.created
+    assert new["spec"]["nodeID"] == "c", "replaced at once, no replenishment wait"
+    assert w.reps["rb"]["status"]["currentState"] != "starting"

@@ -13,7 +13,10 @@
   attach and mount, and the deletion of workload pods after a remount request;
 - :mod:`.longhorn_pdb`: the PodDisruptionBudget on each instance manager's pod, removed
   on a cordoned node only once its volumes have detached and, by ``node-drain-policy``,
-  its replicas have healthy copies elsewhere (what makes a drain wait for Longhorn).
+  its replicas have healthy copies elsewhere (what makes a drain wait for Longhorn);
+- :mod:`.longhorn_eviction`: under the ``block-for-eviction`` policies, the replicas of a
+  cordoned node marked for eviction, which the volumes then move to nodes the
+  :mod:`.longhorn_scheduler` allows (what lets such a drain finish, slowly).
 
 :class:`OperatorPods` recreates the pods a custom resource owns, as its operator does.
 :data:`OPERATOR_PODS` says, per owner kind, who recreates the pod, where, and what harm
@@ -49,6 +52,7 @@ from typing import Any, Callable
 from ...store import json_copy
 from ...ticker import TaskSet
 from .common import find_type, meta, network_instant, pod_reachable, pod_ready
+from .longhorn_eviction import ReplicaEvictions
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_pdb import InstanceManagerPDBs
 from .longhorn_rules import LONGHORN, LONGHORN_NS, STAGE
@@ -192,6 +196,7 @@ class LonghornModel:
         self.sms = ShareManagers(rt)
         self.volumes = LonghornVolumes(rt, self.ims, self.sms)
         self.pdbs = InstanceManagerPDBs(rt, self.ims, self.volumes)
+        self.evictions = ReplicaEvictions(rt, self.volumes, self.pdbs)
         self.enabled = self.volumes.t["volumes"] is not None
         self._signature: tuple = ()
         self._ticks = 0
@@ -209,6 +214,7 @@ class LonghornModel:
         except (KeyError, AttributeError):
             log.info("longhorn: no kubelet to hold pods until their volumes attach")
         self.volumes.start()
+        self.evictions.sync()
         self.pdbs.sync()
 
     def on_event(self, etype: str, rtype: Any, obj: dict, old: dict | None) -> None:
@@ -276,6 +282,7 @@ class LonghornModel:
             self._signature = sig
             self.enqueue_all()
         self._record_instances()
+        self.evictions.sync()
         self.pdbs.sync()
         self.share_managers()
 

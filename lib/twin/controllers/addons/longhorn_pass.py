@@ -8,6 +8,14 @@ its Replicas, collecting the writes and events that :class:`.LonghornVolumes` ap
 (``degraded``; none RW: ``faulted``, detach, auto-salvage later). Replica rebuilds and
 replenishment are :class:`.longhorn_replicas.ReplicaHealing`. The stages and their
 delays: :data:`.longhorn_rules.STAGES`.
+
+While a replica of the volume is evicting (:mod:`.longhorn_eviction`), the
+volume-eviction controller's attachment ticket (``volume_eviction_controller.go``, on the
+volume's owner node, priority 800) holds it: an attached volume stays where it is even
+when its workload moved to another node (the volume-attachment controller does not
+interrupt that ticket for a workload's: ``shouldDoDetach``), so the moved pod waits for
+the eviction; a detached volume is attached where a workload wants it (that ticket wins
+on priority) or else on its owner node, to rebuild the new replica.
 """
 from __future__ import annotations
 
@@ -125,9 +133,24 @@ class VolumePass(ReplicaHealing):
         self.events.append(("Normal", "Remount", f"Volume {self.name} requested remount at {ts}"))
 
     def target(self) -> str:
+        """Where the volume should be attached now ("" = detached): its workload's node,
+        or, while a replica is evicting, the eviction ticket's (see the module docstring)."""
         node, _ = attach_node(self.vs.get("accessMode", "rwo"), self.vst.get("currentNodeID") or "",
                               self.ctl.users.pod_nodes(self.name), self.ctl.sms.node(self.name))
-        return node
+        if not any(self.evicting(rn) for rn in self.reps if rn not in self.deleted):
+            return node
+        current = self.vst.get("currentNodeID") or ""
+        if current and self.vst.get("state") in ("attached", "attaching"):
+            return current
+        return node or self.owner()
+
+    def owner(self) -> str:
+        """The node whose longhorn-manager owns the volume (``status.ownerID`` while that
+        manager runs, else the first node whose manager runs: isControllerResponsibleFor)."""
+        own = self.vst.get("ownerID") or ""
+        if own and self.ctl.manager_ready(own):
+            return own
+        return next((n for n in sorted(self.ctl.ims.by_node) if self.ctl.manager_ready(n)), "")
 
     # -- the state machine ----------------------------------------------------------------
     def run(self) -> None:
@@ -149,6 +172,7 @@ class VolumePass(ReplicaHealing):
                 self.wake(self.c.until)
         else:
             self.detached()
+        self.cleanup_evicted()
         self.vst.setdefault("kubernetesStatus", {})["workloadsStatus"] = self.ctl.users.workloads_status(self.name)
         if self.vs.get("accessMode") == "rwx":
             here = self.vst.get("state") == "attached" and \

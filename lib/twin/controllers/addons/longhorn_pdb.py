@@ -21,8 +21,10 @@ and (canDeleteInstanceManagerPDB):
      (``healthyAt`` and ``failedAt`` empty) does not count;
    * ``allow-if-replica-is-stopped``: the same, for the replicas not stopped.
 
-   (The twin does not move replicas away itself, as the two ``block-for-eviction``
-   policies make Longhorn do: under them a drain here waits until the timeout.)
+   Under the two ``block-for-eviction`` policies Longhorn also moves the replicas off the
+   cordoned node by itself (:mod:`.longhorn_eviction`), so the PDB goes once those
+   replicas are rebuilt elsewhere and deleted; with no eligible node for them it stays,
+   and the drain waits for ever.
 
 On a schedulable node a running instance manager without a PDB gets one back (after an
 uncordon). The cluster-autoscaler mode (``kubernetes-cluster-autoscaler-enabled``) is not
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .common import find_type, meta, pod_ready
+from .common import find_type, meta
 from .longhorn_rules import LONGHORN_NS
 
 log = logging.getLogger("twin.controllers.addons.longhorn")
@@ -68,7 +70,6 @@ class InstanceManagerPDBs:
         self.volumes = volumes
         self.t = find_type(self.store, "policy", "poddisruptionbudgets")
         self.nodes_t = find_type(self.store, "", "nodes")
-        self.pods_t = find_type(self.store, "", "pods")
         #: node -> why its cordoned instance manager keeps its PDB (for logs and describe)
         self.blocked: dict[str, str] = {}
 
@@ -76,16 +77,6 @@ class InstanceManagerPDBs:
     def _unschedulable(self, node: str) -> bool:
         n = self.store.peek(self.nodes_t, None, node) if self.nodes_t is not None else None
         return bool(((n or {}).get("spec") or {}).get("unschedulable"))
-
-    def _manager_ready(self, node: str) -> bool:
-        """Whether the longhorn-manager pod of ``node`` runs (True without any)."""
-        found = False
-        for p in self.store.iter_objects(self.pods_t, LONGHORN_NS):
-            if (meta(p).get("labels") or {}).get("app") == "longhorn-manager":
-                found = True
-                if (p.get("spec") or {}).get("nodeName") == node and pod_ready(p):
-                    return True
-        return not found
 
     def _replicas(self) -> list[dict]:
         t = self.volumes.t.get("replicas")
@@ -110,20 +101,32 @@ class InstanceManagerPDBs:
         if policy == "allow-if-replica-is-stopped":
             here = [r for r in here if (r.get("spec") or {}).get("desireState") != "stopped"
                     or (r.get("status") or {}).get("currentState") != "stopped"]
-        protected: dict[str, bool] = {}
-        for r in replicas:
-            sp = r.get("spec") or {}
-            other = sp.get("nodeID") or ""
-            if other == node or not _healthy(r) or self._unschedulable(other):
-                continue
-            if self.ims.running(other) and self.has_pdb(self.ims.name(other) or ""):
-                protected[sp.get("volumeName") or ""] = True
+        protected = self.protected_nodes(replicas)
         for r in sorted(here, key=lambda r: meta(r)["name"]):
             sp = r.get("spec") or {}
             unused = not sp.get("healthyAt") and not sp.get("failedAt")
-            if not protected.get(sp.get("volumeName") or "") and not unused:
+            if not (protected.get(sp.get("volumeName") or "", set()) - {node}) and not unused:
                 return False, f"replica {meta(r)['name']} has no pdb on another node"
         return True, ""
+
+    def protected_nodes(self, replicas: list[dict]) -> dict[str, set[str]]:
+        """Volume -> the nodes holding a healthy replica of it that a PDB protects
+        (``ListVolumePDBProtectedHealthyReplicasRO``): the node is schedulable, its
+        instance manager runs and still has its PDB.
+
+        Example:
+            >>> pdbs.protected_nodes(replicas)["pvc-1"]  # doctest: +SKIP
+            {'fast-skunk', 'set-hog'}
+        """
+        out: dict[str, set[str]] = {}
+        for r in replicas:
+            sp = r.get("spec") or {}
+            node = sp.get("nodeID") or ""
+            if not node or not _healthy(r) or self._unschedulable(node):
+                continue
+            if self.ims.running(node) and self.has_pdb(self.ims.name(node) or ""):
+                out.setdefault(sp.get("volumeName") or "", set()).add(node)
+        return out
 
     # ------------------------------------------------------------------ writes
     def _create(self, node: str, im_name: str) -> None:
@@ -150,7 +153,7 @@ class InstanceManagerPDBs:
         if self.t is None or self.ims.t is None:
             return
         for node, name in sorted(self.ims.by_node.items()):
-            if not self.ims.running(node) or not self._manager_ready(node):
+            if not self.ims.running(node) or not self.volumes.manager_ready(node):
                 continue
             exists = self.has_pdb(name)
             if not self._unschedulable(node):

@@ -10,17 +10,31 @@ that runs while the volume is attached:
 - one still unusable after ``replica-replenishment-wait-interval`` is replaced by a new
   replica on a node without one of this volume, reachable from the engine (none: the
   volume's ``Scheduled`` condition says ``ReplicaSchedulingFailure``);
-- a failed replica older than ``spec.staleReplicaTimeout`` minutes is deleted.
+- a failed replica older than ``spec.staleReplicaTimeout`` minutes is deleted;
+- eviction (``spec.evictionRequested``, set by :mod:`.longhorn_eviction`): an evicting
+  replica does not count towards ``numberOfReplicas`` (``getReplenishReplicasCount``), so
+  the volume gets one more replica where the scheduler allows
+  (:func:`.longhorn_scheduler.replica_candidates`), one rebuild at a time; once more
+  replicas are healthy than the volume wants, the evicting one is deleted
+  (``cleanupEvictionRequestedReplicas``, the last healthy replica always kept). A failed
+  evicting replica is never reused, only replaced.
+
+New replicas go where :func:`.longhorn_scheduler.replica_candidates` allows and, in the
+twin, only where the engine reaches them (Longhorn would schedule it and fail the rebuild).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from ...store import json_copy
 from .common import meta, now_rfc3339
 from .longhorn_instances import instance_path
-from .longhorn_rules import LONGHORN_NS, REPLICA_START_SECONDS, rebuild_seconds, setting_seconds
+from .longhorn_rules import LONGHORN_NS, REPLICA_START_SECONDS, rebuild_seconds, setting_on, setting_seconds
+from .longhorn_scheduler import replica_candidates, soft_anti_affinity
+
+log = logging.getLogger("twin.controllers.addons.longhorn")
 
 __all__ = ["ReplicaHealing", "new_replica"]
 
@@ -53,10 +67,10 @@ class ReplicaHealing:
                 continue
             failed_for = self.now - self.c.failed_at.setdefault(rn, self.now)
             if stale and failed_for >= stale:
-                self.deleted.add(rn)
-                self._forget_rebuild(rn)
-                modes.pop(rn, None)
-                (self.es.get("replicaAddressMap") or {}).pop(rn, None)
+                self.remove(rn)
+                continue
+            if self.evicting(rn) and rn not in self.c.restart_until:
+                self.replenish(node, rn)    # never reused (IsPotentiallyReusableReplica)
                 continue
             usable = self.ctl.ims.running(rnode) and self.path(node, rn)
             if rn in self.c.restart_until:
@@ -82,11 +96,11 @@ class ReplicaHealing:
             else:
                 self.wake(self.c.failed_at[rn] + wait)
         live = [rn for rn in sorted(self.reps) if rn not in self.deleted]
-        if live and not any(self.failed(rn) for rn in live) and \
+        if live and not any(self.failed(rn) for rn in live) and "WO" not in modes.values() and \
                 self.active() + len(self.created) < self.wanted():
-            # fewer replicas than numberOfReplicas and none left to restart (a failed one
-            # went stale): the volume controller schedules a new one where a node is usable
-            # (volume_controller.go replenishReplicas)
+            # fewer replicas than numberOfReplicas (evicting ones not counted) and none left
+            # to restart: the volume controller schedules a new one where a node is usable,
+            # once no rebuild runs (volume_controller.go replenishReplicas, EvictReplicas)
             self.replenish(node, live[0])
 
 
@@ -131,31 +145,73 @@ class ReplicaHealing:
         return int(self.vs.get("numberOfReplicas") or 3)
 
 
+    def evicting(self, rn: str) -> bool:
+        return bool((self.reps[rn].get("spec") or {}).get("evictionRequested"))
+
     def active(self) -> int:
-        """Replicas RW, rebuilding or restarting (the ones the volume counts on)."""
+        """Replicas RW, rebuilding or restarting and not evicting (the ones the volume
+        counts on; getReplenishReplicasCount)."""
         modes = self.modes()
-        return sum(1 for rn in self.reps if modes.get(rn) in ("RW", "WO") or rn in self.c.restart_until)
+        return sum(1 for rn in self.reps if not self.evicting(rn)
+                   and (modes.get(rn) in ("RW", "WO") or rn in self.c.restart_until))
+
+    def remove(self, rn: str) -> None:
+        """Delete replica ``rn`` (its engine forgets it)."""
+        self.deleted.add(rn)
+        self._forget_rebuild(rn)
+        self.modes().pop(rn, None)
+        (self.es.get("replicaAddressMap") or {}).pop(rn, None)
+        (self.est.get("currentReplicaAddressMap") or {}).pop(rn, None)
+
+    def cleanup_evicted(self) -> None:
+        """cleanupEvictionRequestedReplicas: with more healthy replicas than the volume
+        wants, delete one evicting replica per reconcile; the last healthy one stays while
+        no healthy replica is left that is not evicting."""
+        live = [rn for rn in sorted(self.reps) if rn not in self.deleted]
+        healthy = [rn for rn in live if (self.reps[rn].get("spec") or {}).get("healthyAt") and not self.failed(rn)]
+        if len(healthy) <= self.wanted():
+            return
+        keep = "" if any(not self.evicting(rn) for rn in healthy) else \
+            next((rn for rn in reversed(healthy) if self.evicting(rn)), "")
+        rn = next((rn for rn in live if self.evicting(rn) and rn != keep), None)
+        if rn is None:
+            return
+        log.info("longhorn: evicted replica %s of volume %s from node %s", rn, self.name, self.rnode(rn))
+        self.remove(rn)
+        self.wake(self.now + 0.5)
 
 
-    def replenish(self, node: str, failed: str) -> None:
-        """A new replica where none of this volume is, reachable from the engine."""
-        spare = sum(1 for rn in self.reps if rn != failed and self.failed(rn)
+    def replenish(self, node: str, template: str) -> None:
+        """One new replica (spec from ``template``) where the replica scheduler allows and
+        the engine on ``node`` reaches; none: ``Scheduled`` False, ReplicaSchedulingFailure."""
+        spare = sum(1 for rn in self.reps if rn != template and self.failed(rn) and not self.evicting(rn)
                     and rn not in self.c.restart_until and self.ctl.ims.running(self.rnode(rn))
                     and self.path(node, rn))
         if self.active() + len(self.created) + spare >= self.wanted():
             return
-        taken = {self.rnode(rn) for rn in self.reps if rn not in self.deleted}
-        for cand in sorted(self.ctl.ims.by_node):
-            if cand in taken or not self.ctl.ims.running(cand):
+        facts, load = self.ctl.scheduling_nodes()
+        occupying = [{"node": self.rnode(rn), "evicting": self.evicting(rn)} for rn in sorted(self.reps)
+                     if rn not in self.deleted and not self.failed(rn)]
+        occupying += [{"node": r["spec"]["nodeID"], "evicting": False} for r in self.created]
+        cands, excluded = replica_candidates(
+            facts, occupying, load=load,
+            node_soft=soft_anti_affinity(self.vs.get("replicaSoftAntiAffinity"),
+                                         self.settings.get("replica-soft-anti-affinity")),
+            zone_soft=soft_anti_affinity(self.vs.get("replicaZoneSoftAntiAffinity"),
+                                         self.settings.get("replica-zone-soft-anti-affinity")),
+            cordoned_unschedulable=setting_on(self.settings, "disable-scheduling-on-cordoned-node"))
+        for cand in cands:
+            ok, why = instance_path(self.ctl.rt, self.ctl.ims, node, cand)
+            if not ok:
+                excluded[cand] = f"not reachable from the engine on {node} ({why})"
                 continue
-            if not instance_path(self.ctl.rt, self.ctl.ims, node, cand)[0]:
-                continue
-            self.created.append(new_replica(self.reps[failed], cand, self.ctl.ims))
+            self.created.append(new_replica(self.reps[template], cand, self.ctl.ims))
             self._condition("Scheduled", "True", "", "")
             self.wake(self.now + 0.5)
             return
         self._condition("Scheduled", "False", "ReplicaSchedulingFailure",
-                        "replica scheduling failed: no node without a replica of this volume is usable")
+                        "replica scheduling failed: no node may take a new replica of this volume: " +
+                        "; ".join(f"{n}: {why}" for n, why in sorted(excluded.items())))
 
 
     def _condition(self, ctype: str, status: str, reason: str, message: str) -> None:
@@ -175,7 +231,7 @@ def new_replica(failed: dict, node: str, ims: Any) -> dict:
     name = f"{vol}-r-{uuid.uuid4().hex[:8]}"
     ts = now_rfc3339()
     spec.update(nodeID=node, healthyAt="", lastHealthyAt="", failedAt=ts, lastFailedAt="",
-                desireState="stopped", rebuildRetryCount=0,
+                desireState="stopped", rebuildRetryCount=0, evictionRequested=False,
                 dataDirectoryName=f"{vol}-{uuid.uuid4().hex[:8]}")
     labels = dict((failed.get("metadata") or {}).get("labels") or {})
     labels["longhornnode"] = node

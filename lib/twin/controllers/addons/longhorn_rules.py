@@ -49,7 +49,11 @@ SETTINGS: Mapping[str, str] = {
     # Replicas rebuilt at once on one node.
     "concurrent-replica-rebuild-per-node-limit": "5",
     "default-replica-count": "3",
+    # A new replica may go to a node (zone) that already holds one of the volume.
     "replica-soft-anti-affinity": "false",
+    "replica-zone-soft-anti-affinity": "true",
+    # No new replica on a cordoned node (its Longhorn node is not Schedulable).
+    "disable-scheduling-on-cordoned-node": "true",
     "node-down-pod-deletion-policy": "do-nothing",
     # When a cordoned node's instance-manager PDB may go (see longhorn_pdb.py).
     "node-drain-policy": "block-if-contains-last-replica",
@@ -145,6 +149,28 @@ STAGES: tuple[Stage, ...] = (
           "replica-replenishment-wait-interval",
           "a new replica on that node, rebuilt as above; the failed one is removed",
           "volume_controller.go replenishReplicas; replica-replenishment-wait-interval"),
+    Stage("eviction-requested", "Replica",
+          "its node is cordoned (and Ready) and node-drain-policy is block-for-eviction, or "
+          "block-for-eviction-if-contains-last-replica and its volume has no healthy PDB-protected "
+          "replica on another node",
+          0.0, "spec.evictionRequested true, event EvictionAutomatic; false again (EvictionCanceled) "
+          "once the node is uncordoned or the policy no longer asks for it",
+          "node_controller.go syncReplicaEvictionRequested, shouldEvictReplica"),
+    Stage("eviction-attach", "Volume", "a replica of it is evicting and it is detached", ATTACH_SECONDS,
+          "attached on its owner node (or where a workload wants it); an attached volume stays "
+          "attached where it is until no replica is evicting, a workload elsewhere waits",
+          "volume_eviction_controller.go; volume_attachment_controller.go shouldDoDetach"),
+    Stage("eviction-replica", "Replica",
+          "attached, a replica evicting, fewer non-evicting replicas than numberOfReplicas, no "
+          "rebuild running, the scheduler finds a node (none: Scheduled False, "
+          "ReplicaSchedulingFailure, and the eviction waits)",
+          0.0, "one new replica there, restarted and rebuilt as in replica-restart and rebuild",
+          "volume_controller.go EvictReplicas, replenishReplicas; scheduler/replica_scheduler.go"),
+    Stage("eviction-done", "Replica",
+          "more healthy replicas than numberOfReplicas and one of them evicting", 0.0,
+          "the evicting replica deleted (one per reconcile, the last healthy one kept); the volume "
+          "detaches if no workload on its node needs it",
+          "volume_controller.go cleanupEvictionRequestedReplicas"),
     Stage("instance-manager-pod", "InstanceManager",
           "its pod is deleted, or not Running and Ready",
           0.0, "currentState error (pod gone or terminating) or starting; the engines and "

@@ -150,7 +150,31 @@ class LonghornVolumes(Controller):
         return self._node_pod_ready(node, "engine-image-")
 
     def manager_ready(self, node: str) -> bool:
+        """Whether the longhorn-manager pod of ``node`` runs (True without any)."""
         return self._node_pod_ready(node, "", ("app", "longhorn-manager"))
+
+    def scheduling_nodes(self) -> tuple[list[dict], dict[str, int]]:
+        """What the replica scheduler reads of each node (:func:`.replica_candidates`'s
+        ``nodes``), and the bytes of replicas each node holds (its ``load``)."""
+        nodes_t = find_type(self.store, "", "nodes")
+        out = []
+        for name in sorted(self.ims.by_node):
+            n = self.store.peek(nodes_t, None, name) if nodes_t is not None else None
+            kube_ready = n is not None and any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (n.get("status") or {}).get("conditions") or ())
+            out.append({"name": name, "ready": kube_ready and self.manager_ready(name),
+                        "cordoned": bool(((n or {}).get("spec") or {}).get("unschedulable")),
+                        "instance_manager": self.ims.running(name),
+                        "engine_image": self.engine_image_ready(name),
+                        "zone": (meta(n).get("labels") or {}).get("topology.kubernetes.io/zone", "")})
+        load: dict[str, int] = {}
+        t = self.t["replicas"]
+        for r in self.store.iter_objects(t, LONGHORN_NS) if t is not None else ():
+            sp = r.get("spec") or {}
+            size = ((self.volume(sp.get("volumeName") or "") or {}).get("status") or {}).get("actualSize") or 0
+            load[sp.get("nodeID") or ""] = load.get(sp.get("nodeID") or "", 0) + int(size)
+        return out, load
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, name: str) -> None:
@@ -180,7 +204,7 @@ class LonghornVolumes(Controller):
             except Exception:
                 log.debug("longhorn: replica %s not created", meta(r)["name"], exc_info=True)
         for etype, reason, msg in p.events:
-            self._event(v, etype, reason, msg)
+            self.record_event(v, etype, reason, msg)
         if p.kick:
             self.kick(name)
         self._remount(name, c, p.now)
@@ -208,18 +232,21 @@ class LonghornVolumes(Controller):
         except Exception:
             log.debug("longhorn: replica %s not deleted", name, exc_info=True)
 
-    def _event(self, vol: dict, etype: str, reason: str, message: str) -> None:
+    def record_event(self, obj: dict, etype: str, reason: str, message: str,
+                     component: str = "longhorn-volume-controller") -> None:
+        """An Event on a Longhorn object (Volume, Replica), as longhorn-manager records it."""
         if self.events_t is None:
             return
-        md = meta(vol)
+        md = meta(obj)
         ev = {"apiVersion": "v1", "kind": "Event",
               "metadata": {"generateName": f"{md.get('name')}.", "namespace": LONGHORN_NS},
-              "involvedObject": {"apiVersion": "longhorn.io/v1beta2", "kind": "Volume",
+              "involvedObject": {"apiVersion": obj.get("apiVersion") or "longhorn.io/v1beta2",
+                                 "kind": obj.get("kind") or "Volume",
                                  "name": md.get("name"), "namespace": LONGHORN_NS, "uid": md.get("uid")},
               "reason": reason, "message": message, "type": etype, "count": 1,
-              "source": {"component": "longhorn-volume-controller"},
+              "source": {"component": component},
               "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(),
-              "reportingComponent": "longhorn-volume-controller"}
+              "reportingComponent": component}
         try:
             self.store.create(ev)
         except Exception:

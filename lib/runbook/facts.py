@@ -356,26 +356,6 @@ def _declaration_scanner(prefixes: tuple[str, ...]) -> re.Pattern[str]:
     return rx
 
 
-_TABLE_LINE = re.compile(r"\n\*([^\n]*)")
-_prefix_scanners: dict[tuple[str, ...], re.Pattern[str]] = {}
-
-
-def _count_declarations(text: str, prefixes: tuple[str, ...]) -> IptablesChains:
-    """:func:`parse_iptables_chains` for a dump (``text`` starting with a line break)
-    where no line starts with a blank and no declaration has one after its colon, as
-    iptables-save writes them: each scan starts
-    from a literal (``\\n:``, ``\\n*``) that the regular-expression engine finds
-    without trying every line, and only declarations with a counted prefix make a match."""
-    rx = _prefix_scanners.get(prefixes)
-    if rx is None:
-        alternatives = "|".join(re.escape(p) for p in prefixes)
-        rx = _prefix_scanners[prefixes] = re.compile(rf"\n:({alternatives})")
-    found = Counter(rx.findall(text))
-    tables = [t.rstrip() for t in _TABLE_LINE.findall(text)]
-    return IptablesChains({p: found.get(p, 0) for p in prefixes}, text.count("\n:"),
-                          list(dict.fromkeys(tables)))
-
-
 def parse_iptables_chains(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> IptablesChains:
     """Count an ``iptables-save`` dump's chain declarations by prefix (rules are skipped).
 
@@ -403,8 +383,6 @@ def parse_iptables_chains(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES)
             or not all(_SAFE_PREFIX.fullmatch(p) for p in prefixes)):
         s = parse_iptables_save(text, prefixes)
         return IptablesChains(s.chains, s.total_chains, s.tables)
-    if "\n " not in text and "\n: " not in text:
-        return _count_declarations(text, prefixes)
     found = Counter(_declaration_scanner(prefixes).findall(text))
     chains = {p: 0 for p in prefixes}
     tables: list[str] = []

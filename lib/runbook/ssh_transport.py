@@ -57,27 +57,25 @@ class BufferedSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        # One buffer for the connection's life, filled with recv_into: a fresh 256 KiB
-        # bytes object per recv would be allocated (and shrunk) while holding the GIL.
-        self._buf = memoryview(bytearray(RECV_SIZE))
-        self._pos = self._end = 0
+        self._data = b""
+        self._pos = 0
 
     def recv(self, n: int) -> bytes:
-        pos, end = self._pos, self._end
-        if pos == end:
-            if n >= RECV_SIZE:               # a large read: straight from the socket
-                return self.sock.recv(n)
-            end = self.sock.recv_into(self._buf)
-            if end == 0:
-                return b""                   # EOF
-            pos = 0
-        stop = min(end, pos + n)
-        self._pos, self._end = stop, end
-        return bytes(self._buf[pos:stop])
+        pos, data = self._pos, self._data
+        if pos < len(data):
+            end = min(len(data), pos + n)
+            self._pos = end
+            return data[pos:end] if (pos or end < len(data)) else data
+        data = self.sock.recv(max(n, RECV_SIZE))
+        if len(data) <= n:
+            self._data, self._pos = b"", 0
+            return data
+        self._data, self._pos = data, n
+        return data[:n]
 
     def buffered(self) -> int:
         """Bytes received and not yet read."""
-        return self._end - self._pos
+        return len(self._data) - self._pos
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)

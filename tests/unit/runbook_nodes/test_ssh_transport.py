@@ -25,10 +25,6 @@ class CountingSocket:
         self.recvs += 1
         return self.sock.recv(n)
 
-    def recv_into(self, buf) -> int:
-        self.recvs += 1
-        return self.sock.recv_into(buf)
-
     def __getattr__(self, name):
         return getattr(self.sock, name)
 

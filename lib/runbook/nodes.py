@@ -44,6 +44,7 @@ from .hostkeys import HostKeyPolicy, fingerprint, known_hosts_name, update_hint
 from .nodefiles import TMP_SUFFIX, NodeFiles, WriteResult
 from .results import CommandResult
 from .safety import require_loopback
+from .ssh_transport import MAX_PACKET, WINDOW, node_transport, set_no_delay  # noqa: F401 (WINDOW: re-exported)
 
 log = logging.getLogger("runbook.nodes")
 
@@ -67,48 +68,6 @@ class KernelFact:
     version: tuple[int, int, int]
     raw: str
     parsed: facts.KernelVersion
-
-
-def _no_delay(client: paramiko.SSHClient) -> None:
-    """Send each SSH packet at once (``TCP_NODELAY``): a command is a few small packets
-    each way, and Nagle's algorithm against the peer's delayed ACK costs ~40 ms apiece."""
-    transport = client.get_transport()
-    sock = getattr(transport, "sock", None)
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-#: Ciphers tried first: AES-GCM authenticates as it decrypts (hardware AES and GHASH in
-#: one pass) where AES-CTR needs a separate HMAC over every byte; OpenSSH offers both by
-#: default. Only the order changes: a server without them still negotiates the rest.
-PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-#: What the node may send in one SSH packet (and before waiting for a window update):
-#: an ``iptables-save`` of thousands of rules is ~1 MB, and each packet costs this side
-#: a wake-up of its transport thread and of the command's, contended with 20 reads at
-#: once. A server sends smaller packets if it wants (RFC 4254 5.1: the receiver's maximum).
-MAX_PACKET = 1 << 17
-WINDOW = 8 << 20
-
-
-class _NodeTransport(paramiko.Transport):
-    """paramiko's Transport whose reader thread wakes once a second when idle, not ten
-    times: it wakes only to notice it was closed (a close returns without waiting for
-    it), and a session keeps one connection per node, so 200 idle readers woke 2,000
-    times a second, each time contending for the GIL with the commands being run."""
-
-    _active_check_timeout = 1.0
-
-
-def _transport(sock: Any, **kw: Any) -> paramiko.Transport:
-    """paramiko's Transport with the cipher order and packet size above."""
-    kw.setdefault("default_max_packet_size", MAX_PACKET)
-    kw.setdefault("default_window_size", WINDOW)
-    t = _NodeTransport(sock, **kw)
-    opts = t.get_security_options()
-    have = tuple(opts.ciphers)
-    opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in have) + \
-        tuple(c for c in have if c not in PREFERRED_CIPHERS)
-    return t
 
 
 # --------------------------------------------------------------------------- the node
@@ -213,8 +172,8 @@ class Node(NodeFiles):
                     hostname=self.address, port=self.port, username=self.user,
                     pkey=pkey, timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
-                    allow_agent=False, look_for_keys=False, transport_factory=_transport)
-                _no_delay(client)
+                    allow_agent=False, look_for_keys=False, transport_factory=node_transport)
+                set_no_delay(client)
                 return client
             except HostKeyError:
                 client.close()

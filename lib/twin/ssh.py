@@ -10,6 +10,8 @@
   ``ubuntu`` without sudo, so it may read what ubuntu may read and write only under
   ``/home/ubuntu`` and ``/tmp``, as on a real node where ``/etc`` needs root; symlinks
   and hard links cannot be created.
+- On the wire (:mod:`twin.ssh_wire`): a command's reply packets go out together and
+  without asyncssh's IGNORE padding, as from OpenSSH; asyncssh logs warnings only.
 - Latency: ``rt.faults.ssh_command_latency`` wall seconds are waited before each command
   runs (0 by default), for measurements that need a real node's command latency.
 - Faults: a node in ``rt.faults.ssh_down`` (or taken down with :meth:`SSHServers.set_down`)
@@ -27,6 +29,7 @@ from typing import Any
 
 import asyncssh
 
+from . import ssh_wire
 from .node import HOME, NodeModel
 from .ticker import Ticker
 
@@ -205,6 +208,13 @@ class _NodeSSHServer(asyncssh.SSHServer):
             asyncio.get_running_loop().call_soon(conn.abort)
             return
         self.owner._conns.setdefault(self.node, set()).add(conn)
+        ssh_wire.tune(conn)
+
+    def auth_completed(self) -> None:
+        # asyncssh's own INFO lines are off (ssh_wire): one line per login, as sshd logs.
+        peer = self.conn.get_extra_info("peername") if self.conn is not None else None
+        log.info("ssh: %s: accepted publickey for %s from %s", self.node, USER,
+                 f"{peer[0]} port {peer[1]}" if peer else "?")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
@@ -272,6 +282,7 @@ class SSHServers:
 
     async def start(self, rt: Any) -> None:
         self.rt = rt
+        ssh_wire.quiet_channel_logging()
         self.dir = Path(rt.state_dir) / "ssh"
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)

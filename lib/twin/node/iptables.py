@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 IPTABLES_VERSION = "v1.8.7"
 
@@ -37,6 +37,61 @@ class IptablesError(ValueError):
     """An ``iptables-restore`` input the real tool rejects (nothing is applied)."""
 
 
+#: Generations come from one counter shared by every table: a table's generation never
+#: repeats, and a new table never starts at another table's number.
+_GENERATIONS = itertools.count(1)
+
+
+class _Chains(dict):
+    """A table's chains (name -> policy) that bump the table's generation when changed.
+
+    Callers may edit ``table.chains`` directly (kube-proxy drops its service chains so),
+    so the dict itself reports every change; reads cost what a dict's cost.
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: "Table", items: dict[str, str] | None = None) -> None:
+        super().__init__(items or {})
+        self._table = table
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self._table.changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._table.changed()
+
+    def pop(self, *args: Any) -> Any:
+        self._table.changed()
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, str]:
+        self._table.changed()
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self._table.changed()
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kw: Any) -> None:
+        self._table.changed()
+        super().update(*args, **kw)
+
+    def clear(self) -> None:
+        self._table.changed()
+        super().clear()
+
+    def __ior__(self, other: Any) -> "_Chains":
+        self._table.changed()
+        return super().__ior__(other)
+
+    def __reduce__(self) -> Any:   # copy/pickle give a plain dict
+        return (dict, (dict(self),))
+
+
 class Table:
     """One table: chains with their policies, and rules indexed by chain and by text.
 
@@ -44,17 +99,63 @@ class Table:
     them): in insertion order (what :meth:`Iptables.rules` returns), grouped by chain
     (what ``iptables-save`` renders, so rendering is linear), and as a count per text
     (so "is this rule present" is O(1); a restore may load the same rule twice).
+
+    Every change (a rule added or removed, a chain added, removed or given a policy,
+    also through ``chains`` directly) gives the table a new :attr:`generation`; its
+    ``iptables-save`` text is rendered once per generation (:meth:`render`), so reading
+    an unchanged node's rules again costs no rendering.
     """
 
-    __slots__ = ("chains", "_order", "_by_chain", "_count")
+    __slots__ = ("_chains", "_order", "_by_chain", "_count", "generation", "_rendered")
 
     def __init__(self, chains: dict[str, str] | None = None, rules: Iterable[str] = ()) -> None:
-        self.chains: dict[str, str] = dict(chains or {})   # name -> policy ("-" = user chain)
+        self.generation = next(_GENERATIONS)
+        self._rendered: tuple[int, bool, str] | None = None   # (generation, counters, text)
+        self._chains = _Chains(self, chains)                 # name -> policy ("-" = user chain)
         self._order: list[tuple[str, str]] = []            # (chain, "-A CHAIN ...") in order
         self._by_chain: dict[str, list[str]] = {}
         self._count: dict[str, int] = {}
         for r in rules:
             self.append(r)
+
+    @property
+    def chains(self) -> dict[str, str]:
+        """Chain name -> policy (``-`` for a user chain), in creation order; changes to
+        this dict count as changes of the table."""
+        return self._chains
+
+    @chains.setter
+    def chains(self, value: dict[str, str]) -> None:
+        self._chains = _Chains(self, value)
+        self.changed()
+
+    def changed(self) -> None:
+        """Record a change: a new generation (what was rendered before no longer counts)."""
+        self.generation = next(_GENERATIONS)
+
+    def render(self, name: str, counters: bool = False) -> str:
+        """The table's chain lines and rules as ``iptables-save`` prints them between
+        ``*name`` and ``COMMIT`` (each line ends with a newline); rendered once per
+        generation and counters flag."""
+        cached = self._rendered
+        if cached is not None and cached[0] == self.generation and cached[1] == counters:
+            return cached[2]
+        chains, by_chain = self._chains, self._by_chain
+        builtin = BUILTIN_CHAINS[name]
+        # built-in chains in their order, then user chains by name (set difference
+        # and sort in C: a node with kube-proxy has thousands of chains)
+        listed = [c for c in builtin if c in chains]
+        listed += sorted(chains.keys() - set(builtin))
+        out = [f":{c} {chains[c]} [0:0]" for c in listed]
+        # iptables-save lists each chain's rules together, chains in listing order.
+        grouped = [by_chain[c] for c in listed if c in by_chain]
+        if counters:
+            out += ["[0:0] " + r for own in grouped for r in own]
+        else:
+            out += itertools.chain.from_iterable(grouped)
+        text = "\n".join(out) + "\n" if out else ""
+        self._rendered = (self.generation, counters, text)
+        return text
 
     @staticmethod
     def chain_of(rule: str) -> str:
@@ -75,8 +176,14 @@ class Table:
         """The rules of one chain, in order (a copy)."""
         return list(self._by_chain.get(chain, ()))
 
+    def __copy__(self) -> "Table":
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict) -> "Table":
+        return self.copy()   # rules and chain names are strings: a copy shares nothing mutable
+
     def copy(self) -> "Table":
-        t = Table(self.chains)
+        t = Table(self._chains)
         t._order = list(self._order)
         t._by_chain = {c: list(rs) for c, rs in self._by_chain.items()}
         t._count = dict(self._count)
@@ -84,6 +191,7 @@ class Table:
 
     def append(self, rule: str, chain: str | None = None) -> None:
         chain = chain or self.chain_of(rule)
+        self.generation = next(_GENERATIONS)
         self._order.append((chain, rule))
         self._by_chain.setdefault(chain, []).append(rule)
         self._count[rule] = self._count.get(rule, 0) + 1
@@ -95,6 +203,7 @@ class Table:
         if not own:
             self.append(rule, chain)
             return
+        self.generation = next(_GENERATIONS)
         # The first occurrence of the chain's first rule is that rule (a rule's text
         # names its chain), so list.index finds the position in C, without parsing.
         self._order.insert(self._order.index((chain, own[0])), (chain, rule))
@@ -119,6 +228,7 @@ class Table:
         self._reindex([])
 
     def _reindex(self, order: list[tuple[str, str]]) -> None:
+        self.generation = next(_GENERATIONS)
         self._order = order
         self._by_chain = {}
         self._count = {}
@@ -277,7 +387,8 @@ class Iptables:
 
     def save(self, table: str | None = None, counters: bool = False) -> str:
         """Text as ``iptables-save`` prints it (counters are always zero; ``-c`` adds them
-        to each rule)."""
+        to each rule). Each table's body is rendered once per change (:meth:`Table.render`);
+        only the time stamps are new on every call."""
         self.settle()
         tool = "ip6tables-save" if self.family == 6 else "iptables-save"
         now = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
@@ -286,24 +397,10 @@ class Iptables:
             t = self._tables.get(name)
             if t is None or (table and name != table):
                 continue
-            chains, by_chain = t.chains, t._by_chain
-            builtin = BUILTIN_CHAINS[name]
-            # built-in chains in their order, then user chains by name (set difference
-            # and sort in C: a node with kube-proxy has thousands of chains)
-            listed = [c for c in builtin if c in chains]
-            listed += sorted(chains.keys() - set(builtin))
-            out.append(f"# Generated by {tool} {IPTABLES_VERSION} on {now}")
-            out.append(f"*{name}")
-            out += [f":{c} {chains[c]} [0:0]" for c in listed]
-            # iptables-save lists each chain's rules together, chains in listing order.
-            grouped = [by_chain[c] for c in listed if c in by_chain]
-            if counters:
-                out += ["[0:0] " + r for own in grouped for r in own]
-            else:
-                out += itertools.chain.from_iterable(grouped)
-            out.append("COMMIT")
-            out.append(f"# Completed on {now}")
-        return "\n".join(out) + ("\n" if out else "")
+            out.append(f"# Generated by {tool} {IPTABLES_VERSION} on {now}\n*{name}\n")
+            out.append(t.render(name, counters))
+            out.append(f"COMMIT\n# Completed on {now}\n")
+        return "".join(out)
 
     def restore(self, text: str, *, noflush: bool = False, table: str | None = None) -> list[str]:
         """Apply ``iptables-restore`` input atomically; returns the tables it touched.

@@ -356,12 +356,60 @@ def _declaration_scanner(prefixes: tuple[str, ...]) -> re.Pattern[str]:
     return rx
 
 
+#: Where each table's declarations start and end, and the next line after a table's
+#: declarations that is a table header or a declaration (iptables-save writes none of the
+#: latter among a table's rules).
+_TABLE_HEADER = re.compile(r"\n\*([^\n]*)")
+_DECLARATIONS = re.compile(r"(?:\n:[^\n]*)*")
+_NEXT_HEADER_OR_DECLARATION = re.compile(r"\n *[:*]")
+
+
+def _counts_in_save_layout(text: str, prefixes: tuple[str, ...]) -> IptablesChains | None:
+    """Counts for a dump laid out as iptables-save writes it, or None for any other layout.
+
+    iptables-save (legacy and nft) writes, per table, its ``*table`` line, then every chain
+    declaration, then the rules and ``COMMIT``. The declarations are then one block per
+    table, counted with ``str.count`` per prefix, and the rules are only searched (in C)
+    for a line that would break that layout, which sends the dump to the general scan.
+    ``text`` starts with ``"\n"``; prefixes are :data:`_SAFE_PREFIX` ones.
+    """
+    names = list(dict.fromkeys(prefixes))
+    wins = {p: 0 for p in names}
+    tables: list[str] = []
+    total = 0
+    nxt = _NEXT_HEADER_OR_DECLARATION.search(text)
+    while nxt is not None:
+        header = _TABLE_HEADER.match(text, nxt.start())
+        if header is None:               # a declaration before any table, or after rules
+            return None
+        tables.append(header.group(1).rstrip())
+        start = header.end()
+        end = _DECLARATIONS.match(text, start).end()
+        if text.count("\n: ", start, end):
+            return None                  # ": NAME": the general scan reads it as the parser does
+        total += text.count("\n:", start, end)
+        for p in names:
+            wins[p] += text.count("\n:" + p, start, end)
+        nxt = _NEXT_HEADER_OR_DECLARATION.search(text, end)
+    chains = {}
+    for i, p in enumerate(names):       # the first matching prefix wins
+        if any(p.startswith(q) for q in names[:i]):
+            chains[p] = 0
+            continue
+        longer = [q for q in names[:i] if q.startswith(p)]
+        chains[p] = wins[p] - sum(wins[q] for q in longer
+                                  if not any(q != r and q.startswith(r) for r in longer))
+    return IptablesChains(chains, total, list(dict.fromkeys(tables)))
+
+
 def parse_iptables_chains(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> IptablesChains:
     """Count an ``iptables-save`` dump's chain declarations by prefix (rules are skipped).
 
     The same counts as :func:`parse_iptables_save` gives in ``chains``, ``total_chains``
-    and ``tables``, from one regular-expression scan of the whole text that stops only
-    on declaration lines (C code, not a Python loop over every rule). A dump the scan
+    and ``tables``, without a Python loop over the rules: a dump laid out as iptables-save
+    writes it is counted per table's declaration block (the rules are only searched, in
+    C, for a line that breaks the layout); any other layout by one regular-expression
+    scan of the whole text that stops only on declaration lines. A dump the scan
     cannot read exactly (a line break other than ``\\n``, a tab or a unit separator
     around a declaration, non-ASCII text) or a prefix holding a blank or a quote is
     read by :func:`parse_iptables_save` instead.
@@ -383,6 +431,9 @@ def parse_iptables_chains(text: str, prefixes: Iterable[str] = DEFAULT_PREFIXES)
             or not all(_SAFE_PREFIX.fullmatch(p) for p in prefixes)):
         s = parse_iptables_save(text, prefixes)
         return IptablesChains(s.chains, s.total_chains, s.tables)
+    laid_out = _counts_in_save_layout(text, prefixes)
+    if laid_out is not None:
+        return laid_out
     found = Counter(_declaration_scanner(prefixes).findall(text))
     chains = {p: 0 for p in prefixes}
     tables: list[str] = []

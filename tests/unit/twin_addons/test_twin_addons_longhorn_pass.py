@@ -382,3 +382,11 @@ def test_a_failed_evicting_replica_is_replaced_not_reused(monkeypatch):
     (new,) = w.created
     assert new["spec"]["nodeID"] == "c", "replaced at once, no replenishment wait"
     assert w.reps["rb"]["status"]["currentState"] != "starting"
+
+
+@pytest.mark.parametrize("stored", [{}, None])
+def test_replica_modes_are_written_into_the_engines_own_map(stored):
+    # an empty (or null) replicaModeMap is the engine's map, not a throwaway copy
+    p = VolumePass(None, "pvc-1", VolumeClock(), {}, {"status": {"replicaModeMap": stored}}, {}, 0.0, {})
+    p.modes()["r-1"] = "RW"
+    assert p.e["status"]["replicaModeMap"] == {"r-1": "RW"}

@@ -71,7 +71,11 @@ class VolumePass(ReplicaHealing):
         self.due = at if self.due is None else min(self.due, at)
 
     def modes(self) -> dict[str, str]:
-        return self.est.setdefault("replicaModeMap", {}) or {}
+        # the engine's own map, also when it is empty or null: writes must land in it
+        m = self.est.get("replicaModeMap")
+        if not isinstance(m, dict):
+            m = self.est["replicaModeMap"] = {}
+        return m
 
     def rnode(self, rn: str) -> str:
         return (self.reps[rn].get("spec") or {}).get("nodeID", "")

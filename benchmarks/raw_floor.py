@@ -9,9 +9,11 @@ with the decoder the library uses (``msgspec.json.decode``), and keeps every pod
 decoded, in one list. Two liberties make it the best such loop, not a straw man:
 
 - the garbage collector is off for the whole loop (decoded JSON holds no cycle, so a
-  collection during it only rescans pods already received); it is turned back on when
-  the loop ends, and the caller frees the list before anything allocates, so no
-  collection ever walks the pods;
+  collection during it only rescans pods already received), and at its end the pods
+  join the oldest generation without a scan (``gc.freeze()`` then ``gc.unfreeze()``,
+  two list splices) before the collector is turned back on: turned on with the ~1.5
+  million containers of 50,000 pods still young, it scans them all at the next
+  allocation (0.75 s of CPU here). No collection ever walks the pods;
 - with ``read_ahead``, the next page is requested (in a helper thread, on the same
   connection, one request at a time) as soon as this page has arrived, its token read
   from the page's head, while this page is decoded.
@@ -97,9 +99,12 @@ def floor_pods(kubeconfig: Path, *, read_ahead: bool = True,
     try:
         return _ahead(raw, decode) if read_ahead else _serial(raw, decode)
     finally:
+        raw.close()
+        if gc.get_freeze_count() == 0:   # nobody else froze anything: unfreezing releases only ours
+            gc.freeze()
+            gc.unfreeze()
         if was_enabled:
             gc.enable()
-        raw.close()
 
 
 def _serial(raw: RawClient, decode: Callable[[bytes], object]) -> list[dict]:

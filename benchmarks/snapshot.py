@@ -133,7 +133,9 @@ def main() -> None:
 
     ratios = [ratio("library ÷ typed client", "library", "typed client", "<= 0.15"),
               ratio(f"library ÷ {floor_name}", "library", floor_name, "<= 1.05"),
-              ratio("library snapshot ÷ typed client", "library snapshot", "typed client", "-")]
+              ratio("library snapshot ÷ typed client", "library snapshot", "typed client", "-"),
+              (f"library ÷ {floor_name}, client CPU", med["library"]["client_cpu"] / med[floor_name]["client_cpu"],
+               "-", median([s["load"] for s in samples["library"] + samples[floor_name]]))]
     if "kubectl" in med:
         ratios.insert(1, ratio("library ÷ kubectl", "library", "kubectl", "<= 0.10"))
     ratios += [("twin start s", startup, "<= 10", load_ready), ("twin RSS ready MiB", rss_ready, "<= 1024", load_ready),

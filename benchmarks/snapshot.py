@@ -1,123 +1,48 @@
 """A pod snapshot at scale: the library against the typed client, kubectl and the raw floor.
 
 Run: `make benchmark-snapshot` or
-`.venv/bin/python benchmarks/snapshot.py [--nodes 500 --pods 50000 --rounds 3]`.
+`.venv/bin/python benchmarks/snapshot.py [--nodes 500 --pods 50000 --rounds 3 --repeat 5]`.
 
 The twin runs in its own process (`runbook twin up --scale`), so its start time and
-memory are its own. Then, in interleaved rounds (each contender once per round, the
-median kept), every pod is read page by page (limit 500) by:
+memory are its own. After one untimed pass of the in-process contenders (imports,
+the twin's encoded-object cache), in interleaved rounds (the fast contenders
+``--repeat`` times in turn, then the typed client and kubectl once; the median kept),
+every pod is read page by page (limit 500) by:
 
-- ``library``: ``runbook.cluster.Cluster.list("pods")`` (raw dicts; what snapshots use);
+- ``library``: ``runbook.cluster.Cluster.list("pods")`` (raw dicts; what snapshots keep);
 - ``library snapshot``: ``Cluster.snapshot("pods")``, the DataFrame (also lists ReplicaSets);
 - ``typed client``: ``CoreV1Api.list_pod_for_all_namespaces`` with model objects;
 - ``kubectl``: ``kubectl get pods -A -o json`` (it pages by 500 too);
-- ``raw floor (json)`` / ``raw floor (msgspec)``: plain HTTPS requests on one keep-alive
-  connection, the same page size, and ``json.loads`` / the fast decoder the library uses;
-  nothing else, one page after the other;
-- ``raw floor (msgspec, read-ahead)``: the same, with the next page requested (in a
-  helper thread, on the same connection: one request at a time) while this one is
-  decoded, as the library does. The floor ratio compares the library with the fastest
-  floor, so the library's read-ahead is not counted as a win over a weaker baseline.
+- ``raw floor (read-ahead)`` / ``raw floor (serial)``: the best plain loop
+  (``benchmarks/raw_floor.py``): ``http.client``, the library's decoder, the same page
+  size and query, every pod kept in one list, the collector off during the loop, the
+  next page requested while this one is decoded (or not). The floor ratio compares
+  the library with the faster of the two.
 
-Nothing here is asserted; this is a measurement, printed as tables with the load average.
+Each row shows the wall time (median and best), the CPU the client used (this process,
+helper threads included, or kubectl's) and the twin's CPU during the read, and the
+1-minute load average at the end of each timed read (median). Nothing is asserted;
+this is a measurement, printed as tables.
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import gc
 import json
-import re
-import ssl
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import TwinProcess, load_average, median, table  # noqa: E402
+from bench_common import TwinProcess, cpu_seconds, load_average, median, table  # noqa: E402
+from raw_floor import LIMIT, fast_decoder, floor_pods  # noqa: E402
 
-LIMIT = 500
-
-
-def _fast_loads() -> tuple[str, Callable[[bytes], object]] | None:
-    for mod in ("msgspec", "orjson"):
-        try:
-            if mod == "msgspec":
-                import msgspec
-                return "msgspec", msgspec.json.decode
-            import orjson
-            return "orjson", orjson.loads
-        except ImportError:
-            continue
-    return None
-
-
-class RawClient:
-    """HTTPS GETs with the kubeconfig's token and CA on one kept-alive connection."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        import http.client
-
-        doc = yaml.safe_load(kubeconfig.read_text())
-        ctx = next(c["context"] for c in doc["contexts"] if c["name"] == doc["current-context"])
-        cl = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
-        url = urlsplit(cl["server"])
-        sslctx = ssl.create_default_context()
-        if "certificate-authority-data" in cl:
-            import base64
-            sslctx.load_verify_locations(cadata=base64.b64decode(cl["certificate-authority-data"]).decode())
-        elif "certificate-authority" in cl:
-            sslctx.load_verify_locations(cl["certificate-authority"])
-        self.conn = http.client.HTTPSConnection(url.hostname, url.port, context=sslctx)
-        self.headers = {"Authorization": f"Bearer {user['token']}", "Accept": "application/json"}
-
-    def get(self, path: str) -> bytes:
-        self.conn.request("GET", path, headers=self.headers)
-        r = self.conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"GET {path}: {r.status} {data[:200]!r}")
-        return data
-
-
-def raw_floor(raw: RawClient, loads: Callable[[bytes], object]) -> int:
-    token, n = "", 0
-    while True:
-        q = f"?limit={LIMIT}" + (f"&continue={token}" if token else "")
-        doc = loads(raw.get("/api/v1/pods" + q))
-        n += len(doc["items"])
-        token = doc["metadata"].get("continue")
-        if not token:
-            return n
-
-
-_CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"\\]*)"')
-
-
-def raw_floor_ahead(raw: RawClient, loads: Callable[[bytes], object]) -> int:
-    """:func:`raw_floor` with the next page fetched while this one is decoded (the token
-    is read from the page's metadata, which comes before its items)."""
-    def path(token: str) -> str:
-        return "/api/v1/pods" + f"?limit={LIMIT}" + (f"&continue={token}" if token else "")
-
-    n = 0
-    with cf.ThreadPoolExecutor(1) as ex:
-        data = raw.get(path(""))
-        while True:
-            m = _CONTINUE.search(data, 0, 4096)
-            ahead = ex.submit(raw.get, path(m.group(1).decode())) if m and m.group(1) else None
-            doc = loads(data)
-            n += len(doc["items"])
-            if ahead is None:
-                return n
-            data = ahead.result()
+#: the contenders that take seconds, not minutes: they run ``--repeat`` times a round
+FAST = ("library", "library snapshot", "raw floor (read-ahead)", "raw floor (serial)")
 
 
 def typed_client(kubeconfig: Path) -> int:
@@ -139,11 +64,18 @@ def kubectl(kubeconfig: Path, binary: str) -> int:
     return len(json.loads(out)["items"])
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (kubectl)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=500)
     ap.add_argument("--pods", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each fast contender per round")
     ap.add_argument("--no-kubectl", action="store_true")
     a = ap.parse_args()
 
@@ -151,52 +83,72 @@ def main() -> None:
     from runbook.cluster import Cluster
     from runbook.tools import find_binary
 
+    decoder = fast_decoder()
     with tempfile.TemporaryDirectory(prefix="bench-snapshot-", ignore_cleanup_errors=True) as d:
         with TwinProcess(Path(d) / "twin", scale=f"nodes={a.nodes},pods={a.pods}") as twin:
             time.sleep(3)   # the controllers' first status pass runs right after start
             rss_ready, _ = twin.rss()
+            load_ready = os.getloadavg()[0]
             p = params.load(twin.params)
-            raw = RawClient(twin.kubeconfig)
-            fast = _fast_loads()
+            kc = twin.kubeconfig
             contenders: dict[str, Callable[[], int]] = {
                 "library": lambda: len(Cluster.from_params(p).list("pods")),
                 "library snapshot": lambda: len(Cluster.from_params(p).snapshot("pods")),
-                "typed client": lambda: typed_client(twin.kubeconfig),
-                "raw floor (json)": lambda: raw_floor(raw, json.loads),
+                "typed client": lambda: typed_client(kc),
+                "raw floor (read-ahead)": lambda: len(floor_pods(kc, read_ahead=True, decode=decoder[1])),
+                "raw floor (serial)": lambda: len(floor_pods(kc, read_ahead=False, decode=decoder[1])),
             }
-            if fast:
-                contenders[f"raw floor ({fast[0]})"] = lambda: raw_floor(raw, fast[1])
-                contenders[f"raw floor ({fast[0]}, read-ahead)"] = lambda: raw_floor_ahead(raw, fast[1])
             if not a.no_kubectl:
                 kbin = find_binary("kubectl")
-                contenders["kubectl"] = lambda: kubectl(twin.kubeconfig, kbin)
-            times: dict[str, list[float]] = {k: [] for k in contenders}
+                contenders["kubectl"] = lambda: kubectl(kc, kbin)
+            print(f"twin ready in {twin.startup_s:.1f}s, RSS {rss_ready:.0f} MiB [load {load_average()}]; "
+                  f"decoder {decoder[0]}", flush=True)
+            for name in FAST:
+                contenders[name]()   # untimed: imports, connections, the twin's caches
+            samples: dict[str, list[dict]] = {k: [] for k in contenders}
             counts: dict[str, int] = {}
-            print(f"twin ready in {twin.startup_s:.1f}s, RSS {rss_ready:.0f} MiB [load {load_average()}]", flush=True)
+            order = [n for _ in range(a.repeat) for n in FAST] + [n for n in contenders if n not in FAST]
             for r in range(a.rounds):
-                for name, fn in contenders.items():
+                for name in order:
+                    fn = contenders[name]
                     gc.collect()
-                    t0 = time.perf_counter()
+                    c0, k0, t0 = time.process_time(), children_cpu(), cpu_seconds(twin.proc.pid)
+                    w0 = time.perf_counter()
                     counts[name] = fn()
-                    times[name].append(time.perf_counter() - t0)
-                    print(f"  round {r + 1}: {name} {times[name][-1]:.1f}s [load {load_average()}]", flush=True)
+                    wall = time.perf_counter() - w0
+                    samples[name].append({
+                        "wall": wall,
+                        "client_cpu": time.process_time() - c0 + children_cpu() - k0,
+                        "twin_cpu": cpu_seconds(twin.proc.pid) - t0,
+                        "load": os.getloadavg()[0]})
+                    print(f"  round {r + 1}: {name} {wall:.2f}s [load {load_average()}]", flush=True)
             _, rss_peak = twin.rss()
             startup = twin.startup_s
-    med = {k: median(v) for k, v in times.items()}
-    floor_name = min((k for k in med if k.startswith("raw floor")), key=med.get)
-    rows = [(k, counts[k], med[k], min(times[k]), med[k] / med["library"]) for k in med]
+    med = {k: {f: median([s[f] for s in v]) for f in ("wall", "client_cpu", "twin_cpu", "load")}
+           for k, v in samples.items()}
+    lib = med["library"]["wall"]
+    rows = [(k, counts[k], len(samples[k]), m["wall"], min(s["wall"] for s in samples[k]), m["client_cpu"], m["twin_cpu"],
+             m["wall"] / lib, m["load"]) for k, m in med.items()]
     print(table(f"pod snapshot, {a.nodes} nodes / {a.pods} pods, {a.rounds} interleaved rounds (median)",
-                ["contender", "pods", "median s", "best s", "÷ library"], rows))
-    lib = med["library"]
-    ratios = [("library ÷ typed client", lib / med["typed client"], "<= 0.15"),
-              ("library ÷ raw floor " + floor_name[len("raw floor "):], lib / med[floor_name], "<= 1.05"),
-              ("library snapshot ÷ typed client", med["library snapshot"] / med["typed client"], "-")]
+                ["contender", "pods", "runs", "median s", "best s", "client CPU s", "twin CPU s", "÷ library",
+                 "load 1m"], rows))
+    floor_name = min((k for k in med if k.startswith("raw floor")), key=lambda k: med[k]["wall"])
+
+    def ratio(label: str, a_: str, b_: str, target: str) -> tuple:
+        return (label, med[a_]["wall"] / med[b_]["wall"], target,
+                median([s["load"] for s in samples[a_] + samples[b_]]))
+
+    ratios = [ratio("library ÷ typed client", "library", "typed client", "<= 0.15"),
+              ratio(f"library ÷ {floor_name}", "library", floor_name, "<= 1.05"),
+              ratio("library snapshot ÷ typed client", "library snapshot", "typed client", "-"),
+              (f"library ÷ {floor_name}, client CPU", med["library"]["client_cpu"] / med[floor_name]["client_cpu"],
+               "-", median([s["load"] for s in samples["library"] + samples[floor_name]]))]
     if "kubectl" in med:
-        ratios.insert(1, ("library ÷ kubectl", lib / med["kubectl"], "<= 0.10"))
-    ratios += [("twin start s", startup, "<= 10"), ("twin RSS ready MiB", rss_ready, "<= 1024"),
-               ("twin RSS peak MiB", rss_peak, "-")]
+        ratios.insert(1, ratio("library ÷ kubectl", "library", "kubectl", "<= 0.10"))
+    ratios += [("twin start s", startup, "<= 10", load_ready), ("twin RSS ready MiB", rss_ready, "<= 1024", load_ready),
+               ("twin RSS peak MiB", rss_peak, "-", med["library"]["load"])]
     print()
-    print(table("ratios and twin", ["figure", "value", "target"], ratios))
+    print(table("ratios and twin", ["figure", "value", "target", "load 1m"], ratios))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from runbook import paging
-from runbook.paging import Pager, loads, no_full_collections, peek_continue
+from runbook.paging import Pager, loads, loads_kept, no_full_collections, peek_continue
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -106,3 +106,57 @@ def test_thresholds_are_restored_when_the_consumer_stops_early():
     next(it)
     it.close()
     assert gc.get_threshold() == before
+
+
+def _in_generation(obj: object, generation: int) -> bool:
+    return any(o is obj for o in gc.get_objects(generation=generation))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_kept_page_leaves_the_collector_as_it_found_it(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert loads_kept(b'{"items":[{"a":[1]}]}') == {"items": [{"a": [1]}]}
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_kept_page_joins_the_oldest_generation_unscanned():
+    page = loads_kept(b'{"items":[{"containers":[{"name":"c"}]}]}')
+    assert _in_generation(page, 2) and _in_generation(page["items"][0]["containers"], 2)
+    young = loads_kept(b'{"items":[{"containers":[]}]}', promote=False)
+    assert not _in_generation(young, 2)
+
+
+def test_kept_pages_decoded_in_two_threads_turn_the_collector_back_on_once():
+    assert gc.isenabled()
+    seen: list[bool] = []
+    barrier = threading.Barrier(2)
+
+    def decode():
+        barrier.wait()
+        for _ in range(200):
+            loads_kept(json.dumps({"items": [{"n": list(range(50))}] * 20}).encode())
+            seen.append(True)
+    threads = [threading.Thread(target=decode) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 400 and gc.isenabled() and paging._pausers == 0
+
+
+def test_a_pager_leaves_what_others_froze_frozen():
+    fetch, _ = recorder(pages_of(3))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        items = [it["n"] for page in Pager(fetch) for it in page["items"]]
+        assert items == list(range(9))
+        assert gc.get_freeze_count() >= frozen        # nothing of theirs was released
+    finally:
+        gc.unfreeze()

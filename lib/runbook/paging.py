@@ -140,10 +140,24 @@ def loads_kept(data: bytes | str, *, promote: bool = True) -> Any:
                     gc.enable()
 
 
+_frozen_by_others = False
+
+
 def _nothing_frozen() -> bool:
     """True when no object is frozen (``gc.freeze``) in this process, so unfreezing
-    releases only what :func:`loads_kept` froze itself."""
-    return gc.get_freeze_count() == 0
+    releases only what :func:`loads_kept` froze itself.
+
+    ``gc.get_freeze_count`` walks every frozen object (a twin started in the same process
+    freezes its whole start-up heap: a million objects, milliseconds per call, and the
+    availability sampler pages every few seconds), so once frozen objects are seen the
+    answer is kept: ``gc.freeze`` is for heaps a process keeps (before a fork, or for its
+    lifetime). A wrong "frozen" only costs the promotion, never releases anything.
+    """
+    global _frozen_by_others
+    if not _frozen_by_others:
+        with _pause_lock:    # never between loads_kept's own freeze and unfreeze
+            _frozen_by_others = gc.get_freeze_count() > 0
+    return not _frozen_by_others
 
 
 class Pager:

@@ -153,6 +153,7 @@ def test_a_pager_leaves_what_others_froze_frozen(monkeypatch):
     # the pager must not unfreeze (which would release everything frozen); the freeze
     # count itself is no witness: frozen objects may die meanwhile by reference counting
     fetch, _ = recorder(pages_of(3))
+    monkeypatch.setattr(paging, "_frozen_by_others", False)   # as in a fresh process
     real_unfreeze, unfreezes = gc.unfreeze, []
     monkeypatch.setattr(gc, "unfreeze", lambda: unfreezes.append(1) or real_unfreeze())
     gc.freeze()
@@ -163,3 +164,16 @@ def test_a_pager_leaves_what_others_froze_frozen(monkeypatch):
         assert unfreezes == []                        # nothing of theirs was released
     finally:
         real_unfreeze()
+
+
+def test_frozen_objects_once_seen_are_not_counted_again(monkeypatch):
+    # counting frozen objects walks them all: a process that froze some is asked once
+    monkeypatch.setattr(paging, "_frozen_by_others", False)
+    counts = []
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: counts.append(1) or 1_000_000)
+    assert [paging._nothing_frozen() for _ in range(3)] == [False, False, False]
+    assert len(counts) == 1
+    monkeypatch.setattr(paging, "_frozen_by_others", False)
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: counts.append(0) or 0)
+    assert paging._nothing_frozen() and paging._nothing_frozen()   # none frozen: asked each time
+    assert counts == [1, 0, 0]

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from twin.clock import Clock
-from twin.node import (BUILTIN_CHAINS, RESYNC_SECONDS, Iptables, IptablesError, KubeService,
-                        build_nodes)
-from twin_nodes_cases import CLUSTER, SPECS, run, sh
+from twin.node import BUILTIN_CHAINS, RESYNC_SECONDS, Iptables, IptablesError, build_nodes
+from twin_nodes_cases import CLUSTER, SERVICES, SPECS, run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -131,25 +130,13 @@ def test_index_follows_restore_in_every_mode():
     assert ipt.check() == [] and ipt.rules() == [] and ipt.table_names() == []
 
 
-SERVICES = [
-    KubeService("default", "kubernetes", "https", "10.43.0.1", 443, ["10.0.0.2:6443"]),
-    KubeService("kube-system", "kube-dns", "dns", "10.43.0.10", 53, ["10.42.0.2:53", "10.42.1.5:53"], "UDP"),
-    KubeService("web", "shop", "http", "10.43.7.7", 80, ["10.42.1.9:8080", "10.42.2.3:8080"],
-                node_port=30080, lb_ips=["10.0.0.200"]),
-    KubeService("web", "empty", "", "10.43.7.8", 80, []),
-]
-
-
 def strip_stamps(text: str) -> str:
     return re.sub(r"(?m)^#.*\n", "", text)
 
 
 @pytest.fixture
-def nodes(tmp_path: Path):
-    ns = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), services=list(SERVICES))
-    yield ns
-    for n in ns.values():
-        run(n.close())
+def nodes(service_nodes):
+    return service_nodes
 
 
 def test_kube_proxy_chains_are_deferred_until_read(nodes):

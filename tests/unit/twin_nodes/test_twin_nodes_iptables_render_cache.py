@@ -10,14 +10,12 @@ mutation path must invalidate the cache, including edits of ``table.chains`` mad
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from twin.clock import Clock
-from twin.node import BUILTIN_CHAINS, Iptables, KubeService, build_nodes
-from twin_nodes_cases import CLUSTER, SPECS, run, sh
+from twin.node import BUILTIN_CHAINS, Iptables
+from twin_nodes_cases import SERVICES, run, sh
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -138,19 +136,9 @@ def test_a_no_op_keeps_the_generation_and_a_copy_starts_its_own():
     assert type(dict(t.chains)) is dict
 
 
-SERVICES = [
-    KubeService("default", "kubernetes", "https", "10.43.0.1", 443, ["10.0.0.2:6443"]),
-    KubeService("web", "shop", "http", "10.43.7.7", 80, ["10.42.1.9:8080", "10.42.2.3:8080"],
-                node_port=30080, lb_ips=["10.0.0.200"]),
-]
-
-
 @pytest.fixture
-def nodes(tmp_path: Path):
-    ns = build_nodes(SPECS, CLUSTER, tmp_path / "nodes", Clock(speed=0.001), services=list(SERVICES))
-    yield ns
-    for n in ns.values():
-        run(n.close())
+def nodes(service_nodes):
+    return service_nodes
 
 
 def test_kube_proxy_syncs_and_the_commands_see_fresh_dumps(nodes):

@@ -49,6 +49,16 @@ def settled(env: Net) -> None:
     env.until(lambda: env.call(env.net.kube_proxy_sync.idle), what="kube-proxy's sync")
 
 
+def web_on_every_node(env: Net) -> set[str]:
+    """Two web pods behind the web Service, programmed by every node; their endpoints."""
+    env.create(deployment("web", 2))
+    env.create(web_service())
+    env.until(lambda: len(ready_endpoints(env)) == 2, timeout=60, what="2 web pods Ready")
+    first = ready_endpoints(env)
+    env.until(lambda: all(programmed(env, n) == first for n in NODES), what="every node programs web")
+    return first
+
+
 def replace_one_pod(env: Net) -> str:
     """Delete one web pod; the Deployment makes another. Returns the deleted pod's endpoint."""
     before = ready_endpoints(env)
@@ -60,11 +70,7 @@ def replace_one_pod(env: Net) -> str:
 
 
 def test_running_kube_proxies_follow_the_endpoints_and_a_stopped_one_keeps_its_last_sync(env):
-    env.create(deployment("web", 2))
-    env.create(web_service())
-    env.until(lambda: len(ready_endpoints(env)) == 2, timeout=60, what="2 web pods Ready")
-    first = ready_endpoints(env)
-    env.until(lambda: all(programmed(env, n) == first for n in NODES), what="every node programs web")
+    first = web_on_every_node(env)
 
     env.sh(AGENT2, "sudo systemctl stop k3s-agent")
     gone = replace_one_pod(env)
@@ -88,11 +94,7 @@ def test_running_kube_proxies_follow_the_endpoints_and_a_stopped_one_keeps_its_l
 
 
 def test_disable_kube_proxy_keeps_the_last_sync_on_every_node(env):
-    env.create(deployment("web", 2))
-    env.create(web_service())
-    env.until(lambda: len(ready_endpoints(env)) == 2, timeout=60, what="2 web pods Ready")
-    first = ready_endpoints(env)
-    env.until(lambda: all(programmed(env, n) == first for n in NODES), what="every node programs web")
+    first = web_on_every_node(env)
 
     env.add_config(SERVER, "disable-kube-proxy: true\n")    # agents take it from the server
     env.restart(SERVER, AGENT1, AGENT2)

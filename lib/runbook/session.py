@@ -71,6 +71,9 @@ class Session:
     evidence_lost: list[EvidenceLost] = field(default_factory=list)
     #: what the approving engineer must look at (the index's "Needs attention")
     attention_items: list[Attention] = field(default_factory=list)
+    #: the storage wait a scale-up started (``storage_ops.StorageBudget``), until the
+    #: volume check that follows it takes it: one deadline for both waits
+    storage_budget: Any = None
     _nodes: list[Node] | None = None
 
     # -- nodes ---------------------------------------------------------------------------

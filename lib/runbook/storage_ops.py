@@ -63,7 +63,8 @@ class StorageBudget:
     """``limits.timeouts.storage_healthy`` spent once across the two storage waits that
     follow a scale-up: the volume users' pods Ready (:func:`scale_up`), then every volume
     healthy (:func:`healthy_check`). One deadline, counted from the scale-up; the session
-    holds it from :func:`scale_up` until :func:`healthy_check` takes it.
+    holds it (``Session.storage_budget``) from :func:`scale_up` until :func:`healthy_check`
+    takes it.
 
     Attributes:
         limit: the budget in seconds (the param). started: ``time.monotonic()`` at the
@@ -88,16 +89,10 @@ class StorageBudget:
         return max(0.0, self.started + self.limit - (time.monotonic() if now is None else now))
 
 
-def _keep_budget(s: Session, budget: StorageBudget) -> None:
-    s._storage_budget = budget
-
-
 def _take_budget(s: Session) -> StorageBudget | None:
     """The budget a scale-up of this session started, once: a later check (a re-run of
     the cell, or node-by-node's check before each node) waits the whole limit again."""
-    budget = getattr(s, "_storage_budget", None)
-    if budget is not None:
-        s._storage_budget = None
+    budget, s.storage_budget = s.storage_budget, None
     return budget
 
 
@@ -183,8 +178,7 @@ def scale_up(s: Session) -> pd.DataFrame | None:
     _take_budget(s)          # an earlier scale-up's deadline is not this one's
     if not todo or not s.require_execute(f"scaling {len(todo)} Longhorn volume user(s) back up"):
         return frame
-    budget = StorageBudget(_timeout(s))
-    _keep_budget(s, budget)
+    budget = s.storage_budget = StorageBudget(_timeout(s))
     for key, v in todo.items():
         with s.journal.step("storage-scale-up", f"scale {key} back to its journaled {v['replicas']}",
                             before={"replicas": 0}, data={"replicas": v["replicas"]}):

@@ -87,7 +87,7 @@ def _session(tmp_path: Path, c: _Cluster) -> Any:
                                                     "owner_paused": None}})
     params = SimpleNamespace(limits=SimpleNamespace(timeouts=SimpleNamespace(storage_healthy=LIMIT)))
     said: list[str] = []
-    return SimpleNamespace(cluster=c, journal=j, params=params, execute=True, progress=said.append, said=said,
+    return SimpleNamespace(cluster=c, journal=j, params=params, execute=True, storage_budget=None, progress=said.append, said=said,
                            require_execute=lambda what: True)
 
 

@@ -76,7 +76,7 @@ def _session(tmp_path: Path, c: _Cluster) -> Any:
     c.journal = j
     params = SimpleNamespace(limits=SimpleNamespace(timeouts=SimpleNamespace(storage_healthy=5, pods_ready=5)),
                              argocd=SimpleNamespace(namespace="argocd", pause_parents=True))
-    return SimpleNamespace(cluster=c, journal=j, params=params, execute=True, progress=lambda m: None,
+    return SimpleNamespace(cluster=c, journal=j, params=params, execute=True, storage_budget=None, progress=lambda m: None,
                            require_execute=lambda what: True, figure=lambda *a: None)
 
 

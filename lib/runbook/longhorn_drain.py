@@ -172,17 +172,16 @@ def drain_verdict(policy: str, rows: list[storage.VolumeRow], *, nodes: Collecti
     return Verdict("nbn-longhorn-drain", True, _MESSAGE, [f"node-drain-policy {policy}"] + details, [], facts)
 
 
-def read_policy(s: Session) -> str:
-    """The ``node-drain-policy`` setting's value (Longhorn's default when the object is missing)."""
-    obj = s.cluster.request("GET", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
-                                   "/settings/node-drain-policy", ok_missing=True)
-    return str((obj or {}).get("value") or DEFAULT_POLICY)
-
-
 def _setting(s: Session, name: str) -> str:
+    """A ``settings.longhorn.io`` object's value ("" when it is missing)."""
     obj = s.cluster.request("GET", f"/apis/{storage.LONGHORN_API}/namespaces/{storage.LONGHORN_NS}"
                                    f"/settings/{name}", ok_missing=True)
     return str((obj or {}).get("value") or "")
+
+
+def read_policy(s: Session) -> str:
+    """The ``node-drain-policy`` setting's value (Longhorn's default when the object is missing)."""
+    return _setting(s, "node-drain-policy") or DEFAULT_POLICY
 
 
 def read_shareable(s: Session) -> set[str]:

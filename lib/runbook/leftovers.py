@@ -183,7 +183,7 @@ def _comment_rules(dump: str, comments: Sequence[str]) -> int:
         line = line.strip()
         if not line.startswith("-A"):
             continue
-        _chain, _target, comment = facts_mod._rule_chain_and_target(line)
+        _chain, _target, comment = facts_mod.rule_chain_and_target(line)
         if comment and any(c in comment for c in comments):
             n += 1
     return n

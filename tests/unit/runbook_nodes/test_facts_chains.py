@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import facts
+from runbook import facts, facts_iptables
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -100,7 +100,7 @@ def save_layout(rng: random.Random) -> str:
 
 def test_save_layout_is_counted_per_declaration_block_and_agrees_with_the_full_parser(monkeypatch):
     # dumps laid out as iptables-save writes them never reach the general scan
-    monkeypatch.setattr(facts, "_declaration_scanner", lambda p: pytest.fail("general scan used"))
+    monkeypatch.setattr(facts_iptables, "_declaration_scanner", lambda p: pytest.fail("general scan used"))
     rng = random.Random(22)
     for _ in range(2000):
         text = save_layout(rng) + ("\n" + save_layout(rng) if rng.random() < 0.3 else "")   # v4 + v6

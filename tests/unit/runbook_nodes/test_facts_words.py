@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import facts
+from runbook import facts_iptables
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -35,7 +35,7 @@ def fixture_lines() -> list[str]:
 def test_every_fixture_line_reads_as_shlex_reads_it():
     lines = fixture_lines()
     assert len(lines) > 5000   # the large kube-proxy + Cilium dump is among them
-    wrong = [ln for ln in lines if facts._rule_words(ln) != shell_words(ln)]
+    wrong = [ln for ln in lines if facts_iptables._rule_words(ln) != shell_words(ln)]
     assert wrong == []
 
 
@@ -56,11 +56,11 @@ def test_every_fixture_line_reads_as_shlex_reads_it():
     '""',
 ])
 def test_corner_cases_read_as_shlex_reads_them(line):
-    assert facts._rule_words(line) == shell_words(line)
+    assert facts_iptables._rule_words(line) == shell_words(line)
 
 
 def test_quoted_target_and_comment_are_unquoted():
-    chain, target, comment = facts._rule_chain_and_target(
+    chain, target, comment = facts_iptables.rule_chain_and_target(
         '[0:0] -A KUBE-SVC-1 -m comment --comment "ns/a:http -> 10.42.0.5:80" -j "KUBE-SEP-2"')
     assert (chain, target, comment) == ("KUBE-SVC-1", "KUBE-SEP-2", "ns/a:http -> 10.42.0.5:80")
 
@@ -71,9 +71,18 @@ def test_quick_path_agrees_with_the_words_wherever_it_answers():
     for ln in rules + ['-A X -m comment --comment "a -j FAKE" -j REAL',
                        '-A X -m comment --comment "then -j FAKE"',
                        "-A X -j LOG --log-prefix 'x -j Y'", '-A X -j', '-A "X" -j Y']:
-        quick = facts._quick_chain_and_target(ln)
+        quick = facts_iptables._quick_chain_and_target(ln)
         if quick is not None:
             answered += 1
-            chain, target, _ = facts._rule_chain_and_target(ln)
+            chain, target, _ = facts_iptables.rule_chain_and_target(ln)
             assert quick == (chain, target), ln
     assert answered > 0.9 * len(rules)
+
+
+@pytest.mark.parametrize("module", ["runbook.facts", "runbook.facts_iptables"])
+def test_the_parsers_docstring_examples_run_as_written(module: str) -> None:
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module))
+    assert res.attempted > 0 and res.failed == 0, res

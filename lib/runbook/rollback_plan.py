@@ -28,6 +28,7 @@ from . import node_by_node_plan as nbp
 from . import pods as pods_mod
 from .k3sconfig import unit_for
 from .presentation import frame_html
+from .server_clock import ClockBounds, possibly_at_or_after, possibly_before
 
 __all__ = [
     "STEP_CRDS", "STEP_FILES", "STEP_CLEANUP", "STEP_KILLALL", "STEP_REBOOT",
@@ -480,7 +481,8 @@ def _created(pod: dict) -> datetime | None:
         return None
 
 
-def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
+def restart_candidates(pods: list[dict], rp: RollbackPlan,
+                       clock: ClockBounds | None = None) -> list[dict]:
     """The pods whose sandbox is not flannel's (pure).
 
     Non-hostNetwork pods on a node whose k3s the rollback restarts, created since the CNI
@@ -492,7 +494,13 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
     (:attr:`NodeRollback.on_flannel`) only the pods created before flannel's config was
     back there are: the per-node rollback could not re-create them (their owner's policy,
     or they came in between), and they lose their network when Cilium goes; on a node that
-    never left flannel, none is."""
+    never left flannel, none is.
+
+    Creation times are the API server's, to the second; the journal's are this machine's
+    (:mod:`runbook.server_clock`): a pod is compared with a journal time through ``clock``,
+    the measured skew between the two (default: none measured), and a pod that may have
+    been created on the wrong side of it is restarted."""
+    clock = clock or ClockBounds.unmeasured()
     since = _ts(rp.pods_since) if rp.pods_since else None
     by = {n.node: n for n in rp.nodes}
     out = []
@@ -507,23 +515,26 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan) -> list[dict]:
             continue
         if n.on_flannel:
             back = n.on_flannel.get("since")
-            if back and created and created < _ts(back):
+            if back and created and possibly_before(created, _ts(back), clock):
                 out.append(p)
         # a node the rollback leaves alone kept its CNI: its pods are left alone too
-        elif n.lost_bridge or (n.restart and since and created and created >= since):
+        elif n.lost_bridge or (n.restart and since and created
+                               and possibly_at_or_after(created, since, clock)):
             out.append(p)
     return out
 
 
-def restart_plan(pods: list[dict], rp: RollbackPlan) -> pods_mod.RestartPlan:
+def restart_plan(pods: list[dict], rp: RollbackPlan,
+                 clock: ClockBounds | None = None) -> pods_mod.RestartPlan:
     """The candidates split by owner under the rollback's policy
     (:func:`runbook.pods.policy_for` ``("rollback")``), pure."""
-    return pods_mod.plan_restart(restart_candidates(pods, rp), policy=pods_mod.policy_for("rollback"))
+    return pods_mod.plan_restart(restart_candidates(pods, rp, clock), policy=pods_mod.policy_for("rollback"))
 
 
-def pods_to_restart(pods: list[dict], rp: RollbackPlan) -> tuple[list[dict], list[dict]]:
+def pods_to_restart(pods: list[dict], rp: RollbackPlan,
+                    clock: ClockBounds | None = None) -> tuple[list[dict], list[dict]]:
     """(pods to restart, pods listed only: no owner the policy lets recreate them), pure."""
-    p = restart_plan(pods, rp)
+    p = restart_plan(pods, rp, clock)
     return p.restart, [sk.raw for sk in p.skipped]
 
 

@@ -43,8 +43,9 @@ __all__ = ["cordon", "uncordon", "is_cordoned", "pods_to_move", "blocking_pdb", 
 #: (``kubectl drain`` polls each evicted pod every second too).
 POLL_SECONDS = 1.0
 #: Seconds a burst of pod events (a ReplicaSet's replacements) may take to arrive before
-#: the drain looks again: one look per burst, at most a few LISTs of the pods a second.
-SETTLE_SECONDS = 0.2
+#: the drain looks again: one look per burst, at most two LISTs of the pods a second
+#: however busy the cluster (the watch sees every pod, the replacements on other nodes too).
+SETTLE_SECONDS = 0.5
 #: The shortest wait between two rounds (a retry already due is not a reason to spin).
 MIN_PAUSE = 0.05
 

@@ -2,8 +2,12 @@
 
 Pods leave through the Eviction API (``POST .../pods/<name>/eviction``), which refuses
 (HTTP 429) an eviction that would break a PodDisruptionBudget; such a pod is tried
-again every ``retry`` seconds until the drain's ``timeout`` (F14 in
-docs/node-by-node.md). DaemonSet pods, mirror (static) pods and finished pods stay, as
+again ``retry`` seconds after the refusal, or as soon as its PDB changes (its allowed
+disruptions, or the PDB gone), until the drain's ``timeout`` (F14 in
+docs/node-by-node.md). Between rounds the drain waits on the API's events (a watch on
+pods and PDBs, :class:`runbook.watches.Changes`) rather than on a clock: it looks again
+as soon as a pod leaves or a replacement turns Ready, and every :data:`POLL_SECONDS`
+anyway. DaemonSet pods, mirror (static) pods and finished pods stay, as
 with ``--ignore-daemonsets``. Unlike ``kubectl drain``, pods of one controller leave one
 at a time: the next is evicted only once the controller has as many Ready pods as before
 the last eviction, so a workload whose replicas the earlier drains put on this node (and
@@ -33,7 +37,17 @@ if TYPE_CHECKING:
     from .journal import Journal
 
 __all__ = ["cordon", "uncordon", "is_cordoned", "pods_to_move", "blocking_pdb", "drain",
-           "DrainResult", "DrainTimeout"]
+           "DrainResult", "DrainTimeout", "POLL_SECONDS"]
+
+#: Seconds between two looks at the node's pods when no watch wakes the drain earlier
+#: (``kubectl drain`` polls each evicted pod every second too).
+POLL_SECONDS = 1.0
+#: Seconds a burst of pod events (a ReplicaSet's replacements) may take to arrive before
+#: the drain looks again: one look per burst, at most two LISTs of the pods a second
+#: however busy the cluster (the watch sees every pod, the replacements on other nodes too).
+SETTLE_SECONDS = 0.5
+#: The shortest wait between two rounds (a retry already due is not a reason to spin).
+MIN_PAUSE = 0.05
 
 
 #: What to say when longhorn-manager kept an instance manager's PDB (runbook.longhorn_drain).
@@ -142,6 +156,27 @@ def _evict(cluster: Cluster, pod: dict) -> str:
     return "gone" if res is None else "evicted"
 
 
+def _pdb_state(pdbs: Sequence[dict], name: str | None) -> tuple[Any, ...] | None:
+    """What a refused eviction's PDB looked like (None: no such PDB): a retry is due
+    early once this changes."""
+    for b in pdbs:
+        md = b.get("metadata") or {}
+        if name == f"{md.get('namespace')}/{md.get('name')}":
+            st = b.get("status") or {}
+            return md.get("resourceVersion"), st.get("disruptionsAllowed"), st.get("currentHealthy")
+    return None
+
+
+def _changes(cluster: Any) -> Any:
+    """Watches on pods and PDBs when ``cluster`` serves watches (a
+    :class:`~runbook.cluster.Cluster`); None for an object that cannot (the drain then polls)."""
+    if not hasattr(cluster, "watch_stream"):
+        return None
+    from .watches import Changes
+
+    return Changes(cluster, ["pods", "poddisruptionbudgets"], settle=SETTLE_SECONDS)
+
+
 def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
           delete_pdbs: Sequence[str] = (), journal: Journal | None = None,
           progress: Callable[[str], None] = print) -> DrainResult:
@@ -149,7 +184,8 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
 
     Args:
         timeout: seconds until the drain gives up (:class:`DrainTimeout`).
-        retry: seconds between two rounds of evictions a PDB refused.
+        retry: seconds before an eviction a PDB refused is asked again (sooner once
+            that PDB changes).
         delete_pdbs: PDBs (``namespace/name``) whose pods are deleted instead of
             evicted: outages a person accepted (each deletion journaled first when a
             ``journal`` is given, as ``nbn-delete-pod``).
@@ -161,11 +197,24 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
     Example:
         >>> drain(c, "fast-skunk", timeout=300, retry=5)   # doctest: +SKIP
     """
+    changes = _changes(cluster)
+    try:
+        return _drain(cluster, node, timeout=timeout, retry=retry, delete_pdbs=delete_pdbs,
+                      journal=journal, progress=progress, changes=changes)
+    finally:
+        if changes is not None:
+            changes.close()
+
+
+def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_pdbs: Sequence[str],
+           journal: Journal | None, progress: Callable[[str], None], changes: Any) -> DrainResult:
     t0 = time.monotonic()
     out = DrainResult(node)
     last_report = -10.0
     asked: set[str] = set()
     refused_by: dict[str, str] = {}
+    #: pod -> (when its eviction was refused, its PDB then): asked again once either is old
+    refused_at: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
     #: controller -> the Ready pods it had before its last eviction (wait for them again)
     inflight: dict[str, int] = {}
     first = True
@@ -204,12 +253,18 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
             owner = _owner(p)
             if owner is not None and owner in inflight:
                 continue   # its sibling's replacement is not Ready yet
+            if key in refused_at:
+                when, state = refused_at[key]
+                if time.monotonic() - when < retry and _pdb_state(pdbs, pdb) == state:
+                    continue   # refused lately, and its PDB has not changed since
             verdict = _evict(cluster, p)
             if verdict == "refused":
                 out.refusals += 1
                 refused_by[key] = pdb or "a PodDisruptionBudget"
+                refused_at[key] = (time.monotonic(), _pdb_state(pdbs, pdb))
                 continue
             refused_by.pop(key, None)
+            refused_at.pop(key, None)
             out.evicted.append(key)
             asked.add(key)
             if owner is not None:
@@ -233,10 +288,19 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
             blocked = sum(1 for k in left if k in refused_by)
             waiting = sum(1 for p in moving if _key(p) not in asked and _owner(p) in inflight)
             progress(f"drain {node}: {len(left)} pod(s) left after {waited:.0f}s"
-                     + (f", {blocked} refused by a PDB (retried every {retry:g}s)" if blocked else "")
+                     + (f", {blocked} refused by a PDB (retried every {retry:g}s, sooner when it changes)"
+                        if blocked else "")
                      + (f", {waiting} waiting for a sibling's replacement to be Ready" if waiting else ""))
             last_report = waited
-        # a refused pod is asked again next round; an evicted one is only waited for
+        # a refused pod is asked again once its retry is due; an evicted one is only waited for
         for k in list(refused_by):
             asked.discard(k)
-        time.sleep(min(retry, max(0.1, timeout - waited)))
+        for k in set(refused_at) - set(left):
+            del refused_at[k]      # gone without its eviction (deleted by someone else)
+        now = time.monotonic()
+        due = min((when + retry - now for when, _ in refused_at.values()), default=POLL_SECONDS)
+        pause = max(MIN_PAUSE, min(POLL_SECONDS, due, timeout - (now - t0)))
+        if changes is not None:
+            changes.wait(pause)    # back at the next pod or PDB event
+        else:
+            time.sleep(pause)

@@ -18,6 +18,13 @@ A test counts as heavy when its own ``pytest.mark.timeout`` allows it
 :data:`HEAVY_SECONDS` or more: the budget its author gave it is the one estimate of its
 cost that needs no history. Without xdist the collection order is kept, with the readers
 of the shared run last.
+
+A worker runs a test only once the next one is queued behind it (pytest-xdist needs the
+next item to tear fixtures down), and the scheduler gives each worker its second unit as
+soon as the first one is handed out: the unit queued behind each of the first heavy tests
+is fixed before any of them ends. So one light test follows each of the first ``workers``
+heavy ones: the heaviest tests are not followed by the next heavy ones, which the workers
+that become free first take instead.
 """
 from __future__ import annotations
 
@@ -55,7 +62,11 @@ def arrange(items: list[pytest.Item], workers: int, last: Callable[[pytest.Item]
         return rest + readers
     heavy = sorted((i for i in rest if budget(i) >= HEAVY_SECONDS), key=budget, reverse=True)
     light = [i for i in rest if budget(i) < HEAVY_SECONDS]
-    return heavy + light + readers
+    # the second unit of each worker: a light test of its own (not a module's group)
+    second = [i for i in light if not module_bound(i)][:min(workers, len(heavy))]
+    taken = set(map(id, second))
+    return (heavy[:workers] + second + heavy[workers:] + [i for i in light if id(i) not in taken]
+            + readers)
 
 
 def write_groups(items: list[pytest.Item], shared: Path) -> None:

@@ -133,7 +133,8 @@ class NodeByNode(_Model):
         "Seconds one node's drain may take: evictions refused by a PodDisruptionBudget "
         "(HTTP 429) are retried until then, then the run stops with the pods still there."))
     eviction_retry: float = Field(5, gt=0, description=(
-        "Seconds between two attempts to evict a pod a PodDisruptionBudget protects."))
+        "Seconds between two attempts to evict a pod a PodDisruptionBudget protects (sooner "
+        "once that PDB changes: a replacement Ready, the PDB removed)."))
     delete_instead_of_evict: list[str] = Field(default_factory=list, description=(
         "PodDisruptionBudgets ('namespace/name') whose pods the drain DELETES instead of "
         "evicting (journaled): the outage of a workload you accepted in 01-preflight's PDB "

@@ -22,6 +22,7 @@ import fnmatch
 import os
 import posixpath
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,6 +38,25 @@ def norm(path: str, cwd: str = "/") -> str:
     p = path if path.startswith("/") else posixpath.join(cwd, path)
     p = posixpath.normpath("/" + p.lstrip("/"))
     return "/" if p in ("/", "//") else p
+
+
+def _link_below(root: str, rel: str) -> bool:
+    """Whether a component of ``rel`` (normalised, relative) under the real directory
+    ``root`` is a symlink. Without one the path resolves to itself, inside ``root``: the
+    realpath check of :meth:`NodeFiles.host_path` is needed only with one. A lstat per
+    component below the root, where ``os.path.realpath`` walks every component from the
+    host's ``/`` (a fifth of the twin's CPU in a node-by-node run: each volume's pass of
+    the Longhorn model reads every node's network facts, a dozen paths each)."""
+    cur = root
+    for part in rel.split("/"):
+        cur = f"{cur}/{part}"
+        try:
+            mode = os.lstat(cur).st_mode
+        except OSError:
+            return False          # missing (or not a directory): nothing below it either
+        if stat.S_ISLNK(mode):
+            return True
+    return False
 
 
 class NodeFiles:
@@ -124,10 +144,13 @@ class NodeFiles:
                 if fill is not None:
                     fill()
         root = self._host_root
-        host = os.path.join(root, p.lstrip("/")) if p != "/" else root
-        real = os.path.realpath(host)
-        if real != root and not real.startswith(root + os.sep):
-            raise PermissionError(f"{path}: outside the node's filesystem")
+        if p == "/":
+            return Path(root)
+        host = os.path.join(root, p[1:])
+        if _link_below(root, p[1:]):     # only then can the path lead anywhere else
+            real = os.path.realpath(host)
+            if real != root and not real.startswith(root + os.sep):
+                raise PermissionError(f"{path}: outside the node's filesystem")
         return Path(host)
 
     def locate(self, path: str, cwd: str = "/") -> tuple[str, Path]:

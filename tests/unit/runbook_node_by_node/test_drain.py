@@ -159,3 +159,50 @@ def test_replicas_on_the_drained_node_leave_one_at_a_time() -> None:
     assert sorted(res.evicted) == ["a/web-1", "a/web-2"]
     # the second replica left only once the first one's replacement was Ready elsewhere
     assert api.log[:3] == ["evict web-1", "ready web-1-new", "evict web-2"]
+
+
+class PdbTurnsGreen(FakeAPI):
+    """The PDB allows no disruption (evictions refused) until the pods were listed
+    ``after`` times; then its status says one disruption is allowed, as the disruption
+    controller writes once a replacement is Ready."""
+
+    def __init__(self, *a: Any, after: int, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.after, self.lists = after, 0
+        self.pdbs[0]["status"] = {"disruptionsAllowed": 0, "currentHealthy": 1}
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        if resource == "pods":
+            self.lists += 1
+            if self.lists == self.after:
+                self.pdbs[0]["status"] = {"disruptionsAllowed": 1, "currentHealthy": 2}
+                self.refuse.clear()
+        return super().list(resource, namespace, **kw)
+
+
+def test_a_refused_eviction_waits_for_its_retry_unless_its_pdb_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain, "POLL_SECONDS", 0.01)
+    api = PdbTurnsGreen([_pod("web-1", "n1", app="web")], [_pdb("web", "web")], refuse={"web-1": 10**6}, after=5)
+    # a retry of an hour: only the PDB's change can bring the second attempt within the timeout
+    res = drain.drain(api, "n1", timeout=20, retry=3600, progress=lambda _: None)
+    assert res.evicted == ["a/web-1"] and res.refusals == 1
+    assert api.evictions == ["web-1", "web-1"]          # refused once, then asked once the PDB changed
+    assert api.lists >= 5                                # the node was looked at meanwhile, not asked again
+
+
+def test_an_unchanged_pdb_is_not_asked_again_before_the_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain, "POLL_SECONDS", 0.01)
+    api = FakeAPI([_pod("solo-1", "n1", app="solo")], [_pdb("solo", "solo")], refuse={"solo-1": 10**6})
+    with pytest.raises(drain.DrainTimeout):
+        drain.drain(api, "n1", timeout=0.3, retry=3600, progress=lambda _: None)
+    assert api.evictions == ["solo-1"]                   # one attempt: its retry is an hour away
+
+
+def test_the_drain_looks_again_without_waiting_out_the_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain, "POLL_SECONDS", 0.01)
+    api = SlowReplacements([_ready(_pod("web-1", "n1", app="web")), _ready(_pod("web-2", "n1", app="web"))], [])
+    # an hour between eviction retries, but no eviction is refused: the drain follows the
+    # replacements at its own pace and ends within its 20 s
+    res = drain.drain(api, "n1", timeout=20, retry=3600, progress=lambda _: None)
+    assert sorted(res.evicted) == ["a/web-1", "a/web-2"] and res.refusals == 0
+    assert api.log[:3] == ["evict web-1", "ready web-1-new", "evict web-2"]

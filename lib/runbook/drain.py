@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .journal import Journal
 
 __all__ = ["cordon", "uncordon", "is_cordoned", "pods_to_move", "blocking_pdb", "drain",
-           "DrainResult", "DrainTimeout", "POLL_SECONDS"]
+           "DrainResult", "DrainTimeout", "POLL_SECONDS", "LOOK_SHARE"]
 
 #: Seconds between two looks at the node's pods when no watch wakes the drain earlier
 #: (``kubectl drain`` polls each evicted pod every second too).
@@ -48,6 +48,12 @@ POLL_SECONDS = 1.0
 SETTLE_SECONDS = 0.5
 #: The shortest wait between two rounds (a retry already due is not a reason to spin).
 MIN_PAUSE = 0.05
+#: The most of its time the drain spends looking. A look LISTs every pod of the cluster
+#: (each controller's Ready pods are counted wherever they run) and its PDBs: on a cluster
+#: of tens of thousands of pods that is the API server's costliest read, a second or more.
+#: After a look that took ``d`` seconds the next one waits at least ``d / LOOK_SHARE - d``,
+#: however many events arrive: 3 s after a 1 s look; nothing more on a small cluster.
+LOOK_SHARE = 0.25
 
 
 #: What to say when longhorn-manager kept an instance manager's PDB (runbook.longhorn_drain).
@@ -219,6 +225,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
     inflight: dict[str, int] = {}
     first = True
     while True:
+        look_started = time.monotonic()
         everywhere = cluster.list("pods")
         moving = pods_to_move(everywhere, node)
         ready = _ready_by_owner(everywhere)
@@ -233,6 +240,8 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
                      f"{len(out.deleted)} deleted, {out.refusals} refusal(s) by a PDB)")
             return out
         pdbs = cluster.list("poddisruptionbudgets")
+        looked = time.monotonic()
+        look_cost = looked - look_started
         for p in moving:
             key = _key(p)
             if key in asked:
@@ -304,3 +313,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
             changes.wait(pause)    # back at the next pod or PDB event
         else:
             time.sleep(pause)
+        # a big cluster's LISTs are not repeated back to back, however busy its events
+        rest = looked + look_cost * (1 / LOOK_SHARE - 1) - time.monotonic()
+        if rest > 0:
+            time.sleep(min(rest, max(0.0, timeout - (time.monotonic() - t0))))

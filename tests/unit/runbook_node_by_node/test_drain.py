@@ -206,3 +206,34 @@ def test_the_drain_looks_again_without_waiting_out_the_retry(monkeypatch: pytest
     res = drain.drain(api, "n1", timeout=20, retry=3600, progress=lambda _: None)
     assert sorted(res.evicted) == ["a/web-1", "a/web-2"] and res.refusals == 0
     assert api.log[:3] == ["evict web-1", "ready web-1-new", "evict web-2"]
+
+
+class SlowLists(FakeAPI):
+    """Every LIST of the pods takes ``cost`` seconds (a big cluster); their start times are kept."""
+
+    def __init__(self, *a: Any, cost: float, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.cost, self.starts = cost, []
+
+    def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
+        if resource == "pods":
+            import time
+
+            self.starts.append(time.monotonic())
+            time.sleep(self.cost)
+        return super().list(resource, namespace, **kw)
+
+
+def test_a_drain_spends_at_most_a_quarter_of_its_time_listing_a_big_clusters_pods(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(drain, "MIN_PAUSE", 0.001)
+    api = SlowLists([_pod("solo-1", "n1", app="solo")], [_pdb("solo", "solo")], refuse={"solo-1": 10**6},
+                    cost=0.05)
+    with pytest.raises(drain.DrainTimeout):
+        drain.drain(api, "n1", timeout=1.0, retry=0.001, progress=lambda _: None)
+    gaps = [b - a for a, b in zip(api.starts, api.starts[1:])]
+    assert len(gaps) >= 2
+    # a look of >= 0.05 s is followed by >= 0.15 s of rest: a look starts >= 0.2 s after the last
+    assert min(gaps) >= 0.195, gaps
+    assert len(api.evictions) == len(api.starts)     # every look still asked again (retry due)

@@ -338,7 +338,10 @@ class Cluster:
                                                         "fieldSelector": field_selector},
                                     ok_missing=True, route=route)
 
-        return Pager(fetch)
+        # the read-ahead waits until the client's pool starts its request (Pager._ahead)
+        pool = self.api.rest_client.pool_manager.connection_from_url(route.base)
+        sent = (lambda: pool.num_requests) if hasattr(pool, "num_requests") else None
+        return Pager(fetch, sent=sent)
 
     def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
         """All objects of a resource as raw dicts (paged; each page's items joined at once)."""

@@ -16,7 +16,11 @@ decoded, in one list. Two liberties make it the best such loop, not a straw man:
   allocation (0.75 s of CPU here). No collection ever walks the pods;
 - with ``read_ahead``, the next page is requested (in a helper thread, on the same
   connection, one request at a time) as soon as this page has arrived, its token read
-  from the page's head, while this page is decoded.
+  from the page's head, while this page is decoded. The loop waits for the helper to
+  start before it decodes: the decode holds the interpreter lock throughout (one call
+  into msgspec), and the helper, once running, keeps the lock until its request is on
+  the wire; without that hand-over the request went out after the decode and the
+  read-ahead overlapped nothing (4.6 ms waited per page after the decode, not 0.7 ms).
 
 Example:
     >>> pods = floor_pods(Path(".twin/kubeconfig"), read_ahead=True)   # doctest: +SKIP
@@ -29,6 +33,7 @@ import gc
 import http.client
 import re
 import ssl
+import threading
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode, urlsplit
@@ -118,13 +123,26 @@ def _serial(raw: RawClient, decode: Callable[[bytes], object]) -> list[dict]:
             return pods
 
 
+def _started(ex: cf.ThreadPoolExecutor, fn: Callable[[str], bytes], arg: str) -> cf.Future:
+    """``fn(arg)`` submitted to ``ex``, returned once the helper thread runs it."""
+    started = threading.Event()
+
+    def run() -> bytes:
+        started.set()
+        return fn(arg)
+
+    future = ex.submit(run)
+    started.wait(1.0)
+    return future
+
+
 def _ahead(raw: RawClient, decode: Callable[[bytes], object]) -> list[dict]:
     pods: list[dict] = []
     with cf.ThreadPoolExecutor(1) as ex:
         data = raw.get(page_path(None))
         while True:
             m = _CONTINUE.search(data, 0, 4096)
-            ahead = ex.submit(raw.get, page_path(m.group(1).decode())) if m and m.group(1) else None
+            ahead = _started(ex, raw.get, page_path(m.group(1).decode())) if m and m.group(1) else None
             doc = decode(data)
             pods += doc["items"]
             if ahead is None:

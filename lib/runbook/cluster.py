@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 
 from . import lean_imports
+from .cluster_route import Route, hint_for, register_secret, resolve, status_message, status_reason
 from .errors import ClusterError, WaitTimeout
 from .paging import Pager, loads
 from .safety import require_loopback_url
@@ -156,7 +157,7 @@ class Cluster:
         require_loopback_url(cfg.host, kind=self.kind, what="Kubernetes API server")
         token = (cfg.api_key or {}).get("authorization", "")
         if token:
-            _register_secret(token.removeprefix("Bearer ").strip())
+            register_secret(token.removeprefix("Bearer ").strip())
         cfg.retries = False  # our choke point retries, with an outage record
         from kubernetes.client import ApiClient
 
@@ -168,6 +169,13 @@ class Cluster:
         return self.api.configuration.host
 
     # -- the choke point ------------------------------------------------------------------
+    def route(self) -> Route:
+        """The server URL and the headers every request carries (credentials included),
+        resolved from the client now (:func:`runbook.cluster_route.resolve`: a token an
+        exec plugin or an expiry refreshes is refreshed here). :meth:`request_raw`
+        resolves one per call unless handed one; a paged read, one per list."""
+        return resolve(self.api)
+
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                 body: Any = None, content_type: str | None = None,
                 ok_missing: bool = False, retry_for: float | None = None,
@@ -188,31 +196,41 @@ class Cluster:
     def request_raw(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                     body: Any = None, content_type: str | None = None,
                     ok_missing: bool = False, retry_for: float | None = None,
-                    raise_status: frozenset[int] = frozenset()) -> bytes | None:
+                    raise_status: frozenset[int] = frozenset(),
+                    route: Route | None = None) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
-        ``ok_missing``), for callers that decode it themselves (paging)."""
-        lean_imports.kubernetes()
-        from kubernetes.client.exceptions import ApiException
+        ``ok_missing``), for callers that decode it themselves (paging).
+
+        Sent through the official client's own urllib3 pool (its TLS, CA, client
+        certificate and proxy settings) with the headers of ``route`` (default: resolved
+        for this call, :meth:`route`). A 401 on a route resolved earlier re-resolves it
+        once (a token that expired meanwhile) and asks again.
+        """
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        headers = {"Accept": "application/json"}
+        api = self.api
+        reused = route is not None
+        route = route or self.route()
+        q = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = dict(route.headers)
         if content_type:
             headers["Content-Type"] = content_type
         elif body is not None:
             headers["Content-Type"] = "application/json"
-        q = [(k, v) for k, v in (query or {}).items() if v is not None]
+        payload = None if body is None else json.dumps(api.sanitize_for_serialization(body))
+        pool = api.rest_client.pool_manager
+        timeout = self._timeout(self.request_timeout)
         deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
         delay = 0.2
         outage: Outage | None = None
         while True:
             err: str
             cause: BaseException | None = None  # the transport's own error, kept for ``from``
+            url = route.url(api, path, q)
             try:
-                req = self.api.param_serialize(method=method, resource_path=path, query_params=q,
-                                               header_params=dict(headers), body=body,
-                                               auth_settings=["BearerToken"])
-                resp = self.api.call_api(*req, _request_timeout=self.request_timeout)
-                data = resp.read()
+                resp = pool.request(method, url, body=payload, headers=headers, timeout=timeout,
+                                    preload_content=False)
+                data = resp.data
                 status = resp.status
                 if outage is not None:
                     outage.ended = time.time()
@@ -220,13 +238,18 @@ class Cluster:
                     return data
                 if status == 404 and ok_missing:
                     return None
-                msg = _status_message(data)
+                if status == 401 and reused:
+                    reused = False      # once: a token that expired since the route was resolved
+                    if route.renew(self.route()):
+                        headers.update(route.headers)
+                        continue
+                msg = status_message(data)
                 if status not in _RETRY_STATUS or status in raise_status:
                     raise ClusterError(f"{method} {path} failed: {status} {msg}", status=status,
-                                       reason=_status_reason(data),
-                                       hint=_hint_for(status))
+                                       reason=status_reason(data),
+                                       hint=hint_for(status))
                 err = f"HTTP {status} {msg}"
-            except (Urllib3Error, ApiException, OSError) as e:
+            except (Urllib3Error, OSError) as e:
                 err = f"{type(e).__name__}: {e}"
                 cause = e
             if outage is None:
@@ -248,16 +271,25 @@ class Cluster:
         """Open a watch (``?watch=true``) and return the streaming response (urllib3's),
         one JSON event per line. No retries: :class:`runbook.watches.Changes` resumes
         from its last resourceVersion, and polls while a watch cannot be opened."""
-        req = self.api.param_serialize(method="GET", resource_path=path,
-                                       query_params=[(k, v) for k, v in query.items() if v is not None],
-                                       header_params={"Accept": "application/json"},
-                                       auth_settings=["BearerToken"])
-        resp = self.api.call_api(*req, _request_timeout=(self.request_timeout, read_timeout))
+        api, route = self.api, self.route()
+        q = [(k, v) for k, v in query.items() if v is not None]
+        resp = api.rest_client.pool_manager.request(
+            "GET", route.url(api, path, q), headers=dict(route.headers),
+            timeout=self._timeout(self.request_timeout, read_timeout), preload_content=False)
         if resp.status != 200:
-            data = resp.read()
-            raise ClusterError(f"watch {path} failed: {resp.status} {_status_message(data)}",
-                               status=resp.status, reason=_status_reason(data))
-        return resp.response
+            data = resp.data
+            raise ClusterError(f"watch {path} failed: {resp.status} {status_message(data)}",
+                               status=resp.status, reason=status_reason(data))
+        return resp
+
+    @staticmethod
+    def _timeout(connect: float, read: float | None = None) -> Any:
+        """urllib3's timeout: ``connect`` as the whole request's, or (connect, read)."""
+        import urllib3
+
+        if read is None:
+            return urllib3.Timeout(total=connect)
+        return urllib3.Timeout(connect=connect, read=read)
 
     # -- convenience ----------------------------------------------------------------------
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
@@ -280,22 +312,44 @@ class Cluster:
                         limit: int = 500) -> Iterator[dict]:
         """Every object of any served type (``apps/v1``, ``deployments``), paged; nothing
         when the server does not serve the type (404)."""
+        for page in self.pages(api_version, plural, namespace, label_selector=label_selector,
+                               field_selector=field_selector, limit=limit):
+            yield from page.get("items") or []
+
+    def pages(self, api_version: str, plural: str, namespace: str | None = None, *,
+              label_selector: str | None = None, field_selector: str | None = None,
+              limit: int = 500) -> Pager:
+        """The decoded pages (``limit``/``continue``) of a collection, each read through
+        :meth:`request_raw` with one :class:`Route` for the whole list, the next page
+        requested while this one is decoded (:class:`runbook.paging.Pager`); no page
+        when the server does not serve the type (404).
+
+        Example:
+            >>> sum(len(p["items"]) for p in c.pages("v1", "pods"))   # doctest: +SKIP
+            50000
+        """
         path = resource_path(api_version, plural, namespace)
+        route = self.route()
 
         def fetch(token: str | None) -> bytes | None:
             # None: the resource type does not exist (e.g. no cilium.io CRDs yet)
             return self.request_raw("GET", path, query={"limit": limit, "continue": token,
                                                         "labelSelector": label_selector,
                                                         "fieldSelector": field_selector},
-                                    ok_missing=True)
+                                    ok_missing=True, route=route)
 
-        # the next page is fetched while this one is decoded (runbook.paging)
-        for page in Pager(fetch):
-            yield from page.get("items") or []
+        # the read-ahead waits until the client's pool starts its request (Pager._ahead)
+        pool = self.api.rest_client.pool_manager.connection_from_url(route.base)
+        sent = (lambda: pool.num_requests) if hasattr(pool, "num_requests") else None
+        return Pager(fetch, sent=sent)
 
     def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
-        """All objects of a resource as raw dicts (paged)."""
-        return list(self.iter_list(resource, namespace, **kw))
+        """All objects of a resource as raw dicts (paged; each page's items joined at once)."""
+        api_version, plural, _ = RESOURCES[resource]
+        out: list[dict] = []
+        for page in self.pages(api_version, plural, namespace, **kw):
+            out += page.get("items") or []
+        return out
 
     def has_resource(self, resource: str) -> bool:
         """True when the server serves the resource type (e.g. cilium.io CRDs registered)."""
@@ -443,35 +497,6 @@ class Cluster:
         from .cluster_tables import table
 
         return table(self, kind)
-
-def _register_secret(value: str) -> None:
-    try:
-        from .redact import register_secret
-    except ImportError:  # pragma: no cover - redact lands with the params module
-        return
-    register_secret(value)
-
-
-def _status_message(data: bytes | None) -> str:
-    try:
-        doc = loads(data or b"{}")
-        return str(doc.get("message") or doc.get("reason") or "")[:500]
-    except ValueError:
-        return (data or b"")[:200].decode("utf-8", "replace")
-
-
-def _status_reason(data: bytes | None) -> str | None:
-    try:
-        return loads(data or b"{}").get("reason")
-    except ValueError:
-        return None
-
-
-def _hint_for(status: int) -> str | None:
-    return {401: "the kubeconfig's credentials were refused: is it the right cluster's kubeconfig?",
-            403: "the kubeconfig's user lacks RBAC permission for this call",
-            409: "the object changed meanwhile; re-run the step (it is idempotent)"}.get(status)
-
 
 def _controller(obj: dict) -> tuple[str, str]:
     for ref in obj.get("metadata", {}).get("ownerReferences") or []:

@@ -178,7 +178,7 @@ def test_missing_kubeconfig(tmp_path):
 # -- the transport's own exceptions, injected at the client (the only mocks here) ---------
 
 @pytest.mark.parametrize("exc_factory", [
-    lambda: __import__("kubernetes").client.exceptions.ApiException(status=0, reason="SSLError bad cert"),
+    lambda: __import__("urllib3").exceptions.SSLError("bad cert"),
     lambda: __import__("urllib3").exceptions.ReadTimeoutError(None, "/version", "read timed out"),
     lambda: __import__("urllib3").exceptions.ProtocolError("connection aborted"),
     lambda: ConnectionResetError("reset by peer"),
@@ -190,7 +190,7 @@ def test_third_party_exceptions_come_out_as_cluster_error(tmp_path, fake_api: Fa
     def boom(*a, **k):
         raise exc
 
-    c.api.call_api = boom
+    c.api.rest_client.pool_manager.request = boom   # the client's own urllib3 pool: our transport
     with pytest.raises(ClusterError) as ei:
         c.version()
     assert type(exc).__name__ in str(ei.value)

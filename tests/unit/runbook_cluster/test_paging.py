@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import threading
+import time
 
 import pytest
 
@@ -177,3 +179,55 @@ def test_frozen_objects_once_seen_are_not_counted_again(monkeypatch):
     monkeypatch.setattr(gc, "get_freeze_count", lambda: counts.append(0) or 0)
     assert paging._nothing_frozen() and paging._nothing_frozen()   # none frozen: asked each time
     assert counts == [1, 0, 0]
+
+
+def test_the_next_page_is_requested_before_this_one_is_decoded(monkeypatch):
+    # The decode holds the interpreter lock throughout (one msgspec call): a helper thread
+    # that has not started by then sends its request only after it, and overlaps nothing.
+    pages = pages_of(6)
+    asked: list = []
+    order: list[str] = []
+
+    def fetch(token):
+        asked.append(token)
+        return pages[token]
+
+    real = paging.loads_kept
+
+    def decode(data, **kw):
+        order.append(f"decode with {len(asked)} asked")
+        return real(data, **kw)
+    monkeypatch.setattr(paging, "loads_kept", decode)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)   # no forced switch on a busy machine: the order is the pager's own
+    try:
+        got = [it["n"] for page in Pager(fetch) for it in page["items"]]
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == list(range(18))
+    # page k (k = 0..4) is decoded once page k+1 has been asked for; the last has no next
+    assert order == [f"decode with {k + 2} asked" for k in range(5)] + ["decode with 6 asked"]
+
+
+def test_the_hand_over_waits_past_a_transport_pause_before_the_write(monkeypatch):
+    # urllib3 polls a kept connection (letting go of the lock) before it writes the request:
+    # with ``sent`` (its request count) the pager yields until the count moves.
+    pages = pages_of(5)
+    written = [0]
+    order: list[int] = []
+
+    def fetch(token):
+        if token is not None:
+            time.sleep(0.002)        # the poll: the lock is free meanwhile
+        written[0] += 1              # the request goes out
+        return pages[token]
+
+    real = paging.loads_kept
+
+    def decode(data, **kw):
+        order.append(written[0])
+        return real(data, **kw)
+    monkeypatch.setattr(paging, "loads_kept", decode)
+    got = [it["n"] for page in Pager(fetch, sent=lambda: written[0]) for it in page["items"]]
+    assert got == list(range(15))
+    assert order == [2, 3, 4, 5, 5]   # page k decoded once request k+1 was written

@@ -3,13 +3,17 @@
 A session keeps one connection per node and reads 20 of them at a time, in one Python
 process: what costs CPU here is the number of wake-ups (system calls, thread hand-offs
 under the GIL) per command rather than the bytes. So: small packets go out at once
-(``TCP_NODELAY``), the node may send large packets in a large window, idle reader
-threads wake rarely, and the reader takes whatever has arrived in one ``recv``
-(:class:`BufferedSocket`) instead of two exact-size reads per SSH packet.
+(``TCP_NODELAY``), the node may send large packets in a large window, the reader takes
+whatever has arrived in one ``recv`` (:class:`BufferedSocket`) instead of two
+exact-size reads per SSH packet, and once the connection is up its socket blocks
+(:func:`settle`): on a socket with a timeout Python polls before every ``send`` and
+``recv``, two system calls (and two hand-offs of the GIL) where one does, and an idle
+reader would wake on every timeout. A close shuts the socket down first, which wakes
+its reader (:class:`NodeTransport`).
 
 Example:
     >>> client.connect(host, port=port, transport_factory=node_transport)  # doctest: +SKIP
-    >>> set_no_delay(client)                                               # doctest: +SKIP
+    >>> settle(client)                                                     # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -94,13 +98,40 @@ def set_no_delay(client: paramiko.SSHClient) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def settle(client: paramiko.SSHClient) -> None:
+    """Tune a connected, authenticated node connection: :func:`set_no_delay`, and a
+    blocking socket from now on.
+
+    The handshake ran with paramiko's socket timeout (its banner, handshake and auth
+    timeouts need it). After it nothing does: a command's timeout is kept by the
+    command's own wait (:func:`runbook.ssh_exec.exec_channel`), a close wakes the reader
+    (:meth:`NodeTransport.close`), and paramiko's keepalive is not used. Python's
+    ``recv`` and ``send`` on a blocking socket are one system call each.
+    """
+    set_no_delay(client)
+    sock = _raw_socket(client.get_transport())
+    if isinstance(sock, socket.socket):
+        sock.settimeout(None)
+
+
 class NodeTransport(paramiko.Transport):
-    """paramiko's Transport whose reader thread wakes once a second when idle, not ten
-    times: it wakes only to notice it was closed (a close returns without waiting for
-    it), and a session keeps one connection per node, so 200 idle readers woke 2,000
-    times a second, each time contending for the GIL with the commands being run."""
+    """paramiko's Transport for a node: its reader thread wakes once a second, not ten
+    times, while the connection is set up (after that its socket blocks, see
+    :func:`settle`), and a close shuts the socket down before closing it."""
 
     _active_check_timeout = 1.0
+
+    def close(self) -> None:
+        """Close the connection: ``shutdown`` first, so a reader blocked in ``recv``
+        returns at once (EOF) and the peer sees the connection end. Closing the file
+        descriptor alone leaves a blocked ``recv`` waiting and the connection open."""
+        sock = _raw_socket(self)
+        if self.active and isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass    # already gone: the peer closed it, or it never connected
+        super().close()
 
 
 def node_transport(sock: Any, **kw: Any) -> paramiko.Transport:

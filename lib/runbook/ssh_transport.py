@@ -17,7 +17,9 @@ Example:
 """
 from __future__ import annotations
 
+import os
 import socket
+import struct
 from typing import Any
 
 import paramiko
@@ -35,6 +37,9 @@ WINDOW = 8 << 20
 #: What one ``recv`` of :class:`BufferedSocket` asks the kernel for: a 128 KiB packet
 #: and what follows it.
 RECV_SIZE = 256 << 10
+#: Random bytes :class:`NodePacketizer` draws from the OS at a time for packet padding
+#: (4 to 19 bytes a packet with AES-GCM).
+PAD_POOL = 4096
 
 
 class BufferedSocket:
@@ -114,6 +119,54 @@ def settle(client: paramiko.SSHClient) -> None:
         sock.settimeout(None)
 
 
+class NodePacketizer(paramiko.Packetizer):
+    """paramiko's Packetizer whose padding bytes come from a pool of ``os.urandom``.
+
+    paramiko asks ``os.urandom`` for every packet's padding (4 to 19 bytes), and Python
+    releases the GIL around that ``getrandom`` call: four or five hand-offs of the GIL per
+    command, contended by 20 parallel reads. Here the bytes come from the same source,
+    :data:`PAD_POOL` at a time, each byte used once. The padding's length and layout are
+    RFC 4253 section 6's, as paramiko builds them: at least four bytes, and the packet a
+    multiple of the cipher block (without the length field for encrypt-then-MAC and
+    AES-GCM, whose length field is not encrypted). Before the keys are agreed, and with
+    CTR ciphers, the padding is zeros, as paramiko (and OpenSSH) send it.
+    """
+
+    def __init__(self, socket: Any) -> None:
+        super().__init__(socket)
+        self._pad_block = 8
+        self._pad_length_field = True
+        self._pad_random = False
+        self._pool = b""
+        self._pool_at = 0
+
+    def set_outbound_cipher(self, block_engine: Any, block_size: int, mac_engine: Any,
+                            mac_size: int, mac_key: Any, sdctr: bool = False, etm: bool = False,
+                            aead: bool = False, iv_out: Any = None) -> None:
+        super().set_outbound_cipher(block_engine, block_size, mac_engine, mac_size, mac_key,
+                                    sdctr=sdctr, etm=etm, aead=aead, iv_out=iv_out)
+        self._pad_block = block_size
+        self._pad_length_field = not (etm or aead)
+        self._pad_random = block_engine is not None and not sdctr
+
+    def _build_packet(self, payload: bytes) -> bytes:
+        # Called by send_message under the packetizer's write lock: the pool is not shared.
+        block = self._pad_block
+        covered = 1 + len(payload) + (4 if self._pad_length_field else 0)
+        n = block - covered % block
+        if n < 4:
+            n += block
+        if self._pad_random:
+            at = self._pool_at
+            if at + n > len(self._pool):
+                self._pool, at = os.urandom(PAD_POOL), 0
+            pad = self._pool[at:at + n]
+            self._pool_at = at + n
+        else:
+            pad = bytes(n)
+        return struct.pack(">IB", len(payload) + n + 1, n) + payload + pad
+
+
 class NodeTransport(paramiko.Transport):
     """paramiko's Transport for a node: its reader thread wakes once a second, not ten
     times, while the connection is set up (after that its socket blocks, see
@@ -136,9 +189,11 @@ class NodeTransport(paramiko.Transport):
 
 def node_transport(sock: Any, **kw: Any) -> paramiko.Transport:
     """paramiko's Transport (``SSHClient.connect``'s ``transport_factory``) over a
-    :class:`BufferedSocket`, with the cipher order and packet size above."""
+    :class:`BufferedSocket`, with the cipher order and packet size above and a
+    :class:`NodePacketizer`."""
     kw.setdefault("default_max_packet_size", MAX_PACKET)
     kw.setdefault("default_window_size", WINDOW)
+    kw.setdefault("packetizer_class", NodePacketizer)
     if isinstance(sock, socket.socket):
         sock = BufferedSocket(sock)
     t = NodeTransport(sock, **kw)

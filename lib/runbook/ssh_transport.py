@@ -34,9 +34,12 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 #: once. A server sends smaller packets if it wants (RFC 4254 5.1: the receiver's maximum).
 MAX_PACKET = 1 << 17
 WINDOW = 8 << 20
-#: What one ``recv`` of :class:`BufferedSocket` asks the kernel for: a 128 KiB packet
-#: and what follows it.
-RECV_SIZE = 256 << 10
+#: What one ``recv`` of :class:`BufferedSocket` asks the kernel for: a node's reply to a
+#: small command several times over, or most of a 128 KiB packet. Under glibc's 128 KiB
+#: ``mmap`` threshold on purpose: Python allocates the full size for every ``recv`` and
+#: then shrinks it to what arrived, and at 128 KiB or more each allocation is an
+#: ``mmap``, ``mremap`` and ``munmap`` (with the GIL held: 13 us a ``recv`` instead of 2).
+RECV_SIZE = 120 << 10
 #: Random bytes :class:`NodePacketizer` draws from the OS at a time for packet padding
 #: (4 to 19 bytes a packet with AES-GCM).
 PAD_POOL = 4096
@@ -50,7 +53,8 @@ class BufferedSocket:
     output, exit status, close) arrives as one TCP segment of several packets, which
     then costs ten system calls, each releasing and retaking the GIL that 20 parallel
     reads contend for. Here one ``recv`` takes what has arrived (up to
-    :data:`RECV_SIZE`) and the packetizer's reads are served from it.
+    :data:`RECV_SIZE`, never more, whatever is asked) and the packetizer's reads are
+    served from it.
 
     Semantics are a socket's: ``recv(n)`` returns at most ``n`` bytes, blocks (with the
     socket's timeout, raising ``socket.timeout``) only when nothing is buffered, and
@@ -75,7 +79,7 @@ class BufferedSocket:
             end = min(len(data), pos + n)
             self._pos = end
             return data[pos:end] if (pos or end < len(data)) else data
-        data = self.sock.recv(max(n, RECV_SIZE))
+        data = self.sock.recv(RECV_SIZE)
         if len(data) <= n:
             self._data, self._pos = b"", 0
             return data

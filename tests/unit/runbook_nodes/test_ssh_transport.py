@@ -20,9 +20,11 @@ class CountingSocket:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.recvs = 0
+        self.asked: list[int] = []
 
     def recv(self, n: int) -> bytes:
         self.recvs += 1
+        self.asked.append(n)
         return self.sock.recv(n)
 
     def __getattr__(self, name):
@@ -62,6 +64,25 @@ def test_never_more_than_asked_and_order_kept(pair):
         i += 1
     sender.join(10)
     assert bytes(got) == payload
+
+
+def test_kernel_reads_stay_under_the_mmap_threshold(pair):
+    # Python allocates a recv's full size before shrinking it: at glibc's 128 KiB mmap
+    # threshold or more, that is an mmap, mremap and munmap per recv, with the GIL held.
+    # A packet larger than RECV_SIZE is read in more than one recv instead.
+    assert ssh_transport.RECV_SIZE < 128 << 10
+    a, b = pair
+    counted = CountingSocket(a)
+    s = BufferedSocket(counted)
+    payload = bytes(range(256)) * 1024            # 256 KiB
+    sender = threading.Thread(target=b.sendall, args=(payload,), daemon=True)
+    sender.start()
+    got = bytearray()
+    while len(got) < len(payload):
+        got += s.recv(len(payload) - len(got))
+    sender.join(10)
+    assert bytes(got) == payload
+    assert counted.recvs >= 3 and set(counted.asked) == {ssh_transport.RECV_SIZE}
 
 
 def test_timeout_and_eof_as_a_socket(pair):

@@ -32,7 +32,10 @@ Twice, on the same twin:
    the runbook's CPU per node being what remains on the machine that runs it.
 
 Also printed: where one node's serial time goes (its commands vs parsing its dumps),
-and the CPU seconds of the runbook and of the twin during each parallel read.
+the CPU seconds of the runbook and of the twin during each parallel read, and, for
+the latency pass, their CPU per node (serial and parallel): the runbook's is what the
+parallel read is bound by (one process, one GIL), and it moves less with the machine's
+load than the ratio does.
 Nothing is asserted.
 """
 from __future__ import annotations
@@ -147,6 +150,10 @@ def main() -> None:
         ("   serial per node, ms", 1000 * lat["serial"] / k),
         ("   CPU in the parallel read: runbook / twin, s",
          f"{lat['parallel_cpu']:.2f} / {lat['parallel_twin']:.2f}"),
+        ("   CPU per node in the parallel read: runbook / twin, ms",
+         f"{1000 * lat['parallel_cpu'] / k:.2f} / {1000 * lat['parallel_twin'] / k:.2f}"),
+        ("   CPU per node in the serial read: runbook / twin, ms",
+         f"{1000 * lat['serial_cpu'] / k:.2f} / {1000 * lat['serial_twin'] / k:.2f}"),
         ("one node: 5 commands, ms", 1000 * median(cmds)),
         ("one node: chain counts of both dumps (the fact), ms", 1000 * median(chains)),
         ("one node: full summary of both dumps (for reference), ms", 1000 * median(summary)),

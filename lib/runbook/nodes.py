@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import shlex
 import socket
 import threading
@@ -44,7 +43,8 @@ from .hostkeys import HostKeyPolicy, fingerprint, known_hosts_name, update_hint
 from .nodefiles import TMP_SUFFIX, NodeFiles, WriteResult
 from .results import CommandResult
 from .safety import require_loopback
-from .ssh_transport import MAX_PACKET, WINDOW, node_transport, set_no_delay  # noqa: F401 (WINDOW: re-exported)
+from .ssh_exec import CommandTimeout, exec_channel
+from .ssh_transport import MAX_PACKET, WINDOW, node_transport, settle  # noqa: F401 (MAX_PACKET, WINDOW: re-exported)
 
 log = logging.getLogger("runbook.nodes")
 
@@ -173,7 +173,7 @@ class Node(NodeFiles):
                     pkey=pkey, timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
                     allow_agent=False, look_for_keys=False, transport_factory=node_transport)
-                set_no_delay(client)
+                settle(client)
                 return client
             except HostKeyError:
                 client.close()
@@ -301,46 +301,12 @@ class Node(NodeFiles):
         transport = client.get_transport()
         if transport is None:
             raise NodeError("SSH transport closed", node=self.name, command=redact_text(line))
-        chan = transport.open_session(timeout=self.connect_timeout)
-        deadline = time.monotonic() + timeout if timeout else None
-
-        def timed_out() -> NodeError:
-            return NodeError(f"command timed out after {timeout}s", node=self.name,
-                             command=redact_text(line))
-
+        data = stdin.encode() if isinstance(stdin, str) else stdin
         try:
-            chan.settimeout(timeout)
-            # The channel's file descriptor becomes readable when stdout or stderr data
-            # arrives or the channel reaches EOF: block on it rather than poll.
-            ready_fd = chan.fileno()
-            chan.exec_command(line)
-            if stdin is not None:
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            chan.shutdown_write()
-            out, err = bytearray(), bytearray()
-            # Drain stdout and stderr together: reading one to EOF first can deadlock
-            # when the other fills the channel window.
-            while True:
-                while chan.recv_ready():
-                    out += chan.recv(MAX_PACKET * 8)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(MAX_PACKET * 8)
-                if (chan.eof_received or chan.closed) and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
-                    break
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise timed_out()
-                select.select([ready_fd], [], [], wait)
-            # The exit status may follow the EOF (OpenSSH sends EOF, exit-status, close).
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not chan.status_event.wait(wait):
-                raise timed_out()
-            return chan.exit_status, bytes(out), bytes(err)
-        except socket.timeout as e:
-            raise timed_out() from e
-        finally:
-            chan.close()
+            return exec_channel(transport, line, data, timeout, self.connect_timeout)
+        except CommandTimeout as e:
+            raise NodeError(f"command timed out after {timeout}s", node=self.name,
+                            command=redact_text(line)) from e
 
     def _log(self, r: CommandResult) -> None:
         log.debug("[%s] $ %s -> rc=%s (%.2fs)", r.node, redact_text(r.command), r.rc, r.duration)

@@ -3,17 +3,23 @@
 A session keeps one connection per node and reads 20 of them at a time, in one Python
 process: what costs CPU here is the number of wake-ups (system calls, thread hand-offs
 under the GIL) per command rather than the bytes. So: small packets go out at once
-(``TCP_NODELAY``), the node may send large packets in a large window, idle reader
-threads wake rarely, and the reader takes whatever has arrived in one ``recv``
-(:class:`BufferedSocket`) instead of two exact-size reads per SSH packet.
+(``TCP_NODELAY``), the node may send large packets in a large window, the reader takes
+whatever has arrived in one ``recv`` (:class:`BufferedSocket`) instead of two
+exact-size reads per SSH packet, and once the connection is up its socket blocks
+(:func:`settle`): on a socket with a timeout Python polls before every ``send`` and
+``recv``, two system calls (and two hand-offs of the GIL) where one does, and an idle
+reader would wake on every timeout. A close shuts the socket down first, which wakes
+its reader (:class:`NodeTransport`).
 
 Example:
     >>> client.connect(host, port=port, transport_factory=node_transport)  # doctest: +SKIP
-    >>> set_no_delay(client)                                               # doctest: +SKIP
+    >>> settle(client)                                                     # doctest: +SKIP
 """
 from __future__ import annotations
 
+import os
 import socket
+import struct
 from typing import Any
 
 import paramiko
@@ -28,9 +34,15 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 #: once. A server sends smaller packets if it wants (RFC 4254 5.1: the receiver's maximum).
 MAX_PACKET = 1 << 17
 WINDOW = 8 << 20
-#: What one ``recv`` of :class:`BufferedSocket` asks the kernel for: a 128 KiB packet
-#: and what follows it.
-RECV_SIZE = 256 << 10
+#: What one ``recv`` of :class:`BufferedSocket` asks the kernel for: a node's reply to a
+#: small command several times over, or most of a 128 KiB packet. Under glibc's 128 KiB
+#: ``mmap`` threshold on purpose: Python allocates the full size for every ``recv`` and
+#: then shrinks it to what arrived, and at 128 KiB or more each allocation is an
+#: ``mmap``, ``mremap`` and ``munmap`` (with the GIL held: 13 us a ``recv`` instead of 2).
+RECV_SIZE = 120 << 10
+#: Random bytes :class:`NodePacketizer` draws from the OS at a time for packet padding
+#: (4 to 19 bytes a packet with AES-GCM).
+PAD_POOL = 4096
 
 
 class BufferedSocket:
@@ -41,7 +53,8 @@ class BufferedSocket:
     output, exit status, close) arrives as one TCP segment of several packets, which
     then costs ten system calls, each releasing and retaking the GIL that 20 parallel
     reads contend for. Here one ``recv`` takes what has arrived (up to
-    :data:`RECV_SIZE`) and the packetizer's reads are served from it.
+    :data:`RECV_SIZE`, never more, whatever is asked) and the packetizer's reads are
+    served from it.
 
     Semantics are a socket's: ``recv(n)`` returns at most ``n`` bytes, blocks (with the
     socket's timeout, raising ``socket.timeout``) only when nothing is buffered, and
@@ -66,7 +79,7 @@ class BufferedSocket:
             end = min(len(data), pos + n)
             self._pos = end
             return data[pos:end] if (pos or end < len(data)) else data
-        data = self.sock.recv(max(n, RECV_SIZE))
+        data = self.sock.recv(RECV_SIZE)
         if len(data) <= n:
             self._data, self._pos = b"", 0
             return data
@@ -94,20 +107,97 @@ def set_no_delay(client: paramiko.SSHClient) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def settle(client: paramiko.SSHClient) -> None:
+    """Tune a connected, authenticated node connection: :func:`set_no_delay`, and a
+    blocking socket from now on.
+
+    The handshake ran with paramiko's socket timeout (its banner, handshake and auth
+    timeouts need it). After it nothing does: a command's timeout is kept by the
+    command's own wait (:func:`runbook.ssh_exec.exec_channel`), a close wakes the reader
+    (:meth:`NodeTransport.close`), and paramiko's keepalive is not used. Python's
+    ``recv`` and ``send`` on a blocking socket are one system call each.
+    """
+    set_no_delay(client)
+    sock = _raw_socket(client.get_transport())
+    if isinstance(sock, socket.socket):
+        sock.settimeout(None)
+
+
+class NodePacketizer(paramiko.Packetizer):
+    """paramiko's Packetizer whose padding bytes come from a pool of ``os.urandom``.
+
+    paramiko asks ``os.urandom`` for every packet's padding (4 to 19 bytes), and Python
+    releases the GIL around that ``getrandom`` call: four or five hand-offs of the GIL per
+    command, contended by 20 parallel reads. Here the bytes come from the same source,
+    :data:`PAD_POOL` at a time, each byte used once. The padding's length and layout are
+    RFC 4253 section 6's, as paramiko builds them: at least four bytes, and the packet a
+    multiple of the cipher block (without the length field for encrypt-then-MAC and
+    AES-GCM, whose length field is not encrypted). Before the keys are agreed, and with
+    CTR ciphers, the padding is zeros, as paramiko (and OpenSSH) send it.
+    """
+
+    def __init__(self, socket: Any) -> None:
+        super().__init__(socket)
+        self._pad_block = 8
+        self._pad_length_field = True
+        self._pad_random = False
+        self._pool = b""
+        self._pool_at = 0
+
+    def set_outbound_cipher(self, block_engine: Any, block_size: int, mac_engine: Any,
+                            mac_size: int, mac_key: Any, sdctr: bool = False, etm: bool = False,
+                            aead: bool = False, iv_out: Any = None) -> None:
+        super().set_outbound_cipher(block_engine, block_size, mac_engine, mac_size, mac_key,
+                                    sdctr=sdctr, etm=etm, aead=aead, iv_out=iv_out)
+        self._pad_block = block_size
+        self._pad_length_field = not (etm or aead)
+        self._pad_random = block_engine is not None and not sdctr
+
+    def _build_packet(self, payload: bytes) -> bytes:
+        # Called by send_message under the packetizer's write lock: the pool is not shared.
+        block = self._pad_block
+        covered = 1 + len(payload) + (4 if self._pad_length_field else 0)
+        n = block - covered % block
+        if n < 4:
+            n += block
+        if self._pad_random:
+            at = self._pool_at
+            if at + n > len(self._pool):
+                self._pool, at = os.urandom(PAD_POOL), 0
+            pad = self._pool[at:at + n]
+            self._pool_at = at + n
+        else:
+            pad = bytes(n)
+        return struct.pack(">IB", len(payload) + n + 1, n) + payload + pad
+
+
 class NodeTransport(paramiko.Transport):
-    """paramiko's Transport whose reader thread wakes once a second when idle, not ten
-    times: it wakes only to notice it was closed (a close returns without waiting for
-    it), and a session keeps one connection per node, so 200 idle readers woke 2,000
-    times a second, each time contending for the GIL with the commands being run."""
+    """paramiko's Transport for a node: its reader thread wakes once a second, not ten
+    times, while the connection is set up (after that its socket blocks, see
+    :func:`settle`), and a close shuts the socket down before closing it."""
 
     _active_check_timeout = 1.0
+
+    def close(self) -> None:
+        """Close the connection: ``shutdown`` first, so a reader blocked in ``recv``
+        returns at once (EOF) and the peer sees the connection end. Closing the file
+        descriptor alone leaves a blocked ``recv`` waiting and the connection open."""
+        sock = _raw_socket(self)
+        if self.active and isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass    # already gone: the peer closed it, or it never connected
+        super().close()
 
 
 def node_transport(sock: Any, **kw: Any) -> paramiko.Transport:
     """paramiko's Transport (``SSHClient.connect``'s ``transport_factory``) over a
-    :class:`BufferedSocket`, with the cipher order and packet size above."""
+    :class:`BufferedSocket`, with the cipher order and packet size above and a
+    :class:`NodePacketizer`."""
     kw.setdefault("default_max_packet_size", MAX_PACKET)
     kw.setdefault("default_window_size", WINDOW)
+    kw.setdefault("packetizer_class", NodePacketizer)
     if isinstance(sock, socket.socket):
         sock = BufferedSocket(sock)
     t = NodeTransport(sock, **kw)

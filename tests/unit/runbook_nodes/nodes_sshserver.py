@@ -83,6 +83,10 @@ class FakeHost:
         return 127, b"", f"{cmd}: command not found\n".encode()
 
 
+#: A command line starting with this is refused by the server (a CHANNEL_FAILURE reply).
+REFUSED = "refuse-this-exec"
+
+
 class _Iface(paramiko.ServerInterface):
     def __init__(self, srv: "SSHTestServer") -> None:
         self.srv = srv
@@ -100,6 +104,8 @@ class _Iface(paramiko.ServerInterface):
             paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if command.decode().startswith(REFUSED):   # as sshd refuses (ForceCommand, a policy)
+            return False
         threading.Thread(target=self.srv._exec, args=(channel, command.decode()), daemon=True).start()
         return True
 
@@ -181,4 +187,4 @@ def iptables_fixture() -> str:
     return (root / "flannel-kube-proxy" / "output.txt").read_text()
 
 
-__all__ = ["FakeHost", "SSHTestServer", "iptables_fixture", "facts"]
+__all__ = ["FakeHost", "REFUSED", "SSHTestServer", "iptables_fixture", "facts"]

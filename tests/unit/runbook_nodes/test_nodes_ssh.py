@@ -15,6 +15,7 @@ import pytest
 from nodes_sshserver import FakeHost, SSHTestServer, iptables_fixture
 from runbook.errors import HostKeyError, LoopbackViolation, NodeError
 from runbook import nodes as nodes_mod
+from runbook import ssh_transport
 from runbook.nodes import Node, known_hosts_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -291,15 +292,26 @@ def test_transport_prefers_gcm_and_takes_large_packets(server, tmp_path):
     node.close()
 
 
-def test_idle_reader_wakes_once_a_second(server, tmp_path):
-    # the override of paramiko's private Transport._active_check_timeout (0.1 s) must
-    # still take effect: if paramiko renames it, idle readers silently wake 10x a second
-    # again, so this fails instead (the reader thread's socket timeout is that value)
+def test_settled_connection_blocks_and_a_close_wakes_its_reader(server, tmp_path):
+    # During the handshake the reader's socket has paramiko's timeout, made 1 s by the
+    # override of the private Transport._active_check_timeout (0.1 s): if paramiko renames
+    # it, the override silently stops working, so this fails instead. Once connected the
+    # socket blocks (one system call per recv/send, no idle wake-ups), and a close must
+    # then shut it down: closing the descriptor alone leaves the reader blocked in recv
+    # and the connection open on the node's side.
     assert "_active_check_timeout" in vars(paramiko.Transport)
+    assert ssh_transport.NodeTransport._active_check_timeout == 1.0
     node = make_node(server, tmp_path)
     assert node.run("uname -r").ok
-    assert node.client().get_transport().sock.gettimeout() == 1.0
+    t = node.client().get_transport()
+    assert t.sock.gettimeout() is None
+    peer = server._transports[-1]
+    assert peer.is_active()
     node.close()
+    t.join(10)
+    assert not t.is_alive()             # the reader returned from its blocked recv
+    peer.join(10)
+    assert not peer.is_active()         # and the node saw the connection end
 
 
 def test_large_stdout_and_stderr_are_drained_together(server, tmp_path):

@@ -197,9 +197,12 @@ class Cluster:
                     body: Any = None, content_type: str | None = None,
                     ok_missing: bool = False, retry_for: float | None = None,
                     raise_status: frozenset[int] = frozenset(),
-                    route: Route | None = None) -> bytes | None:
+                    route: Route | None = None,
+                    answer_headers: dict[str, str] | None = None) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
-        ``ok_missing``), for callers that decode it themselves (paging).
+        ``ok_missing``), for callers that decode it themselves (paging). With
+        ``answer_headers``, the headers of a successful answer are put there (its
+        ``Date``: :func:`runbook.server_clock.measure`).
 
         Sent through the official client's own urllib3 pool (its TLS, CA, client
         certificate and proxy settings) with the headers of ``route`` (default: resolved
@@ -235,6 +238,8 @@ class Cluster:
                 if outage is not None:
                     outage.ended = time.time()
                 if 200 <= status < 300:
+                    if answer_headers is not None:
+                        answer_headers.update(resp.headers)
                     return data
                 if status == 404 and ok_missing:
                     return None

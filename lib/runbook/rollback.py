@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import argocd, etcd_quorum, lock, outage, pods, storage, velero
+from . import argocd, etcd_quorum, lock, outage, pods, server_clock, storage, velero
 from .checks import flag
 from .cluster import node_ready, pod_ready
 from . import datapath
@@ -107,13 +107,21 @@ RESTART_ACTION = "restart {n} pod(s) so they get a flannel sandbox"
 
 
 def plan(s: Session) -> RollbackPlan:
-    """The rollback plan of this run (from ``s.journal``)."""
+    """The rollback plan of this run (from ``s.journal``); when it compares pods with
+    journal times, with the API server's clock against this machine's
+    (:func:`runbook.server_clock.measure`, best effort)."""
     p = s.params
-    return plan_from_journal(s.journal.to_dict(), [(n.name, n.role) for n in p.nodes],
-                             k3s_config=p.paths.k3s_config, release=p.cilium.release,
-                             namespace=p.cilium.namespace, reboot_nodes=p.rollback.reboot_nodes,
-                             remove_crds=p.rollback.remove_crds,
-                             cilium_files=datapath.cilium_files(s.values))
+    rp = plan_from_journal(s.journal.to_dict(), [(n.name, n.role) for n in p.nodes],
+                           k3s_config=p.paths.k3s_config, release=p.cilium.release,
+                           namespace=p.cilium.namespace, reboot_nodes=p.rollback.reboot_nodes,
+                           remove_crds=p.rollback.remove_crds,
+                           cilium_files=datapath.cilium_files(s.values))
+    if rp.pods_since or rp.on_flannel_nodes:
+        rp.clock = server_clock.measure(s.cluster)
+        if rp.clock.worth_a_note:
+            flag(s, "clock-skew", f"{rp.clock.describe()}. Timestamps in the journal, events and logs "
+                 "disagree by as much; sync this machine's clock (NTP) before reading them side by side")
+    return rp
 
 
 # =========================================================================== execution
@@ -316,6 +324,7 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     Which pods may be deleted is the rollback's owner policy (:mod:`runbook.pods`); the
     others are listed with their owner, for a person."""
     p = restart_plan(cni_candidates(s), rp)
+    s.progress(f"pods against journal times: {rp.clock.describe()}")
     rows = [{"pod": pods.pod_key(x), "node": (x.get("spec") or {}).get("nodeName"),
              "action": "restart"} for x in p.restart]
     rows += [{"pod": sk.pod, "node": sk.node,

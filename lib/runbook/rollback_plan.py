@@ -140,6 +140,7 @@ class RollbackPlan:
         remove_crds: the cilium.io CRDs are deleted after the uninstall (``rollback.remove_crds``).
         cilium_files: the paths of Cilium's files (from the values' CNI folders).
         crds_done: the CRDs are already deleted in this rollback.
+        clock: the API server's clock against this machine's (:mod:`runbook.server_clock`).
     """
 
     helm_uninstall: dict[str, str] | None
@@ -153,6 +154,9 @@ class RollbackPlan:
     remove_crds: bool = False
     cilium_files: list[str] = field(default_factory=list)
     crds_done: bool = False
+    #: the API server's clock against this machine's, to compare pods with journal times
+    #: (measured by :func:`runbook.rollback.plan`; the journal alone cannot tell)
+    clock: ClockBounds = field(default_factory=ClockBounds.unmeasured)
 
     @property
     def touched_nodes(self) -> list[NodeRollback]:
@@ -498,9 +502,9 @@ def restart_candidates(pods: list[dict], rp: RollbackPlan,
 
     Creation times are the API server's, to the second; the journal's are this machine's
     (:mod:`runbook.server_clock`): a pod is compared with a journal time through ``clock``,
-    the measured skew between the two (default: none measured), and a pod that may have
+    the measured skew between the two (default: the plan's), and a pod that may have
     been created on the wrong side of it is restarted."""
-    clock = clock or ClockBounds.unmeasured()
+    clock = clock or rp.clock
     since = _ts(rp.pods_since) if rp.pods_since else None
     by = {n.node: n for n in rp.nodes}
     out = []

@@ -26,11 +26,13 @@ Example:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-__all__ = ["ClockBounds", "possibly_at_or_after", "possibly_before"]
+__all__ = ["ClockBounds", "measure", "possibly_at_or_after", "possibly_before"]
 
 #: a skew beyond this many seconds is worth a person's attention: the evidence's
 #: timestamps (journal, events, logs) then disagree by that much
@@ -109,3 +111,29 @@ def possibly_before(created: datetime, journal_time: datetime, clock: ClockBound
     clock, at ``journal_time + hi`` at the latest.
     """
     return created.timestamp() < journal_time.timestamp() + clock.hi
+
+
+def measure(cluster: Any, *, retry_for: float = 10.0) -> ClockBounds:
+    """The skew of ``cluster``'s API server (a :class:`runbook.cluster.Cluster`), from the
+    ``Date`` header of ``GET /version``: best effort, unmeasured when the server cannot be
+    asked within ``retry_for`` seconds or sends no usable date (a rollback must not wait on
+    a clock it can do without).
+
+    Example:
+        >>> measure(cluster).describe()                      # doctest: +SKIP
+        "the API server's clock is 0.4 s ahead of this machine's (between -0.1 and +1.0 s) ..."
+    """
+    from .errors import ClusterError
+
+    headers: dict[str, str] = {}
+    sent = time.time()
+    try:
+        cluster.request_raw("GET", "/version", retry_for=retry_for, answer_headers=headers)
+    except ClusterError:
+        return ClockBounds.unmeasured()
+    received = time.time()
+    date = next((v for k, v in headers.items() if k.lower() == "date"), None)
+    try:
+        return ClockBounds.from_date_header(date, sent, received) if date else ClockBounds.unmeasured()
+    except (TypeError, ValueError):
+        return ClockBounds.unmeasured()

@@ -99,3 +99,33 @@ def test_the_clock_modules_examples_run_as_written() -> None:
 
     res = doctest.testmod(server_clock)
     assert res.attempted > 0 and res.failed == 0, res
+
+
+class _Cluster:
+    """request_raw of a Cluster: answers /version with ``headers``, or raises ``error``."""
+
+    def __init__(self, headers: dict[str, str] | None = None, error: Exception | None = None) -> None:
+        self.headers, self.error, self.calls = headers or {}, error, []
+
+    def request_raw(self, method: str, path: str, **kw: object) -> bytes:
+        self.calls.append((method, path, kw.get("retry_for")))
+        if self.error is not None:
+            raise self.error
+        kw["answer_headers"].update(self.headers)       # type: ignore[union-attr]
+        return b"{}"
+
+
+def test_the_skew_is_measured_from_the_date_of_an_answer_and_never_waits_long() -> None:
+    from email.utils import formatdate
+    import time
+
+    from runbook.errors import ClusterError
+    from runbook.server_clock import measure
+
+    ahead = _Cluster({"date": formatdate(time.time() + 120, usegmt=True)})
+    b = measure(ahead)
+    assert b.measured and 118 < b.lo <= b.hi < 122 and b.worth_a_note
+    assert ahead.calls == [("GET", "/version", 10.0)]
+    # no Date, a malformed one, or an API that does not answer: assumed to agree
+    for c in (_Cluster({}), _Cluster({"Date": "soon"}), _Cluster(error=ClusterError("API server unreachable"))):
+        assert measure(c) == ClockBounds.unmeasured()

@@ -84,8 +84,9 @@ class ClockBounds:
                     "this machine's; pods created within a second of a journal time count as after it")
         side = "ahead of" if self.skew >= 0 else "behind"
         return (f"the API server's clock is {abs(self.skew):.1f} s {side} this machine's "
-                f"(between {self.lo:+.1f} and {self.hi:+.1f} s); journal times are shifted by that "
-                "before they are compared with pods' creation times")
+                f"(between {self.lo:+.1f} and {self.hi:+.1f} s): pods' creation times are compared with "
+                "journal times allowing for that and for their whole seconds, a pod in doubt counted "
+                "on the side that restarts it")
 
     @property
     def worth_a_note(self) -> bool:

@@ -148,6 +148,10 @@ def loads_kept(data: bytes | str, *, promote: bool = True) -> Any:
 
 _frozen_by_others = False
 
+#: Seconds the read-ahead hand-over yields at most for the helper's request to start
+#: (:meth:`Pager._ahead`): past it the page is decoded anyway, overlapping less.
+HANDOVER_WAIT = 0.05
+
 
 def _nothing_frozen() -> bool:
     """True when no object is frozen (``gc.freeze``) in this process, so unfreezing
@@ -241,8 +245,8 @@ class Pager:
         connection to see that it is still open): with ``sent``, the caller also yields
         until that count moves, i.e. the helper is past the poll and its next pause is
         the write itself (without it, 30% of a twin's 100 requests left after the decode).
-        The waits are bounded (1 s, 50 ms): a helper that does not get there in time only
-        overlaps less, nothing else changes.
+        The waits are bounded (1 s, :data:`HANDOVER_WAIT`): a helper that does not get
+        there in time only overlaps less, nothing else changes.
         """
         started = threading.Event()
         before = self.sent() if self.sent is not None else 0
@@ -254,7 +258,7 @@ class Pager:
         future = ex.submit(fetch_ahead)
         started.wait(1.0)
         if self.sent is not None:
-            until = time.monotonic() + 0.05
+            until = time.monotonic() + HANDOVER_WAIT
             while self.sent() == before and not future.done() and time.monotonic() < until:
                 time.sleep(0)   # the lock to the helper, up to its write
         return future

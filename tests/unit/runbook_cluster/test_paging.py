@@ -228,6 +228,7 @@ def test_the_hand_over_waits_past_a_transport_pause_before_the_write(monkeypatch
         order.append(written[0])
         return real(data, **kw)
     monkeypatch.setattr(paging, "loads_kept", decode)
+    monkeypatch.setattr(paging, "HANDOVER_WAIT", 10.0)   # a loaded machine's 2 ms sleep may take long
     got = [it["n"] for page in Pager(fetch, sent=lambda: written[0]) for it in page["items"]]
     assert got == list(range(15))
     assert order == [2, 3, 4, 5, 5]   # page k decoded once request k+1 was written

@@ -146,6 +146,20 @@ class SSHTestServer:
         self.client_key.write_private_key_file(str(path))
         return str(path)
 
+    def node(self, tmp_path, name: str = "set-hog", role: str = "server", *, known: bool = True,
+             **kw):
+        """A :class:`runbook.nodes.Node` that logs in here (its key and known_hosts written
+        under ``tmp_path``; ``known=False``: an empty known_hosts), one connection attempt."""
+        from runbook.nodes import Node
+
+        key = self.write_client_key(tmp_path / "id_ecdsa")
+        kh = tmp_path / "known_hosts"
+        if known:
+            kh.write_text(self.known_hosts_line())
+        kw.setdefault("kind", "twin")
+        kw.setdefault("connect_attempts", 1)
+        return Node(name, role, "127.0.0.1", self.port, self.user, key, str(kh), **kw)
+
     def known_hosts_line(self, key: paramiko.PKey | None = None) -> str:
         k = key or self.host_key
         return f"[127.0.0.1]:{self.port} {k.get_name()} {k.get_base64()}\n"

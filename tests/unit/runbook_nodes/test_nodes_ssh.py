@@ -36,13 +36,7 @@ def server():
 
 
 def make_node(srv: SSHTestServer, tmp_path: Path, *, known: bool = True, **kw) -> Node:
-    key = srv.write_client_key(tmp_path / "id_ecdsa")
-    kh = tmp_path / "known_hosts"
-    if known:
-        kh.write_text(srv.known_hosts_line())
-    kw.setdefault("kind", "twin")
-    return Node("set-hog", "server", "127.0.0.1", srv.port, "ops", key, str(kh),
-                connect_attempts=1, **kw)
+    return srv.node(tmp_path, known=known, **kw)
 
 
 def test_run_quotes_args_and_captures(server, tmp_path):

@@ -10,7 +10,6 @@ from paramiko.buffered_pipe import BufferedPipe
 from nodes_sshserver import REFUSED, SSHTestServer
 from runbook import ssh_exec
 from runbook.errors import NodeError
-from runbook.nodes import Node
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -18,11 +17,7 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 @pytest.fixture
 def node(tmp_path):
     with SSHTestServer() as srv:
-        kh = tmp_path / "known_hosts"
-        kh.write_text(srv.known_hosts_line())
-        n = Node("n1", "agent", "127.0.0.1", srv.port, "ops",
-                 srv.write_client_key(tmp_path / "id_ecdsa"), str(kh), kind="twin",
-                 connect_attempts=1)
+        n = srv.node(tmp_path, "n1", "agent")
         n.server = srv
         yield n
         n.close()

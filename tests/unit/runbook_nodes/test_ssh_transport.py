@@ -8,7 +8,6 @@ import pytest
 
 from nodes_sshserver import SSHTestServer
 from runbook import ssh_transport
-from runbook.nodes import Node
 from runbook.ssh_transport import BufferedSocket
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -102,11 +101,7 @@ def test_node_reads_replies_through_the_buffer(tmp_path):
     """A node's connection: paramiko over a BufferedSocket, TCP_NODELAY on the real
     socket, and replies (small and beyond one packet) read intact."""
     with SSHTestServer() as srv:
-        kh = tmp_path / "known_hosts"
-        kh.write_text(srv.known_hosts_line())
-        node = Node("n1", "server", "127.0.0.1", srv.port, "ops",
-                    srv.write_client_key(tmp_path / "id_ecdsa"), str(kh), kind="twin",
-                    connect_attempts=1)
+        node = srv.node(tmp_path, "n1")
         assert node.run("uname -r").ok
         t = node.client().get_transport()
         assert isinstance(t.sock, BufferedSocket) and isinstance(t.sock.sock, socket.socket)

@@ -118,9 +118,6 @@ def plan(s: Session) -> RollbackPlan:
                            cilium_files=datapath.cilium_files(s.values))
     if rp.pods_since or rp.on_flannel_nodes:
         rp.clock = server_clock.measure(s.cluster)
-        if rp.clock.worth_a_note:
-            flag(s, "clock-skew", f"{rp.clock.describe()}. Timestamps in the journal, events and logs "
-                 "disagree by as much; sync this machine's clock (NTP) before reading them side by side")
     return rp
 
 
@@ -325,6 +322,9 @@ def restart_pods(s: Session, rp: RollbackPlan) -> pd.DataFrame:
     others are listed with their owner, for a person."""
     p = restart_plan(cni_candidates(s), rp)
     s.progress(f"pods against journal times: {rp.clock.describe()}")
+    if rp.clock.worth_a_note:
+        flag(s, "clock-skew", f"{rp.clock.describe()}. Timestamps in the journal, events and logs "
+             "disagree by as much: sync this machine's clock (NTP) before reading them side by side")
     rows = [{"pod": pods.pod_key(x), "node": (x.get("spec") or {}).get("nodeName"),
              "action": "restart"} for x in p.restart]
     rows += [{"pod": sk.pod, "node": sk.node,

@@ -152,7 +152,7 @@ class Session:
         Args:
             kind: one of :data:`ATTENTION_KINDS` (``deferral-overridden``,
                 ``preflight-warning``, ``no-regression-checks``, ``pods-skipped``,
-                ``lock-takeover``).
+                ``lock-takeover``, ``evidence-lost``, ``clock-skew``).
             message: one sentence, with what to do about it.
 
         Example:
@@ -266,6 +266,7 @@ ATTENTION_KINDS: dict[str, str] = {
     "pods-skipped": "pods left for a person",
     "lock-takeover": "lock taken over",
     "evidence-lost": "evidence lost",
+    "clock-skew": "clocks disagree",
 }
 
 

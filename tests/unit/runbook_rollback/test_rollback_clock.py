@@ -129,3 +129,23 @@ def test_the_skew_is_measured_from_the_date_of_an_answer_and_never_waits_long() 
     # no Date, a malformed one, or an API that does not answer: assumed to agree
     for c in (_Cluster({}), _Cluster({"Date": "soon"}), _Cluster(error=ClusterError("API server unreachable"))):
         assert measure(c) == ClockBounds.unmeasured()
+
+
+def test_a_large_skew_is_flagged_once_by_the_pod_step_a_small_one_only_printed() -> None:
+    from types import SimpleNamespace
+
+    def run(clock: ClockBounds) -> tuple[list[str], list[tuple[str, str]]]:
+        said, flagged = [], []
+        s = SimpleNamespace(params=SimpleNamespace(strategy="big-bang", cilium=SimpleNamespace(migration_cidr=None)),
+                            cluster=SimpleNamespace(list=lambda resource, *a, **kw: []),
+                            progress=said.append, attention=lambda kind, msg: flagged.append((kind, msg)))
+        p = _plan("reconfigure-agent-unreached")
+        p.clock, p.pods_done = clock, True
+        rollback.restart_pods(s, p)
+        return said, flagged
+
+    said, flagged = run(ClockBounds(-120.5, -119.5))
+    assert said[0].startswith("pods against journal times: the API server's clock is 120.0 s behind")
+    assert [k for k, _ in flagged] == ["clock-skew"] and "NTP" in flagged[0][1]
+    said, flagged = run(ClockBounds(-0.5, 0.5))
+    assert len(said) == 1 and flagged == []

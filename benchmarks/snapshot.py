@@ -13,11 +13,11 @@ every pod is read page by page (limit 500) by:
 - ``library snapshot``: ``Cluster.snapshot("pods")``, the DataFrame (also lists ReplicaSets);
 - ``typed client``: ``CoreV1Api.list_pod_for_all_namespaces`` with model objects;
 - ``kubectl``: ``kubectl get pods -A -o json`` (it pages by 500 too);
-- ``raw floor (read-ahead)`` / ``raw floor (serial)``: the best plain loop
+- ``raw floor (pipelined)`` / ``(read-ahead)`` / ``(serial)``: the best plain loop
   (``benchmarks/raw_floor.py``): ``http.client``, the library's decoder, the same page
   size and query, every pod kept in one list, the collector off during the loop, the
-  next page requested while this one is decoded (or not). The floor ratio compares
-  the library with the faster of the two.
+  next page requested before this one is decoded (on the same connection, or from a
+  helper thread) or after. The floor ratio compares the library with the fastest.
 
 Each row shows the wall time (median and best), the CPU the client used (this process,
 helper threads included, or kubectl's) and the twin's CPU during the read, and the
@@ -39,10 +39,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import TwinProcess, cpu_seconds, load_average, median, table  # noqa: E402
-from raw_floor import LIMIT, fast_decoder, floor_pods  # noqa: E402
+from raw_floor import LIMIT, MODES, fast_decoder, floor_pods  # noqa: E402
 
 #: the contenders that take seconds, not minutes: they run ``--repeat`` times a round
-FAST = ("library", "library snapshot", "raw floor (read-ahead)", "raw floor (serial)")
+FAST = ("library", "library snapshot") + tuple(f"raw floor ({m})" for m in MODES)
 
 
 def typed_client(kubeconfig: Path) -> int:
@@ -95,9 +95,9 @@ def main() -> None:
                 "library": lambda: len(Cluster.from_params(p).list("pods")),
                 "library snapshot": lambda: len(Cluster.from_params(p).snapshot("pods")),
                 "typed client": lambda: typed_client(kc),
-                "raw floor (read-ahead)": lambda: len(floor_pods(kc, read_ahead=True, decode=decoder[1])),
-                "raw floor (serial)": lambda: len(floor_pods(kc, read_ahead=False, decode=decoder[1])),
             }
+            for mode in MODES:
+                contenders[f"raw floor ({mode})"] = lambda m=mode: len(floor_pods(kc, mode=m, decode=decoder[1]))
             if not a.no_kubectl:
                 kbin = find_binary("kubectl")
                 contenders["kubectl"] = lambda: kubectl(kc, kbin)

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 
 from . import lean_imports
+from .cluster_pipeline import PageRequests
 from .cluster_route import Route, hint_for, register_secret, resolve, status_message, status_reason
 from .errors import ClusterError, WaitTimeout
 from .paging import Pager, loads
@@ -333,20 +334,34 @@ class Cluster:
             >>> sum(len(p["items"]) for p in c.pages("v1", "pods"))   # doctest: +SKIP
             50000
         """
+        from urllib3.util import parse_url
+
         path = resource_path(api_version, plural, namespace)
         route = self.route()
 
+        def query(token: str | None) -> dict[str, Any]:
+            return {"limit": limit, "continue": token, "labelSelector": label_selector,
+                    "fieldSelector": field_selector}
+
         def fetch(token: str | None) -> bytes | None:
             # None: the resource type does not exist (e.g. no cilium.io CRDs yet)
-            return self.request_raw("GET", path, query={"limit": limit, "continue": token,
-                                                        "labelSelector": label_selector,
-                                                        "fieldSelector": field_selector},
-                                    ok_missing=True, route=route)
+            return self.request_raw("GET", path, query=query(token), ok_missing=True, route=route)
 
-        # the read-ahead waits until the client's pool starts its request (Pager._ahead)
-        pool = self.api.rest_client.pool_manager.connection_from_url(route.base)
-        sent = (lambda: pool.num_requests) if hasattr(pool, "num_requests") else None
-        return Pager(fetch, sent=sent)
+        def target(token: str) -> str:
+            q = [(k, v) for k, v in query(token).items() if v is not None]
+            return parse_url(route.url(self.api, path, q)).request_uri
+
+        def failed(err: str, status: int | None) -> None:
+            # a page asked ahead that is asked again through request_raw: what it learnt first
+            if status == 401:
+                route.renew(self.route())     # an expired token: the retry carries the new one
+            elif status is None or status in _RETRY_STATUS:
+                now = time.time()             # a failed attempt, recorded as request_raw does
+                self.outages.append(Outage(started=now, ended=now, attempts=1, last_error=err[:300]))
+
+        ahead = PageRequests.of(self.api, target, lambda: route.headers, timeout=self.request_timeout,
+                                failed=failed)
+        return Pager(fetch, ahead=ahead)
 
     def list(self, resource: str, namespace: str | None = None, **kw: Any) -> list[dict]:
         """All objects of a resource as raw dicts (paged; each page's items joined at once)."""

@@ -9,14 +9,13 @@ does, with three measured savings (``benchmarks/snapshot.py``, ``json_codecs.py`
   library otherwise or for what msgspec refuses (NaN, Infinity), so the result is the
   same;
 - a list response names its ``continue`` token before its items, so the next page is
-  requested (in a helper thread) as soon as this one has arrived, and the API server
-  reads and encodes it while this one is decoded; the token is checked against the
-  decoded page and a wrong guess is simply fetched again. The decode holds the
-  interpreter lock from start to end (one call into msgspec), so the helper is let put
-  its request on the wire first (:class:`Pager` waits for it to start): otherwise it
-  only got to send the request once the page was decoded, and the read-ahead hid
-  nothing (500-pod pages of a twin: 4.6 ms waited per page after the decode, 0.7 ms
-  with the hand-over, 1.33 s → 0.92 s for 50,000 pods);
+  requested as soon as this one has arrived (``ahead``: the request is written on a
+  kept connection and its answer read later, ``runbook.cluster_pipeline``), and the API
+  server reads and encodes it while this one is decoded and consumed; the token is
+  checked against the decoded page and a wrong guess is simply fetched again. No helper
+  thread: the decode is one msgspec call holding the interpreter lock throughout, so a
+  thread fetching meanwhile only ran between decodes (0.95–1.25 s for 50,000 pods of a
+  twin against 0.90–0.92 s sent from the calling thread);
 - the collector never scans a page: no collection runs while a page is decoded, and
   the objects it made are then handed to the oldest generation as they are, without a
   scan (:func:`loads_kept`). A decoded JSON document holds no reference cycle, so
@@ -34,21 +33,19 @@ Example:
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import gc
 import json
 import re
 import threading
-import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 try:  # a fast decoder when installed (a dependency of the package); same results
     import msgspec as _msgspec
 except ImportError:  # pragma: no cover - the standard library is enough
     _msgspec = None
 
-__all__ = ["loads", "loads_kept", "Pager", "no_full_collections", "peek_continue"]
+__all__ = ["loads", "loads_kept", "Ahead", "Pager", "no_full_collections", "peek_continue"]
 
 # `"continue":"TOKEN"` in the list metadata, before `"items"`; tokens are base64url.
 _CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"\\]*)"')
@@ -148,10 +145,6 @@ def loads_kept(data: bytes | str, *, promote: bool = True) -> Any:
 
 _frozen_by_others = False
 
-#: Seconds the read-ahead hand-over yields at most for the helper's request to start
-#: (:meth:`Pager._ahead`): past it the page is decoded anyway, overlapping less.
-HANDOVER_WAIT = 0.05
-
 
 def _nothing_frozen() -> bool:
     """True when no object is frozen (``gc.freeze``) in this process, so unfreezing
@@ -170,103 +163,56 @@ def _nothing_frozen() -> bool:
     return not _frozen_by_others
 
 
+class Ahead(Protocol):
+    """Where a :class:`Pager` asks for the next page early (``runbook.cluster_pipeline``)."""
+
+    def send(self, token: str) -> bool:
+        """Put the request of the page ``token`` names on the wire; False if it failed."""
+
+    def receive(self) -> bytes | None:
+        """The raw page last sent for; None when it is not a page (ask ``fetch``)."""
+
+    def close(self) -> None:
+        """Done: drop what was sent and not received."""
+
+
 class Pager:
     """Iterate a paged list: ``fetch(token)`` returns a page's raw JSON (None: absent).
 
-    Yields each decoded page (a dict). The page after the current one is fetched in
-    a helper thread while the current one is decoded and consumed. Pages are decoded
-    with :func:`loads_kept` (not scanned by the collector), full collections wait
-    until the iteration ends (:func:`no_full_collections`).
+    Yields each decoded page (a dict). With ``ahead``, the page after the current one is
+    requested before the current one is decoded, and read after it was consumed; what
+    ``ahead`` does not deliver (an error, another status, a wrong guess of the token)
+    is asked of ``fetch``, which has the last word. Pages are decoded with
+    :func:`loads_kept` (not scanned by the collector), full collections wait until the
+    iteration ends (:func:`no_full_collections`).
     """
 
-    def __init__(self, fetch: Callable[[str | None], bytes | None], *, prefetch: bool = True,
-                 sent: Callable[[], int] | None = None) -> None:
+    def __init__(self, fetch: Callable[[str | None], bytes | None], *,
+                 ahead: Ahead | None = None) -> None:
         self.fetch = fetch
-        self.prefetch = prefetch
-        #: a count the transport advances as it starts writing each request (urllib3's
-        #: ``num_requests``): the read-ahead hand-over waits for it (see :meth:`_ahead`)
-        self.sent = sent
+        self.ahead = ahead
         self._promote = False
 
     def __iter__(self) -> Iterator[dict]:
         self._promote = _nothing_frozen()
         with no_full_collections():
-            if not self.prefetch:
-                yield from self._serial()
-                return
-            with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pager") as ex:
-                yield from self._overlapped(ex)
+            try:
+                yield from self._pages()
+            finally:
+                if self.ahead is not None:
+                    self.ahead.close()
 
-    def _serial(self) -> Iterator[dict]:
-        token: str | None = None
-        while True:
-            data = self.fetch(token)
-            if data is None:
-                return
-            page = loads_kept(data, promote=self._promote) if data else {}
-            yield page
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
-
-    def _overlapped(self, ex: cf.ThreadPoolExecutor) -> Iterator[dict]:
+    def _pages(self) -> Iterator[dict]:
+        ahead = self.ahead
         data = self.fetch(None)
         while data is not None:
-            guess = peek_continue(data) if data else None
-            ahead = self._ahead(ex, guess) if guess else None
-            try:
-                page = loads_kept(data, promote=self._promote) if data else {}
-                token = (page.get("metadata") or {}).get("continue")
-                yield page
-            except BaseException:
-                if ahead is not None:
-                    ahead.cancel()
-                    _quietly(ahead)
-                raise
+            guess = peek_continue(data) if ahead is not None and data else None
+            sent = guess is not None and ahead.send(guess)
+            page = loads_kept(data, promote=self._promote) if data else {}
+            token = (page.get("metadata") or {}).get("continue")
+            yield page
             if not token:
-                if ahead is not None:
-                    _quietly(ahead)
-                return
-            if ahead is not None and token == guess:
-                data = ahead.result()
-            else:
-                if ahead is not None:
-                    _quietly(ahead)
+                return      # a request sent on a wrong guess is dropped by close()
+            data = ahead.receive() if sent and token == guess else None
+            if data is None:
                 data = self.fetch(token)
-
-    def _ahead(self, ex: cf.ThreadPoolExecutor, token: str) -> cf.Future:
-        """``fetch(token)`` in the helper thread, returned once the helper runs.
-
-        The caller decodes next, and the decode holds the interpreter lock for its whole
-        length: the helper gets the lock first and keeps it until it blocks, i.e. until
-        its request has been written and it waits for the answer (a blocking socket call
-        lets go of the lock), so the server works on the next page during the decode.
-        A transport may let go of the lock once before it writes (urllib3 polls a kept
-        connection to see that it is still open): with ``sent``, the caller also yields
-        until that count moves, i.e. the helper is past the poll and its next pause is
-        the write itself (without it, 30% of a twin's 100 requests left after the decode).
-        The waits are bounded (1 s, :data:`HANDOVER_WAIT`): a helper that does not get
-        there in time only overlaps less, nothing else changes.
-        """
-        started = threading.Event()
-        before = self.sent() if self.sent is not None else 0
-
-        def fetch_ahead() -> bytes | None:
-            started.set()
-            return self.fetch(token)
-
-        future = ex.submit(fetch_ahead)
-        started.wait(1.0)
-        if self.sent is not None:
-            until = time.monotonic() + HANDOVER_WAIT
-            while self.sent() == before and not future.done() and time.monotonic() < until:
-                time.sleep(0)   # the lock to the helper, up to its write
-        return future
-
-
-def _quietly(future: cf.Future) -> None:
-    """Wait for a fetch nobody needs any more; its error (if any) is not ours."""
-    try:
-        future.result()
-    except Exception:  # noqa: BLE001 - a discarded read-ahead
-        pass

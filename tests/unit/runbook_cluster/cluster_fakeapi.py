@@ -13,6 +13,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 # (status, body dict or None) returned for one request; a handler may also be a callable.
+# Status 0: the connection is closed without an answer (a server that went away).
 Reply = tuple[int, dict | None]
 
 
@@ -23,6 +24,10 @@ class Recorded:
     query: dict[str, list[str]]
     body: bytes
     headers: dict[str, str]
+    #: the client's (address, port): which connection the request came on
+    peer: tuple = ()
+    #: the request target as sent (origin form ``/path?query``, or an absolute URL)
+    target: str = ""
 
 
 @dataclass
@@ -59,8 +64,11 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             u = urlsplit(self.path)
             n = int(self.headers.get("Content-Length") or 0)
             rec = Recorded(self.command, u.path, parse_qs(u.query), self.rfile.read(n) if n else b"",
-                           {k.lower(): v for k, v in self.headers.items()})
+                           {k.lower(): v for k, v in self.headers.items()}, self.client_address, self.path)
             status, body = api.reply(rec)
+            if status == 0:
+                self.close_connection = True
+                return
             data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -73,8 +81,13 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
     return H
 
 
-def start_server(api: FakeAPI, port: int = 0) -> ThreadingHTTPServer:
-    srv = ThreadingHTTPServer(("127.0.0.1", port), _handler(api))
+def start_server(api: FakeAPI, port: int = 0, *, keep_alive: bool = False) -> ThreadingHTTPServer:
+    """Serve ``api`` on loopback; with ``keep_alive``, HTTP/1.1 (connections kept open
+    between requests, as an API server keeps them), else HTTP/1.0 (one per request)."""
+    handler = _handler(api)
+    if keep_alive:
+        handler.protocol_version = "HTTP/1.1"
+    srv = ThreadingHTTPServer(("127.0.0.1", port), handler)
     srv.daemon_threads = True
     api.port = srv.server_address[1]
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

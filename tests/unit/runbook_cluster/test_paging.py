@@ -1,11 +1,9 @@
-"""runbook.paging: pages read ahead, the continue token peeked, the collector held off."""
+"""runbook.paging: the next page asked ahead, the continue token peeked, the collector held off."""
 from __future__ import annotations
 
 import gc
 import json
-import sys
 import threading
-import time
 
 import pytest
 
@@ -40,13 +38,47 @@ def recorder(pages: dict):
     return fetch, calls
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
+class FakeAhead:
+    """An ``Ahead`` over the same pages: sends and receives logged; ``refuse`` tokens are
+    not sent, ``lose`` tokens are sent but their answer is not a page."""
+
+    def __init__(self, pages: dict, *, refuse=(), lose=()):
+        self.pages, self.refuse, self.lose = pages, set(refuse), set(lose)
+        self.log: list[tuple[str, str | None]] = []
+        self.pending: str | None = None
+        self.closed = 0
+
+    def send(self, token):
+        self.log.append(("send", token))
+        if token in self.refuse:
+            return False
+        self.pending = token
+        return True
+
+    def receive(self):
+        token, self.pending = self.pending, None
+        self.log.append(("receive", token))
+        return None if token in self.lose else self.pages[token]
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.mark.parametrize("ahead", [True, False])
 @pytest.mark.parametrize("spaced", [True, False])
-def test_every_item_once_in_order_and_each_page_fetched_once(prefetch, spaced):
-    fetch, calls = recorder(pages_of(5, spaced=spaced))
-    items = [it["n"] for page in Pager(fetch, prefetch=prefetch) for it in page["items"]]
+def test_every_item_once_in_order_and_each_page_asked_once(ahead, spaced):
+    pages = pages_of(5, spaced=spaced)
+    fetch, calls = recorder(pages)
+    early = FakeAhead(pages) if ahead else None
+    items = [it["n"] for page in Pager(fetch, ahead=early) for it in page["items"]]
     assert items == list(range(15))
-    assert sorted(calls, key=str) == sorted([None, "tok1", "tok2", "tok3", "tok4"], key=str)
+    tokens = ["tok1", "tok2", "tok3", "tok4"]
+    if ahead:   # the first page is fetched; every other one is sent ahead, then received
+        assert calls == [None]
+        assert early.log == [(op, t) for t in tokens for op in ("send", "receive")]
+        assert early.closed == 1
+    else:
+        assert calls == [None] + tokens
 
 
 def test_a_wrong_guess_is_fetched_again_with_the_real_token():
@@ -57,24 +89,41 @@ def test_a_wrong_guess_is_fetched_again_with_the_real_token():
     pages = {None: first, "fake": b'{"metadata":{},"items":[99]}',
              "real": b'{"metadata":{},"items":[2]}'}
     fetch, calls = recorder(pages)
-    got = [i for page in Pager(fetch) for i in page["items"]]
+    early = FakeAhead(pages)
+    got = [i for page in Pager(fetch, ahead=early) for i in page["items"]]
     assert got == [1, 2] and json.loads(first)["metadata"]["continue"] == real["metadata"]["continue"]
-    assert "real" in calls
+    assert calls == [None, "real"]
+    assert early.log == [("send", "fake")] and early.closed == 1   # never received: close drops it
+
+
+def test_what_is_not_delivered_ahead_is_fetched():
+    # a request that could not be sent, and an answer that is not a page (an error status,
+    # a broken connection): fetch, which retries and raises, has the last word
+    pages = pages_of(5)
+    fetch, calls = recorder(pages)
+    early = FakeAhead(pages, refuse={"tok2"}, lose={"tok3"})
+    items = [it["n"] for page in Pager(fetch, ahead=early) for it in page["items"]]
+    assert items == list(range(15))
+    assert calls == [None, "tok2", "tok3"]
+    assert early.log == [("send", "tok1"), ("receive", "tok1"), ("send", "tok2"),
+                         ("send", "tok3"), ("receive", "tok3"), ("send", "tok4"), ("receive", "tok4")]
 
 
 def test_a_missing_collection_yields_nothing():
     assert list(Pager(lambda token: None)) == []
 
 
-def test_an_error_of_the_read_ahead_reaches_the_caller():
-    pages = pages_of(3)
+def test_an_error_of_a_fetch_reaches_the_caller_and_what_was_sent_is_dropped():
+    pages = pages_of(4)
 
     def fetch(token):
         if token == "tok2":
             raise RuntimeError("410 Gone: continue token expired")
         return pages[token]
+    early = FakeAhead(pages, lose={"tok2"})
     with pytest.raises(RuntimeError, match="expired"):
-        list(Pager(fetch))
+        list(Pager(fetch, ahead=early))
+    assert early.closed == 1
 
 
 def test_peek_continue_ignores_tokens_after_the_items():
@@ -101,13 +150,16 @@ def test_full_collections_are_held_off_inside_and_restored_after():
     assert paging._gc_depth == 0
 
 
-def test_thresholds_are_restored_when_the_consumer_stops_early():
+def test_thresholds_are_restored_and_what_was_sent_dropped_when_the_consumer_stops_early():
     before = gc.get_threshold()
-    fetch, _ = recorder(pages_of(4))
-    it = iter(Pager(fetch))
+    pages = pages_of(4)
+    fetch, _ = recorder(pages)
+    early = FakeAhead(pages)
+    it = iter(Pager(fetch, ahead=early))
     next(it)
     it.close()
     assert gc.get_threshold() == before
+    assert early.log == [("send", "tok1")] and early.closed == 1
 
 
 def _in_generation(obj: object, generation: int) -> bool:
@@ -181,54 +233,21 @@ def test_frozen_objects_once_seen_are_not_counted_again(monkeypatch):
     assert counts == [1, 0, 0]
 
 
-def test_the_next_page_is_requested_before_this_one_is_decoded(monkeypatch):
-    # The decode holds the interpreter lock throughout (one msgspec call): a helper thread
-    # that has not started by then sends its request only after it, and overlaps nothing.
-    pages = pages_of(6)
-    asked: list = []
-    order: list[str] = []
-
-    def fetch(token):
-        asked.append(token)
-        return pages[token]
-
+def test_the_next_page_is_sent_before_this_one_is_decoded_and_read_after_it_is_consumed(monkeypatch):
+    # the server reads and encodes page k+1 while page k is decoded and used
+    pages = pages_of(4)
+    fetch, _ = recorder(pages)
+    early = FakeAhead(pages)
     real = paging.loads_kept
 
     def decode(data, **kw):
-        order.append(f"decode with {len(asked)} asked")
+        early.log.append(("decode", None))
         return real(data, **kw)
     monkeypatch.setattr(paging, "loads_kept", decode)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)   # no forced switch on a busy machine: the order is the pager's own
-    try:
-        got = [it["n"] for page in Pager(fetch) for it in page["items"]]
-    finally:
-        sys.setswitchinterval(interval)
-    assert got == list(range(18))
-    # page k (k = 0..4) is decoded once page k+1 has been asked for; the last has no next
-    assert order == [f"decode with {k + 2} asked" for k in range(5)] + ["decode with 6 asked"]
-
-
-def test_the_hand_over_waits_past_a_transport_pause_before_the_write(monkeypatch):
-    # urllib3 polls a kept connection (letting go of the lock) before it writes the request:
-    # with ``sent`` (its request count) the pager yields until the count moves.
-    pages = pages_of(5)
-    written = [0]
-    order: list[int] = []
-
-    def fetch(token):
-        if token is not None:
-            time.sleep(0.002)        # the poll: the lock is free meanwhile
-        written[0] += 1              # the request goes out
-        return pages[token]
-
-    real = paging.loads_kept
-
-    def decode(data, **kw):
-        order.append(written[0])
-        return real(data, **kw)
-    monkeypatch.setattr(paging, "loads_kept", decode)
-    monkeypatch.setattr(paging, "HANDOVER_WAIT", 10.0)   # a loaded machine's 2 ms sleep may take long
-    got = [it["n"] for page in Pager(fetch, sent=lambda: written[0]) for it in page["items"]]
-    assert got == list(range(15))
-    assert order == [2, 3, 4, 5, 5]   # page k decoded once request k+1 was written
+    for page in Pager(fetch, ahead=early):
+        early.log.append(("consumed", page["items"][0]["n"]))
+    assert early.log == [
+        ("send", "tok1"), ("decode", None), ("consumed", 0), ("receive", "tok1"),
+        ("send", "tok2"), ("decode", None), ("consumed", 3), ("receive", "tok2"),
+        ("send", "tok3"), ("decode", None), ("consumed", 6), ("receive", "tok3"),
+        ("decode", None), ("consumed", 9)]   # the last page names no next one

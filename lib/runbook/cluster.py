@@ -307,7 +307,7 @@ class Cluster:
                   label_selector: str | None = None, field_selector: str | None = None,
                   limit: int = 500) -> Iterator[dict]:
         """Every object of a resource, page by page (``limit``/``continue``), the next
-        page read ahead while this one is decoded (:class:`runbook.paging.Pager`)."""
+        page asked for before this one is decoded (:class:`runbook.paging.Pager`)."""
         api_version, plural, _ = RESOURCES[resource]
         yield from self.iter_collection(api_version, plural, namespace, limit=limit,
                                         label_selector=label_selector,
@@ -327,8 +327,10 @@ class Cluster:
               limit: int = 500) -> Pager:
         """The decoded pages (``limit``/``continue``) of a collection, each read through
         :meth:`request_raw` with one :class:`Route` for the whole list, the next page
-        requested while this one is decoded (:class:`runbook.paging.Pager`); no page
-        when the server does not serve the type (404).
+        requested before this one is decoded, on a kept connection of the client's pool
+        (:class:`runbook.cluster_pipeline.PageRequests`; what it does not deliver is asked
+        again through :meth:`request_raw`); no page when the server does not serve the
+        type (404).
 
         Example:
             >>> sum(len(p["items"]) for p in c.pages("v1", "pods"))   # doctest: +SKIP

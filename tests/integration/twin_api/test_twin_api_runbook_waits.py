@@ -1,8 +1,9 @@
 """The runbook's waits and pages against a real API server (the twin's, over TLS).
 
 Waits wake on watch events (runbook.watches): the check's result is re-read when the
-watched resource changes, and polled only where no watch exists. Pages are read ahead
-(runbook.paging) with the server's real continue tokens.
+watched resource changes, and polled only where no watch exists. Each next page is asked
+for before this one is decoded (runbook.paging, runbook.cluster_pipeline) with the
+server's real continue tokens.
 """
 from __future__ import annotations
 
@@ -96,5 +97,11 @@ def test_paged_reads_follow_the_servers_tokens(api, tmp_path):
     want = api.call(lambda: sorted((p["metadata"]["namespace"], p["metadata"]["name"])
                                    for p in api.rt.store.iter_objects(api.rt.store.lookup("", "v1", "pods"))))
     assert len(want) > 4
+    pool = c.api.rest_client.pool_manager.connection_from_url(c.server)
+    asked, opened = pool.num_requests, pool.num_connections
     got = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in c.iter_list("pods", limit=2)]
     assert got == want
+    # over TLS, every page after the first went out early on the same kept connection,
+    # past the pool's own request path (runbook.cluster_pipeline)
+    assert pool.num_requests - asked == 1 and pool.num_connections - opened <= 1
+    assert c.outages == []

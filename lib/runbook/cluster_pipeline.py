@@ -13,8 +13,8 @@ library did before: the decode is one call into msgspec that holds the interpret
 from start to end, so the helper only ran between decodes, and urllib3's request path
 lets go of the lock several times (the pool's check of a kept connection, the socket's
 poll before each send and receive). On 50,000 pods of a twin the threaded read-ahead
-took 0.95–1.25 s; sending from the calling thread takes 0.90–0.92 s, with no thread
-and no hand-over (``benchmarks/snapshot.py``).
+took 0.95–1.26 s; sending from the calling thread takes 0.92–0.98 s, with no thread
+and no hand-over, level with the best plain ``http.client`` loop (``benchmarks/snapshot.py``).
 
 The connection is the official client's own: taken from its urllib3 pool (same TLS, CA,
 client certificate) and put back once idle. Only answers that are plainly a page come

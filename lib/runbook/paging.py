@@ -1,4 +1,4 @@
-"""Reading big lists fast: a fast JSON decoder, the next page fetched while this one is
+"""Reading big lists fast: a fast JSON decoder, the next page asked for before this one is
 decoded, and the garbage collector kept off the pages already received.
 
 :class:`Pager` pages a collection with ``limit``/``continue`` as ``Cluster.iter_list``
@@ -14,8 +14,8 @@ does, with three measured savings (``benchmarks/snapshot.py``, ``json_codecs.py`
   server reads and encodes it while this one is decoded and consumed; the token is
   checked against the decoded page and a wrong guess is simply fetched again. No helper
   thread: the decode is one msgspec call holding the interpreter lock throughout, so a
-  thread fetching meanwhile only ran between decodes (0.95–1.25 s for 50,000 pods of a
-  twin against 0.90–0.92 s sent from the calling thread);
+  thread fetching meanwhile only ran between decodes (50,000 pods of a twin: 0.95–1.26 s
+  with a helper thread, 0.92–0.98 s sent from the calling thread);
 - the collector never scans a page: no collection runs while a page is decoded, and
   the objects it made are then handed to the oldest generation as they are, without a
   scan (:func:`loads_kept`). A decoded JSON document holds no reference cycle, so

@@ -199,7 +199,8 @@ class Cluster:
                     ok_missing: bool = False, retry_for: float | None = None,
                     raise_status: frozenset[int] = frozenset(),
                     route: Route | None = None,
-                    answer_headers: dict[str, str] | None = None) -> bytes | None:
+                    answer_headers: dict[str, str] | None = None,
+                    ongoing: Outage | None = None) -> bytes | None:
         """:meth:`request` without decoding: the response body (None for 404 when
         ``ok_missing``), for callers that decode it themselves (paging). With
         ``answer_headers``, the headers of a successful answer are put there (its
@@ -208,7 +209,9 @@ class Cluster:
         Sent through the official client's own urllib3 pool (its TLS, CA, client
         certificate and proxy settings) with the headers of ``route`` (default: resolved
         for this call, :meth:`route`). A 401 on a route resolved earlier re-resolves it
-        once (a token that expired meanwhile) and asks again.
+        once (a token that expired meanwhile) and asks again. ``ongoing``: the outage
+        record of an attempt that already failed (a page asked ahead), which this call
+        continues instead of opening another.
         """
         from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -226,7 +229,7 @@ class Cluster:
         timeout = self._timeout(self.request_timeout)
         deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
         delay = 0.2
-        outage: Outage | None = None
+        outage = ongoing
         while True:
             err: str
             cause: BaseException | None = None  # the transport's own error, kept for ``from``
@@ -345,9 +348,12 @@ class Cluster:
             return {"limit": limit, "continue": token, "labelSelector": label_selector,
                     "fieldSelector": field_selector}
 
+        failure: list[Outage] = []     # the outage a page asked ahead ran into, continued by fetch
+
         def fetch(token: str | None) -> bytes | None:
             # None: the resource type does not exist (e.g. no cilium.io CRDs yet)
-            return self.request_raw("GET", path, query=query(token), ok_missing=True, route=route)
+            return self.request_raw("GET", path, query=query(token), ok_missing=True, route=route,
+                                    ongoing=failure.pop() if failure else None)
 
         def target(token: str) -> str:
             q = [(k, v) for k, v in query(token).items() if v is not None]
@@ -358,8 +364,9 @@ class Cluster:
             if status == 401:
                 route.renew(self.route())     # an expired token: the retry carries the new one
             elif status is None or status in _RETRY_STATUS:
-                now = time.time()             # a failed attempt, recorded as request_raw does
-                self.outages.append(Outage(started=now, ended=now, attempts=1, last_error=err[:300]))
+                now = time.time()             # a failed attempt: the outage the retry continues
+                failure[:] = [Outage(started=now, ended=now, attempts=1, last_error=err[:300])]
+                self.outages.append(failure[0])
 
         ahead = PageRequests.of(self.api, target, lambda: route.headers, timeout=self.request_timeout,
                                 failed=failed)

@@ -105,6 +105,17 @@ def test_a_page_the_server_fails_ahead_is_asked_again_and_the_failure_recorded(t
     assert c.outages[0].last_error.startswith("HTTP 503" if status else "RemoteDisconnected")
 
 
+def test_an_outage_met_ahead_and_lasting_into_the_retries_is_one_record(tmp_path, kept_api):
+    # the server is away for the page asked ahead and the choke point's first retry
+    kept_api.routes[("GET", "/api/v1/pods")] = paged(fail={"t2": [0, 503]})
+    c = make(tmp_path, kept_api.url)
+    assert names(c) == NAMES
+    assert [r.query.get("continue", [None])[0] for r in kept_api.requests] == [None, "t1", "t2", "t2", "t2", "t3"]
+    assert len(c.outages) == 1
+    o = c.outages[0]
+    assert o.attempts == 2 and o.last_error.startswith("HTTP 503") and o.ended >= o.started + 0.15
+
+
 def test_an_answer_that_is_an_error_reaches_the_caller_as_the_choke_point_raises_it(tmp_path, kept_api):
     # 410: the continue token expired (the list took longer than the server keeps it)
     kept_api.routes[("GET", "/api/v1/pods")] = paged(fail={"t2": [410, 410]})

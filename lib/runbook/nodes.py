@@ -48,6 +48,12 @@ from .ssh_transport import MAX_PACKET, WINDOW, node_transport, settle  # noqa: F
 
 log = logging.getLogger("runbook.nodes")
 
+#: Commands one node runs at once over its connection; more threads wait their turn.
+#: OpenSSH's sshd allows ``MaxSessions`` (default 10) open sessions per connection and
+#: refuses the next channel ("no more sessions"); a session is freed a moment after its
+#: channel closes, so a new one opened right then may still be counted: two below.
+MAX_SESSIONS = 8
+
 
 @dataclass
 class ChainRemoval:
@@ -87,6 +93,7 @@ class Node(NodeFiles):
         command_log: a local file each command is appended to (redacted JSON lines).
         command_timeout: default timeout of a command, seconds.
         connect_attempts: connection attempts for refused/timeouts (backoff doubles).
+        max_sessions: commands run at once on the connection (:data:`MAX_SESSIONS`).
 
     Example:
         >>> n = Node("set-hog", "server", "127.0.0.1", 2201, "ops", "id_ed25519",
@@ -101,7 +108,7 @@ class Node(NodeFiles):
                  backup_dir: str = "/var/backups/phase22", run_id: str | None = None,
                  command_log: str | os.PathLike[str] | None = None,
                  command_timeout: float | None = 120, connect_attempts: int = 3,
-                 retry_backoff: float = 0.5) -> None:
+                 retry_backoff: float = 0.5, max_sessions: int = MAX_SESSIONS) -> None:
         self.name = name
         self.role = role
         self.address = address
@@ -122,6 +129,7 @@ class Node(NodeFiles):
         self.retry_backoff = retry_backoff
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self._sessions = threading.BoundedSemaphore(max(1, int(max_sessions)))
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, role={self.role!r}, {self.user}@{self.address}:{self.port})"
@@ -303,7 +311,8 @@ class Node(NodeFiles):
             raise NodeError("SSH transport closed", node=self.name, command=redact_text(line))
         data = stdin.encode() if isinstance(stdin, str) else stdin
         try:
-            return exec_channel(transport, line, data, timeout, self.connect_timeout)
+            with self._sessions:
+                return exec_channel(transport, line, data, timeout, self.connect_timeout)
         except CommandTimeout as e:
             raise NodeError(f"command timed out after {timeout}s", node=self.name,
                             command=redact_text(line)) from e

@@ -18,11 +18,13 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 from typing import Any
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 #: Ciphers tried first: AES-GCM authenticates as it decrypts (hardware AES and GHASH in
 #: one pass) where AES-CTR needs a separate HMAC over every byte; OpenSSH offers both by
@@ -171,12 +173,50 @@ class NodePacketizer(paramiko.Packetizer):
         return struct.pack(">IB", len(payload) + n + 1, n) + payload + pad
 
 
+def exit_signal_status(name: str) -> int:
+    """The exit status a shell gives a command killed by signal ``name`` (RFC 4254
+    names: ``TERM``, ``KILL``...): 128 + its number, or 255 for a name this system does
+    not know.
+
+    Example:
+        >>> exit_signal_status("KILL"), exit_signal_status("TERM"), exit_signal_status("NOPE")
+        (137, 143, 255)
+    """
+    try:
+        return 128 + int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        return 255
+
+
+def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """A channel request from the node: paramiko's handling, plus ``exit-signal``.
+
+    A command killed by a signal ends with ``exit-signal`` instead of ``exit-status``
+    (OpenSSH sends it whenever the command's shell died of a signal); paramiko drops it
+    and the status would read -1. Here it becomes the status a shell reports
+    (:func:`exit_signal_status`) and the signal's name is kept as ``chan.exit_signal``.
+    """
+    start = m.packet.tell()
+    if m.get_text() != "exit-signal":
+        m.packet.seek(start)
+        paramiko.Channel._handle_request(chan, m)
+        return
+    m.get_boolean()                      # want reply: never, per RFC 4254 6.10
+    name = m.get_text()
+    chan.exit_signal = name
+    chan.exit_status = exit_signal_status(name)
+    chan.status_event.set()
+
+
 class NodeTransport(paramiko.Transport):
     """paramiko's Transport for a node: its reader thread wakes once a second, not ten
     times, while the connection is set up (after that its socket blocks, see
-    :func:`settle`), and a close shuts the socket down before closing it."""
+    :func:`settle`), a close shuts the socket down before closing it, and a command
+    killed by a signal gets a status (:func:`_channel_request`)."""
 
     _active_check_timeout = 1.0
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table,
+                              MSG_CHANNEL_REQUEST: _channel_request}
 
     def close(self) -> None:
         """Close the connection: ``shutdown`` first, so a reader blocked in ``recv``

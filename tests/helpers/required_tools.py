@@ -1,6 +1,7 @@
 """Tools a test needs from the machine, and what happens when one is missing.
 
-Locally a missing helm, kubectl, Chromium, OpenSSH client or official Cilium chart skips
+Locally a missing helm, kubectl, Chromium, OpenSSH client or server (``sshd``) or official
+Cilium chart skips
 the tests that need it, with the reason. With ``RUNBOOK_REQUIRE_TOOLS=1`` (``.ci/run``
 sets it) the same test fails instead, so a missing install step in CI can never hide
 behind a skip.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 import pytest
 
@@ -26,6 +27,8 @@ REQUIRE_ENV = "RUNBOOK_REQUIRE_TOOLS"
 CHART_ENV = "RUNBOOK_CILIUM_CHART"
 CHART_NAME = "cilium-1.19.3.tgz"
 REPO = Path(__file__).resolve().parents[2]
+#: Where system daemons live when sbin is not on PATH (an ordinary user's shell).
+SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 CHART_PLACES = (REPO.parent / "shared" / "charts" / CHART_NAME,
                 Path("/work/shared/charts") / CHART_NAME)
 
@@ -58,11 +61,41 @@ def require_binary(name: str) -> str:
         missing(f"{name} unavailable: {e}")
 
 
-def require_command(name: str, package: str) -> str:
-    """The path of a command on ``PATH`` (e.g. ``ssh``), or :func:`missing` naming its package."""
-    path = shutil.which(name)
+def find_command(name: str, also_in: Sequence[str] = ()) -> str | None:
+    """The absolute path of a command: on ``PATH``, else in one of the folders ``also_in``."""
+    found = shutil.which(name)
+    if found:
+        return os.path.abspath(found)
+    for folder in also_in:
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
+def require_command(name: str, package: str, also_in: Sequence[str] = ()) -> str:
+    """The path of a command (e.g. ``ssh``; see :func:`find_command`), or :func:`missing`
+    naming its package."""
+    path = find_command(name, also_in)
     if path is None:
-        missing(f"{name} not installed (Debian package `{package}`)")
+        where = f" (looked on PATH and in {', '.join(also_in)})" if also_in else ""
+        missing(f"{name} not installed{where} (Debian package `{package}`)")
+    return path
+
+
+def require_sshd() -> str:
+    """OpenSSH's server, ``sshd`` (absolute: it re-executes itself), or :func:`missing`.
+
+    Its folder, ``/usr/sbin``, is often not on an ordinary user's ``PATH``: the sbin
+    folders are searched too. The tests that run it also need ``ssh-keygen``
+    (openssh-client).
+
+    Example:
+        >>> require_sshd()                    # doctest: +SKIP
+        '/usr/sbin/sshd'
+    """
+    path = require_command("sshd", "openssh-server", also_in=SBIN)
+    require_command("ssh-keygen", "openssh-client")
     return path
 
 

@@ -36,6 +36,10 @@ def test_settings_are_longhorns_defaults() -> None:
     assert rules.SETTINGS["replica-replenishment-wait-interval"] == "600"
     assert rules.SETTINGS["auto-delete-pod-when-volume-detached-unexpectedly"] == "true"
     assert rules.SETTINGS["auto-salvage"] == "true"
+    # fast rebuild on by default since longhorn/longhorn#5023; hashing by cron only
+    assert rules.SETTINGS["fast-replica-rebuild-enabled"] == "true"
+    assert rules.SETTINGS["snapshot-data-integrity"] == "fast-check"
+    assert rules.SETTINGS["snapshot-data-integrity-immediate-check-after-snapshot-creation"] == "false"
     assert rules.setting_seconds({"engine-replica-timeout": "oops"}, "engine-replica-timeout") == 8.0
     assert rules.setting_on({"auto-salvage": "False"}, "auto-salvage") is False
 
@@ -47,8 +51,8 @@ def test_every_stage_names_its_delay_and_source() -> None:
         assert s.kind in {"Volume", "Engine", "Replica", "InstanceManager", "Pod"}, s
         assert s.when and s.then and s.source, s
         if isinstance(s.after, str):
-            # a setting, or the rebuild formula
-            assert s.after in rules.SETTINGS or s.after.startswith("rebuild_seconds("), s
+            # a setting, or the rebuild formula (longhorn_rebuild.rebuild_plan)
+            assert s.after in rules.SETTINGS or s.after.startswith("rebuild_plan("), s
         else:
             assert s.after >= 0, s
     assert rules.STAGE["replica-lost"].after == "engine-replica-timeout"

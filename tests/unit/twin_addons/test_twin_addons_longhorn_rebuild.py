@@ -1,0 +1,64 @@
+"""Which rebuild a Longhorn replica gets (full, delta, fast) and how long it takes, against
+golden cases (sources in the golden file and in ``longhorn_rebuild``'s docstring)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from twin.controllers.addons import longhorn_rebuild as rb
+from twin.controllers.addons.longhorn_rules import MiB, SETTINGS, rebuild_seconds
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "longhorn_rebuild.json").read_text())
+
+
+def _snapshots(rows: list[dict]) -> list[dict]:
+    return [{"name": r["name"], "size": str(r["mib"] * MiB), "creationTime": r["creationTime"],
+             "checksum": r["checksum"]} for r in rows]
+
+
+@pytest.mark.parametrize("case", GOLDEN["rebuild_plan"], ids=[c["why"] for c in GOLDEN["rebuild_plan"]])
+def test_rebuild_plan_golden(case: dict) -> None:
+    a = case["args"]
+    plan = rb.rebuild_plan(a["actual_mib"] * MiB, held_data=a["held_data"], failed_at=a["failed_at"],
+                           snapshots=_snapshots(a["snapshots"]), fast=a.get("fast", True))
+    want = case["want"]
+    assert (plan.kind, plan.copied, plan.compared, plan.skipped, plan.seconds) == (
+        want["kind"], want["copied_mib"] * MiB, want["compared_mib"] * MiB, want["skipped_mib"] * MiB,
+        want["seconds"])
+    assert plan.why
+
+
+@pytest.mark.parametrize("case", GOLDEN["fast_rebuild_on"], ids=[c["why"] for c in GOLDEN["fast_rebuild_on"]])
+def test_fast_rebuild_on_golden(case: dict) -> None:
+    assert rb.fast_rebuild_on(case["args"]["settings"]) is case["want"]
+
+
+def test_the_twins_defaults_turn_fast_rebuild_on() -> None:
+    assert rb.fast_rebuild_on(SETTINGS) is True
+
+
+@pytest.mark.parametrize("hashed_mib", [0, 100, 900, 4096])
+def test_a_reused_replica_is_never_slower_than_a_new_one_nor_faster_than_its_unhashed_bytes(hashed_mib: int) -> None:
+    total = 4096 * MiB
+    snaps = [{"name": "s", "size": hashed_mib * MiB, "creationTime": "2026-01-01T00:00:00Z", "checksum": "c"}]
+    reused = rb.rebuild_plan(total, held_data=True, failed_at="2026-02-01T00:00:00Z", snapshots=snaps)
+    new = rb.rebuild_plan(total, held_data=False, snapshots=snaps)
+    assert new.seconds == rebuild_seconds(total)
+    assert reused.seconds <= new.seconds
+    # the unhashed bytes are read and hashed at no more than the network copy's rate
+    assert reused.seconds == rebuild_seconds(total - hashed_mib * MiB)
+    assert reused.copied + reused.compared + reused.skipped == total
+
+
+def test_settings_off_give_the_full_copys_time_back() -> None:
+    snaps = [{"name": "s", "size": 900 * MiB, "creationTime": "2026-01-01T00:00:00Z", "checksum": "c"}]
+    args = dict(held_data=True, failed_at="2026-02-01T00:00:00Z", snapshots=snaps)
+    on = rb.rebuild_plan(GiB := 1024 * MiB, fast=rb.fast_rebuild_on(SETTINGS), **args)
+    for off in ({"fast-replica-rebuild-enabled": "false"}, {"snapshot-data-integrity": "disabled"}):
+        plan = rb.rebuild_plan(GiB, fast=rb.fast_rebuild_on(dict(SETTINGS, **off)), **args)
+        assert plan.kind == "delta" and plan.skipped == 0
+        assert plan.seconds == rebuild_seconds(GiB) > on.seconds

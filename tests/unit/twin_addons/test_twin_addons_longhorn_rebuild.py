@@ -62,3 +62,36 @@ def test_settings_off_give_the_full_copys_time_back() -> None:
         plan = rb.rebuild_plan(GiB, fast=rb.fast_rebuild_on(dict(SETTINGS, **off)), **args)
         assert plan.kind == "delta" and plan.skipped == 0
         assert plan.seconds == rebuild_seconds(GiB) > on.seconds
+
+
+def _snapshot_crd() -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "snapshots.longhorn.io"},
+            "spec": {"group": "longhorn.io", "scope": "Namespaced",
+                     "names": {"plural": "snapshots", "singular": "snapshot", "kind": "Snapshot",
+                               "listKind": "SnapshotList"},
+                     "versions": [{"name": "v1beta2", "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {"type": "object"}},
+                                   "subresources": {"status": {}}}]}}
+
+
+def test_the_volume_controller_reads_a_volumes_snapshots_once_the_crd_is_served() -> None:
+    from types import SimpleNamespace
+
+    from twin.controllers.addons.longhorn_volumes import LonghornVolumes
+    from twin.store import Store
+
+    store = Store(history_per_resource=10, seed=7)
+    store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "longhorn-system"}})
+    ctl = SimpleNamespace(store=store, t={"snapshots": None})
+    assert LonghornVolumes.snapshots(ctl, "pvc-1") == []          # no CRD: nothing hashed
+    store.create(_snapshot_crd())
+    for name, vol, checksum in (("snap-a", "pvc-1", "9f2c"), ("snap-b", "pvc-2", "")):
+        store.create({"apiVersion": "longhorn.io/v1beta2", "kind": "Snapshot",
+                      "metadata": {"name": name, "namespace": "longhorn-system",
+                                   "labels": {"longhornvolume": vol}},
+                      "spec": {"volume": vol, "createSnapshot": True},
+                      "status": {"size": str(512 * MiB), "checksum": checksum,
+                                 "creationTime": "2026-01-01T00:00:00Z"}})
+    got = LonghornVolumes.snapshots(ctl, "pvc-1")
+    assert [(s["name"], s["checksum"], s["size"]) for s in got] == [("snap-a", "9f2c", str(512 * MiB))]

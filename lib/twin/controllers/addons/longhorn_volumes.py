@@ -88,9 +88,10 @@ class LonghornVolumes(Controller):
         """The ``status`` of each ``snapshots.longhorn.io`` of ``vol`` (label
         ``longhornvolume``, or ``spec.volume``), plus its name; none when the cluster does not
         serve the type (the minicloud fixture: all data in the volume head)."""
-        t = self.t.get("snapshots")
+        t = self.t.get("snapshots") or find_type(self.store, LONGHORN, "snapshots")
         if t is None:
             return []
+        self.t["snapshots"] = t         # the CRD may be installed after the twin started
         out = []
         for s in self.store.iter_objects(t, LONGHORN_NS):
             md = meta(s)

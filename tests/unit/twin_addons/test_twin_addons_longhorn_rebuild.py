@@ -37,8 +37,17 @@ def test_fast_rebuild_on_golden(case: dict) -> None:
     assert rb.fast_rebuild_on(case["args"]["settings"]) is case["want"]
 
 
-def test_the_twins_defaults_turn_fast_rebuild_on() -> None:
-    assert rb.fast_rebuild_on(SETTINGS) is True
+def test_the_rebuild_settings_are_longhorns_defaults() -> None:
+    # longhorn-manager v1.7.2 types/setting.go; fast rebuild on by default since
+    # longhorn/longhorn#5023, snapshots hashed by the cron job only
+    assert rb.REBUILD_SETTINGS == {
+        "fast-replica-rebuild-enabled": "true",
+        "snapshot-data-integrity": "fast-check",
+        "snapshot-data-integrity-immediate-check-after-snapshot-creation": "false",
+        "snapshot-data-integrity-cronjob": "0 0 */7 * *",
+    }
+    assert not set(rb.REBUILD_SETTINGS) & set(SETTINGS)
+    assert rb.fast_rebuild_on(dict(SETTINGS, **rb.REBUILD_SETTINGS)) is True
 
 
 @pytest.mark.parametrize("hashed_mib", [0, 100, 900, 4096])
@@ -64,12 +73,13 @@ def test_settings_off_give_the_full_copys_time_back() -> None:
         assert plan.seconds == rebuild_seconds(GiB) > on.seconds
 
 
-def _snapshot_crd() -> dict:
+def _crd(kind: str) -> dict:
+    plural = kind.lower() + "s"
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "snapshots.longhorn.io"},
+            "metadata": {"name": f"{plural}.longhorn.io"},
             "spec": {"group": "longhorn.io", "scope": "Namespaced",
-                     "names": {"plural": "snapshots", "singular": "snapshot", "kind": "Snapshot",
-                               "listKind": "SnapshotList"},
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
+                               "listKind": f"{kind}List"},
                      "versions": [{"name": "v1beta2", "served": True, "storage": True,
                                    "schema": {"openAPIV3Schema": {"type": "object"}},
                                    "subresources": {"status": {}}}]}}
@@ -85,7 +95,7 @@ def test_the_volume_controller_reads_a_volumes_snapshots_once_the_crd_is_served(
     store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "longhorn-system"}})
     ctl = SimpleNamespace(store=store, t={"snapshots": None})
     assert LonghornVolumes.snapshots(ctl, "pvc-1") == []          # no CRD: nothing hashed
-    store.create(_snapshot_crd())
+    store.create(_crd("Snapshot"))
     for name, vol, checksum in (("snap-a", "pvc-1", "9f2c"), ("snap-b", "pvc-2", "")):
         store.create({"apiVersion": "longhorn.io/v1beta2", "kind": "Snapshot",
                       "metadata": {"name": name, "namespace": "longhorn-system",
@@ -95,3 +105,21 @@ def test_the_volume_controller_reads_a_volumes_snapshots_once_the_crd_is_served(
                                  "creationTime": "2026-01-01T00:00:00Z"}})
     got = LonghornVolumes.snapshots(ctl, "pvc-1")
     assert [(s["name"], s["checksum"], s["size"]) for s in got] == [("snap-a", "9f2c", str(512 * MiB))]
+
+
+def test_an_operator_turning_fast_rebuild_off_is_read_from_its_setting_object() -> None:
+    from types import SimpleNamespace
+
+    from twin.controllers.addons.longhorn_volumes import LonghornVolumes
+    from twin.store import Store
+
+    store = Store(history_per_resource=10, seed=7)
+    store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "longhorn-system"}})
+    store.create(_crd("Setting"))
+    ctl = SimpleNamespace(store=store, t={"settings": store.lookup("longhorn.io", "v1beta2", "settings")})
+    assert rb.fast_rebuild_on(LonghornVolumes.settings(ctl)) is True      # no object: the default
+    store.create({"apiVersion": "longhorn.io/v1beta2", "kind": "Setting",
+                  "metadata": {"name": "fast-replica-rebuild-enabled", "namespace": "longhorn-system"},
+                  "value": "false"})
+    live = LonghornVolumes.settings(ctl)
+    assert live["fast-replica-rebuild-enabled"] == "false" and rb.fast_rebuild_on(live) is False

@@ -36,10 +36,6 @@ def test_settings_are_longhorns_defaults() -> None:
     assert rules.SETTINGS["replica-replenishment-wait-interval"] == "600"
     assert rules.SETTINGS["auto-delete-pod-when-volume-detached-unexpectedly"] == "true"
     assert rules.SETTINGS["auto-salvage"] == "true"
-    # fast rebuild on by default since longhorn/longhorn#5023; hashing by cron only
-    assert rules.SETTINGS["fast-replica-rebuild-enabled"] == "true"
-    assert rules.SETTINGS["snapshot-data-integrity"] == "fast-check"
-    assert rules.SETTINGS["snapshot-data-integrity-immediate-check-after-snapshot-creation"] == "false"
     assert rules.setting_seconds({"engine-replica-timeout": "oops"}, "engine-replica-timeout") == 8.0
     assert rules.setting_on({"auto-salvage": "False"}, "auto-salvage") is False
 

@@ -54,7 +54,20 @@ from typing import Iterable, Mapping
 
 from .longhorn_rules import rebuild_seconds
 
-__all__ = ["RebuildPlan", "rebuild_plan", "fast_rebuild_on"]
+__all__ = ["REBUILD_SETTINGS", "RebuildPlan", "rebuild_plan", "fast_rebuild_on"]
+
+#: The settings a rebuild reads, with Longhorn v1.7.2's defaults (``types/setting.go``). Kept
+#: apart from :data:`.longhorn_rules.SETTINGS` because the minicloud fixture holds a Setting
+#: object for each of those; these are read from the store when an operator created them.
+#: A reused replica skips the snapshot files whose recorded checksums match; that needs
+#: snapshot hashing, on (``fast-check``) by default, but a snapshot is hashed only by the
+#: cron job (every 7 days) unless the immediate check is on.
+REBUILD_SETTINGS: Mapping[str, str] = {
+    "fast-replica-rebuild-enabled": "true",
+    "snapshot-data-integrity": "fast-check",
+    "snapshot-data-integrity-immediate-check-after-snapshot-creation": "false",
+    "snapshot-data-integrity-cronjob": "0 0 */7 * *",
+}
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,10 @@ def fast_rebuild_on(settings: Mapping[str, str]) -> bool:
         >>> fast_rebuild_on({}), fast_rebuild_on({"snapshot-data-integrity": "disabled"})
         (True, False)
     """
-    enabled = str(settings.get("fast-replica-rebuild-enabled", "true")).strip().lower() == "true"
-    integrity = str(settings.get("snapshot-data-integrity", "fast-check")).strip().lower()
+    def get(name: str) -> str:
+        return str(settings.get(name, REBUILD_SETTINGS[name])).strip().lower()
+    enabled = get("fast-replica-rebuild-enabled") == "true"
+    integrity = get("snapshot-data-integrity")
     return enabled and integrity in ("enabled", "fast-check")
 
 

@@ -47,12 +47,6 @@ SETTINGS: Mapping[str, str] = {
     # Volume detached unexpectedly: delete the workload pods (those with a controller),
     # so that Kubernetes remounts the volume in their replacements.
     "auto-delete-pod-when-volume-detached-unexpectedly": "true",
-    # A reused replica skips the snapshot files whose recorded checksums match (see
-    # longhorn_rebuild.py); it needs snapshot hashing, which is on (fast-check) by default,
-    # but a snapshot is hashed only by the weekly cron job unless the immediate check is on.
-    "fast-replica-rebuild-enabled": "true",
-    "snapshot-data-integrity": "fast-check",
-    "snapshot-data-integrity-immediate-check-after-snapshot-creation": "false",
     # Replicas rebuilt at once on one node.
     "concurrent-replica-rebuild-per-node-limit": "5",
     "default-replica-count": "3",

@@ -44,6 +44,7 @@ from ..base import Controller
 from .common import find_type, meta, network_instant, now_rfc3339, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_pass import VolumeClock, VolumePass
+from .longhorn_rebuild import REBUILD_SETTINGS
 from .longhorn_rules import LONGHORN, LONGHORN_NS, REMOUNT_DELETE_DELAY, SETTINGS, setting_on
 from .longhorn_workloads import VolumeUsers
 
@@ -77,8 +78,8 @@ class LonghornVolumes(Controller):
 
     def settings(self) -> dict[str, str]:
         t = self.t["settings"]
-        out = dict(SETTINGS)
-        for name in SETTINGS:
+        out = dict(SETTINGS, **REBUILD_SETTINGS)
+        for name in list(out):
             s = self.store.peek(t, LONGHORN_NS, name) if t is not None else None
             if s is not None and s.get("value") is not None:
                 out[name] = str(s["value"])

@@ -66,7 +66,8 @@ class World:
     """The faked controller: instance managers, users, broken links; runs passes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, replicas: dict[str, str], engine_node: str,
-                 *, wanted: int | None = None, actual: int = GiB, settings: dict | None = None) -> None:
+                 *, wanted: int | None = None, actual: int = GiB, settings: dict | None = None,
+                 snapshots: list[dict] | None = None) -> None:
         self.ims = FakeIMs(("a", "b", "c"))
         self.users = FakeUsers(engine_node)
         self.sms = NoShareManagers()
@@ -75,6 +76,7 @@ class World:
         self.broken: set[frozenset] = set()
         self.cordoned: set[str] = set()
         self.settings = dict(SETTINGS, **(settings or {}))
+        self.snaps = snapshots or []
         self.c = VolumeClock(engine_epoch=0, replica_epoch=dict.fromkeys(replicas, 0))
         self.v = {"metadata": {"name": "vol"}, "spec": {"numberOfReplicas": wanted or len(replicas),
                                                         "accessMode": "rwo", "staleReplicaTimeout": 30},
@@ -85,7 +87,7 @@ class World:
                   "status": {"currentState": "running", "replicaModeMap": dict.fromkeys(replicas, "RW")}}
         self.reps = {rn: {"metadata": {"name": rn, "labels": {}, "ownerReferences": []},
                           "spec": {"volumeName": "vol", "nodeID": node, "failedAt": "",
-                                   "healthyAt": "t0", "desireState": "running"},
+                                   "healthyAt": "t0", "lastHealthyAt": "t0", "desireState": "running"},
                           "status": {"currentState": "running", "ip": self.ims.ip(node), "port": 10000}}
                      for rn, node in replicas.items()}
         self.events: list[str] = []
@@ -100,6 +102,9 @@ class World:
 
     def engine_image_ready(self, node: str) -> bool:
         return True
+
+    def snapshots(self, vol: str) -> list[dict]:
+        return self.snaps
 
     def manager_ready(self, node: str) -> bool:
         return node in self.ims.by_node
@@ -217,6 +222,64 @@ def test_a_replica_gone_for_good_is_replaced_on_a_free_node_after_the_wait_inter
     assert w.state == ("attached", "healthy")
     w.run(30 * 60.0 + 1)                                    # staleReplicaTimeout: 30 minutes
     assert "rb" not in w.reps
+
+
+#: a snapshot of 0.75 GiB of a 1 GiB volume, hashed long before any failure in these tests
+HASHED = [{"name": "before-maintenance", "size": str(768 * 1024 ** 2), "creationTime": "2000-01-01T00:00:00Z",
+           "checksum": "9f2c", "userCreated": True}]
+
+
+def _returning_replica_rebuilds_until(w: "World") -> float:
+    """Cut b from the engine on a, heal it at 20 s: the cluster time its rebuild ends."""
+    w.cut("a", "b")
+    w.run(0.0)
+    w.run(8.0)
+    assert w.mode("rb") == "ERR"
+    w.heal("a", "b")
+    w.run(20.0)
+    w.run(22.0)
+    assert w.mode("rb") == "WO"
+    return w.c.rebuild_until["rb"]
+
+
+def test_a_returning_replica_skips_its_hashed_snapshot_and_rebuilds_the_head_only(monkeypatch):
+    # sparse-tools SyncContent skips a file whose recorded checksums match (fast rebuild,
+    # on by default in v1.7.2); the head (0.25 GiB) is still compared block by block
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a", snapshots=HASHED)
+    done = _returning_replica_rebuilds_until(w)
+    assert done == pytest.approx(22.0 + rebuild_seconds(GiB - 768 * 1024 ** 2))
+    assert done < 22.0 + rebuild_seconds(GiB)
+    w.run(done - 0.5)
+    assert w.state == ("attached", "degraded")
+    w.run(done)
+    assert w.state == ("attached", "healthy") and w.mode("rb") == "RW"
+
+
+@pytest.mark.parametrize("off", [{"fast-replica-rebuild-enabled": "false"}, {"snapshot-data-integrity": "disabled"}])
+def test_with_fast_rebuild_off_a_returning_replica_compares_everything(monkeypatch, off):
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a", snapshots=HASHED, settings=off)
+    assert _returning_replica_rebuilds_until(w) == pytest.approx(22.0 + rebuild_seconds(GiB))
+
+
+def test_a_returning_replica_without_snapshots_takes_as_long_as_a_full_copy(monkeypatch):
+    # all data in the volume head (the minicloud fixture): it never has a checksum, so it is
+    # read and hashed on both sides; the twin prices that like the network copy
+    w = World(monkeypatch, {"ra": "a", "rb": "b", "rc": "c"}, "a")
+    assert _returning_replica_rebuilds_until(w) == pytest.approx(22.0 + rebuild_seconds(GiB))
+
+
+def test_a_new_replica_on_another_node_copies_everything_despite_hashed_snapshots(monkeypatch):
+    w = World(monkeypatch, {"ra": "a", "rb": "b"}, "a", snapshots=HASHED)
+    w.ims.stop("b")
+    w.run(0.0)
+    w.run(600.0)
+    (new,) = w.created
+    name = new["metadata"]["name"]
+    assert new["spec"]["nodeID"] == "c" and not new["spec"]["lastHealthyAt"]
+    w.run(601.0)
+    w.run(603.0)
+    assert w.mode(name) == "WO"
+    assert w.c.rebuild_until[name] == pytest.approx(603.0 + rebuild_seconds(GiB))
 
 
 def test_without_a_free_node_the_volume_stays_degraded_and_says_why(monkeypatch):

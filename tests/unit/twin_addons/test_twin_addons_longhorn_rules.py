@@ -47,8 +47,8 @@ def test_every_stage_names_its_delay_and_source() -> None:
         assert s.kind in {"Volume", "Engine", "Replica", "InstanceManager", "Pod"}, s
         assert s.when and s.then and s.source, s
         if isinstance(s.after, str):
-            # a setting, or the rebuild formula
-            assert s.after in rules.SETTINGS or s.after.startswith("rebuild_seconds("), s
+            # a setting, or the rebuild formula (longhorn_rebuild.rebuild_plan)
+            assert s.after in rules.SETTINGS or s.after.startswith("rebuild_plan("), s
         else:
             assert s.after >= 0, s
     assert rules.STAGE["replica-lost"].after == "engine-replica-timeout"

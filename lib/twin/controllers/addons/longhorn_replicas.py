@@ -5,8 +5,10 @@ that runs while the volume is attached:
 
 - a failed replica that is usable again (its instance manager runs, the engine reaches
   it) and not stale restarts (``replica-restart``), waits for a rebuild slot
-  (``concurrent-replica-rebuild-per-node-limit`` per node), is rebuilt as WO for
-  :func:`.longhorn_rules.rebuild_seconds` of the volume's ``actualSize`` and turns RW;
+  (``concurrent-replica-rebuild-per-node-limit`` per node), is rebuilt as WO for the
+  time :func:`.longhorn_rebuild.rebuild_plan` gives (a new replica copies the volume's
+  ``actualSize`` in full; a returning one compares its data and skips hashed snapshot
+  files) and turns RW;
 - one still unusable after ``replica-replenishment-wait-interval`` is replaced by a new
   replica on a node without one of this volume, reachable from the engine (none: the
   volume's ``Scheduled`` condition says ``ReplicaSchedulingFailure``);
@@ -31,7 +33,8 @@ from typing import Any
 from ...store import json_copy
 from .common import meta, now_rfc3339
 from .longhorn_instances import instance_path
-from .longhorn_rules import LONGHORN_NS, REPLICA_START_SECONDS, rebuild_seconds, setting_on, setting_seconds
+from .longhorn_rebuild import fast_rebuild_on, rebuild_plan
+from .longhorn_rules import LONGHORN_NS, REPLICA_START_SECONDS, setting_on, setting_seconds
 from .longhorn_scheduler import replica_candidates, soft_anti_affinity
 
 log = logging.getLogger("twin.controllers.addons.longhorn")
@@ -114,8 +117,12 @@ class ReplicaHealing:
                            instanceManagerName=self.ctl.ims.name(node) or "",
                            ip=self.ctl.ims.ip(node) or r["status"].get("ip"))
         self.c.restart_until.pop(rn, None)
-        seconds = rebuild_seconds(actual)
-        self.c.rebuild_until[rn] = self.now + seconds
+        plan = rebuild_plan(actual, held_data=bool(r["spec"].get("lastHealthyAt")),
+                            failed_at=str(r["spec"].get("lastFailedAt") or ""),
+                            snapshots=self._snapshots(), fast=fast_rebuild_on(self.settings))
+        log.info("longhorn: replica %s of volume %s: %s rebuild, %.1f s (%s)", rn, self.name,
+                 plan.kind, plan.seconds, plan.why)
+        self.c.rebuild_until[rn] = self.now + plan.seconds
         self.ctl.rebuilding.setdefault(node, set()).add(rn)
         self.modes()[rn] = "WO"
         ts = now_rfc3339()
@@ -129,6 +136,12 @@ class ReplicaHealing:
                             f"{self._addr(rn)} for normal engine {meta(self.e)['name']} and volume {self.name}"))
         self.wake(self.c.rebuild_until[rn])
 
+
+    def _snapshots(self) -> list[dict]:
+        """The volume's snapshots (``snapshots.longhorn.io`` status), when the controller
+        knows them (:meth:`.longhorn_volumes.LonghornVolumes.snapshots`)."""
+        known = getattr(self.ctl, "snapshots", None)
+        return list(known(self.name)) if callable(known) else []
 
     def rebuilt(self, rn: str) -> None:
         ts = now_rfc3339()

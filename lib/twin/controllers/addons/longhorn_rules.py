@@ -10,7 +10,8 @@ Everything here can be checked against Longhorn v1.7.2 without running the twin:
   InstanceManager or workload Pod: when it happens, after how long, what it changes,
   and where Longhorn says so.
 - The rules: :func:`robustness`, :func:`replicas_lost`, :func:`salvage_candidates`,
-  :func:`rebuild_seconds`, :func:`attach_node`, :func:`remount_victims`. Golden cases
+  :func:`rebuild_seconds` (a full copy; :mod:`.longhorn_rebuild` says when
+  a returning replica's data is reused), :func:`attach_node`, :func:`remount_victims`. Golden cases
   for them live in ``tests/unit/twin_addons/golden/longhorn_rules.json``.
 
 Sources (longhorn/longhorn-manager at v1.7.2 unless said otherwise):
@@ -139,10 +140,12 @@ STAGES: tuple[Stage, ...] = (
           REPLICA_START_SECONDS, "replica running again, added to the engine as WO (rebuilding)",
           "volume_controller.go replenishReplicas (reuse a failed replica)"),
     Stage("rebuild", "Replica", "a WO replica is rebuilt from a RW one (at most the per-node "
-          "rebuild limit at once)",
-          "rebuild_seconds(status.actualSize)",
+          "rebuild limit at once): in full when it is new, else a delta (every byte compared) "
+          "or fast (hashed snapshot files skipped) one, see longhorn_rebuild.py",
+          "rebuild_plan(status.actualSize, reused data, snapshots)",
           "replica RW; spec.healthyAt set; the volume healthy once numberOfReplicas are RW",
-          "docs: advanced-resources/rebuilding; concurrent-replica-rebuild-per-node-limit"),
+          "docs: advanced-resources/rebuilding; longhorn-engine sync.go AddReplica, sparse-tools "
+          "SyncContent; concurrent-replica-rebuild-per-node-limit"),
     Stage("replenish", "Replica",
           "a replica stays failed past replica-replenishment-wait-interval and a node without a "
           "replica of the volume is reachable",
@@ -269,7 +272,8 @@ def salvage_candidates(failed_at: Mapping[str, float], healthy_before: Iterable[
 
 
 def rebuild_seconds(actual_size: int | str | None) -> float:
-    """Cluster seconds a replica rebuild takes for a volume holding ``actual_size`` bytes.
+    """Cluster seconds a full replica rebuild (every byte sent) takes for a volume holding
+    ``actual_size`` bytes; :func:`.longhorn_rebuild.rebuild_plan` says when less is sent.
 
     Example:
         >>> rebuild_seconds(0), rebuild_seconds(1024 ** 3)

@@ -15,8 +15,9 @@ are :data:`.longhorn_rules.STAGES`; in short:
   with usable replicas it asks for a remount, so Longhorn deletes the workload pods
   (:class:`.VolumeUsers`) and reattaches where their replacements run.
 - A failed replica that is usable again (instance manager running, reachable from the
-  engine, not stale) restarts and is rebuilt (WO) in :func:`.rebuild_seconds` of its
-  ``status.actualSize``, at most ``concurrent-replica-rebuild-per-node-limit`` at once
+  engine, not stale) restarts and is rebuilt (WO) in the time
+  :func:`.longhorn_rebuild.rebuild_plan` gives for its ``status.actualSize`` and the
+  volume's hashed snapshots (:meth:`LonghornVolumes.snapshots`), at most ``concurrent-replica-rebuild-per-node-limit`` at once
   per node, then RW: the volume is ``healthy`` again. One that stays unusable past
   ``replica-replenishment-wait-interval`` is replaced on a node without a replica of
   the volume, if one is reachable; failed replicas are deleted once stale
@@ -43,6 +44,7 @@ from ..base import Controller
 from .common import find_type, meta, network_instant, now_rfc3339, pod_ready
 from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_pass import VolumeClock, VolumePass
+from .longhorn_rebuild import REBUILD_SETTINGS
 from .longhorn_rules import LONGHORN, LONGHORN_NS, REMOUNT_DELETE_DELAY, SETTINGS, setting_on
 from .longhorn_workloads import VolumeUsers
 
@@ -61,7 +63,7 @@ class LonghornVolumes(Controller):
         self.ims = ims
         self.sms = sms
         self.t = {k: find_type(self.store, LONGHORN, k)
-                  for k in ("volumes", "engines", "replicas", "settings", "engineimages")}
+                  for k in ("volumes", "engines", "replicas", "settings", "engineimages", "snapshots")}
         self.events_t = find_type(self.store, "", "events")
         self.users = VolumeUsers(rt, self.volume, self.sms.ready)
         self.clocks: dict[str, VolumeClock] = {}
@@ -76,11 +78,29 @@ class LonghornVolumes(Controller):
 
     def settings(self) -> dict[str, str]:
         t = self.t["settings"]
-        out = dict(SETTINGS)
-        for name in SETTINGS:
+        out = dict(SETTINGS, **REBUILD_SETTINGS)
+        for name in list(out):
             s = self.store.peek(t, LONGHORN_NS, name) if t is not None else None
             if s is not None and s.get("value") is not None:
                 out[name] = str(s["value"])
+        return out
+
+    def snapshots(self, vol: str) -> list[dict]:
+        """The ``status`` of each ``snapshots.longhorn.io`` of ``vol`` (label
+        ``longhornvolume``, or ``spec.volume``), plus its name; none when the cluster does not
+        serve the type (the minicloud fixture: all data in the volume head)."""
+        t = self.t.get("snapshots") or find_type(self.store, LONGHORN, "snapshots")
+        if t is None:
+            return []
+        self.t["snapshots"] = t         # the CRD may be installed after the twin started
+        out = []
+        for s in self.store.iter_objects(t, LONGHORN_NS):
+            md = meta(s)
+            if (md.get("labels") or {}).get("longhornvolume", (s.get("spec") or {}).get("volume")) != vol:
+                continue
+            st = dict(s.get("status") or {})
+            st.setdefault("name", md["name"])
+            out.append(st)
         return out
 
     def load(self) -> None:

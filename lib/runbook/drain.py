@@ -144,13 +144,15 @@ def _owner(pod: dict) -> str | None:
 
 
 def _ready_by_owner(pods: Sequence[dict], leaving: set[str] = frozenset()) -> dict[str, int]:
-    """Ready pods per controller, without the terminating ones and those in ``leaving``
-    (evicted or deleted by the drain: a copy kept from the watch may not show it yet)."""
+    """Ready pods per controller, without the terminating ones and those whose uid is in
+    ``leaving`` (evicted or deleted by the drain: a copy kept from the watch may not show
+    it yet; by uid, since a StatefulSet's replacement has the evicted pod's name)."""
     out: dict[str, int] = {}
     for p in pods:
         owner = _owner(p)
-        if owner and not (p.get("metadata") or {}).get("deletionTimestamp") and pod_ready(p) \
-                and _key(p) not in leaving:
+        md = p.get("metadata") or {}
+        if owner and not md.get("deletionTimestamp") and pod_ready(p) \
+                and not (md.get("uid") and md["uid"] in leaving):
             out[owner] = out.get(owner, 0) + 1
     return out
 
@@ -268,6 +270,8 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
     out = DrainResult(node)
     last_report = -10.0
     asked: set[str] = set()
+    #: uids of the pods evicted or deleted (not counted Ready, whatever the copy says yet)
+    leaving: set[str] = set()
     refused_by: dict[str, str] = {}
     #: pod -> (when its eviction was refused, its PDB then): asked again once either is old
     refused_at: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
@@ -278,7 +282,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
         look_started = time.monotonic()
         everywhere = looks.pods()
         moving = pods_to_move(everywhere, node)
-        ready = _ready_by_owner(everywhere, asked)
+        ready = _ready_by_owner(everywhere, leaving)
         for owner in [o for o, want in inflight.items() if ready.get(o, 0) >= want]:
             del inflight[owner]
         if first:
@@ -308,6 +312,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
                     cluster.delete("pods", md["name"], md["namespace"])
                 out.deleted.append(key)
                 asked.add(key)
+                leaving.add(md.get("uid") or "")
                 continue
             owner = _owner(p)
             if owner is not None and owner in inflight:
@@ -326,6 +331,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
             refused_at.pop(key, None)
             out.evicted.append(key)
             asked.add(key)
+            leaving.add((p.get("metadata") or {}).get("uid") or "")
             if owner is not None:
                 inflight[owner] = ready.get(owner, 0)
         waited = time.monotonic() - t0

@@ -4,10 +4,15 @@ Pods leave through the Eviction API (``POST .../pods/<name>/eviction``), which r
 (HTTP 429) an eviction that would break a PodDisruptionBudget; such a pod is tried
 again ``retry`` seconds after the refusal, or as soon as its PDB changes (its allowed
 disruptions, or the PDB gone), until the drain's ``timeout`` (F14 in
-docs/node-by-node.md). Between rounds the drain waits on the API's events (a watch on
-pods and PDBs, :class:`runbook.watches.Changes`) rather than on a clock: it looks again
-as soon as a pod leaves or a replacement turns Ready, and every :data:`POLL_SECONDS`
-anyway. DaemonSet pods, mirror (static) pods and finished pods stay, as
+docs/node-by-node.md). The drain reads the cluster once: it LISTs every pod (each
+controller's Ready pods are counted wherever they run) and every PDB at its start, and
+then keeps that copy current from the API's watch (:class:`runbook.informer.Informers`,
+as ``kubectl drain`` and client-go's informers do): two LISTs per drain however long it
+runs, a re-LIST only when the watch's version is too old (410 Gone). Between rounds it
+waits on those events rather than on a clock: it looks again as soon as a pod leaves or
+a replacement turns Ready, and every :data:`POLL_SECONDS` anyway. Where no watch can be
+opened the copy is re-LISTed instead, at most a :data:`LOOK_SHARE` of the time; an API
+object without watches (a test's) is LISTed at each look, at the same bound. DaemonSet pods, mirror (static) pods and finished pods stay, as
 with ``--ignore-daemonsets``. Unlike ``kubectl drain``, pods of one controller leave one
 at a time: the next is evicted only once the controller has as many Ready pods as before
 the last eviction, so a workload whose replicas the earlier drains put on this node (and
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .cluster import pod_ready
 from .errors import ClusterError, NodeError
+from .informer import Informers, rest_after
 from .node_by_node_gates import drain_moves, selector_matches
 from .storage import LONGHORN_NS
 
@@ -48,11 +54,11 @@ POLL_SECONDS = 1.0
 SETTLE_SECONDS = 0.5
 #: The shortest wait between two rounds (a retry already due is not a reason to spin).
 MIN_PAUSE = 0.05
-#: The most of its time the drain spends looking. A look LISTs every pod of the cluster
-#: (each controller's Ready pods are counted wherever they run) and its PDBs: on a cluster
-#: of tens of thousands of pods that is the API server's costliest read, a second or more.
-#: After a look that took ``d`` seconds the next one waits at least ``d / LOOK_SHARE - d``,
-#: however many events arrive: 3 s after a 1 s look; nothing more on a small cluster.
+#: The most of its time the drain spends looking. Looking in the watched copy costs
+#: milliseconds; a LIST of every pod of the cluster (where no watch can be opened) is the
+#: API server's costliest read, a second or more on tens of thousands of pods. After a look
+#: that took ``d`` seconds the next one waits at least ``d / LOOK_SHARE - d``, however many
+#: events arrive: 3 s after a 1 s look; nothing more on a small cluster.
 LOOK_SHARE = 0.25
 
 
@@ -137,11 +143,16 @@ def _owner(pod: dict) -> str | None:
     return (ref.get("uid") or f"{ref.get('kind')}/{ref.get('name')}") if ref else None
 
 
-def _ready_by_owner(pods: Sequence[dict]) -> dict[str, int]:
+def _ready_by_owner(pods: Sequence[dict], leaving: set[str] = frozenset()) -> dict[str, int]:
+    """Ready pods per controller, without the terminating ones and those whose uid is in
+    ``leaving`` (evicted or deleted by the drain: a copy kept from the watch may not show
+    it yet; by uid, since a StatefulSet's replacement has the evicted pod's name)."""
     out: dict[str, int] = {}
     for p in pods:
         owner = _owner(p)
-        if owner and not (p.get("metadata") or {}).get("deletionTimestamp") and pod_ready(p):
+        md = p.get("metadata") or {}
+        if owner and not md.get("deletionTimestamp") and pod_ready(p) \
+                and not (md.get("uid") and md["uid"] in leaving):
             out[owner] = out.get(owner, 0) + 1
     return out
 
@@ -173,14 +184,56 @@ def _pdb_state(pdbs: Sequence[dict], name: str | None) -> tuple[Any, ...] | None
     return None
 
 
-def _changes(cluster: Any) -> Any:
-    """Watches on pods and PDBs when ``cluster`` serves watches (a
-    :class:`~runbook.cluster.Cluster`); None for an object that cannot (the drain then polls)."""
-    if not hasattr(cluster, "watch_stream"):
-        return None
-    from .watches import Changes
+class _Listed:
+    """Looks of an API object that serves no watch: each look LISTs pods (and PDBs)."""
 
-    return Changes(cluster, ["pods", "poddisruptionbudgets"], settle=SETTLE_SECONDS)
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def pods(self) -> list[dict]:
+        return self.cluster.list("pods")
+
+    def pdbs(self) -> list[dict]:
+        return self.cluster.list("poddisruptionbudgets")
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class _Watched:
+    """Looks in a copy of the cluster's pods and PDBs LISTed once and kept current from
+    the watch (started at the first look); a wait returns at the next pod or PDB event."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.seen = Informers(cluster, ["pods", "poddisruptionbudgets"], settle=SETTLE_SECONDS,
+                              poll=POLL_SECONDS, look_share=LOOK_SHARE)
+        self.started = False
+
+    def pods(self) -> list[dict]:
+        if not self.started:
+            self.started = True
+            self.seen.start()
+        return self.seen["pods"].items()
+
+    def pdbs(self) -> list[dict]:
+        return self.seen["poddisruptionbudgets"].items()
+
+    def wait(self, timeout: float) -> None:
+        self.seen.wait(timeout)
+
+    def close(self) -> None:
+        self.seen.close()
+
+
+def _looks(cluster: Any) -> _Listed | _Watched:
+    """How the drain sees the cluster: a watched copy when ``cluster`` serves watches (a
+    :class:`~runbook.cluster.Cluster`), a LIST per look for an object that cannot."""
+    if hasattr(cluster, "watch_stream") and hasattr(cluster, "pages"):
+        return _Watched(cluster)
+    return _Listed(cluster)
 
 
 def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
@@ -203,21 +256,22 @@ def drain(cluster: Cluster, node: str, *, timeout: float, retry: float = 5.0,
     Example:
         >>> drain(c, "fast-skunk", timeout=300, retry=5)   # doctest: +SKIP
     """
-    changes = _changes(cluster)
+    looks = _looks(cluster)
     try:
         return _drain(cluster, node, timeout=timeout, retry=retry, delete_pdbs=delete_pdbs,
-                      journal=journal, progress=progress, changes=changes)
+                      journal=journal, progress=progress, looks=looks)
     finally:
-        if changes is not None:
-            changes.close()
+        looks.close()
 
 
 def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_pdbs: Sequence[str],
-           journal: Journal | None, progress: Callable[[str], None], changes: Any) -> DrainResult:
+           journal: Journal | None, progress: Callable[[str], None], looks: Any) -> DrainResult:
     t0 = time.monotonic()
     out = DrainResult(node)
     last_report = -10.0
     asked: set[str] = set()
+    #: uids of the pods evicted or deleted (not counted Ready, whatever the copy says yet)
+    leaving: set[str] = set()
     refused_by: dict[str, str] = {}
     #: pod -> (when its eviction was refused, its PDB then): asked again once either is old
     refused_at: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
@@ -226,9 +280,9 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
     first = True
     while True:
         look_started = time.monotonic()
-        everywhere = cluster.list("pods")
+        everywhere = looks.pods()
         moving = pods_to_move(everywhere, node)
-        ready = _ready_by_owner(everywhere)
+        ready = _ready_by_owner(everywhere, leaving)
         for owner in [o for o, want in inflight.items() if ready.get(o, 0) >= want]:
             del inflight[owner]
         if first:
@@ -239,7 +293,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
             progress(f"drain {node}: done in {out.seconds:.0f}s ({len(out.evicted)} evicted, "
                      f"{len(out.deleted)} deleted, {out.refusals} refusal(s) by a PDB)")
             return out
-        pdbs = cluster.list("poddisruptionbudgets")
+        pdbs = looks.pdbs()
         looked = time.monotonic()
         look_cost = looked - look_started
         for p in moving:
@@ -258,6 +312,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
                     cluster.delete("pods", md["name"], md["namespace"])
                 out.deleted.append(key)
                 asked.add(key)
+                leaving.add(md.get("uid") or "")
                 continue
             owner = _owner(p)
             if owner is not None and owner in inflight:
@@ -276,6 +331,7 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
             refused_at.pop(key, None)
             out.evicted.append(key)
             asked.add(key)
+            leaving.add((p.get("metadata") or {}).get("uid") or "")
             if owner is not None:
                 inflight[owner] = ready.get(owner, 0)
         waited = time.monotonic() - t0
@@ -309,11 +365,8 @@ def _drain(cluster: Cluster, node: str, *, timeout: float, retry: float, delete_
         now = time.monotonic()
         due = min((when + retry - now for when, _ in refused_at.values()), default=POLL_SECONDS)
         pause = max(MIN_PAUSE, min(POLL_SECONDS, due, timeout - (now - t0)))
-        if changes is not None:
-            changes.wait(pause)    # back at the next pod or PDB event
-        else:
-            time.sleep(pause)
+        looks.wait(pause)          # back at the next pod or PDB event (a watched copy)
         # a big cluster's LISTs are not repeated back to back, however busy its events
-        rest = looked + look_cost * (1 / LOOK_SHARE - 1) - time.monotonic()
+        rest = looked + rest_after(look_cost, LOOK_SHARE) - time.monotonic()
         if rest > 0:
             time.sleep(min(rest, max(0.0, timeout - (time.monotonic() - t0))))

@@ -26,7 +26,8 @@ from .paging import loads
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-__all__ = ["Changes", "Target", "targets", "log_wait"]
+__all__ = ["Changes", "Target", "targets", "log_wait", "Expired", "OpenStreams", "decode_event",
+           "stream_events", "WATCH_SECONDS", "READ_TIMEOUT"]
 
 log = logging.getLogger("runbook.watches")
 
@@ -39,8 +40,78 @@ WATCH_SECONDS = 60
 READ_TIMEOUT = WATCH_SECONDS + 30
 
 
-class _Expired(Exception):
+class Expired(Exception):
     """The watch's resourceVersion is too old (410 Gone): re-list for a fresh one."""
+
+
+class OpenStreams:
+    """The watch responses open right now, so that a stop can shut them from another
+    thread (a blocked read ends at once instead of at the next event or bookmark)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+
+    def add(self, resp: Any) -> None:
+        with self._lock:
+            self._open.add(resp)
+
+    def discard(self, resp: Any) -> None:
+        with self._lock:
+            self._open.discard(resp)
+
+    def shutdown(self) -> None:
+        """Shut every open response (their readers see the end of the stream)."""
+        with self._lock:
+            streams = list(self._open)
+        for resp in streams:
+            _shutdown(resp)
+
+
+def stream_events(cluster: Cluster, resource: str, namespace: str | None, rv: str, *,
+                  stop: threading.Event, streams: OpenStreams,
+                  label_selector: str | None = None, field_selector: str | None = None,
+                  opened: Any = None) -> Iterator[tuple[str, dict]]:
+    """The events of one watch of ``resource`` from ``rv`` (with bookmarks), as
+    ``(type, object)`` until the server ends it (``timeoutSeconds``) or ``stop`` is set.
+
+    ``opened()`` is called once the server accepted the watch (before any event).
+
+    Raises:
+        Expired: ``rv`` is too old: a 410 answer, or an ERROR event with code 410.
+        RuntimeError: any other ERROR event.
+        ClusterError: the watch could not be opened (another status).
+    """
+    from .cluster import RESOURCES, resource_path
+    from .errors import ClusterError
+
+    api_version, plural, _ = RESOURCES[resource]
+    try:
+        resp = cluster.watch_stream(
+            resource_path(api_version, plural, namespace),
+            {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true",
+             "timeoutSeconds": WATCH_SECONDS, "labelSelector": label_selector,
+             "fieldSelector": field_selector}, read_timeout=READ_TIMEOUT)
+    except ClusterError as e:
+        if e.status == 410:       # older servers answer the open itself with 410 Gone
+            raise Expired(str(e)) from e
+        raise
+    streams.add(resp)
+    try:
+        if opened is not None:
+            opened()
+        buf = b""
+        for chunk in resp.stream(65536, decode_content=True):
+            if stop.is_set():
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    yield decode_event(loads(line))
+    finally:
+        streams.discard(resp)
+        _shutdown(resp)
 
 
 def targets(spec: Iterable[Any]) -> list[tuple[str, str | None]]:
@@ -66,8 +137,7 @@ class Changes:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._streams: set[Any] = set()
-        self._lock = threading.Lock()
+        self._streams = OpenStreams()
         self._watching: dict[tuple[str, str | None], bool] = {t: False for t in self.targets}
 
     # -- the waiter's side ----------------------------------------------------------------
@@ -115,10 +185,7 @@ class Changes:
     def close(self) -> None:
         """Stop watching (open streams are shut so their threads end at once)."""
         self._stop.set()
-        with self._lock:
-            streams = list(self._streams)
-        for resp in streams:
-            _shutdown(resp)
+        self._streams.shutdown()
         for th in self._threads:
             th.join(timeout=2.0)
 
@@ -146,7 +213,7 @@ class Changes:
                         self.events += 1
                         self._changed.set()
                 delay = 0.2                 # the server ended the watch: resume from rv
-            except _Expired:
+            except Expired:
                 rv, resumed = None, True
             except Exception as e:  # noqa: BLE001 - the API away, a reset: poll meanwhile
                 if self._stop.is_set():
@@ -168,29 +235,9 @@ class Changes:
         return str((page.get("metadata") or {}).get("resourceVersion") or "") or None
 
     def _events(self, resource: str, namespace: str | None, rv: str) -> Iterator[tuple[str, str | None]]:
-        from .cluster import RESOURCES, resource_path
-
-        api_version, plural, _ = RESOURCES[resource]
-        resp = self.cluster.watch_stream(
-            resource_path(api_version, plural, namespace),
-            {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true",
-             "timeoutSeconds": WATCH_SECONDS}, read_timeout=READ_TIMEOUT)
-        with self._lock:
-            self._streams.add(resp)
-        try:
-            buf = b""
-            for chunk in resp.stream(65536, decode_content=True):
-                if self._stop.is_set():
-                    return
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        yield _event(loads(line))
-        finally:
-            with self._lock:
-                self._streams.discard(resp)
-            _shutdown(resp)
+        for etype, obj in stream_events(self.cluster, resource, namespace, rv, stop=self._stop,
+                                        streams=self._streams):
+            yield etype, (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def log_wait(cluster: Any, what: str, seconds: float, **kw: Any) -> None:
@@ -201,14 +248,25 @@ def log_wait(cluster: Any, what: str, seconds: float, **kw: Any) -> None:
         fn(what, seconds, **kw)
 
 
-def _event(ev: dict) -> tuple[str, str | None]:
+def decode_event(ev: dict) -> tuple[str, dict]:
+    """``(type, object)`` of one decoded watch line (a BOOKMARK's object carries only its
+    ``metadata.resourceVersion``).
+
+    Raises:
+        Expired: an ERROR event with code 410 (the version is too old: re-list).
+        RuntimeError: any other ERROR event.
+
+    Example:
+        >>> decode_event({"type": "DELETED", "object": {"metadata": {"name": "a"}}})
+        ('DELETED', {'metadata': {'name': 'a'}})
+    """
     etype = ev.get("type", "")
     obj = ev.get("object") or {}
     if etype == "ERROR":
         if obj.get("code") == 410:
-            raise _Expired(obj.get("message", "resourceVersion too old"))
+            raise Expired(obj.get("message", "resourceVersion too old"))
         raise RuntimeError(f"watch error: {obj.get('code')} {obj.get('message', '')}")
-    return etype, (obj.get("metadata") or {}).get("resourceVersion")
+    return etype, obj
 
 
 def _shutdown(resp: Any) -> None:

@@ -12,9 +12,24 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-# (status, body dict or None) returned for one request; a handler may also be a callable.
-# Status 0: the connection is closed without an answer (a server that went away).
-Reply = tuple[int, dict | None]
+
+
+@dataclass
+class Stream:
+    """A streamed answer (a watch): ``events`` as JSON lines in chunks, then, with
+    ``hold``, the stream stays open until that event is set (or ``hold_for`` seconds
+    pass); with ``drop``, it is cut in the middle of a chunk (a connection that broke),
+    else it ends cleanly (the server's ``timeoutSeconds``)."""
+
+    events: list[dict] = field(default_factory=list)
+    hold: threading.Event | None = None
+    hold_for: float = 10.0
+    drop: bool = False
+
+
+# (status, body dict, Stream or None) returned for one request; a handler may also be a
+# callable. Status 0: the connection is closed without an answer (a server that went away).
+Reply = tuple[int, "dict | Stream | None"]
 
 
 @dataclass
@@ -69,12 +84,36 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             if status == 0:
                 self.close_connection = True
                 return
+            if isinstance(body, Stream):
+                self._stream(status, body)
+                return
             data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _stream(self, status: int, s: Stream) -> None:
+            self.close_connection = True
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for ev in s.events:
+                    data = json.dumps(ev).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                if s.hold is not None:
+                    s.hold.wait(s.hold_for)
+                if s.drop:
+                    self.wfile.write(b"100\r\n{\"type\": \"MODI")    # a chunk cut short
+                else:
+                    self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError:
+                pass    # the client closed the watch first
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 

@@ -238,3 +238,26 @@ def test_a_drain_spends_at_most_a_quarter_of_its_time_listing_a_big_clusters_pod
     # a look of >= 0.05 s is followed by >= 0.15 s of rest: a look starts >= 0.2 s after the last
     assert min(gaps) >= 0.195, gaps
     assert len(api.evictions) == len(api.starts)     # every look still asked again (retry due)
+
+
+class SameNameReplacements(SlowReplacements):
+    """A StatefulSet's replacement has the evicted pod's name (and a new uid)."""
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        name = path.split("/")[6]
+        res = FakeAPI.request(self, method, path, **kw)
+        self.log.append(f"evict {name}")
+        new = _ready(_pod(name, "n2", app="web", owner="StatefulSet"))
+        new["metadata"]["uid"] = f"{name}-second"
+        self.pending.append((self.lists + 2, new))
+        return res
+
+
+def test_a_statefulset_pods_replacement_of_the_same_name_counts_as_ready() -> None:
+    pods = [_ready(_pod(n, "n1", app="web", owner="StatefulSet")) for n in ("web-0", "web-1")]
+    for p in pods:
+        p["metadata"]["uid"] = f"{p['metadata']['name']}-first"
+    api = SameNameReplacements(pods, [])
+    res = drain.drain(api, "n1", timeout=20, retry=0.01, progress=lambda _: None)
+    assert sorted(res.evicted) == ["a/web-0", "a/web-1"]
+    assert api.log[:3] == ["evict web-0", "ready web-0", "evict web-1"]

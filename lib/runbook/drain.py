@@ -13,10 +13,11 @@ waits on those events rather than on a clock: it looks again as soon as a pod le
 a replacement turns Ready, and every :data:`POLL_SECONDS` anyway. Where no watch can be
 opened the copy is re-LISTed instead, at most a :data:`LOOK_SHARE` of the time; an API
 object without watches (a test's) is LISTed at each look, at the same bound. DaemonSet
-pods, mirror (static) pods and finished pods stay, as with ``--ignore-daemonsets``. Unlike ``kubectl drain``, pods of one controller leave one
-at a time: the next is evicted only once the controller has as many Ready pods as before
-the last eviction, so a workload whose replicas the earlier drains put on this node (and
-that has no PDB to say so) keeps a Ready pod throughout. A pod behind a PDB the person listed in
+pods, mirror (static) pods and finished pods stay, as with ``--ignore-daemonsets``.
+Unlike ``kubectl drain``, pods of one controller leave one at a time: the next is
+evicted only once the controller has as many Ready pods as before the last eviction, so
+a workload whose replicas the earlier drains put on this node (and that has no PDB to
+say so) keeps a Ready pod throughout. A pod behind a PDB the person listed in
 ``node_by_node.delete_instead_of_evict`` (an outage accepted in 01-preflight) is deleted
 instead, each deletion journaled first. The drain ends when none of the pods it moves
 is left on the node (their grace periods run out on the node, not here).

@@ -129,7 +129,9 @@ def lh_node_facts(obj: Mapping) -> dict[str, Any]:
                       "scheduled_replicas": sorted(ds.get("scheduledReplica") or {})})
     return {"allow_scheduling": bool(spec.get("allowScheduling")), "tags": sorted(spec.get("tags") or ()),
             "zone": str(st.get("zone") or ""), "disks": disks,
-            "deleting": bool((obj.get("metadata") or {}).get("deletionTimestamp"))}
+            "deleting": bool((obj.get("metadata") or {}).get("deletionTimestamp")),
+            "lh_ready": _true(st.get("conditions"), "Ready"),
+            "lh_schedulable": _true(st.get("conditions"), "Schedulable")}
 
 
 def room(size: int, required: int, disk: Mapping, over_provisioning: int, minimal_available: int) -> bool:
@@ -203,7 +205,8 @@ def place_replica(nodes: Sequence[Mapping], replicas: Sequence[Mapping], *, node
             longhorn-manager running), ``cordoned``, ``instance_manager`` (running),
             ``engine_image`` (deployed and ready), ``zone`` ("" = none), and from its
             ``nodes.longhorn.io`` (:func:`lh_node_facts`; absent: not known)
-            ``allow_scheduling``, ``tags`` and ``disks``.
+            ``allow_scheduling``, ``tags``, ``disks`` and its conditions ``lh_ready``,
+            ``lh_schedulable`` (the node controller's, a pass behind the live facts).
         replicas: the volume's replicas that occupy a node: ``node``, ``evicting``
             (``spec.evictionRequested``), and ``name`` and ``disk`` (``spec.diskID``)
             when known. Failed replicas being replaced are left out by the caller
@@ -230,6 +233,8 @@ def place_replica(nodes: Sequence[Mapping], replicas: Sequence[Mapping], *, node
             excluded[name] = "not ready (Kubernetes node or its longhorn-manager down)"
         elif n.get("cordoned") and cordoned_unschedulable:
             excluded[name] = "cordoned (disable-scheduling-on-cordoned-node)"
+        elif n.get("lh_ready") is False or n.get("lh_schedulable") is False:
+            excluded[name] = "its Longhorn node is not Ready or not Schedulable (status.conditions)"
         elif not n.get("allow_scheduling", True):
             excluded[name] = "replica scheduling disabled on its Longhorn node (spec.allowScheduling)"
         elif not n.get("instance_manager"):

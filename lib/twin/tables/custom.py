@@ -11,18 +11,29 @@ def eval_jsonpath(obj: Any, path: str) -> Any:
     """Evaluate the simple JSONPath of ``additionalPrinterColumns`` (``.spec.x``,
     ``.status.conditions[0].type``, ``.metadata.labels['a/b']``, ``{.spec.x}``).
 
-    Returns ``None`` when any step is missing. Filters (``[?(...)]``) and wildcards are
-    not supported and also give ``None``.
+    An equality filter on a list (``.status.conditions[?(@.type=='Ready')].status``)
+    takes the first matching item (one cell, as the API server prints a single result).
+    Returns ``None`` when any step is missing. Other filters and wildcards are not
+    supported and also give ``None``.
     """
     p = path.strip()
     if p.startswith("{") and p.endswith("}"):
         p = p[1:-1]
-    tokens = re.findall(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]", p)
+    tokens = re.findall(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]"
+                        r"|\[\?\(@\.([\w-]+)\s*==\s*(?:'([^']*)'|\"([^\"]*)\")\)\]", p)
     if not tokens and p not in ("", "."):
         return None
+    if "[?" in p and p.count("[?") != sum(1 for t in tokens if t[4]):
+        return None     # a filter this evaluator does not understand
     cur = obj
-    for key, idx, q1, q2 in tokens:
-        if idx:
+    for key, idx, q1, q2, fkey, fv1, fv2 in tokens:
+        if fkey:
+            want = fv1 or fv2
+            cur = next((x for x in cur if isinstance(x, dict) and str(x.get(fkey)) == want), None) \
+                if isinstance(cur, list) else None
+            if cur is None:
+                return None
+        elif idx:
             if not isinstance(cur, list) or int(idx) >= len(cur):
                 return None
             cur = cur[int(idx)]

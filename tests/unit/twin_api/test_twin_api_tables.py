@@ -127,6 +127,9 @@ def test_jsonpath_and_crd_printer_columns():
     assert tables.eval_jsonpath(obj, "{.status.conditions[0].type}") == "Ready"
     assert tables.eval_jsonpath(obj, ".metadata.labels['a/b']") == "x"
     assert tables.eval_jsonpath(obj, ".status.missing") is None
+    # an equality filter takes the first match (nodes.longhorn.io, CiliumNode printer columns)
+    assert tables.eval_jsonpath(obj, ".status.conditions[?(@.type=='Ready')].type") == "Ready"
+    assert tables.eval_jsonpath(obj, ".status.conditions[?(@.type==\"Nope\")].status") is None
     obj["metadata"]["creationTimestamp"] = "2026-01-01T23:00:00Z"
     cols = [{"name": "Sync Status", "type": "string", "jsonPath": ".status.sync.status"},
             {"name": "Project", "type": "string", "jsonPath": ".spec.project", "priority": 1},

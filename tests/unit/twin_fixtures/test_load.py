@@ -133,7 +133,10 @@ def test_load_into_resolves_owner_uids_and_writes_status():
     store = FakeStore()
     counts = load_into(store, fx)
     assert counts["Pod"] == sum(1 for o in fx.objects if o["kind"] == "Pod")
-    assert counts["Node"] == 3 and counts["CustomResourceDefinition"] >= 9
+    # counted by kind: the 3 Kubernetes nodes (made by the loader from fx.nodes) and the
+    # fixture's 3 nodes.longhorn.io
+    assert counts["Node"] == 3 + 3 and counts["CustomResourceDefinition"] >= 9
+    assert [o["apiVersion"] for o in fx.objects if o["kind"] == "Node"] == ["longhorn.io/v1beta2"] * 3
     assert sum(counts.values()) == len(fx.objects) + 3
     by_uid = {o["metadata"]["uid"]: o for o in store.objects.values()}
     for o in store.objects.values():

@@ -46,7 +46,9 @@ def test_nodes_and_cluster(fx):
 
 def test_structural_invariants(fx, invariants):
     counts = invariants(fx)
-    assert counts["Node"] == 3
+    # by kind: the 3 Kubernetes nodes and their 3 nodes.longhorn.io
+    assert counts["Node"] == 3 + 3
+    assert sorted(o["metadata"]["name"] for o in fx.objects if o["kind"] == "Node") == sorted(n.name for n in fx.nodes)
 
 
 def test_counts(fx):

@@ -14,6 +14,9 @@
 - :mod:`.longhorn_pdb`: the PodDisruptionBudget on each instance manager's pod, removed
   on a cordoned node only once its volumes have detached and, by ``node-drain-policy``,
   its replicas have healthy copies elsewhere (what makes a drain wait for Longhorn);
+- :mod:`.longhorn_nodes`: the status of each ``nodes.longhorn.io`` (Ready, Schedulable,
+  zone, disks: what is scheduled on them and their room), whose spec (tags, scheduling,
+  disks) the :mod:`.longhorn_scheduler` reads;
 - :mod:`.longhorn_eviction`: under the ``block-for-eviction`` policies, the replicas of a
   cordoned node marked for eviction, which the volumes then move to nodes the
   :mod:`.longhorn_scheduler` allows (what lets such a drain finish, slowly).
@@ -54,6 +57,7 @@ from ...ticker import TaskSet
 from .common import find_type, meta, network_instant, pod_reachable, pod_ready
 from .longhorn_eviction import ReplicaEvictions
 from .longhorn_instances import InstanceManagers, ShareManagers
+from .longhorn_nodes import LonghornNodes, manager_state
 from .longhorn_pdb import InstanceManagerPDBs
 from .longhorn_rules import LONGHORN, LONGHORN_NS, STAGE
 from .longhorn_volumes import LonghornVolumes
@@ -197,6 +201,7 @@ class LonghornModel:
         self.volumes = LonghornVolumes(rt, self.ims, self.sms)
         self.pdbs = InstanceManagerPDBs(rt, self.ims, self.volumes)
         self.evictions = ReplicaEvictions(rt, self.volumes, self.pdbs)
+        self.nodes = LonghornNodes(rt, self.volumes.settings, lambda node: manager_state(rt.store, node))
         self.enabled = self.volumes.t["volumes"] is not None
         self._signature: tuple = ()
         self._ticks = 0
@@ -214,6 +219,7 @@ class LonghornModel:
         except (KeyError, AttributeError):
             log.info("longhorn: no kubelet to hold pods until their volumes attach")
         self.volumes.start()
+        self.nodes.sync()
         self.evictions.sync()
         self.pdbs.sync()
 
@@ -282,6 +288,7 @@ class LonghornModel:
             self._signature = sig
             self.enqueue_all()
         self._record_instances()
+        self.nodes.sync()
         self.evictions.sync()
         self.pdbs.sync()
         self.share_managers()

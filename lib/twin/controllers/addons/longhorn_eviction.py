@@ -26,8 +26,9 @@ replica Longhorn waits for. With no eligible node the replica stays, the volume'
 (until the node is uncordoned or the policy changes; a replica already rebuilding for a
 cancelled eviction is kept).
 
-Not modelled: eviction a person requests on a Longhorn node or disk (the twin has no
-``nodes.longhorn.io``), so ``node.status.autoEvicting`` is not shown either.
+Not modelled: eviction a person requests on a Longhorn node or disk (``spec.evictionRequested``
+of a ``nodes.longhorn.io``: the scheduler puts nothing new there, but nothing moves its
+replicas off), so ``node.status.autoEvicting`` is not shown either.
 """
 from __future__ import annotations
 

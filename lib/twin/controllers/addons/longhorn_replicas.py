@@ -16,12 +16,12 @@ that runs while the volume is attached:
 - eviction (``spec.evictionRequested``, set by :mod:`.longhorn_eviction`): an evicting
   replica does not count towards ``numberOfReplicas`` (``getReplenishReplicasCount``), so
   the volume gets one more replica where the scheduler allows
-  (:func:`.longhorn_scheduler.replica_candidates`), one rebuild at a time; once more
+  (:func:`.longhorn_scheduler.place_replica`), one rebuild at a time; once more
   replicas are healthy than the volume wants, the evicting one is deleted
   (``cleanupEvictionRequestedReplicas``, the last healthy replica always kept). A failed
   evicting replica is never reused, only replaced.
 
-New replicas go where :func:`.longhorn_scheduler.replica_candidates` allows and, in the
+New replicas go where :func:`.longhorn_scheduler.place_replica` allows and, in the
 twin, only where the engine reaches them (Longhorn would schedule it and fail the rebuild).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .common import meta, now_rfc3339
 from .longhorn_instances import instance_path
 from .longhorn_rebuild import fast_rebuild_on, rebuild_plan
 from .longhorn_rules import LONGHORN_NS, REPLICA_START_SECONDS, setting_on, setting_seconds
-from .longhorn_scheduler import replica_candidates, soft_anti_affinity
+from .longhorn_scheduler import place_replica, soft_anti_affinity
 
 log = logging.getLogger("twin.controllers.addons.longhorn")
 
@@ -203,22 +203,24 @@ class ReplicaHealing:
         if self.active() + len(self.created) + spare >= self.wanted():
             return
         facts, load = self.ctl.scheduling_nodes()
-        occupying = [{"node": self.rnode(rn), "evicting": self.evicting(rn)} for rn in sorted(self.reps)
+        occupying = [{"node": self.rnode(rn), "evicting": self.evicting(rn), "name": rn,
+                      "disk": (self.reps[rn].get("spec") or {}).get("diskID") or ""} for rn in sorted(self.reps)
                      if rn not in self.deleted and not self.failed(rn)]
-        occupying += [{"node": r["spec"]["nodeID"], "evicting": False} for r in self.created]
-        cands, excluded = replica_candidates(
-            facts, occupying, load=load,
+        occupying += [{"node": r["spec"]["nodeID"], "evicting": False, "name": r["metadata"]["name"],
+                       "disk": r["spec"].get("diskID") or ""} for r in self.created]
+        cands, excluded = place_replica(
+            facts, occupying, load=load, volume={"spec": self.vs, "status": self.vst}, settings=self.settings,
             node_soft=soft_anti_affinity(self.vs.get("replicaSoftAntiAffinity"),
                                          self.settings.get("replica-soft-anti-affinity")),
             zone_soft=soft_anti_affinity(self.vs.get("replicaZoneSoftAntiAffinity"),
                                          self.settings.get("replica-zone-soft-anti-affinity")),
             cordoned_unschedulable=setting_on(self.settings, "disable-scheduling-on-cordoned-node"))
-        for cand in cands:
+        for cand, disk in cands:
             ok, why = instance_path(self.ctl.rt, self.ctl.ims, node, cand)
             if not ok:
                 excluded[cand] = f"not reachable from the engine on {node} ({why})"
                 continue
-            self.created.append(new_replica(self.reps[template], cand, self.ctl.ims))
+            self.created.append(new_replica(self.reps[template], cand, self.ctl.ims, disk))
             self._condition("Scheduled", "True", "", "")
             self.wake(self.now + 0.5)
             return
@@ -236,9 +238,11 @@ class ReplicaHealing:
                 return
 
 
-def new_replica(failed: dict, node: str, ims: Any) -> dict:
-    """A replica of the same volume on ``node`` (replenishment); it starts failed-free and
-    stopped, and the next pass restarts and rebuilds it like a reused one."""
+def new_replica(failed: dict, node: str, ims: Any, disk: dict | None = None) -> dict:
+    """A replica of the same volume on ``node`` (replenishment), on ``disk`` (one of
+    :func:`.place_replica`'s; its UUID and path become ``diskID``/``diskPath``, label
+    ``longhorndiskuuid``); it starts failed-free and stopped, and the next pass restarts
+    and rebuilds it like a reused one."""
     spec = json_copy(failed.get("spec") or {})
     vol = spec.get("volumeName", "")
     name = f"{vol}-r-{uuid.uuid4().hex[:8]}"
@@ -248,6 +252,9 @@ def new_replica(failed: dict, node: str, ims: Any) -> dict:
                 dataDirectoryName=f"{vol}-{uuid.uuid4().hex[:8]}")
     labels = dict((failed.get("metadata") or {}).get("labels") or {})
     labels["longhornnode"] = node
+    if disk and disk.get("uuid"):
+        spec.update(diskID=disk["uuid"], diskPath=disk.get("path") or spec.get("diskPath") or "")
+        labels["longhorndiskuuid"] = disk["uuid"]
     return {"apiVersion": "longhorn.io/v1beta2", "kind": "Replica",
             "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": labels,
                          "ownerReferences": json_copy((failed.get("metadata") or {}).get("ownerReferences") or [])},

@@ -53,6 +53,18 @@ SETTINGS: Mapping[str, str] = {
     # A new replica may go to a node (zone) that already holds one of the volume.
     "replica-soft-anti-affinity": "false",
     "replica-zone-soft-anti-affinity": "true",
+    # A new replica may go to a disk that already holds one of the volume (last resort).
+    "replica-disk-soft-anti-affinity": "true",
+    # A volume without a nodeSelector (diskSelector) may use tagged nodes (disks).
+    "allow-empty-node-selector-volume": "true",
+    "allow-empty-disk-selector-volume": "true",
+    # Disk room (IsSchedulableToDisk): the volume sizes scheduled on a disk stay within this
+    # percentage of (storageMaximum - storageReserved), and more than this percentage of the
+    # disk stays free after the new replica's actual size.
+    "storage-over-provisioning-percentage": "100",
+    "storage-minimal-available-percentage": "25",
+    # storageReserved of the default disk Longhorn creates on each node (percent of its size).
+    "storage-reserved-percentage-for-default-disk": "30",
     # No new replica on a cordoned node (its Longhorn node is not Schedulable).
     "disable-scheduling-on-cordoned-node": "true",
     "node-down-pod-deletion-policy": "do-nothing",

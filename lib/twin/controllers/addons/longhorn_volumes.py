@@ -46,6 +46,7 @@ from .longhorn_instances import InstanceManagers, ShareManagers
 from .longhorn_pass import VolumeClock, VolumePass
 from .longhorn_rebuild import REBUILD_SETTINGS
 from .longhorn_rules import LONGHORN, LONGHORN_NS, REMOUNT_DELETE_DELAY, SETTINGS, setting_on
+from .longhorn_scheduler import lh_node_facts
 from .longhorn_workloads import VolumeUsers
 
 log = logging.getLogger("twin.controllers.addons.longhorn")
@@ -174,20 +175,27 @@ class LonghornVolumes(Controller):
         return self._node_pod_ready(node, "", ("app", "longhorn-manager"))
 
     def scheduling_nodes(self) -> tuple[list[dict], dict[str, int]]:
-        """What the replica scheduler reads of each node (:func:`.replica_candidates`'s
-        ``nodes``), and the bytes of replicas each node holds (its ``load``)."""
+        """What the replica scheduler reads of each node (:func:`.place_replica`'s
+        ``nodes``: the Kubernetes node, the Longhorn pods on it and its
+        ``nodes.longhorn.io``), and the bytes of replicas each node holds (its ``load``)."""
         nodes_t = find_type(self.store, "", "nodes")
+        lhn_t = self.t.get("nodes") or find_type(self.store, LONGHORN, "nodes")
+        self.t["nodes"] = lhn_t
         out = []
         for name in sorted(self.ims.by_node):
             n = self.store.peek(nodes_t, None, name) if nodes_t is not None else None
             kube_ready = n is not None and any(
                 c.get("type") == "Ready" and c.get("status") == "True"
                 for c in (n.get("status") or {}).get("conditions") or ())
-            out.append({"name": name, "ready": kube_ready and self.manager_ready(name),
-                        "cordoned": bool(((n or {}).get("spec") or {}).get("unschedulable")),
-                        "instance_manager": self.ims.running(name),
-                        "engine_image": self.engine_image_ready(name),
-                        "zone": (meta(n).get("labels") or {}).get("topology.kubernetes.io/zone", "")})
+            fact = {"name": name, "ready": kube_ready and self.manager_ready(name),
+                    "cordoned": bool(((n or {}).get("spec") or {}).get("unschedulable")),
+                    "instance_manager": self.ims.running(name),
+                    "engine_image": self.engine_image_ready(name),
+                    "zone": (meta(n).get("labels") or {}).get("topology.kubernetes.io/zone", "")}
+            lhn = self.store.peek(lhn_t, LONGHORN_NS, name) if lhn_t is not None else None
+            if lhn is not None:     # its nodes.longhorn.io: scheduling, tags, disks (zone: the live label)
+                fact.update({k: v for k, v in lh_node_facts(lhn).items() if k != "zone"})
+            out.append(fact)
         load: dict[str, int] = {}
         t = self.t["replicas"]
         for r in self.store.iter_objects(t, LONGHORN_NS) if t is not None else ():

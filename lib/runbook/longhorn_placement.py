@@ -186,7 +186,9 @@ def why_unmovable(volume: dict, replicas: Iterable[dict], drained: str, nodes: l
             and not (r.get("metadata") or {}).get("deletionTimestamp") and not (r.get("spec") or {}).get("failedAt")]
     used_nodes = {r["spec"].get("nodeID") for r in mine} & set(listed)
     used_zones = {listed[n].zone for n in used_nodes}
-    used_disks = {r["spec"].get("diskID") for r in mine}
+    # disk anti-affinity counts every replica of the volume (filterDisksWithMatchingReplicas)
+    used_disks = {(r.get("spec") or {}).get("diskID") for r in replicas
+                  if (r.get("spec") or {}).get("volumeName") == name}
     selector = list(spec.get("nodeSelector") or ())
     tagged = [n for n in listed.values() if _selected(n.tags, selector, s.empty_node_selector)]
     if not tagged:
@@ -209,19 +211,26 @@ def why_unmovable(volume: dict, replicas: Iterable[dict], drained: str, nodes: l
     def takes(group: list[LonghornNode]) -> bool:   # filterDisksWithMatchingReplicas
         found = [d for n in group for d in disks(n)]
         return any(d.uuid not in used_disks for d in found) or (disk_soft and bool(found))
-    if takes([n for n in fit if n.name not in used_nodes and n.zone not in used_zones]):
+    free_zone = [n for n in fit if n.name not in used_nodes and n.zone not in used_zones]
+    unused = [n for n in fit if n.name not in used_nodes]
+    disk_rule = "no disk left without a replica of the volume (replica-disk-soft-anti-affinity is off)"
+    if takes(free_zone):
         return ""
     zones = ", ".join(sorted(z or "(no zone)" for z in used_zones))
     if not _soft(spec.get("replicaZoneSoftAntiAffinity"), s.zone_soft):
-        return ("no node in a zone without a replica of the volume may take it (replica-zone-soft-anti-"
-                f"affinity is off; zones holding one: {zones})")
-    if takes([n for n in fit if n.name not in used_nodes]):
+        # a node was there, its disks each hold a (failed) replica: the disk rule stopped it
+        return disk_rule if free_zone else (
+            "no node in a zone without a replica of the volume may take it (replica-zone-soft-anti-"
+            f"affinity is off; zones holding one: {zones})")
+    if takes(unused):
         return ""
     if not _soft(spec.get("replicaSoftAntiAffinity"), s.node_soft):
-        return "no other node may take it (each holds a replica of the volume already)"
+        among = f" with its nodeSelector tags {selector}" if selector else ""
+        return disk_rule if unused else (
+            f"no other node{among} may take it (each holds a replica of the volume already)")
     if takes(fit):
         return ""
-    return "no disk left without a replica of the volume (replica-disk-soft-anti-affinity is off)"
+    return disk_rule
 
 
 def node(name: str, *, zone: str = "", tags: Iterable[str] = (), listed: bool = True,

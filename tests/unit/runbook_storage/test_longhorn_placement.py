@@ -186,3 +186,23 @@ def test_the_gate_reads_longhorn_nodes_when_the_cluster_has_them(with_nodes: boo
     # with the nodes, the zone rule is seen; from node names only, c looks free
     assert v.ok is not with_nodes
     assert v.facts["unmovable_volumes"] == (["pvc-1"] if with_nodes else [])
+
+
+def test_disk_anti_affinity_counts_a_failed_replica_on_the_disk() -> None:
+    # filterDisksWithMatchingReplicas counts every replica of the volume on a disk, failed ones too
+    failed = replica("pvc-1", "b", failed=True)
+    assert why([node("a"), node("b")], ["a"], extra=[failed]) == ""          # disk soft (default): shared
+    assert why([node("a"), node("b")], ["a"], extra=[failed], s=Scheduling(disk_soft=False)) == (
+        "no disk left without a replica of the volume (replica-disk-soft-anti-affinity is off)")
+
+
+def test_a_tagged_node_holding_a_replica_names_the_selector_and_both_fixes() -> None:
+    tagged = [node("a", tags=["ssd"]), node("b", tags=["ssd"]), node("c")]
+    vols = [vol("pvc-1", nodeSelector=["ssd"])]
+    reps = [replica("pvc-1", "a"), replica("pvc-1", "b")]
+    stuck = unmovable_volumes(vols, reps, tagged, {})
+    assert stuck == {"pvc-1": "when a is drained, no other node with its nodeSelector tags ['ssd'] may take it "
+                              "(each holds a replica of the volume already)"}
+    v = drain_verdict("block-for-eviction", volume_rows(vols, reps), nodes=["a", "b", "c"], stuck=stuck)
+    assert [a.split(" ")[0] for a in v.actions[:2]] == ["set", "tag"]   # soft anti-affinity, or tag c
+    assert "replica-soft-anti-affinity" in v.actions[0] and "nodeSelector" in v.actions[1]

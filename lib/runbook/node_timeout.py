@@ -38,6 +38,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 
@@ -68,12 +69,15 @@ _REFUSED = re.compile(r"^timeout: (?:invalid|unrecognized option|option requires
                       r"^Usage: timeout|^BusyBox v")
 
 
+@functools.lru_cache(maxsize=1024)
 def needs_shell(template: str, n_args: int = 0) -> bool:
     """True when the command template is shell syntax rather than one argument vector.
 
     Args:
         template: the command with ``%s`` placeholders (as :meth:`Node.run` takes it).
         n_args: how many placeholders it has (each becomes one quoted word).
+
+    Templates are the runbook's constants: the answer is cached.
 
     Example:
         >>> needs_shell("systemctl is-active %s", 1), needs_shell("kill -TERM $$")
@@ -181,7 +185,7 @@ def stopped_message(seconds: float, rc: int, kill_after: float) -> str:
     return f"command timed out after {seconds}s: stopped on the node by timeout(1) (exit {rc}{how})"
 
 
-def unsupported(rc: int, stdout: str, stderr: str) -> str | None:
+def unsupported(rc: int, stdout: bytes | str, stderr: bytes | str) -> str | None:
     """Why the node could not run ``timeout`` itself (the command never started), or None.
 
     ``timeout`` missing (127 from a shell, 1 from sudo, each with its "not found" line),
@@ -192,8 +196,10 @@ def unsupported(rc: int, stdout: str, stderr: str) -> str | None:
         'bash: line 1: timeout: command not found'
         >>> unsupported(127, "", "timeout: failed to run command 'x': No such file or directory\\n")
     """
-    if stdout or rc not in (1, 125, 127):
+    if stdout or rc not in (1, 125, 127):      # (cheap first: every command comes here)
         return None
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
     lines = stderr.strip().splitlines()
     if not lines:
         return None

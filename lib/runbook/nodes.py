@@ -312,8 +312,7 @@ class Node(NodeFiles):
             sent = node_timeout.bounded_line(cmd, plain, timeout, kill_after=self.kill_after,
                                              sudo=root, n_args=len(args))
             rc, out, err, elapsed = self._exec(line, sent, data, timeout)
-            why = node_timeout.unsupported(rc, out.decode("utf-8", "replace"),
-                                           err.decode("utf-8", "replace"))
+            why = node_timeout.unsupported(rc, out, err)
             if why is not None:
                 self._unbounded(why)
                 bounded = False

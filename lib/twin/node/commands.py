@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from . import (cmd_bpf, cmd_files, cmd_net, cmd_probe, cmd_runtime, cmd_service, cmd_sockets,
@@ -99,6 +98,8 @@ COMMANDS: dict[str, Handler] = {
 
 def _name(cmd: str) -> str:
     """The program a command word names: ``/usr/bin/cat`` and friends are ``cat``."""
+    if "/" not in cmd:
+        return cmd
     for d in BIN_DIRS:
         if cmd.startswith(d) and "/" not in cmd[len(d):]:
             return cmd[len(d):]
@@ -109,9 +110,7 @@ def program(cmd: str) -> Handler | None:
     """The handler of the program ``cmd`` names, or None when the node has no such program
     (a shell counts as present: :func:`run` refuses it with its own message)."""
     name = _name(cmd)
-    if name in SHELLS:
-        return run
-    return COMMANDS.get(name) if re.fullmatch(r"[a-z0-9][a-z0-9-]*", name) else None
+    return run if name in SHELLS else COMMANDS.get(name)
 
 
 async def run(node: NodeModel, argv: list[str], ctx: Ctx, via_sudo: bool = False) -> ExecResult:
@@ -119,7 +118,7 @@ async def run(node: NodeModel, argv: list[str], ctx: Ctx, via_sudo: bool = False
     cmd, args = _name(argv[0]), argv[1:]
     if cmd in SHELLS:
         return result(2, err=f"{SHELL_REFUSED} ({cmd} is refused)\n")
-    handler = program(cmd)
+    handler = COMMANDS.get(cmd)
     if handler is None:
         if via_sudo:
             return result(1, err=f"sudo: {argv[0]}: command not found\n")

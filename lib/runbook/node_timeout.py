@@ -61,12 +61,15 @@ _SHELL_WORDS = frozenset((
     "ulimit", "umask", "unalias", "unset", "until", "wait", "while"))
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # What a shell or sudo prints when the program ``timeout`` is not there: bash ("bash:
-# line 1: timeout: command not found"), dash ("sh: 1: timeout: not found"), BusyBox ash,
-# sudo ("sudo: timeout: command not found"), zsh ("zsh:1: command not found: timeout").
-_NOT_FOUND = re.compile(r"(?:^|[\s:])timeout: (?:command )?not found$|command not found: timeout$")
+# line 1: timeout: command not found"; before 5.1 "bash: timeout: ..."), dash ("sh: 1:
+# timeout: not found"), BusyBox ash ("sh: timeout: not found"), sudo ("sudo: timeout:
+# command not found"), zsh ("zsh:1: command not found: timeout"). Not a script's own
+# line ("./x: 3: timeout: not found"): that one ran.
+_NOT_FOUND = re.compile(r"(?:-?\w+: (?:line )?1: |\w+: )?timeout: (?:command )?not found|"
+                        r"\w+:1: command not found: timeout")
 # GNU timeout refusing its own arguments (exit 125), or BusyBox's usage text (exit 1).
-_REFUSED = re.compile(r"^timeout: (?:invalid|unrecognized option|option requires)|"
-                      r"^Usage: timeout|^BusyBox v")
+_REFUSED = re.compile(r"timeout: (?:invalid|unrecognized option|option requires)|"
+                      r"Usage: timeout|BusyBox v")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -200,14 +203,15 @@ def unsupported(rc: int, stdout: bytes | str, stderr: bytes | str) -> str | None
         return None
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
-    lines = stderr.strip().splitlines()
+    # A login script may print before the shell runs the line: the shell's own
+    # "not found" is the last line; timeout's usage error is a line of its own.
+    lines = [line.strip() for line in stderr.strip().splitlines()]
     if not lines:
         return None
-    first = lines[0].strip()
-    if rc in (1, 127) and len(lines) == 1 and _NOT_FOUND.search(first):
-        return first
-    if rc in (1, 125) and _REFUSED.search(first):
-        return first
+    if rc in (1, 127) and _NOT_FOUND.fullmatch(lines[-1]):
+        return lines[-1]
+    if rc in (1, 125):
+        return next((line for line in lines if _REFUSED.match(line)), None)
     return None
 
 

@@ -8,6 +8,7 @@ module. Commands run in the login shell of the current user, on this machine.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from helpers.real_sshd import HOST_KEY_TYPES, NO_SESSIONS, SFTP_ONLY, RealSSHD
+from helpers.real_sshd import HOST_KEY_TYPES, NO_SESSIONS, NO_TIMEOUT, SFTP_ONLY, RealSSHD
 from helpers.required_tools import require_sshd
 from runbook import ssh_transport
 from runbook.errors import HostKeyError, NodeError
@@ -157,6 +158,26 @@ def test_a_command_ignoring_term_is_killed_after_kill_after(sshd, tmp_path):
 def test_a_command_exiting_124_before_its_limit_is_its_own_status(kept):
     r = kept.run("exit %s", 124, timeout=30)
     assert r.rc == 124 and not r.ok
+
+
+def test_a_node_without_timeout_runs_commands_unbounded_after_one_warning(sshd, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="runbook.nodes")
+    n = sshd.node(tmp_path / "n", behaviour=NO_TIMEOUT, command_log=tmp_path / "cmd.log")
+    try:
+        # bash says `timeout: command not found` before anything ran: the command is
+        # sent again, as it is, and its input reaches it once
+        r = n.run("cat", stdin="through\n", timeout=30)
+        assert (r.rc, r.stdout, r.command) == (0, "through\n", "cat")
+        assert n.run("printf %s", "again", timeout=30).stdout == "again"
+        with pytest.raises(NodeError) as ei:                 # the client's timeout remains
+            n.run("sleep %s", 5, timeout=0.5)
+    finally:
+        n.close()
+    assert "it may still be running there" in str(ei.value)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "timeout: command not found" in warnings[0]
+    logged = [json.loads(line)["command"] for line in (tmp_path / "cmd.log").read_text().splitlines()]
+    assert logged == ["cat", "printf again"]
 
 
 def _running(pid: int) -> bool:

@@ -109,6 +109,10 @@ def test_stopped_message_says_how():
     (1, "", "sudo: a password is required\n", False),
     (127, "partial output\n", "sh: 1: timeout: not found\n", False),
     (127, "", "./script: 3: timeout: not found\nmore\n", False),
+    (127, "", "./script: 3: timeout: not found\n", False),
+    # a login script's noise first, then the shell's own line
+    (127, "", "/usr/bin/env: 'bash': No such file or directory\nbash: line 1: timeout: command not found\n", True),
+    (125, "", "motd noise\ntimeout: invalid time interval ‘x’\nTry 'timeout --help'\n", True),
     (125, "", "", False), (0, "", "", False)])
 def test_unsupported_only_when_timeout_itself_could_not_run(rc, stdout, stderr, missing):
     assert (nt.unsupported(rc, stdout, stderr) is not None) is missing

@@ -67,9 +67,11 @@ _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # line ("./x: 3: timeout: not found"): that one ran.
 _NOT_FOUND = re.compile(r"(?:-?\w+: (?:line )?1: |\w+: )?timeout: (?:command )?not found|"
                         r"\w+:1: command not found: timeout")
-# GNU timeout refusing its own arguments (exit 125), or BusyBox's usage text (exit 1).
+# GNU timeout refusing its own arguments (exit 125), BusyBox's usage text (exit 1), or
+# a sudoers that lists the runbook's commands but not timeout (exit 1).
 _REFUSED = re.compile(r"timeout: (?:invalid|unrecognized option|option requires)|"
-                      r"Usage: timeout|BusyBox v")
+                      r"Usage: timeout|BusyBox v|"
+                      r"Sorry, user \S+ is not allowed to execute '(?:\S*/)?timeout ")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -192,7 +194,8 @@ def unsupported(rc: int, stdout: bytes | str, stderr: bytes | str) -> str | None
     """Why the node could not run ``timeout`` itself (the command never started), or None.
 
     ``timeout`` missing (127 from a shell, 1 from sudo, each with its "not found" line),
-    or refusing the options or the duration (GNU 125; an old BusyBox's usage text).
+    refusing the options or the duration (GNU 125; an old BusyBox's usage text), or not
+    allowed by the node's sudoers.
 
     Example:
         >>> unsupported(127, "", "bash: line 1: timeout: command not found\\n")

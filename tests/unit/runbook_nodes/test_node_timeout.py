@@ -101,6 +101,9 @@ def test_stopped_message_says_how():
     (125, "", "timeout: invalid time interval ‘0.5’\nTry 'timeout --help' for more information.\n", True),
     (125, "", "timeout: unrecognized option '--kill-after=5'\nTry 'timeout --help'\n", True),
     (1, "", "timeout: invalid option -- 'k'\nBusyBox v1.29.3 multi-call binary.\n\nUsage: timeout [-t SECS]\n", True),
+    (1, "", "Sorry, user ops is not allowed to execute '/usr/bin/timeout -k 5 60 iptables-save' "
+            "as root on set-hog.\n", True),
+    (1, "", "Sorry, user ops is not allowed to execute '/usr/sbin/iptables-save' as root on x.\n", False),
     # the wrapped command was not found: timeout ran, so did the attempt
     (127, "", "timeout: failed to run command ‘nft’: No such file or directory\n", False),
     (126, "", "timeout: failed to run command ‘/etc/passwd’: Permission denied\n", False),

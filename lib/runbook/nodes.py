@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import paramiko
 
-from . import facts
+from . import facts, node_timeout
 from .errors import HostKeyError, NodeError
 from .evidence import redact_text
 from .fleet import Fleet, FleetResult, NodeOutcome
@@ -94,6 +94,7 @@ class Node(NodeFiles):
         command_timeout: default timeout of a command, seconds.
         connect_attempts: connection attempts for refused/timeouts (backoff doubles).
         max_sessions: commands run at once on the connection (:data:`MAX_SESSIONS`).
+        kill_after: seconds from the node's TERM to its KILL of a command past its timeout.
 
     Example:
         >>> n = Node("set-hog", "server", "127.0.0.1", 2201, "ops", "id_ed25519",
@@ -108,7 +109,8 @@ class Node(NodeFiles):
                  backup_dir: str = "/var/backups/phase22", run_id: str | None = None,
                  command_log: str | os.PathLike[str] | None = None,
                  command_timeout: float | None = 120, connect_attempts: int = 3,
-                 retry_backoff: float = 0.5, max_sessions: int = MAX_SESSIONS) -> None:
+                 retry_backoff: float = 0.5, max_sessions: int = MAX_SESSIONS,
+                 kill_after: float = node_timeout.KILL_AFTER) -> None:
         self.name = name
         self.role = role
         self.address = address
@@ -130,6 +132,9 @@ class Node(NodeFiles):
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(max(1, int(max_sessions)))
+        self.kill_after = kill_after
+        # False once the node showed it cannot run timeout(1) (then: one warning)
+        self._bounded = True
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, role={self.role!r}, {self.user}@{self.address}:{self.port})"
@@ -274,47 +279,101 @@ class Node(NodeFiles):
             timeout: float | None = None) -> CommandResult:
         """Run one command on the node; never raises on a non-zero exit status.
 
+        The command runs under ``timeout`` on the node (:mod:`runbook.node_timeout`:
+        ``sudo -n timeout -k 5 T <command>``, or ``... sh -c '<line>'`` for a line with
+        shell syntax), so a command past its limit is stopped there, children included,
+        not left running behind a closed channel. The result, the command log and errors
+        show the command as given here, without that wrapper. A node without a usable
+        ``timeout`` gets the command unbounded, with one warning per node.
+
         Args:
             cmd: a command with ``%s`` placeholders, e.g. ``"systemctl is-active %s"``.
             *args: the values for the placeholders, each shell-quoted.
             sudo: prefix ``sudo -n`` (when the node's ``sudo`` setting is on).
             stdin: bytes or text sent to the command, then EOF.
-            timeout: seconds (default the node's ``command_timeout``).
+            timeout: seconds (default the node's ``command_timeout``; 0 or None: no limit).
 
         Raises:
             NodeError: the connection failed or the command timed out.
+
+        Example:
+            >>> node.run("iptables-save -t %s", "nat", sudo=True, timeout=60).command  # doctest: +SKIP
+            'sudo -n iptables-save -t nat'
         """
-        line = self.quote(cmd, *args)
-        if sudo and self.sudo:
-            line = "sudo -n " + line
+        plain = self.quote(cmd, *args)
+        root = sudo and self.sudo
+        line = "sudo -n " + plain if root else plain
         timeout = timeout if timeout is not None else self.command_timeout
-        client = self.client()
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        bounded = bool(timeout) and self._bounded
         start = time.monotonic()
+        if bounded:
+            assert timeout
+            sent = node_timeout.bounded_line(cmd, plain, timeout, kill_after=self.kill_after,
+                                             sudo=root, n_args=len(args))
+            rc, out, err, elapsed = self._exec(line, sent, data, timeout)
+            why = node_timeout.unsupported(rc, out, err)
+            if why is not None:
+                self._unbounded(why)
+                bounded = False
+            elif node_timeout.timed_out(rc, elapsed, timeout, self.kill_after):
+                raise NodeError(node_timeout.stopped_message(timeout, rc, self.kill_after),
+                                node=self.name, command=redact_text(line),
+                                hint="raise the step's timeout if the node is merely slow, "
+                                     "or look at what blocks the command (journalctl)")
+        if not bounded:
+            start = time.monotonic()
+            rc, out, err, _ = self._exec(line, line, data, timeout)
+        result = CommandResult(self.name, line, rc, out.decode("utf-8", "replace"),
+                               err.decode("utf-8", "replace"), time.monotonic() - start)
+        self._log(result)
+        return result
+
+    def _unbounded(self, why: str) -> None:
+        """This node has no usable ``timeout``: its commands run unbounded from now on."""
+        with self._lock:
+            first, self._bounded = self._bounded, False
+        if first:
+            log.warning("[%s] the node cannot run timeout(1) (%s): its commands now run "
+                        "without a limit on the node; a command past its timeout is only "
+                        "abandoned and may keep running there (install coreutils)",
+                        self.name, redact_text(why))
+
+    def _exec(self, line: str, sent: str, data: bytes | None,
+              timeout: float | None) -> tuple[int, bytes, bytes, float]:
+        """Send ``sent`` (``line`` under its wrapper, or ``line`` itself) over a new
+        channel: (exit status, stdout, stderr, seconds from the exec request to the exit).
+        Errors name ``line``, the command as the runbook meant it."""
+        client = self.client()
+        transport = client.get_transport()
+        wait = timeout
+        if timeout and sent != line:
+            wait = node_timeout.channel_timeout(timeout, self.kill_after)
         try:
-            rc, out, err = self._exec(client, line, stdin, timeout)
+            if transport is None:
+                raise NodeError("SSH transport closed", node=self.name, command=redact_text(line))
+            with self._sessions:
+                start = time.monotonic()
+                rc, out, err = exec_channel(transport, sent, data, wait, self.connect_timeout)
+                return rc, out, err, time.monotonic() - start
+        except CommandTimeout as e:
+            self.close()
+            if sent == line:
+                raise NodeError(
+                    f"command timed out after {timeout}s (not bounded on this node: it may "
+                    "still be running there)", node=self.name, command=redact_text(line),
+                    hint="check on the node (ps) before you retry") from e
+            raise NodeError(
+                f"command timed out after {timeout}s and timeout(1) on the node did not end "
+                f"it within {wait - timeout:g}s more: the node or the connection is hung",
+                node=self.name, command=redact_text(line),
+                hint="check the node (ps, journalctl) before you retry") from e
         except NodeError:
             self.close()
             raise
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
             raise NodeError(f"SSH channel failed: {type(e).__name__}: {e}", node=self.name,
-                            command=redact_text(line)) from e
-        result = CommandResult(self.name, line, rc, out.decode("utf-8", "replace"),
-                               err.decode("utf-8", "replace"), time.monotonic() - start)
-        self._log(result)
-        return result
-
-    def _exec(self, client: paramiko.SSHClient, line: str, stdin: str | bytes | None,
-              timeout: float | None) -> tuple[int, bytes, bytes]:
-        transport = client.get_transport()
-        if transport is None:
-            raise NodeError("SSH transport closed", node=self.name, command=redact_text(line))
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        try:
-            with self._sessions:
-                return exec_channel(transport, line, data, timeout, self.connect_timeout)
-        except CommandTimeout as e:
-            raise NodeError(f"command timed out after {timeout}s", node=self.name,
                             command=redact_text(line)) from e
 
     def _log(self, r: CommandResult) -> None:

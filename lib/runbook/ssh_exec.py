@@ -85,7 +85,10 @@ def exec_channel(transport: paramiko.Transport, line: str, stdin: bytes | None,
         transport: the node's connected, authenticated transport.
         line: the command line (already quoted by the caller).
         stdin: bytes sent to the command before EOF, or None (EOF at once).
-        timeout: seconds for the whole command (None: no limit).
+        timeout: seconds for the whole command (None: no limit). Closing the channel does
+            not stop the command on the node: :meth:`runbook.nodes.Node.run` bounds it
+            there with ``timeout(1)`` and gives this wait that limit plus its KILL delay
+            and a grace (:func:`runbook.node_timeout.channel_timeout`).
         open_timeout: seconds to wait for the channel to open.
 
     Raises:

@@ -11,7 +11,9 @@ by public key (``UsePAM no``, ``StrictModes no``).
 It listens on several free loopback ports, each a way a node can behave
 (``Match LocalPort``): :data:`PLAIN` runs commands, :data:`SFTP_ONLY` forces
 ``internal-sftp`` (every exec fails with OpenSSH's own message), :data:`NO_SESSIONS`
-allows no session (``MaxSessions 0``: the channel open is refused).
+allows no session (``MaxSessions 0``: the channel open is refused), :data:`NO_TIMEOUT`
+runs commands with a ``PATH`` (``SetEnv``) of a few programs and no ``timeout``, as a
+node without coreutils' ``timeout``.
 
 As root (CI) sshd separates privileges and needs ``/run/sshd``, made here if missing;
 as an ordinary user it runs unprivileged and logs in only as that user. It is ready when
@@ -38,8 +40,10 @@ from typing import Any
 from helpers.required_tools import SBIN, find_command
 
 #: The ways a node behaves, each on its own port (``Match LocalPort`` in the config).
-PLAIN, SFTP_ONLY, NO_SESSIONS = "plain", "sftp-only", "no-sessions"
-BEHAVIOURS = (PLAIN, SFTP_ONLY, NO_SESSIONS)
+PLAIN, SFTP_ONLY, NO_SESSIONS, NO_TIMEOUT = "plain", "sftp-only", "no-sessions", "no-timeout"
+BEHAVIOURS = (PLAIN, SFTP_ONLY, NO_SESSIONS, NO_TIMEOUT)
+#: The programs on :data:`NO_TIMEOUT`'s ``PATH`` (linked from this machine's).
+NO_TIMEOUT_PROGRAMS = ("cat", "sleep", "sh", "printf", "sha256sum")
 #: Host key types made with ``ssh-keygen``: the twin's (ed25519) and the other two a
 #: node's known_hosts may pin.
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
@@ -115,6 +119,12 @@ class RealSSHD:
         auth = self.root / "authorized_keys"
         auth.write_bytes(self.client_key.with_suffix(".pub").read_bytes())
         listen = "".join(f"ListenAddress 127.0.0.1:{p}\n" for p in self.ports.values())
+        bin_dir = self.root / "bin-without-timeout"
+        bin_dir.mkdir(exist_ok=True)
+        for program in NO_TIMEOUT_PROGRAMS:
+            found = find_command(program, ())
+            if found and not (bin_dir / program).exists():
+                (bin_dir / program).symlink_to(found)
         keys = "".join(f"HostKey {self.host_key(t)}\n" for t in HOST_KEY_TYPES)
         self.config.write_text(
             f"{listen}{keys}"
@@ -127,7 +137,8 @@ class RealSSHD:
             "LogLevel VERBOSE\n"
             f"{self.extra_config}"
             f"Match LocalPort {self.ports[SFTP_ONLY]}\n  ForceCommand internal-sftp\n"
-            f"Match LocalPort {self.ports[NO_SESSIONS]}\n  MaxSessions 0\n")
+            f"Match LocalPort {self.ports[NO_SESSIONS]}\n  MaxSessions 0\n"
+            f"Match LocalPort {self.ports[NO_TIMEOUT]}\n  SetEnv PATH={bin_dir}\n")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "RealSSHD":

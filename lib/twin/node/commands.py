@@ -2,20 +2,22 @@
 
 A handler is ``async (node, args, ctx) -> ExecResult`` and lives in the module of its
 concern (``cmd_files``, ``cmd_net``, ``cmd_sockets``, ``cmd_bpf``, ``cmd_probe``,
-``cmd_runtime``, ``cmd_service``, ``cmd_system``). A new command is a
+``cmd_runtime``, ``cmd_service``, ``cmd_system``, ``cmd_time``). A new command is a
 handler there and one row in :data:`COMMANDS`; a name not in the table answers as bash
 does, ``command not found`` with exit 127 (``sudo: X: command not found``, exit 1, under
 sudo). ``/usr/bin/X`` and the other standard directories name the same program as ``X``.
+``sudo`` and ``timeout`` run another command through the table (``sudo -n timeout -k 5
+60 iptables-save``, as the runbook sends every command).
 
 Example:
     >>> rc, out, err = await exec_line(node, "sudo iptables-save -t nat")  # doctest: +SKIP
 """
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from . import cmd_bpf, cmd_files, cmd_net, cmd_probe, cmd_runtime, cmd_service, cmd_sockets, cmd_system
+from . import (cmd_bpf, cmd_files, cmd_net, cmd_probe, cmd_runtime, cmd_service, cmd_sockets,
+               cmd_system, cmd_time)
 from .shell import SHELL_REFUSED, SHELLS, Ctx, ExecResult, ShellRefused, expand, result, tokenize
 
 if TYPE_CHECKING:
@@ -42,8 +44,15 @@ async def sudo(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
     return await run(node, args[i:], ctx, via_sudo=True)
 
 
+async def timeout(node: NodeModel, args: list[str], ctx: Ctx) -> ExecResult:
+    """``timeout [OPTION] DURATION CMD...``: CMD with a real-time limit (:mod:`.cmd_time`)."""
+    return await cmd_time.timeout(node, args, ctx, run, lambda name: program(name) is not None)
+
+
 COMMANDS: dict[str, Handler] = {
     "sudo": sudo,
+    "timeout": timeout,
+    "sleep": cmd_time.sleep,
     # files
     "cat": cmd_files.cat,
     "tee": cmd_files.tee,
@@ -87,16 +96,29 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
-async def run(node: NodeModel, argv: list[str], ctx: Ctx, via_sudo: bool = False) -> ExecResult:
-    """Run one argument vector through the table."""
-    cmd, args = argv[0], argv[1:]
-    # /usr/bin/cat and friends are the same programs as cat.
+def _name(cmd: str) -> str:
+    """The program a command word names: ``/usr/bin/cat`` and friends are ``cat``."""
+    if "/" not in cmd:
+        return cmd
     for d in BIN_DIRS:
         if cmd.startswith(d) and "/" not in cmd[len(d):]:
-            cmd = cmd[len(d):]
+            return cmd[len(d):]
+    return cmd
+
+
+def program(cmd: str) -> Handler | None:
+    """The handler of the program ``cmd`` names, or None when the node has no such program
+    (a shell counts as present: :func:`run` refuses it with its own message)."""
+    name = _name(cmd)
+    return run if name in SHELLS else COMMANDS.get(name)
+
+
+async def run(node: NodeModel, argv: list[str], ctx: Ctx, via_sudo: bool = False) -> ExecResult:
+    """Run one argument vector through the table."""
+    cmd, args = _name(argv[0]), argv[1:]
     if cmd in SHELLS:
         return result(2, err=f"{SHELL_REFUSED} ({cmd} is refused)\n")
-    handler = COMMANDS.get(cmd) if re.fullmatch(r"[a-z0-9][a-z0-9-]*", cmd) else None
+    handler = COMMANDS.get(cmd)
     if handler is None:
         if via_sudo:
             return result(1, err=f"sudo: {argv[0]}: command not found\n")

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable, NamedTuple
 
@@ -107,6 +108,11 @@ def parse_flags(args: list[str], allowed: str, long: dict[str, str] | None = Non
     return flags, ops, None
 
 
+# A line of only these characters is plain words split at blanks (no quote, escape, glob,
+# expansion, comment or shell syntax): most command lines, split without the loop below.
+_PLAIN = re.compile(r"[A-Za-z0-9 \t_./:=,@%+-]*")
+
+
 class ShellRefused(ValueError):
     """A command line that needs a shell (pipes, redirections, substitution)."""
 
@@ -127,6 +133,8 @@ def tokenize(line: str) -> list[Word]:
     backticks and ``$`` expansions raise :class:`ShellRefused`. Unquoted ``* ? [`` mark
     the word for glob expansion (done by the node against its own files).
     """
+    if _PLAIN.fullmatch(line):
+        return [Word(t, t, False) for t in line.split()]
     words: list[Word] = []
     text: list[str] = []
     pat: list[str] = []

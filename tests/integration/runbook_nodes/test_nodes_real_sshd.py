@@ -8,6 +8,7 @@ module. Commands run in the login shell of the current user, on this machine.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from helpers.real_sshd import HOST_KEY_TYPES, NO_SESSIONS, SFTP_ONLY, RealSSHD
+from helpers.real_sshd import HOST_KEY_TYPES, NO_SESSIONS, NO_TIMEOUT, SFTP_ONLY, RealSSHD
 from helpers.required_tools import require_sshd
 from runbook import ssh_transport
 from runbook.errors import HostKeyError, NodeError
@@ -118,17 +119,74 @@ def test_interleaved_streams_each_in_order(kept):
 
 # --------------------------------------------------------------------------- failures
 def test_a_timeout_is_reported_and_the_node_is_usable_again(node, tmp_path):
+    # OpenSSH 9.2 does not end a command when its channel or connection closes, and
+    # refuses the RFC 4254 "signal" request ("session signalling requires privilege
+    # separation" in its log): the node's own timeout(1) must stop it.
     pid_file = tmp_path / "sleeper.pid"
     with pytest.raises(NodeError) as ei:
         node.run("echo $$ > %s; exec sleep 60", pid_file, timeout=1)
-    assert "timed out after 1s" in str(ei.value)
-    # the blocking-socket reader did not hang: the next command reconnects and runs
+    assert "timed out after 1s: stopped on the node by timeout(1) (exit 124)" in str(ei.value)
+    assert ei.value.command == f"echo $$ > {pid_file}; exec sleep 60"      # as meant
+    # the sleeper is gone on the node: timeout reaped it before it exited itself
+    assert not _running(int(pid_file.read_text()))
+    # the blocking-socket reader did not hang: the next command runs
     assert node.run("echo %s", "again").stdout == "again\n"
-    # OpenSSH 9.2 does not end a command when its channel or connection closes, and
-    # refuses the RFC 4254 "signal" request ("session signalling requires privilege
-    # separation" in its log): the sleeper is still there. Ended here, it is ours.
-    pid = int(pid_file.read_text())
-    os.kill(pid, 15)
+
+
+def test_a_timed_out_commands_children_are_gone_too(node, tmp_path):
+    # a child in the background (a hung helper of the command) is in timeout's process
+    # group: the group's TERM ends it with its parent
+    pids = tmp_path / "pids"
+    with pytest.raises(NodeError, match="stopped on the node"):
+        node.run("sleep 60 & echo $! > %s; echo $$ >> %s; wait", pids, pids, timeout=1)
+    assert [p for p in map(int, pids.read_text().split()) if _running(p)] == []
+
+
+def test_a_command_ignoring_term_is_killed_after_kill_after(sshd, tmp_path):
+    n = sshd.node(tmp_path / "n", kill_after=0.5)
+    pid_file = tmp_path / "stubborn.pid"
+    try:
+        with pytest.raises(NodeError) as ei:
+            n.run("trap '' TERM; echo $$ > %s; sleep 60; sleep 60", pid_file, timeout=1)
+    finally:
+        n.close()
+    # TERM ignored (the sleeps inherit that): KILL 0.5 s later, timeout's group with it
+    assert "(exit 137: KILL 0.5s after TERM)" in str(ei.value)
+    assert not _running(int(pid_file.read_text()))
+
+
+def test_a_command_exiting_124_before_its_limit_is_its_own_status(kept):
+    r = kept.run("exit %s", 124, timeout=30)
+    assert r.rc == 124 and not r.ok
+
+
+def test_a_node_without_timeout_runs_commands_unbounded_after_one_warning(sshd, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="runbook.nodes")
+    n = sshd.node(tmp_path / "n", behaviour=NO_TIMEOUT, command_log=tmp_path / "cmd.log")
+    try:
+        # bash says `timeout: command not found` before anything ran: the command is
+        # sent again, as it is, and its input reaches it once
+        r = n.run("cat", stdin="through\n", timeout=30)
+        assert (r.rc, r.stdout, r.command) == (0, "through\n", "cat")
+        assert n.run("printf %s", "again", timeout=30).stdout == "again"
+        with pytest.raises(NodeError) as ei:                 # the client's timeout remains
+            n.run("sleep %s", 5, timeout=0.5)
+    finally:
+        n.close()
+    assert "it may still be running there" in str(ei.value)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "timeout: command not found" in warnings[0]
+    logged = [json.loads(line)["command"] for line in (tmp_path / "cmd.log").read_text().splitlines()]
+    assert logged == ["cat", "printf again"]
+
+
+def _running(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("stdin", [None, "input\n"], ids=["no-stdin", "stdin"])

@@ -5,6 +5,12 @@ stdin, stdout, stderr and exit status go over a real socket. Commands are NOT gi
 shell: the line is split with ``shlex`` (as a POSIX shell would split it), ``sudo -n`` is
 stripped, and a few commands are interpreted over an in-memory file system, so tests can
 see exactly which argv arrived.
+
+Like a node, it runs ``timeout [-k D] [-s SIG] DURATION CMD...`` (GNU coreutils): the
+wrapper is taken off before the command is interpreted (``argvs`` holds the command's
+argv; ``lines`` what arrived, wrapper included) and ``sleep`` past DURATION is cut
+there with exit 124. ``FakeHost(timeout_program=None)`` is a node without ``timeout``:
+the shell (127) or sudo (1) says it is not found, as they do.
 """
 from __future__ import annotations
 
@@ -27,12 +33,25 @@ class FakeHost:
     links: set[str] = field(default_factory=set)
     argvs: list[list[str]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    #: "gnu": GNU coreutils' timeout; None: the node has none
+    timeout_program: str | None = "gnu"
+    #: the DURATION of each command that came under timeout (None: unbounded)
+    limits: list[float | None] = field(default_factory=list)
 
     def handle(self, line: str, stdin: bytes) -> tuple[int, bytes, bytes]:
         self.lines.append(line)
         argv = shlex.split(line)
-        if argv[:2] == ["sudo", "-n"]:
+        sudo = argv[:2] == ["sudo", "-n"]
+        if sudo:
             argv = argv[2:]
+        limit = None
+        if argv[:1] == ["timeout"]:
+            if self.timeout_program is None:
+                if sudo:
+                    return 1, b"", b"sudo: timeout: command not found\n"
+                return 127, b"", b"bash: line 1: timeout: command not found\n"
+            limit, argv = _gnu_timeout(argv[1:])
+        self.limits.append(limit)
         self.argvs.append(argv)
         cmd, args = argv[0], argv[1:]
         f = self.files
@@ -71,8 +90,13 @@ class FakeHost:
         if cmd == "spew":          # spew OUT ERR: that many bytes on stdout and stderr
             return 0, b"o" * int(args[0]), b"e" * int(args[1])
         if cmd == "sleep":
+            if limit is not None and float(args[0]) > limit:
+                time.sleep(limit)
+                return 124, b"", b""       # GNU timeout: the command timed out
             time.sleep(float(args[0]))
             return 0, b"", b""
+        if cmd == "exit-with":     # exit-with RC: ends at once with that status
+            return int(args[0]), b"", b""
         if cmd == "ip" and args[:2] == ["link", "show"]:
             return (0, b"", b"") if args[2] in self.links else (1, b"", b"does not exist\n")
         if cmd == "ip" and args[:2] == ["link", "delete"]:
@@ -83,7 +107,16 @@ class FakeHost:
         return 127, b"", f"{cmd}: command not found\n".encode()
 
 
-#: A command line starting with this is refused by the server (a CHANNEL_FAILURE reply).
+def _gnu_timeout(args: list[str]) -> tuple[float, list[str]]:
+    """``timeout``'s options and DURATION taken off: (seconds, the command's argv)."""
+    i = 0
+    while args[i].startswith("-"):
+        i += 2 if args[i] in ("-k", "-s") else 1
+    return float(args[i]), args[i + 1:]
+
+
+#: A command line holding this (under timeout's wrapper or not) is refused by the server
+#: (a CHANNEL_FAILURE reply).
 REFUSED = "refuse-this-exec"
 
 
@@ -104,7 +137,7 @@ class _Iface(paramiko.ServerInterface):
             paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        if command.decode().startswith(REFUSED):   # as sshd refuses (ForceCommand, a policy)
+        if REFUSED in command.decode():   # as sshd refuses (ForceCommand, a policy)
             return False
         threading.Thread(target=self.srv._exec, args=(channel, command.decode()), daemon=True).start()
         return True

@@ -61,7 +61,9 @@ def test_quoted_line_is_one_argument_for_a_real_shell():
 def test_sudo_prefix_and_failure_redacted(server, tmp_path):
     node = make_node(server, tmp_path)
     r = node.run("fail", sudo=True)
-    assert server.host.lines[-1] == "sudo -n fail"
+    # what the node receives: sudo outside, so timeout(1) may stop root's command
+    assert server.host.lines[-1] == "sudo -n timeout -k 5 120 fail"
+    assert r.command == "sudo -n fail"          # what the runbook shows and logs
     assert r.rc == 3 and not r.ok
     assert "s3cr3t-value" in r.stderr          # raw kept for parsing
     assert "s3cr3t-value" not in repr(r)       # displays are redacted
@@ -75,7 +77,7 @@ def test_sudo_prefix_and_failure_redacted(server, tmp_path):
     assert node.run_expect([3], "fail").rc == 3
     node.sudo = False
     node.run("uname -r", sudo=True)
-    assert server.host.lines[-1] == "uname -r"
+    assert server.host.lines[-1] == "timeout -k 5 120 uname -r"     # as received: no sudo
 
 
 def test_command_log_is_written(server, tmp_path):

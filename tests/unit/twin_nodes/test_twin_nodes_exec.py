@@ -223,3 +223,16 @@ def test_iptables_counters_roundtrip(nodes):
     kept = "\n".join(l for l in save.splitlines() if "KUBE-ROUTER" not in l) + "\n"
     assert sh(a, "sudo iptables-restore -c", kept.encode()).rc == 0
     assert "KUBE-ROUTER" not in a.iptables_save()
+
+
+@pytest.mark.parametrize("line", [
+    "sudo -n timeout -k 5 60 iptables-save -t nat", "a  b\tc", "", "  ", "x=1 y",
+    "-a --b=c d,e f@g 10% +1 a:b", "cat /etc/hostname"])
+def test_plain_lines_split_as_the_full_tokenizer_splits_them(line, monkeypatch):
+    # most lines hold no quote, glob or shell syntax and skip the character loop: the
+    # words are the same as the loop's
+    import re
+    from twin.node import shell
+    fast = tokenize(line)
+    monkeypatch.setattr(shell, "_PLAIN", re.compile(r"(?!)"))     # matches nothing
+    assert fast == tokenize(line)

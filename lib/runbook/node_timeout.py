@@ -218,5 +218,23 @@ def unsupported(rc: int, stdout: bytes | str, stderr: bytes | str) -> str | None
     return None
 
 
+_PASSWORD = re.compile(r"sudo: (?:a password is required|a terminal is required.*)")
+
+
+def sudo_password(rc: int, stdout: bytes | str, stderr: bytes | str) -> bool:
+    """Whether ``sudo -n`` refused to run anything without a password (exit 1, its line
+    last on stderr): the command did not start.
+
+    Example:
+        >>> sudo_password(1, b"", b"sudo: a password is required\\n"), sudo_password(1, b"", b"no\\n")
+        (True, False)
+    """
+    if stdout or rc != 1:
+        return False
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = text.strip().splitlines()
+    return bool(lines) and _PASSWORD.fullmatch(lines[-1].strip()) is not None
+
+
 __all__ = ["KILL_AFTER", "GRACE", "needs_shell", "duration", "bounded_line", "channel_timeout",
-           "timed_out", "stopped_message", "unsupported"]
+           "timed_out", "stopped_message", "unsupported", "sudo_password"]

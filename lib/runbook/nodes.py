@@ -313,6 +313,14 @@ class Node(NodeFiles):
                                              sudo=root, n_args=len(args))
             rc, out, err, elapsed = self._exec(line, sent, data, timeout)
             why = node_timeout.unsupported(rc, out, err)
+            if why is None and root and node_timeout.sudo_password(rc, out, err):
+                # sudo refused before anything ran: is it timeout(1) the sudoers does not
+                # allow without a password, or the command too? Ask for the command alone.
+                start = time.monotonic()
+                rc, out, err, elapsed = self._exec(line, line, data, timeout)
+                if not node_timeout.sudo_password(rc, out, err):
+                    self._unbounded("sudo -n wants a password for timeout(1), not for the command: "
+                                    "the node's sudoers allows the runbook's commands but not timeout")
             if why is not None:
                 self._unbounded(why)
                 bounded = False

@@ -37,6 +37,9 @@ class FakeHost:
     timeout_program: str | None = "gnu"
     #: the DURATION of each command that came under timeout (None: unbounded)
     limits: list[float | None] = field(default_factory=list)
+    #: what ``sudo -n`` wants a password for: nothing (None), "timeout" only (a sudoers
+    #: listing the runbook's commands with NOPASSWD, not timeout), or "all"
+    sudo_asks_password: str | None = None
 
     def handle(self, line: str, stdin: bytes) -> tuple[int, bytes, bytes]:
         self.lines.append(line)
@@ -44,6 +47,9 @@ class FakeHost:
         sudo = argv[:2] == ["sudo", "-n"]
         if sudo:
             argv = argv[2:]
+            if self.sudo_asks_password == "all" or (
+                    self.sudo_asks_password == "timeout" and argv[:1] == ["timeout"]):
+                return 1, b"", b"sudo: a password is required\n"
         limit = None
         if argv[:1] == ["timeout"]:
             if self.timeout_program is None:

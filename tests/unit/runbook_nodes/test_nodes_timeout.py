@@ -133,3 +133,33 @@ def test_a_secret_in_a_timed_out_command_stays_redacted(server, tmp_path):
         node.run("sleep %s %s", 5, "token: s3cr3t-value", timeout=0.3)
     assert "s3cr3t-value" not in str(ei.value) and "s3cr3t-value" not in (ei.value.command or "")
     node.close()
+
+
+def test_a_sudoers_that_wants_a_password_for_timeout_only_falls_back_once(tmp_path, caplog):
+    # NOPASSWD for the runbook's commands, not for timeout: `sudo -n timeout ...` is refused
+    # before anything runs; the command alone is then asked, and allowed
+    caplog.set_level(logging.WARNING, logger="runbook.nodes")
+    with SSHTestServer(FakeHost(sudo_asks_password="timeout")) as srv:
+        node = srv.node(tmp_path, command_timeout=30)
+        r = node.run("echo-args %s", "x", sudo=True)
+        assert (r.rc, r.stdout) == (0, "x\n")
+        assert srv.host.lines == ["sudo -n timeout -k 5 30 echo-args x", "sudo -n echo-args x"]
+        node.run("uname -r", sudo=True)
+        node.run("uname -r")                                   # the whole node runs unbounded now
+        assert srv.host.lines[2:] == ["sudo -n uname -r", "uname -r"]
+        node.close()
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "sudoers allows the runbook's commands but not timeout" in warnings[0]
+
+
+def test_a_sudo_that_wants_a_password_for_everything_is_the_commands_failure(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="runbook.nodes")
+    with SSHTestServer(FakeHost(sudo_asks_password="all")) as srv:
+        node = srv.node(tmp_path, command_timeout=30)
+        r = node.run("echo-args %s", "x", sudo=True)
+        assert (r.rc, r.stderr) == (1, "sudo: a password is required\n")
+        node.run("uname -r", sudo=True)                        # still bounded: sudo was the problem
+        assert srv.host.lines == ["sudo -n timeout -k 5 30 echo-args x", "sudo -n echo-args x",
+                                  "sudo -n timeout -k 5 30 uname -r", "sudo -n uname -r"]
+        node.close()
+    assert not [rec for rec in caplog.records if rec.levelno == logging.WARNING]

@@ -99,10 +99,12 @@ class Snapshot:
         return iter(self.objects.values())
 
     def counts(self) -> dict[str, int]:
-        """Objects by kind (Secrets from ``secrets.json``)."""
+        """Objects by kind (Secrets from ``secrets.json``); a custom resource's kind is
+        named with its API group (``Node.longhorn.io``: not a Kubernetes ``Node``)."""
         out: dict[str, int] = {}
         for doc in self.objects.values():
-            out[doc["kind"]] = out.get(doc["kind"], 0) + len(doc["items"])
+            key = counted_kind(doc["kind"], str(doc.get("apiVersion") or ""))
+            out[key] = out.get(key, 0) + len(doc["items"])
         if self.secrets:
             out["Secret"] = out.get("Secret", 0) + len(self.secrets)
         return out
@@ -318,3 +320,19 @@ def read(path: str | os.PathLike[str]) -> Snapshot:
         objects[name] = doc
     return Snapshot(cluster=cluster, nodes=nodes, objects=objects, secrets=secrets, params=params,
                     manifest=manifest, source=where)
+
+
+def counted_kind(kind: str, api_version: str) -> str:
+    """How ``counts`` names a kind: as it is for Kubernetes' own API groups (the core
+    group, ``apps``, ``*.k8s.io``), ``kind.group`` for any other group.
+
+    Example:
+        >>> counted_kind("Node", "v1"), counted_kind("Node", "longhorn.io/v1beta2")
+        ('Node', 'Node.longhorn.io')
+        >>> counted_kind("Ingress", "networking.k8s.io/v1")
+        'Ingress'
+    """
+    group = api_version.rpartition("/")[0]
+    if not group or "." not in group or group.endswith(".k8s.io"):
+        return kind
+    return f"{kind}.{group}"

@@ -118,7 +118,16 @@ def test_the_gate_reads_longhorn_nodes_and_the_twin_does_what_it_says(lh) -> Non
     assert [r["spec"]["nodeID"] for r in lh_list(at, "replicas") if r["spec"]["volumeName"] == vol
             and r["spec"].get("evictionRequested")] == [drained]
 
-    # the operator tags the third node: the gate passes and the drain finishes, the replica moved there
+    # the operator uncordons the node to fix the tags first, and waits until Longhorn sees it
+    # schedulable again: while it is cordoned it takes nothing, and the gate would judge the
+    # other nodes' drains without it (and the twin might already be moving the replica)
+    kubectl(at, "uncordon", drained)
+
+    def lh_node(name: str) -> dict:
+        return next(o for o in lh_list(at, "nodes") if o["metadata"]["name"] == name)
+    at.until(lambda: condition(lh_node(drained), "Schedulable")["status"] == "True", timeout=20,
+             what="the uncordoned node schedulable for Longhorn")
+    # then tags the third node: the gate passes and the drain finishes, the replica moved there
     patch(at, "nodes.longhorn.io", third, {"spec": {"tags": ["fast"]}})
     v2 = longhorn_drain.verdict(s)
     assert v2 is not None and v2.ok and v2.facts["unmovable_volumes"] == [], v2.details

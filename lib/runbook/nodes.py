@@ -306,6 +306,7 @@ class Node(NodeFiles):
         timeout = timeout if timeout is not None else self.command_timeout
         data = stdin.encode() if isinstance(stdin, str) else stdin
         bounded = bool(timeout) and self._bounded
+        why, refused = None, False
         start = time.monotonic()
         if bounded:
             assert timeout
@@ -313,17 +314,11 @@ class Node(NodeFiles):
                                              sudo=root, n_args=len(args))
             rc, out, err, elapsed = self._exec(line, sent, data, timeout)
             why = node_timeout.unsupported(rc, out, err)
-            if why is None and root and node_timeout.sudo_password(rc, out, err):
-                # sudo refused before anything ran: is it timeout(1) the sudoers does not
-                # allow without a password, or the command too? Ask for the command alone.
-                start = time.monotonic()
-                rc, out, err, elapsed = self._exec(line, line, data, timeout)
-                if not node_timeout.sudo_password(rc, out, err):
-                    self._unbounded("sudo -n wants a password for timeout(1), not for the command: "
-                                    "the node's sudoers allows the runbook's commands but not timeout")
-            if why is not None:
-                self._unbounded(why)
-                bounded = False
+            # sudo refused before anything ran: timeout(1) only (a sudoers that lists the
+            # runbook's commands), or the command too? Asking for the command alone tells.
+            refused = why is None and root and node_timeout.sudo_password(rc, out, err)
+            if why is not None or refused:
+                bounded = False           # the command never started: it runs alone below
             elif node_timeout.timed_out(rc, elapsed, timeout, self.kill_after):
                 raise NodeError(node_timeout.stopped_message(timeout, rc, self.kill_after),
                                 node=self.name, command=redact_text(line),
@@ -332,6 +327,11 @@ class Node(NodeFiles):
         if not bounded:
             start = time.monotonic()
             rc, out, err, _ = self._exec(line, line, data, timeout)
+            if why is not None:
+                self._unbounded(why)
+            elif refused and not node_timeout.sudo_password(rc, out, err):
+                self._unbounded("sudo -n wants a password for timeout(1), not for the command: "
+                                "the node's sudoers allows the runbook's commands but not timeout")
         result = CommandResult(self.name, line, rc, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - start)
         self._log(result)

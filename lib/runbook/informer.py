@@ -37,7 +37,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .watches import Expired, OpenStreams, stream_events, targets
+from .watches import Expired, OpenStreams, settled_wait, stream_events, targets
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -315,12 +315,7 @@ class Informers:
     def wait(self, timeout: float) -> bool:
         """Sleep until one of them changes or ``timeout`` seconds pass; True when woken by a
         change (then a short settle lets the rest of its burst in)."""
-        if timeout <= 0 or not self.changed.wait(timeout):
-            return False
-        if self.settle > 0:
-            self._stop.wait(min(self.settle, timeout))
-        self.changed.clear()
-        return True
+        return settled_wait(self.changed, self._stop, timeout, self.settle)
 
     def close(self) -> None:
         """Stop every watch."""

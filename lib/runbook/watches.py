@@ -26,7 +26,7 @@ from .paging import loads
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-__all__ = ["Changes", "Target", "targets", "log_wait", "Expired", "OpenStreams", "decode_event",
+__all__ = ["Changes", "settled_wait", "Target", "targets", "log_wait", "Expired", "OpenStreams", "decode_event",
            "stream_events", "WATCH_SECONDS", "READ_TIMEOUT"]
 
 log = logging.getLogger("runbook.watches")
@@ -114,6 +114,18 @@ def stream_events(cluster: Cluster, resource: str, namespace: str | None, rv: st
         _shutdown(resp)
 
 
+def settled_wait(changed: threading.Event, stop: threading.Event, timeout: float,
+                 settle: float) -> bool:
+    """Wait up to ``timeout`` s for ``changed``; once set, ``settle`` s more (ended early by
+    ``stop``) let the rest of a burst of events in, then clear it. True when woken by it."""
+    if timeout <= 0 or not changed.wait(timeout):
+        return False
+    if settle > 0:
+        stop.wait(min(settle, timeout))
+    changed.clear()
+    return True
+
+
 def targets(spec: Iterable[Any]) -> list[tuple[str, str | None]]:
     """``["nodes", ("pods", "kube-system")]`` -> ``[("nodes", None), ("pods", "kube-system")]``."""
     return [(t, None) if isinstance(t, str) else (t[0], t[1]) for t in spec]
@@ -173,14 +185,7 @@ class Changes:
         Returns True when woken by a change (then a short settle lets its burst in).
         """
         self.start()
-        if timeout <= 0:
-            return False
-        if not self._changed.wait(timeout):
-            return False
-        if self.settle > 0:
-            self._stop.wait(min(self.settle, timeout))
-        self._changed.clear()
-        return True
+        return settled_wait(self._changed, self._stop, timeout, self.settle)
 
     def close(self) -> None:
         """Stop watching (open streams are shut so their threads end at once)."""

@@ -28,3 +28,12 @@ def twin_factory(tmp_path_factory: pytest.TempPathFactory):
     yield make
     for at in started:
         at.twin.stop()
+
+
+@pytest.fixture
+def lh(addon_twin, kubectl_bin: str, tool_env: dict):
+    """A fresh add-on twin that ``kubectl`` (the real binary) talks to, for the Longhorn tests."""
+    at = addon_twin
+    at.kubectl_bin = kubectl_bin
+    at.env = dict(tool_env, KUBECONFIG=str(at.twin.kubeconfig))
+    return at

@@ -22,14 +22,6 @@ from test_twin_addons_longhorn_pdb import LH, kubectl, lh_list, set_setting
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-@pytest.fixture
-def lh(addon_twin, kubectl_bin: str, tool_env: dict):
-    at = addon_twin
-    at.kubectl_bin = kubectl_bin
-    at.env = dict(tool_env, KUBECONFIG=str(at.twin.kubeconfig))
-    return at
-
-
 def patch(at, kind: str, name: str, body: dict) -> None:
     r = kubectl(at, "-n", LH, "patch", kind, name, "--type=merge", "-p", json.dumps(body))
     assert r.returncode == 0, r.stderr

@@ -26,14 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 LH = "longhorn-system"
 
 
-@pytest.fixture
-def lh(addon_twin, kubectl_bin: str, tool_env: dict):
-    at = addon_twin
-    at.kubectl_bin = kubectl_bin
-    at.env = dict(tool_env, KUBECONFIG=str(at.twin.kubeconfig))
-    return at
-
-
 def kubectl(at: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([at.kubectl_bin, *args], env=at.env, capture_output=True, text=True, timeout=timeout)
 

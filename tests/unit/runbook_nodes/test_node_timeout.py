@@ -131,6 +131,15 @@ def _sh(line: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
 
 
+def _bounded(template: str, path: object, seconds: float, *, kill_after: float
+             ) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``template`` (one ``%s``: ``path``) run under the wrapper as sshd would; its elapsed time."""
+    start = time.monotonic()
+    r = _sh(nt.bounded_line(template, Node.quote(template, path), seconds, kill_after=kill_after,
+                            sudo=False, n_args=1))
+    return r, time.monotonic() - start
+
+
 @needs_tools
 def test_real_timeout_runs_argv_and_shell_lines_unchanged():
     nasty = ["two words", "it's", "$HOME `id` ; x", "*"]
@@ -146,11 +155,7 @@ def test_real_timeout_runs_argv_and_shell_lines_unchanged():
 @needs_tools
 def test_real_timeout_stops_the_command_and_its_children(tmp_path):
     pids = tmp_path / "pids"
-    template = "sleep 30 & echo $! > %s; sleep 30"
-    line = Node.quote(template, pids)
-    start = time.monotonic()
-    r = _sh(nt.bounded_line(template, line, 0.3, kill_after=5, sudo=False, n_args=1))
-    elapsed = time.monotonic() - start
+    r, elapsed = _bounded("sleep 30 & echo $! > %s; sleep 30", pids, 0.3, kill_after=5)
     assert r.returncode == 124 and nt.timed_out(r.returncode, elapsed, 0.3, 5)
     child = int(pids.read_text())
     _gone(child)
@@ -159,11 +164,7 @@ def test_real_timeout_stops_the_command_and_its_children(tmp_path):
 @needs_tools
 def test_real_timeout_kills_a_command_that_ignores_term(tmp_path):
     pid = tmp_path / "pid"
-    template = "trap '' TERM; echo $$ > %s; sleep 30"
-    line = Node.quote(template, pid)
-    start = time.monotonic()
-    r = _sh(nt.bounded_line(template, line, 0.2, kill_after=0.3, sudo=False, n_args=1))
-    elapsed = time.monotonic() - start
+    r, elapsed = _bounded("trap '' TERM; echo $$ > %s; sleep 30", pid, 0.2, kill_after=0.3)
     # the KILL goes to the whole group, timeout itself included: the shell's 128+9
     assert r.returncode == nt.KILLED and nt.timed_out(r.returncode, elapsed, 0.2, 0.3)
     _gone(int(pid.read_text()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_a_node_without_timeout_runs_the_command_unbounded_and_warns_once(tmp_pa
         node.run("uname -r", sudo=sudo)
         assert host.lines[2:] == [prefix + "uname -r"] * 2          # not asked again
         node.close()
-    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    warnings = warned(caplog)
     assert len(warnings) == 1
     assert "[set-hog] the node cannot run timeout(1)" in warnings[0]
     assert "timeout: command not found" in warnings[0]
@@ -135,31 +136,38 @@ def test_a_secret_in_a_timed_out_command_stays_redacted(server, tmp_path):
     node.close()
 
 
+def warned(caplog) -> list[str]:
+    return [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+
+
+@contextmanager
+def sudo_x(tmp_path, caplog, asks: str):
+    """A node whose ``sudo -n`` wants a password for ``asks``: (server, node, the result of
+    ``echo-args x`` run there under sudo)."""
+    caplog.set_level(logging.WARNING, logger="runbook.nodes")
+    with SSHTestServer(FakeHost(sudo_asks_password=asks)) as srv:
+        node = srv.node(tmp_path, command_timeout=30)
+        yield srv, node, node.run("echo-args %s", "x", sudo=True)
+        node.close()
+
+
 def test_a_sudoers_that_wants_a_password_for_timeout_only_falls_back_once(tmp_path, caplog):
     # NOPASSWD for the runbook's commands, not for timeout: `sudo -n timeout ...` is refused
     # before anything runs; the command alone is then asked, and allowed
-    caplog.set_level(logging.WARNING, logger="runbook.nodes")
-    with SSHTestServer(FakeHost(sudo_asks_password="timeout")) as srv:
-        node = srv.node(tmp_path, command_timeout=30)
-        r = node.run("echo-args %s", "x", sudo=True)
+    with sudo_x(tmp_path, caplog, "timeout") as (srv, node, r):
         assert (r.rc, r.stdout) == (0, "x\n")
         assert srv.host.lines == ["sudo -n timeout -k 5 30 echo-args x", "sudo -n echo-args x"]
         node.run("uname -r", sudo=True)
         node.run("uname -r")                                   # the whole node runs unbounded now
         assert srv.host.lines[2:] == ["sudo -n uname -r", "uname -r"]
-        node.close()
-    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    warnings = warned(caplog)
     assert len(warnings) == 1 and "sudoers allows the runbook's commands but not timeout" in warnings[0]
 
 
 def test_a_sudo_that_wants_a_password_for_everything_is_the_commands_failure(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="runbook.nodes")
-    with SSHTestServer(FakeHost(sudo_asks_password="all")) as srv:
-        node = srv.node(tmp_path, command_timeout=30)
-        r = node.run("echo-args %s", "x", sudo=True)
+    with sudo_x(tmp_path, caplog, "all") as (srv, node, r):
         assert (r.rc, r.stderr) == (1, "sudo: a password is required\n")
         node.run("uname -r", sudo=True)                        # still bounded: sudo was the problem
         assert srv.host.lines == ["sudo -n timeout -k 5 30 echo-args x", "sudo -n echo-args x",
                                   "sudo -n timeout -k 5 30 uname -r", "sudo -n uname -r"]
-        node.close()
-    assert not [rec for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert warned(caplog) == []
